@@ -1,0 +1,364 @@
+"""Stage 4 — check: validate meaning across all documents, reporting every problem.
+
+Structure was checked by :mod:`meshplan.schema`; here: uniqueness (domains, clusters, services,
+mesh names and ids, requirement names), references (with "did you mean"), consent (another
+domain's service must be exported to the requirement's domain), ownership (a requirement only
+selects its own domain's pods), CIDR arithmetic, and fail-closed warnings for wildcards that
+match nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from collections.abc import Iterable, Iterator
+from itertools import combinations
+
+from .diagnostics import Diagnostic, Location, error, warning
+from .model import (
+    ABSTRACT_KEYS,
+    CLUSTER_LABEL,
+    WILDCARD,
+    CidrPeer,
+    Domain,
+    Inventory,
+    Peer,
+    Requirement,
+    Rule,
+    Service,
+)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def check_inventory(inventory: Inventory) -> list[Diagnostic]:
+    """Every semantic problem of the inventory and the requirements, in one list."""
+    problems: list[Diagnostic] = []
+    problems += _unique_domains(inventory.domains)
+    for domain in inventory.domains:
+        problems += _domain_problems(inventory, domain)
+    problems += _mesh_identity_problems(inventory)
+    problems += _pod_cidr_overlaps(inventory)
+    problems += _unique_requirements(inventory.requirements)
+    for requirement in inventory.requirements:
+        problems += RequirementChecker(inventory, requirement).problems()
+    return problems
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _first_seen(location: Location) -> str:
+    return f"{location.file}:{location.line}"
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+def _unique_domains(domains: Iterable[Domain]) -> Iterator[Diagnostic]:
+    seen: dict[str, Domain] = {}
+    for domain in domains:
+        first = seen.setdefault(domain.name, domain)
+        if first is not domain:
+            yield error(domain.location, "metadata.name",
+                        f"expected each domain once, found '{domain.name}' again (first defined "
+                        f"at {_first_seen(first.location)})")
+
+
+def _domain_problems(inventory: Inventory, domain: Domain) -> Iterator[Diagnostic]:
+    seen_clusters: dict[str, Location] = {}
+    for cluster in domain.clusters:
+        first = seen_clusters.setdefault(cluster.name, cluster.location)
+        if first != cluster.location:
+            yield error(cluster.location, "name", f"expected cluster names unique in domain "
+                        f"'{domain.name}', found '{cluster.name}' again (first at "
+                        f"{_first_seen(first)})")
+        if len(cluster.mesh_name) > 32:
+            yield error(cluster.location, "meshName", "expected a Cilium cluster name of at most "
+                        f"32 characters, found the default '{cluster.mesh_name}' "
+                        f"({len(cluster.mesh_name)}); set meshName explicitly")
+    seen_services: dict[str, Location] = {}
+    for service in domain.services:
+        first = seen_services.setdefault(service.name, service.location)
+        if first != service.location:
+            yield error(service.location, "name", f"expected service names unique in domain "
+                        f"'{domain.name}', found '{service.name}' again (first at "
+                        f"{_first_seen(first)})")
+        yield from _service_problems(inventory, domain, service)
+
+
+def _service_problems(inventory: Inventory, domain: Domain, service: Service) -> Iterator[Diagnostic]:
+    if not service.clusters:
+        yield error(service.location, "clusters", f"expected service '{service.name}' to run in "
+                    "at least one cluster, found none (thesis form: add it to servicesMap)")
+    for name, where in zip(service.clusters, service.cluster_locations, strict=True):
+        if name not in domain.cluster_by_name:
+            yield error(where, "clusters", f"expected a cluster of domain '{domain.name}', found "
+                        f"'{name}'{did_you_mean(name, domain.cluster_by_name)}")
+    if len(set(service.clusters)) != len(service.clusters):
+        yield error(service.location, "clusters", f"expected each cluster once in service "
+                    f"'{service.name}', found duplicates")
+    ports = [(p.port, p.protocol) for p in service.ports]
+    if len(set(ports)) != len(ports):
+        yield error(service.location, "ports", f"expected each port/protocol once in service "
+                    f"'{service.name}', found duplicates")
+    names = [p.name for p in service.ports if p.name]
+    if len(set(names)) != len(names):
+        yield error(service.location, "ports", f"expected unique port names in service "
+                    f"'{service.name}', found duplicates")
+    if len(service.ports) > 1 and len(names) != len(service.ports):
+        yield error(service.location, "ports", "expected every port of a multi-port service to "
+                    "have a name (Kubernetes requires it), found unnamed ports")
+    for name, where in zip(service.export_to, service.export_locations, strict=False):
+        if name != WILDCARD and name not in inventory.domain_by_name:
+            yield error(where, "exportTo", f"expected a domain name, found "
+                        f"'{name}'{did_you_mean(name, inventory.domain_by_name)}")
+
+
+def _mesh_identity_problems(inventory: Inventory) -> Iterator[Diagnostic]:
+    names: dict[str, Location] = {}
+    ids: dict[int, Location] = {}
+    for domain in inventory.domains:
+        for cluster in domain.clusters:
+            first = names.setdefault(cluster.mesh_name, cluster.mesh_name_location)
+            if first != cluster.mesh_name_location:
+                yield error(cluster.mesh_name_location, "meshName", "expected Cilium cluster "
+                            f"names unique across the mesh, found '{cluster.mesh_name}' again "
+                            f"(first at {_first_seen(first)})")
+            if cluster.mesh_id is None:
+                continue
+            first_id = ids.setdefault(cluster.mesh_id, cluster.mesh_id_location)
+            if first_id != cluster.mesh_id_location:
+                yield error(cluster.mesh_id_location, "meshId", "expected Cilium cluster ids "
+                            f"unique across the mesh, found {cluster.mesh_id} again (first at "
+                            f"{_first_seen(first_id)})")
+
+
+def parse_network(text: str, where: Location, path: str) -> tuple[Network | None, list[Diagnostic]]:
+    """A CIDR as written, or the diagnostic explaining why it is not one."""
+    if "/" not in text:
+        return None, [error(where, path, f"expected a CIDR with a prefix length such as "
+                            f"10.0.0.0/8, found '{text}'")]
+    try:
+        return ipaddress.ip_network(text, strict=True), []
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None, [error(where, path, f"expected a CIDR such as 10.0.0.0/8, found '{text}'")]
+    return None, [error(where, path, f"expected a network address, found '{text}' with host "
+                        f"bits set (did you mean {loose}?)")]
+
+
+def _pod_cidr_overlaps(inventory: Inventory) -> Iterator[Diagnostic]:
+    networks: list[tuple[str, Network, Location]] = []
+    for domain in inventory.domains:
+        for cluster in domain.clusters:
+            for text, where in cluster.pod_cidrs:
+                network, problems = parse_network(text, where, "podCIDRs")
+                yield from problems
+                if network is not None:
+                    networks.append((f"{domain.name}/{cluster.name}", network, where))
+    for (a_name, a, a_where), (b_name, b, b_where) in combinations(networks, 2):
+        if a_name != b_name and a.version == b.version and a.overlaps(b):
+            yield error(b_where, "podCIDRs", f"expected pod CIDRs that do not overlap across "
+                        f"clusters, found {b} of {b_name} overlapping {a} of {a_name} "
+                        f"({_first_seen(a_where)})")
+
+
+# --------------------------------------------------------------------------- requirements
+
+
+def _unique_requirements(requirements: Iterable[Requirement]) -> Iterator[Diagnostic]:
+    seen: dict[tuple[str, str, bool], Requirement] = {}
+    for requirement in requirements:
+        key = (requirement.domain, f"{requirement.namespace}/{requirement.name}",
+               requirement.cluster_wide)
+        first = seen.setdefault(key, requirement)
+        if first is not requirement:
+            yield error(requirement.location, "metadata.name", "expected requirement names "
+                        f"unique per namespace in domain '{requirement.domain}', found "
+                        f"'{requirement.name}' again (first at {_first_seen(first.location)})")
+
+
+class RequirementChecker:
+    """The checks of one requirement; small methods, each one rule."""
+
+    def __init__(self, inventory: Inventory, requirement: Requirement) -> None:
+        self.inventory = inventory
+        self.req = requirement
+        self.domain = inventory.domain_by_name.get(requirement.domain)
+
+    def problems(self) -> list[Diagnostic]:
+        if self.domain is None:
+            known = self.inventory.domain_by_name
+            return [error(Location(self.req.file, 1, 1), "", "expected the folder "
+                          f"requirements/{self.req.domain}/ to name a domain of the inventory, "
+                          f"found no domain '{self.req.domain}'"
+                          f"{did_you_mean(self.req.domain, known)}")]
+        out = list(self._scope())
+        out += self._endpoint_selector()
+        out += self._empty_policy()
+        for rule in (*(self.req.egress or ()), *(self.req.ingress or ())):
+            out += self._rule(rule)
+        return out
+
+    def _scope(self) -> Iterator[Diagnostic]:
+        assert self.domain is not None
+        if self.req.clusters is None:
+            return
+        if not self.req.clusters:
+            yield error(self.req.location, "metadata.annotations", "expected at least one "
+                        "cluster name in meshplan.dev/clusters, found none")
+        for name, where in zip(self.req.clusters, self.req.cluster_locations, strict=True):
+            if name not in self.domain.cluster_by_name:
+                yield error(where, "spec.clusters", f"expected a cluster of domain "
+                            f"'{self.domain.name}', found '{name}'"
+                            f"{did_you_mean(name, self.domain.cluster_by_name)}")
+
+    def _endpoint_selector(self) -> Iterator[Diagnostic]:
+        assert self.domain is not None
+        selector = self.req.endpoint_selector
+        where = self.req.selector_location
+        labels = dict(selector.match_labels)
+        if CLUSTER_LABEL in labels or f"k8s:{CLUSTER_LABEL}" in labels:
+            yield error(where, "spec.endpointSelector", "expected pod labels, found the Cilium "
+                        "cluster label: choose clusters with spec.clusters")
+        if not selector.is_abstract:
+            return
+        extra = sorted(k for k in labels if k != "service")
+        if "cluster" in labels or "domain" in labels or extra or selector.match_expressions:
+            yield error(where, "spec.endpointSelector", "expected either {service: <name>} or "
+                        "raw pod labels, found abstract labels mixed with others "
+                        f"({', '.join(sorted(labels))}); choose clusters with spec.clusters")
+            return
+        yield from self._selected_service(labels["service"])
+
+    def _selected_service(self, name: str) -> Iterator[Diagnostic]:
+        assert self.domain is not None
+        where = self.req.selector_location
+        service = self.domain.service_by_name.get(name)
+        if service is None:
+            owner = next((d for d in self.inventory.domains if name in d.service_by_name), None)
+            if owner is not None:
+                yield error(where, "spec.endpointSelector.matchLabels.service", "expected a "
+                            f"service of domain '{self.domain.name}', found '{name}' of domain "
+                            f"'{owner.name}': a requirement can only select its own domain's "
+                            "pods")
+            else:
+                yield error(where, "spec.endpointSelector.matchLabels.service", "expected a "
+                            f"service of domain '{self.domain.name}', found '{name}'"
+                            f"{did_you_mean(name, self.domain.service_by_name)}")
+            return
+        if name == WILDCARD:
+            return
+        if self.req.namespace is not None and self.req.namespace != service.namespace:
+            yield error(self.req.namespace_location, "metadata.namespace", "expected the "
+                        f"namespace of service '{name}' ({service.namespace}) or none, found "
+                        f"'{self.req.namespace}'")
+        for cluster, where_c in zip(self.req.clusters or (), self.req.cluster_locations,
+                                    strict=False):
+            if cluster in self.domain.cluster_by_name and cluster not in service.clusters:
+                yield error(where_c, "spec.clusters", f"expected a cluster where service "
+                            f"'{name}' runs ({', '.join(service.clusters)}), found '{cluster}'")
+
+    def _empty_policy(self) -> Iterator[Diagnostic]:
+        if self.req.egress is None and self.req.ingress is None:
+            yield warning(self.req.location, "spec", "requirement has neither egress nor "
+                          "ingress rules, so it restricts nothing")
+
+    def _rule(self, rule: Rule) -> Iterator[Diagnostic]:
+        peers_key = "toEndpoints" if rule.direction == "egress" else "fromEndpoints"
+        cidrs_key = "toCIDRSet" if rule.direction == "egress" else "fromCIDRSet"
+        if rule.has_endpoints and rule.has_cidrs:
+            yield error(rule.location, f"spec.{rule.direction}", f"expected {peers_key} or "
+                        f"{cidrs_key} in one rule, found both (Cilium cannot combine them: "
+                        "write two rules)")
+        elif not rule.has_endpoints and not rule.has_cidrs:
+            yield error(rule.location, f"spec.{rule.direction}", f"expected {peers_key} or "
+                        f"{cidrs_key}, found only toPorts (that would allow every destination)")
+        for peer in rule.endpoints:
+            yield from self._peer(peer, rule.direction, peers_key)
+        for cidr in rule.cidrs:
+            yield from self._cidr(cidr, rule.direction, cidrs_key)
+
+    def _peer(self, peer: Peer, direction: str, key: str) -> Iterator[Diagnostic]:
+        labels = dict(peer.selector.match_labels)
+        path = f"spec.{direction}.{key}"
+        if CLUSTER_LABEL in labels or f"k8s:{CLUSTER_LABEL}" in labels:
+            yield error(peer.location, path, "expected the abstract label 'cluster', found the "
+                        f"raw Cilium label {CLUSTER_LABEL} (raw cluster labels would bypass "
+                        "the consent of the cluster's domain)")
+            return
+        if not peer.is_abstract:
+            for key_, value in labels.items():
+                if value == WILDCARD:
+                    yield error(peer.location, path, f"expected a label value for '{key_}', "
+                                "found \"*\" (only the abstract labels service and cluster take "
+                                "wildcards)")
+            return
+        raw = sorted(k for k in labels if k not in ABSTRACT_KEYS)
+        if raw or peer.selector.match_expressions:
+            yield error(peer.location, path, "expected either abstract labels (service, "
+                        f"cluster, domain) or raw pod labels, found both ({', '.join(raw)})")
+            return
+        yield from self._abstract_peer(peer, labels, path)
+
+    def _abstract_peer(self, peer: Peer, labels: dict[str, str], path: str) -> Iterator[Diagnostic]:
+        domain_name = labels.get("domain", self.req.domain)
+        target = self.inventory.domain_by_name.get(domain_name)
+        if domain_name == WILDCARD or target is None:
+            yield error(peer.location, f"{path}.matchLabels.domain", "expected a domain name, "
+                        f"found '{domain_name}'{did_you_mean(domain_name, self.inventory.domain_by_name)}")
+            return
+        cluster = labels.get("cluster", WILDCARD)
+        if cluster != WILDCARD and cluster not in target.cluster_by_name:
+            yield error(peer.location, f"{path}.matchLabels.cluster", f"expected a cluster of "
+                        f"domain '{target.name}', found '{cluster}'"
+                        f"{did_you_mean(cluster, target.cluster_by_name)}")
+            return
+        service_name = labels.get("service", WILDCARD)
+        if service_name != WILDCARD:
+            yield from self._named_service_peer(peer, target, service_name, cluster, path)
+            return
+        if not self.inventory.resolve_peer(peer.selector, self.req.domain):
+            scope = (f"cluster '{cluster}' of " if cluster != WILDCARD else "") + \
+                    f"domain '{target.name}'"
+            yield warning(peer.location, path, f"peer matches no service visible to domain "
+                          f"'{self.req.domain}' in {scope}, so it allows nothing")
+
+    def _named_service_peer(
+        self, peer: Peer, target: Domain, name: str, cluster: str, path: str
+    ) -> Iterator[Diagnostic]:
+        service = target.service_by_name.get(name)
+        if service is None:
+            yield error(peer.location, f"{path}.matchLabels.service", f"expected a service of "
+                        f"domain '{target.name}', found '{name}'"
+                        f"{did_you_mean(name, target.service_by_name)}")
+            return
+        if not service.exported_to(self.req.domain):
+            yield error(peer.location, f"{path}.matchLabels.service", f"expected a service "
+                        f"exported to domain '{self.req.domain}', found '{name}' of domain "
+                        f"'{target.name}' ({_first_seen(service.location)}), which does not "
+                        f"list '{self.req.domain}' in exportTo")
+            return
+        if cluster != WILDCARD and cluster not in service.clusters:
+            yield error(peer.location, f"{path}.matchLabels.cluster", f"expected a cluster "
+                        f"where service '{name}' runs ({', '.join(service.clusters)}), found "
+                        f"'{cluster}'")
+
+    def _cidr(self, cidr: CidrPeer, direction: str, key: str) -> Iterator[Diagnostic]:
+        path = f"spec.{direction}.{key}"
+        network, problems = parse_network(cidr.cidr, cidr.location, f"{path}.cidr")
+        yield from problems
+        for text, where in zip(cidr.excepts, cidr.except_locations, strict=True):
+            inner, inner_problems = parse_network(text, where, f"{path}.except")
+            yield from inner_problems
+            if network is None or inner is None:
+                continue
+            if inner.version != network.version or not inner.subnet_of(network):  # type: ignore[arg-type]
+                yield error(where, f"{path}.except", f"expected a CIDR inside {network}, found "
+                            f"'{text}'")

@@ -1,0 +1,427 @@
+"""Stage 3 — model: immutable records for domains, clusters, services and requirements.
+
+Built from documents that passed :mod:`meshplan.schema`, so building never fails on structure;
+meaning (references, uniqueness, consent) is checked afterwards by :mod:`meshplan.check`.
+Every record keeps the :class:`Location` it came from, so later stages can point at it.
+
+:meth:`Inventory.resolve_peer` is the one place where an abstract peer (``service``,
+``cluster``, ``domain`` labels) is turned into concrete (service, clusters) targets; both the
+checker and the refiner call it, so they can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal, NamedTuple
+
+from .diagnostics import Location
+from .load import Document, PathKey
+
+API_VERSION = "meshplan.dev/v1alpha1"
+CLUSTERS_ANNOTATION = "meshplan.dev/clusters"
+ABSTRACT_KEYS = ("service", "cluster", "domain")
+WILDCARD = "*"
+NAMESPACE_LABEL = "k8s:io.kubernetes.pod.namespace"
+CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+
+Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
+
+
+def labels_of(mapping: Mapping[str, Any] | None) -> Labels:
+    return tuple(sorted((str(k), str(v)) for k, v in (mapping or {}).items()))
+
+
+class Port(NamedTuple):
+    port: int
+    protocol: str  # TCP, UDP or SCTP
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    domain: str
+    name: str
+    mesh_name: str
+    mesh_id: int | None
+    pod_cidrs: tuple[tuple[str, Location], ...]
+    cluster_domain: str
+    argocd_name: str | None
+    argocd_server: str | None
+    flux_namespace: str | None
+    location: Location
+    mesh_name_location: Location
+    mesh_id_location: Location
+
+
+@dataclass(frozen=True)
+class Service:
+    domain: str
+    name: str
+    namespace: str
+    selector: Labels
+    ports: tuple[Port, ...]
+    clusters: tuple[str, ...]
+    export_to: tuple[str, ...]  # domain names, or ("*",)
+    location: Location
+    cluster_locations: tuple[Location, ...]
+    export_locations: tuple[Location, ...]
+
+    def exported_to(self, domain: str) -> bool:
+        return domain == self.domain or WILDCARD in self.export_to or domain in self.export_to
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    clusters: tuple[Cluster, ...]
+    services: tuple[Service, ...]
+    location: Location
+    form: Literal["native", "thesis"]
+
+    @cached_property
+    def cluster_by_name(self) -> Mapping[str, Cluster]:
+        return {c.name: c for c in self.clusters}
+
+    @cached_property
+    def service_by_name(self) -> Mapping[str, Service]:
+        return {s.name: s for s in self.services}
+
+
+@dataclass(frozen=True)
+class Expression:
+    key: str
+    operator: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Selector:
+    match_labels: Labels
+    match_expressions: tuple[Expression, ...] = ()
+
+    def label(self, key: str) -> str | None:
+        return dict(self.match_labels).get(key)
+
+    @property
+    def is_abstract(self) -> bool:
+        return any(k in ABSTRACT_KEYS for k, _ in self.match_labels)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One entry of toEndpoints/fromEndpoints, as written."""
+
+    selector: Selector
+    location: Location
+
+    @property
+    def is_abstract(self) -> bool:
+        return self.selector.is_abstract
+
+
+@dataclass(frozen=True)
+class CidrPeer:
+    cidr: str
+    excepts: tuple[str, ...]
+    location: Location
+    except_locations: tuple[Location, ...]
+
+
+class PortRule(NamedTuple):
+    port: str
+    protocol: str | None  # None = not restricted (Cilium's ANY)
+
+
+@dataclass(frozen=True)
+class Rule:
+    direction: Literal["egress", "ingress"]
+    endpoints: tuple[Peer, ...]
+    cidrs: tuple[CidrPeer, ...]
+    ports: tuple[PortRule, ...] | None  # None = no toPorts written
+    location: Location
+    has_endpoints: bool
+    has_cidrs: bool
+
+
+@dataclass(frozen=True)
+class Requirement:
+    domain: str  # the requirements/<domain>/ folder it lives in
+    name: str
+    namespace: str | None  # None = not written
+    cluster_wide: bool
+    clusters: tuple[str, ...] | None  # None = every cluster of the domain
+    cluster_locations: tuple[Location, ...]
+    endpoint_selector: Selector
+    egress: tuple[Rule, ...] | None
+    ingress: tuple[Rule, ...] | None
+    description: str | None
+    labels: Labels
+    annotations: Labels
+    form: Literal["native", "thesis"]
+    location: Location
+    namespace_location: Location
+    selector_location: Location
+
+    @property
+    def key(self) -> str:
+        """Stable identity used to trace generated objects back: ``domain/namespace/name``."""
+        return f"{self.domain}/{self.namespace or '*'}/{self.name}"
+
+    @property
+    def file(self) -> str:
+        return self.location.file
+
+    @property
+    def selected_service(self) -> str | None:
+        """The inventory service the endpointSelector names (``{service: x}``), if any."""
+        return self.endpoint_selector.label("service")
+
+
+class PeerTarget(NamedTuple):
+    """A concrete peer: one inventory service, restricted to some of its clusters."""
+
+    service: Service
+    clusters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Inventory:
+    domains: tuple[Domain, ...]
+    requirements: tuple[Requirement, ...] = field(default=())
+
+    @cached_property
+    def domain_by_name(self) -> Mapping[str, Domain]:
+        return {d.name: d for d in self.domains}
+
+    def cluster(self, domain: str, name: str) -> Cluster:
+        return self.domain_by_name[domain].cluster_by_name[name]
+
+    def resolve_peer(self, peer: Selector, from_domain: str) -> tuple[PeerTarget, ...]:
+        """Expand an abstract peer into the services (and clusters) it means.
+
+        Only services visible to ``from_domain`` (its own, or exported to it) are returned;
+        unknown names give an empty result (the checker reports them). Wildcards never reach
+        across the consent boundary: a ``service: "*"`` of another domain matches only what
+        that domain exported.
+        """
+        domain = self.domain_by_name.get(peer.label("domain") or from_domain)
+        if domain is None:
+            return ()
+        service_name = peer.label("service") or WILDCARD
+        cluster_name = peer.label("cluster") or WILDCARD
+        if service_name == WILDCARD:
+            candidates = domain.services
+        else:
+            found = domain.service_by_name.get(service_name)
+            candidates = (found,) if found else ()
+        targets: list[PeerTarget] = []
+        for service in candidates:
+            if not service.exported_to(from_domain):
+                continue
+            clusters = tuple(c for c in service.clusters
+                             if cluster_name in (WILDCARD, c) and c in domain.cluster_by_name)
+            if clusters:
+                targets.append(PeerTarget(service, clusters))
+        return tuple(sorted(targets, key=lambda t: (t.service.namespace, t.service.name)))
+
+
+# --------------------------------------------------------------------------- building
+
+
+def default_mesh_name(domain: str, cluster: str) -> str:
+    return f"{domain}-{cluster}"
+
+
+def build_domain(doc: Document) -> Domain:
+    """A Domain from a schema-valid ``kind: Domain`` document."""
+    data = doc.data
+    name = data["metadata"]["name"]
+    spec = data["spec"]
+    clusters = tuple(_native_cluster(doc, name, i, c) for i, c in enumerate(spec["clusters"]))
+    services = tuple(
+        _native_service(doc, name, i, s) for i, s in enumerate(spec.get("services") or [])
+    )
+    return Domain(name, clusters, services, doc.location(("metadata", "name")), "native")
+
+
+def _native_cluster(doc: Document, domain: str, i: int, c: Mapping[str, Any]) -> Cluster:
+    here: PathKey = ("spec", "clusters", i)
+    cidrs = tuple((str(cidr), doc.location((*here, "podCIDRs", j)))
+                  for j, cidr in enumerate(c.get("podCIDRs") or []))
+    gitops = c.get("gitops") or {}
+    return Cluster(
+        domain=domain,
+        name=c["name"],
+        mesh_name=c.get("meshName") or default_mesh_name(domain, c["name"]),
+        mesh_id=c.get("meshId"),
+        pod_cidrs=cidrs,
+        cluster_domain=c.get("clusterDomain") or DEFAULT_CLUSTER_DOMAIN,
+        argocd_name=gitops.get("argocdDestinationName"),
+        argocd_server=gitops.get("argocdDestinationServer"),
+        flux_namespace=gitops.get("fluxNamespace"),
+        location=doc.location((*here, "name")),
+        mesh_name_location=doc.location((*here, "meshName")),
+        mesh_id_location=doc.location((*here, "meshId")),
+    )
+
+
+def _native_service(doc: Document, domain: str, i: int, s: Mapping[str, Any]) -> Service:
+    here: PathKey = ("spec", "services", i)
+    ports = tuple(Port(p["port"], p.get("protocol", "TCP"), p.get("name")) for p in s["ports"])
+    exports = tuple(s.get("exportTo") or ())
+    return Service(
+        domain=domain,
+        name=s["name"],
+        namespace=s["namespace"],
+        selector=labels_of(s["selector"]),
+        ports=ports,
+        clusters=tuple(s["clusters"]),
+        export_to=exports,
+        location=doc.location((*here, "name")),
+        cluster_locations=tuple(doc.location((*here, "clusters", j))
+                                for j in range(len(s["clusters"]))),
+        export_locations=tuple(doc.location((*here, "exportTo", j)) for j in range(len(exports))),
+    )
+
+
+def build_domain_request(doc: Document) -> Domain:
+    """A Domain from the thesis' DomainRequest JSON (schema-valid). Services export to all."""
+    data = doc.data
+    name = data["domain"]["name"]
+    clusters = tuple(
+        Cluster(
+            domain=name,
+            name=c["name"],
+            mesh_name=c.get("cilium_cluster") or default_mesh_name(name, c["name"]),
+            mesh_id=None,
+            pod_cidrs=(),
+            cluster_domain=DEFAULT_CLUSTER_DOMAIN,
+            argocd_name=None,
+            argocd_server=None,
+            flux_namespace=None,
+            location=doc.location(("clusters", i, "name")),
+            mesh_name_location=doc.location(("clusters", i, "cilium_cluster")),
+            mesh_id_location=doc.location(("clusters", i)),
+        )
+        for i, c in enumerate(data.get("clusters") or [])
+    )
+    services_map = data.get("servicesMap") or {}
+    if not isinstance(services_map, dict):
+        services_map = {}
+    services = []
+    for i, s in enumerate(data.get("services") or []):
+        where = ("servicesMap", s["name"])
+        runs_in = tuple(services_map.get(s["name"]) or ())
+        protocol, _, number = s["port"].partition(":")
+        services.append(Service(
+            domain=name,
+            name=s["name"],
+            namespace=s["namespace"],
+            selector=parse_thesis_selector(s["selector"]),
+            ports=(Port(int(number.strip()), protocol.strip()),),
+            clusters=runs_in,
+            export_to=(WILDCARD,),
+            location=doc.location(("services", i, "name")),
+            cluster_locations=tuple(doc.location((*where, j)) for j in range(len(runs_in))),
+            export_locations=(),
+        ))
+    return Domain(name, clusters, tuple(services), doc.location(("domain", "name")), "thesis")
+
+
+def parse_thesis_selector(text: str) -> Labels:
+    """``"name: service3"`` or ``"a:b, c:d"`` -> sorted label pairs."""
+    pairs = (item.split(":", 1) for item in text.split(","))
+    return tuple(sorted((k.strip(), v.strip()) for k, v in pairs))
+
+
+def build_requirement(domain: str, doc: Document) -> Requirement:
+    """A Requirement from a schema-valid document (native or thesis form)."""
+    data = doc.data
+    meta = data["metadata"]
+    spec = data["spec"]
+    thesis = data["apiVersion"] != API_VERSION
+    namespace = meta.get("namespace")
+    cluster_wide = data["kind"] == "CiliumClusterwideNetworkPolicy" or namespace == WILDCARD
+    clusters, cluster_locations = _requirement_scope(doc, thesis)
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k != CLUSTERS_ANNOTATION}
+    return Requirement(
+        domain=domain,
+        name=meta["name"],
+        namespace=None if namespace in (None, WILDCARD) else namespace,
+        cluster_wide=cluster_wide,
+        clusters=clusters,
+        cluster_locations=cluster_locations,
+        endpoint_selector=_selector(spec["endpointSelector"]),
+        egress=_rules(doc, "egress", spec),
+        ingress=_rules(doc, "ingress", spec),
+        description=spec.get("description"),
+        labels=labels_of(meta.get("labels")),
+        annotations=labels_of(annotations),
+        form="thesis" if thesis else "native",
+        location=doc.location(("metadata", "name")),
+        namespace_location=doc.location(("metadata", "namespace")),
+        selector_location=doc.location(("spec", "endpointSelector")),
+    )
+
+
+def _requirement_scope(
+    doc: Document, thesis: bool
+) -> tuple[tuple[str, ...] | None, tuple[Location, ...]]:
+    spec = doc.data["spec"]
+    annotation = (doc.data["metadata"].get("annotations") or {}).get(CLUSTERS_ANNOTATION)
+    if spec.get("clusters") is not None:
+        names = tuple(spec["clusters"])
+        return names, tuple(doc.location(("spec", "clusters", i)) for i in range(len(names)))
+    if annotation is not None:
+        names = tuple(n.strip() for n in str(annotation).split(",") if n.strip())
+        where = doc.location(("metadata", "annotations", CLUSTERS_ANNOTATION))
+        return names, tuple(where for _ in names)
+    return None, ()
+
+
+def _selector(data: Mapping[str, Any]) -> Selector:
+    expressions = tuple(
+        Expression(e["key"], e["operator"], tuple(str(v) for v in e.get("values") or ()))
+        for e in data.get("matchExpressions") or ()
+    )
+    return Selector(labels_of(data.get("matchLabels")), expressions)
+
+
+def _rules(
+    doc: Document, direction: Literal["egress", "ingress"], spec: Mapping[str, Any]
+) -> tuple[Rule, ...] | None:
+    if direction not in spec:
+        return None
+    peers_key, cidrs_key = (
+        ("toEndpoints", "toCIDRSet") if direction == "egress" else ("fromEndpoints", "fromCIDRSet")
+    )
+    rules = []
+    for i, rule in enumerate(spec[direction] or []):
+        here: PathKey = ("spec", direction, i)
+        peers = tuple(Peer(_selector(p), doc.location((*here, peers_key, j)))
+                      for j, p in enumerate(rule.get(peers_key) or []))
+        cidrs = tuple(
+            CidrPeer(
+                str(c["cidr"]),
+                tuple(str(e) for e in c.get("except") or ()),
+                doc.location((*here, cidrs_key, j, "cidr")),
+                tuple(doc.location((*here, cidrs_key, j, "except", k))
+                      for k in range(len(c.get("except") or ()))),
+            )
+            for j, c in enumerate(rule.get(cidrs_key) or [])
+        )
+        ports = None
+        if "toPorts" in rule:
+            ports = tuple(PortRule(str(p["port"]), p.get("protocol"))
+                          for pr in rule["toPorts"] for p in pr["ports"])
+        rules.append(Rule(direction, peers, cidrs, ports, doc.location(here),
+                          peers_key in rule, cidrs_key in rule))
+    return tuple(rules)

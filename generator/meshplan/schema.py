@@ -1,0 +1,240 @@
+"""Stage 2 — schema: check each document's structure against the shipped JSON Schemas.
+
+The schemas in ``meshplan/schemas/`` are the single source of truth: editors use them through
+``# yaml-language-server: $schema=...`` and this module validates with them. Each schema error
+becomes a diagnostic located at the offending key or value, worded as "expected X, found Y"
+(``x-expected`` in a schema gives the human wording of X).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from .diagnostics import Diagnostic, error, notice
+from .load import Document, PathKey, format_path
+
+SCHEMA_FILES = ("common", "domain", "requirement", "domain-request")
+SCHEMA_URL = "https://meshplan.dev/schemas/{name}.schema.json"
+
+
+@dataclass(frozen=True)
+class DocumentKind:
+    """What a document claims to be, decided from its file and its apiVersion/kind."""
+
+    name: str  # "Domain", "DomainRequest", "Requirement" or "" (unknown)
+    schema: str  # schema file stem
+
+
+DOMAIN = DocumentKind("Domain", "domain")
+DOMAIN_REQUEST = DocumentKind("DomainRequest", "domain-request")
+REQUIREMENT = DocumentKind("Requirement", "requirement")
+REQUIREMENT_KINDS = ("Requirement", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
+
+
+@cache
+def schema_text(name: str) -> str:
+    """The text of a shipped schema (``name`` without ``.schema.json``)."""
+    return resources.files("meshplan").joinpath(f"schemas/{name}.schema.json").read_text("utf-8")
+
+
+@cache
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    resources_ = [
+        (SCHEMA_URL.format(name=n), Resource.from_contents(json.loads(schema_text(n))))
+        for n in SCHEMA_FILES
+    ]
+    registry: Registry[Any] = Registry().with_resources(resources_)
+    schema = json.loads(schema_text(name))
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, registry=registry)  # type: ignore[call-arg]
+
+
+def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[Diagnostic]]:
+    """Validate an inventory document; return its kind (None if unusable) and problems."""
+    if not isinstance(doc.data, dict):
+        return None, [error(doc.location(), "", "expected a mapping (a Domain document), found "
+                            f"{describe(doc.data)}")]
+    if doc.file.endswith(".json"):
+        kind = DOMAIN_REQUEST
+    elif doc.data.get("kind") == "Domain":
+        kind = DOMAIN
+    elif doc.data.get("kind") in REQUIREMENT_KINDS:
+        return None, [error(doc.location(("kind",)), "kind", "expected kind Domain in "
+                            "inventory/, found a requirement: move it to requirements/<domain>/")]
+    else:
+        return None, [error(doc.location(("kind",)), "kind", "expected kind Domain, found "
+                            f"{describe(doc.data.get('kind'))}")]
+    problems = list(schema_diagnostics(doc, kind))
+    problems.extend(ignored_field_notices(doc, kind))
+    return kind, problems
+
+
+def check_requirement_document(doc: Document) -> tuple[DocumentKind | None, list[Diagnostic]]:
+    if not isinstance(doc.data, dict):
+        return None, [error(doc.location(), "", "expected a mapping (a Requirement document), "
+                            f"found {describe(doc.data)}")]
+    if doc.data.get("kind") == "Domain":
+        return None, [error(doc.location(("kind",)), "kind", "expected a Requirement in "
+                            "requirements/, found kind Domain: move it to inventory/")]
+    return REQUIREMENT, list(schema_diagnostics(doc, REQUIREMENT))
+
+
+def schema_diagnostics(doc: Document, kind: DocumentKind) -> Iterator[Diagnostic]:
+    validator = _validator(kind.schema)
+    for err in validator.iter_errors(doc.data):
+        yield from _explain(doc, err)
+
+
+def ignored_field_notices(doc: Document, kind: DocumentKind) -> Iterator[Diagnostic]:
+    """Fields the import form accepts but that mean nothing here are reported, not dropped."""
+    if kind is not DOMAIN_REQUEST or not isinstance(doc.data, dict):
+        return
+    for path, key in _ignored_paths(doc.data):
+        yield notice(doc.key_location(path), format_path(path),
+                     f"'{key}' has no meaning in meshplan and is ignored "
+                     "(clusters are reached by GitOps, not by kube contexts)")
+
+
+def _ignored_paths(data: Mapping[str, Any]) -> Iterator[tuple[PathKey, str]]:
+    domain = data.get("domain")
+    if isinstance(domain, dict) and domain.get("links"):
+        yield ("domain", "links"), "links"
+    for section in ("clusters", "services"):
+        items = data.get(section)
+        if not isinstance(items, list):
+            continue
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            for key in ("context", "links"):
+                if item.get(key):
+                    yield (section, i, key), key
+
+
+# --------------------------------------------------------------------------- wording
+
+
+def describe(value: Any) -> str:
+    """How a found value is named in messages."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f"'{shown}'" if value else "an empty text"
+    if isinstance(value, dict):
+        return "a mapping" if value else "an empty mapping"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    return f"a {type(value).__name__} ({value})"
+
+
+def _expected(err: ValidationError) -> str | None:
+    schema = err.schema
+    if isinstance(schema, dict):
+        text = schema.get("x-expected")
+        if isinstance(text, str):
+            return text
+    return None
+
+
+def _explain(doc: Document, err: ValidationError) -> Iterator[Diagnostic]:
+    path: PathKey = tuple(err.absolute_path)
+    where = format_path(path)
+    validator = err.validator
+    if validator == "additionalProperties":
+        yield from _unknown_keys(doc, err, path)
+        return
+    if validator == "propertyNames":
+        bad = _bad_property_names(err)
+        for key in bad:
+            yield error(doc.key_location((*path, key)), format_path((*path, key)),
+                        f"expected {_expected_of(err.context) or 'a valid key'}, found key "
+                        f"'{key}'")
+        return
+    if validator == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        yield error(doc.location(path), where, f"expected the key '{missing}', found it missing")
+        return
+    expected = _expected(err) or _default_expected(err)
+    yield error(doc.location(path), where, f"expected {expected}, found {describe(err.instance)}")
+
+
+def _expected_of(errors: Iterable[ValidationError]) -> str | None:
+    for err in errors:
+        text = _expected(err)
+        if text:
+            return text
+    return None
+
+
+def _bad_property_names(err: ValidationError) -> list[str]:
+    return sorted({str(sub.instance) for sub in err.context})
+
+
+def _unknown_keys(doc: Document, err: ValidationError, path: PathKey) -> Iterator[Diagnostic]:
+    known = sorted(err.schema.get("properties", {})) if isinstance(err.schema, dict) else []
+    instance = err.instance if isinstance(err.instance, dict) else {}
+    for key in instance:
+        if key in known:
+            continue
+        hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        expected = ", ".join(known) if known else "no keys"
+        yield error(doc.key_location((*path, key)), format_path((*path, key)),
+                    f"expected one of the keys {expected}; found the unknown key "
+                    f"'{key}'{suggestion}")
+
+
+def _default_expected(err: ValidationError) -> str:
+    value = err.validator_value
+    match err.validator:
+        case "type":
+            names = value if isinstance(value, list) else [value]
+            return " or ".join(_TYPE_WORDS.get(str(n), str(n)) for n in names)
+        case "const":
+            return repr(value)
+        case "enum":
+            return "one of " + ", ".join(str(v) for v in value)
+        case "minimum":
+            return f"a number of at least {value}"
+        case "maximum":
+            return f"a number of at most {value}"
+        case "minItems":
+            return f"at least {value} item(s)"
+        case "maxItems":
+            return f"at most {value} item(s)"
+        case "minLength":
+            return f"at least {value} character(s)"
+        case "maxLength":
+            return f"at most {value} characters"
+        case "minProperties":
+            return f"at least {value} entry(ies)"
+        case "pattern":
+            return f"text matching {value}"
+        case _:
+            return err.message
+
+
+_TYPE_WORDS = {
+    "string": "a text",
+    "integer": "a whole number",
+    "number": "a number",
+    "object": "a mapping",
+    "array": "a list",
+    "boolean": "true or false",
+    "null": "null",
+}
