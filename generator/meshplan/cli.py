@@ -18,7 +18,8 @@ import click
 
 from . import __version__
 from .diagnostics import Diagnostic, InputError, MeshplanError, Severity
-from .pipeline import validate
+from .pipeline import render_repository, validate
+from .write import diff_against, write_tree
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,6 +119,42 @@ def validate_command(repo: Path, output_format: str) -> None:
             errors = sum(d.severity is Severity.ERROR for d in diagnostics)
             click.echo(f"invalid: {errors} error(s)", err=True)
     sys.exit(0 if ok else 1)
+
+
+@cli.command("render")
+@REPO_OPTION
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder.  [default: <repo>/rendered]")
+@click.option("--check", is_flag=True,
+              help="Render to memory and exit 1 if the output folder differs (CI drift check).")
+@guarded
+def render_command(repo: Path, out: Path | None, check: bool) -> None:
+    """Validate, refine and write one Kustomize directory per cluster.
+
+    The output folder is replaced atomically: it appears whole or not at all, and files whose
+    content did not change are left untouched.
+    """
+    out = out if out is not None else repo / "rendered"
+    rendered, diagnostics = render_repository(repo)
+    print_diagnostics(diagnostics)
+    warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
+    if check:
+        drift = diff_against(out, rendered.files)
+        if drift.unchanged:
+            click.echo(f"up to date: {out}")
+            return
+        for path in drift.changed:
+            click.echo(f"differs: {out / path}")
+        for path in drift.removed:
+            click.echo(f"not generated any more: {out / path}")
+        click.echo(f"{out} is out of date: run `meshplan render`", err=True)
+        sys.exit(1)
+    result = write_tree(out, rendered.files)
+    s = rendered.summary
+    state = ("unchanged" if result.unchanged
+             else f"{len(result.changed)} file(s) written, {len(result.removed)} removed")
+    click.echo(f"rendered {s.clusters} cluster(s): {s.policies} policies, {s.services} services, "
+               f"{s.namespaces} namespaces; {warnings} warning(s); {out}: {state}")
 
 
 def main() -> None:

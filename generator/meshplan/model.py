@@ -12,7 +12,7 @@ checker and the refiner call it, so they can never disagree.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal, NamedTuple
 
@@ -233,6 +233,23 @@ class Inventory:
 
 
 # --------------------------------------------------------------------------- building
+
+
+def with_implied_namespaces(inventory: Inventory) -> Inventory:
+    """A requirement selecting ``{service: x}`` lives in x's namespace unless it says otherwise.
+
+    Filling it in here gives every requirement one stable identity (``Requirement.key``); a
+    written namespace that differs from the service's is left alone for the checker to report.
+    """
+    requirements = []
+    for requirement in inventory.requirements:
+        domain = inventory.domain_by_name.get(requirement.domain)
+        selected = requirement.selected_service
+        service = domain.service_by_name.get(selected) if domain and selected else None
+        if service is not None and requirement.namespace is None and not requirement.cluster_wide:
+            requirement = replace(requirement, namespace=service.namespace)
+        requirements.append(requirement)
+    return replace(inventory, requirements=tuple(requirements))
 
 
 def default_mesh_name(domain: str, cluster: str) -> str:

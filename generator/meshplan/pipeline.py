@@ -10,7 +10,17 @@ from pathlib import Path
 from .check import check_inventory
 from .diagnostics import Diagnostic, InputError, has_errors, sorted_diagnostics
 from .load import load_repository
-from .model import Domain, Inventory, Requirement, build_domain, build_domain_request, build_requirement
+from .model import (
+    Domain,
+    Inventory,
+    Requirement,
+    build_domain,
+    build_domain_request,
+    build_requirement,
+    with_implied_namespaces,
+)
+from .refine import refine
+from .render import Rendered, render
 from .schema import DOMAIN, DOMAIN_REQUEST, check_inventory_document, check_requirement_document
 
 
@@ -34,7 +44,7 @@ def validate(repo: Path) -> tuple[Inventory | None, tuple[Diagnostic, ...]]:
         diagnostics.extend(problems)
         if kind is not None and not has_errors(problems):
             requirements.append(build_requirement(folder, doc))
-    inventory = Inventory(tuple(domains), tuple(requirements))
+    inventory = with_implied_namespaces(Inventory(tuple(domains), tuple(requirements)))
     diagnostics.extend(check_inventory(inventory))
     ordered = sorted_diagnostics(diagnostics)
     return (None if has_errors(ordered) else inventory), ordered
@@ -46,3 +56,13 @@ def validated(repo: Path) -> tuple[Inventory, tuple[Diagnostic, ...]]:
     if inventory is None:
         raise InputError(diagnostics)
     return inventory, diagnostics
+
+
+def render_repository(repo: Path) -> tuple[Rendered, tuple[Diagnostic, ...]]:
+    """Validate, refine and render; raises :class:`InputError` on any error."""
+    inventory, diagnostics = validated(repo)
+    plan = refine(inventory)
+    combined = sorted_diagnostics((*diagnostics, *plan.diagnostics))
+    if has_errors(combined):
+        raise InputError(combined)
+    return render(plan), combined

@@ -1,0 +1,132 @@
+"""Stage 7 — write: put a rendered tree on disk, whole or not at all.
+
+The new tree is built in a temporary folder beside the output, then swapped in with one
+atomic ``renameat2(RENAME_EXCHANGE)`` (Linux) or, elsewhere, two renames. Files whose bytes
+did not change are hard-linked from the old tree, so they keep their inode and timestamps:
+an unchanged render touches nothing, and a change rewrites only the files it changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .diagnostics import OperationError
+from .render import OUTPUT_MARKER, OutputFile
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    changed: tuple[str, ...]  # files added or rewritten
+    removed: tuple[str, ...]  # files that are gone
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.changed and not self.removed
+
+
+def existing_files(root: Path) -> dict[str, Path]:
+    """Relative path -> path of every file under ``root`` (empty if it does not exist)."""
+    if not root.is_dir():
+        return {}
+    found = {}
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath) / name
+            found[path.relative_to(root).as_posix()] = path
+    return found
+
+
+def diff_against(root: Path, files: Iterable[OutputFile]) -> WriteResult:
+    """What writing ``files`` to ``root`` would change."""
+    old = existing_files(root)
+    new = {f.path: f.content for f in files}
+    changed = sorted(p for p, content in new.items()
+                     if p not in old or old[p].read_bytes() != content)
+    removed = sorted(p for p in old if p not in new)
+    return WriteResult(tuple(changed), tuple(removed))
+
+
+def ensure_replaceable(root: Path) -> None:
+    """Refuse to replace a folder meshplan did not create (e.g. a mistyped --out)."""
+    if root.exists() and not root.is_dir():
+        raise OperationError(f"output {root} exists and is not a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / OUTPUT_MARKER).is_file():
+        raise OperationError(
+            f"output folder {root} is not empty and was not written by meshplan "
+            f"(no {OUTPUT_MARKER}); refusing to replace it")
+
+
+def write_tree(root: Path, files: Iterable[OutputFile]) -> WriteResult:
+    """Make ``root`` hold exactly ``files``; atomically, and only if something changed."""
+    files = tuple(files)
+    ensure_replaceable(root)
+    result = diff_against(root, files)
+    if result.unchanged:
+        return result
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.meshplan-", dir=root.parent))
+    try:
+        _fill(staging, root, files, set(result.changed))
+        _swap_in(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def _fill(staging: Path, old_root: Path, files: tuple[OutputFile, ...], changed: set[str]) -> None:
+    for output in files:
+        target = staging / output.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if output.path not in changed:
+            try:
+                os.link(old_root / output.path, target)
+                continue
+            except OSError:
+                pass  # another file system: fall back to writing the bytes
+        target.write_bytes(output.content)
+
+
+def _swap_in(staging: Path, root: Path) -> None:
+    """Exchange ``staging`` and ``root``; afterwards ``staging`` holds the old tree."""
+    if not root.exists():
+        staging.rename(root)
+        staging.mkdir()  # the caller removes it
+        return
+    if _rename_exchange(staging, root):
+        return
+    backup = staging.with_name(staging.name + ".old")
+    root.rename(backup)
+    try:
+        staging.rename(root)
+    except OSError:
+        backup.rename(root)
+        raise
+    staging.mkdir()
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux renameat2; False when unavailable."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        renameat2 = libc.renameat2
+        renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                              ctypes.c_uint]
+        status = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
+                           _RENAME_EXCHANGE)
+        return bool(status == 0)
+    return False
