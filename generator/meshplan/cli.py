@@ -25,7 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 REPO_OPTION = click.option(
     "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=Path("."),
     show_default=True,
     help="The repository holding inventory/ and requirements/.",
@@ -155,6 +155,32 @@ def render_command(repo: Path, out: Path | None, check: bool) -> None:
              else f"{len(result.changed)} file(s) written, {len(result.removed)} removed")
     click.echo(f"rendered {s.clusters} cluster(s): {s.policies} policies, {s.services} services, "
                f"{s.namespaces} namespaces; {warnings} warning(s); {out}: {state}")
+
+
+@cli.command("schema")
+@click.argument("name", required=False,
+                type=click.Choice(["domain", "requirement", "domain-request", "common"]))
+@click.option("--write", "write_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write every schema file into this folder (for editors).")
+@guarded
+def schema_command(name: str | None, write_dir: Path | None) -> None:
+    """Print a JSON Schema of the input formats, or write them all with --write.
+
+    These are the schemas validation itself uses. Point your editor at them with a first line
+    such as:  # yaml-language-server: $schema=schemas/domain.schema.json
+    """
+    from .schema import SCHEMA_FILES, schema_text
+
+    if write_dir is not None:
+        write_dir.mkdir(parents=True, exist_ok=True)
+        for stem in SCHEMA_FILES:
+            (write_dir / f"{stem}.schema.json").write_text(schema_text(stem), encoding="utf-8")
+        click.echo(f"wrote {len(SCHEMA_FILES)} schemas to {write_dir}")
+        return
+    if name is None:
+        raise click.UsageError("name a schema (domain, requirement, domain-request, common) "
+                               "or use --write DIR")
+    click.echo(schema_text(name), nl=False)
 
 
 def main() -> None:
