@@ -18,6 +18,7 @@ from .diagnostics import Diagnostic, Location, error, warning
 from .model import (
     ABSTRACT_KEYS,
     CLUSTER_LABEL,
+    CLUSTERS_ANNOTATION,
     WILDCARD,
     CidrPeer,
     Domain,
@@ -213,9 +214,12 @@ class RequirementChecker:
         if not self.req.clusters:
             yield error(self.req.location, "metadata.annotations", "expected at least one "
                         "cluster name in meshplan.dev/clusters, found none")
-        for name, where in zip(self.req.clusters, self.req.cluster_locations, strict=True):
+        for i, (name, where) in enumerate(zip(self.req.clusters, self.req.cluster_locations,
+                                               strict=True)):
+            path = (f"spec.clusters[{i}]" if self.req.form == "native"
+                    else f"metadata.annotations.{CLUSTERS_ANNOTATION}")
             if name not in self.domain.cluster_by_name:
-                yield error(where, "spec.clusters", f"expected a cluster of domain "
+                yield error(where, path, f"expected a cluster of domain "
                             f"'{self.domain.name}', found '{name}'"
                             f"{did_you_mean(name, self.domain.cluster_by_name)}")
 
