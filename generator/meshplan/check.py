@@ -32,17 +32,23 @@ from .model import (
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def check_inventory(inventory: Inventory) -> list[Diagnostic]:
-    """Every semantic problem of the inventory and the requirements, in one list."""
+def check_inventory(
+    inventory: Inventory, broken_domains: frozenset[str] = frozenset()
+) -> list[Diagnostic]:
+    """Every semantic problem of the inventory and the requirements, in one list.
+
+    ``broken_domains`` names domains whose document already failed its structural check:
+    references to them are not reported again as unknown (one typo, one error).
+    """
     problems: list[Diagnostic] = []
     problems += _unique_domains(inventory.domains)
     for domain in inventory.domains:
-        problems += _domain_problems(inventory, domain)
+        problems += _domain_problems(inventory, domain, broken_domains)
     problems += _mesh_identity_problems(inventory)
     problems += _pod_cidr_overlaps(inventory)
     problems += _unique_requirements(inventory.requirements)
     for requirement in inventory.requirements:
-        problems += RequirementChecker(inventory, requirement).problems()
+        problems += RequirementChecker(inventory, requirement, broken_domains).problems()
     return problems
 
 
@@ -68,7 +74,9 @@ def _unique_domains(domains: Iterable[Domain]) -> Iterator[Diagnostic]:
                         f"at {_first_seen(first.location)})")
 
 
-def _domain_problems(inventory: Inventory, domain: Domain) -> Iterator[Diagnostic]:
+def _domain_problems(
+    inventory: Inventory, domain: Domain, broken_domains: frozenset[str]
+) -> Iterator[Diagnostic]:
     seen_clusters: dict[str, Location] = {}
     for cluster in domain.clusters:
         first = seen_clusters.setdefault(cluster.name, cluster.location)
@@ -87,10 +95,12 @@ def _domain_problems(inventory: Inventory, domain: Domain) -> Iterator[Diagnosti
             yield error(service.location, "name", f"expected service names unique in domain "
                         f"'{domain.name}', found '{service.name}' again (first at "
                         f"{_first_seen(first)})")
-        yield from _service_problems(inventory, domain, service)
+        yield from _service_problems(inventory, domain, service, broken_domains)
 
 
-def _service_problems(inventory: Inventory, domain: Domain, service: Service) -> Iterator[Diagnostic]:
+def _service_problems(
+    inventory: Inventory, domain: Domain, service: Service, broken_domains: frozenset[str]
+) -> Iterator[Diagnostic]:
     if not service.clusters:
         yield error(service.location, "clusters", f"expected service '{service.name}' to run in "
                     "at least one cluster, found none (thesis form: add it to servicesMap)")
@@ -113,7 +123,8 @@ def _service_problems(inventory: Inventory, domain: Domain, service: Service) ->
         yield error(service.location, "ports", "expected every port of a multi-port service to "
                     "have a name (Kubernetes requires it), found unnamed ports")
     for name, where in zip(service.export_to, service.export_locations, strict=False):
-        if name != WILDCARD and name not in inventory.domain_by_name:
+        known = name in inventory.domain_by_name or name in broken_domains
+        if name != WILDCARD and not known:
             yield error(where, "exportTo", f"expected a domain name, found "
                         f"'{name}'{did_you_mean(name, inventory.domain_by_name)}")
 
@@ -188,12 +199,16 @@ def _unique_requirements(requirements: Iterable[Requirement]) -> Iterator[Diagno
 class RequirementChecker:
     """The checks of one requirement; small methods, each one rule."""
 
-    def __init__(self, inventory: Inventory, requirement: Requirement) -> None:
+    def __init__(self, inventory: Inventory, requirement: Requirement,
+                 broken_domains: frozenset[str] = frozenset()) -> None:
         self.inventory = inventory
         self.req = requirement
         self.domain = inventory.domain_by_name.get(requirement.domain)
+        self.broken_domains = broken_domains
 
     def problems(self) -> list[Diagnostic]:
+        if self.domain is None and self.req.domain in self.broken_domains:
+            return []  # its domain's document has errors of its own
         if self.domain is None:
             known = self.inventory.domain_by_name
             return [error(Location(self.req.file, 1, 1), "", "expected the folder "
@@ -305,7 +320,9 @@ class RequirementChecker:
                                 "wildcards)")
             return
         raw = sorted(k for k in labels if k not in ABSTRACT_KEYS)
-        if raw or peer.selector.match_expressions:
+        if peer.selector.match_expressions:
+            raw.append("matchExpressions")
+        if raw:
             yield error(peer.location, path, "expected either abstract labels (service, "
                         f"cluster, domain) or raw pod labels, found both ({', '.join(raw)})")
             return
@@ -314,9 +331,12 @@ class RequirementChecker:
     def _abstract_peer(self, peer: Peer, labels: dict[str, str], path: str) -> Iterator[Diagnostic]:
         domain_name = labels.get("domain", self.req.domain)
         target = self.inventory.domain_by_name.get(domain_name)
+        if target is None and domain_name in self.broken_domains:
+            return
         if domain_name == WILDCARD or target is None:
+            hint = did_you_mean(domain_name, self.inventory.domain_by_name)
             yield error(peer.location, f"{path}.matchLabels.domain", "expected a domain name, "
-                        f"found '{domain_name}'{did_you_mean(domain_name, self.inventory.domain_by_name)}")
+                        f"found '{domain_name}'{hint}")
             return
         cluster = labels.get("cluster", WILDCARD)
         if cluster != WILDCARD and cluster not in target.cluster_by_name:

@@ -159,7 +159,7 @@ def render_command(repo: Path, out: Path | None, check: bool) -> None:
 
 @cli.command("schema")
 @click.argument("name", required=False,
-                type=click.Choice(["domain", "requirement", "domain-request", "common"]))
+                type=click.Choice(["domain", "requirement", "domain-request", "common", "gitops"]))
 @click.option("--write", "write_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write every schema file into this folder (for editors).")
 @guarded
@@ -181,6 +181,161 @@ def schema_command(name: str | None, write_dir: Path | None) -> None:
         raise click.UsageError("name a schema (domain, requirement, domain-request, common) "
                                "or use --write DIR")
     click.echo(schema_text(name), nl=False)
+
+
+@cli.command("publish")
+@REPO_OPTION
+@click.option("--branch", default=None,
+              help="Output branch.  [default: spec.branch of the GitOps document, else rendered]")
+@click.option("--remote", default="origin", show_default=True,
+              help="Remote to push the output branch to (and to fetch it from).")
+@click.option("--push/--no-push", default=False, show_default=True,
+              help="Push the output branch (never forced), or only update it locally.")
+@click.option("--allow-dirty", is_flag=True,
+              help="Publish even if inputs differ from the checked-out commit (marked dirty).")
+@guarded
+def publish_command(repo: Path, branch: str | None, remote: str, push: bool,
+                    allow_dirty: bool) -> None:
+    """Commit the output of the checked-out commit to the output branch (and push it).
+
+    The root of the output branch gets exactly what `meshplan render` writes to rendered/, plus
+    hydrator.metadata naming the source commit. Your working tree and branch are not touched.
+    No commit when the output did not change; a source commit older than the one already
+    published is refused. Exit 0 published or up to date, 1 refused or git failed.
+    """
+    from .publish import PublishOptions, publish
+
+    result = publish(PublishOptions(repo, branch=branch, remote=remote, push=push,
+                                    allow_dirty=allow_dirty))
+    print_diagnostics(result.diagnostics, quiet_notices=True)
+    for note in result.notes:
+        click.echo(f"meshplan: {note}", err=True)
+    source = f"{result.source.short} \"{result.source.subject}\""
+    if result.status == "unchanged":
+        click.echo(f"up to date: branch {result.branch} ({result.commit[:12]}) already holds "
+                   f"this output; no commit made (source {source})")
+        return
+    clusters = sorted({"/".join(p.split("/")[1:3]) for p in result.changed
+                       if p.startswith("clusters/") and p.count("/") >= 3})
+    where = f"pushed to {remote}" if result.pushed else "local only (use --push to push)"
+    click.echo(f"published {source} to branch {result.branch}: commit {result.commit[:12]}, "
+               f"{len(result.changed)} file(s) changed in {len(clusters)} cluster(s); {where}")
+
+
+@cli.command("diff")
+@REPO_OPTION
+@click.option("--base", default="HEAD", show_default=True,
+              help="Git ref to compare the working tree with (e.g. origin/main).")
+@click.option("--format", "output_format", type=click.Choice(["text", "markdown"]),
+              default="text", show_default=True,
+              help="text for terminals, markdown for PR comments and $GITHUB_STEP_SUMMARY.")
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the rendered output changes.")
+@guarded
+def diff_command(repo: Path, base: str, output_format: str, exit_code: bool) -> None:
+    """Show, per cluster, the objects a change adds, removes and changes.
+
+    Renders BASE (in a temporary git worktree) and the working tree and compares them object
+    by object, with a unified diff of each changed object and a summary table. Exit 0 whether
+    or not there are changes (1 with --exit-code when there are), 1 on invalid inputs.
+    """
+    from .gitdiff import diff_repository, format_markdown, format_text
+
+    report, diagnostics = diff_repository(repo, base)
+    print_diagnostics(diagnostics, quiet_notices=True)
+    if report.base_note:
+        for problem in report.base_diagnostics:
+            if problem.severity is Severity.ERROR:
+                click.echo(f"base {base}: {problem.format_text()}", err=True)
+        click.echo(f"meshplan: note: {report.base_note}", err=True)
+    click.echo(format_markdown(report) if output_format == "markdown" else format_text(report),
+               nl=False)
+    if exit_code and report.has_changes:
+        sys.exit(1)
+
+
+RENDERED_OPTION = click.option(
+    "--rendered", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="The rendered output to read.  [default: <repo>/rendered]")
+
+
+@cli.command("verify")
+@REPO_OPTION
+@RENDERED_OPTION
+@FORMAT_OPTION
+@guarded
+def verify_command(repo: Path, rendered: Path | None, output_format: str) -> None:
+    """Check that the rendered policies allow exactly what the requirements intend.
+
+    Evaluates the rendered Cilium policies with Cilium's semantics over every service, raw-label
+    client and CIDR of the inventory, and compares with the requirements: each flow allowed but
+    not intended, or intended but blocked, is reported with the requirement line responsible,
+    as is an egress-restricted pod that cannot reach kube-dns. Half-open intents across domains
+    are warnings. Exit 0 when output and requirements agree, 1 otherwise or on invalid inputs.
+    """
+    from .verify import verify_repository
+
+    report = verify_repository(repo, rendered)
+    if output_format == "json":
+        click.echo(diagnostics_json(report.diagnostics, report.ok))
+    else:
+        print_diagnostics(report.diagnostics)
+        warnings = sum(d.severity is Severity.WARNING for d in report.diagnostics)
+        errors = sum(d.severity is Severity.ERROR for d in report.diagnostics)
+        what = (f"{len(report.endpoints)} endpoint(s), {report.policies} policies, "
+                f"{len(report.flow_lines())} allowed flow(s)")
+        if report.ok:
+            click.echo(f"verified: the rendered output allows what the requirements intend "
+                       f"({what}); {warnings} warning(s)")
+        else:
+            click.echo(f"verify failed: {errors} problem(s), {len(report.mismatches)} flow "
+                       f"mismatch(es) ({what}); {warnings} warning(s)", err=True)
+    sys.exit(0 if report.ok else 1)
+
+
+@cli.command("graph")
+@REPO_OPTION
+@RENDERED_OPTION
+@click.option("--format", "output_format", type=click.Choice(["mermaid", "dot", "html", "table"]),
+              default="mermaid", show_default=True,
+              help="mermaid (GitHub renders it), dot (Graphviz), html (one offline page), table.")
+@click.option("--domain", default=None, help="Only flows to or from this domain.")
+@click.option("--cluster", default=None,
+              help="Only flows to or from this cluster (its name, or domain/name).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of standard output.")
+@guarded
+def graph_command(repo: Path, rendered: Path | None, output_format: str, domain: str | None,
+                  cluster: str | None, out: Path | None) -> None:
+    """Draw the service-level connectivity the rendered output allows.
+
+    Clusters are groups, services nodes, allowed flows edges labelled with their ports. Only
+    flows a policy decides are drawn; endpoints no policy restricts are marked instead.
+    """
+    from .diagnostics import UsageError
+    from .graph import connectivity_graph, render_graph
+    from .verify import verify_repository
+
+    report = verify_repository(repo, rendered)
+    domains = {e.domain for e in report.endpoints if e.is_pod}
+    clusters = {c for e in report.endpoints if e.is_pod
+                for c in (e.cluster, f"{e.domain}/{e.cluster}")}
+    if domain is not None and domain not in domains:
+        raise UsageError(f"--domain: expected one of {', '.join(sorted(domains))}, "
+                         f"found '{domain}'")
+    if cluster is not None and cluster not in clusters:
+        raise UsageError(f"--cluster: expected a cluster name or domain/name of the "
+                         f"inventory, found '{cluster}'")
+    if not report.ok:
+        click.echo("meshplan: note: `meshplan verify` reports problems with this output; the "
+                   "graph shows what it allows as it is", err=True)
+    graph = connectivity_graph(report, domain=domain, cluster=cluster)
+    text = render_graph(graph, output_format)  # type: ignore[arg-type]
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out} ({len(graph.nodes)} endpoint(s), {len(graph.edges)} flow(s))",
+                   err=True)
 
 
 def main() -> None:

@@ -7,13 +7,15 @@ Safety rules, because inputs come from pull requests:
 - only regular files inside the repository are read (a symlink out of it is an error);
 - a file larger than :data:`MAX_FILE_BYTES` is refused before it is read;
 - text must be UTF-8 (an error names the first bad byte's line and column);
-- YAML is composed with a safe loader and converted here, node by node, under a budget, so an
-  alias bomb is an error instead of a hang; duplicate keys and merge keys are errors; no
-  arbitrary tags are constructed.
+- YAML is composed by a Python composer that bounds nesting and node count (libyaml only
+  parses: its C composer recurses without limit), then converted here, node by node, under a
+  budget, so an alias bomb is an error instead of a hang; duplicate keys, merge keys and tags
+  are errors; no arbitrary tags are constructed.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,14 +24,24 @@ from typing import Any
 
 import yaml
 import yaml.nodes
-from ruamel.yaml import YAML as RuamelYAML  # noqa: N811 - upstream's name
+from ruamel.yaml import YAML as RuamelYAML
+from ruamel.yaml.composer import Composer as RuamelComposer
 from ruamel.yaml.error import MarkedYAMLError as RuamelMarkedError
 from ruamel.yaml.error import YAMLError as RuamelError
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
+
+try:  # libyaml's event parser (fast); the composer above it stays Python (see _GuardedComposer)
+    from yaml._yaml import CParser as _LibyamlParser
+except ImportError:  # PyYAML built without libyaml
+    _LibyamlParser = None  # type: ignore[assignment,misc]
 
 from .diagnostics import Diagnostic, Location, error
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_NODES_PER_FILE = 2_000_000  # nodes visited, aliases counted each time they are expanded
+MAX_JSON_NODES = 100_000  # the pure-Python YAML 1.2 parser needs ~50 us per node
 MAX_DEPTH = 200
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -112,8 +124,8 @@ def load_repository(repo: Path) -> tuple[Inputs, list[Diagnostic]]:
     for relpath in _input_files(root, "requirements", YAML_SUFFIXES, diagnostics):
         parts = relpath.split("/")
         if len(parts) < 3:
-            diagnostics.append(error(Location(relpath), "", "expected requirement files inside "
-                                     "a folder named after their domain "
+            diagnostics.append(error(Location(relpath, 1, 1), "", "expected requirement files "
+                                     "inside a folder named after their domain "
                                      "(requirements/<domain>/...), found it directly in "
                                      "requirements/"))
             continue
@@ -141,7 +153,7 @@ def _input_files(
             relpath = path.relative_to(root).as_posix()
             problem = _unsafe_path_problem(root, path)
             if problem:
-                diagnostics.append(error(Location(relpath), "", problem))
+                diagnostics.append(error(Location(relpath, 1, 1), "", problem))
                 continue
             found.append(relpath)
         for name in dirnames:
@@ -163,14 +175,18 @@ def _unsafe_path_problem(root: Path, path: Path) -> str | None:
         return "expected a regular file, found something else (device, socket or folder)"
     size = real.stat().st_size
     if size > MAX_FILE_BYTES:
-        return (f"expected a file of at most {MAX_FILE_BYTES // (1024 * 1024)} MiB, "
-                f"found {size / (1024 * 1024):.1f} MiB")
+        return (f"expected a file of at most {MAX_FILE_BYTES // (1024 * 1024)} MiB "
+                f"({MAX_FILE_BYTES:,} bytes), found {size:,} bytes")
     return None
 
 
 def read_documents(root: Path, relpath: str) -> tuple[list[Document], list[Diagnostic]]:
     """Read and parse one input file (already checked by :func:`_unsafe_path_problem`)."""
-    raw = (root / relpath).read_bytes()
+    try:
+        raw = (root / relpath).read_bytes()
+    except OSError as exc:
+        return [], [error(Location(relpath, 1, 1), "", "expected a readable file, found "
+                          f"{exc.strerror or type(exc).__name__}")]
     text_or_problem = decode_utf8(relpath, raw)
     if isinstance(text_or_problem, Diagnostic):
         return [], [text_or_problem]
@@ -180,26 +196,118 @@ def read_documents(root: Path, relpath: str) -> tuple[list[Document], list[Diagn
 
 
 def decode_utf8(relpath: str, raw: bytes) -> str | Diagnostic:
+    body = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark is allowed, and no column
     try:
-        return raw.decode("utf-8-sig")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        before = raw[: exc.start]
+        before = body[: exc.start]
         line = before.count(b"\n") + 1
-        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        # characters, not bytes, like every other column (what precedes the bad byte is valid)
+        column = len(before[before.rfind(b"\n") + 1:].decode("utf-8")) + 1
         return error(Location(relpath, line, column), "",
-                     f"expected UTF-8 text, found the byte 0x{raw[exc.start]:02x} "
+                     f"expected UTF-8 text, found the byte 0x{body[exc.start]:02x} "
                      "that is not valid UTF-8")
 
 
 # --------------------------------------------------------------------------- parsing
 
 
+class _LimitExceeded(Exception):
+    """Raised while composing when a file nests too deeply or has too many nodes."""
+
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
+class _Budget:
+    """Nodes a file may still compose, and the current nesting depth."""
+
+    def __init__(self, nodes: int) -> None:
+        self.limit = nodes
+        self.nodes_left = nodes
+        self.depth = 0
+
+    def enter(self, mark: Any) -> None:
+        self.nodes_left -= 1
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _LimitExceeded(mark, f"expected at most {MAX_DEPTH} levels of nesting, "
+                                 "found more")
+        if self.nodes_left < 0:
+            raise _LimitExceeded(mark, f"expected at most {self.limit:,} YAML nodes in one file, "
+                                 "found more (split the file)")
+
+    def leave(self) -> None:
+        self.depth -= 1
+
+
+class _GuardedComposer(Composer):
+    """PyYAML's Python composer with a node budget and a depth limit.
+
+    libyaml's own composer is C code that recurses without limit (a deeply nested file crashes
+    the interpreter) and composes any number of nodes; its event parser is safe and fast.
+    """
+
+    budget: _Budget
+
+    def compose_node(self, parent: yaml.nodes.Node | None, index: int) -> yaml.nodes.Node | None:
+        events: Any = self
+        self.budget.enter(events.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.budget.leave()
+
+
+class _PureYamlLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser,
+                      _GuardedComposer, SafeConstructor, Resolver):
+    def __init__(self, text: str) -> None:
+        yaml.reader.Reader.__init__(self, text)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        _GuardedComposer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self.budget = _Budget(MAX_NODES_PER_FILE)
+
+
+_YAML_LOADER: type[Any] = _PureYamlLoader
+if _LibyamlParser is not None:
+
+    class _LibyamlLoader(_GuardedComposer, _LibyamlParser, SafeConstructor, Resolver):
+        def __init__(self, text: str) -> None:
+            _LibyamlParser.__init__(self, text)
+            _GuardedComposer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            self.budget = _Budget(MAX_NODES_PER_FILE)
+
+    _YAML_LOADER = _LibyamlLoader
+
+
+class _GuardedRuamelComposer(RuamelComposer):
+    """ruamel.yaml's composer with a node budget and a depth limit (its own raises late)."""
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self.budget = _Budget(MAX_JSON_NODES)
+        self.warn_double_anchors = False  # a redefined anchor is valid YAML, not a warning
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.budget.enter(self.parser.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.budget.leave()
+
+
 def parse_yaml(relpath: str, text: str) -> tuple[list[Document], list[Diagnostic]]:
-    """Parse a (multi-document) YAML text with PyYAML's safe composer (libyaml when present)."""
-    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    loader = loader_class(text)
+    """Parse a (multi-document) YAML text safely (libyaml's parser when present)."""
+    loader = _YAML_LOADER(text)
     try:
-        return _compose_all(relpath, _pyyaml_nodes(loader), _pyyaml_scalar(loader))
+        return _compose_all(relpath, _pyyaml_nodes(loader), _pyyaml_scalar(loader), text)
     finally:
         loader.dispose()
 
@@ -212,16 +320,13 @@ def parse_json_like(relpath: str, text: str) -> tuple[list[Document], list[Diagn
     carry unquoted values, which YAML 1.2 reads as plain strings.
     """
     parser = RuamelYAML(typ="safe", pure=True)
-    try:
-        nodes = list(parser.compose_all(text))
-    except RuamelError as exc:
-        return [], [_syntax_error(relpath, exc)]
+    parser.Composer = _GuardedRuamelComposer
     constructor = parser.constructor
 
     def scalar(node: Any) -> Any:
         return constructor.construct_object(node, deep=True)
 
-    return _compose_all(relpath, iter(nodes), scalar)
+    return _compose_all(relpath, parser.compose_all(text), scalar, text)
 
 
 def _pyyaml_nodes(loader: Any) -> Iterator[Any]:
@@ -239,36 +344,82 @@ def _pyyaml_scalar(loader: Any) -> Callable[[Any], Any]:
 
 
 def _compose_all(
-    relpath: str, nodes: Iterator[Any], scalar: Callable[[Any], Any]
+    relpath: str, nodes: Iterator[Any], scalar: Callable[[Any], Any], text: str = ""
 ) -> tuple[list[Document], list[Diagnostic]]:
     documents: list[Document] = []
     diagnostics: list[Diagnostic] = []
     index = 0
+    budget = MAX_NODES_PER_FILE  # for the whole file, aliases counted each time they expand
     try:
         for node in nodes:
+            expanded = _expanded_size(node, budget)
+            if expanded > budget:
+                diagnostics.append(error(
+                    Location(relpath, node.start_mark.line + 1, node.start_mark.column + 1), "",
+                    f"expected at most {MAX_NODES_PER_FILE:,} YAML nodes once aliases are "
+                    "expanded, found more (aliases expand to too much data: a YAML alias bomb?)"))
+                break
             builder = _TreeBuilder(relpath, scalar)
+            builder.budget = budget
             data = builder.build(node, (), 0)
+            budget -= expanded
             diagnostics.extend(builder.diagnostics)
             if data is not None and not builder.fatal:
                 documents.append(Document(relpath, index, data, builder.marks))
             index += 1
     except (yaml.YAMLError, RuamelError) as exc:
-        diagnostics.append(_syntax_error(relpath, exc))
+        diagnostics.append(_syntax_error(relpath, exc, text))
+    except _LimitExceeded as exc:
+        line, column = (exc.mark.line + 1, exc.mark.column + 1) if exc.mark else (1, 1)
+        diagnostics.append(error(Location(relpath, line, column), "", exc.message))
     except RecursionError:
-        diagnostics.append(error(Location(relpath), "", f"expected at most {MAX_DEPTH} levels of "
-                                 "nesting, found a document nested too deeply to read"))
+        diagnostics.append(error(Location(relpath, 1, 1), "", f"expected at most {MAX_DEPTH} "
+                                 "levels of nesting, found a document nested too deeply to read"))
     return documents, diagnostics
 
 
-def _syntax_error(relpath: str, exc: Exception) -> Diagnostic:
+def _expanded_size(root: Any, limit: int) -> int:
+    """Nodes ``root`` has once aliases are expanded, counted up to just past ``limit``.
+
+    Each distinct node is sized once, so an alias bomb is measured in microseconds instead of
+    being expanded. A node inside its own anchor counts 0 here; the builder stops it by depth.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 0
+        total = 1
+        if node.id == "sequence":
+            total += sum(size(child) for child in node.value)
+        elif node.id == "mapping":
+            total += sum(size(value) for _key, value in node.value)
+        total = min(total, limit + 1)
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
+
+
+def _syntax_error(relpath: str, exc: Exception, text: str = "") -> Diagnostic:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
-    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     detail = f"{context}: {problem}" if context else str(problem)
+    lines = text.split("\n")
+    if mark is not None and 0 <= mark.line < len(lines) and \
+            lines[mark.line][mark.column:mark.column + 1] == "\t":
+        detail += "; a tab cannot indent YAML, use spaces"
     kind = "JSON/YAML 1.2" if isinstance(exc, (RuamelError, RuamelMarkedError)) else "YAML"
     return error(Location(relpath, line, column), "", f"expected valid {kind}, found a syntax "
                  f"error ({detail})")
+
+
+_PLAIN_TAGS = {"sequence": "tag:yaml.org,2002:seq", "mapping": "tag:yaml.org,2002:map"}
+_KIND_WORDS = {"sequence": "list", "mapping": "mapping"}
 
 
 class _TreeBuilder:
@@ -281,6 +432,7 @@ class _TreeBuilder:
         self.diagnostics: list[Diagnostic] = []
         self.budget = MAX_NODES_PER_FILE
         self.fatal = False
+        self._open: set[int] = set()  # collections being built (an alias to one is recursive)
 
     def _here(self, node: Any) -> Location:
         return Location(self.relpath, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -299,20 +451,34 @@ class _TreeBuilder:
                        "more (aliases expand to too much data: a YAML alias bomb?)")
             return None
         if depth > MAX_DEPTH:
-            self._stop(node, path, f"expected at most {MAX_DEPTH} levels of nesting, found more")
+            self._stop(node, (), f"expected at most {MAX_DEPTH} levels of nesting, found more")
             return None
         self.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         kind = node.id
         if kind == "scalar":
             return self._scalar(node, path)
-        if kind == "sequence":
-            return [self.build(child, (*path, i), depth + 1) for i, child in enumerate(node.value)]
-        return self._mapping(node, path, depth)
+        if node.tag != _PLAIN_TAGS[kind]:
+            self._stop(node, path, f"expected a plain YAML {_KIND_WORDS[kind]}, found the tag "
+                       f"{node.tag!r} (tags are not supported)")
+            return None
+        if id(node) in self._open:
+            self._stop(node, path, "expected data that ends, found an alias inside its own "
+                       "anchor (a recursive structure)")
+            return None
+        self._open.add(id(node))
+        try:
+            if kind == "sequence":
+                return [self.build(child, (*path, i), depth + 1)
+                        for i, child in enumerate(node.value)]
+            return self._mapping(node, path, depth)
+        finally:
+            self._open.discard(id(node))
 
     def _scalar(self, node: Any, path: PathKey) -> Any:
         try:
             return self.scalar(node)
-        except (yaml.YAMLError, RuamelError) as exc:
+        except (yaml.YAMLError, RuamelError, ValueError, OverflowError) as exc:
+            # ValueError: e.g. an integer of more than 4,300 digits (Python's conversion limit)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             self._stop(node, path, f"expected a plain YAML value, found {node.tag!r} ({problem})")
             return None

@@ -192,9 +192,24 @@ class PeerTarget(NamedTuple):
 
 
 @dataclass(frozen=True)
+class GitOps:
+    """The optional ``kind: GitOps`` document: where the output is published, how agents find it."""
+
+    repo_url: str
+    branch: str
+    argocd_namespace: str
+    argocd_project: str
+    flux_namespace: str
+    flux_interval: str
+    flux_secret_name: str | None
+    location: Location
+
+
+@dataclass(frozen=True)
 class Inventory:
     domains: tuple[Domain, ...]
     requirements: tuple[Requirement, ...] = field(default=())
+    gitops: GitOps | None = None
 
     @cached_property
     def domain_by_name(self) -> Mapping[str, Domain]:
@@ -350,6 +365,26 @@ def build_domain_request(doc: Document) -> Domain:
             export_locations=(),
         ))
     return Domain(name, clusters, tuple(services), doc.location(("domain", "name")), "thesis")
+
+
+DEFAULT_OUTPUT_BRANCH = "rendered"
+
+
+def build_gitops(doc: Document) -> GitOps:
+    """GitOps settings from a schema-valid ``kind: GitOps`` document, defaults filled in."""
+    spec = doc.data["spec"]
+    argocd = spec.get("argocd") or {}
+    flux = spec.get("flux") or {}
+    return GitOps(
+        repo_url=spec["repoURL"],
+        branch=spec.get("branch") or DEFAULT_OUTPUT_BRANCH,
+        argocd_namespace=argocd.get("namespace") or "argocd",
+        argocd_project=argocd.get("project") or "default",
+        flux_namespace=flux.get("namespace") or "flux-system",
+        flux_interval=flux.get("interval") or "5m",
+        flux_secret_name=flux.get("secretName"),
+        location=doc.location(("kind",)),
+    )
 
 
 def parse_thesis_selector(text: str) -> Labels:

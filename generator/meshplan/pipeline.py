@@ -5,49 +5,112 @@ Each function here only sequences stages; the work lives in the stage modules.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from .bootstrap import check_destinations
 from .check import check_inventory
-from .diagnostics import Diagnostic, InputError, has_errors, sorted_diagnostics
+from .diagnostics import (
+    Diagnostic,
+    InputError,
+    Location,
+    error,
+    has_errors,
+    sorted_diagnostics,
+)
 from .load import load_repository
 from .model import (
     Domain,
+    GitOps,
     Inventory,
     Requirement,
     build_domain,
     build_domain_request,
+    build_gitops,
     build_requirement,
     with_implied_namespaces,
 )
-from .refine import refine
+from .refine import Plan, refine
 from .render import Rendered, render
-from .schema import DOMAIN, DOMAIN_REQUEST, check_inventory_document, check_requirement_document
+from .schema import (
+    DOMAIN,
+    DOMAIN_REQUEST,
+    GITOPS,
+    check_inventory_document,
+    check_requirement_document,
+)
 
 
-def validate(repo: Path) -> tuple[Inventory | None, tuple[Diagnostic, ...]]:
-    """Load, check structure, build the model and check meaning; never raises on bad input.
+@dataclass(frozen=True)
+class Analysis:
+    """Everything up to refinement: the model, the plan, and every diagnostic of the run."""
 
-    Returns the inventory (None when anything is an error) and all diagnostics, sorted.
+    inventory: Inventory | None  # None when any stage reported an error
+    plan: Plan | None
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def analyse(repo: Path) -> Analysis:
+    """Load, check structure, build the model, check meaning and refine; never raises on input.
+
+    Refinement runs here too because some problems only show once objects exist (two services
+    becoming the same global Service, an ExternalName clashing with a Service): ``validate``
+    must report exactly what ``render`` would.
     """
     inputs, diagnostics = load_repository(repo)
     domains: list[Domain] = []
+    broken_domains: set[str] = set()
+    gitops: GitOps | None = None
+    first_gitops: Location | None = None
     for doc in inputs.inventory:
         kind, problems = check_inventory_document(doc)
         diagnostics.extend(problems)
+        if kind is GITOPS:  # at most one, counting invalid ones too
+            if first_gitops is not None:
+                diagnostics.append(error(doc.location(("kind",)), "kind", "expected at most one "
+                                         f"GitOps document, found another (first at "
+                                         f"{first_gitops})"))
+            else:
+                first_gitops = doc.location(("kind",))
+                gitops = None if has_errors(problems) else build_gitops(doc)
+            continue
         if kind is None or has_errors(problems):
+            broken_domains.update(declared_domain_names(doc.data))
             continue
         domains.append(build_domain(doc) if kind is DOMAIN else build_domain_request(doc))
-        assert kind in (DOMAIN, DOMAIN_REQUEST)
     requirements: list[Requirement] = []
     for folder, doc in inputs.requirements:
         kind, problems = check_requirement_document(doc)
         diagnostics.extend(problems)
         if kind is not None and not has_errors(problems):
             requirements.append(build_requirement(folder, doc))
-    inventory = with_implied_namespaces(Inventory(tuple(domains), tuple(requirements)))
-    diagnostics.extend(check_inventory(inventory))
-    ordered = sorted_diagnostics(diagnostics)
-    return (None if has_errors(ordered) else inventory), ordered
+    inventory = with_implied_namespaces(Inventory(tuple(domains), tuple(requirements), gitops))
+    diagnostics.extend(check_inventory(inventory, frozenset(broken_domains)))
+    diagnostics.extend(check_destinations(inventory))
+    if has_errors(diagnostics):
+        return Analysis(None, None, sorted_diagnostics(diagnostics))
+    plan = refine(inventory)
+    ordered = sorted_diagnostics((*diagnostics, *plan.diagnostics))
+    if has_errors(ordered):
+        return Analysis(None, None, ordered)
+    return Analysis(inventory, plan, ordered)
+
+
+def declared_domain_names(data: object) -> set[str]:
+    """The domain name a broken inventory document claims, so others do not cascade on it."""
+    if not isinstance(data, dict):
+        return set()
+    for section in ("metadata", "domain"):
+        holder = data.get(section)
+        if isinstance(holder, dict) and isinstance(holder.get("name"), str):
+            return {holder["name"]}
+    return set()
+
+
+def validate(repo: Path) -> tuple[Inventory | None, tuple[Diagnostic, ...]]:
+    """The validated inventory (None when anything is an error) and all diagnostics, sorted."""
+    analysis = analyse(repo)
+    return analysis.inventory, analysis.diagnostics
 
 
 def validated(repo: Path) -> tuple[Inventory, tuple[Diagnostic, ...]]:
@@ -60,9 +123,7 @@ def validated(repo: Path) -> tuple[Inventory, tuple[Diagnostic, ...]]:
 
 def render_repository(repo: Path) -> tuple[Rendered, tuple[Diagnostic, ...]]:
     """Validate, refine and render; raises :class:`InputError` on any error."""
-    inventory, diagnostics = validated(repo)
-    plan = refine(inventory)
-    combined = sorted_diagnostics((*diagnostics, *plan.diagnostics))
-    if has_errors(combined):
-        raise InputError(combined)
-    return render(plan), combined
+    analysis = analyse(repo)
+    if analysis.inventory is None or analysis.plan is None:
+        raise InputError(analysis.diagnostics)
+    return render(analysis.plan, analysis.inventory), analysis.diagnostics

@@ -45,6 +45,9 @@ FLUX_PRUNE = "kustomize.toolkit.fluxcd.io/prune"
 KIND_ORDER = ("Namespace", "Service", "CiliumClusterwideNetworkPolicy", "CiliumNetworkPolicy")
 SYNC_WAVE = {"Namespace": "-2", "Service": "-1"}
 
+# The namespace label as a peer may spell it (Cilium's docs often omit the source prefix).
+NAMESPACE_KEYS = frozenset({NAMESPACE_LABEL, "io.kubernetes.pod.namespace",
+                            "any:io.kubernetes.pod.namespace"})
 DNS_PEER_LABELS = {NAMESPACE_LABEL: "kube-system", "k8s:k8s-app": "kube-dns"}
 DNS_PORTS = ({"port": "53", "protocol": "UDP"}, {"port": "53", "protocol": "TCP"})
 
@@ -91,6 +94,8 @@ def refine(inventory: Inventory) -> Plan:
     """The whole refinement: every requirement, every cluster in its scope."""
     builder = _PlanBuilder(inventory)
     for requirement in inventory.requirements:
+        if requirement.egress is None and requirement.ingress is None:
+            continue  # restricts nothing (the checker warns); such a policy is not even valid
         for cluster in requirement_clusters(inventory, requirement):
             builder.add_requirement(requirement, cluster)
     return builder.finish()
@@ -150,7 +155,8 @@ def raw_peer_selector(peer: Peer, namespace: str | None, local_mesh: str) -> dic
     """A raw pod-label peer with the namespace and the (local) cluster made explicit."""
     body = selector_body(peer.selector)
     labels = body.setdefault("matchLabels", {})
-    if namespace is not None and NAMESPACE_LABEL not in labels:
+    written = {*labels, *(e.key for e in peer.selector.match_expressions)}
+    if namespace is not None and not written & NAMESPACE_KEYS:
         labels[NAMESPACE_LABEL] = namespace
     labels[CLUSTER_LABEL] = local_mesh
     return body
@@ -204,9 +210,10 @@ class _PlanBuilder:
         if requirement.egress is not None:
             spec["egress"] = self._egress(requirement, cluster, namespace)
         if requirement.ingress is not None:
-            ingress = self._ingress(requirement, cluster, namespace)
-            if ingress:  # never an empty list: see enableDefaultDeny above
-                spec["ingress"] = ingress
+            # When no peer matched, one empty rule: it allows nothing, yet it is a rule. Cilium
+            # applies default deny per rule (an empty list or no section would leave ingress
+            # open) and the CRD requires a section.
+            spec["ingress"] = self._ingress(requirement, cluster, namespace) or [{}]
         kind = "CiliumClusterwideNetworkPolicy" if namespace is None else "CiliumNetworkPolicy"
         metadata: dict[str, Any] = {"name": requirement.name}
         if namespace is not None:
@@ -263,8 +270,9 @@ class _PlanBuilder:
             cidrs = [{"cidr": c.cidr, **({"except": list(c.excepts)} if c.excepts else {})}
                      for c in rule.cidrs]
             body: dict[str, Any] = {cidrs_key: cidrs}
-            if explicit_ports:
-                body["toPorts"] = ports_body(explicit_ports)
+            if explicit_ports or (protected and rule.direction == "ingress"):
+                chosen = explicit_ports or service_ports(protected)  # type: ignore[arg-type]
+                body["toPorts"] = ports_body(chosen)
             yield body
             return
         for peer in rule.endpoints:
@@ -337,6 +345,14 @@ class _PlanBuilder:
             },
         }
         origin = f"{'mirror of' if mirror else 'global'} service {service.key}"
+        clash = self._inventory_service_at(ref, service.namespace, service.name) if mirror else None
+        if clash is not None:
+            self.diagnostics.append(error(
+                peer.location, "", f"expected no Service '{service.name}' in namespace "
+                f"'{service.namespace}' of {ref.path}, found inventory service {clash.key} "
+                f"({_at(clash.location)}) where the mirror of {service.key} "
+                f"({_at(service.location)}) would go"))
+            return
         self._put(ObjectKey(ref, "Service", service.namespace, service.name), body, req.key,
                   peer.location, origin)
         self._claim_global_name(service, peer.location)

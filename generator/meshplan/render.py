@@ -6,6 +6,7 @@ Layout (one Kustomize root per inventory cluster)::
     clusters/<domain>/<cluster>/namespaces.yaml   # only when non-empty
     clusters/<domain>/<cluster>/services.yaml
     clusters/<domain>/<cluster>/policies.yaml
+    bootstrap/...                                 # with a GitOps document: meshplan.bootstrap
 
 A cluster nothing targets still gets a kustomization with ``resources: []`` so GitOps agents
 prune what is gone.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .model import Inventory
 from .refine import ClusterPlan, Manifest, Plan
 from .yamltext import dump_document, dump_documents
 
@@ -87,10 +89,15 @@ def render_cluster(cluster: ClusterPlan) -> list[OutputFile]:
     return files
 
 
-def render(plan: Plan) -> Rendered:
+def render(plan: Plan, inventory: Inventory | None = None) -> Rendered:
+    """All output files; with ``inventory``, also its GitOps bootstrap files (``bootstrap/``)."""
+    from .bootstrap import bootstrap_files  # bootstrap builds on OutputFile from here
+
     files = [OutputFile(OUTPUT_MARKER, MARKER_TEXT.encode())]
     for cluster in plan.clusters:
         files.extend(render_cluster(cluster))
+    if inventory is not None:
+        files.extend(bootstrap_files(inventory))
     files.sort(key=lambda f: f.path)
     return Rendered(tuple(files), summarize(plan.clusters))
 

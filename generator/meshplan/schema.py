@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +24,7 @@ from referencing import Registry, Resource
 from .diagnostics import Diagnostic, error, notice
 from .load import Document, PathKey, format_path
 
-SCHEMA_FILES = ("common", "domain", "requirement", "domain-request")
+SCHEMA_FILES = ("common", "domain", "requirement", "domain-request", "gitops")
 SCHEMA_URL = "https://meshplan.dev/schemas/{name}.schema.json"
 
 
@@ -38,6 +39,7 @@ class DocumentKind:
 DOMAIN = DocumentKind("Domain", "domain")
 DOMAIN_REQUEST = DocumentKind("DomainRequest", "domain-request")
 REQUIREMENT = DocumentKind("Requirement", "requirement")
+GITOPS = DocumentKind("GitOps", "gitops")
 REQUIREMENT_KINDS = ("Requirement", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
 
 
@@ -56,7 +58,7 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     registry: Registry[Any] = Registry().with_resources(resources_)
     schema = json.loads(schema_text(name))
     cls = jsonschema.validators.validator_for(schema)
-    return cls(schema, registry=registry)  # type: ignore[call-arg]
+    return cls(schema, registry=registry)
 
 
 def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[Diagnostic]]:
@@ -68,6 +70,8 @@ def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[D
         kind = DOMAIN_REQUEST
     elif doc.data.get("kind") == "Domain":
         kind = DOMAIN
+    elif doc.data.get("kind") == "GitOps":
+        kind = GITOPS
     elif doc.data.get("kind") in REQUIREMENT_KINDS:
         return None, [error(doc.location(("kind",)), "kind", "expected kind Domain in "
                             "inventory/, found a requirement: move it to requirements/<domain>/")]
@@ -75,6 +79,8 @@ def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[D
         return None, [error(doc.location(("kind",)), "kind", "expected kind Domain, found "
                             f"{describe(doc.data.get('kind'))}")]
     problems = list(schema_diagnostics(doc, kind))
+    if kind is DOMAIN_REQUEST and not problems:
+        problems.extend(domain_request_diagnostics(doc))
     problems.extend(ignored_field_notices(doc, kind))
     return kind, problems
 
@@ -86,13 +92,88 @@ def check_requirement_document(doc: Document) -> tuple[DocumentKind | None, list
     if doc.data.get("kind") == "Domain":
         return None, [error(doc.location(("kind",)), "kind", "expected a Requirement in "
                             "requirements/, found kind Domain: move it to inventory/")]
-    return REQUIREMENT, list(schema_diagnostics(doc, REQUIREMENT))
+    problems = list(schema_diagnostics(doc, REQUIREMENT))
+    problems.extend(_meshplan_annotation_problems(doc))
+    return REQUIREMENT, problems
 
 
 def schema_diagnostics(doc: Document, kind: DocumentKind) -> Iterator[Diagnostic]:
     validator = _validator(kind.schema)
     for err in validator.iter_errors(doc.data):
         yield from _explain(doc, err)
+
+
+MESHPLAN_ANNOTATIONS = ("meshplan.dev/clusters",)
+
+
+def _meshplan_annotation_problems(doc: Document) -> Iterator[Diagnostic]:
+    """A misspelt ``meshplan.dev/...`` annotation would silently widen a requirement's scope."""
+    metadata = doc.data.get("metadata") if isinstance(doc.data, dict) else None
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict):
+        return
+    for key in annotations:
+        if str(key).startswith("meshplan.dev/") and key not in MESHPLAN_ANNOTATIONS:
+            hint = difflib.get_close_matches(str(key), MESHPLAN_ANNOTATIONS, n=1, cutoff=0.6)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            path: PathKey = ("metadata", "annotations", key)
+            yield error(doc.key_location(path), format_path(path), "expected one of the "
+                        f"annotations {', '.join(MESHPLAN_ANNOTATIONS)}; found the unknown "
+                        f"annotation '{key}'{suggestion}")
+
+
+def domain_request_diagnostics(doc: Document) -> Iterator[Diagnostic]:
+    """What the DomainRequest schema cannot say (run on schema-valid documents only).
+
+    Port numbers in range, selector labels that Kubernetes accepts, ``domain`` fields that agree
+    with the document's domain, and ``servicesMap`` keys that name a service of the document.
+    """
+    data = doc.data
+    name = data["domain"]["name"]
+    for section in ("clusters", "services"):
+        for i, item in enumerate(data.get(section) or []):
+            if item.get("domain") not in (None, name):
+                path: PathKey = (section, i, "domain")
+                yield error(doc.location(path), format_path(path), f"expected the domain's "
+                            f"name '{name}' or null, found {describe(item['domain'])}")
+    services = data.get("services") or []
+    for i, service in enumerate(services):
+        port = int(service["port"].partition(":")[2])
+        if not 1 <= port <= 65535:
+            path = ("services", i, "port")
+            yield error(doc.location(path), format_path(path), "expected a port number from 1 "
+                        f"to 65535, found {describe(service['port'])}")
+        for key, value in (pair.split(":", 1) for pair in service["selector"].split(",")):
+            for text, kind in ((key.strip(), "labelKey"), (value.strip(), "labelValue")):
+                if not _matches_common(kind, text):
+                    path = ("services", i, "selector")
+                    yield error(doc.location(path), format_path(path), f"expected "
+                                f"{_common_expected(kind)}, found '{text}'")
+    services_map = data.get("servicesMap")
+    known = [s["name"] for s in services]
+    for key in services_map if isinstance(services_map, dict) else ():
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            path = ("servicesMap", key)
+            yield error(doc.key_location(path), format_path(path), "expected the name of a "
+                        f"service listed in services, found '{key}'{suggestion}")
+
+
+@cache
+def _common_def(kind: str) -> tuple[re.Pattern[str], int, str]:
+    definition = json.loads(schema_text("common"))["$defs"][kind]
+    return (re.compile(definition["pattern"]), int(definition["maxLength"]),
+            str(definition["x-expected"]))
+
+
+def _matches_common(kind: str, text: str) -> bool:
+    pattern, max_length, _ = _common_def(kind)
+    return len(text) <= max_length and pattern.match(text) is not None
+
+
+def _common_expected(kind: str) -> str:
+    return _common_def(kind)[2]
 
 
 def ignored_field_notices(doc: Document, kind: DocumentKind) -> Iterator[Diagnostic]:
@@ -131,15 +212,18 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, int | float):
-        return f"the number {value}"
+        return f"the number {_shorten(str(value))}"
     if isinstance(value, str):
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        return f"'{shown}'" if value else "an empty text"
+        return f"'{_shorten(value)}'" if value else "an empty text"
     if isinstance(value, dict):
         return "a mapping" if value else "an empty mapping"
     if isinstance(value, list):
         return "a list" if value else "an empty list"
-    return f"a {type(value).__name__} ({value})"
+    return f"a {type(value).__name__} ({_shorten(str(value))})"
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _expected(err: ValidationError) -> str | None:
@@ -165,12 +249,29 @@ def _explain(doc: Document, err: ValidationError) -> Iterator[Diagnostic]:
                         f"expected {_expected_of(err.context) or 'a valid key'}, found key "
                         f"'{key}'")
         return
+    if "propertyNames" in err.schema_path and isinstance(err.instance, str):
+        # jsonschema reports a bad key as an error about the key itself, at the mapping's path
+        key_path: PathKey = (*path, err.instance)
+        yield error(doc.key_location(key_path), format_path(key_path), "expected "
+                    f"{_expected(err) or _default_expected(err)}, found key '{err.instance}'")
+        return
     if validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         yield error(doc.location(path), where, f"expected the key '{missing}', found it missing")
         return
     expected = _expected(err) or _default_expected(err)
-    yield error(doc.location(path), where, f"expected {expected}, found {describe(err.instance)}")
+    yield error(doc.location(path), where, f"expected {expected}, found {_found(err)}")
+
+
+def _found(err: ValidationError) -> str:
+    """``describe`` the value, but never echo credentials (``x-redact-credentials``)."""
+    redact = isinstance(err.schema, dict) and err.schema.get("x-redact-credentials") is True
+    if redact and isinstance(err.instance, str):
+        return describe(_CREDENTIALS.sub("://***@", err.instance))
+    return describe(err.instance)
+
+
+_CREDENTIALS = re.compile(r"://[^/@?#\s]*@")
 
 
 def _expected_of(errors: Iterable[ValidationError]) -> str | None:
@@ -200,7 +301,7 @@ def _unknown_keys(doc: Document, err: ValidationError, path: PathKey) -> Iterato
 
 
 def _default_expected(err: ValidationError) -> str:
-    value = err.validator_value
+    value: Any = err.validator_value
     match err.validator:
         case "type":
             names = value if isinstance(value, list) else [value]

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -77,11 +78,21 @@ def write_tree(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.meshplan-", dir=root.parent))
     try:
+        staging.chmod(_folder_mode(root))  # mkdtemp's 0700 would become the output's mode
         _fill(staging, root, files, set(result.changed))
         _swap_in(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _folder_mode(root: Path) -> int:
+    """Permissions for the new output folder: the old folder's, else those of a new folder."""
+    if root.is_dir():
+        return stat.S_IMODE(root.stat().st_mode)
+    umask = os.umask(0o077)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o777 & ~umask
 
 
 def _fill(staging: Path, old_root: Path, files: tuple[OutputFile, ...], changed: set[str]) -> None:

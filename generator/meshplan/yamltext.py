@@ -25,6 +25,9 @@ _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*(?::[A-Za-z0-9_./-]+)*")
 _SPECIAL_WORDS = frozenset(
     "y yes n no true false on off null".split()
 )
+# YAML readers (libyaml, PyYAML, ruamel.yaml, Go's yaml) refuse an implicit ``key:`` longer than
+# this many characters (YAML 1.2 section 7.4.2); longer keys are written explicitly (``? key``).
+_MAX_IMPLICIT_KEY = 1024
 # Characters YAML does not allow raw in a double-quoted scalar, or reads as line breaks.
 _UNSAFE_IN_QUOTES = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
 
@@ -52,9 +55,17 @@ def _scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as YAML: {value!r}")
 
 
+def _key(key: str, indent: str) -> str:
+    """``key:``, or ``? key`` and ``:`` on the next line when the key is too long to be implicit."""
+    text = scalar_text(key)
+    if len(text) <= _MAX_IMPLICIT_KEY:
+        return f"{indent}{text}:"
+    return f"{indent}? {text}\n{indent}:"
+
+
 def _mapping(data: Mapping[str, Any], indent: str, out: list[str]) -> None:
     for key, value in data.items():
-        head = f"{indent}{scalar_text(key)}:"
+        head = _key(key, indent)
         if isinstance(value, Mapping):
             if value:
                 out.append(head + "\n")

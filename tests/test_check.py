@@ -1,0 +1,272 @@
+"""Stage check: meaning across documents (uniqueness, references, consent, CIDR arithmetic)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from meshplan.check import check_inventory, did_you_mean, parse_network
+from meshplan.diagnostics import Location, Severity
+from meshplan.load import parse_yaml
+from meshplan.model import Inventory, build_domain, build_requirement
+from meshplan.schema import check_inventory_document, check_requirement_document
+
+HERE = Location("f.yaml", 3, 5)
+
+
+def domain(name: str, clusters: str, services: str = "") -> str:
+    text = (f"apiVersion: meshplan.dev/v1alpha1\nkind: Domain\nmetadata:\n  name: {name}\n"
+            f"spec:\n  clusters:\n{clusters}")
+    return text + (f"  services:\n{services}" if services else "")
+
+
+def requirement(name: str, spec: str) -> str:
+    return (f"apiVersion: meshplan.dev/v1alpha1\nkind: Requirement\nmetadata:\n  name: {name}\n"
+            f"spec:\n{spec}")
+
+
+def build(domains: list[str], requirements: dict[str, list[str]] | None = None) -> Inventory:
+    built_domains = []
+    for i, text in enumerate(domains):
+        docs, problems = parse_yaml(f"inventory/d{i}.yaml", text)
+        assert problems == []
+        assert check_inventory_document(docs[0])[1] == []
+        built_domains.append(build_domain(docs[0]))
+    built_requirements = []
+    for folder, texts in (requirements or {}).items():
+        for i, text in enumerate(texts):
+            docs, problems = parse_yaml(f"requirements/{folder}/r{i}.yaml", text)
+            assert problems == []
+            assert check_requirement_document(docs[0])[1] == []
+            built_requirements.append(build_requirement(folder, docs[0]))
+    return Inventory(tuple(built_domains), tuple(built_requirements))
+
+
+def problems(inventory: Inventory) -> list[str]:
+    return sorted(f"{p.location}: {p.severity.value}: {p.message}"
+                  for p in check_inventory(inventory))
+
+
+CLUSTERS_A = """\
+    - name: cl1
+      meshId: 1
+      podCIDRs: [10.1.0.0/16]
+    - name: cl2
+      meshId: 2
+      podCIDRs: [10.2.0.0/16]
+"""
+SERVICES_A = """\
+    - name: web
+      namespace: shop
+      selector: {app: web}
+      ports: [{port: 80}]
+      clusters: [cl1]
+      exportTo: [b]
+    - name: db
+      namespace: data
+      selector: {app: db}
+      ports: [{port: 5432}]
+      clusters: [cl2]
+"""
+CLUSTERS_B = "    - name: cl3\n      meshId: 3\n      podCIDRs: [10.3.0.0/16]\n"
+SERVICES_B = ("    - name: client\n      namespace: shop\n      selector: {app: client}\n"
+              "      ports: [{port: 8080}]\n      clusters: [cl3]\n")
+
+
+def mesh(**requirements: list[str]) -> Inventory:
+    return build([domain("a", CLUSTERS_A, SERVICES_A), domain("b", CLUSTERS_B, SERVICES_B)],
+                 requirements)
+
+
+def egress_to(labels: str) -> str:
+    return ("  endpointSelector:\n    matchLabels: {service: client}\n  egress:\n"
+            f"    - toEndpoints:\n        - matchLabels: {labels}\n")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.mark.parametrize(("name", "known", "hint"), [
+    ("cl-1", ["cl1", "cl2"], " (did you mean 'cl1'?)"),
+    ("databse", ["backend", "database"], " (did you mean 'database'?)"),
+    ("frontend", ["backend", "database"], ""),
+    ("x", [], ""),
+])
+def test_did_you_mean(name: str, known: list[str], hint: str) -> None:
+    assert did_you_mean(name, known) == hint
+
+
+@pytest.mark.parametrize(("text", "network"), [
+    ("10.0.0.0/8", ipaddress.ip_network("10.0.0.0/8")),
+    ("10.1.2.3/32", ipaddress.ip_network("10.1.2.3/32")),
+    ("0.0.0.0/0", ipaddress.ip_network("0.0.0.0/0")),
+    ("2001:db8::/32", ipaddress.ip_network("2001:db8::/32")),
+])
+def test_parse_network_accepts_networks(text: str, network: object) -> None:
+    assert parse_network(text, HERE, "p") == (network, [])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("10.0.0.0", "expected a CIDR with a prefix length such as 10.0.0.0/8, found '10.0.0.0'"),
+    ("", "expected a CIDR with a prefix length such as 10.0.0.0/8, found ''"),
+    ("10.0.0.0/33", "expected a CIDR such as 10.0.0.0/8, found '10.0.0.0/33'"),
+    ("300.0.0.0/8", "expected a CIDR such as 10.0.0.0/8, found '300.0.0.0/8'"),
+    ("10.0.0.0/x", "expected a CIDR such as 10.0.0.0/8, found '10.0.0.0/x'"),
+    ("10.1.2.3/16", "expected a network address, found '10.1.2.3/16' with host bits set "
+                    "(did you mean 10.1.0.0/16?)"),
+    ("2001:db8::1/32", "expected a network address, found '2001:db8::1/32' with host bits "
+                       "set (did you mean 2001:db8::/32?)"),
+])
+def test_parse_network_explains_what_is_wrong(text: str, message: str) -> None:
+    network, found = parse_network(text, HERE, "spec.x")
+    assert network is None
+    assert [(p.location, p.path, p.severity, p.message) for p in found] == [
+        (HERE, "spec.x", Severity.ERROR, message)]
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+def test_valid_mesh_has_no_problems() -> None:
+    assert problems(mesh()) == []
+
+
+def test_pod_cidrs_overlap_only_across_clusters() -> None:
+    same_cluster = CLUSTERS_A.replace("[10.1.0.0/16]", "[10.1.0.0/16, 10.1.128.0/17]")
+    assert problems(build([domain("a", same_cluster)])) == []
+    mixed = CLUSTERS_A.replace("[10.2.0.0/16]", "['fd00::/8']").replace(
+        "[10.1.0.0/16]", "[10.1.0.0/16, 'fd00:1::/32']")
+    assert problems(build([domain("a", mixed)])) == [
+        "inventory/d0.yaml:12:18: error: expected pod CIDRs that do not overlap across clusters, "
+        "found fd00::/8 of a/cl2 overlapping fd00:1::/32 of a/cl1 (inventory/d0.yaml:9)"]
+
+
+def test_default_mesh_names_can_collide() -> None:
+    """Domain a-b cluster c and domain a cluster b-c both default to the mesh name a-b-c."""
+    first = domain("a-b", "    - name: c\n")
+    second = domain("a", "    - name: b-c\n")
+    assert problems(build([first, second])) == [
+        "inventory/d1.yaml:7:7: error: expected Cilium cluster names unique across the mesh, "
+        "found 'a-b-c' again (first at inventory/d0.yaml:7)"]
+
+
+def test_default_mesh_name_longer_than_32_characters() -> None:
+    assert problems(build([domain("a", f"    - name: {'c' * 30}\n")])) == []  # 32 characters
+    longer = "c" * 31
+    assert problems(build([domain("a", f"    - name: {longer}\n")])) == [
+        f"inventory/d0.yaml:7:13: error: expected a Cilium cluster name of at most 32 "
+        f"characters, found the default 'a-{longer}' (33); set meshName explicitly"]
+
+
+@pytest.mark.parametrize(("ports", "words"), [
+    ("[{port: 80, name: a}, {port: 80, name: b}]", "expected each port/protocol once"),
+    ("[{port: 80, name: a}, {port: 81, name: a}]", "expected unique port names"),
+    ("[{port: 80}, {port: 81, name: b}]", "to have a name (Kubernetes requires it)"),
+])
+def test_service_ports(ports: str, words: str) -> None:
+    services = SERVICES_A.replace("ports: [{port: 80}]", f"ports: {ports}")
+    (found,) = problems(build([domain("a", CLUSTERS_A, services), domain("b", CLUSTERS_B)]))
+    assert found.startswith("inventory/d0.yaml:14:13: error: ")
+    assert words in found
+
+
+def test_udp_and_tcp_on_the_same_port_are_distinct() -> None:
+    services = SERVICES_A.replace("ports: [{port: 80}]", "ports: [{port: 53, name: dns}, "
+                                  "{port: 53, protocol: UDP, name: dns-udp}]")
+    assert problems(build([domain("a", CLUSTERS_A, services), domain("b", CLUSTERS_B)])) == []
+
+
+# --------------------------------------------------------------------------- requirements
+
+
+def test_requirement_of_an_unknown_domain_folder() -> None:
+    inventory = mesh(c=[requirement("r", egress_to("{service: web, domain: a}"))])
+    assert problems(inventory) == [
+        "requirements/c/r0.yaml:1:1: error: expected the folder requirements/c/ to name a "
+        "domain of the inventory, found no domain 'c'"]
+
+
+def test_consent_named_service_must_be_exported() -> None:
+    assert problems(mesh(b=[requirement("r", egress_to("{service: web, domain: a}"))])) == []
+    assert problems(mesh(b=[requirement("r", egress_to("{service: db, domain: a}"))])) == [
+        "requirements/b/r0.yaml:10:11: error: expected a service exported to domain 'b', found "
+        "'db' of domain 'a' (inventory/d0.yaml:20), which does not list 'b' in exportTo"]
+
+
+def test_consent_wildcards_only_see_exported_services() -> None:
+    inventory = mesh(b=[requirement("r", egress_to("{cluster: cl2, domain: a}"))])
+    assert problems(inventory) == [
+        "requirements/b/r0.yaml:10:11: warning: peer matches no service visible to domain 'b' "
+        "in cluster 'cl2' of domain 'a', so it allows nothing"]
+    egress = inventory.requirements[0].egress
+    assert egress is not None
+    assert inventory.resolve_peer(egress[0].endpoints[0].selector, "b") == ()
+
+
+def test_export_to_everyone() -> None:
+    exported = SERVICES_A.replace("      clusters: [cl2]\n", "      clusters: [cl2]\n"
+                                  "      exportTo: ['*']\n")
+    inventory = build([domain("a", CLUSTERS_A, exported), domain("b", CLUSTERS_B, SERVICES_B)],
+                      {"b": [requirement("r", egress_to("{service: db, domain: a}"))]})
+    assert problems(inventory) == []
+
+
+def test_requirement_without_rules_is_a_warning() -> None:
+    spec = "  endpointSelector:\n    matchLabels: {service: client}\n"
+    assert problems(mesh(b=[requirement("r", spec)])) == [
+        "requirements/b/r0.yaml:4:9: warning: requirement has neither egress nor ingress rules, "
+        "so it restricts nothing"]
+
+
+@pytest.mark.parametrize(("excepts", "expected"), [
+    ("[10.0.0.0/16, 10.0.0.0/8]", []),
+    ("['fd00::/8']", ["requirements/b/r0.yaml:10:39: error: expected a CIDR inside "
+                      "10.0.0.0/8, found 'fd00::/8'"]),
+    ("[10.0.0.1/16]", ["requirements/b/r0.yaml:10:39: error: expected a network address, "
+                       "found '10.0.0.1/16' with host bits set (did you mean 10.0.0.0/16?)"]),
+])
+def test_cidr_except(excepts: str, expected: list[str]) -> None:
+    spec = ("  endpointSelector:\n    matchLabels: {service: client}\n  egress:\n"
+            f"    - toCIDRSet:\n        - {{cidr: 10.0.0.0/8, except: {excepts}}}\n")
+    assert problems(mesh(b=[requirement("r", spec)])) == expected
+
+
+def test_same_name_in_different_namespaces_is_allowed() -> None:
+    first = requirement("r", egress_to("{service: web, domain: a}"))
+    second = first.replace("  name: r\n", "  name: r\n  namespace: other\n").replace(
+        "{service: client}", "{app: other}")
+    assert problems(mesh(b=[first, second])) == []
+    assert problems(mesh(b=[first, first])) == [
+        "requirements/b/r1.yaml:4:9: error: expected requirement names unique per namespace in "
+        "domain 'b', found 'r' again (first at requirements/b/r0.yaml:4)"]
+
+
+def test_peer_wildcard_value_on_a_raw_label() -> None:
+    assert problems(mesh(b=[requirement("r", egress_to('{app: "*"}'))])) == [
+        "requirements/b/r0.yaml:10:11: error: expected a label value for 'app', found \"*\" "
+        "(only the abstract labels service and cluster take wildcards)"]
+
+
+def test_peer_named_service_in_a_cluster_where_it_does_not_run() -> None:
+    assert problems(mesh(b=[requirement("r", egress_to("{service: web, cluster: cl2, "
+                                                       "domain: a}"))])) == [
+        "requirements/b/r0.yaml:10:11: error: expected a cluster where service 'web' runs (cl1), "
+        "found 'cl2'"]
+
+
+def test_selector_with_the_cilium_cluster_label() -> None:
+    spec = egress_to("{service: web, domain: a}").replace(
+        "{service: client}", "{app: client, io.cilium.k8s.policy.cluster: cluster3}")
+    assert problems(mesh(b=[requirement("r", spec)])) == [
+        "requirements/b/r0.yaml:7:5: error: expected pod labels, found the Cilium cluster "
+        "label: choose clusters with spec.clusters"]
+
+
+def test_every_check_reports_instead_of_stopping() -> None:
+    """Two independent problems in two requirements: both are reported."""
+    inventory = mesh(b=[requirement("r", egress_to("{service: wbe, domain: a}")),
+                        requirement("s", egress_to("{service: db, domain: a}"))])
+    found = problems(inventory)
+    assert len(found) == 2
+    assert "found 'wbe' (did you mean 'web'?)" in found[0]
+    assert "which does not list 'b' in exportTo" in found[1]

@@ -1,0 +1,246 @@
+"""``meshplan diff``: per-cluster object changes between a git ref and the working tree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import copy_example, run_cli
+from gitserver import commit_all, git, isolate_git
+from meshplan.gitdiff import (
+    COMMENT_MARKER,
+    DiffReport,
+    GroupChanges,
+    ObjectChange,
+    fence_for,
+    format_markdown,
+    inline_code,
+)
+
+REBEL_REQUIREMENT = """\
+apiVersion: meshplan.dev/v1alpha1
+kind: Requirement
+metadata:
+  name: rebel-base
+spec:
+  endpointSelector:
+    matchLabels: {service: rebel-base}
+  egress:
+    - toEndpoints:
+        - matchLabels: {service: service3}
+"""
+
+# What the second commit does, cluster by cluster (derived by hand from the generation rules):
+# - rebel-base (domain2, runs in cl3 only) may call service3 (ns1, cl3): a policy in rebel-base's
+#   namespace and an ExternalName Service default/service3 so it resolves the short name;
+# - backend (domain1, cl1 and cl2) also admits service1 (ns1, cl1): the backend policy changes
+#   in both clusters, and ns1 in cl1 is now also required by backend.
+EXPECTED = {
+    "domain1/cl1": {"added": [], "removed": [],
+                    "changed": ["CiliumNetworkPolicy backend-namespace/backend", "Namespace ns1"]},
+    "domain1/cl2": {"added": [], "removed": [],
+                    "changed": ["CiliumNetworkPolicy backend-namespace/backend"]},
+    "domain2/cl3": {"added": ["CiliumNetworkPolicy default/rebel-base", "Service default/service3"],
+                    "removed": [], "changed": []},
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate_git(monkeypatch, tmp_path / "home")
+
+
+def make_history(repo: Path) -> tuple[str, str]:
+    """Two commits: the bundled example, then EXPECTED's change."""
+    repo.mkdir(parents=True, exist_ok=True)
+    git(repo, "init", "-q", "-b", "main")
+    copy_example(repo)
+    first = commit_all(repo, "Bundled example")
+    (repo / "requirements" / "domain2" / "rebel-base.yaml").write_text(REBEL_REQUIREMENT,
+                                                                       encoding="utf-8")
+    backend = repo / "requirements" / "domain1" / "backend.yaml"
+    text = backend.read_text(encoding="utf-8")
+    marker = "        - matchLabels: {service: frontend, domain: domain2}\n"
+    assert marker in text
+    extra = "        - matchLabels: {service: service1}\n"
+    backend.write_text(text.replace(marker, marker + extra), encoding="utf-8")
+    second = commit_all(repo, "rebel-base calls service3; backend admits service1")
+    return first, second
+
+
+def diff_cli(repo: Path, *args: str) -> tuple[int, str, str]:
+    return run_cli(["diff", "--repo", str(repo), *args])
+
+
+def parse_text(out: str) -> dict[str, dict[str, list[str]]]:
+    """The per-cluster sections of the text format."""
+    found: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for line in out.splitlines():
+        head = re.fullmatch(r"(\S+): (\d+) added, (\d+) removed, (\d+) changed", line)
+        if head:
+            current = found.setdefault(head[1], {"added": [], "removed": [], "changed": []})
+            continue
+        sign = {"  + ": "added", "  - ": "removed", "  ~ ": "changed"}.get(line[:4])
+        if current is not None and sign:
+            current[sign].append(line[4:])
+    return found
+
+
+def worktrees(repo: Path) -> list[str]:
+    return [line for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+            if line.startswith("worktree ")]
+
+
+def test_two_commit_history_shows_exactly_the_expected_changes(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_history(repo)
+    status = git(repo, "status", "--porcelain")
+
+    code, out, err = diff_cli(repo, "--base", "HEAD~1")
+
+    assert code == 0, err
+    assert parse_text(out) == EXPECTED
+    assert out.startswith("meshplan diff: HEAD~1 (")
+    # Each changed object comes with a unified diff of its YAML.
+    assert "      --- a/domain1/cl2/CiliumNetworkPolicy/backend-namespace/backend\n" in out
+    assert "      +        name: service1\n" in out
+    assert "      +        io.cilium.k8s.policy.cluster: cluster1\n" in out
+    # The summary table.
+    assert re.search(r"^  domain2/cl3\s+2\s+0\s+0$", out, re.M)
+    assert re.search(r"^  total\s+2\s+0\s+3$", out, re.M)
+    assert "(1 other cluster(s) unchanged)" in out
+    # Nothing left behind, nothing touched.
+    assert len(worktrees(repo)) == 1
+    assert git(repo, "status", "--porcelain") == status
+
+
+def test_the_reverse_diff_shows_removals(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    first, second = make_history(repo)
+    git(repo, "checkout", "-q", first)
+
+    code, out, err = diff_cli(repo, "--base", second)
+
+    assert code == 0, err
+    expected = {cluster: {"added": c["removed"], "removed": c["added"], "changed": c["changed"]}
+                for cluster, c in EXPECTED.items()}
+    assert parse_text(out) == expected
+
+
+def test_markdown_report_for_pull_requests(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_history(repo)
+
+    code, out, err = diff_cli(repo, "--base", "HEAD~1", "--format", "markdown")
+
+    assert code == 0, err
+    assert out.startswith(COMMENT_MARKER + "\n")
+    assert "| `domain1/cl1` | 0 | 0 | 2 |" in out
+    assert "| `domain1/cl2` | 0 | 0 | 1 |" in out
+    assert "| `domain2/cl3` | 2 | 0 | 0 |" in out
+    assert "| **Total** | **2** | **0** | **3** |" in out
+    assert "- added `CiliumNetworkPolicy default/rebel-base`" in out
+    assert "<summary>diff of CiliumNetworkPolicy backend-namespace/backend</summary>" in out
+    assert out.count("```diff\n") == 3
+    assert out.count("<details>") == out.count("</details>") == 3
+    assert "domain2/cl4" not in out
+
+
+def test_exit_code_only_when_asked(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_history(repo)
+
+    assert diff_cli(repo, "--base", "HEAD~1", "--exit-code")[0] == 1
+    code, out, _ = diff_cli(repo, "--exit-code")  # HEAD against the working tree: no change
+    assert code == 0
+    assert "No changes to the rendered output (4 cluster(s) compared)." in out
+    code, out, _ = diff_cli(repo, "--format", "markdown")
+    assert code == 0 and "No changes to the rendered output" in out
+
+
+def test_base_with_invalid_inputs_is_said_clearly(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    copy_example(repo)
+    good = (repo / "inventory" / "domain1.yaml").read_text(encoding="utf-8")
+    (repo / "inventory" / "domain1.yaml").write_text(good.replace("meshId: 1", "meshId: 0"),
+                                                     encoding="utf-8")
+    commit_all(repo, "broken")
+    (repo / "inventory" / "domain1.yaml").write_text(good, encoding="utf-8")
+    commit_all(repo, "fixed")
+
+    code, out, err = diff_cli(repo, "--base", "HEAD~1")
+
+    assert code == 0, err
+    assert re.search(r"has invalid inputs \(\d+ error\(s\)\), so it cannot be rendered", out)
+    assert "has invalid inputs" in err
+    assert "base HEAD~1: inventory/domain1.yaml:" in err  # the base's own diagnostics
+    sections = parse_text(out)
+    assert set(sections) >= {"domain1/cl1", "domain1/cl2", "domain2/cl3", "domain2/cl4"}
+    assert all(not s["removed"] and not s["changed"] for s in sections.values())
+    assert len(worktrees(repo)) == 1
+
+
+def test_base_without_inventory_is_said_clearly(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("empty\n", encoding="utf-8")
+    commit_all(repo, "empty")
+    copy_example(repo)
+    commit_all(repo, "example")
+
+    code, out, err = diff_cli(repo, "--base", "HEAD~1", "--format", "markdown")
+
+    assert code == 0, err
+    assert "has no inventory/ folder: every object is shown as added" in out
+    assert "| `domain2/cl4` |" in out
+
+
+def test_invalid_working_tree_and_unknown_base_are_errors(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_history(repo)
+    code, _, err = diff_cli(repo, "--base", "no-such-ref")
+    assert code == 1
+    assert "base ref 'no-such-ref' is not a commit" in err
+    assert "Traceback" not in err
+
+    (repo / "inventory" / "domain2.yaml").write_text("kind: [\n", encoding="utf-8")
+    code, _, err = diff_cli(repo, "--base", "HEAD~1")
+    assert code == 1
+    assert "inventory/domain2.yaml:" in err and "input problem" in err
+    assert len(worktrees(repo)) == 1
+
+
+def test_project_in_a_subfolder_of_the_repository(tmp_path: Path) -> None:
+    root = tmp_path / "monorepo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "README.md").write_text("other things\n", encoding="utf-8")
+    copy_example(root / "mesh")
+    commit_all(root, "example in mesh/")
+    (root / "mesh" / "requirements" / "domain2" / "rebel-base.yaml").write_text(
+        REBEL_REQUIREMENT, encoding="utf-8")
+
+    code, out, err = diff_cli(root / "mesh")  # base HEAD, the change is uncommitted
+
+    assert code == 0, err
+    assert parse_text(out) == {"domain2/cl3": EXPECTED["domain2/cl3"]}
+
+
+def test_markdown_is_safe_and_bounded() -> None:
+    assert inline_code("a`b") == "``a`b``"
+    assert inline_code("x|y") == "`x\\|y`"
+    assert fence_for(["no fences"]) == "```"
+    assert fence_for(["has ``` inside", "and ````` too"]) == "``````"
+    big = "".join(f"+line {i}\n" for i in range(100))
+    report = DiffReport("main", "0" * 40, (GroupChanges(
+        "d/c", True, (), (), (ObjectChange("changed", "Service a/b", big),
+                              ObjectChange("changed", "Service a/c", "+x\n"))),), 1)
+    out = format_markdown(report, budget=10)
+    assert "+line 99" not in out and "+x" in out
+    assert "1 diff(s) omitted for size" in out
+    assert "+line 99" in format_markdown(report)

@@ -1,0 +1,366 @@
+"""Stage load: safe reading, positions of every key and value, and the limits on hostile input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from meshplan import load
+from meshplan.diagnostics import Location, Severity
+from meshplan.load import (
+    KEY,
+    Document,
+    decode_utf8,
+    format_path,
+    load_repository,
+    parse_json_like,
+    parse_yaml,
+    read_documents,
+)
+
+NESTED = """\
+# comment
+apiVersion: v1
+spec:
+  clusters:
+    - name: cl1
+      podCIDRs: [10.1.0.0/16, 10.9.0.0/16]
+    - {name: cl2, meshId: 2}
+---
+second: [a, {b: c}]
+"""
+
+
+def only(text: str, relpath: str = "f.yaml") -> Document:
+    docs, problems = parse_yaml(relpath, text)
+    assert problems == []
+    assert len(docs) == 1
+    return docs[0]
+
+
+def messages(text: str, relpath: str = "f.yaml") -> list[str]:
+    parse = parse_json_like if relpath.endswith(".json") else parse_yaml
+    return [f"{d.location}: {d.path}: {d.message}" for d in parse(relpath, text)[1]]
+
+
+# --------------------------------------------------------------------------- format_path
+
+
+@pytest.mark.parametrize(("path", "text"), [
+    ((), ""),
+    (("spec",), "spec"),
+    (("spec", "clusters", 0, "name"), "spec.clusters[0].name"),
+    ((0,), "[0]"),
+    ((0, "a"), "[0].a"),
+    (("a", 1, 2), "a[1][2]"),
+    (("metadata", "annotations", "meshplan.dev/clusters"),
+     "metadata.annotations.meshplan.dev/clusters"),
+    (("spec", "egress", KEY), "spec.egress"),
+])
+def test_format_path(path: tuple[str | int, ...], text: str) -> None:
+    assert format_path(path) == text
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def test_positions_of_nested_values_and_keys() -> None:
+    docs, problems = parse_yaml("inventory/x.yaml", NESTED)
+    assert problems == []
+    first, second = docs
+    assert (first.file, first.index, second.index) == ("inventory/x.yaml", 0, 1)
+    assert first.data["spec"]["clusters"][1] == {"name": "cl2", "meshId": 2}
+    assert first.location(("apiVersion",)) == Location("inventory/x.yaml", 2, 13)
+    assert first.location(("spec", "clusters", 0)) == Location("inventory/x.yaml", 5, 7)
+    assert first.location(("spec", "clusters", 0, "name")) == Location("inventory/x.yaml", 5, 13)
+    assert first.location(("spec", "clusters", 0, "podCIDRs", 1)) == \
+        Location("inventory/x.yaml", 6, 31)
+    assert first.location(("spec", "clusters", 1, "meshId")) == \
+        Location("inventory/x.yaml", 7, 27)
+    assert first.key_location(("spec", "clusters", 1, "meshId")) == \
+        Location("inventory/x.yaml", 7, 19)
+    assert first.key_location(("spec", "clusters")) == Location("inventory/x.yaml", 4, 3)
+    assert second.location(("second", 1, "b")) == Location("inventory/x.yaml", 9, 17)
+
+
+def test_unknown_paths_fall_back_to_the_nearest_parent() -> None:
+    doc = only(NESTED.split("---")[0])
+    assert doc.location(("spec", "clusters", 0, "missing", 3)) == doc.location(
+        ("spec", "clusters", 0))
+    assert doc.key_location(("spec", "nothing")) == doc.location(("spec",))
+    assert doc.location(()) == Location("f.yaml", 2, 1)  # the root node, after the comment
+
+
+def test_scalars_keep_their_yaml_types() -> None:
+    doc = only("a: 1\nb: '1'\nc: true\nd: null\ne: 1.5\nf: 0x10\n")
+    assert doc.data == {"a": 1, "b": "1", "c": True, "d": None, "e": 1.5, "f": 16}
+
+
+def test_empty_documents_are_skipped_but_counted() -> None:
+    docs, problems = parse_yaml("f.yaml", "---\n# only a comment\n---\na: 1\n")
+    assert problems == []
+    assert [(d.index, d.data) for d in docs] == [(1, {"a": 1})]
+
+
+# --------------------------------------------------------------------------- YAML problems
+
+
+def test_duplicate_keys_are_reported_at_the_second_key_in_nested_mappings() -> None:
+    assert messages("a:\n  b: 1\n  c: 2\n  b: 3\n") == [
+        "f.yaml:4:3: a.b: expected each key once, found 'b' again (first at line 2)"]
+
+
+def test_syntax_error_has_the_parser_position() -> None:
+    assert messages("a: [1, 2\nb: 3\n")[0].startswith(
+        "f.yaml:2:2: : expected valid YAML, found a syntax error (while parsing a flow sequence")
+
+
+def test_tab_hint_only_when_the_problem_is_a_tab() -> None:
+    assert "a tab cannot indent YAML" in messages("a:\n\tb: 1\n")[0]
+    assert "tab" not in messages("a: b: c\n")[0]
+
+
+def test_merge_key_is_refused() -> None:
+    assert messages("x: &x {a: 1}\ny:\n  <<: *x\n") == [
+        "f.yaml:3:3: y: expected ordinary keys, found a YAML merge key '<<' (not supported: "
+        "write the keys out)"]
+
+
+@pytest.mark.parametrize(("text", "where", "words"), [
+    ("a: !!python/object:os.system x\n", "f.yaml:1:4: a", "tag:yaml.org,2002:python/object"),
+    ("a: !!python/name:os.system\n", "f.yaml:1:4: a", "python/name"),
+    ("a: !custom x\n", "f.yaml:1:4: a", "'!custom'"),
+    ("a: !!set {x, y}\n", "f.yaml:1:4: a", "plain YAML mapping, found the tag"),
+    ("a: !!omap [{x: 1}]\n", "f.yaml:1:4: a", "plain YAML list, found the tag"),
+    ("a: !!python/object/apply:os.system [ls]\n", "f.yaml:1:4: a", "python/object/apply"),
+])
+def test_tags_are_errors_never_constructed(text: str, where: str, words: str) -> None:
+    (found,) = messages(text)
+    assert found.startswith(f"{where}: expected a plain YAML ")
+    assert words in found
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("? [a]\n: x\n", "f.yaml:1:3: : expected a text key, found a list or mapping as key"),
+    ("2024-01-01: x\n", "f.yaml:1:1: : expected a text key, found datetime.date(2024, 1, 1)"),
+])
+def test_keys_must_be_text(text: str, message: str) -> None:
+    assert messages(text) == [message]
+
+
+def test_integer_beyond_pythons_conversion_limit_is_an_error() -> None:
+    (found,) = messages("a: 1" + "0" * 5000 + "\n")
+    assert found.startswith("f.yaml:1:4: a: expected a plain YAML value, found "
+                            "'tag:yaml.org,2002:int'")
+
+
+def test_recursive_alias_is_an_error() -> None:
+    assert messages("a: &a {b: [*a]}\n") == [
+        "f.yaml:1:4: a.b[0]: expected data that ends, found an alias inside its own anchor "
+        "(a recursive structure)"]
+
+
+def test_aliases_are_expanded_as_plain_data() -> None:
+    doc = only("a: &x {k: [1, 2]}\nb: *x\n")
+    assert doc.data == {"a": {"k": [1, 2]}, "b": {"k": [1, 2]}}
+    assert doc.location(("b", "k", 1)) == Location("f.yaml", 1, 15)  # where the anchor wrote it
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_expanded_size_counts_every_alias_expansion() -> None:
+    node = yaml.compose("a: &x [1, 2]\nb: *x\nc: [*x, *x]\n")
+    # root + a(seq + 2) + b(seq + 2) + c(seq + 2 * (seq + 2))
+    assert load._expanded_size(node, 1000) == 1 + 3 + 3 + 1 + 2 * 3
+    assert load._expanded_size(node, 5) == 6  # stops counting just past the limit
+
+
+def test_node_budget_counts_alias_expansions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(load, "MAX_NODES_PER_FILE", 10)
+    text = "a: &x [1, 2, 3]\nb: [*x, *x]\n"  # 4 composed nodes + 3 more, 13 once expanded
+    (found,) = messages(text)
+    assert found == ("f.yaml:1:1: : expected at most 10 YAML nodes once aliases are expanded, "
+                     "found more (aliases expand to too much data: a YAML alias bomb?)")
+    assert messages("a: &x [1, 2, 3]\nb: *x\n") == []  # 9 nodes
+
+
+def test_node_budget_is_shared_by_the_documents_of_a_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(load, "MAX_NODES_PER_FILE", 50)
+    one = "a: &x [1, 2, 3, 4, 5, 6, 7, 8]\nb: [*x, *x, *x]\n"  # 15 composed, 38 expanded
+    assert messages(one) == []
+    (found,) = messages(f"{one}---\n{one}")
+    assert found.startswith("f.yaml:4:1: : expected at most 50 YAML nodes once aliases")
+
+
+def test_composer_budget_stops_large_files_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(load, "MAX_NODES_PER_FILE", 100)
+    assert messages("[" + ", ".join(["1"] * 98) + "]\n") == []
+    assert messages("[" + ", ".join(["1"] * 100) + "]\n") == [
+        "f.yaml:1:299: : expected at most 100 YAML nodes in one file, found more (split the file)"]
+
+
+def test_json_has_its_own_smaller_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(load, "MAX_JSON_NODES", 6)  # keys are nodes too
+    assert messages('{"a": [1, 2, 3]}', "f.json") == []
+    assert messages('{"a": [1, 2, 3, 4]}', "f.json") == [
+        "f.json:1:17: : expected at most 6 YAML nodes in one file, found more (split the file)"]
+
+
+@pytest.mark.parametrize("relpath", ["f.yaml", "f.json"])
+def test_nesting_limit_is_exact(relpath: str) -> None:
+    depth = load.MAX_DEPTH
+    assert messages("[" * (depth - 1) + "1" + "]" * (depth - 1), relpath) == []
+    assert messages("[" * depth + "1" + "]" * depth, relpath) == [
+        f"{relpath}:1:{depth + 1}: : expected at most {depth} levels of nesting, found more"]
+
+
+def test_the_yaml_composer_is_the_guarded_python_one() -> None:
+    """libyaml's C composer recurses without limit; only its event parser may be used."""
+    assert issubclass(load._YAML_LOADER, load._GuardedComposer)
+    if yaml.__with_libyaml__:
+        assert load._YAML_LOADER.__name__ == "_LibyamlLoader"
+
+
+# --------------------------------------------------------------------------- JSON (YAML 1.2)
+
+
+def test_thesis_json_quirks_parse_with_positions() -> None:
+    text = '{\n\t"domain":{\n\t\t"name":"d1"\n\t},\n\t"clusters":[{"cilium_cluster":cluster3}]\n}\n'
+    docs, problems = parse_json_like("inventory/d.json", text)
+    assert problems == []
+    (doc,) = docs
+    assert doc.data == {"domain": {"name": "d1"}, "clusters": [{"cilium_cluster": "cluster3"}]}
+    assert doc.location(("domain", "name")) == Location("inventory/d.json", 3, 10)
+    assert doc.key_location(("clusters", 0, "cilium_cluster")) == \
+        Location("inventory/d.json", 5, 15)
+
+
+def test_json_syntax_error_names_the_parser() -> None:
+    (found,) = messages('{"a": 1,, "b": 2}', "f.json")
+    assert found.startswith("f.json:1:9: : expected valid JSON/YAML 1.2, found a syntax error")
+
+
+def test_json_duplicate_key() -> None:
+    assert messages('{"a": 1,\n "a": 2}', "f.json") == [
+        "f.json:2:2: a: expected each key once, found 'a' again (first at line 1)"]
+
+
+def test_json_redefined_anchor_is_no_python_warning(recwarn: pytest.WarningsRecorder) -> None:
+    messages('{"a": &x [1], "b": &x [2]}', "f.json")
+    assert [str(w.message) for w in recwarn] == []
+
+
+# --------------------------------------------------------------------------- bytes and files
+
+
+def test_utf8_bom_is_accepted() -> None:
+    assert decode_utf8("f.yaml", b"\xef\xbb\xbfa: 1\n") == "a: 1\n"
+
+
+@pytest.mark.parametrize(("raw", "line", "column"), [
+    (b"\xff", 1, 1),
+    (b"a: 1\nb: x\xfe\n", 2, 5),
+    (b"a: 1\nname: d\xc3\xa9main\xff1\n", 2, 13),  # columns count characters, not bytes
+    (b"\xef\xbb\xbfa\xff", 1, 2),  # the byte-order mark is not a column
+    (b"\xef\xbb\xbf\xef", 1, 1),
+    (b"\xef\xbb\xbfa\n\xc3\xa9\xc3", 2, 2),
+])
+def test_first_invalid_byte_is_located(raw: bytes, line: int, column: int) -> None:
+    problem = decode_utf8("f.yaml", raw)
+    assert not isinstance(problem, str)
+    assert problem.location == Location("f.yaml", line, column)
+    assert problem.message.startswith("expected UTF-8 text, found the byte 0x")
+
+
+def write(root: Path, rel: str, text: str = "a: 1\n") -> None:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(text, encoding="utf-8")
+
+
+def test_load_repository_finds_and_orders_files(tmp_path: Path) -> None:
+    for rel in ("inventory/b.yaml", "inventory/a.json", "inventory/sub/c.yml",
+                "inventory/.hidden.yaml", "inventory/notes.txt", "inventory/.git/x.yaml",
+                "requirements/d2/r.yaml", "requirements/d1/deep/r.yaml",
+                "requirements/d1/r.json"):
+        write(tmp_path, rel)
+    inputs, problems = load_repository(tmp_path)
+    assert problems == []
+    assert [d.file for d in inputs.inventory] == [
+        "inventory/a.json", "inventory/b.yaml", "inventory/sub/c.yml"]
+    assert [(folder, d.file) for folder, d in inputs.requirements] == [
+        ("d1", "requirements/d1/deep/r.yaml"), ("d2", "requirements/d2/r.yaml")]
+
+
+def test_missing_inventory_folder(tmp_path: Path) -> None:
+    inputs, problems = load_repository(tmp_path)
+    assert inputs.inventory == ()
+    assert [(str(p.location), p.message) for p in problems] == [
+        ("inventory/", "expected a folder 'inventory/' with the domains, found none")]
+
+
+def test_file_level_problems_point_at_line_1_column_1(tmp_path: Path) -> None:
+    write(tmp_path, "inventory/ok.yaml")
+    write(tmp_path, "requirements/stray.yaml")
+    (tmp_path / "inventory/out.yaml").symlink_to("/etc/hostname")
+    (tmp_path / "inventory/broken.yaml").symlink_to("missing.yaml")
+    with (tmp_path / "inventory/big.yaml").open("wb") as handle:
+        handle.truncate(load.MAX_FILE_BYTES + 1)
+    _, problems = load_repository(tmp_path)
+    found = {p.location.file: (p.location.line, p.location.column, p.message) for p in problems}
+    assert set(found) == {"inventory/out.yaml", "inventory/broken.yaml", "inventory/big.yaml",
+                          "requirements/stray.yaml"}
+    assert all(v[:2] == (1, 1) for v in found.values())
+    assert "symbolic link to /etc/hostname" in found["inventory/out.yaml"][2]
+    assert "broken or looping symbolic link" in found["inventory/broken.yaml"][2]
+    assert found["inventory/big.yaml"][2] == (
+        "expected a file of at most 16 MiB (16,777,216 bytes), found 16,777,217 bytes")
+    assert "directly in requirements/" in found["requirements/stray.yaml"][2]
+
+
+def test_a_file_of_exactly_the_limit_is_read(tmp_path: Path) -> None:
+    write(tmp_path, "inventory/edge.yaml", "#" * (load.MAX_FILE_BYTES - 1) + "\n")
+    _, problems = load_repository(tmp_path)
+    assert problems == []
+
+
+def test_symlinked_folder_is_not_followed(tmp_path: Path) -> None:
+    write(tmp_path, "elsewhere/d.yaml")
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "inventory/linked").symlink_to(tmp_path / "elsewhere")
+    inputs, problems = load_repository(tmp_path)
+    assert inputs.inventory == ()
+    assert [(p.location.file, p.severity) for p in problems] == [
+        ("inventory/linked", Severity.ERROR)]
+    assert "found a symbolic link" in problems[0].message
+
+
+def test_unreadable_file_is_an_error_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write(tmp_path, "inventory/a.yaml")
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    docs, problems = read_documents(tmp_path, "inventory/a.yaml")
+    assert docs == []
+    assert [(str(p.location), p.message) for p in problems] == [
+        ("inventory/a.yaml:1:1", "expected a readable file, found Permission denied")]
+
+
+def test_pure_python_loader_behaves_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyYAML without libyaml falls back to its pure-Python parser under the same composer."""
+    with_libyaml = parse_yaml("f.yaml", NESTED)
+    monkeypatch.setattr(load, "_YAML_LOADER", load._PureYamlLoader)
+    pure = parse_yaml("f.yaml", NESTED)
+    assert [(d.data, dict(d.marks)) for d in pure[0]] == [
+        (d.data, dict(d.marks)) for d in with_libyaml[0]]
+    depth = load.MAX_DEPTH
+    assert messages("[" * (depth + 50) + "]" * (depth + 50)) == [
+        f"f.yaml:1:{depth + 1}: : expected at most {depth} levels of nesting, found more"]
+    assert messages("a: &a [*a]\n")[0].startswith("f.yaml:1:4: a[0]: expected data that ends")

@@ -1,0 +1,54 @@
+"""The pipeline wiring: one typo gives one error, and validate reports what render would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_cli, run_validate
+
+
+def test_a_broken_domain_document_does_not_cascade(example_repo: Path) -> None:
+    domain1 = example_repo / "inventory" / "domain1.yaml"
+    text = domain1.read_text()
+    domain1.write_text(text.replace("meshId: 1\n", "meshId: one\n", 1))
+
+    code, _out, err = run_validate(example_repo)
+
+    assert code == 1
+    errors = [line for line in err.splitlines() if ": expected" in line]
+    assert len(errors) == 1, err
+    assert "inventory/domain1.yaml" in errors[0] and "meshId" in errors[0]
+    assert "found no domain" not in err
+
+
+def test_validate_reports_clashes_found_only_by_refinement(example_repo: Path) -> None:
+    # domain2 gets its own "backend" in the same namespace as domain1's, and a client that
+    # needs both mirrored: both would become the global Service backend-namespace/backend,
+    # which Cilium would merge. Only refinement sees that; validate must report it too.
+    domain2 = example_repo / "inventory" / "domain2.yaml"
+    domain2.write_text(domain2.read_text().replace(
+        "    - name: rebel-base\n",
+        "    - name: backend\n"
+        "      namespace: backend-namespace\n"
+        "      selector: {app: other-backend}\n"
+        "      ports: [{port: 80, protocol: TCP, name: http}]\n"
+        "      clusters: [cl4]\n"
+        "    - name: rebel-base\n", 1))
+    requirement = example_repo / "requirements" / "domain2" / "own-backend.yaml"
+    requirement.write_text(
+        "apiVersion: meshplan.dev/v1alpha1\n"
+        "kind: Requirement\n"
+        "metadata: {name: own-backend, namespace: default}\n"
+        "spec:\n"
+        "  clusters: [cl3]\n"
+        "  endpointSelector: {matchLabels: {name: client}}\n"
+        "  egress:\n"
+        "    - toEndpoints: [{matchLabels: {service: backend}}]\n")
+
+    code, out, err = run_validate(example_repo)
+    render_code, _render_out, render_err = run_cli(["render", "--repo", str(example_repo)])
+
+    assert code == 1, out + err
+    assert "Cilium would merge their backends" in err
+    assert render_code == 1 and "Cilium would merge their backends" in render_err
+    assert not (example_repo / "rendered").exists()  # nothing written on error

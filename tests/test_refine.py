@@ -1,0 +1,574 @@
+"""Refinement behaviours from the issue, on small hand-made repositories.
+
+Each test writes an inventory and requirements, renders through the public pipeline and reads the
+rendered files back with ``semantics.py`` (nothing is taken from meshplan's internal records).
+
+The base inventory:
+
+* domain ``alpha``: clusters a1 (mesh alpha-1), a2 (mesh alpha-2, clusterDomain a2.example);
+  services api (api-ns, 8080+9090, a1+a2, exported to beta), db (db-ns, 5432, a2, private),
+  web (web-ns, TCP/80, a1, private).
+* domain ``beta``: clusters b1 (mesh beta-1, clusterDomain beta.local), b2 (mesh beta-2), b3
+  (mesh beta-3, nothing runs or is required there); services shop (shop, 443, b1, exported to
+  alpha), cache (shop, 6379, b1+b2, private).
+* domain ``gamma``: cluster g1; service hidden (exported to nobody).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from meshplan.diagnostics import InputError, Severity
+from meshplan.pipeline import render_repository, validate
+from semantics import (
+    REQUIRED_BY,
+    ClusterView,
+    EndpointPeer,
+    all_anomalies,
+    cidr,
+    cluster_views,
+    dns,
+    domain,
+    ep,
+    from_,
+    object_key,
+    objects_by_key,
+    ports,
+    read_output,
+    render_files,
+    render_views,
+    required_by,
+    requirement,
+    run_meshplan,
+    to,
+    write_repo,
+)
+from support.k8s import validate_object
+
+CLUSTER = "io.cilium.k8s.policy.cluster"
+NS = "k8s:io.kubernetes.pod.namespace"
+API_PORTS = ports("8080/TCP", "9090/TCP")
+API_OF_ALPHA = {"service": "api", "domain": "alpha"}
+
+
+def base_domains() -> list[dict[str, Any]]:
+    alpha = domain("alpha", [
+        {"name": "a1", "meshName": "alpha-1", "meshId": 1, "podCIDRs": ["10.1.0.0/16"]},
+        {"name": "a2", "meshName": "alpha-2", "meshId": 2, "podCIDRs": ["10.2.0.0/16"],
+         "clusterDomain": "a2.example"},
+    ], [
+        {"name": "api", "namespace": "api-ns", "selector": {"app": "api"},
+         "ports": [{"port": 8080, "protocol": "TCP", "name": "http"},
+                   {"port": 9090, "protocol": "TCP", "name": "metrics"}],
+         "clusters": ["a1", "a2"], "exportTo": ["beta"]},
+        {"name": "db", "namespace": "db-ns", "selector": {"app": "db"},
+         "ports": [{"port": 5432}], "clusters": ["a2"]},
+        {"name": "web", "namespace": "web-ns", "selector": {"app": "web"},
+         "ports": [{"port": 80}], "clusters": ["a1"]},
+    ])
+    beta = domain("beta", [
+        {"name": "b1", "meshName": "beta-1", "meshId": 3, "clusterDomain": "beta.local"},
+        {"name": "b2", "meshName": "beta-2", "meshId": 4},
+        {"name": "b3", "meshName": "beta-3", "meshId": 5},
+    ], [
+        {"name": "shop", "namespace": "shop", "selector": {"app": "shop"},
+         "ports": [{"port": 443}], "clusters": ["b1"], "exportTo": ["alpha"]},
+        {"name": "cache", "namespace": "shop", "selector": {"app": "cache"},
+         "ports": [{"port": 6379}], "clusters": ["b1", "b2"]},
+    ])
+    gamma = domain("gamma", [{"name": "g1", "meshName": "gamma-1", "meshId": 9}], [
+        {"name": "hidden", "namespace": "hidden", "selector": {"app": "hidden"},
+         "ports": [{"port": 1}], "clusters": ["g1"]},
+    ])
+    return [alpha, beta, gamma]
+
+
+def repo_with(tmp_path: Path, requirements: Mapping[str, Sequence[Mapping[str, Any]]],
+              domains: Sequence[Mapping[str, Any]] | None = None, name: str = "repo") -> Path:
+    return write_repo(tmp_path / name, base_domains() if domains is None else domains,
+                      requirements)
+
+
+def render(tmp_path: Path, requirements: Mapping[str, Sequence[Mapping[str, Any]]],
+           domains: Sequence[Mapping[str, Any]] | None = None) -> dict[str, ClusterView]:
+    views = render_views(repo_with(tmp_path, requirements, domains))
+    assert all_anomalies(views) == []
+    return views
+
+
+def rules(view: ClusterView, namespace: str | None, name: str, direction: str) -> list[Any]:
+    body = view.policy(namespace, name).body
+    return list(body["spec"].get(direction) or [])
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def test_egress_service_peer_gets_only_that_services_ports(tmp_path: Path) -> None:
+    views = render(tmp_path, {"alpha": [
+        requirement("web", {"service": "web"}, egress=[to({"service": "api"})]),
+    ]})
+    policy = views["alpha/a1"].policy("web-ns", "web")
+    assert policy.direction("egress") == {
+        ep("egress", {"app": "api"}, "api-ns", {"alpha-1", "alpha-2"}, API_PORTS),
+        dns("alpha-1"),
+    }
+
+
+def test_egress_rule_toports_replace_the_service_ports(tmp_path: Path) -> None:
+    views = render(tmp_path, {"alpha": [
+        requirement("web", {"service": "web"},
+                    egress=[to({"service": "api"}, ports_=["9090/TCP"])]),
+    ]})
+    assert views["alpha/a1"].policy("web-ns", "web").direction("egress") == {
+        ep("egress", {"app": "api"}, "api-ns", {"alpha-1", "alpha-2"}, ports("9090/TCP")),
+        dns("alpha-1"),
+    }
+
+
+def test_ingress_of_a_service_requirement_gets_the_protected_services_ports(
+    tmp_path: Path,
+) -> None:
+    views = render(tmp_path, {"alpha": [
+        # api protects itself: web (TCP/80) may call it. The ports are api's, never web's.
+        requirement("api", {"service": "api"}, ingress=[
+            from_({"service": "web"}),
+            from_({"role": "probe"}),  # raw peer: same rule, api's ports
+            from_({"service": "shop", "domain": "beta"}, ports_=["8080/TCP"]),  # explicit wins
+        ]),
+    ]})
+    for path, mesh in (("alpha/a1", "alpha-1"), ("alpha/a2", "alpha-2")):
+        policy = views[path].policy("api-ns", "api")
+        assert policy.direction("ingress") == {
+            ep("ingress", {"app": "web"}, "web-ns", "alpha-1", API_PORTS),
+            ep("ingress", {"role": "probe"}, "api-ns", mesh, API_PORTS),
+            ep("ingress", {"app": "shop"}, "shop", "beta-1", ports("8080/TCP")),
+        }
+        assert policy.default_deny == {"egress": False, "ingress": True}
+        assert "egress" not in policy.sections  # ingress-only: no DNS rule, egress untouched
+
+
+def test_ingress_of_a_raw_selector_requirement_allows_any_port(tmp_path: Path) -> None:
+    views = render(tmp_path, {"alpha": [
+        requirement("probe", {"role": "probe"}, namespace="api-ns", clusters=["a1"],
+                    ingress=[from_({"service": "web"})]),
+    ]})
+    assert views["alpha/a1"].policy("api-ns", "probe").direction("ingress") == {
+        ep("ingress", {"app": "web"}, "web-ns", "alpha-1", None),
+    }
+
+
+def test_ingress_cidr_rule_of_a_service_requirement_gets_the_protected_services_ports(
+    tmp_path: Path,
+) -> None:
+    views = render(tmp_path, {"alpha": [
+        requirement("api", {"service": "api"}, ingress=[
+            {"fromCIDRSet": [{"cidr": "10.0.0.0/8"}]},
+            {"fromCIDRSet": [{"cidr": "192.0.2.0/24"}],
+             "toPorts": [{"ports": [{"port": "9090", "protocol": "TCP"}]}]},
+        ]),
+    ]})
+    assert views["alpha/a1"].policy("api-ns", "api").direction("ingress") == {
+        cidr("ingress", "10.0.0.0/8", port_set=API_PORTS),
+        cidr("ingress", "192.0.2.0/24", port_set=ports("9090/TCP")),
+    }
+
+
+# --------------------------------------------------------------------------- DNS and CIDR
+
+
+def test_one_dns_rule_per_egress_policy_udp_and_tcp_to_the_local_cluster(tmp_path: Path) -> None:
+    views = render(tmp_path, {"alpha": [
+        requirement("api", {"service": "api"}, egress=[
+            to({"service": "db"}),
+            to({"role": "x"}, {"role": "y"}),
+            to({"k8s:k8s-app": "kube-dns", NS: "kube-system"}, ports_=["53/UDP", "53/TCP"]),
+            {"toCIDRSet": [{"cidr": "192.0.2.0/24"}]},
+        ]),
+    ]})
+    for path, mesh in (("alpha/a1", "alpha-1"), ("alpha/a2", "alpha-2")):
+        egress = rules(views[path], "api-ns", "api", "egress")
+        dns_rules = [r for r in egress if any(
+            s["matchLabels"].get("k8s:k8s-app") == "kube-dns" for s in r.get("toEndpoints", []))]
+        assert dns_rules == [{
+            "toEndpoints": [{"matchLabels": {NS: "kube-system", "k8s:k8s-app": "kube-dns",
+                                             CLUSTER: mesh}}],
+            "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"},
+                                   {"port": "53", "protocol": "TCP"}]}],
+        }], path
+        assert dns(mesh) in views[path].policy("api-ns", "api").peers
+
+
+def test_cidr_rules_pass_through(tmp_path: Path) -> None:
+    views = render(tmp_path, {"alpha": [
+        requirement("web", {"service": "web"},
+                    egress=[{"toCIDRSet": [{"cidr": "10.0.0.0/8", "except": ["10.96.0.0/12"]},
+                                           {"cidr": "2001:db8::/32"}],
+                             "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}],
+                    ingress=[{"fromCIDRSet": [{"cidr": "198.51.100.0/24"}]}]),
+    ]})
+    view = views["alpha/a1"]
+    assert rules(view, "web-ns", "web", "egress")[0] == {
+        "toCIDRSet": [{"cidr": "10.0.0.0/8", "except": ["10.96.0.0/12"]},
+                      {"cidr": "2001:db8::/32"}],
+        "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}],
+    }
+    policy = view.policy("web-ns", "web")
+    # Ingress of a requirement selecting {service: web}: web's ports.
+    assert policy.direction("ingress") == {cidr("ingress", "198.51.100.0/24",
+                                                port_set=ports("80/TCP"))}
+    # A CIDR peer creates no Service and no Namespace.
+    assert view.services == frozenset() and view.namespaces == frozenset()
+
+
+# --------------------------------------------------------------------------- raw peers
+
+
+def test_raw_peers_get_explicit_namespace_and_local_cluster(tmp_path: Path) -> None:
+    views = render(tmp_path, {"alpha": [
+        requirement("api", {"service": "api"}, egress=[
+            to({"role": "worker"}),
+            to({"role": "other", NS: "elsewhere"}),
+            to({"role": "third", "io.kubernetes.pod.namespace": "third-ns"}),  # Cilium docs' form
+            {"toEndpoints": [{"matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]}]}]},
+        ]),
+    ]})
+    for path, mesh in (("alpha/a1", "alpha-1"), ("alpha/a2", "alpha-2")):
+        peers = views[path].policy("api-ns", "api").direction("egress")
+        assert peers == {
+            ep("egress", {"role": "worker"}, "api-ns", mesh, None),
+            ep("egress", {"role": "other"}, "elsewhere", mesh, None),
+            ep("egress", {"role": "third"}, "third-ns", mesh, None),
+            EndpointPeer("egress", frozenset(), "api-ns", frozenset({mesh}), None,
+                         frozenset({("tier", "In", ("a", "b"))})),
+            dns(mesh),
+        }
+    # Raw peers connect nothing.
+    assert all(not v.services and not v.namespaces for v in views.values())
+
+
+def test_cluster_wide_requirement_selects_the_service_namespace(tmp_path: Path) -> None:
+    views = render(tmp_path, {"alpha": [
+        requirement("api-wide", {"service": "api"}, namespace="*",
+                    egress=[to({"service": "db"})]),
+    ]})
+    policy = views["alpha/a1"].policy(None, "api-wide")
+    assert policy.kind == "CiliumClusterwideNetworkPolicy"
+    assert policy.body["spec"]["endpointSelector"] == {"matchLabels": {"app": "api", NS: "api-ns"}}
+    assert policy.direction("egress") == {
+        ep("egress", {"app": "db"}, "db-ns", "alpha-2", ports("5432/TCP")), dns("alpha-1")}
+
+
+# --------------------------------------------------------------------------- wildcards
+
+
+def test_wildcard_peer_matching_nothing_allows_nothing_and_warns(tmp_path: Path) -> None:
+    repo = repo_with(tmp_path, {"beta": [
+        requirement("shop", {"service": "shop"},
+                    egress=[to({"service": "*", "domain": "gamma"})],
+                    ingress=[from_({"service": "*", "domain": "gamma"})]),
+        requirement("only-in", {"service": "shop"},
+                    ingress=[from_({"service": "*", "domain": "gamma", "cluster": "g1"})]),
+    ]})
+    files, diagnostics = render_files(repo)
+    warnings = [d for d in diagnostics if d.severity is Severity.WARNING]
+    assert len(warnings) == 3
+    assert {d.location.file for d in warnings} == {"requirements/beta/shop.yaml",
+                                                   "requirements/beta/only-in.yaml"}
+    assert all("allows nothing" in d.message for d in warnings)
+    views = cluster_views(files)
+    b1 = views["beta/b1"]
+    policy = b1.policy("shop", "shop")
+    assert policy.peers == {dns("beta-1")}  # only DNS: nothing from gamma
+    # Fail closed: both directions stay default-deny. Ingress keeps one empty rule, Cilium's
+    # "deny, allow nothing" idiom: default deny is applied per rule, and the CRD needs a section.
+    assert policy.default_deny == {"egress": True, "ingress": True}
+    assert policy.body["spec"]["ingress"] == [{}]
+    only_in = b1.policy("shop", "only-in")
+    assert only_in.peers == frozenset()
+    assert only_in.default_deny == {"egress": False, "ingress": True}
+    assert only_in.body["spec"]["ingress"] == [{}] and "egress" not in only_in.body["spec"]
+    # Never an empty selector list, and every policy is accepted by the real CRD schema.
+    text = files["clusters/beta/b1/policies.yaml"].decode()
+    assert "Endpoints: []" not in text and "CIDRSet: []" not in text
+    assert [e for o in b1.objects for e in validate_object(dict(o))] == []
+    # gamma's clusters are untouched.
+    assert views["gamma/g1"].objects == ()
+
+
+def test_requirement_without_rules_renders_no_policy(tmp_path: Path) -> None:
+    """It restricts nothing (a warning); a policy without sections is not even a valid CNP."""
+    repo = repo_with(tmp_path, {"beta": [requirement("idle", {"service": "shop"})]})
+    files, diagnostics = render_files(repo)
+    assert [d.message for d in diagnostics if d.severity is Severity.WARNING] == [
+        "requirement has neither egress nor ingress rules, so it restricts nothing"]
+    assert all(view.objects == () for view in cluster_views(files).values())
+
+
+def test_wildcard_reaches_only_services_exported_to_the_domain(tmp_path: Path) -> None:
+    views = render(tmp_path, {"beta": [
+        requirement("shop", {"service": "shop"}, egress=[to({"service": "*", "domain": "alpha"})]),
+    ]})
+    egress = views["beta/b1"].policy("shop", "shop").direction("egress")
+    # api is exported to beta; db and web are private to alpha.
+    assert egress == {ep("egress", {"app": "api"}, "api-ns", {"alpha-1", "alpha-2"}, API_PORTS),
+                      dns("beta-1")}
+
+
+# --------------------------------------------------------------------------- cluster label
+
+
+def test_cluster_label_is_match_labels_for_one_and_in_for_several(tmp_path: Path) -> None:
+    views = render(tmp_path, {"beta": [
+        requirement("shop", {"service": "shop"}, egress=[
+            to({"service": "api", "domain": "alpha"}),
+            to({"service": "api", "domain": "alpha", "cluster": "a2"}, ports_=["9090/TCP"]),
+        ]),
+    ]})
+    selectors = [r["toEndpoints"][0] for r in rules(views["beta/b1"], "shop", "shop", "egress")]
+    assert selectors[0] == {
+        "matchLabels": {"app": "api", NS: "api-ns"},
+        "matchExpressions": [{"key": CLUSTER, "operator": "In", "values": ["alpha-1", "alpha-2"]}],
+    }
+    assert selectors[1] == {"matchLabels": {"app": "api", NS: "api-ns", CLUSTER: "alpha-2"}}
+    # Mesh names, never the domain-local cluster names.
+    text = str(views["beta/b1"].objects)
+    assert "'a1'" not in text and "'a2'" not in text
+
+
+# --------------------------------------------------------------------------- services
+
+
+def service(view: ClusterView, namespace: str, name: str) -> Mapping[str, Any]:
+    return objects_by_key(view)[("Service", namespace, name)]
+
+
+def test_mirror_where_the_service_does_not_run_global_where_it_does(tmp_path: Path) -> None:
+    views = render(tmp_path, {"beta": [
+        requirement("shop", {"service": "shop"}, egress=[to(API_OF_ALPHA)]),
+    ]})
+    b1, a1, a2 = views["beta/b1"], views["alpha/a1"], views["alpha/a2"]
+    mirror = service(b1, "api-ns", "api")
+    assert mirror["metadata"]["annotations"]["service.cilium.io/global"] == "true"
+    assert mirror["metadata"]["annotations"]["service.cilium.io/shared"] == "false"
+    assert mirror["spec"]["selector"] == {"app": "api"}
+    assert mirror["spec"]["type"] == "ClusterIP"
+    assert [(p["port"], p["protocol"], p["name"]) for p in mirror["spec"]["ports"]] == [
+        (8080, "TCP", "http"), (9090, "TCP", "metrics")]
+    assert "api-ns" in b1.namespaces
+    for origin in (a1, a2):  # the Service itself, annotated global where it runs
+        body = service(origin, "api-ns", "api")
+        assert body["metadata"]["annotations"]["service.cilium.io/global"] == "true"
+        assert body["metadata"]["annotations"]["service.cilium.io/shared"] == "true"
+        assert origin.namespaces == {"api-ns"}
+    # ExternalName in the client's namespace, with the *client* cluster's clusterDomain.
+    external = service(b1, "shop", "api")
+    assert external["spec"] == {
+        "type": "ExternalName", "externalName": "api.api-ns.svc.beta.local",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                  {"name": "metrics", "port": 9090, "protocol": "TCP"}]}
+    assert b1.namespaces == {"api-ns", "shop"}
+    # b2 and b3 run no shop: nothing for them.
+    assert views["beta/b2"].objects == () and views["beta/b3"].objects == ()
+
+
+def test_same_cluster_same_namespace_needs_no_service(tmp_path: Path) -> None:
+    views = render(tmp_path, {"beta": [
+        requirement("shop", {"service": "shop"},
+                    egress=[to({"service": "cache", "cluster": "b1"})]),
+    ]})
+    assert views["beta/b1"].services == frozenset()
+    assert views["beta/b1"].namespaces == frozenset()
+
+
+def test_external_name_uses_the_local_cluster_domain(tmp_path: Path) -> None:
+    views = render(tmp_path, {"alpha": [
+        requirement("api", {"service": "api"}, egress=[to({"service": "db"})]),
+    ]})
+    assert service(views["alpha/a1"], "api-ns", "db")["spec"]["externalName"] == (
+        "db.db-ns.svc.cluster.local")
+    assert service(views["alpha/a2"], "api-ns", "db")["spec"]["externalName"] == (
+        "db.db-ns.svc.a2.example")
+
+
+def test_external_name_clashing_with_an_inventory_service_is_an_error(tmp_path: Path) -> None:
+    domains = base_domains()
+    # beta gets its own service named "api", running in b1's namespace shop.
+    domains[1]["spec"]["services"].append(
+        {"name": "api", "namespace": "shop", "selector": {"app": "beta-api"},
+         "ports": [{"port": 80}], "clusters": ["b1"]})
+    repo = repo_with(tmp_path, {"beta": [
+        requirement("shop", {"service": "shop"}, egress=[to(API_OF_ALPHA)]),
+    ]}, domains)
+    inventory, _ = validate(repo)
+    assert inventory is not None  # the clash is found by refinement
+    with pytest.raises(InputError) as caught:
+        render_repository(repo)
+    errors = [d for d in caught.value.diagnostics if d.severity is Severity.ERROR]
+    assert len(errors) == 1
+    message = errors[0].message
+    assert "beta/api" in message and "alpha/api" in message and "shop" in message
+    assert errors[0].location.file == "requirements/beta/shop.yaml"
+
+
+def test_mirror_clashing_with_an_inventory_service_is_an_error(tmp_path: Path) -> None:
+    """beta runs its own api in api-ns on b1: a mirror of alpha's api would replace it."""
+    domains = base_domains()
+    domains[1]["spec"]["services"].append(
+        {"name": "api", "namespace": "api-ns", "selector": {"app": "beta-api"},
+         "ports": [{"port": 80}], "clusters": ["b1"]})
+    repo = repo_with(tmp_path, {"beta": [
+        requirement("shop", {"service": "shop"}, egress=[to(API_OF_ALPHA)]),
+    ]}, domains)
+    with pytest.raises(InputError) as caught:
+        render_repository(repo)
+    errors = [d for d in caught.value.diagnostics if d.severity is Severity.ERROR]
+    assert len(errors) == 1
+    message = errors[0].message
+    assert "beta/api" in message and "alpha/api" in message and "api-ns" in message
+    assert errors[0].location.file == "requirements/beta/shop.yaml"
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def test_every_object_is_labelled_and_traced(tmp_path: Path) -> None:
+    views = render(tmp_path, {
+        "alpha": [requirement("web", {"service": "web"}, egress=[to({"service": "api"})])],
+        "beta": [requirement("shop", {"service": "shop"},
+                             egress=[to({"service": "*", "domain": "alpha"})])],
+    })
+    objects = [o for v in views.values() for o in v.objects]
+    assert {o["kind"] for o in objects} == {"Namespace", "Service", "CiliumNetworkPolicy"}
+    # all_anomalies (called by render) checks every Namespace annotation and every label; here
+    # the required-by values are checked against the requirements that caused each object.
+    known = {"alpha/web-ns/web", "beta/shop/shop"}
+    assert all(required_by(o) <= known for o in objects)
+    a1 = objects_by_key(views["alpha/a1"])
+    assert required_by(a1[("Namespace", "", "api-ns")]) == known  # shared by both
+    assert required_by(a1[("Service", "web-ns", "api")]) == {"alpha/web-ns/web"}  # ExternalName
+    assert required_by(a1[("CiliumNetworkPolicy", "web-ns", "web")]) == {"alpha/web-ns/web"}
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            assert obj["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-2"
+
+
+# --------------------------------------------------------------------------- removal
+
+
+def without_required_by(obj: Mapping[str, Any]) -> dict[str, Any]:
+    annotations = {k: v for k, v in obj["metadata"]["annotations"].items() if k != REQUIRED_BY}
+    return {**obj, "metadata": {**obj["metadata"], "annotations": annotations}}
+
+
+def test_removing_a_requirement_removes_exactly_what_only_it_caused(tmp_path: Path) -> None:
+    web = requirement("web", {"service": "web"}, egress=[to({"service": "api"})])
+    shop = requirement("shop", {"service": "shop"}, egress=[to(API_OF_ALPHA)])
+    before = render(tmp_path / "1", {"alpha": [web], "beta": [shop]})
+    after = render(tmp_path / "2", {"alpha": [web]})
+    removed = "beta/shop/shop"
+    shared = 0
+    for path, view in before.items():
+        old = objects_by_key(view)
+        new = objects_by_key(after[path])
+        assert set(new) <= set(old), path
+        for key, obj in old.items():
+            causes = required_by(obj)
+            if causes == {removed}:
+                assert key not in new, (path, key)
+            elif removed in causes:
+                shared += 1
+                assert required_by(new[key]) == causes - {removed}, (path, key)
+                assert without_required_by(new[key]) == without_required_by(obj), (path, key)
+            else:
+                assert new[key] == obj, (path, key)
+    assert shared >= 3  # api's global Services in a1/a2 and Namespace api-ns are shared
+
+
+# --------------------------------------------------------------------------- consent
+
+
+def test_other_domains_output_changes_only_for_services_exported_to_the_requirement(
+    tmp_path: Path,
+) -> None:
+    base = render(tmp_path / "1", {})
+    views = render(tmp_path / "2", {"beta": [
+        requirement("shop", {"service": "shop"},
+                    egress=[to({"service": "*", "domain": "alpha"})],
+                    ingress=[from_({"service": "*", "domain": "alpha"}),
+                             from_({"service": "*", "domain": "gamma"})]),
+    ]})
+    exported = {("api-ns", "api")}  # alpha's services exported to beta
+    for path in ("alpha/a1", "alpha/a2", "gamma/g1"):
+        old, new = objects_by_key(base[path]), objects_by_key(views[path])
+        changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+        for kind, namespace, name in changed:
+            if kind == "Namespace":
+                assert name in {ns for ns, _ in exported}, (path, name)
+            else:
+                assert kind == "Service" and (namespace, name) in exported, (path, kind, name)
+    assert views["gamma/g1"].objects == ()
+    assert objects_by_key(views["alpha/a1"])  # something did change for api
+
+
+def test_naming_a_service_that_is_not_exported_is_an_error(tmp_path: Path) -> None:
+    repo = repo_with(tmp_path, {"beta": [
+        requirement("shop", {"service": "shop"}, egress=[to({"service": "db", "domain": "alpha"})]),
+    ]})
+    inventory, diagnostics = validate(repo)
+    assert inventory is None
+    errors = [d for d in diagnostics if d.severity is Severity.ERROR]
+    assert len(errors) == 1 and "exportTo" in errors[0].message
+
+
+def test_deleting_a_named_service_lists_every_requirement_that_names_it(tmp_path: Path) -> None:
+    domains = base_domains()
+    domains[0]["spec"]["services"] = [s for s in domains[0]["spec"]["services"]
+                                      if s["name"] != "api"]
+    repo = repo_with(tmp_path, {
+        "alpha": [requirement("web", {"service": "web"}, egress=[to({"service": "api"})]),
+                  requirement("any", {"service": "web"}, egress=[to({"service": "*"})])],
+        "beta": [requirement("shop", {"service": "shop"},
+                             egress=[to({"service": "api", "domain": "alpha"})])],
+    }, domains)
+    inventory, diagnostics = validate(repo)
+    assert inventory is None
+    errors = [d for d in diagnostics if d.severity is Severity.ERROR]
+    assert {d.location.file for d in errors} == {"requirements/alpha/web.yaml",
+                                                 "requirements/beta/shop.yaml"}
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+def test_a_cluster_nothing_targets_gets_an_empty_kustomization(tmp_path: Path) -> None:
+    files, _ = render_files(repo_with(tmp_path, {"alpha": [
+        requirement("web", {"service": "web"}, egress=[to({"service": "api"})])]}))
+    assert sorted(p for p in files if p.startswith("clusters/beta/b3/")) == [
+        "clusters/beta/b3/kustomization.yaml"]
+    text = files["clusters/beta/b3/kustomization.yaml"].decode()
+    assert text.endswith("kind: Kustomization\nresources: []\n")
+
+
+def test_clusters_removed_from_the_inventory_disappear(tmp_path: Path) -> None:
+    repo = repo_with(tmp_path, {"alpha": [
+        requirement("web", {"service": "web"}, egress=[to({"service": "api"})])]})
+    out = tmp_path / "out"
+    assert run_meshplan("render", "--repo", str(repo), "--out", str(out))[0] == 0
+    assert (out / "clusters" / "beta" / "b3").is_dir()
+    domains = base_domains()
+    domains[1]["spec"]["clusters"] = [c for c in domains[1]["spec"]["clusters"]
+                                      if c["name"] != "b3"]
+    domains.pop(2)  # all of gamma
+    (repo / "inventory" / "gamma.yaml").unlink()
+    write_repo(repo, domains, {})
+    code, _, err = run_meshplan("render", "--repo", str(repo), "--out", str(out))
+    assert code == 0, err
+    assert not (out / "clusters" / "beta" / "b3").exists()
+    assert not (out / "clusters" / "gamma").exists()
+    assert set(read_output(out)) == {"alpha/a1", "alpha/a2", "beta/b1", "beta/b2"}
+    assert object_key({"kind": "X", "metadata": {"name": "n"}}) == ("X", "", "n")

@@ -1,0 +1,889 @@
+"""``meshplan verify``: the connectivity model of the rendered output against the requirements.
+
+* hand-checked scenarios (the thesis' use cases, the bundled example, cross-namespace,
+  cross-domain, CIDR, cluster subsets, wildcard peers, services in several clusters), each with
+  the flows worked out by hand from the requirement text: ``decided()`` lists every flow a
+  policy decides (at least one side restricted), DNS left out;
+* Cilium semantics pinned on hand-written policies (not generator output): default deny per
+  direction, ``enableDefaultDeny``, namespace and cluster defaults, denies, CIDR ``except``,
+  L4-only rules, label source prefixes;
+* mutations: deleting or altering any one rendered rule of the example is reported;
+* property: random valid repositories, rendered, verify with no mismatch;
+* the CLI (exit codes, text and JSON).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import tempfile
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO_ROOT, THESIS_DIR, copy_example, run_cli
+from hypothesis import HealthCheck, given, settings
+from meshplan.diagnostics import Severity
+from meshplan.model import Inventory
+from meshplan.pipeline import render_repository, validated
+from meshplan.verify import (
+    ALL_PORTS,
+    LabelSelector,
+    PortSet,
+    VerifyReport,
+    parse_selector,
+    ports_of,
+    verify,
+)
+from strategies import RepoSpec, repos
+
+Files = dict[str, bytes]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def rendered_files(root: Path) -> tuple[Inventory, Files]:
+    inventory, _ = validated(root)
+    rendered, _ = render_repository(root)
+    return inventory, {f.path: f.content for f in rendered.files}
+
+
+def verify_repo(root: Path) -> VerifyReport:
+    inventory, files = rendered_files(root)
+    return verify(inventory, files)
+
+
+def decided(report: VerifyReport) -> set[str]:
+    """``source -> destination ports`` for every flow a policy decides (DNS left out)."""
+    return {f"{report.endpoints[i].title} -> {report.endpoints[j].title} {ports}"
+            for (i, j), ports in report.restricted_flows().items()}
+
+
+def errors(report: VerifyReport) -> list[str]:
+    return [d.format_text() for d in report.diagnostics if d.severity is Severity.ERROR]
+
+
+def warnings(report: VerifyReport) -> list[str]:
+    return [d.format_text() for d in report.diagnostics if d.severity is Severity.WARNING]
+
+
+def allowed(report: VerifyReport, source: str, destination: str) -> str | None:
+    titles = [e.title for e in report.endpoints]
+    ports = report.flows.get((titles.index(source), titles.index(destination)))
+    return str(ports) if ports else None
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for relpath, text in files.items():
+        path = root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return root
+
+
+# Two domains, as small as the scenarios need. d1: clusters c1, c2; d2: c1 (a domain-local
+# name that recurs, as the thesis allows).
+INVENTORY = {
+    "inventory/d1.yaml": """
+        apiVersion: meshplan.dev/v1alpha1
+        kind: Domain
+        metadata: {name: d1}
+        spec:
+          clusters:
+            - {name: c1, meshName: m1}
+            - {name: c2, meshName: m2}
+          services:
+            - name: api
+              namespace: ns-a
+              selector: {app: api}
+              ports: [{port: 8080, protocol: TCP, name: http}]
+              clusters: [c1, c2]
+              exportTo: [d2]
+            - name: db
+              namespace: ns-b
+              selector: {app: db}
+              ports: [{port: 5432, protocol: TCP, name: pg}]
+              clusters: [c2]
+            - name: cache
+              namespace: ns-a
+              selector: {app: cache}
+              ports: [{port: 6379, protocol: TCP, name: redis}]
+              clusters: [c1]
+    """,
+    "inventory/d2.yaml": """
+        apiVersion: meshplan.dev/v1alpha1
+        kind: Domain
+        metadata: {name: d2}
+        spec:
+          clusters:
+            - {name: c1, meshName: m3}
+          services:
+            - name: web
+              namespace: ns-a
+              selector: {app: web}
+              ports: [{port: 80, protocol: TCP, name: http}]
+              clusters: [c1]
+              exportTo: ["*"]
+            - name: batch
+              namespace: jobs
+              selector: {app: batch}
+              ports: [{port: 9000, protocol: UDP, name: q}]
+              clusters: [c1]
+    """,
+}
+
+
+def scenario(tmp_path: Path, requirements: dict[str, str]) -> VerifyReport:
+    root = write(tmp_path / "repo", {**INVENTORY, **requirements})
+    report = verify_repo(root)
+    assert errors(report) == []
+    return report
+
+
+# --------------------------------------------------------------------------- the thesis
+
+
+def test_example_flows_and_half_open_warnings() -> None:
+    report = verify_repo(REPO_ROOT)
+    assert errors(report) == []
+    assert decided(report) == {
+        # backend (both clusters) -> database, wherever it runs (cl2), on its port
+        "domain1/backend@cl1 -> domain1/database@cl2 TCP/5432",
+        "domain1/backend@cl2 -> domain1/database@cl2 TCP/5432",
+        # use case 1: the cl3 client calls every domain1 service exported to domain2;
+        # backend is not reachable: its own ingress admits frontend only (half-open)
+        "domain2/cl3:default/name=client -> domain1/service1@cl1 TCP/80",
+        "domain2/cl3:default/name=client -> domain1/service2@cl2 TCP/80",
+        "domain2/cl3:default/name=client -> domain1/database@cl2 TCP/5432",
+        # 5.3: frontend calls every domain1 service (their ports) and Google's /24
+        "domain2/frontend@cl4 -> domain1/backend@cl1 TCP/80",
+        "domain2/frontend@cl4 -> domain1/backend@cl2 TCP/80",
+        "domain2/frontend@cl4 -> domain1/service1@cl1 TCP/80",
+        "domain2/frontend@cl4 -> domain1/service2@cl2 TCP/80",
+        "domain2/frontend@cl4 -> domain1/database@cl2 TCP/5432",
+        "domain2/frontend@cl4 -> 108.177.16.0/24 any",
+        # frontend admits domain1's services and cl3's services on its own port; backend's
+        # egress does not allow frontend (half-open)
+        "domain1/service1@cl1 -> domain2/frontend@cl4 TCP/8080",
+        "domain1/service2@cl2 -> domain2/frontend@cl4 TCP/8080",
+        "domain1/database@cl2 -> domain2/frontend@cl4 TCP/8080",
+        "domain2/rebel-base@cl3 -> domain2/frontend@cl4 TCP/8080",
+        "domain2/service3@cl3 -> domain2/frontend@cl4 TCP/8080",
+    }
+    half_open = warnings(report)
+    assert len(half_open) == 2
+    assert any("allow-domain1.yaml" in w and "backend.yaml" in w and "domain1/backend" in w
+               for w in half_open)
+    assert any("frontend.yaml" in w and "backend.yaml" in w and "egress of domain1/backend" in w
+               for w in half_open)
+    # service4 is in no requirement: unrestricted both ways, so its flows are open
+    assert allowed(report, "domain2/service4@cl4", "domain1/service1@cl1") == "any"
+    # every egress-restricted pod reaches its own kube-dns
+    assert allowed(report, "domain2/frontend@cl4", "domain2/cl4:kube-system/kube-dns") == \
+        "TCP/53 UDP/53"
+    assert allowed(report, "domain2/frontend@cl4", "domain2/cl3:kube-system/kube-dns") is None
+
+
+THESIS_FLOWS = {
+    "refinement-5.3": {
+        "domain2/frontend@cl4 -> domain1/backend@cl1 TCP/80",
+        "domain2/frontend@cl4 -> domain1/backend@cl2 TCP/80",
+        "domain2/frontend@cl4 -> domain1/database@cl2 TCP/80",
+        "domain2/frontend@cl4 -> 108.177.16.0/24 any",
+        "domain1/backend@cl1 -> domain2/frontend@cl4 TCP/80",
+        "domain1/backend@cl2 -> domain2/frontend@cl4 TCP/80",
+        "domain1/database@cl2 -> domain2/frontend@cl4 TCP/80",
+        "domain2/rebel-base@cl3 -> domain2/frontend@cl4 TCP/80",
+    },
+    # the thesis form selects app: frontend (raw labels, not the service): ingress on any port
+    "refinement-5.3-thesis-form": {
+        "domain2/frontend@cl4 -> domain1/backend@cl1 TCP/80",
+        "domain2/frontend@cl4 -> domain1/backend@cl2 TCP/80",
+        "domain2/frontend@cl4 -> domain1/database@cl2 TCP/80",
+        "domain2/frontend@cl4 -> 108.177.16.0/24 any",
+        "domain1/backend@cl1 -> domain2/frontend@cl4 any",
+        "domain1/backend@cl2 -> domain2/frontend@cl4 any",
+        "domain1/database@cl2 -> domain2/frontend@cl4 any",
+        "domain2/rebel-base@cl3 -> domain2/frontend@cl4 any",
+    },
+    "use-case-1": {
+        "domain2/cl3:default/name=client -> domain1/service1@cl1 TCP/80",
+        "domain2/cl3:default/name=client -> domain1/service2@cl2 TCP/80",
+    },
+    "use-case-1-c2-verbatim": {
+        "domain2/cluster1:default/name=client -> domain1/service1@cluster1 TCP/80",
+        "domain2/cluster1:default/name=client -> domain1/service2@cluster2 TCP/80",
+    },
+    # Code Box 6.4: clients of cluster1 call backend in both clusters; only cluster1's
+    # services may call them (A24: not client-service of cluster2)
+    "use-case-2a": {
+        "domain1/client-service@cluster1 -> domain1/backend@cluster1 TCP/80",
+        "domain1/client-service@cluster1 -> domain1/backend@cluster2 TCP/80",
+        "domain1/backend@cluster1 -> domain1/client-service@cluster1 any",
+        "domain1/database@cluster1 -> domain1/client-service@cluster1 any",
+    },
+    # 6.5 (cluster1: every cluster1 service) united with 6.6 (everywhere: backend)
+    "use-case-2b": {
+        "domain1/client-service@cluster1 -> domain1/backend@cluster1 TCP/80",
+        "domain1/client-service@cluster1 -> domain1/database@cluster1 TCP/80",
+        "domain1/client-service@cluster1 -> domain1/backend@cluster2 TCP/80",
+        "domain1/client-service@cluster2 -> domain1/backend@cluster1 TCP/80",
+        "domain1/client-service@cluster2 -> domain1/backend@cluster2 TCP/80",
+    },
+}
+
+
+@pytest.mark.parametrize("fixture", sorted(THESIS_FLOWS))
+def test_thesis_use_cases(fixture: str) -> None:
+    report = verify_repo(THESIS_DIR / fixture)
+    assert errors(report) == []
+    assert decided(report) == THESIS_FLOWS[fixture]
+
+
+def test_use_case_2a_refuses_cluster2_clients() -> None:
+    report = verify_repo(THESIS_DIR / "use-case-2a")
+    assert allowed(report, "domain1/client-service@cluster2",
+                   "domain1/client-service@cluster1") is None
+    assert allowed(report, "domain1/client-service@cluster1",
+                   "domain1/database@cluster1") is None  # egress: backend only
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def test_cross_namespace_raw_client(tmp_path: Path) -> None:
+    report = scenario(tmp_path, {"requirements/d1/ui.yaml": """
+        apiVersion: meshplan.dev/v1alpha1
+        kind: Requirement
+        metadata: {name: ui, namespace: ns-ui}
+        spec:
+          endpointSelector: {matchLabels: {role: ui}}
+          egress:
+            - toEndpoints: [{matchLabels: {service: db}}]
+            - toEndpoints: [{matchLabels: {role: helper}}]
+    """})
+    assert decided(report) == {
+        # the raw client exists in both clusters of d1 (no spec.clusters); db runs in c2 only
+        "d1/c1:ns-ui/role=ui -> d1/db@c2 TCP/5432",
+        "d1/c2:ns-ui/role=ui -> d1/db@c2 TCP/5432",
+        # a raw peer means pods of the requirement's namespace and its own cluster
+        "d1/c1:ns-ui/role=ui -> d1/c1:ns-ui/role=helper any",
+        "d1/c2:ns-ui/role=ui -> d1/c2:ns-ui/role=helper any",
+    }
+    assert allowed(report, "d1/c1:ns-ui/role=ui", "d1/api@c1") is None
+
+
+def test_cross_domain_consent_and_ports(tmp_path: Path) -> None:
+    report = scenario(tmp_path, {
+        "requirements/d2/web.yaml": """
+            apiVersion: meshplan.dev/v1alpha1
+            kind: Requirement
+            metadata: {name: web}
+            spec:
+              endpointSelector: {matchLabels: {service: web}}
+              egress:
+                - toEndpoints: [{matchLabels: {service: "*", domain: d1}}]
+        """,
+        "requirements/d1/api.yaml": """
+            apiVersion: meshplan.dev/v1alpha1
+            kind: Requirement
+            metadata: {name: api}
+            spec:
+              endpointSelector: {matchLabels: {service: api}}
+              ingress:
+                - fromEndpoints: [{matchLabels: {service: web, domain: d2}}]
+        """,
+    })
+    # "*" of d1 means what d1 exported to d2: api only, not db or cache
+    assert decided(report) == {
+        "d2/web@c1 -> d1/api@c1 TCP/8080",
+        "d2/web@c1 -> d1/api@c2 TCP/8080",
+    }
+    assert warnings(report) == []
+    assert allowed(report, "d1/cache@c1", "d1/api@c1") is None  # api admits web only
+
+
+def test_half_open_across_domains(tmp_path: Path) -> None:
+    report = scenario(tmp_path, {
+        "requirements/d2/web.yaml": """
+            apiVersion: meshplan.dev/v1alpha1
+            kind: Requirement
+            metadata: {name: web}
+            spec:
+              endpointSelector: {matchLabels: {service: web}}
+              egress:
+                - toEndpoints: [{matchLabels: {service: api, domain: d1, cluster: c2}}]
+        """,
+        "requirements/d1/api.yaml": """
+            apiVersion: meshplan.dev/v1alpha1
+            kind: Requirement
+            metadata: {name: api}
+            spec:
+              endpointSelector: {matchLabels: {service: api}}
+              ingress:
+                - fromEndpoints: [{matchLabels: {service: cache}}]
+        """,
+    })
+    [message] = warnings(report)
+    assert "requirements/d2/web.yaml:" in message and "requirements/d1/api.yaml:" in message
+    assert "d2/web" in message and "d1/api" in message and "TCP/8080" in message
+    assert "c1->c2" in message
+    assert allowed(report, "d2/web@c1", "d1/api@c2") is None
+    assert allowed(report, "d1/cache@c1", "d1/api@c1") == "TCP/8080"
+
+
+def test_cidr_with_except_and_ports(tmp_path: Path) -> None:
+    report = scenario(tmp_path, {"requirements/d1/api.yaml": """
+        apiVersion: meshplan.dev/v1alpha1
+        kind: Requirement
+        metadata: {name: api}
+        spec:
+          endpointSelector: {matchLabels: {service: api}}
+          egress:
+            - toCIDRSet: [{cidr: 10.20.0.0/16, except: [10.20.5.0/24]}]
+              toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+          ingress:
+            - fromCIDRSet: [{cidr: 192.0.2.0/24}]
+    """})
+    assert decided(report) == {
+        # ingress from the /24 into a service: the service's ports, like any other peer;
+        # egress: the /16 as a whole is not allowed (its except block is not), so no CIDR
+        # endpoint is reachable
+        "192.0.2.0/24 -> d1/api@c1 TCP/8080",
+        "192.0.2.0/24 -> d1/api@c2 TCP/8080",
+    }
+    assert allowed(report, "d1/api@c1", "10.20.5.0/24") is None
+    assert allowed(report, "d1/api@c1", "10.20.0.0/16") is None
+
+
+def test_cidr_block_inside_an_allowed_cidr(tmp_path: Path) -> None:
+    report = scenario(tmp_path, {
+        "requirements/d1/api.yaml": """
+            apiVersion: meshplan.dev/v1alpha1
+            kind: Requirement
+            metadata: {name: api}
+            spec:
+              endpointSelector: {matchLabels: {service: api}}
+              egress:
+                - toCIDRSet: [{cidr: 10.20.0.0/16, except: [10.20.5.0/24]}]
+                  toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+        """,
+        "requirements/d1/cache.yaml": """
+            apiVersion: meshplan.dev/v1alpha1
+            kind: Requirement
+            metadata: {name: cache}
+            spec:
+              endpointSelector: {matchLabels: {service: cache}}
+              egress:
+                - toCIDRSet: [{cidr: 10.20.7.0/24}]
+        """,
+    })
+    assert decided(report) == {
+        "d1/api@c1 -> 10.20.7.0/24 TCP/443",
+        "d1/api@c2 -> 10.20.7.0/24 TCP/443",
+        "d1/cache@c1 -> 10.20.7.0/24 any",
+    }
+
+
+def test_cluster_subset_and_services_in_several_clusters(tmp_path: Path) -> None:
+    report = scenario(tmp_path, {"requirements/d1/api.yaml": """
+        apiVersion: meshplan.dev/v1alpha1
+        kind: Requirement
+        metadata: {name: api}
+        spec:
+          clusters: [c2]
+          endpointSelector: {matchLabels: {service: api}}
+          ingress:
+            - fromEndpoints: [{matchLabels: {role: probe}}]
+    """})
+    # only api@c2 is restricted; the raw probe is a pod of c2 (the requirement's scope)
+    assert decided(report) == {"d1/c2:ns-a/role=probe -> d1/api@c2 TCP/8080"}
+    assert allowed(report, "d1/cache@c1", "d1/api@c1") == "any"
+    assert allowed(report, "d1/cache@c1", "d1/api@c2") is None
+
+
+def test_wildcard_cluster_and_domain_peers(tmp_path: Path) -> None:
+    report = scenario(tmp_path, {
+        "requirements/d1/cache.yaml": """
+            apiVersion: meshplan.dev/v1alpha1
+            kind: Requirement
+            metadata: {name: cache}
+            spec:
+              endpointSelector: {matchLabels: {service: cache}}
+              egress:
+                - toEndpoints: [{matchLabels: {cluster: c2}}]
+                - toEndpoints: [{matchLabels: {service: "*", cluster: "*", domain: d2}}]
+        """,
+    })
+    assert decided(report) == {
+        # every own service of c2: api and db, each on its ports
+        "d1/cache@c1 -> d1/api@c2 TCP/8080",
+        "d1/cache@c1 -> d1/db@c2 TCP/5432",
+        # every service d2 exported to d1: web (batch is not exported)
+        "d1/cache@c1 -> d2/web@c1 TCP/80",
+    }
+
+
+def test_explicit_ports_and_protocols(tmp_path: Path) -> None:
+    report = scenario(tmp_path, {"requirements/d2/batch.yaml": """
+        apiVersion: meshplan.dev/v1alpha1
+        kind: Requirement
+        metadata: {name: batch}
+        spec:
+          endpointSelector: {matchLabels: {service: batch}}
+          egress:
+            - toEndpoints: [{matchLabels: {service: web}}]
+              toPorts: [{ports: [{port: "80", protocol: TCP}, {port: "8443"}]}]
+          ingress:
+            - fromEndpoints: [{matchLabels: {service: web}}]
+    """})
+    assert decided(report) == {
+        "d2/batch@c1 -> d2/web@c1 TCP/80,8443 UDP/8443 SCTP/8443",
+        "d2/web@c1 -> d2/batch@c1 UDP/9000",  # ingress to a service: its own ports
+    }
+
+
+def test_cluster_wide_requirements(tmp_path: Path) -> None:
+    report = scenario(tmp_path, {
+        "requirements/d2/lockdown.yaml": """
+            apiVersion: meshplan.dev/v1alpha1
+            kind: Requirement
+            metadata: {name: lockdown, namespace: "*"}
+            spec:
+              endpointSelector: {matchLabels: {tier: edge}}
+              egress:
+                - toEndpoints: [{matchLabels: {service: batch}}]
+        """,
+    })
+    assert decided(report) == {"d2/c1:default/tier=edge -> d2/batch@c1 UDP/9000"}
+
+
+# --------------------------------------------------------------------------- the generator's gap
+
+
+EMPTY_INGRESS = {"requirements/d1/db.yaml": """
+    apiVersion: meshplan.dev/v1alpha1
+    kind: Requirement
+    metadata: {name: db}
+    spec:
+      endpointSelector: {matchLabels: {service: db}}
+      ingress: []
+"""}
+
+
+def test_empty_ingress_stays_closed(tmp_path: Path) -> None:
+    """``ingress: []`` means deny all ingress: the generator must keep a rule section."""
+    root = write(tmp_path / "repo", {**INVENTORY, **EMPTY_INGRESS})
+    report = verify_repo(root)
+    assert errors(report) == []
+    assert allowed(report, "d1/api@c2", "d1/db@c2") is None
+
+
+def test_verify_reports_ingress_that_falls_open(tmp_path: Path) -> None:
+    """``enableDefaultDeny.ingress: true`` without an ingress rule does not enforce ingress."""
+    inventory, files = rendered_files(write(tmp_path / "repo", {**INVENTORY, **EMPTY_INGRESS}))
+    path = "clusters/d1/c2/policies.yaml"
+    docs = list(yaml.safe_load_all(files[path]))
+    assert docs[0]["spec"]["ingress"] == [{}]
+    del docs[0]["spec"]["ingress"]
+    report = verify(inventory, {**files, path: yaml.safe_dump_all(docs).encode()})
+    problems = errors(report)
+    assert problems, "verify must see that db's ingress is open"
+    assert all(p.startswith("requirements/d1/db.yaml:") for p in problems)
+    assert any("expected d1/api@c1 -> d1/db@c2 to be blocked" in p for p in problems)
+    assert any("enableDefaultDeny.ingress is true but there are no ingress rules" in w
+               for w in warnings(report))
+
+
+# --------------------------------------------------------------------------- cilium semantics
+
+SEMANTICS_INVENTORY = """
+    apiVersion: meshplan.dev/v1alpha1
+    kind: Domain
+    metadata: {name: d}
+    spec:
+      clusters:
+        - {name: a, meshName: ma}
+        - {name: b, meshName: mb}
+      services:
+        - {name: x, namespace: n1, selector: {app: x}, clusters: [a, b],
+           ports: [{port: 80, protocol: TCP, name: http}]}
+        - {name: y, namespace: n2, selector: {app: y}, clusters: [a],
+           ports: [{port: 80, protocol: TCP, name: http}]}
+        - {name: z, namespace: n1, selector: {app: z}, clusters: [a],
+           ports: [{port: 80, protocol: TCP, name: http}]}
+"""
+CIDR_REQUIREMENT = """
+    apiVersion: meshplan.dev/v1alpha1
+    kind: Requirement
+    metadata: {name: r}
+    spec:
+      endpointSelector: {matchLabels: {service: z}}
+      egress:
+        - toCIDRSet: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]
+"""
+
+
+@pytest.fixture(scope="module")
+def semantics_inventory(tmp_path_factory: pytest.TempPathFactory) -> Inventory:
+    root = write(tmp_path_factory.mktemp("semantics"), {
+        "inventory/d.yaml": SEMANTICS_INVENTORY, "requirements/d/r.yaml": CIDR_REQUIREMENT})
+    return validated(root)[0]
+
+
+def model(inventory: Inventory, cluster: str, *policies: str) -> VerifyReport:
+    """verify() over hand-written policies in cluster ``d/<cluster>`` (others empty)."""
+    files: Files = {}
+    for name in ("a", "b"):
+        docs = [textwrap.dedent(p) for p in policies] if name == cluster else []
+        files[f"clusters/d/{name}/policies.yaml"] = "---\n".join(docs).encode()
+        files[f"clusters/d/{name}/kustomization.yaml"] = b"resources: [policies.yaml]\n"
+    return verify(inventory, files)
+
+
+def cnp(namespace: str, spec: str) -> str:
+    return (f"apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: p, "
+            f"namespace: {namespace}}}\nspec:\n" + textwrap.indent(textwrap.dedent(spec), "  "))
+
+
+def ccnp(spec: str) -> str:
+    return ("apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: "
+            "{name: p}\nspec:\n" + textwrap.indent(textwrap.dedent(spec), "  "))
+
+
+def flow(report: VerifyReport, src: str, dst: str) -> str | None:
+    return allowed(report, src, dst)
+
+
+def test_selected_direction_is_default_deny_and_allows_union(
+        semantics_inventory: Inventory) -> None:
+    report = model(semantics_inventory, "a", cnp("n1", """
+        endpointSelector: {matchLabels: {app: x}}
+        ingress:
+          - fromEndpoints: [{matchLabels: {app: z, io.cilium.k8s.policy.cluster: ma}}]
+            toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+    """), cnp("n1", """
+        endpointSelector: {matchLabels: {app: x}}
+        ingress:
+          - fromEndpoints: [{matchLabels: {app: z, io.cilium.k8s.policy.cluster: ma}}]
+            toPorts: [{ports: [{port: "81"}]}]
+    """))
+    assert flow(report, "d/z@a", "d/x@a") == "TCP/80-81 UDP/81 SCTP/81"
+    assert flow(report, "d/y@a", "d/x@a") is None  # y has no namespace match: n1 is implied
+    assert flow(report, "d/y@a", "d/x@b") == "any"  # the policy only selects cluster a's x
+    assert flow(report, "d/x@a", "d/y@a") == "any"  # egress not selected
+
+
+def test_enable_default_deny_semantics(semantics_inventory: Inventory) -> None:
+    # true without rules: Cilium does not enforce the direction at all
+    report = model(semantics_inventory, "a", cnp("n1", """
+        endpointSelector: {matchLabels: {app: x}}
+        enableDefaultDeny: {ingress: true, egress: false}
+        egress:
+          - toEndpoints: [{matchLabels: {app: y, k8s:io.kubernetes.pod.namespace: n2,
+                                         io.cilium.k8s.policy.cluster: ma}}]
+    """))
+    assert flow(report, "d/z@a", "d/x@a") == "any"
+    assert flow(report, "d/x@a", "d/z@a") == "any"  # egress rules, but default deny off
+    assert any("enableDefaultDeny.ingress is true" in w for w in warnings(report))
+    # false here, true (by default) in another policy: the union still restricts
+    report = model(semantics_inventory, "a", cnp("n1", """
+        endpointSelector: {matchLabels: {app: x}}
+        enableDefaultDeny: {egress: false}
+        egress:
+          - toEndpoints: [{matchLabels: {app: y, k8s:io.kubernetes.pod.namespace: n2,
+                                         io.cilium.k8s.policy.cluster: ma}}]
+    """), cnp("n1", """
+        endpointSelector: {matchLabels: {app: x}}
+        egress:
+          - toEndpoints: [{matchLabels: {app: z, io.cilium.k8s.policy.cluster: ma}}]
+    """))
+    assert flow(report, "d/x@a", "d/y@a") == "any"
+    assert flow(report, "d/x@a", "d/z@a") == "any"
+    assert flow(report, "d/x@a", "d/x@b") is None
+
+
+def test_namespace_and_cluster_defaults(semantics_inventory: Inventory) -> None:
+    report = model(semantics_inventory, "a", ccnp("""
+        endpointSelector: {matchLabels: {app: z}}
+        egress:
+          - toEndpoints: [{matchLabels: {app: x, any:io.cilium.k8s.policy.cluster: mb}}]
+          - toEndpoints: [{matchLabels: {app: y}}]
+    """))
+    assert flow(report, "d/z@a", "d/x@b") == "any"  # CCNP: every namespace; `any:` prefix
+    assert flow(report, "d/z@a", "d/x@a") is None
+    assert flow(report, "d/z@a", "d/y@a") is None  # no cluster label: reported, never guessed
+    [problem] = [e for e in errors(report) if "name its cluster" in e]
+    assert problem.startswith("rendered/clusters/d/a/policies.yaml:")
+    # CNP: a peer without namespace is the policy's namespace
+    report = model(semantics_inventory, "a", cnp("n1", """
+        endpointSelector: {matchLabels: {app: z}}
+        egress:
+          - toEndpoints:
+              - matchLabels: {app: y, io.cilium.k8s.policy.cluster: ma}
+              - matchExpressions:
+                  - {key: io.cilium.k8s.policy.cluster, operator: In, values: [ma, mb]}
+                  - {key: k8s:app, operator: In, values: [x]}
+    """))
+    assert flow(report, "d/z@a", "d/y@a") is None
+    assert flow(report, "d/z@a", "d/x@a") == "any"
+    assert flow(report, "d/z@a", "d/x@b") == "any"
+
+
+def test_deny_rules_and_l4_only_rules(semantics_inventory: Inventory) -> None:
+    report = model(semantics_inventory, "a", cnp("n1", """
+        endpointSelector: {matchLabels: {app: z}}
+        egress:
+          - toPorts: [{ports: [{port: "80", protocol: TCP}, {port: "90", endPort: 99,
+                                                              protocol: TCP}]}]
+        egressDeny:
+          - toEndpoints: [{matchLabels: {app: x, io.cilium.k8s.policy.cluster: mb}}]
+            toPorts: [{ports: [{port: "95", protocol: TCP}]}]
+    """))
+    assert flow(report, "d/z@a", "d/x@a") == "TCP/80,90-99"
+    assert flow(report, "d/z@a", "d/x@b") == "TCP/80,90-94,96-99"
+    assert flow(report, "d/z@a", "10.0.0.0/8") == "TCP/80,90-99"  # L4-only: addresses too
+    # an empty rule is Cilium's documented default-deny rule: it allows nothing
+    report = model(semantics_inventory, "a", cnp("n1", """
+        endpointSelector: {matchLabels: {app: z}}
+        ingress: [{}]
+    """))
+    assert flow(report, "d/x@a", "d/z@a") is None
+    assert flow(report, "10.0.0.0/8", "d/z@a") is None
+    assert flow(report, "d/z@a", "d/x@a") == "any"
+
+
+def test_cidr_except_and_partial_blocks(semantics_inventory: Inventory) -> None:
+    report = model(semantics_inventory, "a", cnp("n1", """
+        endpointSelector: {matchLabels: {app: z}}
+        egress:
+          - toCIDRSet: [{cidr: 10.0.0.0/9, except: [10.1.0.0/16]}]
+            toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+          - toCIDR: [10.128.0.0/9]
+            toPorts: [{ports: [{port: "443", protocol: TCP}, {port: "80", protocol: TCP}]}]
+    """), cnp("n1", """
+        endpointSelector: {matchLabels: {app: z}}
+        egress:
+          - toCIDRSet: [{cidr: 10.1.0.0/16}]
+            toPorts: [{ports: [{port: "443", protocol: TCP}, {port: "22", protocol: TCP}]}]
+    """))
+    # the /8 is covered piecewise by three rules: it gets only what every piece gets
+    assert flow(report, "d/z@a", "10.0.0.0/8") == "TCP/443"
+    # the except block of the first rule is allowed by the other policy
+    assert flow(report, "d/z@a", "10.1.0.0/16") == "TCP/22,443"
+    report = model(semantics_inventory, "a", cnp("n1", """
+        endpointSelector: {matchLabels: {app: z}}
+        egress:
+          - toCIDRSet: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]
+    """))
+    assert flow(report, "d/z@a", "10.0.0.0/8") is None
+    assert flow(report, "d/z@a", "10.1.0.0/16") is None
+    # exactly what the CIDR requirement intends (these hand-written policies allow no DNS)
+    assert [e for e in errors(report) if "kube-dns" not in e] == []
+
+
+def test_label_sources_and_named_ports(semantics_inventory: Inventory) -> None:
+    selector, why = parse_selector({"matchLabels": {"k8s:app": "x", "any:tier": "t",
+                                                    "reserved:host": ""}})
+    assert why is None and selector is not None
+    assert not selector.matches({"app": "x", "tier": "t"})  # reserved: never a pod label
+    selector, _ = parse_selector({"matchLabels": {"k8s:app": "x", "any:tier": "t"}})
+    assert selector is not None and selector.matches({"app": "x", "tier": "t"})
+    assert LabelSelector().matches({})
+    report = model(semantics_inventory, "a", cnp("n1", """
+        endpointSelector: {matchLabels: {app: z}}
+        egress:
+          - toEndpoints: [{matchLabels: {app: x, io.cilium.k8s.policy.cluster: ma}}]
+            toPorts: [{ports: [{port: http, protocol: TCP}]}]
+    """))
+    assert flow(report, "d/z@a", "d/x@a") is None
+    assert any("named port 'http'" in e for e in errors(report))
+
+
+def test_portset_algebra() -> None:
+    a = PortSet.of([("TCP", 80, 90), ("UDP", 53, 53)])
+    b = PortSet.of([("TCP", 85, 100)])
+    assert str(a | b) == "TCP/80-100 UDP/53"
+    assert str(a & b) == "TCP/85-90"
+    assert str(a - b) == "TCP/80-84 UDP/53"
+    assert str(ALL_PORTS) == "any" and not (ALL_PORTS - ports_of(None, 0))
+    assert str(ports_of("ANY", 53)) == "TCP/53 UDP/53 SCTP/53"
+    assert ALL_PORTS.covers(a) and not a.covers(b)
+
+
+def test_missing_rendered_cluster_is_an_error(semantics_inventory: Inventory) -> None:
+    report = verify(semantics_inventory, {})
+    assert any("expected the rendered directory of cluster d/a" in e for e in errors(report))
+
+
+# --------------------------------------------------------------------------- mutations
+
+
+Mutation = tuple[str, Callable[[dict[str, Any]], None]]
+
+
+def _policy_docs(files: Files) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    for path in sorted(files):
+        if path.endswith("/policies.yaml"):
+            for index, doc in enumerate(yaml.safe_load_all(files[path])):
+                if isinstance(doc, dict):
+                    yield path, index, doc
+
+
+def _mutations(files: Files) -> Iterator[tuple[str, str, int, Callable[[dict[str, Any]], None]]]:
+    """(id, file, document index, change) for every single-rule deletion and alteration."""
+    for path, index, doc in _policy_docs(files):
+        name = f"{path.split('/')[2]}/{doc['metadata']['name']}"
+
+        def drop_policy(d: dict[str, Any]) -> None:
+            d.clear()
+
+        yield f"{name}:delete-policy", path, index, drop_policy
+        for direction in ("egress", "ingress"):
+            for r, rule in enumerate(doc["spec"].get(direction) or []):
+
+                def delete(d: dict[str, Any], direction: str = direction, r: int = r) -> None:
+                    del d["spec"][direction][r]
+
+                yield f"{name}:{direction}[{r}]:delete", path, index, delete
+                for p, _ in enumerate((rule.get("toPorts") or [{}])[0].get("ports") or []):
+
+                    def port(d: dict[str, Any], direction: str = direction, r: int = r,
+                             p: int = p) -> None:
+                        entry = d["spec"][direction][r]["toPorts"][0]["ports"][p]
+                        entry["port"] = str(int(entry["port"]) + 1)
+
+                    yield f"{name}:{direction}[{r}]:port[{p}]+1", path, index, port
+                for s, peer in enumerate(rule.get("toEndpoints") or rule.get("fromEndpoints")
+                                         or []):
+                    key = "toEndpoints" if "toEndpoints" in rule else "fromEndpoints"
+                    if "io.cilium.k8s.policy.cluster" in peer.get("matchLabels", {}):
+
+                        def cluster(d: dict[str, Any], direction: str = direction, r: int = r,
+                                    s: int = s, key: str = key) -> None:
+                            labels = d["spec"][direction][r][key][s]["matchLabels"]
+                            labels["io.cilium.k8s.policy.cluster"] += "x"
+
+                        yield f"{name}:{direction}[{r}]:cluster", path, index, cluster
+                    if "k8s:io.kubernetes.pod.namespace" in peer.get("matchLabels", {}):
+
+                        def namespace(d: dict[str, Any], direction: str = direction,
+                                      r: int = r, s: int = s, key: str = key) -> None:
+                            labels = d["spec"][direction][r][key][s]["matchLabels"]
+                            labels["k8s:io.kubernetes.pod.namespace"] += "x"
+
+                        yield f"{name}:{direction}[{r}]:namespace", path, index, namespace
+            if doc["spec"].get(direction):
+
+                def no_default_deny(d: dict[str, Any], direction: str = direction) -> None:
+                    d["spec"]["enableDefaultDeny"][direction] = False
+
+                yield f"{name}:{direction}:default-deny-off", path, index, no_default_deny
+
+
+@functools.cache
+def example_render() -> tuple[Inventory, Files]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return rendered_files(copy_example(Path(tmp) / "repo"))
+
+
+@functools.cache
+def example_mutations() -> dict[str, tuple[str, int, Callable[[dict[str, Any]], None]]]:
+    _, files = example_render()
+    return {m[0]: m[1:] for m in _mutations(files)}
+
+
+def test_example_render_verifies_clean() -> None:
+    inventory, files = example_render()
+    assert errors(verify(inventory, files)) == []
+
+
+@pytest.mark.parametrize("mutation", sorted(example_mutations()))
+def test_any_rendered_rule_change_is_reported(mutation: str) -> None:
+    inventory, files = example_render()
+    path, index, change = example_mutations()[mutation]
+    docs = list(yaml.safe_load_all(files[path]))
+    changed = copy.deepcopy(docs[index])
+    change(changed)
+    docs[index] = changed or None
+    mutated = {**files, path: yaml.safe_dump_all(docs, sort_keys=False).encode()}
+    report = verify(inventory, mutated)
+    assert errors(report), f"verify did not notice {mutation}"
+
+
+def test_mutations_cover_every_rule() -> None:
+    _, files = example_render()
+    ids = list(example_mutations())
+    rules = sum(len(doc["spec"].get(d) or []) for _, _, doc in _policy_docs(files)
+                for d in ("egress", "ingress"))
+    assert sum(i.endswith(":delete") for i in ids) == rules > 10
+    assert any(i.endswith(":cluster") for i in ids) and any(i.endswith("+1") for i in ids)
+    assert any(i.endswith(":namespace") for i in ids)
+
+
+# --------------------------------------------------------------------------- property
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(repos())
+def test_random_repositories_verify_clean(spec: RepoSpec) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = spec.write(Path(tmp) / "repo")
+        report = verify_repo(root)
+    assert errors(report) == [], spec.files()
+    assert report.mismatches == ()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_verify_ok_text_and_json(tmp_path: Path) -> None:
+    root = copy_example(tmp_path / "repo")
+    assert run_cli(["render", "--repo", str(root)])[0] == 0
+    code, out, err = run_cli(["verify", "--repo", str(root)])
+    assert code == 0, err
+    assert out.startswith("verified: the rendered output allows what the requirements intend")
+    assert "half-open intent" in err
+    code, out, _ = run_cli(["verify", "--repo", str(root), "--format", "json"])
+    data = json.loads(out)
+    assert code == 0 and data["ok"] is True and data["counts"]["warning"] == 2
+
+
+def test_cli_verify_mismatch_exits_1_and_names_the_requirement(tmp_path: Path) -> None:
+    root = copy_example(tmp_path / "repo")
+    assert run_cli(["render", "--repo", str(root)])[0] == 0
+    policies = root / "rendered/clusters/domain2/cl3/policies.yaml"
+    text = policies.read_text()
+    policies.write_text(text.replace("name: service2\n", "name: service2x\n", 1))
+    code, _, err = run_cli(["verify", "--repo", str(root)])
+    assert code == 1
+    assert "requirements/domain2/allow-domain1.yaml:" in err
+    assert "expected domain2/cl3:default/name=client -> domain1/service2@cl2 to be allowed " \
+           "on TCP/80" in err
+    assert "verify failed" in err
+
+
+def test_cli_verify_stale_output_and_missing_output(tmp_path: Path) -> None:
+    root = copy_example(tmp_path / "repo")
+    code, _, err = run_cli(["verify", "--repo", str(root)])
+    assert code == 1 and "run `meshplan render`" in err
+    assert run_cli(["render", "--repo", str(root)])[0] == 0
+    (root / "requirements/domain2/frontend.yaml").unlink()
+    code, _, err = run_cli(["verify", "--repo", str(root)])
+    assert code == 1
+    # nothing intends frontend's restriction any more: the blocking policy is named
+    assert "rendered/clusters/domain2/cl4/policies.yaml:" in err
+    assert "(no requirement restricts it), found it blocked at the egress of " \
+           "domain2/frontend@cl4" in err
+    (root / "requirements/domain2/allow-domain1.yaml").unlink()
+    code, _, err = run_cli(["verify", "--repo", str(root)])
+    assert "selects no pod of the inventory" in err  # the client of allow-domain1 is gone
+    code, _, err = run_cli(["verify", "--repo", str(root), "--rendered", str(tmp_path / "no")])
+    assert code == 1 and "expected the rendered directory of cluster domain1/cl1" in err

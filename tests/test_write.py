@@ -1,0 +1,236 @@
+"""Writing the output folder: atomic, minimal, and careful with folders it does not own.
+
+Covers ``meshplan render`` (``--out``, ``--check``) and :func:`meshplan.write.write_tree` on
+copies of the bundled example.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from meshplan import write
+from meshplan.diagnostics import OperationError
+from meshplan.render import OUTPUT_MARKER, OutputFile
+from meshplan.write import write_tree
+from semantics import REPO_ROOT, read_tree, render_files, run_meshplan
+
+
+def example(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    for top in ("inventory", "requirements"):
+        shutil.copytree(REPO_ROOT / top, repo / top)
+    return repo
+
+
+def render(repo: Path, out: Path) -> tuple[int, str, str]:
+    return run_meshplan("render", "--repo", str(repo), "--out", str(out))
+
+
+def stats(root: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (inode, mtime_ns) of every file, plus the folder itself as ''."""
+    out = {p.relative_to(root).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+           for p in root.rglob("*") if p.is_file()}
+    out[""] = (root.stat().st_ino, root.stat().st_mtime_ns)
+    return out
+
+
+def edit_requirement(repo: Path) -> None:
+    """Describe backend.yaml's policy: changes exactly domain1's two policies files."""
+    path = repo / "requirements" / "domain1" / "backend.yaml"
+    text = path.read_text("utf-8")
+    path.write_text(text.replace("spec:\n", "spec:\n  description: edited\n", 1),
+                    encoding="utf-8")
+
+
+def files_of(repo: Path) -> tuple[OutputFile, ...]:
+    files, _ = render_files(repo)
+    return tuple(OutputFile(p, c) for p, c in sorted(files.items()))
+
+
+# --------------------------------------------------------------------------- minimal writes
+
+
+def test_no_op_render_rewrites_nothing(tmp_path: Path) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    before = stats(out)
+    code, stdout, _ = render(repo, out)
+    assert code == 0 and "unchanged" in stdout
+    assert stats(out) == before
+
+
+def test_a_change_rewrites_only_the_files_it_changes(tmp_path: Path) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    old_bytes, before = read_tree(out), stats(out)
+    edit_requirement(repo)
+    code, stdout, _ = render(repo, out)
+    assert code == 0
+    new_bytes, after = read_tree(out), stats(out)
+    changed = {p for p in new_bytes if old_bytes.get(p) != new_bytes[p]}
+    assert changed == {"clusters/domain1/cl1/policies.yaml", "clusters/domain1/cl2/policies.yaml"}
+    assert "2 file(s) written, 0 removed" in stdout
+    assert new_bytes == render_files(repo)[0]
+    for path in new_bytes:
+        if path in changed:
+            assert after[path][0] != before[path][0], path
+        else:
+            assert after[path] == before[path], path  # same inode, same mtime
+
+
+def test_files_no_longer_generated_are_removed(tmp_path: Path) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    for name in ("allow-domain1.yaml", "frontend.yaml"):
+        (repo / "requirements" / "domain2" / name).unlink()
+    old = read_tree(out)
+    result = write_tree(out, files_of(repo))
+    gone = set(old) - set(render_files(repo)[0])
+    assert {"clusters/domain2/cl3/policies.yaml", "clusters/domain2/cl4/policies.yaml"} <= gone
+    assert set(result.removed) == gone
+    assert read_tree(out) == render_files(repo)[0]
+    assert not any((out / p).exists() for p in gone)
+
+
+def test_new_output_folder_gets_ordinary_permissions(tmp_path: Path) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    reference = tmp_path / "reference"
+    reference.mkdir()  # what any new folder gets under the current umask
+    assert render(repo, out)[0] == 0
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode)
+    out.chmod(0o750)
+    edit_requirement(repo)
+    assert render(repo, out)[0] == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750  # a rewrite keeps the folder's mode
+
+
+# --------------------------------------------------------------------------- atomicity
+
+
+def leftovers(parent: Path, name: str) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}.meshplan-"))
+
+
+def test_failure_mid_write_leaves_the_old_output(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    before_bytes, before = read_tree(out), stats(out)
+    edit_requirement(repo)
+    files = files_of(repo)
+    real_write_bytes = Path.write_bytes
+    calls = 0
+
+    def failing_write_bytes(self: Path, data: bytes) -> int:  # type: ignore[override]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(28, "No space left on device")
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", failing_write_bytes)
+    with pytest.raises(OSError, match="No space left"):
+        write_tree(out, files)
+    monkeypatch.undo()
+    assert calls == 2
+    assert read_tree(out) == before_bytes
+    assert stats(out) == before
+    assert leftovers(tmp_path, "out") == []
+    # ... and the next run completes normally.
+    write_tree(out, files)
+    assert read_tree(out) == {f.path: f.content for f in files}
+
+
+def test_failure_while_swapping_without_renameat2_restores_the_old_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    before_bytes = read_tree(out)
+    edit_requirement(repo)
+    monkeypatch.setattr(write, "_rename_exchange", lambda a, b: False)
+    real_rename = Path.rename
+
+    def failing_rename(self: Path, target: str | os.PathLike[str]) -> Path:
+        staging = self.name.startswith(".out.meshplan-") and not self.name.endswith(".old")
+        if Path(target) == out and staging:
+            raise OSError(5, "I/O error")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError, match="I/O error"):
+        write_tree(out, files_of(repo))
+    monkeypatch.undo()
+    assert read_tree(out) == before_bytes
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_two_rename_fallback_gives_the_same_tree(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    edit_requirement(repo)
+    monkeypatch.setattr(write, "_rename_exchange", lambda a, b: False)
+    result = write_tree(out, files_of(repo))
+    assert len(result.changed) == 2
+    assert read_tree(out) == render_files(repo)[0]
+    assert leftovers(tmp_path, "out") == []
+
+
+# --------------------------------------------------------------------------- --out and --check
+
+
+def test_out_refuses_a_non_empty_folder_without_the_marker(tmp_path: Path) -> None:
+    repo, out = example(tmp_path), tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    code, _, err = render(repo, out)
+    assert code == 1
+    assert OUTPUT_MARKER in err and "refusing" in err
+    assert read_tree(out) == {"notes.txt": b"mine"}
+    # A file where the folder should be is refused too (a usage error on the command line).
+    target = tmp_path / "a-file"
+    target.write_text("x", encoding="utf-8")
+    code, _, err = render(repo, target)
+    assert code == 2 and "is a file" in err
+    with pytest.raises(OperationError, match="not a folder"):
+        write_tree(target, files_of(repo))
+    assert target.read_text("utf-8") == "x"
+
+
+def test_out_accepts_an_empty_folder_and_its_own_output(tmp_path: Path) -> None:
+    repo, out = example(tmp_path), tmp_path / "empty"
+    out.mkdir()
+    assert render(repo, out)[0] == 0
+    assert (out / OUTPUT_MARKER).is_file()
+    (out / "stray.txt").write_text("left by hand", encoding="utf-8")
+    assert render(repo, out)[0] == 0  # marked as ours: replaced as a whole
+    assert not (out / "stray.txt").exists()
+
+
+def test_check_is_0_when_fresh_and_1_naming_the_differing_files_when_stale(
+    tmp_path: Path,
+) -> None:
+    repo = example(tmp_path)
+    out = repo / "rendered"
+    assert run_meshplan("render", "--repo", str(repo))[0] == 0  # default --out: <repo>/rendered
+    code, stdout, _ = run_meshplan("render", "--repo", str(repo), "--check")
+    assert code == 0 and "up to date" in stdout
+    before = stats(out)
+    edit_requirement(repo)
+    (out / "clusters" / "domain2" / "cl3" / "extra.yaml").write_text("x: 1\n", encoding="utf-8")
+    code, stdout, err = run_meshplan("render", "--repo", str(repo), "--check")
+    assert code == 1
+    named = sorted(line.split(": ", 1)[1] for line in stdout.splitlines()
+                   if line.startswith("differs: "))
+    assert named == [str(out / "clusters/domain1/cl1/policies.yaml"),
+                     str(out / "clusters/domain1/cl2/policies.yaml")]
+    assert f"not generated any more: {out / 'clusters/domain2/cl3/extra.yaml'}" in stdout
+    assert "out of date" in err
+    after = stats(out)
+    after.pop("clusters/domain2/cl3/extra.yaml")
+    assert after == before  # --check writes nothing
