@@ -81,18 +81,21 @@ def _domain_problems(
     for cluster in domain.clusters:
         first = seen_clusters.setdefault(cluster.name, cluster.location)
         if first != cluster.location:
-            yield error(cluster.location, "name", f"expected cluster names unique in domain "
+            yield error(cluster.location, f"{cluster.path}.name", "expected cluster names unique "
+                        "in domain "
                         f"'{domain.name}', found '{cluster.name}' again (first at "
                         f"{_first_seen(first)})")
         if len(cluster.mesh_name) > 32:
-            yield error(cluster.location, "meshName", "expected a Cilium cluster name of at most "
+            yield error(cluster.location, f"{cluster.path}.{cluster.mesh_name_key}", "expected a "
+                        "Cilium cluster name of at most "
                         f"32 characters, found the default '{cluster.mesh_name}' "
                         f"({len(cluster.mesh_name)}); set meshName explicitly")
     seen_services: dict[str, Location] = {}
     for service in domain.services:
         first = seen_services.setdefault(service.name, service.location)
         if first != service.location:
-            yield error(service.location, "name", f"expected service names unique in domain "
+            yield error(service.location, f"{service.path}.name", "expected service names unique "
+                        "in domain "
                         f"'{domain.name}', found '{service.name}' again (first at "
                         f"{_first_seen(first)})")
         yield from _service_problems(inventory, domain, service, broken_domains)
@@ -102,30 +105,33 @@ def _service_problems(
     inventory: Inventory, domain: Domain, service: Service, broken_domains: frozenset[str]
 ) -> Iterator[Diagnostic]:
     if not service.clusters:
-        yield error(service.location, "clusters", f"expected service '{service.name}' to run in "
+        yield error(service.location, service.clusters_path, f"expected service '{service.name}' "
+                    "to run in "
                     "at least one cluster, found none (thesis form: add it to servicesMap)")
-    for name, where in zip(service.clusters, service.cluster_locations, strict=True):
+    for i, (name, where) in enumerate(zip(service.clusters, service.cluster_locations,
+                                          strict=True)):
         if name not in domain.cluster_by_name:
-            yield error(where, "clusters", f"expected a cluster of domain '{domain.name}', found "
+            yield error(where, f"{service.clusters_path}[{i}]", f"expected a cluster of domain '{domain.name}', found "
                         f"'{name}'{did_you_mean(name, domain.cluster_by_name)}")
     if len(set(service.clusters)) != len(service.clusters):
-        yield error(service.location, "clusters", f"expected each cluster once in service "
+        yield error(service.location, service.clusters_path, f"expected each cluster once in service "
                     f"'{service.name}', found duplicates")
     ports = [(p.port, p.protocol) for p in service.ports]
     if len(set(ports)) != len(ports):
-        yield error(service.location, "ports", f"expected each port/protocol once in service "
+        yield error(service.location, f"{service.path}.ports", f"expected each port/protocol once in service "
                     f"'{service.name}', found duplicates")
     names = [p.name for p in service.ports if p.name]
     if len(set(names)) != len(names):
-        yield error(service.location, "ports", f"expected unique port names in service "
+        yield error(service.location, f"{service.path}.ports", f"expected unique port names in service "
                     f"'{service.name}', found duplicates")
     if len(service.ports) > 1 and len(names) != len(service.ports):
-        yield error(service.location, "ports", "expected every port of a multi-port service to "
+        yield error(service.location, f"{service.path}.ports", "expected every port of a multi-port service to "
                     "have a name (Kubernetes requires it), found unnamed ports")
-    for name, where in zip(service.export_to, service.export_locations, strict=False):
+    for i, (name, where) in enumerate(zip(service.export_to, service.export_locations,
+                                          strict=False)):
         known = name in inventory.domain_by_name or name in broken_domains
         if name != WILDCARD and not known:
-            yield error(where, "exportTo", f"expected a domain name, found "
+            yield error(where, f"{service.path}.exportTo[{i}]", f"expected a domain name, found "
                         f"'{name}'{did_you_mean(name, inventory.domain_by_name)}")
 
 
@@ -136,14 +142,16 @@ def _mesh_identity_problems(inventory: Inventory) -> Iterator[Diagnostic]:
         for cluster in domain.clusters:
             first = names.setdefault(cluster.mesh_name, cluster.mesh_name_location)
             if first != cluster.mesh_name_location:
-                yield error(cluster.mesh_name_location, "meshName", "expected Cilium cluster "
+                yield error(cluster.mesh_name_location, f"{cluster.path}.{cluster.mesh_name_key}",
+                            "expected Cilium cluster "
                             f"names unique across the mesh, found '{cluster.mesh_name}' again "
                             f"(first at {_first_seen(first)})")
             if cluster.mesh_id is None:
                 continue
             first_id = ids.setdefault(cluster.mesh_id, cluster.mesh_id_location)
             if first_id != cluster.mesh_id_location:
-                yield error(cluster.mesh_id_location, "meshId", "expected Cilium cluster ids "
+                yield error(cluster.mesh_id_location, f"{cluster.path}.meshId",
+                            "expected Cilium cluster ids "
                             f"unique across the mesh, found {cluster.mesh_id} again (first at "
                             f"{_first_seen(first_id)})")
 
@@ -166,17 +174,18 @@ def parse_network(text: str, where: Location, path: str) -> tuple[Network | None
 
 
 def _pod_cidr_overlaps(inventory: Inventory) -> Iterator[Diagnostic]:
-    networks: list[tuple[str, Network, Location]] = []
+    networks: list[tuple[str, Network, Location, str]] = []
     for domain in inventory.domains:
         for cluster in domain.clusters:
-            for text, where in cluster.pod_cidrs:
-                network, problems = parse_network(text, where, "podCIDRs")
+            for i, (text, where) in enumerate(cluster.pod_cidrs):
+                path = f"{cluster.path}.podCIDRs[{i}]"
+                network, problems = parse_network(text, where, path)
                 yield from problems
                 if network is not None:
-                    networks.append((f"{domain.name}/{cluster.name}", network, where))
-    for (a_name, a, a_where), (b_name, b, b_where) in combinations(networks, 2):
+                    networks.append((f"{domain.name}/{cluster.name}", network, where, path))
+    for (a_name, a, a_where, _), (b_name, b, b_where, b_path) in combinations(networks, 2):
         if a_name != b_name and a.version == b.version and a.overlaps(b):
-            yield error(b_where, "podCIDRs", f"expected pod CIDRs that do not overlap across "
+            yield error(b_where, b_path, f"expected pod CIDRs that do not overlap across "
                         f"clusters, found {b} of {b_name} overlapping {a} of {a_name} "
                         f"({_first_seen(a_where)})")
 
@@ -278,10 +287,12 @@ class RequirementChecker:
             yield error(self.req.namespace_location, "metadata.namespace", "expected the "
                         f"namespace of service '{name}' ({service.namespace}) or none, found "
                         f"'{self.req.namespace}'")
-        for cluster, where_c in zip(self.req.clusters or (), self.req.cluster_locations,
-                                    strict=False):
+        for i, (cluster, where_c) in enumerate(zip(self.req.clusters or (),
+                                                   self.req.cluster_locations, strict=False)):
+            path = (f"spec.clusters[{i}]" if self.req.form == "native"
+                    else f"metadata.annotations.{CLUSTERS_ANNOTATION}")
             if cluster in self.domain.cluster_by_name and cluster not in service.clusters:
-                yield error(where_c, "spec.clusters", f"expected a cluster where service "
+                yield error(where_c, path, f"expected a cluster where service "
                             f"'{name}' runs ({', '.join(service.clusters)}), found '{cluster}'")
 
     def _empty_policy(self) -> Iterator[Diagnostic]:
@@ -293,11 +304,11 @@ class RequirementChecker:
         peers_key = "toEndpoints" if rule.direction == "egress" else "fromEndpoints"
         cidrs_key = "toCIDRSet" if rule.direction == "egress" else "fromCIDRSet"
         if rule.has_endpoints and rule.has_cidrs:
-            yield error(rule.location, f"spec.{rule.direction}", f"expected {peers_key} or "
+            yield error(rule.location, rule.path, f"expected {peers_key} or "
                         f"{cidrs_key} in one rule, found both (Cilium cannot combine them: "
                         "write two rules)")
         elif not rule.has_endpoints and not rule.has_cidrs:
-            yield error(rule.location, f"spec.{rule.direction}", f"expected {peers_key} or "
+            yield error(rule.location, rule.path, f"expected {peers_key} or "
                         f"{cidrs_key}, found only toPorts (that would allow every destination)")
         for peer in rule.endpoints:
             yield from self._peer(peer, rule.direction, peers_key)
@@ -306,7 +317,7 @@ class RequirementChecker:
 
     def _peer(self, peer: Peer, direction: str, key: str) -> Iterator[Diagnostic]:
         labels = dict(peer.selector.match_labels)
-        path = f"spec.{direction}.{key}"
+        path = peer.path or f"spec.{direction}.{key}"
         if CLUSTER_LABEL in labels or f"k8s:{CLUSTER_LABEL}" in labels:
             yield error(peer.location, path, "expected the abstract label 'cluster', found the "
                         f"raw Cilium label {CLUSTER_LABEL} (raw cluster labels would bypass "
@@ -375,7 +386,7 @@ class RequirementChecker:
                         f"'{cluster}'")
 
     def _cidr(self, cidr: CidrPeer, direction: str, key: str) -> Iterator[Diagnostic]:
-        path = f"spec.{direction}.{key}"
+        path = cidr.path or f"spec.{direction}.{key}"
         network, problems = parse_network(cidr.cidr, cidr.location, f"{path}.cidr")
         yield from problems
         for text, where in zip(cidr.excepts, cidr.except_locations, strict=True):

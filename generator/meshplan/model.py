@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any, Literal, NamedTuple
 
 from .diagnostics import Location
-from .load import Document, PathKey
+from .load import Document, PathKey, format_path
 
 API_VERSION = "meshplan.dev/v1alpha1"
 CLUSTERS_ANNOTATION = "meshplan.dev/clusters"
@@ -54,6 +54,8 @@ class Cluster:
     location: Location
     mesh_name_location: Location
     mesh_id_location: Location
+    path: str = ""  # key path of the cluster entry, e.g. "spec.clusters[0]"
+    mesh_name_key: str = "meshName"  # "cilium_cluster" in the thesis form
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Service:
     location: Location
     cluster_locations: tuple[Location, ...]
     export_locations: tuple[Location, ...]
+    path: str = ""  # key path of the service entry, e.g. "spec.services[2]"
+    clusters_path: str = ""  # key path of its cluster list ("servicesMap.<name>" in the thesis form)
 
     def exported_to(self, domain: str) -> bool:
         return domain == self.domain or WILDCARD in self.export_to or domain in self.export_to
@@ -120,6 +124,7 @@ class Peer:
 
     selector: Selector
     location: Location
+    path: str = ""  # e.g. "spec.egress[0].toEndpoints[1]"
 
     @property
     def is_abstract(self) -> bool:
@@ -132,6 +137,7 @@ class CidrPeer:
     excepts: tuple[str, ...]
     location: Location
     except_locations: tuple[Location, ...]
+    path: str = ""  # e.g. "spec.egress[1].toCIDRSet[0]"
 
 
 class PortRule(NamedTuple):
@@ -148,6 +154,7 @@ class Rule:
     location: Location
     has_endpoints: bool
     has_cidrs: bool
+    path: str = ""  # e.g. "spec.egress[0]"
 
 
 @dataclass(frozen=True)
@@ -301,6 +308,7 @@ def _native_cluster(doc: Document, domain: str, i: int, c: Mapping[str, Any]) ->
         location=doc.location((*here, "name")),
         mesh_name_location=doc.location((*here, "meshName")),
         mesh_id_location=doc.location((*here, "meshId")),
+        path=format_path(here),
     )
 
 
@@ -320,6 +328,8 @@ def _native_service(doc: Document, domain: str, i: int, s: Mapping[str, Any]) ->
         cluster_locations=tuple(doc.location((*here, "clusters", j))
                                 for j in range(len(s["clusters"]))),
         export_locations=tuple(doc.location((*here, "exportTo", j)) for j in range(len(exports))),
+        path=format_path(here),
+        clusters_path=format_path((*here, "clusters")),
     )
 
 
@@ -341,6 +351,8 @@ def build_domain_request(doc: Document) -> Domain:
             location=doc.location(("clusters", i, "name")),
             mesh_name_location=doc.location(("clusters", i, "cilium_cluster")),
             mesh_id_location=doc.location(("clusters", i)),
+            path=f"clusters[{i}]",
+            mesh_name_key="cilium_cluster",
         )
         for i, c in enumerate(data.get("clusters") or [])
     )
@@ -363,6 +375,8 @@ def build_domain_request(doc: Document) -> Domain:
             location=doc.location(("services", i, "name")),
             cluster_locations=tuple(doc.location((*where, j)) for j in range(len(runs_in))),
             export_locations=(),
+            path=f"services[{i}]",
+            clusters_path=f"servicesMap.{s['name']}",
         ))
     return Domain(name, clusters, tuple(services), doc.location(("domain", "name")), "thesis")
 
@@ -458,7 +472,8 @@ def _rules(
     rules = []
     for i, rule in enumerate(spec[direction] or []):
         here: PathKey = ("spec", direction, i)
-        peers = tuple(Peer(_selector(p), doc.location((*here, peers_key, j)))
+        peers = tuple(Peer(_selector(p), doc.location((*here, peers_key, j)),
+                           format_path((*here, peers_key, j)))
                       for j, p in enumerate(rule.get(peers_key) or []))
         cidrs = tuple(
             CidrPeer(
@@ -467,6 +482,7 @@ def _rules(
                 doc.location((*here, cidrs_key, j, "cidr")),
                 tuple(doc.location((*here, cidrs_key, j, "except", k))
                       for k in range(len(c.get("except") or ()))),
+                format_path((*here, cidrs_key, j)),
             )
             for j, c in enumerate(rule.get(cidrs_key) or [])
         )
@@ -475,5 +491,5 @@ def _rules(
             ports = tuple(PortRule(str(p["port"]), p.get("protocol"))
                           for pr in rule["toPorts"] for p in pr["ports"])
         rules.append(Rule(direction, peers, cidrs, ports, doc.location(here),
-                          peers_key in rule, cidrs_key in rule))
+                          peers_key in rule, cidrs_key in rule, format_path(here)))
     return tuple(rules)
