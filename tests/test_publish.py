@@ -493,3 +493,39 @@ def test_remote_without_the_repository_is_a_clear_error(setup: Setup) -> None:
     assert code == 1
     assert "no such repository" in err
     assert_no_traceback(err)
+
+
+# --------------------------------------------------------------------------- small parts
+
+
+def test_project_in_a_subfolder_and_provenance_without_credentials(tmp_path: Path) -> None:
+    root = tmp_path / "monorepo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    copy_example(root / "mesh")
+    (root / "other.txt").write_text("not an input\n", encoding="utf-8")
+    sha = commit_all(root, "mesh in a subfolder")
+    git(root, "remote", "add", "origin", "https://user:s3cret@git.example.com/org/mono.git")
+    (root / "untracked-elsewhere.txt").write_text("ignored by the dirty check\n", encoding="utf-8")
+
+    code, _, err = publish_cli(root / "mesh", "--no-push")
+
+    assert code == 0, err
+    metadata = json.loads(git(root, "show", f"{BRANCH}:{PROVENANCE_FILE}"))
+    assert metadata["drySha"] == sha
+    assert metadata["repoURL"] == "https://git.example.com/org/mono.git"
+    assert "s3cret" not in git(root, "log", "-1", "--format=%B", BRANCH)
+    assert "clusters/domain1/cl1/kustomization.yaml" in git(root, "ls-tree", "-r", "--name-only",
+                                                            BRANCH).splitlines()
+
+
+def test_redact_url_and_trailers() -> None:
+    from meshplan.publish import redact_url
+
+    assert redact_url("https://x-access-token:abc@github.com/o/r") == "https://github.com/o/r"
+    assert redact_url("https://abc@github.com/o/r") == "https://github.com/o/r"
+    assert redact_url("ssh://git:pw@host/o/r") == "ssh://git@host/o/r"
+    assert redact_url("git@github.com:o/r.git") == "git@github.com:o/r.git"
+    message = "Render x: y\n\nBody\n\nMeshplan-Source-Sha: abc\nMeshplan-Version: 1\n"
+    assert trailers(message) == {"Meshplan-Source-Sha": "abc", "Meshplan-Version": "1"}
+    assert trailers("Meshplan-Source-Sha: abc\n") == {}  # a subject is no trailer block

@@ -404,12 +404,12 @@ def test_external_name_clashing_with_an_inventory_service_is_an_error(tmp_path: 
     repo = repo_with(tmp_path, {"beta": [
         requirement("shop", {"service": "shop"}, egress=[to(API_OF_ALPHA)]),
     ]}, domains)
-    inventory, _ = validate(repo)
-    assert inventory is not None  # the clash is found by refinement
     with pytest.raises(InputError) as caught:
         render_repository(repo)
     errors = [d for d in caught.value.diagnostics if d.severity is Severity.ERROR]
     assert len(errors) == 1
+    inventory, diagnostics = validate(repo)  # `meshplan validate` reports it too
+    assert inventory is None and errors[0] in diagnostics
     message = errors[0].message
     assert "beta/api" in message and "alpha/api" in message and "shop" in message
     assert errors[0].location.file == "requirements/beta/shop.yaml"

@@ -34,7 +34,6 @@ from .refine import Plan, refine
 from .render import Rendered, render
 from .schema import (
     DOMAIN,
-    DOMAIN_REQUEST,
     GITOPS,
     check_inventory_document,
     check_requirement_document,

@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from .diagnostics import Diagnostic, Location, error, notice, sorted_diagnostics, warning
 from .load import Document, PathKey, decode_utf8, format_path, parse_yaml
-from .model import WILDCARD, Inventory, Labels, PortRule, Requirement, Rule, Selector, Service
+from .model import Inventory, Labels, PortRule, Requirement, Rule, Selector, Service
 
 Direction = Literal["egress", "ingress"]
 DIRECTIONS: tuple[Direction, Direction] = ("egress", "ingress")
@@ -1370,7 +1370,7 @@ def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
 
 
 __all__ = [
-    "ALL_PORTS", "DNS_PORTS", "NO_PORTS", "WILDCARD", "Connectivity", "Endpoint", "Grant",
+    "ALL_PORTS", "DNS_PORTS", "NO_PORTS", "Connectivity", "Endpoint", "Grant",
     "LabelSelector", "Mismatch", "Origin", "PortSet", "Stance", "Term", "VerifyReport",
     "actual_connectivity", "compare", "dns_problems", "half_open", "intended_connectivity",
     "inventory_endpoints", "parse_selector", "read_tree", "verify", "verify_repository",
