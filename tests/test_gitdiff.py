@@ -145,7 +145,7 @@ def test_markdown_report_for_pull_requests(tmp_path: Path) -> None:
     assert "<summary>diff of CiliumNetworkPolicy backend-namespace/backend</summary>" in out
     assert out.count("```diff\n") == 3
     assert out.count("<details>") == out.count("</details>") == 3
-    assert "domain2/cl4" not in out
+    assert "`domain2/cl4`" not in out  # no table row or section (the flow picture may name it)
 
 
 def test_exit_code_only_when_asked(tmp_path: Path) -> None:
@@ -244,3 +244,33 @@ def test_markdown_is_safe_and_bounded() -> None:
     assert "+line 99" not in out and "+x" in out
     assert "1 diff(s) omitted for size" in out
     assert "+line 99" in format_markdown(report)
+
+
+def test_markdown_report_draws_the_flows_the_change_adds_and_removes(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_history(repo)
+
+    code, out, err = diff_cli(repo, "--base", "HEAD~1", "--format", "markdown")
+
+    assert code == 0, err
+    picture = out.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    added = sorted(line.strip() for line in picture.splitlines() if "==>" in line)
+    # rebel-base may now call service3 (its new requirement); backend now admits service1.
+    assert len(added) == 3, picture
+    assert sum('"+ TCP/80"' in line for line in added) == 3
+    # ...and, as a side effect a reviewer must see: rebel-base's egress is now restricted to
+    # service3, so its flow to frontend (which frontend admits from cl3) stops.
+    removed = [line.strip() for line in picture.splitlines() if "-.->" in line]
+    assert len(removed) == 1 and '"- TCP/8080"' in removed[0], picture
+    assert '["frontend@cl4"]' in picture
+    assert '["rebel-base@cl3"]' in picture and '["service3@cl3"]' in picture
+    assert '["service1@cl1"]' in picture and '["backend@cl1"]' in picture
+
+
+def test_text_report_has_no_flow_picture(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_history(repo)
+
+    code, out, _ = diff_cli(repo, "--base", "HEAD~1")
+
+    assert code == 0 and "mermaid" not in out

@@ -34,7 +34,6 @@ from semantics import (
     domain,
     ep,
     from_,
-    object_key,
     objects_by_key,
     ports,
     read_output,
@@ -571,4 +570,3 @@ def test_clusters_removed_from_the_inventory_disappear(tmp_path: Path) -> None:
     assert not (out / "clusters" / "beta" / "b3").exists()
     assert not (out / "clusters" / "gamma").exists()
     assert set(read_output(out)) == {"alpha/a1", "alpha/a2", "beta/b1", "beta/b2"}
-    assert object_key({"kind": "X", "metadata": {"name": "n"}}) == ("X", "", "n")

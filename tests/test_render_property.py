@@ -1,11 +1,18 @@
 """Property: random valid inventories and requirements always render, build with the real
 kustomize and validate against the real schemas; and the output keeps its promises.
 
-The strategy draws 1-3 domains (cluster names may repeat across domains), services with unique
-names (so no two domains fight over a global Service name: that clash is an error by design and
-tested in test_refine.py), exports, and requirements in the native and the thesis form with
-abstract, raw and CIDR peers, explicit ports and cluster scopes. Every drawn repository must pass
-``meshplan validate`` (a failure there is a bug of the strategy or of the checker).
+The strategy draws 1-3 domains (cluster names may repeat across domains), services, exports, and
+requirements in the native and the thesis form with abstract, raw and CIDR peers, explicit ports
+and cluster scopes. Every drawn repository passes the checker; only refinement clashes (second
+test) may be reported.
+
+* ``test_random_valid_inputs_render_build_and_validate``: service names unique across domains
+  (no two domains fight over a Service name). Checks determinism, kustomize builds, schemas,
+  policy shapes and metadata, consent across domains, policy scopes, and that removing one
+  requirement removes exactly what only it caused.
+* ``test_service_name_clashes_are_errors_never_wrong_output``: names reused across domains;
+  either the clash is reported (by ``validate`` and ``render`` alike) or the output never puts a
+  generated Service where an inventory Service of another identity runs.
 """
 
 from __future__ import annotations

@@ -642,7 +642,8 @@ MULTIPLE = [
      f"{D1}:25:18", "exportTo", "did you mean 'domain2'?"),
     (sub(D2, "meshId: 3\n", "meshId: 1\n"), f"{D2}:12:15", "meshId", "found 1 again"),
     (sub(RB, "{service: database}", "{service: databse}"),
-     f"{RB}:13:11", "spec.egress[0].toEndpoints[0].matchLabels.service", "did you mean 'database'?"),
+     f"{RB}:13:11", "spec.egress[0].toEndpoints[0].matchLabels.service",
+     "did you mean 'database'?"),
     (sub(RA, "  clusters: [cl3]\n", "  clusters: [cl33]\n"),
      f"{RA}:10:14", "spec.clusters[0]", "did you mean 'cl3'?"),
     (sub(RF, "    - fromEndpoints:\n        - matchLabels: {service: \"*\", cluster: \"*\"",
@@ -728,8 +729,8 @@ def test_wildcard_peer_matching_nothing_is_a_warning(tmp_path: Path) -> None:
     assert code == 0, stderr
     assert stdout.startswith("valid: 2 domain(s), 5 cluster(s)")
     assert stderr.splitlines() == [
-        f"{RF}:21:11: spec.ingress[1].fromEndpoints[0]: warning: peer matches no service visible to "
-        "domain 'domain2' in cluster 'cl5' of domain 'domain2', so it allows nothing"]
+        f"{RF}:21:11: spec.ingress[1].fromEndpoints[0]: warning: peer matches no service "
+        "visible to domain 'domain2' in cluster 'cl5' of domain 'domain2', so it allows nothing"]
     code, stdout, _ = run_validate(repo, "--format", "json")
     report = json.loads(stdout)
     assert (code, report["ok"], report["counts"]["warning"]) == (0, True, 1)

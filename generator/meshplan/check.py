@@ -111,22 +111,24 @@ def _service_problems(
     for i, (name, where) in enumerate(zip(service.clusters, service.cluster_locations,
                                           strict=True)):
         if name not in domain.cluster_by_name:
-            yield error(where, f"{service.clusters_path}[{i}]", f"expected a cluster of domain '{domain.name}', found "
-                        f"'{name}'{did_you_mean(name, domain.cluster_by_name)}")
+            yield error(where, f"{service.clusters_path}[{i}]", "expected a cluster of domain "
+                        f"'{domain.name}', found '{name}'"
+                        f"{did_you_mean(name, domain.cluster_by_name)}")
     if len(set(service.clusters)) != len(service.clusters):
-        yield error(service.location, service.clusters_path, f"expected each cluster once in service "
-                    f"'{service.name}', found duplicates")
+        yield error(service.location, service.clusters_path, "expected each cluster once in "
+                    f"service '{service.name}', found duplicates")
     ports = [(p.port, p.protocol) for p in service.ports]
     if len(set(ports)) != len(ports):
-        yield error(service.location, f"{service.path}.ports", f"expected each port/protocol once in service "
-                    f"'{service.name}', found duplicates")
+        yield error(service.location, f"{service.path}.ports", "expected each port/protocol "
+                    f"once in service '{service.name}', found duplicates")
     names = [p.name for p in service.ports if p.name]
     if len(set(names)) != len(names):
-        yield error(service.location, f"{service.path}.ports", f"expected unique port names in service "
-                    f"'{service.name}', found duplicates")
+        yield error(service.location, f"{service.path}.ports", "expected unique port names in "
+                    f"service '{service.name}', found duplicates")
     if len(service.ports) > 1 and len(names) != len(service.ports):
-        yield error(service.location, f"{service.path}.ports", "expected every port of a multi-port service to "
-                    "have a name (Kubernetes requires it), found unnamed ports")
+        yield error(service.location, f"{service.path}.ports", "expected every port of a "
+                    "multi-port service to have a name (Kubernetes requires it), found unnamed "
+                    "ports")
     for i, (name, where) in enumerate(zip(service.export_to, service.export_locations,
                                           strict=False)):
         known = name in inventory.domain_by_name or name in broken_domains

@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 REPO_OPTION = click.option(
     "--repo",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("."),
+    default=Path(),
     show_default=True,
     help="The repository holding inventory/ and requirements/.",
 )
@@ -72,7 +72,7 @@ def guarded(command: F) -> F:
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 - the one place that catches everything
+        except Exception as exc:
             click.echo(f"meshplan: internal error: {type(exc).__name__}: {exc}", err=True)
             if os.environ.get("MESHPLAN_DEBUG"):
                 traceback.print_exc()
@@ -240,7 +240,7 @@ def diff_command(repo: Path, base: str, output_format: str, exit_code: bool) -> 
     """
     from .gitdiff import diff_repository, format_markdown, format_text
 
-    report, diagnostics = diff_repository(repo, base)
+    report, diagnostics = diff_repository(repo, base, with_flows=output_format == "markdown")
     print_diagnostics(diagnostics, quiet_notices=True)
     if report.base_note:
         for problem in report.base_diagnostics:

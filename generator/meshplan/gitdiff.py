@@ -28,7 +28,9 @@ import jinja2
 import yaml
 
 from .diagnostics import Diagnostic, InputError, OperationError, Severity
-from .pipeline import render_repository
+from .graph import FlowEdge, flow_edges_of, mermaid_block, mermaid_flow_diff
+from .model import Inventory
+from .pipeline import render_repository, validated
 from .publish import run_git
 from .render import OutputFile
 
@@ -69,6 +71,8 @@ class DiffReport:
     clusters_compared: int
     base_note: str | None = None  # why the base could not be rendered
     base_diagnostics: tuple[Diagnostic, ...] = field(default=())
+    flow_diff: str = ""  # Mermaid picture of the flows added/removed ("" = none or not drawn)
+    flow_note: str | None = None  # why no picture was drawn
 
     @property
     def has_changes(self) -> bool:
@@ -187,6 +191,24 @@ class BaseRender:
     files: tuple[OutputFile, ...]
     note: str | None = None
     diagnostics: tuple[Diagnostic, ...] = ()
+    flows: frozenset[FlowEdge] = frozenset()
+
+
+# The flow picture runs the connectivity model, which compares every pair of endpoints:
+# beyond this many (service, cluster) endpoints it is skipped rather than slowing every PR.
+MAX_FLOW_ENDPOINTS = 400
+
+
+def flow_endpoints(inventory: Inventory) -> int:
+    return sum(len(s.clusters) for d in inventory.domains for s in d.services)
+
+
+def flows_of(project: Path, files: tuple[OutputFile, ...]) -> frozenset[FlowEdge] | None:
+    """The policy-decided flows of ``files``; None when the fleet is too large to draw."""
+    inventory, _ = validated(project)
+    if flow_endpoints(inventory) > MAX_FLOW_ENDPOINTS:
+        return None
+    return flow_edges_of(inventory, files)
 
 
 def toplevel(project: Path) -> Path:
@@ -206,7 +228,7 @@ def resolve_ref(root: Path, ref: str) -> str:
     return proc.stdout.strip()
 
 
-def render_ref(project: Path, ref: str) -> BaseRender:
+def render_ref(project: Path, ref: str, *, with_flows: bool = False) -> BaseRender:
     """Render ``ref`` from a temporary worktree; a base that cannot be rendered is empty."""
     root = toplevel(project)
     sha = resolve_ref(root, ref)
@@ -228,23 +250,35 @@ def render_ref(project: Path, ref: str) -> BaseRender:
                 return BaseRender(sha, (), f"base {ref} ({sha[:12]}) has invalid inputs "
                                   f"({errors} error(s)), so it cannot be rendered: every object "
                                   "is shown as added", exc.diagnostics)
-            return BaseRender(sha, rendered.files)
+            flows = flows_of(base_project, rendered.files) if with_flows else None
+            return BaseRender(sha, rendered.files, flows=flows or frozenset())
         finally:
             run_git(["worktree", "remove", "--force", str(checkout)], root, check=False)
             run_git(["worktree", "prune"], root, check=False)
 
 
-def diff_repository(project: Path, base: str) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
+def diff_repository(
+    project: Path, base: str, *, with_flows: bool = False
+) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
     """Compare the render of ``base`` with the render of the working tree.
 
+    ``with_flows`` also draws the flows added and removed (for the markdown report).
     Raises :class:`InputError` when the working tree's inputs are invalid.
     """
     rendered, diagnostics = render_repository(project)
-    before = render_ref(project, base)
+    before = render_ref(project, base, with_flows=with_flows)
     groups = compare(before.files, rendered.files)
     compared = len(cluster_groups(before.files) | cluster_groups(rendered.files))
+    flow_diff, flow_note = "", None
+    if with_flows:
+        after = flows_of(project, rendered.files)
+        if after is None:
+            flow_note = (f"flow picture skipped: more than {MAX_FLOW_ENDPOINTS} service "
+                         "endpoints (run `meshplan graph` for one cluster or domain)")
+        else:
+            flow_diff = mermaid_flow_diff(before.flows, after)
     report = DiffReport(base, before.sha, tuple(groups), compared, before.note,
-                        before.diagnostics)
+                        before.diagnostics, flow_diff, flow_note)
     return report, diagnostics
 
 
@@ -335,5 +369,7 @@ def format_markdown(report: DiffReport, budget: int = MARKDOWN_DIFF_BUDGET) -> s
         "unchanged": report.clusters_compared - sum(g.is_cluster for g in report.groups),
         "omitted": sum(c["diff"] is None for g in groups for c in g["changed"]),
         "fence": fence_for(c.diff for g in report.groups for c in g.changed),
+        "flows": mermaid_block(report.flow_diff),
+        "flow_note": report.flow_note,
     }
     return _environment().get_template("diff.md.j2").render(**context)

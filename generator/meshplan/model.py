@@ -71,7 +71,7 @@ class Service:
     cluster_locations: tuple[Location, ...]
     export_locations: tuple[Location, ...]
     path: str = ""  # key path of the service entry, e.g. "spec.services[2]"
-    clusters_path: str = ""  # key path of its cluster list ("servicesMap.<name>" in the thesis form)
+    clusters_path: str = ""  # key path of its cluster list ("servicesMap.<name>" in thesis form)
 
     def exported_to(self, domain: str) -> bool:
         return domain == self.domain or WILDCARD in self.export_to or domain in self.export_to

@@ -223,7 +223,8 @@ class _PlanBuilder:
                                    SOURCE_ANNOTATION: requirement.file}
         body = {"apiVersion": "cilium.io/v2", "kind": kind, "metadata": metadata, "spec": spec}
         key = ObjectKey(here, kind, namespace or "", requirement.name)
-        self._put(key, body, requirement.key, requirement.location, f"requirement {requirement.key}")
+        self._put(key, body, requirement.key, requirement.location,
+                  f"requirement {requirement.key}")
 
     def _endpoint_selector(self, requirement: Requirement, namespace: str | None) -> dict[str, Any]:
         selected = requirement.selected_service

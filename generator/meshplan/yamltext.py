@@ -23,7 +23,7 @@ from typing import Any
 _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*(?::[A-Za-z0-9_./-]+)*")
 # Words some YAML reader turns into booleans or null (YAML 1.1 is the widest set).
 _SPECIAL_WORDS = frozenset(
-    "y yes n no true false on off null".split()
+    ["y", "yes", "n", "no", "true", "false", "on", "off", "null"]
 )
 # YAML readers (libyaml, PyYAML, ruamel.yaml, Go's yaml) refuse an implicit ``key:`` longer than
 # this many characters (YAML 1.2 section 7.4.2); longer keys are written explicitly (``? key``).
