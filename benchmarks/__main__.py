@@ -512,10 +512,12 @@ def derived(results: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     m, big = by_size.get("M"), by_size.get("L")
     if m and big:
-        t_ratio = big["render_seconds"] / m["render_seconds"]
         b_ratio = big["output"]["bytes"] / m["output"]["bytes"]
-        out["growth_exponent"] = math.log(t_ratio) / math.log(b_ratio)
-        out["per_byte_ratio"] = t_ratio / b_ratio
+        for key, suffix in (("render_seconds", ""), ("render_cpu_seconds", "_cpu")):
+            if key in m and key in big:
+                t_ratio = big[key] / m[key]
+                out[f"growth_exponent{suffix}"] = math.log(t_ratio) / math.log(b_ratio)
+                out[f"per_byte_ratio{suffix}"] = t_ratio / b_ratio
     return out
 
 
@@ -612,10 +614,14 @@ def results_markdown(report: dict[str, Any]) -> str:
         targets.append(f"- L render ≤ 0.3 x CSafeDumper: {ratio:.2f} x (CPU time: {cpu:.2f} x) "
                        f"— {_ok(ratio <= 0.3)}")
         if d:
+            # Judged on CPU time when there is one: wall time is noise on a shared machine.
+            judged = d.get("per_byte_ratio_cpu", d["per_byte_ratio"])
+            cpu = (f"; CPU time: {d['per_byte_ratio_cpu']:.2f}x, exponent "
+                   f"{d['growth_exponent_cpu']:.2f}" if "per_byte_ratio_cpu" in d else "")
             targets.append(
-                f"- linear growth, render time per output byte at L within 1.2x of M: "
-                f"{d['per_byte_ratio']:.2f}x (growth exponent of render time vs output bytes "
-                f"M→L: {d['growth_exponent']:.2f}) — {_ok(d['per_byte_ratio'] <= 1.2)}")
+                f"- linear growth, render time per output byte at L within 1.2x of M: wall "
+                f"time {d['per_byte_ratio']:.2f}x (growth exponent of render time vs output "
+                f"bytes M→L: {d['growth_exponent']:.2f}){cpu} — {_ok(judged <= 1.2)}")
         rss = big["peak_rss_mib_render"]
         targets.append(f"- L peak RSS ≤ 1 GiB: {rss:.0f} MiB — {_ok(rss <= 1024)}")
         if "noop" in big:
@@ -627,7 +633,8 @@ def results_markdown(report: dict[str, Any]) -> str:
                            f"{len(c['clusters_changed'])} clusters, "
                            f"{len(c['unexpected'])} outside — {_ok(not c['unexpected'])}")
     elif d:
-        targets.append(f"- growth exponent M→L: {d['growth_exponent']:.2f}")
+        targets.append(f"- growth exponent M→L: {d['growth_exponent']:.2f} (wall), "
+                       f"{d.get('growth_exponent_cpu', math.nan):.2f} (CPU)")
     if targets:
         lines += ["", "Targets (issue #6):", "", *targets]
     return "\n".join(lines) + "\n"

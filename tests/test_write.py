@@ -133,7 +133,7 @@ def test_failure_mid_write_leaves_the_old_output(tmp_path: Path,
         return real_write_bytes(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", failing_write_bytes)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OperationError, match=r"No space left.*previous output is unchanged"):
         write_tree(out, files)
     monkeypatch.undo()
     assert calls == 2
@@ -162,7 +162,7 @@ def test_failure_while_swapping_without_renameat2_restores_the_old_output(
         return real_rename(self, target)
 
     monkeypatch.setattr(Path, "rename", failing_rename)
-    with pytest.raises(OSError, match="I/O error"):
+    with pytest.raises(OperationError, match="I/O error"):
         write_tree(out, files_of(repo))
     monkeypatch.undo()
     assert read_tree(out) == before_bytes
@@ -234,3 +234,50 @@ def test_check_is_0_when_fresh_and_1_naming_the_differing_files_when_stale(
     after = stats(out)
     after.pop("clusters/domain2/cl3/extra.yaml")
     assert after == before  # --check writes nothing
+
+
+def test_a_symlinked_output_folder_is_followed(tmp_path: Path) -> None:
+    repo, real = example(tmp_path), tmp_path / "real-out"
+    link = tmp_path / "out"
+    assert render(repo, real)[0] == 0
+    link.symlink_to(real, target_is_directory=True)
+    edit_requirement(repo)
+
+    write_tree(link, files_of(repo))
+
+    assert link.is_symlink()  # the link stays a link ...
+    assert read_tree(real) == {f.path: f.content for f in files_of(repo)}  # ... to new output
+
+
+def test_staging_folders_left_by_a_killed_run_are_removed(tmp_path: Path) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    stale = tmp_path / ".out.meshplan-killed"
+    (stale / "clusters").mkdir(parents=True)
+    unrelated = tmp_path / ".other.meshplan-x"
+    unrelated.mkdir()
+
+    assert render(repo, out)[0] == 0
+
+    assert leftovers(tmp_path, "out") == []
+    assert unrelated.is_dir()  # only this output's staging folders are touched
+
+
+def test_an_output_on_another_file_system_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    before_bytes = read_tree(out)
+    edit_requirement(repo)
+    monkeypatch.setattr(write, "_rename_exchange", lambda a, b: False)
+
+    def cross_device(self: Path, target: str | os.PathLike[str]) -> Path:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(Path, "rename", cross_device)
+    code, _out, err = render(repo, out)
+    monkeypatch.undo()
+
+    assert code == 1, err
+    assert "cross-device" in err and "mount point" in err and "Traceback" not in err
+    assert read_tree(out) == before_bytes

@@ -26,6 +26,7 @@ WILDCARD = "*"
 NAMESPACE_LABEL = "k8s:io.kubernetes.pod.namespace"
 CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+DEFAULT_NAMESPACE = "default"
 
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
 
@@ -258,7 +259,8 @@ class Inventory:
 
 
 def with_implied_namespaces(inventory: Inventory) -> Inventory:
-    """A requirement selecting ``{service: x}`` lives in x's namespace unless it says otherwise.
+    """A requirement lives in its selected service's namespace, else in ``default``, unless it
+    says otherwise (like any namespaced Kubernetes object).
 
     Filling it in here gives every requirement one stable identity (``Requirement.key``); a
     written namespace that differs from the service's is left alone for the checker to report.
@@ -268,8 +270,9 @@ def with_implied_namespaces(inventory: Inventory) -> Inventory:
         domain = inventory.domain_by_name.get(requirement.domain)
         selected = requirement.selected_service
         service = domain.service_by_name.get(selected) if domain and selected else None
-        if service is not None and requirement.namespace is None and not requirement.cluster_wide:
-            requirement = replace(requirement, namespace=service.namespace)
+        if requirement.namespace is None and not requirement.cluster_wide:
+            implied = service.namespace if service is not None else DEFAULT_NAMESPACE
+            requirement = replace(requirement, namespace=implied)
         requirements.append(requirement)
     return replace(inventory, requirements=tuple(requirements))
 

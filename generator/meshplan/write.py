@@ -71,19 +71,36 @@ def ensure_replaceable(root: Path) -> None:
 def write_tree(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     """Make ``root`` hold exactly ``files``; atomically, and only if something changed."""
     files = tuple(files)
+    root = root.resolve()  # a symlinked output folder: replace what it points at
     ensure_replaceable(root)
     result = diff_against(root, files)
     if result.unchanged:
         return result
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.meshplan-", dir=root.parent))
+    _remove_stale_staging(root)
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(root), dir=root.parent))
     try:
         staging.chmod(_folder_mode(root))  # mkdtemp's 0700 would become the output's mode
         _fill(staging, root, files, set(result.changed))
         _swap_in(staging, root)
+    except OSError as exc:
+        raise OperationError(f"could not replace {root}: {exc.strerror or exc} (the previous "
+                             "output is unchanged; is the folder a mount point or read-only?)"
+                             ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _staging_prefix(root: Path) -> str:
+    return f".{root.name}.meshplan-"
+
+
+def _remove_stale_staging(root: Path) -> None:
+    """Staging folders a killed run left beside the output (they never hold the output)."""
+    for leftover in root.parent.glob(_staging_prefix(root) + "*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _folder_mode(root: Path) -> int:
