@@ -31,6 +31,22 @@ if str(TESTS_DIR) not in sys.path:
 from meshplan.cli import cli as meshplan_cli  # noqa: E402 - needs nothing from sys.path
 
 CliResult = tuple[int, str, str]
+
+# A requirement to add to the bundled example whose own objects all land in domain2/cl3
+# (rebel-base and service3 run there only): the small change of the git-history tests.
+REBEL_REQUIREMENT = """\
+apiVersion: meshplan.dev/v1alpha1
+kind: Requirement
+metadata:
+  name: rebel-base
+spec:
+  endpointSelector:
+    matchLabels: {service: rebel-base}
+  egress:
+    - toEndpoints:
+        - matchLabels: {service: service3}
+"""
+
 RunCli = Callable[..., CliResult]
 
 

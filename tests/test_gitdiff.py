@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import copy_example, run_cli
+from conftest import REBEL_REQUIREMENT, copy_example, run_cli
 from gitserver import commit_all, git, isolate_git
 from meshplan.gitdiff import (
     COMMENT_MARKER,
@@ -17,19 +17,6 @@ from meshplan.gitdiff import (
     format_markdown,
     inline_code,
 )
-
-REBEL_REQUIREMENT = """\
-apiVersion: meshplan.dev/v1alpha1
-kind: Requirement
-metadata:
-  name: rebel-base
-spec:
-  endpointSelector:
-    matchLabels: {service: rebel-base}
-  egress:
-    - toEndpoints:
-        - matchLabels: {service: service3}
-"""
 
 # What the second commit does, cluster by cluster (derived by hand from the generation rules):
 # - rebel-base (domain2, runs in cl3 only) may call service3 (ns1, cl3): a policy in rebel-base's

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_example, run_cli
+from conftest import REBEL_REQUIREMENT, copy_example, run_cli
 from gitserver import GitServer, commit_all, git, git_daemon, isolate_git
 from meshplan import publish as publish_module
 from meshplan.pipeline import render_repository
@@ -27,20 +27,6 @@ from meshplan.publish import PROVENANCE_FILE, PublishOptions, publish, trailers
 from support.k8s import kustomize_build, validate_object
 
 BRANCH = "rendered"
-
-# A requirement whose objects all land in domain2/cl3: rebel-base and service3 run there only.
-REBEL_REQUIREMENT = """\
-apiVersion: meshplan.dev/v1alpha1
-kind: Requirement
-metadata:
-  name: rebel-base
-spec:
-  endpointSelector:
-    matchLabels: {service: rebel-base}
-  egress:
-    - toEndpoints:
-        - matchLabels: {service: service3}
-"""
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import difflib
 import ipaddress
 from collections.abc import Iterable, Iterator
 from itertools import combinations
+from typing import Protocol, TypeVar
 
 from .diagnostics import Diagnostic, Location, error, warning
 from .model import (
@@ -61,43 +62,53 @@ def _first_seen(location: Location) -> str:
     return f"{location.file}:{location.line}"
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def location(self) -> Location: ...
+
+
+Named = TypeVar("Named", bound=_Named)
+
+
+def _repeated(records: Iterable[Named]) -> Iterator[tuple[Named, Location]]:
+    """(record, where its name was first seen) for every record whose name was seen before."""
+    seen: dict[str, Location] = {}
+    for record in records:
+        first = seen.setdefault(record.name, record.location)
+        if first != record.location:
+            yield record, first
+
+
 # --------------------------------------------------------------------------- inventory
 
 
 def _unique_domains(domains: Iterable[Domain]) -> Iterator[Diagnostic]:
-    seen: dict[str, Domain] = {}
-    for domain in domains:
-        first = seen.setdefault(domain.name, domain)
-        if first is not domain:
-            yield error(domain.location, "metadata.name",
-                        f"expected each domain once, found '{domain.name}' again (first defined "
-                        f"at {_first_seen(first.location)})")
+    for domain, first in _repeated(domains):
+        path = "metadata.name" if domain.form == "native" else "domain.name"
+        yield error(domain.location, path, f"expected each domain once, found '{domain.name}' "
+                    f"again (first defined at {_first_seen(first)})")
 
 
 def _domain_problems(
     inventory: Inventory, domain: Domain, broken_domains: frozenset[str]
 ) -> Iterator[Diagnostic]:
-    seen_clusters: dict[str, Location] = {}
+    for cluster, first in _repeated(domain.clusters):
+        yield error(cluster.location, f"{cluster.path}.name", "expected cluster names unique in "
+                    f"domain '{domain.name}', found '{cluster.name}' again (first at "
+                    f"{_first_seen(first)})")
     for cluster in domain.clusters:
-        first = seen_clusters.setdefault(cluster.name, cluster.location)
-        if first != cluster.location:
-            yield error(cluster.location, f"{cluster.path}.name", "expected cluster names unique "
-                        "in domain "
-                        f"'{domain.name}', found '{cluster.name}' again (first at "
-                        f"{_first_seen(first)})")
         if len(cluster.mesh_name) > 32:
             yield error(cluster.location, f"{cluster.path}.{cluster.mesh_name_key}", "expected a "
-                        "Cilium cluster name of at most "
-                        f"32 characters, found the default '{cluster.mesh_name}' "
-                        f"({len(cluster.mesh_name)}); set meshName explicitly")
-    seen_services: dict[str, Location] = {}
+                        "Cilium cluster name of at most 32 characters, found the default "
+                        f"'{cluster.mesh_name}' ({len(cluster.mesh_name)}); set meshName "
+                        "explicitly")
+    for service, first in _repeated(domain.services):
+        yield error(service.location, f"{service.path}.name", "expected service names unique in "
+                    f"domain '{domain.name}', found '{service.name}' again (first at "
+                    f"{_first_seen(first)})")
     for service in domain.services:
-        first = seen_services.setdefault(service.name, service.location)
-        if first != service.location:
-            yield error(service.location, f"{service.path}.name", "expected service names unique "
-                        "in domain "
-                        f"'{domain.name}', found '{service.name}' again (first at "
-                        f"{_first_seen(first)})")
         yield from _service_problems(inventory, domain, service, broken_domains)
 
 

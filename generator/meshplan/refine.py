@@ -346,13 +346,8 @@ class _PlanBuilder:
             },
         }
         origin = f"{'mirror of' if mirror else 'global'} service {service.key}"
-        clash = self._inventory_service_at(ref, service.namespace, service.name) if mirror else None
-        if clash is not None:
-            self.diagnostics.append(error(
-                peer.location, "", f"expected no Service '{service.name}' in namespace "
-                f"'{service.namespace}' of {ref.path}, found inventory service {clash.key} "
-                f"({_at(clash.location)}) where the mirror of {service.key} "
-                f"({_at(service.location)}) would go"))
+        if mirror and self._clashes_with_inventory(ref, service.namespace, service, peer,
+                                                   f"the mirror of {service.key}"):
             return
         self._put(ObjectKey(ref, "Service", service.namespace, service.name), body, req.key,
                   peer.location, origin)
@@ -385,16 +380,24 @@ class _PlanBuilder:
                 "ports": [_service_port(p.port, p.protocol, p.name) for p in service.ports],
             },
         }
-        clash = self._inventory_service_at(ref, namespace, service.name)
-        if clash is not None:
-            self.diagnostics.append(error(
-                peer.location, "", f"expected no Service '{service.name}' in namespace "
-                f"'{namespace}' of {ref.path}, found inventory service {clash.key} "
-                f"({_at(clash.location)}) where the ExternalName Service for {service.key} "
-                f"({_at(service.location)}) would go"))
+        if self._clashes_with_inventory(ref, namespace, service, peer,
+                                        f"the ExternalName Service for {service.key}"):
             return
         self._put(ObjectKey(ref, "Service", namespace, service.name), body, req.key,
                   peer.location, f"ExternalName for {service.key}")
+
+    def _clashes_with_inventory(
+        self, ref: ClusterRef, namespace: str, service: Service, peer: Peer, what: str
+    ) -> bool:
+        """Report (and say so) when a generated Service would take an inventory Service's name."""
+        clash = self._inventory_service_at(ref, namespace, service.name)
+        if clash is None:
+            return False
+        self.diagnostics.append(error(
+            peer.location, "", f"expected no Service '{service.name}' in namespace "
+            f"'{namespace}' of {ref.path}, found inventory service {clash.key} "
+            f"({_at(clash.location)}) where {what} ({_at(service.location)}) would go"))
+        return True
 
     def _inventory_service_at(self, ref: ClusterRef, namespace: str, name: str) -> Service | None:
         domain = self.inventory.domain_by_name[ref.domain]
