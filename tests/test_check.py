@@ -5,7 +5,15 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from meshplan.check import check_inventory, did_you_mean, parse_network
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from meshplan.check import (
+    _overlapping_pairs,
+    _PodNetwork,
+    check_inventory,
+    did_you_mean,
+    parse_network,
+)
 from meshplan.diagnostics import Location, Severity
 from meshplan.load import parse_yaml
 from meshplan.model import Inventory, build_domain, build_requirement
@@ -270,3 +278,33 @@ def test_every_check_reports_instead_of_stopping() -> None:
     assert len(found) == 2
     assert "found 'wbe' (did you mean 'web'?)" in found[0]
     assert "which does not list 'b' in exportTo" in found[1]
+
+
+# --------------------------------------------------------------------------- pod CIDR sweep
+
+
+_networks = st.lists(
+    st.tuples(st.integers(0, 3),  # owner
+              st.integers(0, 255), st.integers(0, 255),  # address bytes
+              st.integers(8, 24)),  # prefix length
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_networks)
+def test_the_sweep_finds_exactly_the_overlapping_pairs_of_different_clusters(
+    raw: list[tuple[int, int, int, int]],
+) -> None:
+    networks = [
+        _PodNetwork(i, f"d/c{owner}",
+                    ipaddress.ip_network(f"10.{a}.{b}.0/{prefix}", strict=False),
+                    Location("f", i + 1, 1), f"p{i}")
+        for i, (owner, a, b, prefix) in enumerate(raw)
+    ]
+    found = {frozenset((a.order, b.order)) for a, b in _overlapping_pairs(networks)}
+    expected = {
+        frozenset((m.order, n.order)) for m in networks for n in networks
+        if m.order < n.order and m.owner != n.owner and m.network.overlaps(n.network)
+    }
+    assert found == expected  # exactly the pairs comparing every pair would find

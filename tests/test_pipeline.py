@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import run_cli, run_validate
 
 
@@ -52,3 +53,27 @@ def test_validate_reports_clashes_found_only_by_refinement(example_repo: Path) -
     assert "Cilium would merge their backends" in err
     assert render_code == 1 and "Cilium would merge their backends" in render_err
     assert not (example_repo / "rendered").exists()  # nothing written on error
+
+
+def test_the_garbage_collector_is_restored_after_a_run(example_repo: Path) -> None:
+    import gc
+
+    from meshplan.diagnostics import InputError
+    from meshplan.pipeline import render_repository, validate
+
+    assert gc.isenabled()
+    render_repository(example_repo)
+    assert gc.isenabled()
+    (example_repo / "inventory" / "domain1.yaml").write_text("kind: [", encoding="utf-8")
+    assert validate(example_repo)[0] is None
+    assert gc.isenabled()
+    with pytest.raises(InputError):
+        render_repository(example_repo)
+    assert gc.isenabled()  # restored on the error path too
+
+    gc.disable()
+    try:
+        validate(example_repo)
+        assert not gc.isenabled()  # a caller's own choice is kept
+    finally:
+        gc.enable()

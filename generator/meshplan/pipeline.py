@@ -5,6 +5,9 @@ Each function here only sequences stages; the work lives in the stage modules.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +52,30 @@ class Analysis:
     diagnostics: tuple[Diagnostic, ...]
 
 
+@contextmanager
+def without_cyclic_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one pipeline run, then restore it.
+
+    The pipeline allocates millions of small dicts, lists and tuples that form trees, never
+    cycles: reference counting frees them, and the cyclic collector only re-scans them, over
+    and over (a quarter of the CPU time of a 1,000-cluster render). The run is bounded, so
+    the cyclic garbage it leaves (a few exceptions' frames) is collected afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def analyse(repo: Path) -> Analysis:
+    with without_cyclic_gc():
+        return _analyse(repo)
+
+
+def _analyse(repo: Path) -> Analysis:
     """Load, check structure, build the model, check meaning and refine; never raises on input.
 
     Refinement runs here too because some problems only show once objects exist (two services
@@ -122,7 +148,8 @@ def validated(repo: Path) -> tuple[Inventory, tuple[Diagnostic, ...]]:
 
 def render_repository(repo: Path) -> tuple[Rendered, tuple[Diagnostic, ...]]:
     """Validate, refine and render; raises :class:`InputError` on any error."""
-    analysis = analyse(repo)
-    if analysis.inventory is None or analysis.plan is None:
-        raise InputError(analysis.diagnostics)
-    return render(analysis.plan, analysis.inventory), analysis.diagnostics
+    with without_cyclic_gc():
+        analysis = _analyse(repo)
+        if analysis.inventory is None or analysis.plan is None:
+            raise InputError(analysis.diagnostics)
+        return render(analysis.plan, analysis.inventory), analysis.diagnostics

@@ -53,9 +53,14 @@ def diff_against(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     old = existing_files(root)
     new = {f.path: f.content for f in files}
     changed = sorted(p for p, content in new.items()
-                     if p not in old or old[p].read_bytes() != content)
+                     if p not in old or not _same_content(old[p], content))
     removed = sorted(p for p in old if p not in new)
     return WriteResult(tuple(changed), tuple(removed))
+
+
+def _same_content(path: Path, content: bytes) -> bool:
+    """Whether ``path`` holds ``content``; the size decides most cases without a read."""
+    return path.stat().st_size == len(content) and path.read_bytes() == content
 
 
 def ensure_replaceable(root: Path) -> None:
