@@ -218,11 +218,11 @@ def baselines(plan: Any) -> dict[str, Any]:
     import orjson
     import yaml
 
-    files = list(documents_by_file(plan))
-    try:
-        yaml.dump_all(files[0], Dumper=yaml.CSafeDumper)
-    except yaml.representer.RepresenterError:  # tuples or mapping proxies: make them plain
-        files = [[orjson.loads(orjson.dumps(d)) for d in docs] for docs in files]
+    # Plain, unshared copies: refine shares immutable sub-objects between documents, and PyYAML
+    # would write those as anchors and aliases, i.e. different (shorter) text than render's.
+    # The copies make CSafeDumper write exactly the documents render wrote. (Peak RSS of the
+    # render is read before this runs.)
+    files = [[orjson.loads(orjson.dumps(d)) for d in docs] for docs in documents_by_file(plan)]
     gc.collect()
     start, cpu_start = time.perf_counter(), time.process_time()
     yaml_bytes = 0

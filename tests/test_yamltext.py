@@ -181,3 +181,18 @@ def test_kustomize_reads_back_the_same_data(tmp_path_factory: pytest.TempPathFac
     built = {d["kind"]: d for d in kustomize(directory)}
     assert same_data(built["ConfigMap"]["data"], data)
     assert same_data(built["Blob"]["spec"], spec)
+
+
+def test_shared_and_non_plain_containers_write_like_plain_ones() -> None:
+    # Refinement shares sub-objects between documents and the writer dispatches on exact
+    # types: a shared dict, a long key first in a sequence item, tuples and a Mapping that is
+    # not a dict must all be written exactly as their plain equivalents.
+    from types import MappingProxyType
+
+    long_key = "k" * 1100
+    shared = {long_key: "v", "b": [1, True, None]}
+    plain = {"x": [{long_key: "v", "b": [1, True, None]}], "y": {long_key: "v",
+                                                                  "b": [1, True, None]}}
+    odd = {"x": (shared,), "y": MappingProxyType(shared)}
+    assert dump_documents([odd, plain]) == dump_documents([plain, plain])
+    assert f"- ? {long_key}\n  : v\n" in dump_document(plain)

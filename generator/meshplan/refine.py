@@ -14,8 +14,8 @@ key are a clash, reported with both sources.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .diagnostics import Diagnostic, Location, error
@@ -96,8 +96,9 @@ def refine(inventory: Inventory) -> Plan:
     for requirement in inventory.requirements:
         if requirement.egress is None and requirement.ingress is None:
             continue  # restricts nothing (the checker warns); such a policy is not even valid
-        for cluster in requirement_clusters(inventory, requirement):
-            builder.add_requirement(requirement, cluster)
+        clusters = requirement_clusters(inventory, requirement)
+        if clusters:
+            builder.add_requirement(requirement, clusters)
     return builder.finish()
 
 
@@ -176,14 +177,63 @@ def rule_ports(ports: tuple[PortRule, ...]) -> list[tuple[str, str | None]]:
 
 
 # --------------------------------------------------------------------------- builder
+#
+# Sharing invariant: no dict or list built here is mutated once built. Refinement shares them
+# between objects and clusters: one Namespace body per name, one Service body per service (and
+# mirror flag), one ExternalName body per service, namespace and cluster domain, one selector
+# and ports list per service, and a requirement's cluster-independent rule bodies across all
+# its clusters. So a repeated object costs little more than its key and its required-by
+# annotation, repeated puts compare bodies by identity, and the YAML writer may cache the text
+# of a shared part by identity. Nothing downstream may mutate a Manifest body.
+
+_LABELS: dict[str, str] = dict(MANAGED_BY)  # the labels of every generated object (shared)
+_KIND_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}
+_DNS_TO_PORTS = [{"ports": list(DNS_PORTS)}]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     body: dict[str, Any]
-    causes: set[str] = field(default_factory=set)
-    source: Location | None = None  # where the first cause was written (for clash messages)
-    origin: str = ""  # what produced the body (for clash messages)
+    causes: set[str]
+    source: Location | None  # where the first cause was written (for clash messages)
+    origin: str  # what produced the body (for clash messages)
+
+
+class _Connection(NamedTuple):
+    """An abstract peer expanded to one service: a cluster-independent rule body, and the
+    clusters the flow reaches (for the Services and Namespaces that make it work)."""
+
+    body: dict[str, Any]
+    peer: Peer
+    target: PeerTarget
+    refs: tuple[ClusterRef, ...]  # the clusters the target runs in
+    direction: str
+
+
+class _RawPeer(NamedTuple):
+    """A pod-label peer: its selector names the local cluster, so it is built per cluster."""
+
+    peer: Peer
+    to_ports: list[dict[str, Any]] | None
+
+
+# A rule body as it goes into every cluster's policy, or the recipe for one.
+_RuleItem = dict[str, Any] | _Connection | _RawPeer
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """Everything about a requirement's policy that does not depend on the cluster."""
+
+    requirement: Requirement
+    key: str  # requirement.key (a property that formats a string each time)
+    namespace: str | None
+    kind: str
+    metadata: dict[str, Any]
+    spec_head: dict[str, Any]  # description, endpointSelector, enableDefaultDeny
+    egress: tuple[_RuleItem, ...] | None
+    ingress: tuple[_RuleItem, ...] | None
+    origin: str
 
 
 class _PlanBuilder:
@@ -191,40 +241,76 @@ class _PlanBuilder:
         self.inventory = inventory
         self.objects: dict[ObjectKey, _Pending] = {}
         self.diagnostics: list[Diagnostic] = []
-        self.global_services: dict[tuple[str, str], tuple[str, Location]] = {}
+        # (namespace, name) -> (owner's key, owner's location, owner)
+        self.global_services: dict[tuple[str, str], tuple[str, Location, Service]] = {}
+        # Memoized bodies and parts, keyed by what they are built from (see the sharing
+        # invariant). Services are keyed by id(): the inventory keeps them alive meanwhile.
+        self._namespace_bodies: dict[str, dict[str, Any]] = {}
+        self._service_bodies: dict[tuple[int, bool], tuple[dict[str, Any], str]] = {}
+        self._external_bodies: dict[tuple[int, str, str], tuple[dict[str, Any], str]] = {}
+        self._port_lists: dict[int, list[dict[str, Any]]] = {}
+        self._to_ports: dict[int, list[dict[str, Any]] | None] = {}
+        self._peer_selectors: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
+        self._dns_rules: dict[str, dict[str, Any]] = {}
 
     # -- requirements -------------------------------------------------------------------
 
-    def add_requirement(self, requirement: Requirement, cluster: Cluster) -> None:
-        here = ClusterRef(cluster.domain, cluster.name)
-        namespace = policy_namespace(self.inventory, requirement)
-        spec: dict[str, Any] = {}
-        if requirement.description:
-            spec["description"] = requirement.description
-        spec["endpointSelector"] = self._endpoint_selector(requirement, namespace)
+    def add_requirement(self, requirement: Requirement, clusters: Iterable[Cluster]) -> None:
+        """The requirement's policy (and what its peers need) in each of ``clusters``."""
+        prepared = self._prepare(requirement)
+        for cluster in clusters:
+            self._add_policy(prepared, cluster)
+
+    def _prepare(self, req: Requirement) -> _Prepared:
+        namespace = policy_namespace(self.inventory, req)
+        spec_head: dict[str, Any] = {}
+        if req.description:
+            spec_head["description"] = req.description
+        spec_head["endpointSelector"] = self._endpoint_selector(req, namespace)
         # Default deny is written out for each direction the requirement restricts: Cilium's
         # own default depends on whether the rule list is empty, and a direction whose peers
         # all matched nothing must still deny (fail closed) rather than fall open.
-        spec["enableDefaultDeny"] = {"egress": requirement.egress is not None,
-                                     "ingress": requirement.ingress is not None}
-        if requirement.egress is not None:
-            spec["egress"] = self._egress(requirement, cluster, namespace)
-        if requirement.ingress is not None:
+        spec_head["enableDefaultDeny"] = {"egress": req.egress is not None,
+                                          "ingress": req.ingress is not None}
+        protected = None
+        if req.selected_service is not None:
+            protected = self.inventory.domain_by_name[req.domain].service_by_name[
+                req.selected_service]
+        egress = ingress = None
+        if req.egress is not None:
+            egress = tuple(item for rule in req.egress for item in self._rule_items(
+                req, rule, namespace, "toEndpoints", "toCIDRSet", None))
+        if req.ingress is not None:
+            ingress = tuple(item for rule in req.ingress for item in self._rule_items(
+                req, rule, namespace, "fromEndpoints", "fromCIDRSet", protected))
+        kind = "CiliumClusterwideNetworkPolicy" if namespace is None else "CiliumNetworkPolicy"
+        metadata: dict[str, Any] = {"name": req.name}
+        if namespace is not None:
+            metadata["namespace"] = namespace
+        metadata["labels"] = {**dict(req.labels), **MANAGED_BY}
+        metadata["annotations"] = {**dict(req.annotations), SOURCE_ANNOTATION: req.file}
+        key = req.key
+        return _Prepared(req, key, namespace, kind, metadata, spec_head, egress, ingress,
+                         f"requirement {key}")
+
+    def _add_policy(self, prep: _Prepared, cluster: Cluster) -> None:
+        here = ClusterRef(cluster.domain, cluster.name)
+        spec = dict(prep.spec_head)
+        if prep.egress is not None:
+            rules = self._rules(prep, prep.egress, "toEndpoints", cluster, here)
+            rules.append(self._dns_rule(cluster.mesh_name))
+            spec["egress"] = _unique(rules)
+        if prep.ingress is not None:
             # When no peer matched, one empty rule: it allows nothing, yet it is a rule. Cilium
             # applies default deny per rule (an empty list or no section would leave ingress
             # open) and the CRD requires a section.
-            spec["ingress"] = self._ingress(requirement, cluster, namespace) or [{}]
-        kind = "CiliumClusterwideNetworkPolicy" if namespace is None else "CiliumNetworkPolicy"
-        metadata: dict[str, Any] = {"name": requirement.name}
-        if namespace is not None:
-            metadata["namespace"] = namespace
-        metadata["labels"] = {**dict(requirement.labels), **MANAGED_BY}
-        metadata["annotations"] = {**dict(requirement.annotations),
-                                   SOURCE_ANNOTATION: requirement.file}
-        body = {"apiVersion": "cilium.io/v2", "kind": kind, "metadata": metadata, "spec": spec}
-        key = ObjectKey(here, kind, namespace or "", requirement.name)
-        self._put(key, body, requirement.key, requirement.location,
-                  f"requirement {requirement.key}")
+            rules = self._rules(prep, prep.ingress, "fromEndpoints", cluster, here)
+            spec["ingress"] = _unique(rules) or [{}]
+        req = prep.requirement
+        body = {"apiVersion": "cilium.io/v2", "kind": prep.kind, "metadata": prep.metadata,
+                "spec": spec}
+        key = ObjectKey(here, prep.kind, prep.namespace or "", req.name)
+        self._put(key, body, prep.key, req.location, prep.origin)
 
     def _endpoint_selector(self, requirement: Requirement, namespace: str | None) -> dict[str, Any]:
         selected = requirement.selected_service
@@ -236,167 +322,216 @@ class _PlanBuilder:
             labels[NAMESPACE_LABEL] = service.namespace
         return {"matchLabels": labels}
 
-    def _egress(self, req: Requirement, cluster: Cluster, namespace: str | None) -> list[Any]:
-        rules: list[dict[str, Any]] = []
-        for rule in req.egress or ():
-            rules.extend(self._rule_bodies(req, rule, cluster, namespace, "toEndpoints",
-                                           "toCIDRSet", None))
-        dns_peer = {"matchLabels": {**DNS_PEER_LABELS, CLUSTER_LABEL: cluster.mesh_name}}
-        rules.append({"toEndpoints": [dns_peer], "toPorts": [{"ports": list(DNS_PORTS)}]})
-        return _unique(rules)
-
-    def _ingress(self, req: Requirement, cluster: Cluster, namespace: str | None) -> list[Any]:
-        protected = None
-        if req.selected_service is not None:
-            protected = self.inventory.domain_by_name[req.domain].service_by_name[
-                req.selected_service]
-        rules: list[dict[str, Any]] = []
-        for rule in req.ingress or ():
-            rules.extend(self._rule_bodies(req, rule, cluster, namespace, "fromEndpoints",
-                                           "fromCIDRSet", protected))
-        return _unique(rules)
-
-    def _rule_bodies(
+    def _rule_items(
         self,
         req: Requirement,
         rule: Rule,
-        cluster: Cluster,
         namespace: str | None,
         peers_key: str,
         cidrs_key: str,
         protected: Service | None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> list[_RuleItem]:
+        """One rule's bodies, expanded once per requirement (peer resolution included)."""
         explicit_ports = rule_ports(rule.ports) if rule.ports is not None else None
+        # toPorts of CIDR and raw peers: the explicit ports, else on ingress the ports of the
+        # service the policy protects.
+        explicit_body = ports_body(explicit_ports) if explicit_ports else None
+        fixed_ports = explicit_body
+        if fixed_ports is None and protected is not None and rule.direction == "ingress":
+            fixed_ports = ports_body(service_ports(protected))
         if rule.has_cidrs:
             cidrs = [{"cidr": c.cidr, **({"except": list(c.excepts)} if c.excepts else {})}
                      for c in rule.cidrs]
             body: dict[str, Any] = {cidrs_key: cidrs}
-            if explicit_ports or (protected and rule.direction == "ingress"):
-                chosen = explicit_ports or service_ports(protected)  # type: ignore[arg-type]
-                body["toPorts"] = ports_body(chosen)
-            yield body
-            return
+            if fixed_ports is not None:
+                body["toPorts"] = fixed_ports
+            return [body]
+        items: list[_RuleItem] = []
         for peer in rule.endpoints:
             if not peer.is_abstract:
-                body = {peers_key: [raw_peer_selector(peer, namespace, cluster.mesh_name)]}
-                if explicit_ports or (protected and rule.direction == "ingress"):
-                    chosen = explicit_ports or service_ports(protected)  # type: ignore[arg-type]
-                    body["toPorts"] = ports_body(chosen)
-                yield body
+                items.append(_RawPeer(peer, fixed_ports))
                 continue
             for target in self.inventory.resolve_peer(peer.selector, req.domain):
-                ports = explicit_ports
-                if ports is None:
-                    if rule.direction == "egress":
-                        ports = service_ports(target.service)
-                    elif protected is not None:
-                        ports = service_ports(protected)
-                body = {peers_key: [service_peer_selector(self.inventory, target)]}
-                if ports:
-                    body["toPorts"] = ports_body(ports)
-                yield body
-                self._connect(req, peer, cluster, namespace, target, rule.direction)
+                # Explicit ports win (even none); else egress goes to the target's ports and
+                # ingress comes to the protected service's ports.
+                to_ports: list[dict[str, Any]] | None = None
+                if explicit_ports is not None:
+                    to_ports = explicit_body
+                elif rule.direction == "egress":
+                    to_ports = self._service_to_ports(target.service)
+                elif protected is not None:
+                    to_ports = self._service_to_ports(protected)
+                body = {peers_key: [self._peer_selector(target)]}
+                if to_ports is not None:
+                    body["toPorts"] = to_ports
+                refs = tuple(ClusterRef(target.service.domain, c) for c in target.clusters)
+                items.append(_Connection(body, peer, target, refs, rule.direction))
+        return items
+
+    def _rules(self, prep: _Prepared, items: tuple[_RuleItem, ...], peers_key: str,
+               cluster: Cluster, here: ClusterRef) -> list[dict[str, Any]]:
+        """One direction's rule bodies in ``cluster``, connecting each service peer."""
+        rules: list[dict[str, Any]] = []
+        for item in items:
+            if type(item) is _Connection:
+                rules.append(item.body)
+                self._connect(prep, item, cluster, here)
+            elif type(item) is _RawPeer:
+                selector = raw_peer_selector(item.peer, prep.namespace, cluster.mesh_name)
+                body = {peers_key: [selector]}
+                if item.to_ports is not None:
+                    body["toPorts"] = item.to_ports
+                rules.append(body)
+            else:
+                assert isinstance(item, dict)
+                rules.append(item)
+        return rules
+
+    def _dns_rule(self, mesh_name: str) -> dict[str, Any]:
+        rule = self._dns_rules.get(mesh_name)
+        if rule is None:
+            dns_peer = {"matchLabels": {**DNS_PEER_LABELS, CLUSTER_LABEL: mesh_name}}
+            rule = self._dns_rules[mesh_name] = {"toEndpoints": [dns_peer],
+                                                 "toPorts": _DNS_TO_PORTS}
+        return rule
+
+    def _peer_selector(self, target: PeerTarget) -> dict[str, Any]:
+        key = (id(target.service), target.clusters)
+        selector = self._peer_selectors.get(key)
+        if selector is None:
+            selector = self._peer_selectors[key] = service_peer_selector(self.inventory, target)
+        return selector
+
+    def _service_to_ports(self, service: Service) -> list[dict[str, Any]] | None:
+        """``toPorts`` for a service's ports; None when it has none (no section written)."""
+        key = id(service)
+        if key not in self._to_ports:
+            ports = service_ports(service)
+            self._to_ports[key] = ports_body(ports) if ports else None
+        return self._to_ports[key]
 
     # -- service-to-service -------------------------------------------------------------
 
-    def _connect(
-        self,
-        req: Requirement,
-        peer: Peer,
-        cluster: Cluster,
-        namespace: str | None,
-        target: PeerTarget,
-        direction: str,
-    ) -> None:
-        """Objects that make the flow between ``cluster`` and ``target`` work."""
-        service = target.service
-        here = ClusterRef(cluster.domain, cluster.name)
-        remote = [ClusterRef(service.domain, c) for c in target.clusters
-                  if ClusterRef(service.domain, c) != here]
+    def _connect(self, prep: _Prepared, item: _Connection, cluster: Cluster,
+                 here: ClusterRef) -> None:
+        """Objects that make the flow between ``cluster`` and the peer's service work."""
+        service = item.target.service
+        cause, peer, namespace = prep.key, item.peer, prep.namespace
+        remote = [ref for ref in item.refs if ref != here]
         if remote:
             for ref in remote:
-                self._namespace(ref, service.namespace, req, peer)
+                self._namespace(ref, service.namespace, cause, peer)
             if namespace is not None:
-                self._namespace(here, namespace, req, peer)
-        if direction != "egress":
+                self._namespace(here, namespace, cause, peer)
+        if item.direction != "egress":
             return
         if remote:
             runs_here = service.domain == cluster.domain and cluster.name in service.clusters
             for ref in remote:
-                self._service(ref, service, req, peer, mirror=False)
-            self._service(here, service, req, peer, mirror=not runs_here)
-            self._namespace(here, service.namespace, req, peer)
+                self._service(ref, service, cause, peer, mirror=False)
+            self._service(here, service, cause, peer, mirror=not runs_here)
+            self._namespace(here, service.namespace, cause, peer)
         if namespace is not None and namespace != service.namespace:
-            self._external_name(here, cluster, namespace, service, req, peer)
+            self._external_name(here, cluster, namespace, service, cause, peer)
 
     def _service(
-        self, ref: ClusterRef, service: Service, req: Requirement, peer: Peer, *, mirror: bool
+        self, ref: ClusterRef, service: Service, cause: str, peer: Peer, *, mirror: bool
     ) -> None:
+        if mirror and self._clashes_with_inventory(ref, service.namespace, service, peer,
+                                                   "the mirror of"):
+            return
+        memo_key = (id(service), mirror)
+        memo = self._service_bodies.get(memo_key)
+        if memo is None:
+            memo = self._service_bodies[memo_key] = (self._service_body(service, mirror),
+                                                     f"{'mirror of' if mirror else 'global'} "
+                                                     f"service {service.key}")
+        body, origin = memo
+        self._put(ObjectKey(ref, "Service", service.namespace, service.name), body, cause,
+                  peer.location, origin)
+        self._claim_global_name(service, peer.location)
+
+    def _service_body(self, service: Service, mirror: bool) -> dict[str, Any]:
         annotations = {GLOBAL: "true", SHARED: "false" if mirror else "true",
                        ARGO_SYNC_WAVE: SYNC_WAVE["Service"]}
-        body = {
+        return {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": service.name, "namespace": service.namespace,
-                         "labels": dict(MANAGED_BY), "annotations": annotations},
+                         "labels": _LABELS, "annotations": annotations},
             "spec": {
                 "type": "ClusterIP",
                 "selector": dict(service.selector),
-                "ports": [_service_port(p.port, p.protocol, p.name) for p in service.ports],
+                "ports": self._port_list(service),
             },
         }
-        origin = f"{'mirror of' if mirror else 'global'} service {service.key}"
-        if mirror and self._clashes_with_inventory(ref, service.namespace, service, peer,
-                                                   f"the mirror of {service.key}"):
-            return
-        self._put(ObjectKey(ref, "Service", service.namespace, service.name), body, req.key,
-                  peer.location, origin)
-        self._claim_global_name(service, peer.location)
+
+    def _port_list(self, service: Service) -> list[dict[str, Any]]:
+        """A Service's ``spec.ports`` (shared by its global, mirror and ExternalName bodies)."""
+        ports = self._port_lists.get(id(service))
+        if ports is None:
+            ports = self._port_lists[id(service)] = [
+                _service_port(p.port, p.protocol, p.name) for p in service.ports]
+        return ports
 
     def _claim_global_name(self, service: Service, where: Location) -> None:
         """Cilium merges global Services by namespace/name across the whole mesh."""
         key = (service.namespace, service.name)
-        owner = self.global_services.setdefault(key, (service.key, service.location))
-        if owner[0] != service.key:
-            self.diagnostics.append(error(
-                where, "", f"expected one inventory service per global namespace/name, found "
-                f"{service.key} ({_at(service.location)}) and {owner[0]} ({_at(owner[1])}) both "
-                f"becoming the global Service {key[0]}/{key[1]}: Cilium would merge their "
-                "backends; rename one of them"))
+        owner = self.global_services.get(key)
+        if owner is None:
+            self.global_services[key] = (service.key, service.location, service)
+            return
+        if owner[2] is service or owner[0] == service.key:
+            return
+        self.diagnostics.append(error(
+            where, "", f"expected one inventory service per global namespace/name, found "
+            f"{service.key} ({_at(service.location)}) and {owner[0]} ({_at(owner[1])}) both "
+            f"becoming the global Service {key[0]}/{key[1]}: Cilium would merge their "
+            "backends; rename one of them"))
 
     def _external_name(
         self, ref: ClusterRef, cluster: Cluster, namespace: str, service: Service,
-        req: Requirement, peer: Peer,
+        cause: str, peer: Peer,
     ) -> None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": service.name, "namespace": namespace,
-                         "labels": dict(MANAGED_BY),
-                         "annotations": {ARGO_SYNC_WAVE: SYNC_WAVE["Service"]}},
-            "spec": {
-                "type": "ExternalName",
-                "externalName": f"{service.name}.{service.namespace}.svc.{cluster.cluster_domain}",
-                "ports": [_service_port(p.port, p.protocol, p.name) for p in service.ports],
-            },
-        }
         if self._clashes_with_inventory(ref, namespace, service, peer,
-                                        f"the ExternalName Service for {service.key}"):
+                                        "the ExternalName Service for"):
             return
-        self._put(ObjectKey(ref, "Service", namespace, service.name), body, req.key,
-                  peer.location, f"ExternalName for {service.key}")
+        memo_key = (id(service), namespace, cluster.cluster_domain)
+        memo = self._external_bodies.get(memo_key)
+        if memo is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": service.name, "namespace": namespace,
+                             "labels": _LABELS,
+                             "annotations": {ARGO_SYNC_WAVE: SYNC_WAVE["Service"]}},
+                "spec": {
+                    "type": "ExternalName",
+                    "externalName": f"{service.name}.{service.namespace}.svc."
+                                    f"{cluster.cluster_domain}",
+                    "ports": self._port_list(service),
+                },
+            }
+            memo = self._external_bodies[memo_key] = (body, f"ExternalName for {service.key}")
+        body, origin = memo
+        self._put(ObjectKey(ref, "Service", namespace, service.name), body, cause,
+                  peer.location, origin)
 
     def _clashes_with_inventory(
         self, ref: ClusterRef, namespace: str, service: Service, peer: Peer, what: str
     ) -> bool:
-        """Report (and say so) when a generated Service would take an inventory Service's name."""
+        """Report (and say so) when a generated Service would take an inventory Service's name.
+
+        ``what`` names the generated Service; the service's key is appended to it.
+        """
         clash = self._inventory_service_at(ref, namespace, service.name)
         if clash is None:
             return False
         self.diagnostics.append(error(
             peer.location, "", f"expected no Service '{service.name}' in namespace "
             f"'{namespace}' of {ref.path}, found inventory service {clash.key} "
-            f"({_at(clash.location)}) where {what} ({_at(service.location)}) would go"))
+            f"({_at(clash.location)}) where {what} {service.key} ({_at(service.location)}) "
+            "would go"))
         return True
 
     def _inventory_service_at(self, ref: ClusterRef, namespace: str, name: str) -> Service | None:
@@ -406,22 +541,24 @@ class _PlanBuilder:
             return found
         return None
 
-    def _namespace(self, ref: ClusterRef, name: str, req: Requirement, peer: Peer) -> None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": name,
-                "labels": dict(MANAGED_BY),
-                "annotations": {
-                    NAMESPACE_GLOBAL: "true",
-                    ARGO_SYNC_OPTIONS: "Prune=false",
-                    ARGO_SYNC_WAVE: SYNC_WAVE["Namespace"],
-                    FLUX_PRUNE: "disabled",
+    def _namespace(self, ref: ClusterRef, name: str, cause: str, peer: Peer) -> None:
+        body = self._namespace_bodies.get(name)
+        if body is None:
+            body = self._namespace_bodies[name] = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": name,
+                    "labels": _LABELS,
+                    "annotations": {
+                        NAMESPACE_GLOBAL: "true",
+                        ARGO_SYNC_OPTIONS: "Prune=false",
+                        ARGO_SYNC_WAVE: SYNC_WAVE["Namespace"],
+                        FLUX_PRUNE: "disabled",
+                    },
                 },
-            },
-        }
-        self._put(ObjectKey(ref, "Namespace", "", name), body, req.key, peer.location,
+            }
+        self._put(ObjectKey(ref, "Namespace", "", name), body, cause, peer.location,
                   "namespace")
 
     # -- collection ---------------------------------------------------------------------
@@ -432,7 +569,8 @@ class _PlanBuilder:
         if pending is None:
             self.objects[key] = _Pending(body, {cause}, where, origin)
             return
-        if pending.body != body:
+        # Memoized bodies make the common repeat an identity check, not a deep comparison.
+        if pending.body is not body and pending.body != body:
             self.diagnostics.append(error(
                 where, "", f"expected one definition of {key.kind} {key.namespace}/{key.name} "
                 f"in {key.cluster.path}, found two that differ: {origin} and {pending.origin} "
@@ -442,16 +580,20 @@ class _PlanBuilder:
 
     def finish(self) -> Plan:
         by_cluster: dict[ClusterRef, list[Manifest]] = {}
-        for key, pending in self.objects.items():
-            body = _with_required_by(pending.body, sorted(pending.causes))
-            by_cluster.setdefault(key.cluster, []).append(
-                Manifest(key, body, tuple(sorted(pending.causes))))
+        objects, self.objects = self.objects, {}
+        while objects:  # popping frees each pending record as soon as its Manifest exists
+            key, pending = objects.popitem()
+            causes = tuple(sorted(pending.causes))
+            body = _with_required_by(pending.body, causes)
+            by_cluster.setdefault(key.cluster, []).append(Manifest(key, body, causes))
         plans = []
         for domain in self.inventory.domains:
             for cluster in domain.clusters:
                 ref = ClusterRef(domain.name, cluster.name)
-                objects = sorted(by_cluster.get(ref, ()), key=_output_order)
-                plans.append(ClusterPlan(ref, cluster.mesh_name, tuple(objects)))
+                # Keys are unique within a cluster, so this order does not depend on the
+                # order objects were collected in.
+                manifests = sorted(by_cluster.get(ref, ()), key=_output_order)
+                plans.append(ClusterPlan(ref, cluster.mesh_name, tuple(manifests)))
         plans.sort(key=lambda p: p.cluster)
         return Plan(tuple(plans), tuple(self.diagnostics))
 
@@ -462,15 +604,17 @@ def _service_port(port: int, protocol: str, name: str | None) -> dict[str, Any]:
     return {**({"name": name} if name else {}), "port": port, "protocol": protocol}
 
 
-def _with_required_by(body: Mapping[str, Any], causes: list[str]) -> dict[str, Any]:
-    metadata = dict(body["metadata"])
-    metadata["annotations"] = {**metadata.get("annotations", {}), REQUIRED_BY: ",".join(causes)}
-    return {**body, "metadata": metadata}
+def _with_required_by(body: Mapping[str, Any], causes: tuple[str, ...]) -> dict[str, Any]:
+    """The final body: new top-level, metadata and annotations mappings, everything else shared
+    with the (memoized) body refinement built."""
+    metadata = body["metadata"]
+    annotations = {**metadata.get("annotations", {}), REQUIRED_BY: ",".join(causes)}
+    return {**body, "metadata": {**metadata, "annotations": annotations}}
 
 
 def _output_order(manifest: Manifest) -> tuple[int, str, str]:
     key = manifest.key
-    return (KIND_ORDER.index(key.kind), key.namespace, key.name)
+    return (_KIND_RANK[key.kind], key.namespace, key.name)
 
 
 def _unique(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

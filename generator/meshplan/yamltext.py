@@ -55,6 +55,21 @@ def _scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as YAML: {value!r}")
 
 
+# Caches of spellings, bounded so a long-lived process cannot grow them without limit: the
+# text of each scalar string, and each "<indent><key>:" head per indent. (Cached texts are
+# never empty, so ``cache.get(x) or compute(x)`` is a safe lookup.)
+_CACHE_LIMIT = 65536
+_SCALARS: dict[str, str] = {}
+_HEADS: dict[str, dict[str, str]] = {}
+
+
+def _new_string(value: str) -> str:
+    if len(_SCALARS) >= _CACHE_LIMIT:
+        _SCALARS.clear()
+    text = _SCALARS[value] = scalar_text(value)
+    return text
+
+
 def _key(key: str, indent: str) -> str:
     """``key:``, or ``? key`` and ``:`` on the next line when the key is too long to be implicit."""
     text = scalar_text(key)
@@ -63,16 +78,42 @@ def _key(key: str, indent: str) -> str:
     return f"{indent}? {text}\n{indent}:"
 
 
-def _mapping(data: Mapping[str, Any], indent: str, out: list[str]) -> None:
+def _new_heads(indent: str) -> dict[str, str]:
+    if len(_HEADS) >= _CACHE_LIMIT:
+        _HEADS.clear()
+    heads = _HEADS[indent] = {}
+    return heads
+
+
+def _new_head(heads: dict[str, str], key: str, indent: str) -> str:
+    if len(heads) >= _CACHE_LIMIT:
+        heads.clear()
+    head = heads[key] = _key(key, indent)
+    return head
+
+
+def _mapping(data: Mapping[str, Any], indent: str, out: list[str], first: str | None = None
+             ) -> None:
+    """Write ``data`` at ``indent``; ``first`` replaces the indent on the first key's line
+    (``<outer indent>- `` when the mapping is a sequence item)."""
+    heads = _HEADS.get(indent) or _new_heads(indent)
     for key, value in data.items():
-        head = _key(key, indent)
-        if isinstance(value, Mapping):
+        head = heads.get(key) or _new_head(heads, key, indent)
+        if first is not None:
+            head = first + head[len(indent):]
+            first = None
+        # Exact-type checks first: manifests are plain dicts, lists and strings, and an ABC
+        # isinstance() costs several times more. Other types take the general checks.
+        kind = type(value)
+        if kind is str:
+            out.append(f"{head} {_SCALARS.get(value) or _new_string(value)}\n")
+        elif kind is dict or (kind is not list and isinstance(value, Mapping)):
             if value:
                 out.append(head + "\n")
                 _mapping(value, indent + "  ", out)
             else:
                 out.append(head + " {}\n")
-        elif isinstance(value, list | tuple):
+        elif kind is list or kind is tuple or isinstance(value, list | tuple):
             if value:
                 out.append(head + "\n")
                 _sequence(value, indent, out)
@@ -84,21 +125,25 @@ def _mapping(data: Mapping[str, Any], indent: str, out: list[str]) -> None:
 
 def _sequence(items: Iterable[Any], indent: str, out: list[str]) -> None:
     inner = indent + "  "
+    dash = indent + "- "
     for item in items:
-        if isinstance(item, Mapping) and item:
-            # The first key shares the "- " line; the rest align under it.
-            start = len(out)
-            _mapping(item, inner, out)
-            out[start] = f"{indent}- {out[start][len(inner):]}"
-        elif isinstance(item, list | tuple) and item:
-            out.append(f"{indent}-\n")
-            _sequence(item, inner, out)
-        elif isinstance(item, Mapping):
-            out.append(f"{indent}- {{}}\n")
-        elif isinstance(item, list | tuple):
-            out.append(f"{indent}- []\n")
+        kind = type(item)
+        if kind is str:
+            out.append(f"{dash}{_SCALARS.get(item) or _new_string(item)}\n")
+        elif kind is dict or (kind is not list and isinstance(item, Mapping)):
+            if item:
+                # The first key shares the "- " line; the rest align under it.
+                _mapping(item, inner, out, dash)
+            else:
+                out.append(f"{dash}{{}}\n")
+        elif kind is list or kind is tuple or isinstance(item, list | tuple):
+            if item:
+                out.append(f"{indent}-\n")
+                _sequence(item, inner, out)
+            else:
+                out.append(f"{dash}[]\n")
         else:
-            out.append(f"{indent}- {_scalar(item)}\n")
+            out.append(f"{dash}{_scalar(item)}\n")
 
 
 def dump_document(data: Mapping[str, Any]) -> str:
