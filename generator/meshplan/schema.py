@@ -9,6 +9,7 @@ becomes a diagnostic located at the offending key or value, worded as "expected 
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -61,6 +62,187 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     return cls(schema, registry=registry)
 
 
+# --------------------------------------------------------------------------- fast path
+#
+# Most documents are valid, and jsonschema (pure Python, ``$ref``s resolved through
+# ``referencing`` at every use) is slow. A compiled validator (jsonschema-rs) first decides
+# whether a document is valid; only an invalid one goes through jsonschema, which words the
+# located diagnostics. The compiled validator sees a copy of the schemas whose ``pattern``s are
+# rewritten so that they mean in Rust what they mean in Python's ``re`` (jsonschema uses
+# ``re.search``): Python's ``$`` also matches before a final newline, its ``\s`` is
+# ``str.isspace`` (Rust's is narrower). Anything else the rewriter does not know is an error,
+# so a new schema construct cannot silently mean something else in Rust.
+
+
+def _import_fast_validator() -> Any:
+    try:
+        return importlib.import_module("jsonschema_rs")
+    except ImportError:
+        return None
+
+
+#: The jsonschema_rs module, or None: then every document goes through jsonschema alone.
+FAST_VALIDATOR_MODULE: Any = _import_fast_validator()
+
+#: What Python's ``\s`` matches in a ``str`` pattern (exactly the characters ``str.isspace``).
+PY_SPACE_RANGES = ((0x09, 0x0D), (0x1C, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680),
+                   (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F),
+                   (0x3000, 0x3000))
+_RUST_SPACE = "".join(f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}"
+                      for lo, hi in PY_SPACE_RANGES)
+_QUANTIFIER = re.compile(r"\{[0-9]+(,[0-9]*)?\}")
+
+
+def rust_pattern(pattern: str) -> str:
+    """``pattern`` (Python ``re`` syntax, used with ``re.search``) as the same regex for Rust."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n:
+                raise ValueError(f"trailing backslash in pattern {pattern!r}")
+            e = pattern[i + 1]
+            if e == "s":
+                out.append(f"[{_RUST_SPACE}]")
+            elif e == "S":
+                out.append(f"[^{_RUST_SPACE}]")
+            elif e.isascii() and not e.isalnum():
+                out.append(_rust_char(e))
+            else:
+                raise ValueError(f"unsupported escape \\{e} in pattern {pattern!r}")
+            i += 2
+        elif c == "[":
+            text, i = _rust_class(pattern, i)
+            out.append(text)
+        elif c == "(":
+            if pattern.startswith("(?", i):
+                head = pattern[i:i + 3]
+                if head not in ("(?:", "(?!", "(?="):
+                    raise ValueError(f"unsupported group {head!r} in pattern {pattern!r}")
+                out.append(head)
+                i += 3
+            else:
+                out.append("(")
+                i += 1
+        elif c in "*+?":
+            if i + 1 < n and pattern[i + 1] == "+":
+                raise ValueError(f"unsupported possessive quantifier in pattern {pattern!r}")
+            out.append(c)
+            i += 1
+        elif c == "{" and (m := _QUANTIFIER.match(pattern, i)):
+            out.append(m.group())
+            i = m.end()
+        else:
+            out.append({"$": r"(?:\n?\z)", ".": r"[^\n]", "^": "^", ")": ")", "|": "|"}.get(c)
+                       or _rust_char(c))
+            i += 1
+    return "".join(out)
+
+
+def _rust_char(c: str) -> str:
+    return c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}"
+
+
+def _rust_class(pattern: str, i: int) -> tuple[str, int]:
+    """The character class starting at ``pattern[i] == "["``, and the index after it."""
+    n = len(pattern)
+    i += 1
+    negate = pattern.startswith("^", i)
+    i += negate
+    parts: list[str] = []
+
+    def atom(j: int) -> tuple[str | None, int]:  # (a single character or None for \s, end)
+        if j >= n:
+            raise ValueError(f"unterminated character class in pattern {pattern!r}")
+        if pattern[j] != "\\":
+            return pattern[j], j + 1
+        e = pattern[j + 1] if j + 1 < n else ""
+        if e == "s":
+            return None, j + 2
+        if e and e.isascii() and not e.isalnum():
+            return e, j + 2
+        raise ValueError(f"unsupported escape \\{e} in a class of pattern {pattern!r}")
+
+    if pattern.startswith("]", i):
+        raise ValueError(f"unsupported ']' first in a class of pattern {pattern!r}")
+    while True:
+        if i >= n:
+            raise ValueError(f"unterminated character class in pattern {pattern!r}")
+        if pattern[i] == "]":
+            break
+        low, i = atom(i)
+        if pattern.startswith("-", i) and not pattern.startswith("-]", i):
+            high, i = atom(i + 1)
+            if low is None or high is None or ord(low) > ord(high):
+                raise ValueError(f"bad character range in pattern {pattern!r}")
+            parts.append(f"{_rust_char(low)}-{_rust_char(high)}")
+        else:
+            parts.append(_RUST_SPACE if low is None else _rust_char(low))
+    return "[" + "^" * negate + "".join(parts) + "]", i + 1
+
+
+def rust_dialect(schema: Any) -> Any:
+    """A copy of ``schema`` for the compiled validator: patterns rewritten, ``x-*`` dropped."""
+    if isinstance(schema, list):
+        return [rust_dialect(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key.startswith("x-") or key in ("title", "description"):
+            continue
+        if key == "pattern":
+            out[key] = rust_pattern(value)
+        elif key == "patternProperties":
+            out[key] = {rust_pattern(k): rust_dialect(v) for k, v in value.items()}
+        elif key in ("properties", "$defs", "dependentSchemas"):
+            out[key] = {k: rust_dialect(v) for k, v in value.items()}
+        elif key in ("enum", "const", "default", "examples"):
+            out[key] = value
+        else:
+            out[key] = rust_dialect(value)
+    return out
+
+
+@cache
+def fast_validator(name: str) -> Any:
+    """The compiled jsonschema-rs validator of schema ``name`` (needs FAST_VALIDATOR_MODULE)."""
+    rs = FAST_VALIDATOR_MODULE
+    schemas = {n: rust_dialect(json.loads(schema_text(n))) for n in SCHEMA_FILES}
+    registry = rs.Registry([(SCHEMA_URL.format(name=n), s) for n, s in schemas.items()])
+    return rs.validator_for(schemas[name], registry=registry,
+                            pattern_options=rs.FancyRegexOptions())
+
+
+def fast_is_valid(name: str, data: Any) -> bool:
+    """True only if ``data`` is certainly valid under schema ``name``; False means "ask jsonschema".
+
+    Values jsonschema-rs cannot take (non-text keys, dates, lone surrogates, ...) raise there,
+    and tuples (YAML ``!!pairs``) it would take for lists, which jsonschema does not: both are
+    left to jsonschema.
+    """
+    if FAST_VALIDATOR_MODULE is None or _has_tuple(data):
+        return False
+    try:
+        return bool(fast_validator(name).is_valid(data))
+    except Exception:
+        return False
+
+
+def _has_tuple(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(v for v in item.values() if isinstance(v, dict | list | tuple))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list | tuple))
+        elif isinstance(item, tuple):
+            return True
+    return False
+
+
 def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[Diagnostic]]:
     """Validate an inventory document; return its kind (None if unusable) and problems."""
     if not isinstance(doc.data, dict):
@@ -98,6 +280,8 @@ def check_requirement_document(doc: Document) -> tuple[DocumentKind | None, list
 
 
 def schema_diagnostics(doc: Document, kind: DocumentKind) -> Iterator[Diagnostic]:
+    if fast_is_valid(kind.schema, doc.data):
+        return
     validator = _validator(kind.schema)
     for err in validator.iter_errors(doc.data):
         yield from _explain(doc, err)
