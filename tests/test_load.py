@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from meshplan import load
 from meshplan.diagnostics import Location, Severity
 from meshplan.load import (
@@ -364,3 +367,129 @@ def test_pure_python_loader_behaves_the_same(monkeypatch: pytest.MonkeyPatch) ->
     assert messages("[" * (depth + 50) + "]" * (depth + 50)) == [
         f"f.yaml:1:{depth + 1}: : expected at most {depth} levels of nesting, found more"]
     assert messages("a: &a [*a]\n")[0].startswith("f.yaml:1:4: a[0]: expected data that ends")
+
+
+# --------------------------------------------------------------------------- one-pass parser
+
+
+def test_one_pass_parser_defers_anchors_aliases_and_tags_to_the_composer() -> None:
+    if load._LibyamlParser is None:
+        pytest.skip("PyYAML without libyaml")
+    for text in ("a: &x 1\n", "a: *x\n", "a: !!str 1\n", "- !x [1]\n", "a: ! b\n"):
+        with pytest.raises(load._NeedsComposer):
+            load._EventBuilder("f.yaml", text).parse()
+    assert load._EventBuilder("f.yaml", "a: '*x'\nb: '&y'\n").parse()[0][0].data == {
+        "a": "*x", "b": "&y"}
+
+
+def test_one_pass_parser_survives_deep_nesting() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    assert messages(deep) == [
+        f"f.yaml:1:{load.MAX_DEPTH + 1}: : expected at most {load.MAX_DEPTH} levels of nesting, "
+        "found more"]
+    assert messages("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 300)))[0].endswith(
+        "levels of nesting, found more")
+
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["yes", "No", "~", "null", "0x1F", "0o17", "1_000", "1:20", ".inf", "-.NaN",
+                     "2024-01-02", "2001-12-14t21:59:43.10-05:00", "<<", "=", "1e3", "+12",
+                     "0b101", "on", "", " lead", "a: b", "- x", "# c", "*ref", "&anc", "!t"]),
+)
+_KEYS = st.one_of(st.text(max_size=8), st.integers(-5, 5), st.booleans(), st.none(),
+                  st.sampled_from(["<<", "1.5", "True", "2024-01-02", "1", "k"]))
+_DATA = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=25,
+)
+
+
+@st.composite
+def _yaml_texts(draw: st.DrawFn) -> str:
+    """PyYAML's own output in various styles (shared objects become anchors and aliases),
+    several documents, then a few random edits."""
+    docs = draw(st.lists(_DATA, min_size=1, max_size=3))
+    if draw(st.booleans()) and docs and isinstance(docs[0], (list, dict)):
+        docs.append([docs[0], docs[0]])  # the same object twice: an anchor and an alias
+    text = yaml.dump_all(docs, Dumper=yaml.SafeDumper,
+                         default_flow_style=draw(st.sampled_from([None, True, False])),
+                         default_style=draw(st.sampled_from([None, '"', "'"])),
+                         allow_unicode=draw(st.booleans()), sort_keys=False,
+                         explicit_start=draw(st.booleans()))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(text)))
+        cut = draw(st.integers(0, 3))
+        insert = draw(st.sampled_from(["", " ", "  ", "\n", "\t", ":", ": ", "- ", "[", "]",
+                                       "{", "}", ",", "#", "&a ", "*a", "!x ", "!!int ", "'",
+                                       '"', "? ", "<<: ", "|\n", ">-\n", "---\n", "...\n",
+                                       "k: v\n", "k: v\n", "\\", "%YAML 1.1\n"]))
+        text = text[:at] + insert + text[at + cut:]
+    return text
+
+
+def _outcome(result: tuple[list[Document], list[object]]) -> object:
+    docs, problems = result
+    return [(d.file, d.index, d.data, dict(d.marks)) for d in docs], problems
+
+
+DIFFERENTIAL_EXAMPLES = 1500
+
+
+@settings(max_examples=DIFFERENTIAL_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(_yaml_texts())
+def test_one_pass_parser_equals_the_composer(text: str) -> None:
+    """The one-pass parser (and parse_yaml's choice between paths) gives exactly what the
+    composer + tree builder give: data, every mark, every diagnostic."""
+    expected = _outcome(load._parse_composed("f.yaml", text))
+    assert _outcome(parse_yaml("f.yaml", text)) == expected
+    if load._LibyamlParser is not None:
+        try:
+            fast = load._EventBuilder("f.yaml", text).parse()
+        except load._NeedsComposer:
+            return
+        assert _outcome(fast) == expected
+
+
+@pytest.mark.parametrize("limit", [3, 7, 20])
+def test_one_pass_parser_limits_equal_the_composer(
+    limit: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(load, "MAX_NODES_PER_FILE", limit)
+    monkeypatch.setattr(load, "MAX_DEPTH", 4)
+    for text in ("a: [1, 2, {b: [3, 4]}]\n---\nc: d\n", "[[[[[1]]]]]\n", "? [a, b]\n: c\n",
+                 "a: 1\na: 2\nb: [x, y, z, w]\n", "{a: {b: {c: {d: 1}}}}\n",
+                 "a: !!set {x}\nb: [1, 2, 3, 4, 5, 6]\n", "a: 1\nb: [\n"):
+        expected = _outcome(load._parse_composed("f.yaml", text))
+        assert _outcome(parse_yaml("f.yaml", text)) == expected, text
+
+
+def test_a_linked_top_folder_is_checked_file_by_file(tmp_path: Path) -> None:
+    """Files under a linked ``inventory/`` are not links themselves, but may lie outside."""
+    outside = tmp_path / "outside"
+    write(outside, "d.yaml")
+    repo = tmp_path / "repo"
+    write(repo, "shared/d.yaml")
+    repo.joinpath("inventory").symlink_to(outside)
+    _, problems = load_repository(repo)
+    assert [(p.location.file, p.message) for p in problems] == [
+        ("inventory/d.yaml", "expected a file inside the repository, found a symbolic link to "
+         f"{outside.resolve() / 'd.yaml'}")]
+    repo.joinpath("inventory").unlink()
+    repo.joinpath("inventory").symlink_to(repo / "shared")  # inside the repository: read
+    inputs, problems = load_repository(repo)
+    assert problems == []
+    assert [d.file for d in inputs.inventory] == ["inventory/d.yaml"]
+
+
+def test_special_files_are_refused_without_following_links(tmp_path: Path) -> None:
+    write(tmp_path, "inventory/ok.yaml")
+    os.mkfifo(tmp_path / "inventory/pipe.yaml")
+    _, problems = load_repository(tmp_path)
+    assert [(p.location.file, p.message) for p in problems] == [
+        ("inventory/pipe.yaml",
+         "expected a regular file, found something else (device, socket or folder)")]

@@ -10,13 +10,15 @@ Safety rules, because inputs come from pull requests:
 - YAML is composed by a Python composer that bounds nesting and node count (libyaml only
   parses: its C composer recurses without limit), then converted here, node by node, under a
   budget, so an alias bomb is an error instead of a hang; duplicate keys, merge keys and tags
-  are errors; no arbitrary tags are constructed.
+  are errors; no arbitrary tags are constructed. Files without anchors, aliases and tags take a
+  one-pass path over libyaml's events under the same limits, with the same results.
 """
 
 from __future__ import annotations
 
 import codecs
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +106,11 @@ def format_path(path: PathKey) -> str:
 
 
 def load_repository(repo: Path) -> tuple[Inputs, list[Diagnostic]]:
-    """Read ``inventory/`` and ``requirements/<domain>/`` of ``repo``."""
+    """Read ``inventory/`` and ``requirements/<domain>/`` of ``repo``.
+
+    (Callers running the whole pipeline pause the cyclic garbage collector around it:
+    ``pipeline.without_cyclic_gc``.)
+    """
     diagnostics: list[Diagnostic] = []
     inventory: list[Document] = []
     requirements: list[tuple[str, Document]] = []
@@ -143,25 +149,65 @@ def _input_files(
     if not base.is_dir():
         return
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        here = Path(dirpath)
-        for name in filenames:
-            if name.startswith(".") or not name.endswith(suffixes):
-                continue
-            path = here / name
-            relpath = path.relative_to(root).as_posix()
-            problem = _unsafe_path_problem(root, path)
-            if problem:
-                diagnostics.append(error(Location(relpath, 1, 1), "", problem))
-                continue
-            found.append(relpath)
-        for name in dirnames:
-            if (here / name).is_symlink():
-                diagnostics.append(error(Location((here / name).relative_to(root).as_posix()), "",
-                                         "expected a real folder, found a symbolic link "
-                                         "(folders behind links are not read)"))
+    # ``root`` is resolved and linked folders are never entered, so a file that is not itself a
+    # symbolic link lies inside the repository -- unless ``top`` is a link: then check each file.
+    careful = base.is_symlink()
+    _scan(root, str(base), top, suffixes, careful, diagnostics, found)
     yield from sorted(found)
+
+
+def _scan(
+    root: Path, folder: str, rel: str, suffixes: tuple[str, ...], careful: bool,
+    diagnostics: list[Diagnostic], found: list[str],
+) -> None:
+    """One folder, as ``os.walk(followlinks=False)`` visits it (top-down, same order)."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError:  # like os.walk: an unreadable folder is skipped
+        return
+    folders: list[os.DirEntry[str]] = []
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            folders.append(entry)
+            continue
+        name = entry.name
+        if name.startswith(".") or not name.endswith(suffixes):
+            continue
+        relpath = f"{rel}/{name}"
+        problem = _entry_problem(root, entry, careful)
+        if problem:
+            diagnostics.append(error(Location(relpath, 1, 1), "", problem))
+            continue
+        found.append(relpath)
+    folders = sorted((d for d in folders if not d.name.startswith(".")), key=lambda d: d.name)
+    real: list[os.DirEntry[str]] = []
+    for entry in folders:
+        if entry.is_symlink():
+            diagnostics.append(error(Location(f"{rel}/{entry.name}"), "",
+                                     "expected a real folder, found a symbolic link "
+                                     "(folders behind links are not read)"))
+        else:
+            real.append(entry)
+    for entry in real:
+        _scan(root, entry.path, f"{rel}/{entry.name}", suffixes, careful, diagnostics, found)
+
+
+def _entry_problem(root: Path, entry: os.DirEntry[str], careful: bool) -> str | None:
+    """:func:`_unsafe_path_problem` with one ``lstat`` for the common case, a plain file."""
+    try:
+        if careful or entry.is_symlink():
+            return _unsafe_path_problem(root, Path(entry.path))
+        info = entry.stat(follow_symlinks=False)
+    except OSError:  # vanished meanwhile: let the resolving check word it
+        return _unsafe_path_problem(root, Path(entry.path))
+    if not stat.S_ISREG(info.st_mode):
+        return "expected a regular file, found something else (device, socket or folder)"
+    return _size_problem(info.st_size)
 
 
 def _unsafe_path_problem(root: Path, path: Path) -> str | None:
@@ -173,7 +219,10 @@ def _unsafe_path_problem(root: Path, path: Path) -> str | None:
         return f"expected a file inside the repository, found a symbolic link to {real}"
     if not real.is_file():
         return "expected a regular file, found something else (device, socket or folder)"
-    size = real.stat().st_size
+    return _size_problem(real.stat().st_size)
+
+
+def _size_problem(size: int) -> str | None:
     if size > MAX_FILE_BYTES:
         return (f"expected a file of at most {MAX_FILE_BYTES // (1024 * 1024)} MiB "
                 f"({MAX_FILE_BYTES:,} bytes), found {size:,} bytes")
@@ -304,7 +353,22 @@ class _GuardedRuamelComposer(RuamelComposer):
 
 
 def parse_yaml(relpath: str, text: str) -> tuple[list[Document], list[Diagnostic]]:
-    """Parse a (multi-document) YAML text safely (libyaml's parser when present)."""
+    """Parse a (multi-document) YAML text safely (libyaml's parser when present).
+
+    Files without anchors, aliases and tags (nearly all) are built in one pass straight from
+    libyaml's events (:class:`_EventBuilder`); the others go through the composer, which
+    handles those. Both give the same documents, marks and diagnostics.
+    """
+    if _LibyamlParser is not None and _YAML_LOADER is not _PureYamlLoader:
+        try:
+            return _EventBuilder(relpath, text).parse()
+        except _NeedsComposer:
+            pass
+    return _parse_composed(relpath, text)
+
+
+def _parse_composed(relpath: str, text: str) -> tuple[list[Document], list[Diagnostic]]:
+    """Compose nodes, size them with aliases expanded, then build data (any YAML file)."""
     loader = _YAML_LOADER(text)
     try:
         return _compose_all(relpath, _pyyaml_nodes(loader), _pyyaml_scalar(loader), text)
@@ -477,8 +541,9 @@ class _TreeBuilder:
     def _scalar(self, node: Any, path: PathKey) -> Any:
         try:
             return self.scalar(node)
-        except (yaml.YAMLError, RuamelError, ValueError, OverflowError) as exc:
-            # ValueError: e.g. an integer of more than 4,300 digits (Python's conversion limit)
+        except (yaml.YAMLError, RuamelError, ValueError, OverflowError, LookupError) as exc:
+            # ValueError: e.g. an integer of more than 4,300 digits (Python's conversion limit);
+            # LookupError: PyYAML's constructors on e.g. "!!int ''" or "!!bool maybe"
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             self._stop(node, path, f"expected a plain YAML value, found {node.tag!r} ({problem})")
             return None
@@ -510,3 +575,197 @@ class _TreeBuilder:
                                          key_node.start_mark.column + 1)
             result[key] = self.build(value_node, child, depth + 1)
         return result
+
+
+# --------------------------------------------------------------------------- one-pass parsing
+
+
+class _NeedsComposer(Exception):
+    """The file has an anchor, an alias or a tag: :func:`_parse_composed` handles those."""
+
+
+_MISSING = object()
+_PLAIN_CACHE: dict[str, Any] = {}  # plain scalar text -> its value (values are immutable)
+_PLAIN_CACHE_SIZE = 100_000
+_PLAIN_CACHE_TEXT = 100  # characters
+_RESOLVER: Any = Resolver()  # PyYAML's implicit types, as SafeLoader resolves them
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _EventBuilder:
+    """Builds data and marks in one pass over libyaml's events, under the composer's limits.
+
+    Equivalent to :func:`_parse_composed` for files without anchors, aliases and tags (it
+    raises :class:`_NeedsComposer` at the first one): every node counts against the file's
+    budget and nesting depth when its first event arrives, exactly when ``_GuardedComposer``
+    would count it; without aliases the expanded size never exceeds that count, so it is not
+    measured. A problem that ends a document in :class:`_TreeBuilder` ("fatal") makes the
+    rest of that document be read without building, because a syntax error or a limit later
+    in the document still wins over it, as when the whole document is composed first.
+    """
+
+    def __init__(self, relpath: str, text: str) -> None:
+        self.relpath = relpath
+        self.text = text
+        self.events: Any = _LibyamlParser(text)
+        self.constructor = SafeConstructor()
+        self.nodes_left = MAX_NODES_PER_FILE
+        self.depth = 0
+        # per document
+        self.marks: dict[PathKey, tuple[int, int]] = {}
+        self.diagnostics: list[Diagnostic] = []
+        self.fatal = False
+
+    def parse(self) -> tuple[list[Document], list[Diagnostic]]:
+        documents: list[Document] = []
+        diagnostics: list[Diagnostic] = []
+        events = self.events
+        index = 0
+        try:
+            events.get_event()  # stream start
+            while type(events.get_event()) is not yaml.StreamEndEvent:  # a document starts
+                self.marks, self.diagnostics, self.fatal = {}, [], False
+                data = self._node(events.get_event(), (), True)
+                events.get_event()  # document end: only now is the document complete
+                diagnostics.extend(self.diagnostics)
+                if data is not None and not self.fatal:
+                    documents.append(Document(self.relpath, index, data, self.marks))
+                index += 1
+        except yaml.YAMLError as exc:
+            diagnostics.append(_syntax_error(self.relpath, exc, self.text))
+        except _LimitExceeded as exc:
+            diagnostics.append(error(self._here(exc.mark), "", exc.message))
+        except RecursionError:  # only if called with little stack left: depth is bounded
+            diagnostics.append(error(Location(self.relpath, 1, 1), "", f"expected at most "
+                                     f"{MAX_DEPTH} levels of nesting, found a document nested "
+                                     "too deeply to read"))
+        finally:
+            events.dispose()
+        return documents, diagnostics
+
+    def _enter(self, event: Any) -> None:
+        """Count a node by its first event, as ``_Budget.enter`` counts it."""
+        self.nodes_left -= 1
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _LimitExceeded(event.start_mark, f"expected at most {MAX_DEPTH} levels of "
+                                 "nesting, found more")
+        if self.nodes_left < 0:
+            raise _LimitExceeded(event.start_mark, f"expected at most {MAX_NODES_PER_FILE:,} "
+                                 "YAML nodes in one file, found more (split the file)")
+        if type(event) is yaml.AliasEvent or event.anchor is not None or event.tag is not None:
+            raise _NeedsComposer
+
+    def _node(self, event: Any, path: PathKey, live: bool) -> Any:
+        """Read the node that ``event`` starts; build it (data and marks) only if ``live``: not
+        after a fatal problem in its document, not as the value of a repeated key."""
+        self._enter(event)
+        live = live and not self.fatal
+        kind = type(event)
+        if live:
+            mark = event.start_mark
+            self.marks.setdefault(path, (mark.line + 1, mark.column + 1))
+        if kind is yaml.ScalarEvent:
+            value = self._scalar(event, path) if live else None
+        elif kind is yaml.SequenceStartEvent:
+            value = self._sequence(path, live)
+        else:
+            value = self._mapping(path, live)
+        self.depth -= 1
+        return value
+
+    def _sequence(self, path: PathKey, live: bool) -> list[Any] | None:
+        # each loop fetches the next event once (no peeking): an item's start, or the end
+        events = self.events
+        items: list[Any] = []
+        while type(event := events.get_event()) is not yaml.SequenceEndEvent:
+            items.append(self._node(event, (*path, len(items)), live))
+        return items if live else None
+
+    def _mapping(self, path: PathKey, live: bool) -> dict[Any, Any] | None:
+        events = self.events
+        result: dict[Any, Any] = {}
+        while type(key_event := events.get_event()) is not yaml.MappingEndEvent:
+            self._enter(key_event)
+            found = self._key(key_event, path, result) if live and not self.fatal else None
+            if type(key_event) is yaml.SequenceStartEvent:  # a list as key: read it
+                self._sequence(path, False)
+            elif type(key_event) is yaml.MappingStartEvent:
+                self._mapping(path, False)
+            self.depth -= 1  # the key is complete
+            if found is None:  # no key to build (a problem, or a repeated key): read the value
+                self._node(events.get_event(), path, False)
+                continue
+            key, child = found
+            result[key] = self._node(events.get_event(), child, True)
+        return result if live else None
+
+    def _key(
+        self, event: Any, path: PathKey, result: dict[Any, Any]
+    ) -> tuple[Any, PathKey] | None:
+        """A mapping key's value and its child path, or None (a problem, a repeated key)."""
+        if type(event) is not yaml.ScalarEvent:
+            self._stop(event, path, "expected a text key, found a list or mapping as key")
+            return None
+        if event.implicit[0] and event.value == "<<" and \
+                _RESOLVER.resolve(yaml.ScalarNode, "<<", (True, False)) == _MERGE_TAG:
+            self._stop(event, path, "expected ordinary keys, found a YAML merge key '<<' "
+                       "(not supported: write the keys out)")
+            return None
+        key = self._scalar(event, path)
+        if self.fatal:
+            return None
+        if not isinstance(key, (str, int, bool, float)) and key is not None:
+            self._stop(event, path, f"expected a text key, found {key!r}")
+            return None
+        child: PathKey = (*path, key if isinstance(key, (str, int)) else str(key))
+        if key in result:
+            first = self.marks.get((*child, KEY), (0, 0))
+            self.diagnostics.append(error(
+                self._here(event.start_mark), format_path(child),
+                f"expected each key once, found '{key}' again (first at line {first[0]})"))
+            return None
+        self.marks[(*child, KEY)] = _position(event.start_mark)
+        return key, child
+
+    def _scalar(self, event: Any, path: PathKey) -> Any:
+        value = event.value
+        if not event.implicit[0]:  # quoted or block scalar without a tag: always text
+            return value
+        # a plain scalar's type comes from regular expressions (PyYAML's SafeLoader rules);
+        # the same names and numbers recur in every file, so their values are remembered
+        known = _PLAIN_CACHE.get(value, _MISSING)
+        if known is not _MISSING:
+            return known
+        tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+        if tag == "tag:yaml.org,2002:str":
+            data: Any = value
+        else:
+            node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark)
+            try:
+                data = self.constructor.construct_object(node, deep=True)
+            except (yaml.YAMLError, ValueError, OverflowError, LookupError) as exc:
+                # as in _TreeBuilder._scalar: huge integers, PyYAML's constructor bugs
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                self._stop(event, path, f"expected a plain YAML value, found {tag!r} "
+                           f"({problem})")
+                return None
+            self.constructor.constructed_objects.clear()
+        if len(value) <= _PLAIN_CACHE_TEXT:  # names, numbers, booleans repeat; long text not
+            if len(_PLAIN_CACHE) >= _PLAIN_CACHE_SIZE:
+                _PLAIN_CACHE.clear()
+            _PLAIN_CACHE[value] = data
+        return data
+
+    def _stop(self, event: Any, path: PathKey, message: str) -> None:
+        if not self.fatal:
+            self.diagnostics.append(error(self._here(event.start_mark), format_path(path), message))
+        self.fatal = True
+
+    def _here(self, mark: Any) -> Location:
+        return Location(self.relpath, *_position(mark))
+
+
+def _position(mark: Any) -> tuple[int, int]:
+    """1-based (line, column) of a libyaml mark."""
+    return mark.line + 1, mark.column + 1
