@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple, Protocol, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from operator import attrgetter
+from typing import NamedTuple, TypeVar
 
 from .diagnostics import Diagnostic, Location, error, warning
 from .model import (
@@ -61,22 +62,19 @@ def _first_seen(location: Location) -> str:
     return f"{location.file}:{location.line}"
 
 
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def location(self) -> Location: ...
+Record = TypeVar("Record")
 
 
-Named = TypeVar("Named", bound=_Named)
-
-
-def _repeated(records: Iterable[Named]) -> Iterator[tuple[Named, Location]]:
-    """(record, where its name was first seen) for every record whose name was seen before."""
-    seen: dict[str, Location] = {}
+def _repeated(
+    records: Iterable[Record],
+    key: Callable[[Record], object] = attrgetter("name"),
+    where: Callable[[Record], Location] = attrgetter("location"),
+) -> Iterator[tuple[Record, Location]]:
+    """(record, where its key was first seen) for every record whose key was seen before."""
+    seen: dict[object, Location] = {}
     for record in records:
-        first = seen.setdefault(record.name, record.location)
-        if first != record.location:
+        first = seen.setdefault(key(record), where(record))
+        if first != where(record):
             yield record, first
 
 
@@ -148,24 +146,18 @@ def _service_problems(
 
 
 def _mesh_identity_problems(inventory: Inventory) -> Iterator[Diagnostic]:
-    names: dict[str, Location] = {}
-    ids: dict[int, Location] = {}
-    for domain in inventory.domains:
-        for cluster in domain.clusters:
-            first = names.setdefault(cluster.mesh_name, cluster.mesh_name_location)
-            if first != cluster.mesh_name_location:
-                yield error(cluster.mesh_name_location, f"{cluster.path}.{cluster.mesh_name_key}",
-                            "expected Cilium cluster "
-                            f"names unique across the mesh, found '{cluster.mesh_name}' again "
-                            f"(first at {_first_seen(first)})")
-            if cluster.mesh_id is None:
-                continue
-            first_id = ids.setdefault(cluster.mesh_id, cluster.mesh_id_location)
-            if first_id != cluster.mesh_id_location:
-                yield error(cluster.mesh_id_location, f"{cluster.path}.meshId",
-                            "expected Cilium cluster ids "
-                            f"unique across the mesh, found {cluster.mesh_id} again (first at "
-                            f"{_first_seen(first_id)})")
+    clusters = [c for d in inventory.domains for c in d.clusters]
+    for cluster, first in _repeated(clusters, attrgetter("mesh_name"),
+                                    attrgetter("mesh_name_location")):
+        yield error(cluster.mesh_name_location, f"{cluster.path}.{cluster.mesh_name_key}",
+                    "expected Cilium cluster names unique across the mesh, found "
+                    f"'{cluster.mesh_name}' again (first at {_first_seen(first)})")
+    with_ids = [c for c in clusters if c.mesh_id is not None]
+    for cluster, first in _repeated(with_ids, attrgetter("mesh_id"),
+                                    attrgetter("mesh_id_location")):
+        yield error(cluster.mesh_id_location, f"{cluster.path}.meshId", "expected Cilium "
+                    f"cluster ids unique across the mesh, found {cluster.mesh_id} again (first "
+                    f"at {_first_seen(first)})")
 
 
 def parse_network(text: str, where: Location, path: str) -> tuple[Network | None, list[Diagnostic]]:
