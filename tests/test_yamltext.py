@@ -15,7 +15,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from meshplan.yamltext import dump_document, dump_documents, scalar_text
+from meshplan.yamltext import SharedText, dump_document, dump_documents, scalar_text
 from ruamel.yaml import YAML
 from semantics import same_data
 from support.k8s import require_kubectl
@@ -196,3 +196,39 @@ def test_shared_and_non_plain_containers_write_like_plain_ones() -> None:
     odd = {"x": (shared,), "y": MappingProxyType(shared)}
     assert dump_documents([odd, plain]) == dump_documents([plain, plain])
     assert f"- ? {long_key}\n  : v\n" in dump_document(plain)
+
+
+# --------------------------------------------------------------------------- shared text memo
+
+_leaf = st.dictionaries(st.sampled_from(["a", "b", "port", "k8s:x", "yes"]),
+                        st.one_of(st.text(max_size=5), st.integers(), st.booleans()),
+                        min_size=1, max_size=3)
+_shared_pool = st.lists(
+    st.dictionaries(st.sampled_from(["toEndpoints", "toPorts", "selector", "type"]),
+                    st.one_of(_leaf, st.lists(_leaf, max_size=2), st.text(max_size=4)),
+                    min_size=1, max_size=3),
+    min_size=1, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_shared_pool, st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3),
+                                        st.integers(0, 2)), min_size=1, max_size=8))
+def test_the_shared_text_memo_never_changes_the_output(
+    pool: list[dict[str, Any]], picks: list[tuple[int, int, int]],
+) -> None:
+    # The same dict objects placed as "spec" values and as egress/ingress items, at several
+    # depths (so at several indents) across documents: with or without the memo, same text.
+    documents: list[dict[str, Any]] = []
+    for spec_pick, item_pick, depth in picks:
+        spec = pool[spec_pick % len(pool)]
+        item = pool[item_pick % len(pool)]
+        body: dict[str, Any] = {"spec": spec, "egress": [item, spec], "ingress": [item]}
+        for _ in range(depth):
+            body = {"spec": body, "metadata": {"name": "x"}}
+        documents.append(body)
+
+    plain = dump_documents(documents)
+    memo = SharedText()
+
+    assert dump_documents(documents, memo) == plain
+    assert dump_documents(documents, memo) == plain  # and again, from the filled memo

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .model import Inventory
 from .refine import ClusterPlan, Manifest, Plan
-from .yamltext import dump_document, dump_documents
+from .yamltext import SharedText, dump_document, dump_documents
 
 OUTPUT_MARKER = ".meshplan-output"
 MARKER_TEXT = (
@@ -68,7 +68,8 @@ def cluster_dir(cluster: ClusterPlan) -> str:
     return f"clusters/{cluster.cluster.domain}/{cluster.cluster.name}"
 
 
-def render_cluster(cluster: ClusterPlan) -> list[OutputFile]:
+def render_cluster(cluster: ClusterPlan, memo: SharedText | None = None) -> list[OutputFile]:
+    """The files of one cluster; ``memo`` (one per render) reuses the text of shared parts."""
     groups: dict[str, list[Manifest]] = {}
     for manifest in cluster.objects:
         groups.setdefault(FILE_FOR_KIND[manifest.key.kind], []).append(manifest)
@@ -84,7 +85,7 @@ def render_cluster(cluster: ClusterPlan) -> list[OutputFile]:
                         .encode())]
     for name in names:
         text = header(cluster, name.removesuffix(".yaml").capitalize()) + dump_documents(
-            m.body for m in groups[name])
+            (m.body for m in groups[name]), memo)
         files.append(OutputFile(f"{base}/{name}", text.encode()))
     return files
 
@@ -94,8 +95,9 @@ def render(plan: Plan, inventory: Inventory | None = None) -> Rendered:
     from .bootstrap import bootstrap_files  # bootstrap builds on OutputFile from here
 
     files = [OutputFile(OUTPUT_MARKER, MARKER_TEXT.encode())]
+    memo = SharedText()  # the plan's objects are immutable and alive for the whole render
     for cluster in plan.clusters:
-        files.extend(render_cluster(cluster))
+        files.extend(render_cluster(cluster, memo))
     if inventory is not None:
         files.extend(bootstrap_files(inventory))
     files.sort(key=lambda f: f.path)

@@ -92,8 +92,42 @@ def _new_head(heads: dict[str, str], key: str, indent: str) -> str:
     return head
 
 
-def _mapping(data: Mapping[str, Any], indent: str, out: list[str], first: str | None = None
-             ) -> None:
+class SharedText:
+    """The text of sub-objects that several documents share, for one render.
+
+    Refinement shares immutable sub-objects between documents (a service's Service spec in
+    every cluster that mirrors it, a requirement's rule bodies in every cluster of its scope).
+    Their text is kept from the second time one is met, keyed by identity and indentation;
+    the object itself is held too, so its id cannot be reused by another object meanwhile.
+    Only objects never mutated while a render runs may be written with a memo.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[int, object] = {}
+        self.texts: dict[tuple[int, str], str] = {}
+
+    def text(self, item: Mapping[str, Any], indent: str, first: str | None) -> str | None:
+        """The cached text of ``item`` at this position, or None to write it normally."""
+        key = id(item)
+        if self.seen.get(key) is not item:
+            self.seen[key] = item  # first meeting: remember, write normally
+            return None
+        where = (key, first if first is not None else indent)
+        text = self.texts.get(where)
+        if text is None:
+            out: list[str] = []
+            _mapping(item, indent, out, first, self)
+            text = self.texts[where] = "".join(out)
+        return text
+
+
+# The keys whose values refinement shares between documents (see refine.py): worth a memo.
+_SHARED_VALUES = frozenset({"spec"})
+_SHARED_ITEMS = frozenset({"egress", "ingress"})
+
+
+def _mapping(data: Mapping[str, Any], indent: str, out: list[str], first: str | None = None,
+             memo: SharedText | None = None) -> None:
     """Write ``data`` at ``indent``; ``first`` replaces the indent on the first key's line
     (``<outer indent>- `` when the mapping is a sequence item)."""
     heads = _HEADS.get(indent) or _new_heads(indent)
@@ -110,20 +144,27 @@ def _mapping(data: Mapping[str, Any], indent: str, out: list[str], first: str | 
         elif kind is dict or (kind is not list and isinstance(value, Mapping)):
             if value:
                 out.append(head + "\n")
-                _mapping(value, indent + "  ", out)
+                cached = (memo.text(value, indent + "  ", None)
+                          if memo is not None and key in _SHARED_VALUES else None)
+                if cached is None:
+                    _mapping(value, indent + "  ", out, None, memo)
+                else:
+                    out.append(cached)
             else:
                 out.append(head + " {}\n")
         elif kind is list or kind is tuple or isinstance(value, list | tuple):
             if value:
                 out.append(head + "\n")
-                _sequence(value, indent, out)
+                _sequence(value, indent, out, memo if key in _SHARED_ITEMS else None)
             else:
                 out.append(head + " []\n")
         else:
             out.append(f"{head} {_scalar(value)}\n")
 
 
-def _sequence(items: Iterable[Any], indent: str, out: list[str]) -> None:
+def _sequence(items: Iterable[Any], indent: str, out: list[str],
+              memo: SharedText | None = None) -> None:
+    """Write ``items``; with ``memo``, mapping items shared between documents are cached."""
     inner = indent + "  "
     dash = indent + "- "
     for item in items:
@@ -133,7 +174,11 @@ def _sequence(items: Iterable[Any], indent: str, out: list[str]) -> None:
         elif kind is dict or (kind is not list and isinstance(item, Mapping)):
             if item:
                 # The first key shares the "- " line; the rest align under it.
-                _mapping(item, inner, out, dash)
+                cached = memo.text(item, inner, dash) if memo is not None else None
+                if cached is None:
+                    _mapping(item, inner, out, dash, memo)
+                else:
+                    out.append(cached)
             else:
                 out.append(f"{dash}{{}}\n")
         elif kind is list or kind is tuple or isinstance(item, list | tuple):
@@ -146,13 +191,14 @@ def _sequence(items: Iterable[Any], indent: str, out: list[str]) -> None:
             out.append(f"{dash}{_scalar(item)}\n")
 
 
-def dump_document(data: Mapping[str, Any]) -> str:
+def dump_document(data: Mapping[str, Any], memo: SharedText | None = None) -> str:
     """One YAML document (a mapping), without the ``---`` separator."""
     out: list[str] = []
-    _mapping(data, "", out)
+    _mapping(data, "", out, None, memo)
     return "".join(out) if out else "{}\n"
 
 
-def dump_documents(documents: Iterable[Mapping[str, Any]]) -> str:
-    """Several documents separated by ``---``."""
-    return "---\n".join(dump_document(d) for d in documents)
+def dump_documents(documents: Iterable[Mapping[str, Any]],
+                   memo: SharedText | None = None) -> str:
+    """Several documents separated by ``---``; ``memo`` reuses the text of shared parts."""
+    return "---\n".join(dump_document(d, memo) for d in documents)
