@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meshplan.diagnostics import InputError, Severity
+from meshplan.diagnostics import Diagnostic, InputError, Severity
 from meshplan.pipeline import render_repository, validate
 from semantics import (
     REQUIRED_BY,
@@ -394,11 +394,14 @@ def test_external_name_uses_the_local_cluster_domain(tmp_path: Path) -> None:
         "db.db-ns.svc.a2.example")
 
 
-def test_external_name_clashing_with_an_inventory_service_is_an_error(tmp_path: Path) -> None:
+def clash_errors(tmp_path: Path, namespace: str) -> list[Diagnostic]:
+    """beta gets its own service "api" on b1 in ``namespace``; its shop calls alpha's api.
+
+    Returns the errors of rendering, after checking that ``validate`` reports them too.
+    """
     domains = base_domains()
-    # beta gets its own service named "api", running in b1's namespace shop.
     domains[1]["spec"]["services"].append(
-        {"name": "api", "namespace": "shop", "selector": {"app": "beta-api"},
+        {"name": "api", "namespace": namespace, "selector": {"app": "beta-api"},
          "ports": [{"port": 80}], "clusters": ["b1"]})
     repo = repo_with(tmp_path, {"beta": [
         requirement("shop", {"service": "shop"}, egress=[to(API_OF_ALPHA)]),
@@ -406,29 +409,28 @@ def test_external_name_clashing_with_an_inventory_service_is_an_error(tmp_path: 
     with pytest.raises(InputError) as caught:
         render_repository(repo)
     errors = [d for d in caught.value.diagnostics if d.severity is Severity.ERROR]
+    inventory, diagnostics = validate(repo)  # `meshplan validate` reports them too
+    assert inventory is None and all(e in diagnostics for e in errors)
+    return errors
+
+
+def test_external_name_clashing_with_an_inventory_service_is_an_error(tmp_path: Path) -> None:
+    # shop's own namespace: the ExternalName Service for alpha's api would take beta's api name.
+    errors = clash_errors(tmp_path, "shop")
     assert len(errors) == 1
-    inventory, diagnostics = validate(repo)  # `meshplan validate` reports it too
-    assert inventory is None and errors[0] in diagnostics
     message = errors[0].message
     assert "beta/api" in message and "alpha/api" in message and "shop" in message
+    assert "ExternalName" in message
     assert errors[0].location.file == "requirements/beta/shop.yaml"
 
 
 def test_mirror_clashing_with_an_inventory_service_is_an_error(tmp_path: Path) -> None:
-    """beta runs its own api in api-ns on b1: a mirror of alpha's api would replace it."""
-    domains = base_domains()
-    domains[1]["spec"]["services"].append(
-        {"name": "api", "namespace": "api-ns", "selector": {"app": "beta-api"},
-         "ports": [{"port": 80}], "clusters": ["b1"]})
-    repo = repo_with(tmp_path, {"beta": [
-        requirement("shop", {"service": "shop"}, egress=[to(API_OF_ALPHA)]),
-    ]}, domains)
-    with pytest.raises(InputError) as caught:
-        render_repository(repo)
-    errors = [d for d in caught.value.diagnostics if d.severity is Severity.ERROR]
+    # alpha's api namespace: a mirror of alpha's api would replace beta's api.
+    errors = clash_errors(tmp_path, "api-ns")
     assert len(errors) == 1
     message = errors[0].message
     assert "beta/api" in message and "alpha/api" in message and "api-ns" in message
+    assert "mirror" in message
     assert errors[0].location.file == "requirements/beta/shop.yaml"
 
 

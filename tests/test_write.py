@@ -145,14 +145,25 @@ def test_failure_mid_write_leaves_the_old_output(tmp_path: Path,
     assert read_tree(out) == {f.path: f.content for f in files}
 
 
-def test_failure_while_swapping_without_renameat2_restores_the_old_output(
+def changed_repo_without_renameat2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> tuple[Path, Path, dict[str, bytes]]:
+    """A rendered output, a changed requirement, and the two-rename swap (no renameat2).
+
+    Returns (repo, out, the output's bytes before the next write).
+    """
     repo, out = example(tmp_path), tmp_path / "out"
     assert render(repo, out)[0] == 0
     before_bytes = read_tree(out)
     edit_requirement(repo)
     monkeypatch.setattr(write, "_rename_exchange", lambda a, b: False)
+    return repo, out, before_bytes
+
+
+def test_failure_while_swapping_without_renameat2_restores_the_old_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo, out, before_bytes = changed_repo_without_renameat2(tmp_path, monkeypatch)
     real_rename = Path.rename
 
     def failing_rename(self: Path, target: str | os.PathLike[str]) -> Path:
@@ -265,11 +276,7 @@ def test_staging_folders_left_by_a_killed_run_are_removed(tmp_path: Path) -> Non
 def test_an_output_on_another_file_system_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    repo, out = example(tmp_path), tmp_path / "out"
-    assert render(repo, out)[0] == 0
-    before_bytes = read_tree(out)
-    edit_requirement(repo)
-    monkeypatch.setattr(write, "_rename_exchange", lambda a, b: False)
+    repo, out, before_bytes = changed_repo_without_renameat2(tmp_path, monkeypatch)
 
     def cross_device(self: Path, target: str | os.PathLike[str]) -> Path:
         raise OSError(18, "Invalid cross-device link")
