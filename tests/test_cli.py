@@ -1,0 +1,70 @@
+"""The command line's contract: exit codes, --help everywhere, --version, the bug path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import run_cli
+from meshplan import __version__, cli
+
+
+def test_every_command_has_help() -> None:
+    commands = sorted(cli.cli.commands)
+    assert {"validate", "render", "publish", "diff", "verify", "graph", "schema"} <= set(commands)
+    for name in commands:
+        code, out, _ = run_cli([name, "--help"])
+        assert code == 0 and out.startswith("Usage: ") and f" {name} [OPTIONS]" in out, name
+
+
+def test_version() -> None:
+    code, out, _ = run_cli(["--version"])
+    assert code == 0 and out.strip() == f"meshplan, version {__version__}"
+
+
+@pytest.mark.parametrize("args", [
+    ["validate", "--no-such-option"],
+    ["render", "--repo", "/no/such/folder"],
+    ["no-such-command"],
+    ["graph", "--format", "png"],
+])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    code, _, err = run_cli(args)
+    assert code == 2 and "Usage:" in err and "Traceback" not in err
+
+
+def bug(*_args: object, **_kwargs: object) -> None:
+    raise RuntimeError("an invariant broke")
+
+
+def test_an_internal_bug_exits_3_with_a_hint_and_no_traceback(
+    example_repo: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "validate", bug)  # fault injection: a bug inside the pipeline
+    monkeypatch.delenv("MESHPLAN_DEBUG", raising=False)
+    result = CliRunner().invoke(cli.cli, ["validate", "--repo", str(example_repo)])
+
+    assert result.exit_code == 3
+    assert "internal error: RuntimeError: an invariant broke" in result.stderr
+    assert "This is a bug in meshplan" in result.stderr and "MESHPLAN_DEBUG=1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_traceback_is_printed_only_when_asked(
+    example_repo: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "validate", bug)
+    monkeypatch.setenv("MESHPLAN_DEBUG", "1")
+    result = CliRunner().invoke(cli.cli, ["validate", "--repo", str(example_repo)])
+
+    assert result.exit_code == 3
+    assert "Traceback" in result.stderr and "an invariant broke" in result.stderr
+
+
+def test_input_problems_exit_1_without_a_bug_hint(example_repo: Path) -> None:
+    (example_repo / "inventory" / "domain1.yaml").write_text("kind: Domain\n", encoding="utf-8")
+    for command in ("validate", "render", "verify"):
+        code, out, err = run_cli([command, "--repo", str(example_repo)])
+        assert code == 1, command
+        assert "bug" not in (out + err).lower() and "Traceback" not in err
