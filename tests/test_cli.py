@@ -68,3 +68,33 @@ def test_input_problems_exit_1_without_a_bug_hint(example_repo: Path) -> None:
         code, out, err = run_cli([command, "--repo", str(example_repo)])
         assert code == 1, command
         assert "bug" not in (out + err).lower() and "Traceback" not in err
+
+
+def test_long_commands_say_what_they_do_on_a_terminal_only(example_repo: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "meshplan", "render", "--repo", str(example_repo)]
+    leader, follower = pty.openpty()
+    try:
+        on_terminal = subprocess.run(command, stderr=follower, stdout=subprocess.PIPE,
+                                     timeout=60, check=False)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    redirected = subprocess.run(command, capture_output=True, timeout=60, check=False)
+
+    assert on_terminal.returncode == 0 and redirected.returncode == 0
+    assert b"meshplan: reading, checking and refining" in seen
+    assert b"reading, checking" not in redirected.stderr  # logs and pipes stay quiet

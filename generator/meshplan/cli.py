@@ -40,6 +40,12 @@ FORMAT_OPTION = click.option(
 )
 
 
+def progress(message: str) -> None:
+    """A line saying what long work is under way; on a terminal only (logs get the summary)."""
+    if sys.stderr.isatty():
+        click.echo(f"meshplan: {message}", err=True)
+
+
 def print_diagnostics(diagnostics: Iterable[Diagnostic], *, quiet_notices: bool = False) -> None:
     for diagnostic in diagnostics:
         if quiet_notices and diagnostic.severity is Severity.NOTICE:
@@ -135,6 +141,7 @@ def render_command(repo: Path, out: Path | None, check: bool) -> None:
     content did not change are left untouched.
     """
     out = out if out is not None else repo / "rendered"
+    progress(f"reading, checking and refining {repo} ...")
     rendered, diagnostics = render_repository(repo)
     print_diagnostics(diagnostics)
     warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
@@ -205,6 +212,7 @@ def publish_command(repo: Path, branch: str | None, remote: str, push: bool,
     """
     from .publish import PublishOptions, publish
 
+    progress("rendering the checked-out commit and publishing it ...")
     result = publish(PublishOptions(repo, branch=branch, remote=remote, push=push,
                                     allow_dirty=allow_dirty))
     print_diagnostics(result.diagnostics, quiet_notices=True)
@@ -240,6 +248,7 @@ def diff_command(repo: Path, base: str, output_format: str, exit_code: bool) -> 
     """
     from .gitdiff import diff_repository, format_markdown, format_text
 
+    progress(f"rendering {base} and the working tree ...")
     report, diagnostics = diff_repository(repo, base, with_flows=output_format == "markdown")
     print_diagnostics(diagnostics, quiet_notices=True)
     if report.base_note:
@@ -274,6 +283,7 @@ def verify_command(repo: Path, rendered: Path | None, output_format: str) -> Non
     """
     from .verify import verify_repository
 
+    progress("evaluating the rendered policies against the requirements ...")
     report = verify_repository(repo, rendered)
     if output_format == "json":
         click.echo(diagnostics_json(report.diagnostics, report.ok))
@@ -315,6 +325,7 @@ def graph_command(repo: Path, rendered: Path | None, output_format: str, domain:
     from .graph import connectivity_graph, render_graph
     from .verify import verify_repository
 
+    progress("evaluating the rendered policies against the requirements ...")
     report = verify_repository(repo, rendered)
     domains = {e.domain for e in report.endpoints if e.is_pod}
     clusters = {c for e in report.endpoints if e.is_pod

@@ -1,0 +1,5 @@
+"""``python -m meshplan``: the same command line as the ``meshplan`` script."""
+
+from .cli import main
+
+main()
