@@ -486,25 +486,59 @@ _PLAIN_TAGS = {"sequence": "tag:yaml.org,2002:seq", "mapping": "tag:yaml.org,200
 _KIND_WORDS = {"sequence": "list", "mapping": "mapping"}
 
 
-class _TreeBuilder:
+_NESTED_KEY = "expected a text key, found a list or mapping as key"
+_MERGE_KEY = ("expected ordinary keys, found a YAML merge key '<<' "
+              "(not supported: write the keys out)")
+
+
+class _DataBuilder:
+    """What both ways of building data share: the marks, the problems, and the key rules.
+
+    ``item`` below is a node or an event: anything with a ``start_mark``. A problem that
+    makes the rest of the document meaningless is reported once and sets ``fatal``.
+    """
+
+    def __init__(self, relpath: str) -> None:
+        self.relpath = relpath
+        self.marks: dict[PathKey, tuple[int, int]] = {}
+        self.diagnostics: list[Diagnostic] = []
+        self.fatal = False
+
+    def _here(self, mark: Any) -> Location:
+        return Location(self.relpath, *_position(mark))
+
+    def _stop(self, item: Any, path: PathKey, message: str) -> None:
+        if not self.fatal:
+            self.diagnostics.append(error(self._here(item.start_mark), format_path(path),
+                                          message))
+        self.fatal = True
+
+    def _admit_key(self, item: Any, key: Any, path: PathKey, result: dict[Any, Any]
+                   ) -> PathKey | None:
+        """The child path of a mapping key, or None: a key of the wrong type (fatal) or one
+        already in ``result`` (reported; its value is skipped)."""
+        if not isinstance(key, (str, int, bool, float)) and key is not None:
+            self._stop(item, path, f"expected a text key, found {key!r}")
+            return None
+        child: PathKey = (*path, key if isinstance(key, (str, int)) else str(key))
+        if key in result:
+            first = self.marks.get((*child, KEY), (0, 0))
+            self.diagnostics.append(error(
+                self._here(item.start_mark), format_path(child),
+                f"expected each key once, found '{key}' again (first at line {first[0]})"))
+            return None
+        self.marks[(*child, KEY)] = _position(item.start_mark)
+        return child
+
+
+class _TreeBuilder(_DataBuilder):
     """Converts a composed node graph into plain data, recording positions on the way."""
 
     def __init__(self, relpath: str, scalar: Callable[[Any], Any]) -> None:
-        self.relpath = relpath
+        super().__init__(relpath)
         self.scalar = scalar
-        self.marks: dict[PathKey, tuple[int, int]] = {}
-        self.diagnostics: list[Diagnostic] = []
         self.budget = MAX_NODES_PER_FILE
-        self.fatal = False
         self._open: set[int] = set()  # collections being built (an alias to one is recursive)
-
-    def _here(self, node: Any) -> Location:
-        return Location(self.relpath, node.start_mark.line + 1, node.start_mark.column + 1)
-
-    def _stop(self, node: Any, path: PathKey, message: str) -> None:
-        if not self.fatal:
-            self.diagnostics.append(error(self._here(node), format_path(path), message))
-        self.fatal = True
 
     def build(self, node: Any, path: PathKey, depth: int) -> Any:
         if self.fatal:
@@ -552,28 +586,19 @@ class _TreeBuilder:
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.id != "scalar":
-                self._stop(key_node, path, "expected a text key, found a list or mapping as key")
+                self._stop(key_node, path, _NESTED_KEY)
                 return result
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                self._stop(key_node, path, "expected ordinary keys, found a YAML merge key '<<' "
-                           "(not supported: write the keys out)")
+            if key_node.tag == _MERGE_TAG:
+                self._stop(key_node, path, _MERGE_KEY)
                 return result
             key = self._scalar(key_node, path)
             if self.fatal:
                 return result
-            if not isinstance(key, (str, int, bool, float)) and key is not None:
-                self._stop(key_node, path, f"expected a text key, found {key!r}")
+            child = self._admit_key(key_node, key, path, result)
+            if self.fatal:
                 return result
-            child: PathKey = (*path, key if isinstance(key, (str, int)) else str(key))
-            if key in result:
-                first = self.marks.get((*child, KEY), (0, 0))
-                self.diagnostics.append(error(
-                    self._here(key_node), format_path(child),
-                    f"expected each key once, found '{key}' again (first at line {first[0]})"))
-                continue
-            self.marks[(*child, KEY)] = (key_node.start_mark.line + 1,
-                                         key_node.start_mark.column + 1)
-            result[key] = self.build(value_node, child, depth + 1)
+            if child is not None:  # None: a repeated key, already reported
+                result[key] = self.build(value_node, child, depth + 1)
         return result
 
 
@@ -592,7 +617,7 @@ _RESOLVER: Any = Resolver()  # PyYAML's implicit types, as SafeLoader resolves t
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class _EventBuilder:
+class _EventBuilder(_DataBuilder):
     """Builds data and marks in one pass over libyaml's events, under the composer's limits.
 
     Equivalent to :func:`_parse_composed` for files without anchors, aliases and tags (it
@@ -605,16 +630,12 @@ class _EventBuilder:
     """
 
     def __init__(self, relpath: str, text: str) -> None:
-        self.relpath = relpath
+        super().__init__(relpath)
         self.text = text
         self.events: Any = _LibyamlParser(text)
         self.constructor = SafeConstructor()
         self.nodes_left = MAX_NODES_PER_FILE
-        self.depth = 0
-        # per document
-        self.marks: dict[PathKey, tuple[int, int]] = {}
-        self.diagnostics: list[Diagnostic] = []
-        self.fatal = False
+        self.depth = 0  # marks, diagnostics and fatal are per document: reset in parse()
 
     def parse(self) -> tuple[list[Document], list[Diagnostic]]:
         documents: list[Document] = []
@@ -705,28 +726,17 @@ class _EventBuilder:
     ) -> tuple[Any, PathKey] | None:
         """A mapping key's value and its child path, or None (a problem, a repeated key)."""
         if type(event) is not yaml.ScalarEvent:
-            self._stop(event, path, "expected a text key, found a list or mapping as key")
+            self._stop(event, path, _NESTED_KEY)
             return None
         if event.implicit[0] and event.value == "<<" and \
                 _RESOLVER.resolve(yaml.ScalarNode, "<<", (True, False)) == _MERGE_TAG:
-            self._stop(event, path, "expected ordinary keys, found a YAML merge key '<<' "
-                       "(not supported: write the keys out)")
+            self._stop(event, path, _MERGE_KEY)
             return None
         key = self._scalar(event, path)
         if self.fatal:
             return None
-        if not isinstance(key, (str, int, bool, float)) and key is not None:
-            self._stop(event, path, f"expected a text key, found {key!r}")
-            return None
-        child: PathKey = (*path, key if isinstance(key, (str, int)) else str(key))
-        if key in result:
-            first = self.marks.get((*child, KEY), (0, 0))
-            self.diagnostics.append(error(
-                self._here(event.start_mark), format_path(child),
-                f"expected each key once, found '{key}' again (first at line {first[0]})"))
-            return None
-        self.marks[(*child, KEY)] = _position(event.start_mark)
-        return key, child
+        child = self._admit_key(event, key, path, result)
+        return None if child is None else (key, child)
 
     def _scalar(self, event: Any, path: PathKey) -> Any:
         value = event.value
@@ -756,14 +766,6 @@ class _EventBuilder:
                 _PLAIN_CACHE.clear()
             _PLAIN_CACHE[value] = data
         return data
-
-    def _stop(self, event: Any, path: PathKey, message: str) -> None:
-        if not self.fatal:
-            self.diagnostics.append(error(self._here(event.start_mark), format_path(path), message))
-        self.fatal = True
-
-    def _here(self, mark: Any) -> Location:
-        return Location(self.relpath, *_position(mark))
 
 
 def _position(mark: Any) -> tuple[int, int]:
