@@ -261,3 +261,22 @@ def test_text_report_has_no_flow_picture(tmp_path: Path) -> None:
     code, out, _ = diff_cli(repo, "--base", "HEAD~1")
 
     assert code == 0 and "mermaid" not in out
+
+
+def test_diff_analyses_each_side_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshplan import pipeline
+
+    repo = tmp_path / "repo"
+    make_history(repo)
+    runs: list[Path] = []
+    real = pipeline._analyse
+
+    def counted(project: Path) -> pipeline.Analysis:
+        runs.append(project)
+        return real(project)
+
+    monkeypatch.setattr(pipeline, "_analyse", counted)
+    code, _out, err = diff_cli(repo, "--base", "HEAD~1", "--format", "markdown")
+
+    assert code == 0, err
+    assert len(runs) == 2  # base and working tree; the flow picture reuses their inventories

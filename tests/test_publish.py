@@ -515,3 +515,20 @@ def test_redact_url_and_trailers() -> None:
     message = "Render x: y\n\nBody\n\nMeshplan-Source-Sha: abc\nMeshplan-Version: 1\n"
     assert trailers(message) == {"Meshplan-Source-Sha": "abc", "Meshplan-Version": "1"}
     assert trailers("Meshplan-Source-Sha: abc\n") == {}  # a subject is no trailer block
+
+
+def test_publish_analyses_the_inputs_once(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshplan import pipeline
+
+    runs: list[Path] = []
+    real = pipeline._analyse
+
+    def counted(repo: Path) -> pipeline.Analysis:
+        runs.append(repo)
+        return real(repo)
+
+    monkeypatch.setattr(pipeline, "_analyse", counted)
+    code, _out, err = publish_cli(setup.source, "--no-push")
+
+    assert code == 0, err
+    assert len(runs) == 1  # the configured branch and the output come from one analysis

@@ -30,7 +30,7 @@ import yaml
 from .diagnostics import Diagnostic, InputError, OperationError, Severity
 from .graph import FlowEdge, flow_edges_of, mermaid_block, mermaid_flow_diff
 from .model import Inventory
-from .pipeline import render_repository, validated
+from .pipeline import render_with_inventory
 from .publish import run_git
 from .render import OutputFile
 
@@ -203,9 +203,8 @@ def flow_endpoints(inventory: Inventory) -> int:
     return sum(len(s.clusters) for d in inventory.domains for s in d.services)
 
 
-def flows_of(project: Path, files: tuple[OutputFile, ...]) -> frozenset[FlowEdge] | None:
+def flows_of(inventory: Inventory, files: tuple[OutputFile, ...]) -> frozenset[FlowEdge] | None:
     """The policy-decided flows of ``files``; None when the fleet is too large to draw."""
-    inventory, _ = validated(project)
     if flow_endpoints(inventory) > MAX_FLOW_ENDPOINTS:
         return None
     return flow_edges_of(inventory, files)
@@ -244,13 +243,13 @@ def render_ref(project: Path, ref: str, *, with_flows: bool = False) -> BaseRend
                                   f"{(relative / 'inventory').as_posix()}/ folder: every "
                                   "object is shown as added")
             try:
-                rendered, _ = render_repository(base_project)
+                inventory, rendered, _ = render_with_inventory(base_project)
             except InputError as exc:
                 errors = sum(d.severity is Severity.ERROR for d in exc.diagnostics)
                 return BaseRender(sha, (), f"base {ref} ({sha[:12]}) has invalid inputs "
                                   f"({errors} error(s)), so it cannot be rendered: every object "
                                   "is shown as added", exc.diagnostics)
-            flows = flows_of(base_project, rendered.files) if with_flows else None
+            flows = flows_of(inventory, rendered.files) if with_flows else None
             return BaseRender(sha, rendered.files, flows=flows or frozenset())
         finally:
             run_git(["worktree", "remove", "--force", str(checkout)], root, check=False)
@@ -265,13 +264,13 @@ def diff_repository(
     ``with_flows`` also draws the flows added and removed (for the markdown report).
     Raises :class:`InputError` when the working tree's inputs are invalid.
     """
-    rendered, diagnostics = render_repository(project)
+    inventory, rendered, diagnostics = render_with_inventory(project)
     before = render_ref(project, base, with_flows=with_flows)
     groups = compare(before.files, rendered.files)
     compared = len(cluster_groups(before.files) | cluster_groups(rendered.files))
     flow_diff, flow_note = "", None
     if with_flows:
-        after = flows_of(project, rendered.files)
+        after = flows_of(inventory, rendered.files)
         if after is None:
             flow_note = (f"flow picture skipped: more than {MAX_FLOW_ENDPOINTS} service "
                          "endpoints (run `meshplan graph` for one cluster or domain)")

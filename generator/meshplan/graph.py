@@ -382,12 +382,12 @@ def flow_edges_of(inventory: Inventory,
 def flow_edges_of_repository(repo: Path,
                              files: Iterable[OutputFile] | None = None) -> frozenset[FlowEdge]:
     """Validate ``repo``'s inputs and model ``files`` (default: its own render)."""
-    from .pipeline import render_repository, validated
+    from .pipeline import render_with_inventory, validated
 
-    inventory, _ = validated(repo)
     if files is None:
-        files = render_repository(repo)[0].files
-    return flow_edges_of(inventory, files)
+        inventory, rendered, _ = render_with_inventory(repo)
+        return flow_edges_of(inventory, rendered.files)
+    return flow_edges_of(validated(repo)[0], files)
 
 
 MAX_DIFF_EDGES = 200

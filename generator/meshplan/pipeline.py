@@ -154,8 +154,23 @@ def validated(repo: Path) -> tuple[Inventory, tuple[Diagnostic, ...]]:
 
 def render_repository(repo: Path) -> tuple[Rendered, tuple[Diagnostic, ...]]:
     """Validate, refine and render; raises :class:`InputError` on any error."""
+    _inventory, rendered, diagnostics = render_with_inventory(repo)
+    return rendered, diagnostics
+
+
+def render_with_inventory(repo: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
+    """:func:`render_repository`, also giving the validated inventory it rendered from (so
+    callers that need both do not validate twice)."""
     with without_cyclic_gc():
         analysis = _analyse(repo)
-        if analysis.inventory is None or analysis.plan is None:
-            raise InputError(analysis.diagnostics)
-        return render(analysis.plan, analysis.inventory), analysis.diagnostics
+        rendered = render_analysis(analysis)
+    assert analysis.inventory is not None  # render_analysis raised otherwise
+    return analysis.inventory, rendered, analysis.diagnostics
+
+
+def render_analysis(analysis: Analysis) -> Rendered:
+    """The output files of an analysis; raises :class:`InputError` if it found errors."""
+    if analysis.inventory is None or analysis.plan is None:
+        raise InputError(analysis.diagnostics)
+    with without_cyclic_gc():
+        return render(analysis.plan, analysis.inventory)

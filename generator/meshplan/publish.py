@@ -44,7 +44,7 @@ import git as gitpython
 
 from . import __version__
 from .diagnostics import Diagnostic, OperationError
-from .pipeline import render_repository, validate
+from .pipeline import analyse, render_analysis
 from .render import OutputFile
 
 PROVENANCE_FILE = "hydrator.metadata"
@@ -390,7 +390,11 @@ def publish(options: PublishOptions) -> PublishResult:
     """Render ``options.project`` and publish it; see the module documentation."""
     project = options.project
     source = read_source(project, options.remote, allow_dirty=options.allow_dirty)
-    configured = configured_branch(project)
+    # One analysis for both the configured branch and the output; input errors are raised
+    # by render_analysis below, after the git checks (those are cheaper to fix first).
+    analysis = analyse(project)
+    inventory = analysis.inventory
+    configured = inventory.gitops.branch if inventory is not None and inventory.gitops else None
     branch = options.branch or configured or DEFAULT_BRANCH
     notes: list[str] = []
     if configured and configured != branch:
@@ -408,8 +412,7 @@ def publish(options: PublishOptions) -> PublishResult:
         raise OperationError(f"cannot push: there is no remote '{options.remote}' in "
                              f"{source.root} (add it with `git remote add {options.remote} "
                              "URL`, or publish locally with --no-push)")
-    rendered, diagnostics = render_repository(project)
-
+    rendered, diagnostics = render_analysis(analysis), analysis.diagnostics
     outputs = list(rendered.files)
     meta = OutputFile(PROVENANCE_FILE, provenance(source, inputs_digest(project)))
     all_blobs = store_blobs(source.root, [*outputs, meta])
@@ -418,12 +421,6 @@ def publish(options: PublishOptions) -> PublishResult:
     ctx = _Context(options, source, branch, tree, blobs, notes)
     result = _publish_loop(ctx, update_local=not checked_out)
     return replace(result, diagnostics=diagnostics)
-
-
-def configured_branch(project: Path) -> str | None:
-    """The output branch named by the inventory's GitOps document, if any."""
-    inventory, _ = validate(project)
-    return inventory.gitops.branch if inventory is not None and inventory.gitops else None
 
 
 def check_branch_name(root: Path, branch: str) -> None:
