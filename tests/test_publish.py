@@ -294,22 +294,35 @@ def test_no_push_updates_only_the_local_branch(setup: Setup) -> None:
 # --------------------------------------------------------------------------- races
 
 
-def test_race_newer_source_waits_and_lands_on_top(setup: Setup,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def two_jobs(setup: Setup) -> tuple[str, str, Path, Path]:
+    """(old sha, new sha, a clone at the new commit, a clone at the old one): two CI jobs."""
     old = git(setup.source, "rev-parse", "HEAD")
     new = add_rebel_requirement(setup.source)
     git(setup.source, "push", "-q", "origin", "main")
-    newer, older = setup.clone("job-new", new), setup.clone("job-old", old)
+    return old, new, setup.clone("job-new", new), setup.clone("job-old", old)
+
+
+def other_job_wins_first(monkeypatch: pytest.MonkeyPatch, loser_sha: str, winner: Path
+                         ) -> list[str]:
+    """Just before the job publishing ``loser_sha`` pushes, ``winner`` publishes and pushes.
+
+    Returns the list that receives the winner's commit."""
     raced: list[str] = []
     original_push = publish_module._push
 
     def push_after_the_other_job(ctx: publish_module._Context, commit: str) -> bool:
-        if not raced and ctx.source.sha == new:  # the older job wins the race to the remote
-            other = publish(PublishOptions(older, push=True))
-            raced.append(other.commit)
+        if not raced and ctx.source.sha == loser_sha:
+            raced.append(publish(PublishOptions(winner, push=True)).commit)
         return original_push(ctx, commit)
 
     monkeypatch.setattr(publish_module, "_push", push_after_the_other_job)
+    return raced
+
+
+def test_race_newer_source_waits_and_lands_on_top(setup: Setup,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _old, new, newer, older = two_jobs(setup)
+    raced = other_job_wins_first(monkeypatch, new, older)  # the older job reaches it first
     code, _, err = publish_cli(newer, "--push")
 
     assert code == 0, err
@@ -327,19 +340,8 @@ def test_race_newer_source_waits_and_lands_on_top(setup: Setup,
 
 def test_race_older_source_loses_and_refuses(setup: Setup,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    old = git(setup.source, "rev-parse", "HEAD")
-    new = add_rebel_requirement(setup.source)
-    git(setup.source, "push", "-q", "origin", "main")
-    newer, older = setup.clone("job-new", new), setup.clone("job-old", old)
-    raced: list[str] = []
-    original_push = publish_module._push
-
-    def push_after_the_other_job(ctx: publish_module._Context, commit: str) -> bool:
-        if not raced and ctx.source.sha == old:  # the newer job wins the race
-            raced.append(publish(PublishOptions(newer, push=True)).commit)
-        return original_push(ctx, commit)
-
-    monkeypatch.setattr(publish_module, "_push", push_after_the_other_job)
+    old, new, newer, older = two_jobs(setup)
+    raced = other_job_wins_first(monkeypatch, old, newer)  # the newer job reaches it first
     code, _, err = publish_cli(older, "--push")
 
     assert code == 1
