@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -383,12 +384,26 @@ def test_one_pass_parser_defers_anchors_aliases_and_tags_to_the_composer() -> No
 
 
 def test_one_pass_parser_survives_deep_nesting() -> None:
+    """100,000 levels: one located error, whichever layer refuses first (libyaml itself
+    stops at 1,000 levels since PyYAML 6.0.3; meshplan's own guard stops at MAX_DEPTH)."""
     deep = "[" * 100_000 + "]" * 100_000
-    assert messages(deep) == [
+    (message,) = messages(deep)
+    location, _, text = message.partition(": ")
+    match = re.fullmatch(r"f\.yaml:1:(\d+)", location)
+    assert match, message
+    assert load.MAX_DEPTH < int(match.group(1)) <= 1_001
+    assert "nesting" in text
+
+
+@pytest.mark.parametrize("levels", [load.MAX_DEPTH + 1, 299, 999])
+def test_nesting_past_the_guard_is_refused_by_meshplan_itself(levels: int) -> None:
+    """Below libyaml's own limit, meshplan's guard is what refuses: flow and block style."""
+    flow = "[" * levels + "]" * levels
+    assert messages(flow) == [
         f"f.yaml:1:{load.MAX_DEPTH + 1}: : expected at most {load.MAX_DEPTH} levels of nesting, "
         "found more"]
-    assert messages("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 300)))[0].endswith(
-        "levels of nesting, found more")
+    block = "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, levels))
+    assert messages(block)[0].endswith("levels of nesting, found more")
 
 
 _SCALARS = st.one_of(

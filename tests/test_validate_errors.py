@@ -810,8 +810,11 @@ def test_deep_nesting_does_not_crash_the_interpreter(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", "from meshplan.cli import main; main()", "validate", "--repo",
          str(repo)], capture_output=True, text=True, timeout=120, check=False)
+    # What matters: exit 1, one located error about nesting, no traceback. Which layer refuses
+    # (meshplan's guard at 200 levels or libyaml's own limit at 1,000) depends on PyYAML.
     assert result.returncode == 1, result.stderr
-    assert "inventory/deep.yaml:1:201: expected at most 200 levels of nesting" in result.stderr
+    assert re.search(r"^inventory/deep\.yaml:1:\d+: .*nesting", result.stderr, re.M), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_symlink_inside_the_repository_is_read(tmp_path: Path) -> None:
