@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import yaml
 from click.testing import CliRunner
+from meshplan.outputs import read_tree
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -225,12 +226,6 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
 
 def load_yaml_documents(text: str) -> list[Any]:
     return [d for d in yaml.safe_load_all(text) if d is not None]
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` as relative path -> bytes."""
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def cluster_views(files: Mapping[str, bytes]) -> dict[str, ClusterView]:

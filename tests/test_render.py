@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from meshplan.render import OUTPUT_MARKER
+from meshplan.outputs import OUTPUT_MARKER
 from semantics import (
     REPO_ROOT,
     THESIS_DIR,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from meshplan import write
 from meshplan.diagnostics import OperationError
-from meshplan.render import OUTPUT_MARKER, OutputFile
+from meshplan.outputs import OUTPUT_MARKER, OutputFile
 from meshplan.write import write_tree
 from semantics import REPO_ROOT, read_tree, render_files, run_meshplan
 

@@ -27,13 +27,10 @@ from typing import Any
 
 from .diagnostics import Diagnostic, error, notice, warning
 from .model import Cluster, GitOps, Inventory
-from .render import OutputFile
+from .outputs import ARGOCD_BOOTSTRAP_FILE, OutputFile, cluster_dir, flux_bootstrap_file
+from .vocabulary import MANAGED_BY, MESHPLAN_CLUSTER_LABEL, MESHPLAN_DOMAIN_LABEL
 from .yamltext import dump_documents
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "meshplan"}
-DOMAIN_LABEL = "meshplan.dev/domain"
-CLUSTER_LABEL = "meshplan.dev/cluster"
-ARGOCD_FILE = "bootstrap/argocd/applicationset.yaml"
 FLUX_SOURCE_NAME = "meshplan"
 _SCP_URL = re.compile(r"^(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>.+)$")
 
@@ -86,7 +83,7 @@ def check_destinations(inventory: Inventory) -> list[Diagnostic]:
 
 def cluster_path(cluster: Cluster) -> str:
     """The cluster's folder on the output branch (as written by :mod:`meshplan.render`)."""
-    return f"clusters/{cluster.domain}/{cluster.name}"
+    return cluster_dir(cluster.domain, cluster.name)
 
 
 def object_name(cluster: Cluster) -> str:
@@ -114,7 +111,7 @@ def argocd_file(gitops: GitOps, clusters: Iterable[Cluster]) -> OutputFile | Non
     text = HEADER + (
         f"# Argo CD: apply once to the cluster running Argo CD, in namespace "
         f"{gitops.argocd_namespace}:\n"
-        f"#   kubectl apply -n {gitops.argocd_namespace} -f {ARGOCD_FILE}\n"
+        f"#   kubectl apply -n {gitops.argocd_namespace} -f {ARGOCD_BOOTSTRAP_FILE}\n"
         f"# One Application per cluster folder on branch {gitops.branch} of {gitops.repo_url}"
         "\n# that names an Argo CD destination in inventory/ (gitops.argocdDestinationName or\n"
         "# gitops.argocdDestinationServer). A folder is only ever sent to the destination listed\n"
@@ -125,7 +122,7 @@ def argocd_file(gitops: GitOps, clusters: Iterable[Cluster]) -> OutputFile | Non
         text += "".join(
             f"#   {cluster_path(c)}" + (" (Flux, see bootstrap/flux/)" if c.flux_namespace else "")
             + "\n" for c in skipped)
-    return OutputFile(ARGOCD_FILE, (text + dump_documents(documents)).encode())
+    return OutputFile(ARGOCD_BOOTSTRAP_FILE, (text + dump_documents(documents)).encode())
 
 
 def _element(cluster: Cluster) -> dict[str, str]:
@@ -156,8 +153,8 @@ def application_set(
             "template": {
                 "metadata": {
                     "name": "{{.name}}",
-                    "labels": {**MANAGED_BY, DOMAIN_LABEL: "{{.domain}}",
-                               CLUSTER_LABEL: "{{.cluster}}"},
+                    "labels": {**MANAGED_BY, MESHPLAN_DOMAIN_LABEL: "{{.domain}}",
+                               MESHPLAN_CLUSTER_LABEL: "{{.cluster}}"},
                 },
                 "spec": {
                     "project": gitops.argocd_project,
@@ -191,8 +188,9 @@ def flux_url(url: str) -> str:
 
 def flux_file(gitops: GitOps, cluster: Cluster) -> OutputFile:
     namespace = str(cluster.flux_namespace)
-    path = f"bootstrap/flux/{cluster.domain}/{cluster.name}.yaml"
-    labels = {**MANAGED_BY, DOMAIN_LABEL: cluster.domain, CLUSTER_LABEL: cluster.name}
+    path = flux_bootstrap_file(cluster.domain, cluster.name)
+    labels = {**MANAGED_BY, MESHPLAN_DOMAIN_LABEL: cluster.domain,
+              MESHPLAN_CLUSTER_LABEL: cluster.name}
     source_spec: dict[str, Any] = {
         "interval": gitops.flux_interval,
         "url": flux_url(gitops.repo_url),

@@ -17,10 +17,6 @@ from typing import NamedTuple, TypeVar
 
 from .diagnostics import Diagnostic, Location, error, warning
 from .model import (
-    ABSTRACT_KEYS,
-    CLUSTER_LABEL,
-    CLUSTERS_ANNOTATION,
-    WILDCARD,
     CidrPeer,
     Domain,
     Inventory,
@@ -28,6 +24,15 @@ from .model import (
     Requirement,
     Rule,
     Service,
+)
+from .vocabulary import (
+    ABSTRACT_KEYS,
+    CILIUM_CLUSTER_LABEL,
+    CLUSTER_KEY,
+    CLUSTERS_ANNOTATION,
+    DOMAIN_KEY,
+    SERVICE_KEY,
+    WILDCARD,
 )
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -283,18 +288,18 @@ class RequirementChecker:
         selector = self.req.endpoint_selector
         where = self.req.selector_location
         labels = dict(selector.match_labels)
-        if CLUSTER_LABEL in labels or f"k8s:{CLUSTER_LABEL}" in labels:
+        if CILIUM_CLUSTER_LABEL in labels or f"k8s:{CILIUM_CLUSTER_LABEL}" in labels:
             yield error(where, "spec.endpointSelector", "expected pod labels, found the Cilium "
                         "cluster label: choose clusters with spec.clusters")
         if not selector.is_abstract:
             return
-        extra = sorted(k for k in labels if k != "service")
-        if "cluster" in labels or "domain" in labels or extra or selector.match_expressions:
+        extra = sorted(k for k in labels if k != SERVICE_KEY)
+        if CLUSTER_KEY in labels or DOMAIN_KEY in labels or extra or selector.match_expressions:
             yield error(where, "spec.endpointSelector", "expected either {service: <name>} or "
                         "raw pod labels, found abstract labels mixed with others "
                         f"({', '.join(sorted(labels))}); choose clusters with spec.clusters")
             return
-        yield from self._selected_service(labels["service"])
+        yield from self._selected_service(labels[SERVICE_KEY])
 
     def _selected_service(self, name: str) -> Iterator[Diagnostic]:
         assert self.domain is not None
@@ -349,9 +354,9 @@ class RequirementChecker:
     def _peer(self, peer: Peer, direction: str, key: str) -> Iterator[Diagnostic]:
         labels = dict(peer.selector.match_labels)
         path = peer.path or f"spec.{direction}.{key}"
-        if CLUSTER_LABEL in labels or f"k8s:{CLUSTER_LABEL}" in labels:
+        if CILIUM_CLUSTER_LABEL in labels or f"k8s:{CILIUM_CLUSTER_LABEL}" in labels:
             yield error(peer.location, path, "expected the abstract label 'cluster', found the "
-                        f"raw Cilium label {CLUSTER_LABEL} (raw cluster labels would bypass "
+                        f"raw Cilium label {CILIUM_CLUSTER_LABEL} (raw cluster labels would bypass "
                         "the consent of the cluster's domain)")
             return
         if not peer.is_abstract:
@@ -371,7 +376,7 @@ class RequirementChecker:
         yield from self._abstract_peer(peer, labels, path)
 
     def _abstract_peer(self, peer: Peer, labels: dict[str, str], path: str) -> Iterator[Diagnostic]:
-        domain_name = labels.get("domain", self.req.domain)
+        domain_name = labels.get(DOMAIN_KEY, self.req.domain)
         target = self.inventory.domain_by_name.get(domain_name)
         if target is None and domain_name in self.broken_domains:
             return
@@ -380,13 +385,13 @@ class RequirementChecker:
             yield error(peer.location, f"{path}.matchLabels.domain", "expected a domain name, "
                         f"found '{domain_name}'{hint}")
             return
-        cluster = labels.get("cluster", WILDCARD)
+        cluster = labels.get(CLUSTER_KEY, WILDCARD)
         if cluster != WILDCARD and cluster not in target.cluster_by_name:
             yield error(peer.location, f"{path}.matchLabels.cluster", f"expected a cluster of "
                         f"domain '{target.name}', found '{cluster}'"
                         f"{did_you_mean(cluster, target.cluster_by_name)}")
             return
-        service_name = labels.get("service", WILDCARD)
+        service_name = labels.get(SERVICE_KEY, WILDCARD)
         if service_name != WILDCARD:
             yield from self._named_service_peer(peer, target, service_name, cluster, path)
             return

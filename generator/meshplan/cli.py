@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .diagnostics import Diagnostic, InputError, MeshplanError, Severity
+from .outputs import DEFAULT_OUTPUT_DIR, clusters_of
 from .pipeline import render_repository, validate
 from .write import diff_against, write_tree
 
@@ -140,7 +141,7 @@ def render_command(repo: Path, out: Path | None, check: bool) -> None:
     The output folder is replaced atomically: it appears whole or not at all, and files whose
     content did not change are left untouched.
     """
-    out = out if out is not None else repo / "rendered"
+    out = out if out is not None else repo / DEFAULT_OUTPUT_DIR
     progress(f"reading, checking and refining {repo} ...")
     rendered, diagnostics = render_repository(repo)
     print_diagnostics(diagnostics)
@@ -223,8 +224,7 @@ def publish_command(repo: Path, branch: str | None, remote: str, push: bool,
         click.echo(f"up to date: branch {result.branch} ({result.commit[:12]}) already holds "
                    f"this output; no commit made (source {source})")
         return
-    clusters = sorted({"/".join(p.split("/")[1:3]) for p in result.changed
-                       if p.startswith("clusters/") and p.count("/") >= 3})
+    clusters = clusters_of(result.changed)
     where = f"pushed to {remote}" if result.pushed else "local only (use --push to push)"
     click.echo(f"published {source} to branch {result.branch}: commit {result.commit[:12]}, "
                f"{len(result.changed)} file(s) changed in {len(clusters)} cluster(s); {where}")

@@ -30,9 +30,9 @@ import yaml
 from .diagnostics import Diagnostic, InputError, OperationError, Severity
 from .graph import FlowEdge, flow_edges_of, mermaid_block, mermaid_flow_diff
 from .model import Inventory
+from .outputs import KUSTOMIZATION, OutputFile, split_cluster_path
 from .pipeline import render_with_inventory
 from .publish import run_git
-from .render import OutputFile
 
 MARKDOWN_DIFF_BUDGET = 50_000  # characters of diff text in a markdown report
 COMMENT_MARKER = "<!-- meshplan-diff -->"
@@ -91,11 +91,11 @@ def group_of(path: str) -> tuple[str, bool] | None:
     """The group a rendered file's objects belong to (None: not compared)."""
     if not path.endswith((".yaml", ".yml")):
         return None
-    parts = path.split("/")
-    if parts[0] == "clusters" and len(parts) == 4:
-        if parts[3] == "kustomization.yaml":  # only lists the files; objects tell the change
+    split = split_cluster_path(path)
+    if split is not None and "/" not in split[2]:
+        if split[2] == KUSTOMIZATION:  # only lists the files; objects tell the change
             return None
-        return f"{parts[1]}/{parts[2]}", True
+        return f"{split[0]}/{split[1]}", True
     return path, False
 
 
@@ -149,8 +149,8 @@ def objects_by_group(files: Iterable[OutputFile]) -> dict[str, dict[str, Rendere
 
 
 def cluster_groups(files: Iterable[OutputFile]) -> set[str]:
-    return {"/".join(f.path.split("/")[1:3]) for f in files
-            if f.path.startswith("clusters/") and f.path.count("/") == 3}
+    return {f"{split[0]}/{split[1]}" for f in files
+            if (split := split_cluster_path(f.path)) is not None and "/" not in split[2]}
 
 
 def compare(old_files: Iterable[OutputFile], new_files: Iterable[OutputFile]) -> list[GroupChanges]:

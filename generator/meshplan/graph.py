@@ -27,7 +27,7 @@ import jinja2
 
 from . import __version__
 from .model import Inventory
-from .render import OutputFile
+from .outputs import OutputFile
 from .verify import Endpoint, VerifyReport, verify
 
 GraphFormat = Literal["mermaid", "dot", "html", "table"]

@@ -18,15 +18,19 @@ from typing import Any, Literal, NamedTuple
 
 from .diagnostics import Location
 from .load import Document, PathKey, format_path
+from .vocabulary import (
+    ABSTRACT_KEYS,
+    CLUSTER_KEY,
+    CLUSTERS_ANNOTATION,
+    CLUSTERWIDE_POLICY_KIND,
+    DEFAULT_CLUSTER_DOMAIN,
+    DEFAULT_NAMESPACE,
+    DOMAIN_KEY,
+    SERVICE_KEY,
+    WILDCARD,
+)
 
 API_VERSION = "meshplan.dev/v1alpha1"
-CLUSTERS_ANNOTATION = "meshplan.dev/clusters"
-ABSTRACT_KEYS = ("service", "cluster", "domain")
-WILDCARD = "*"
-NAMESPACE_LABEL = "k8s:io.kubernetes.pod.namespace"
-CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
-DEFAULT_CLUSTER_DOMAIN = "cluster.local"
-DEFAULT_NAMESPACE = "default"
 
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
 
@@ -189,7 +193,7 @@ class Requirement:
     @property
     def selected_service(self) -> str | None:
         """The inventory service the endpointSelector names (``{service: x}``), if any."""
-        return self.endpoint_selector.label("service")
+        return self.endpoint_selector.label(SERVICE_KEY)
 
 
 class PeerTarget(NamedTuple):
@@ -226,6 +230,46 @@ class Inventory:
     def cluster(self, domain: str, name: str) -> Cluster:
         return self.domain_by_name[domain].cluster_by_name[name]
 
+    def service_selected_by(self, requirement: Requirement) -> Service | None:
+        """The inventory service a requirement protects (``endpointSelector: {service: x}``)."""
+        name = requirement.selected_service
+        domain = self.domain_by_name.get(requirement.domain)
+        if name is None or domain is None:
+            return None
+        return domain.service_by_name.get(name)
+
+    def requirement_scope(self, requirement: Requirement) -> tuple[Cluster, ...]:
+        """The clusters a requirement applies to, in inventory order.
+
+        Its written clusters (``spec.clusters`` or the thesis annotation; an empty list means
+        none: only an unwritten list means every cluster of its domain), and for
+        ``{service: x}`` only those where x runs. Refinement and verify both ask here.
+        """
+        domain = self.domain_by_name.get(requirement.domain)
+        if domain is None:
+            return ()
+        clusters = domain.clusters
+        if requirement.clusters is not None:
+            clusters = tuple(c for c in clusters if c.name in requirement.clusters)
+        if requirement.selected_service is not None:
+            service = self.service_selected_by(requirement)
+            runs_in = service.clusters if service is not None else ()
+            clusters = tuple(c for c in clusters if c.name in runs_in)
+        return clusters
+
+    def policy_namespace(self, requirement: Requirement) -> str | None:
+        """The namespace of a requirement's pods and policy; None for a cluster-wide one.
+
+        ``{service: x}`` lives in x's namespace; anything else in its written namespace, else
+        ``default``.
+        """
+        if requirement.cluster_wide:
+            return None
+        service = self.service_selected_by(requirement)
+        if service is not None:
+            return service.namespace
+        return requirement.namespace or DEFAULT_NAMESPACE
+
     def resolve_peer(self, peer: Selector, from_domain: str) -> tuple[PeerTarget, ...]:
         """Expand an abstract peer into the services (and clusters) it means.
 
@@ -234,11 +278,11 @@ class Inventory:
         across the consent boundary: a ``service: "*"`` of another domain matches only what
         that domain exported.
         """
-        domain = self.domain_by_name.get(peer.label("domain") or from_domain)
+        domain = self.domain_by_name.get(peer.label(DOMAIN_KEY) or from_domain)
         if domain is None:
             return ()
-        service_name = peer.label("service") or WILDCARD
-        cluster_name = peer.label("cluster") or WILDCARD
+        service_name = peer.label(SERVICE_KEY) or WILDCARD
+        cluster_name = peer.label(CLUSTER_KEY) or WILDCARD
         if service_name == WILDCARD:
             candidates = domain.services
         else:
@@ -267,9 +311,7 @@ def with_implied_namespaces(inventory: Inventory) -> Inventory:
     """
     requirements = []
     for requirement in inventory.requirements:
-        domain = inventory.domain_by_name.get(requirement.domain)
-        selected = requirement.selected_service
-        service = domain.service_by_name.get(selected) if domain and selected else None
+        service = inventory.service_selected_by(requirement)
         if requirement.namespace is None and not requirement.cluster_wide:
             implied = service.namespace if service is not None else DEFAULT_NAMESPACE
             requirement = replace(requirement, namespace=implied)
@@ -417,7 +459,7 @@ def build_requirement(domain: str, doc: Document) -> Requirement:
     spec = data["spec"]
     thesis = data["apiVersion"] != API_VERSION
     namespace = meta.get("namespace")
-    cluster_wide = data["kind"] == "CiliumClusterwideNetworkPolicy" or namespace == WILDCARD
+    cluster_wide = data["kind"] == CLUSTERWIDE_POLICY_KIND or namespace == WILDCARD
     clusters, cluster_locations = _requirement_scope(doc, thesis)
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
                    if k != CLUSTERS_ANNOTATION}

@@ -44,14 +44,14 @@ import git as gitpython
 
 from . import __version__
 from .diagnostics import Diagnostic, OperationError
+from .model import DEFAULT_OUTPUT_BRANCH
+from .outputs import CLUSTERS_DIR, OutputFile, clusters_of
 from .pipeline import analyse, render_analysis
-from .render import OutputFile
 
 PROVENANCE_FILE = "hydrator.metadata"
 TRAILER_SHA = "Meshplan-Source-Sha"
 TRAILER_REPO = "Meshplan-Source-Repo"
 TRAILER_VERSION = "Meshplan-Version"
-DEFAULT_BRANCH = "rendered"
 DEFAULT_ATTEMPTS = 5
 GIT_TIMEOUT = 300.0
 INPUT_FOLDERS = ("inventory", "requirements")
@@ -395,7 +395,7 @@ def publish(options: PublishOptions) -> PublishResult:
     analysis = analyse(project)
     inventory = analysis.inventory
     configured = inventory.gitops.branch if inventory is not None and inventory.gitops else None
-    branch = options.branch or configured or DEFAULT_BRANCH
+    branch = options.branch or configured or DEFAULT_OUTPUT_BRANCH
     notes: list[str] = []
     if configured and configured != branch:
         notes.append(f"warning: inventory/ (kind GitOps) says the agents follow branch "
@@ -633,9 +633,8 @@ def build_message(source: Source, changed: Sequence[str]) -> str:
     subject = f"Render {source.short}{dirty}: {source.subject}"
     if len(subject) > 100:
         subject = subject[:97] + "..."
-    clusters = sorted({"/".join(p.split("/")[1:3]) for p in changed
-                       if p.startswith("clusters/") and p.count("/") >= 3})
-    other = sorted(p for p in changed if not p.startswith("clusters/"))
+    clusters = clusters_of(changed)
+    other = sorted(p for p in changed if not p.startswith(f"{CLUSTERS_DIR}/"))
     body = [f"Rendered by meshplan {__version__} from {source.sha}",
             f"of {source.repo_url} (\"{source.subject}\", {source.author}, {source.date})."]
     if source.dirty:

@@ -20,8 +20,6 @@ from typing import Any, NamedTuple
 
 from .diagnostics import Diagnostic, Location, error
 from .model import (
-    CLUSTER_LABEL,
-    NAMESPACE_LABEL,
     Cluster,
     Inventory,
     Peer,
@@ -32,23 +30,33 @@ from .model import (
     Selector,
     Service,
 )
+from .vocabulary import (
+    ARGOCD_SYNC_OPTIONS_ANNOTATION,
+    ARGOCD_SYNC_WAVE_ANNOTATION,
+    CILIUM_CLUSTER_LABEL,
+    CLUSTERWIDE_POLICY_KIND,
+    DNS_APP,
+    DNS_APP_LABEL,
+    DNS_NAMESPACE,
+    FLUX_PRUNE_ANNOTATION,
+    GLOBAL_NAMESPACE_ANNOTATION,
+    GLOBAL_SERVICE_ANNOTATION,
+    K8S_POD_NAMESPACE_LABEL,
+    MANAGED_BY,
+    NETWORK_POLICY_KIND,
+    POD_NAMESPACE_LABEL,
+    REQUIRED_BY_ANNOTATION,
+    SHARED_SERVICE_ANNOTATION,
+    SOURCE_ANNOTATION,
+)
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "meshplan"}
-REQUIRED_BY = "meshplan.dev/required-by"
-SOURCE_ANNOTATION = "meshplan.dev/source"
-GLOBAL = "service.cilium.io/global"
-SHARED = "service.cilium.io/shared"
-NAMESPACE_GLOBAL = "clustermesh.cilium.io/global"
-ARGO_SYNC_OPTIONS = "argocd.argoproj.io/sync-options"
-ARGO_SYNC_WAVE = "argocd.argoproj.io/sync-wave"
-FLUX_PRUNE = "kustomize.toolkit.fluxcd.io/prune"
-KIND_ORDER = ("Namespace", "Service", "CiliumClusterwideNetworkPolicy", "CiliumNetworkPolicy")
+KIND_ORDER = ("Namespace", "Service", CLUSTERWIDE_POLICY_KIND, NETWORK_POLICY_KIND)
 SYNC_WAVE = {"Namespace": "-2", "Service": "-1"}
 
 # The namespace label as a peer may spell it (Cilium's docs often omit the source prefix).
-NAMESPACE_KEYS = frozenset({NAMESPACE_LABEL, "io.kubernetes.pod.namespace",
-                            "any:io.kubernetes.pod.namespace"})
-DNS_PEER_LABELS = {NAMESPACE_LABEL: "kube-system", "k8s:k8s-app": "kube-dns"}
+NAMESPACE_KEYS = frozenset({K8S_POD_NAMESPACE_LABEL, POD_NAMESPACE_LABEL,
+                            f"any:{POD_NAMESPACE_LABEL}"})
+DNS_PEER_LABELS = {K8S_POD_NAMESPACE_LABEL: DNS_NAMESPACE, f"k8s:{DNS_APP_LABEL}": DNS_APP}
 DNS_PORTS = ({"port": "53", "protocol": "UDP"}, {"port": "53", "protocol": "TCP"})
 
 
@@ -96,31 +104,10 @@ def refine(inventory: Inventory) -> Plan:
     for requirement in inventory.requirements:
         if requirement.egress is None and requirement.ingress is None:
             continue  # restricts nothing (the checker warns); such a policy is not even valid
-        clusters = requirement_clusters(inventory, requirement)
+        clusters = inventory.requirement_scope(requirement)
         if clusters:
             builder.add_requirement(requirement, clusters)
     return builder.finish()
-
-
-def requirement_clusters(inventory: Inventory, requirement: Requirement) -> tuple[Cluster, ...]:
-    """The clusters a requirement's policy goes to (its scope), in inventory order."""
-    domain = inventory.domain_by_name[requirement.domain]
-    names = set(requirement.clusters or domain.cluster_by_name)
-    selected = requirement.selected_service
-    if selected is not None:
-        names &= set(domain.service_by_name[selected].clusters)
-    return tuple(c for c in domain.clusters if c.name in names)
-
-
-def policy_namespace(inventory: Inventory, requirement: Requirement) -> str | None:
-    """The namespace of the generated policy (None for a cluster-wide policy)."""
-    selected = requirement.selected_service
-    if selected is not None:
-        service = inventory.domain_by_name[requirement.domain].service_by_name[selected]
-        return None if requirement.cluster_wide else service.namespace
-    if requirement.cluster_wide:
-        return None
-    return requirement.namespace or "default"
 
 
 # --------------------------------------------------------------------------- selectors
@@ -143,12 +130,12 @@ def service_peer_selector(inventory: Inventory, target: PeerTarget) -> dict[str,
     """Pod labels of the service + explicit namespace + explicit cluster(s) (mesh names)."""
     service = target.service
     meshes = sorted(inventory.cluster(service.domain, c).mesh_name for c in target.clusters)
-    labels = {**dict(service.selector), NAMESPACE_LABEL: service.namespace}
+    labels = {**dict(service.selector), K8S_POD_NAMESPACE_LABEL: service.namespace}
     if len(meshes) == 1:
-        return {"matchLabels": {**labels, CLUSTER_LABEL: meshes[0]}}
+        return {"matchLabels": {**labels, CILIUM_CLUSTER_LABEL: meshes[0]}}
     return {
         "matchLabels": labels,
-        "matchExpressions": [{"key": CLUSTER_LABEL, "operator": "In", "values": meshes}],
+        "matchExpressions": [{"key": CILIUM_CLUSTER_LABEL, "operator": "In", "values": meshes}],
     }
 
 
@@ -158,8 +145,8 @@ def raw_peer_selector(peer: Peer, namespace: str | None, local_mesh: str) -> dic
     labels = body.setdefault("matchLabels", {})
     written = {*labels, *(e.key for e in peer.selector.match_expressions)}
     if namespace is not None and not written & NAMESPACE_KEYS:
-        labels[NAMESPACE_LABEL] = namespace
-    labels[CLUSTER_LABEL] = local_mesh
+        labels[K8S_POD_NAMESPACE_LABEL] = namespace
+    labels[CILIUM_CLUSTER_LABEL] = local_mesh
     return body
 
 
@@ -262,7 +249,7 @@ class _PlanBuilder:
             self._add_policy(prepared, cluster)
 
     def _prepare(self, req: Requirement) -> _Prepared:
-        namespace = policy_namespace(self.inventory, req)
+        namespace = self.inventory.policy_namespace(req)
         spec_head: dict[str, Any] = {}
         if req.description:
             spec_head["description"] = req.description
@@ -272,10 +259,7 @@ class _PlanBuilder:
         # all matched nothing must still deny (fail closed) rather than fall open.
         spec_head["enableDefaultDeny"] = {"egress": req.egress is not None,
                                           "ingress": req.ingress is not None}
-        protected = None
-        if req.selected_service is not None:
-            protected = self.inventory.domain_by_name[req.domain].service_by_name[
-                req.selected_service]
+        protected = self.inventory.service_selected_by(req)
         egress = ingress = None
         if req.egress is not None:
             egress = tuple(item for rule in req.egress for item in self._rule_items(
@@ -283,7 +267,7 @@ class _PlanBuilder:
         if req.ingress is not None:
             ingress = tuple(item for rule in req.ingress for item in self._rule_items(
                 req, rule, namespace, "fromEndpoints", "fromCIDRSet", protected))
-        kind = "CiliumClusterwideNetworkPolicy" if namespace is None else "CiliumNetworkPolicy"
+        kind = CLUSTERWIDE_POLICY_KIND if namespace is None else NETWORK_POLICY_KIND
         metadata: dict[str, Any] = {"name": req.name}
         if namespace is not None:
             metadata["namespace"] = namespace
@@ -313,13 +297,12 @@ class _PlanBuilder:
         self._put(key, body, prep.key, req.location, prep.origin)
 
     def _endpoint_selector(self, requirement: Requirement, namespace: str | None) -> dict[str, Any]:
-        selected = requirement.selected_service
-        if selected is None:
+        service = self.inventory.service_selected_by(requirement)
+        if service is None:
             return selector_body(requirement.endpoint_selector)
-        service = self.inventory.domain_by_name[requirement.domain].service_by_name[selected]
         labels = dict(service.selector)
         if namespace is None:  # cluster-wide: the namespace must be part of the selector
-            labels[NAMESPACE_LABEL] = service.namespace
+            labels[K8S_POD_NAMESPACE_LABEL] = service.namespace
         return {"matchLabels": labels}
 
     def _rule_items(
@@ -390,7 +373,7 @@ class _PlanBuilder:
     def _dns_rule(self, mesh_name: str) -> dict[str, Any]:
         rule = self._dns_rules.get(mesh_name)
         if rule is None:
-            dns_peer = {"matchLabels": {**DNS_PEER_LABELS, CLUSTER_LABEL: mesh_name}}
+            dns_peer = {"matchLabels": {**DNS_PEER_LABELS, CILIUM_CLUSTER_LABEL: mesh_name}}
             rule = self._dns_rules[mesh_name] = {"toEndpoints": [dns_peer],
                                                  "toPorts": _DNS_TO_PORTS}
         return rule
@@ -452,8 +435,9 @@ class _PlanBuilder:
         self._claim_global_name(service, peer.location)
 
     def _service_body(self, service: Service, mirror: bool) -> dict[str, Any]:
-        annotations = {GLOBAL: "true", SHARED: "false" if mirror else "true",
-                       ARGO_SYNC_WAVE: SYNC_WAVE["Service"]}
+        annotations = {GLOBAL_SERVICE_ANNOTATION: "true",
+                       SHARED_SERVICE_ANNOTATION: "false" if mirror else "true",
+                       ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE["Service"]}
         return {
             "apiVersion": "v1",
             "kind": "Service",
@@ -504,7 +488,7 @@ class _PlanBuilder:
                 "kind": "Service",
                 "metadata": {"name": service.name, "namespace": namespace,
                              "labels": _LABELS,
-                             "annotations": {ARGO_SYNC_WAVE: SYNC_WAVE["Service"]}},
+                             "annotations": {ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE["Service"]}},
                 "spec": {
                     "type": "ExternalName",
                     "externalName": f"{service.name}.{service.namespace}.svc."
@@ -551,10 +535,10 @@ class _PlanBuilder:
                     "name": name,
                     "labels": _LABELS,
                     "annotations": {
-                        NAMESPACE_GLOBAL: "true",
-                        ARGO_SYNC_OPTIONS: "Prune=false",
-                        ARGO_SYNC_WAVE: SYNC_WAVE["Namespace"],
-                        FLUX_PRUNE: "disabled",
+                        GLOBAL_NAMESPACE_ANNOTATION: "true",
+                        ARGOCD_SYNC_OPTIONS_ANNOTATION: "Prune=false",
+                        ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE["Namespace"],
+                        FLUX_PRUNE_ANNOTATION: "disabled",
                     },
                 },
             }
@@ -608,7 +592,7 @@ def _with_required_by(body: Mapping[str, Any], causes: tuple[str, ...]) -> dict[
     """The final body: new top-level, metadata and annotations mappings, everything else shared
     with the (memoized) body refinement built."""
     metadata = body["metadata"]
-    annotations = {**metadata.get("annotations", {}), REQUIRED_BY: ",".join(causes)}
+    annotations = {**metadata.get("annotations", {}), REQUIRED_BY_ANNOTATION: ",".join(causes)}
     return {**body, "metadata": {**metadata, "annotations": annotations}}
 
 

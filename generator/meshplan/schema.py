@@ -24,6 +24,7 @@ from referencing import Registry, Resource
 
 from .diagnostics import Diagnostic, error, notice
 from .load import Document, PathKey, format_path
+from .vocabulary import POLICY_KINDS, REQUIREMENT_ANNOTATIONS
 
 SCHEMA_FILES = ("common", "domain", "requirement", "domain-request", "gitops")
 SCHEMA_URL = "https://meshplan.dev/schemas/{name}.schema.json"
@@ -41,7 +42,7 @@ DOMAIN = DocumentKind("Domain", "domain")
 DOMAIN_REQUEST = DocumentKind("DomainRequest", "domain-request")
 REQUIREMENT = DocumentKind("Requirement", "requirement")
 GITOPS = DocumentKind("GitOps", "gitops")
-REQUIREMENT_KINDS = ("Requirement", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
+REQUIREMENT_KINDS = ("Requirement", *POLICY_KINDS)
 
 
 @cache
@@ -287,9 +288,6 @@ def schema_diagnostics(doc: Document, kind: DocumentKind) -> Iterator[Diagnostic
         yield from _explain(doc, err)
 
 
-MESHPLAN_ANNOTATIONS = ("meshplan.dev/clusters",)
-
-
 def _meshplan_annotation_problems(doc: Document) -> Iterator[Diagnostic]:
     """A misspelt ``meshplan.dev/...`` annotation would silently widen a requirement's scope."""
     metadata = doc.data.get("metadata") if isinstance(doc.data, dict) else None
@@ -297,12 +295,12 @@ def _meshplan_annotation_problems(doc: Document) -> Iterator[Diagnostic]:
     if not isinstance(annotations, dict):
         return
     for key in annotations:
-        if str(key).startswith("meshplan.dev/") and key not in MESHPLAN_ANNOTATIONS:
-            hint = difflib.get_close_matches(str(key), MESHPLAN_ANNOTATIONS, n=1, cutoff=0.6)
+        if str(key).startswith("meshplan.dev/") and key not in REQUIREMENT_ANNOTATIONS:
+            hint = difflib.get_close_matches(str(key), REQUIREMENT_ANNOTATIONS, n=1, cutoff=0.6)
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
             path: PathKey = ("metadata", "annotations", key)
             yield error(doc.key_location(path), format_path(path), "expected one of the "
-                        f"annotations {', '.join(MESHPLAN_ANNOTATIONS)}; found the unknown "
+                        f"annotations {', '.join(REQUIREMENT_ANNOTATIONS)}; found the unknown "
                         f"annotation '{key}'{suggestion}")
 
 

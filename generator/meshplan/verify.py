@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -45,22 +44,28 @@ from typing import Any, Literal
 from .diagnostics import Diagnostic, Location, error, notice, sorted_diagnostics, warning
 from .load import Document, PathKey, decode_utf8, format_path, parse_yaml
 from .model import Inventory, Labels, PortRule, Requirement, Rule, Selector, Service
+from .outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, read_tree, split_cluster_path
+from .vocabulary import (
+    CILIUM_CLUSTER_LABEL,
+    DEFAULT_NAMESPACE,
+    DNS_APP,
+    DNS_APP_LABEL,
+    DNS_NAMESPACE,
+    LABEL_SOURCES,
+    NAMESPACE_LABELS_PREFIX,
+    NAMESPACE_NAME_LABEL,
+    NETWORK_POLICY_KIND,
+    POD_NAMESPACE_LABEL,
+    POLICY_KINDS,
+    SOURCE_ANNOTATION,
+)
 
 Direction = Literal["egress", "ingress"]
 DIRECTIONS: tuple[Direction, Direction] = ("egress", "ingress")
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 MAX_PORT = 65535
-NAMESPACE_KEY = "io.kubernetes.pod.namespace"
-CLUSTER_KEY = "io.cilium.k8s.policy.cluster"
-NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-DNS_NAMESPACE = "kube-system"
-DNS_LABELS: Labels = (("k8s-app", "kube-dns"),)
-DEFAULT_NAMESPACE = "default"
-POLICY_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
-SOURCE_ANNOTATION = "meshplan.dev/source"
-KNOWN_SOURCES = ("k8s", "any")
+DNS_LABELS: Labels = ((DNS_APP_LABEL, DNS_APP),)
 
 
 # --------------------------------------------------------------------------- ports
@@ -237,7 +242,7 @@ def normalize_key(key: str) -> str | None:
     source, sep, rest = key.partition(":")
     if not sep:
         return key
-    return rest if source in KNOWN_SOURCES else None
+    return rest if source in LABEL_SOURCES else None
 
 
 @dataclass(frozen=True)
@@ -348,7 +353,8 @@ class Endpoint:
     @cached_property
     def identity(self) -> dict[str, str]:
         """The labels Cilium derives the endpoint's security identity from."""
-        return {**dict(self.labels), NAMESPACE_KEY: self.namespace, CLUSTER_KEY: self.mesh,
+        return {**dict(self.labels), POD_NAMESPACE_LABEL: self.namespace,
+                CILIUM_CLUSTER_LABEL: self.mesh,
                 NAMESPACE_LABELS_PREFIX + NAMESPACE_NAME_LABEL: self.namespace}
 
     @cached_property
@@ -387,11 +393,11 @@ def synthesize_labels(selector: Selector) -> Labels:
     labels: dict[str, str] = {}
     for key, value in selector.match_labels:
         norm = normalize_key(key)
-        if norm is not None and norm not in (NAMESPACE_KEY, CLUSTER_KEY):
+        if norm is not None and norm not in (POD_NAMESPACE_LABEL, CILIUM_CLUSTER_LABEL):
             labels[norm] = value
     for e in selector.match_expressions:
         norm = normalize_key(e.key)
-        if norm is None or norm in (NAMESPACE_KEY, CLUSTER_KEY) or norm in labels:
+        if norm is None or norm in (POD_NAMESPACE_LABEL, CILIUM_CLUSTER_LABEL) or norm in labels:
             continue
         if e.operator == "In" and e.values:
             labels[norm] = e.values[0]
@@ -402,28 +408,9 @@ def synthesize_labels(selector: Selector) -> Labels:
 
 def selector_namespace(selector: Selector) -> str | None:
     for key, value in selector.match_labels:
-        if normalize_key(key) == NAMESPACE_KEY:
+        if normalize_key(key) == POD_NAMESPACE_LABEL:
             return value
     return None
-
-
-def requirement_scope(inventory: Inventory, requirement: Requirement) -> tuple[str, ...]:
-    """Cluster names (of the requirement's domain) the requirement applies to, as intended."""
-    domain = inventory.domain_by_name[requirement.domain]
-    names = [c.name for c in domain.clusters
-             if requirement.clusters is None or c.name in requirement.clusters]
-    selected = requirement.selected_service
-    if selected is not None:
-        service = domain.service_by_name[selected]
-        names = [n for n in names if n in service.clusters]
-    return tuple(names)
-
-
-def requirement_namespace(requirement: Requirement) -> str | None:
-    """The namespace a requirement's pods live in (None: every namespace, cluster-wide)."""
-    if requirement.cluster_wide:
-        return None
-    return requirement.namespace or DEFAULT_NAMESPACE
 
 
 def inventory_endpoints(inventory: Inventory) -> tuple[Endpoint, ...]:
@@ -455,8 +442,8 @@ def inventory_endpoints(inventory: Inventory) -> tuple[Endpoint, ...]:
         owner = inventory.domain_by_name.get(requirement.domain)
         if owner is None:
             continue
-        scope = requirement_scope(inventory, requirement)
-        own = requirement_namespace(requirement) or DEFAULT_NAMESPACE
+        scope = [c.name for c in inventory.requirement_scope(requirement)]
+        own = inventory.policy_namespace(requirement) or DEFAULT_NAMESPACE
         raw = [] if requirement.endpoint_selector.is_abstract else [requirement.endpoint_selector]
         for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
             raw += [p.selector for p in rule.endpoints if not p.is_abstract]
@@ -651,10 +638,8 @@ class _IntentBuilder:
         self.inventory = inventory
         self.model = model
         self.req = req
-        domain = inventory.domain_by_name[req.domain]
-        selected = req.selected_service
-        self.protected = domain.service_by_name.get(selected) if selected else None
-        self.scope = requirement_scope(inventory, req)
+        self.protected = inventory.service_selected_by(req)
+        self.scope = [c.name for c in inventory.requirement_scope(req)]
         self.origin = Origin(req.location, f"requirement {req.key}")
 
     def build(self) -> None:
@@ -682,7 +667,7 @@ class _IntentBuilder:
                     out.append(i)
             return out
         selector = LabelSelector.from_model(self.req.endpoint_selector)
-        namespace = requirement_namespace(self.req)
+        namespace = self.inventory.policy_namespace(self.req)
         for i, e in enumerate(self.model.endpoints):
             if not e.is_pod or e.domain != self.req.domain or e.cluster != cluster:
                 continue
@@ -731,9 +716,9 @@ class _IntentBuilder:
     def _raw_pods(self, selector: Selector, cluster: str) -> frozenset[int]:
         """Raw pod labels: the requirement's own cluster, its namespace unless one is written."""
         labels = LabelSelector.from_model(selector)
-        namespace = requirement_namespace(self.req)
-        if namespace is not None and not labels.has_key(NAMESPACE_KEY):
-            labels = labels.also(Term(NAMESPACE_KEY, "In", (namespace,)))
+        namespace = self.inventory.policy_namespace(self.req)
+        if namespace is not None and not labels.has_key(POD_NAMESPACE_LABEL):
+            labels = labels.also(Term(POD_NAMESPACE_LABEL, "In", (namespace,)))
         return frozenset(
             i for i, e in enumerate(self.model.endpoints)
             if e.is_pod and e.domain == self.req.domain and e.cluster == cluster
@@ -743,21 +728,6 @@ class _IntentBuilder:
 # --------------------------------------------------------------------------- actual
 
 
-def read_tree(root: Path) -> dict[str, bytes]:
-    """Every regular file under ``root`` (relative '/'-separated path -> bytes)."""
-    files: dict[str, bytes] = {}
-    if not root.is_dir():
-        return files
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if path.is_file() and not path.is_symlink():
-                files[path.relative_to(root).as_posix()] = path.read_bytes()
-    return files
-
-
-KUSTOMIZATION = "kustomization.yaml"
 HARMLESS_KUSTOMIZE_KEYS = {"apiVersion", "kind", "metadata", "resources", "commonAnnotations",
                            "buildMetadata"}
 RULE_KEYS = {"endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny",
@@ -791,12 +761,12 @@ class _ActualBuilder:
         return f"{self.root}/{relpath}" if self.root else relpath
 
     def build(self) -> Connectivity:
-        dirs = sorted({"/".join(p.split("/")[:3]) for p in self.files
-                       if p.startswith("clusters/") and p.count("/") >= 3})
+        dirs = sorted({cluster_dir(split[0], split[1]) for p in self.files
+                       if (split := split_cluster_path(p)) is not None})
         known = set()
         for domain in self.inventory.domains:
             for cluster in domain.clusters:
-                base = f"clusters/{domain.name}/{cluster.name}"
+                base = cluster_dir(domain.name, cluster.name)
                 known.add(base)
                 if base not in dirs:
                     self.problems.append(error(
@@ -893,7 +863,7 @@ class _PolicyReader:
 
     def read(self) -> None:
         data = self.doc.data
-        if self.kind == "CiliumNetworkPolicy" and self.namespace is None:
+        if self.kind == NETWORK_POLICY_KIND and self.namespace is None:
             self.problem(("metadata",), "expected metadata.namespace, found none")
             return
         specs: list[tuple[PathKey, Any]] = []
@@ -914,7 +884,7 @@ class _PolicyReader:
             return
         for key in sorted(set(spec) - RULE_KEYS):
             self.problem((*path, key), f"'{key}' is not modelled by verify: ignored")
-        drop = ("k8s:" + NAMESPACE_KEY,) if self.namespace else ()
+        drop = ("k8s:" + POD_NAMESPACE_LABEL,) if self.namespace else ()
         selector, why = parse_selector(spec.get("endpointSelector"), drop)
         if selector is None:
             self.problem((*path, "endpointSelector"), f"cannot read endpointSelector: {why}")
@@ -1016,19 +986,19 @@ class _PolicyReader:
             if selector is None:
                 self.problem((*path, j), f"cannot read the selector: {why}")
                 continue
-            if not selector.has_key(CLUSTER_KEY):
+            if not selector.has_key(CILIUM_CLUSTER_LABEL):
                 self.problem((*path, j), f"expected the peer to name its cluster "
-                             f"({CLUSTER_KEY}), found none: without it the selector means the "
-                             "local cluster from Cilium 1.19 (policy-default-local-cluster) "
-                             "and every cluster before, so verify counts it as allowing "
-                             "nothing")
+                             f"({CILIUM_CLUSTER_LABEL}), found none: without it the selector "
+                             "means the local cluster from Cilium 1.19 "
+                             "(policy-default-local-cluster) and every cluster before, so "
+                             "verify counts it as allowing nothing")
                 continue
-            if not selector.has_key(NAMESPACE_KEY):
+            if not selector.has_key(POD_NAMESPACE_LABEL):
                 if self.namespace is not None and not selector.has_key_prefix(
                         NAMESPACE_LABELS_PREFIX):
-                    selector = selector.also(Term(NAMESPACE_KEY, "In", (self.namespace,)))
+                    selector = selector.also(Term(POD_NAMESPACE_LABEL, "In", (self.namespace,)))
                 elif self.namespace is None:
-                    selector = selector.also(Term(NAMESPACE_KEY, "Exists"))
+                    selector = selector.also(Term(POD_NAMESPACE_LABEL, "Exists"))
             selected.update(i for i, e in enumerate(self.owner.model.endpoints)
                             if e.is_pod and selector.matches(e.identity))
         return frozenset(selected)
@@ -1078,7 +1048,7 @@ class _PolicyReader:
 
 def actual_connectivity(
     inventory: Inventory, endpoints: Sequence[Endpoint], files: Mapping[str, bytes],
-    display_root: str = "rendered",
+    display_root: str = DEFAULT_OUTPUT_DIR,
 ) -> tuple[Connectivity, tuple[Diagnostic, ...], int]:
     """The connectivity the rendered files allow; problems reading them; how many policies."""
     builder = _ActualBuilder(inventory, endpoints, files, display_root)
@@ -1340,7 +1310,7 @@ class VerifyReport:
 
 
 def verify(inventory: Inventory, files: Mapping[str, bytes],
-           display_root: str = "rendered") -> VerifyReport:
+           display_root: str = DEFAULT_OUTPUT_DIR) -> VerifyReport:
     """Compare the rendered files (relative to the output root) with the requirements."""
     endpoints = inventory_endpoints(inventory)
     actual, problems, policies = actual_connectivity(inventory, endpoints, files, display_root)
@@ -1365,7 +1335,7 @@ def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
     from .pipeline import validated
 
     inventory, _ = validated(repo)
-    out = rendered if rendered is not None else repo / "rendered"
+    out = rendered if rendered is not None else repo / DEFAULT_OUTPUT_DIR
     return verify(inventory, read_tree(out), display_root_for(repo, out))
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .diagnostics import OperationError
-from .render import OUTPUT_MARKER, OutputFile
+from .outputs import OUTPUT_MARKER, OutputFile
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100

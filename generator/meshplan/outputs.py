@@ -1,0 +1,66 @@
+"""The rendered tree: its files as values, its layout, and reading it back from disk.
+
+Layout, relative to the output folder (and to the root of the output branch)::
+
+    .meshplan-output                               # marks a folder meshplan may replace
+    clusters/<domain>/<cluster>/kustomization.yaml # one Kustomize root per cluster
+    bootstrap/argocd/applicationset.yaml           # GitOps bootstrap (meshplan.bootstrap)
+    bootstrap/flux/<domain>/<cluster>.yaml
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+OUTPUT_MARKER = ".meshplan-output"
+DEFAULT_OUTPUT_DIR = "rendered"  # <repo>/rendered
+CLUSTERS_DIR = "clusters"
+KUSTOMIZATION = "kustomization.yaml"
+ARGOCD_BOOTSTRAP_FILE = "bootstrap/argocd/applicationset.yaml"
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    path: str  # relative, '/'-separated
+    content: bytes
+
+
+def cluster_dir(domain: str, cluster: str) -> str:
+    """``clusters/<domain>/<cluster>``: the Kustomize root of one cluster."""
+    return f"{CLUSTERS_DIR}/{domain}/{cluster}"
+
+
+def flux_bootstrap_file(domain: str, cluster: str) -> str:
+    return f"bootstrap/flux/{domain}/{cluster}.yaml"
+
+
+def split_cluster_path(path: str) -> tuple[str, str, str] | None:
+    """``(domain, cluster, rest)`` of a path inside a cluster folder, else None."""
+    parts = path.split("/", 3)
+    if len(parts) == 4 and parts[0] == CLUSTERS_DIR:
+        return parts[1], parts[2], parts[3]
+    return None
+
+
+def clusters_of(paths: Iterable[str]) -> list[str]:
+    """The clusters (``domain/cluster``) that ``paths`` lie in, sorted."""
+    found = {f"{split[0]}/{split[1]}" for path in paths
+             if (split := split_cluster_path(path)) is not None}
+    return sorted(found)
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Every regular file under ``root`` (relative '/'-separated path -> bytes); no symlinks."""
+    files: dict[str, bytes] = {}
+    if not root.is_dir():
+        return files
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.is_file() and not path.is_symlink():
+                files[path.relative_to(root).as_posix()] = path.read_bytes()
+    return files

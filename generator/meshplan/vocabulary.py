@@ -1,0 +1,66 @@
+"""Every label, annotation and kind name meshplan reads or writes, each under one name.
+
+Stage modules import these instead of spelling keys; new keys (Istio, Helm values,
+monitoring) belong here too. A name says whose key it is: ``CILIUM_CLUSTER_LABEL`` is
+Cilium's identity label, ``MESHPLAN_CLUSTER_LABEL`` the label meshplan puts on objects it
+generates for a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+# --------------------------------------------------------------------------- requirements
+# meshplan's input format: the abstract peer labels and the requirement annotations.
+
+SERVICE_KEY = "service"
+CLUSTER_KEY = "cluster"
+DOMAIN_KEY = "domain"
+ABSTRACT_KEYS = (SERVICE_KEY, CLUSTER_KEY, DOMAIN_KEY)
+WILDCARD = "*"
+CLUSTERS_ANNOTATION = "meshplan.dev/clusters"  # a thesis-form requirement's scope
+REQUIREMENT_ANNOTATIONS = (CLUSTERS_ANNOTATION,)  # every meshplan.dev/ annotation it may carry
+
+# --------------------------------------------------------------------------- Kubernetes
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY: Mapping[str, str] = MappingProxyType({MANAGED_BY_LABEL: "meshplan"})
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # every Namespace carries its name
+
+# --------------------------------------------------------------------------- Cilium
+# Identity labels: what a policy selector can match besides the pod's own labels. A key may
+# carry a source prefix; ``k8s:`` and ``any:`` address Kubernetes labels, others no pod label.
+
+LABEL_SOURCES = ("k8s", "any")
+POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+K8S_POD_NAMESPACE_LABEL = f"k8s:{POD_NAMESPACE_LABEL}"  # the spelling meshplan writes
+CILIUM_CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
+NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."  # + a label of the pod's namespace
+DNS_NAMESPACE = "kube-system"
+DNS_APP_LABEL = "k8s-app"
+DNS_APP = "kube-dns"
+
+NETWORK_POLICY_KIND = "CiliumNetworkPolicy"
+CLUSTERWIDE_POLICY_KIND = "CiliumClusterwideNetworkPolicy"
+POLICY_KINDS = (NETWORK_POLICY_KIND, CLUSTERWIDE_POLICY_KIND)
+
+GLOBAL_SERVICE_ANNOTATION = "service.cilium.io/global"
+SHARED_SERVICE_ANNOTATION = "service.cilium.io/shared"
+GLOBAL_NAMESPACE_ANNOTATION = "clustermesh.cilium.io/global"
+
+# --------------------------------------------------------------------------- meshplan
+# On the objects meshplan generates.
+
+REQUIRED_BY_ANNOTATION = "meshplan.dev/required-by"  # the requirements that caused an object
+SOURCE_ANNOTATION = "meshplan.dev/source"  # the requirement file a policy comes from
+MESHPLAN_DOMAIN_LABEL = "meshplan.dev/domain"  # on GitOps bootstrap objects of a cluster
+MESHPLAN_CLUSTER_LABEL = "meshplan.dev/cluster"
+
+# --------------------------------------------------------------------------- GitOps agents
+
+ARGOCD_SYNC_OPTIONS_ANNOTATION = "argocd.argoproj.io/sync-options"
+ARGOCD_SYNC_WAVE_ANNOTATION = "argocd.argoproj.io/sync-wave"
+FLUX_PRUNE_ANNOTATION = "kustomize.toolkit.fluxcd.io/prune"
