@@ -31,7 +31,6 @@ from meshplan.graph import (
     connectivity_graph,
     flow_edges,
     flow_edges_of,
-    flow_edges_of_repository,
     mermaid_block,
     mermaid_flow_diff,
     mermaid_text,
@@ -40,7 +39,7 @@ from meshplan.graph import (
     to_mermaid,
     to_table,
 )
-from meshplan.pipeline import render_repository, validated
+from meshplan.pipeline import render_repository, render_with_inventory, validated
 from meshplan.verify import VerifyReport, verify
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -191,6 +190,11 @@ def parse_mermaid(diagrams: Sequence[str], workdir: Path) -> list[dict[str, obje
     assert text != "pending", "mermaid did not finish"
     results: list[dict[str, object]] = json.loads(text)
     return results
+
+
+def flow_edges_of_repository(repo: Path) -> frozenset[FlowEdge]:
+    inventory, rendered, _ = render_with_inventory(repo)
+    return flow_edges_of(inventory, rendered.files)
 
 
 def diff_diagram(tmp_path: Path) -> str:

@@ -22,8 +22,9 @@ import yaml
 from conftest import REBEL_REQUIREMENT, copy_example, run_cli
 from gitserver import GitServer, commit_all, git, git_daemon, isolate_git
 from meshplan import publish as publish_module
-from meshplan.pipeline import render_repository
-from meshplan.publish import PROVENANCE_FILE, PublishOptions, publish, trailers
+from meshplan.gitrepo import trailers
+from meshplan.pipeline import publish_repository, render_repository
+from meshplan.publish import PROVENANCE_FILE, PublishOptions
 from support.k8s import kustomize_build, validate_object
 
 BRANCH = "rendered"
@@ -312,7 +313,7 @@ def other_job_wins_first(monkeypatch: pytest.MonkeyPatch, loser_sha: str, winner
 
     def push_after_the_other_job(ctx: publish_module._Context, commit: str) -> bool:
         if not raced and ctx.source.sha == loser_sha:
-            raced.append(publish(PublishOptions(winner, push=True)).commit)
+            raced.append(publish_repository(PublishOptions(winner, push=True)).commit)
         return original_push(ctx, commit)
 
     monkeypatch.setattr(publish_module, "_push", push_after_the_other_job)
@@ -397,7 +398,7 @@ def test_failure_inside_the_commit_step_changes_nothing(setup: Setup,
     before = state_of(setup.source)
     monkeypatch.setattr(publish_module, "commit_tree", commit_then_die)
     with pytest.raises(KeyboardInterrupt):
-        publish(PublishOptions(setup.source, push=True))
+        publish_repository(PublishOptions(setup.source, push=True))
     assert state_of(setup.source) == before
     assert setup.remote_head() is None
 
@@ -508,7 +509,7 @@ def test_project_in_a_subfolder_and_provenance_without_credentials(tmp_path: Pat
 
 
 def test_redact_url_and_trailers() -> None:
-    from meshplan.publish import redact_url
+    from meshplan.gitrepo import redact_url
 
     assert redact_url("https://x-access-token:abc@github.com/o/r") == "https://github.com/o/r"
     assert redact_url("https://abc@github.com/o/r") == "https://github.com/o/r"

@@ -19,7 +19,13 @@ import click
 from . import __version__
 from .diagnostics import Diagnostic, InputError, MeshplanError, Severity
 from .outputs import DEFAULT_OUTPUT_DIR, clusters_of
-from .pipeline import render_repository, validate
+from .pipeline import (
+    diff_repository,
+    publish_repository,
+    render_repository,
+    validate,
+    verify_repository,
+)
 from .write import diff_against, write_tree
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -211,10 +217,10 @@ def publish_command(repo: Path, branch: str | None, remote: str, push: bool,
     No commit when the output did not change; a source commit older than the one already
     published is refused. Exit 0 published or up to date, 1 refused or git failed.
     """
-    from .publish import PublishOptions, publish
+    from .publish import PublishOptions
 
     progress("rendering the checked-out commit and publishing it ...")
-    result = publish(PublishOptions(repo, branch=branch, remote=remote, push=push,
+    result = publish_repository(PublishOptions(repo, branch=branch, remote=remote, push=push,
                                     allow_dirty=allow_dirty))
     print_diagnostics(result.diagnostics, quiet_notices=True)
     for note in result.notes:
@@ -246,7 +252,7 @@ def diff_command(repo: Path, base: str, output_format: str, exit_code: bool) -> 
     by object, with a unified diff of each changed object and a summary table. Exit 0 whether
     or not there are changes (1 with --exit-code when there are), 1 on invalid inputs.
     """
-    from .gitdiff import diff_repository, format_markdown, format_text
+    from .gitdiff import format_markdown, format_text
 
     progress(f"rendering {base} and the working tree ...")
     report, diagnostics = diff_repository(repo, base, with_flows=output_format == "markdown")
@@ -281,8 +287,6 @@ def verify_command(repo: Path, rendered: Path | None, output_format: str) -> Non
     as is an egress-restricted pod that cannot reach kube-dns. Half-open intents across domains
     are warnings. Exit 0 when output and requirements agree, 1 otherwise or on invalid inputs.
     """
-    from .verify import verify_repository
-
     progress("evaluating the rendered policies against the requirements ...")
     report = verify_repository(repo, rendered)
     if output_format == "json":
@@ -323,7 +327,6 @@ def graph_command(repo: Path, rendered: Path | None, output_format: str, domain:
     """
     from .diagnostics import UsageError
     from .graph import connectivity_graph, render_graph
-    from .verify import verify_repository
 
     progress("evaluating the rendered policies against the requirements ...")
     report = verify_repository(repo, rendered)

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
-import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -28,17 +27,19 @@ import jinja2
 import yaml
 
 from .diagnostics import Diagnostic, InputError, OperationError, Severity
+from .gitrepo import detached_worktree, resolve_commit, toplevel
 from .graph import FlowEdge, flow_edges_of, mermaid_block, mermaid_flow_diff
 from .model import Inventory
 from .outputs import KUSTOMIZATION, OutputFile, split_cluster_path
-from .pipeline import render_with_inventory
-from .publish import run_git
+from .render import Rendered
 
 MARKDOWN_DIFF_BUDGET = 50_000  # characters of diff text in a markdown report
 COMMENT_MARKER = "<!-- meshplan-diff -->"
 WORKING_TREE = "working tree"
 
 ChangeKind = Literal["added", "removed", "changed"]
+# A whole pipeline run (meshplan.pipeline.render_with_inventory), for the checkout of the base.
+RenderRepository = Callable[[Path], tuple[Inventory, Rendered, tuple[Diagnostic, ...]]]
 
 
 @dataclass(frozen=True)
@@ -210,75 +211,63 @@ def flows_of(inventory: Inventory, files: tuple[OutputFile, ...]) -> frozenset[F
     return flow_edges_of(inventory, files)
 
 
-def toplevel(project: Path) -> Path:
-    proc = run_git(["rev-parse", "--show-toplevel"], project, check=False)
-    if proc.returncode != 0:
+def git_root(project: Path) -> Path:
+    root = toplevel(project)
+    if root is None:
         raise OperationError(f"{project} is not inside a git repository: `meshplan diff` "
                              "compares with a git ref")
-    return Path(proc.stdout.strip()).resolve()
+    return root
 
 
-def resolve_ref(root: Path, ref: str) -> str:
-    proc = run_git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
-                   root, check=False)
-    if proc.returncode != 0:
+def base_commit(root: Path, ref: str) -> str:
+    sha = resolve_commit(root, ref)
+    if sha is None:
         raise OperationError(f"base ref '{ref}' is not a commit in this repository (for a "
                              f"branch of the remote, fetch it first: `git fetch origin {ref}`)")
-    return proc.stdout.strip()
+    return sha
 
 
-def render_ref(project: Path, ref: str, *, with_flows: bool = False) -> BaseRender:
+def render_ref(project: Path, ref: str, render: RenderRepository, *,
+               with_flows: bool = False) -> BaseRender:
     """Render ``ref`` from a temporary worktree; a base that cannot be rendered is empty."""
-    root = toplevel(project)
-    sha = resolve_ref(root, ref)
+    root = git_root(project)
+    sha = base_commit(root, ref)
     relative = project.resolve().relative_to(root)
-    with tempfile.TemporaryDirectory(prefix="meshplan-diff-") as tmp:
-        checkout = Path(tmp) / "base"
-        run_git(["-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach", "--quiet",
-                 str(checkout), sha], root)
+    with detached_worktree(root, sha) as checkout:
+        base_project = checkout / relative
+        if not (base_project / "inventory").is_dir():
+            return BaseRender(sha, (), f"base {ref} ({sha[:12]}) has no "
+                              f"{(relative / 'inventory').as_posix()}/ folder: every "
+                              "object is shown as added")
         try:
-            base_project = checkout / relative
-            if not (base_project / "inventory").is_dir():
-                return BaseRender(sha, (), f"base {ref} ({sha[:12]}) has no "
-                                  f"{(relative / 'inventory').as_posix()}/ folder: every "
-                                  "object is shown as added")
-            try:
-                inventory, rendered, _ = render_with_inventory(base_project)
-            except InputError as exc:
-                errors = sum(d.severity is Severity.ERROR for d in exc.diagnostics)
-                return BaseRender(sha, (), f"base {ref} ({sha[:12]}) has invalid inputs "
-                                  f"({errors} error(s)), so it cannot be rendered: every object "
-                                  "is shown as added", exc.diagnostics)
-            flows = flows_of(inventory, rendered.files) if with_flows else None
-            return BaseRender(sha, rendered.files, flows=flows or frozenset())
-        finally:
-            run_git(["worktree", "remove", "--force", str(checkout)], root, check=False)
-            run_git(["worktree", "prune"], root, check=False)
+            inventory, rendered, _ = render(base_project)
+        except InputError as exc:
+            errors = sum(d.severity is Severity.ERROR for d in exc.diagnostics)
+            return BaseRender(sha, (), f"base {ref} ({sha[:12]}) has invalid inputs "
+                              f"({errors} error(s)), so it cannot be rendered: every object "
+                              "is shown as added", exc.diagnostics)
+        flows = flows_of(inventory, rendered.files) if with_flows else None
+        return BaseRender(sha, rendered.files, flows=flows or frozenset())
 
 
-def diff_repository(
-    project: Path, base: str, *, with_flows: bool = False
-) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
-    """Compare the render of ``base`` with the render of the working tree.
+def diff_report(base_ref: str, before: BaseRender, inventory: Inventory,
+                files: tuple[OutputFile, ...], *, with_flows: bool = False) -> DiffReport:
+    """Compare the render of the base (``before``) with ``files``, rendered from ``inventory``.
 
     ``with_flows`` also draws the flows added and removed (for the markdown report).
-    Raises :class:`InputError` when the working tree's inputs are invalid.
     """
-    inventory, rendered, diagnostics = render_with_inventory(project)
-    before = render_ref(project, base, with_flows=with_flows)
-    groups = compare(before.files, rendered.files)
-    compared = len(cluster_groups(before.files) | cluster_groups(rendered.files))
+    groups = compare(before.files, files)
+    compared = len(cluster_groups(before.files) | cluster_groups(files))
     flow_diff, flow_note = "", None
     if with_flows:
-        after = flows_of(inventory, rendered.files)
+        after = flows_of(inventory, files)
         if after is None:
             flow_note = (f"flow picture skipped: more than {MAX_FLOW_ENDPOINTS} service "
                          "endpoints (run `meshplan graph` for one cluster or domain)")
         else:
             flow_diff = mermaid_flow_diff(before.flows, after)
-    report = DiffReport(base, before.sha, tuple(groups), compared, before.note,
-                        before.diagnostics, flow_diff, flow_note)
-    return report, diagnostics
+    return DiffReport(base_ref, before.sha, tuple(groups), compared, before.note,
+                      before.diagnostics, flow_diff, flow_note)
 
 
 # --------------------------------------------------------------------------- formatting

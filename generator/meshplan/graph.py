@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import jinja2
@@ -379,17 +378,6 @@ def flow_edges_of(inventory: Inventory,
     return flow_edges(verify(inventory, contents))
 
 
-def flow_edges_of_repository(repo: Path,
-                             files: Iterable[OutputFile] | None = None) -> frozenset[FlowEdge]:
-    """Validate ``repo``'s inputs and model ``files`` (default: its own render)."""
-    from .pipeline import render_with_inventory, validated
-
-    if files is None:
-        inventory, rendered, _ = render_with_inventory(repo)
-        return flow_edges_of(inventory, rendered.files)
-    return flow_edges_of(validated(repo)[0], files)
-
-
 MAX_DIFF_EDGES = 200
 
 
@@ -444,6 +432,6 @@ def mermaid_block(text: str) -> str:
 
 __all__: Sequence[str] = (
     "FORMATS", "Edge", "FlowEdge", "Graph", "Group", "Node", "connectivity_graph",
-    "flow_edges", "flow_edges_of", "flow_edges_of_repository", "mermaid_block",
+    "flow_edges", "flow_edges_of", "mermaid_block",
     "mermaid_flow_diff", "render_graph", "to_dot", "to_html", "to_mermaid", "to_table",
 )

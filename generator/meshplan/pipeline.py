@@ -1,6 +1,7 @@
-"""Wires the stages together: repository -> validated :class:`Inventory` (-> output files).
+"""Stage sequencing, and only here: load -> schema -> model -> check -> refine -> render.
 
-Each function here only sequences stages; the work lives in the stage modules.
+Each function only sequences stages (and hands the result to the command that needs a whole
+run: verify, diff, publish); the work lives in the stage modules, which never import this one.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .bootstrap import check_destinations
 from .check import check_inventory
@@ -33,6 +35,7 @@ from .model import (
     build_requirement,
     with_implied_namespaces,
 )
+from .outputs import DEFAULT_OUTPUT_DIR, read_tree
 from .refine import Plan, refine
 from .render import Rendered, render
 from .schema import (
@@ -41,6 +44,11 @@ from .schema import (
     check_inventory_document,
     check_requirement_document,
 )
+
+if TYPE_CHECKING:  # the commands below import their modules when they run (start-up time)
+    from .gitdiff import DiffReport
+    from .publish import PublishOptions, PublishResult
+    from .verify import VerifyReport
 
 
 @dataclass(frozen=True)
@@ -174,3 +182,45 @@ def render_analysis(analysis: Analysis) -> Rendered:
         raise InputError(analysis.diagnostics)
     with without_cyclic_gc():
         return render(analysis.plan, analysis.inventory)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
+    """Validate the inputs (raises InputError when invalid), then verify the rendered tree."""
+    from .verify import display_root_for, verify
+
+    inventory, _ = validated(repo)
+    out = rendered if rendered is not None else repo / DEFAULT_OUTPUT_DIR
+    return verify(inventory, read_tree(out), display_root_for(repo, out))
+
+
+def diff_repository(project: Path, base: str, *,
+                    with_flows: bool = False) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
+    """Render ``base`` (in a temporary worktree) and the working tree, and compare them.
+
+    Raises :class:`InputError` when the working tree's inputs are invalid (an invalid base is
+    a note in the report).
+    """
+    from .gitdiff import diff_report, render_ref
+
+    inventory, rendered, diagnostics = render_with_inventory(project)
+    before = render_ref(project, base, render_with_inventory, with_flows=with_flows)
+    return diff_report(base, before, inventory, rendered.files, with_flows=with_flows), diagnostics
+
+
+def publish_repository(options: PublishOptions) -> PublishResult:
+    """Render the checked-out commit and publish it to the output branch (:mod:`.publish`).
+
+    The git checks come first and the input errors after them (git problems are cheaper to
+    fix first); one analysis serves both the configured branch and the output.
+    """
+    from .publish import choose_target, publish_output, read_source
+
+    source = read_source(options.project, options.remote, allow_dirty=options.allow_dirty)
+    analysis = analyse(options.project)
+    gitops = analysis.inventory.gitops if analysis.inventory is not None else None
+    target = choose_target(options, source, gitops.branch if gitops is not None else None)
+    rendered = render_analysis(analysis)
+    return publish_output(options, source, target, rendered.files, analysis.diagnostics)

@@ -44,7 +44,7 @@ from typing import Any, Literal
 from .diagnostics import Diagnostic, Location, error, notice, sorted_diagnostics, warning
 from .load import Document, PathKey, decode_utf8, format_path, parse_yaml
 from .model import Inventory, Labels, PortRule, Requirement, Rule, Selector, Service
-from .outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, read_tree, split_cluster_path
+from .outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, split_cluster_path
 from .vocabulary import (
     CILIUM_CLUSTER_LABEL,
     DEFAULT_NAMESPACE,
@@ -1330,18 +1330,9 @@ def display_root_for(repo: Path, rendered: Path) -> str:
         return str(rendered)
 
 
-def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
-    """Validate the inputs (raises InputError when invalid), then verify the rendered tree."""
-    from .pipeline import validated
-
-    inventory, _ = validated(repo)
-    out = rendered if rendered is not None else repo / DEFAULT_OUTPUT_DIR
-    return verify(inventory, read_tree(out), display_root_for(repo, out))
-
-
 __all__ = [
     "ALL_PORTS", "DNS_PORTS", "NO_PORTS", "Connectivity", "Endpoint", "Grant",
     "LabelSelector", "Mismatch", "Origin", "PortSet", "Stance", "Term", "VerifyReport",
     "actual_connectivity", "compare", "dns_problems", "half_open", "intended_connectivity",
-    "inventory_endpoints", "parse_selector", "read_tree", "verify", "verify_repository",
+    "inventory_endpoints", "parse_selector", "verify",
 ]
