@@ -52,7 +52,7 @@ from typing import Any
 
 import yaml
 from meshplan.model import Inventory
-from meshplan.verify import Endpoint
+from meshplan.verify.endpoints import Endpoint
 
 CLUSTER_KEY = "io.cilium.k8s.policy.cluster"
 NAMESPACE_KEY = "io.kubernetes.pod.namespace"

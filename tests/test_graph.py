@@ -40,7 +40,7 @@ from meshplan.graph import (
     to_table,
 )
 from meshplan.pipeline import render_repository, render_with_inventory, validated
-from meshplan.verify import VerifyReport, verify
+from meshplan.verify.report import VerifyReport, verify
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",

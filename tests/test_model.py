@@ -9,7 +9,8 @@ from conftest import REPO_ROOT, copy_example, run_validate
 from meshplan.model import Inventory, Requirement, Selector, labels_of, parse_thesis_selector
 from meshplan.pipeline import validated
 from meshplan.refine import refine
-from meshplan.verify import intended_connectivity, inventory_endpoints
+from meshplan.verify.endpoints import inventory_endpoints
+from meshplan.verify.intent import intended_connectivity
 
 
 def example() -> Inventory:

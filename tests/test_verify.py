@@ -30,15 +30,9 @@ from hypothesis import HealthCheck, given, settings
 from meshplan.diagnostics import Severity
 from meshplan.model import Inventory
 from meshplan.pipeline import render_repository, validated
-from meshplan.verify import (
-    ALL_PORTS,
-    LabelSelector,
-    PortSet,
-    VerifyReport,
-    parse_selector,
-    ports_of,
-    verify,
-)
+from meshplan.verify.ports import ALL_PORTS, PortSet, ports_of
+from meshplan.verify.report import VerifyReport, verify
+from meshplan.verify.selectors import LabelSelector, parse_selector
 from strategies import RepoSpec, repos
 
 Files = dict[str, bytes]

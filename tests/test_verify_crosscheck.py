@@ -23,7 +23,7 @@ from conftest import REPO_ROOT, THESIS_DIR
 from hypothesis import HealthCheck, given, settings
 from meshplan.model import Inventory
 from meshplan.pipeline import render_repository, validated
-from meshplan.verify import VerifyReport, verify
+from meshplan.verify.report import VerifyReport, verify
 from netpol import Spans, nca_flows, run_nca, translate, virtual_cluster
 from strategies import RepoSpec, repos
 

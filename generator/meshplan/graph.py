@@ -27,7 +27,8 @@ import jinja2
 from . import __version__
 from .model import Inventory
 from .outputs import OutputFile
-from .verify import Endpoint, VerifyReport, verify
+from .verify.endpoints import Endpoint
+from .verify.report import VerifyReport, verify
 
 GraphFormat = Literal["mermaid", "dot", "html", "table"]
 FORMATS: tuple[GraphFormat, ...] = ("mermaid", "dot", "html", "table")

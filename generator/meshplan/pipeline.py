@@ -48,7 +48,7 @@ from .schema import (
 if TYPE_CHECKING:  # the commands below import their modules when they run (start-up time)
     from .gitdiff import DiffReport
     from .publish import PublishOptions, PublishResult
-    from .verify import VerifyReport
+    from .verify.report import VerifyReport
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def render_analysis(analysis: Analysis) -> Rendered:
 
 def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
     """Validate the inputs (raises InputError when invalid), then verify the rendered tree."""
-    from .verify import display_root_for, verify
+    from .verify.report import display_root_for, verify
 
     inventory, _ = validated(repo)
     out = rendered if rendered is not None else repo / DEFAULT_OUTPUT_DIR

@@ -1,0 +1,171 @@
+"""The connectivity model both sides are built into: per endpoint and direction, whether it
+is default-deny and which peers and ports it allows or denies; flows are evaluated from it."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..diagnostics import Location
+from .addresses import Block
+from .endpoints import Endpoint
+from .ports import ALL_PORTS, NO_PORTS, PortSet
+
+Direction = Literal["egress", "ingress"]
+DIRECTIONS: tuple[Direction, Direction] = ("egress", "ingress")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an allow or a restriction comes from: a rendered rule or a requirement line."""
+
+    location: Location
+    what: str
+
+    def __str__(self) -> str:
+        where = f"{self.location.file}:{self.location.line}" if self.location.line else \
+            self.location.file
+        return f"{self.what} ({where})"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One rule's allow (or deny) for one direction: which peers, on which ports."""
+
+    pods: frozenset[int]  # endpoint indices
+    blocks: tuple[Block, ...]  # address ranges (CIDR endpoints)
+    ports: PortSet
+    origin: Origin
+    wildcard: bool = False  # no L3 part: every peer, pods and addresses alike
+
+    def selects(self, index: int) -> bool:
+        return self.wildcard or index in self.pods
+
+    def covers(self, version: int, lo: int, hi: int) -> bool:
+        return self.wildcard or any(v == version and a <= lo and hi <= b
+                                    for v, a, b in self.blocks)
+
+
+@dataclass
+class Stance:
+    """One endpoint, one direction: whether it is default-deny, and its allows and denies."""
+
+    default_deny: list[Origin] = field(default_factory=list)
+    allows: list[Grant] = field(default_factory=list)
+    denies: list[Grant] = field(default_factory=list)
+    _compiled: tuple[dict[int, PortSet], PortSet, dict[int, PortSet], PortSet] | None = field(
+        default=None, repr=False, compare=False)
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.default_deny)
+
+    def compiled(self) -> tuple[dict[int, PortSet], PortSet, dict[int, PortSet], PortSet]:
+        """Per peer pod: the union of allowed ports, of wildcard ports, of denied ports, ...
+
+        Computed once, after the model is built (a stance is not changed after that).
+        """
+        if self._compiled is None:
+            maps: list[tuple[dict[int, PortSet], PortSet]] = []
+            for grants in (self.allows, self.denies):
+                per_pod: dict[int, PortSet] = {}
+                everywhere = NO_PORTS
+                for grant in grants:
+                    if grant.wildcard:
+                        everywhere |= grant.ports
+                    for index in grant.pods:
+                        per_pod[index] = per_pod.get(index, NO_PORTS) | grant.ports
+                maps.append((per_pod, everywhere))
+            self._compiled = (maps[0][0], maps[0][1], maps[1][0], maps[1][1])
+        return self._compiled
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ports: PortSet
+    restricted: bool
+    grants: tuple[Grant, ...]  # the allows that matched the peer
+
+
+class Connectivity:
+    """Stances of every endpoint; evaluates flows between any two endpoints."""
+
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        self.endpoints = tuple(endpoints)
+        self.egress = [Stance() for _ in self.endpoints]
+        self.ingress = [Stance() for _ in self.endpoints]
+
+    def stance(self, direction: Direction, index: int) -> Stance:
+        return (self.egress if direction == "egress" else self.ingress)[index]
+
+    def verdict(self, direction: Direction, subject: int, peer: int, *,
+                grants: bool = True) -> Verdict:
+        """What ``subject`` allows to (egress) or from (ingress) ``peer``.
+
+        ``grants=False`` leaves out which rules matched (faster; for the bulk of pairs).
+        """
+        stance = self.stance(direction, subject)
+        endpoint = self.endpoints[peer]
+        if endpoint.kind == "cidr":
+            return self._block_verdict(stance, endpoint.block)
+        allow, allow_any, deny, deny_any = stance.compiled()
+        allowed = ALL_PORTS
+        if stance.restricted:
+            allowed = allow.get(peer, NO_PORTS) | allow_any
+        denied = deny.get(peer, NO_PORTS) | deny_any
+        if denied:
+            allowed -= denied
+        matched = tuple(g for g in stance.allows if g.selects(peer)) if grants else ()
+        return Verdict(allowed, stance.restricted, matched)
+
+    def _block_verdict(self, stance: Stance, block: Block) -> Verdict:
+        version, lo, hi = block
+        relevant = [g for g in (*stance.allows, *stance.denies)
+                    if g.wildcard or any(v == version and a <= hi and b >= lo
+                                         for v, a, b in g.blocks)]
+        cuts = {lo, hi + 1}
+        for grant in relevant:
+            for v, a, b in grant.blocks:
+                if v == version and a <= hi and b >= lo:
+                    cuts.update((max(a, lo), min(b, hi) + 1))
+        points = sorted(cuts)
+        result: PortSet | None = None
+        used: list[Grant] = []
+        for start, end in itertools.pairwise(points):
+            allowed = ALL_PORTS
+            if stance.restricted:
+                allowed = NO_PORTS
+                for grant in stance.allows:
+                    if grant in relevant and grant.covers(version, start, end - 1):
+                        allowed |= grant.ports
+                        if grant not in used:
+                            used.append(grant)
+            for deny in stance.denies:
+                if deny in relevant and deny.covers(version, start, end - 1):
+                    allowed -= deny.ports
+            result = allowed if result is None else result & allowed
+            if not result:
+                break
+        return Verdict(result or NO_PORTS, stance.restricted, tuple(used))
+
+    def flow(self, source: int, destination: int) -> PortSet:
+        return (self.verdict("egress", source, destination, grants=False).ports
+                & self.verdict("ingress", destination, source, grants=False).ports)
+
+    def pairs(self) -> Iterator[tuple[int, int]]:
+        """Every (source, destination) that is a flow: pod to anything else, address to pod."""
+        for i, src in enumerate(self.endpoints):
+            for j, dst in enumerate(self.endpoints):
+                if i != j and (src.is_pod or dst.is_pod):
+                    yield i, j
+
+    def flows(self) -> dict[tuple[int, int], PortSet]:
+        """Every allowed flow (non-empty port set)."""
+        out = {}
+        for i, j in self.pairs():
+            ports = self.flow(i, j)
+            if ports:
+                out[(i, j)] = ports
+        return out

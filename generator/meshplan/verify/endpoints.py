@@ -1,0 +1,165 @@
+"""What traffic flows between: services per cluster, raw-label clients, kube-dns, CIDRs."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+from ..model import Inventory, Labels, Selector
+from ..vocabulary import (
+    CILIUM_CLUSTER_LABEL,
+    DEFAULT_NAMESPACE,
+    DNS_APP,
+    DNS_APP_LABEL,
+    DNS_NAMESPACE,
+    NAMESPACE_LABELS_PREFIX,
+    NAMESPACE_NAME_LABEL,
+    POD_NAMESPACE_LABEL,
+)
+from .addresses import Block, block_of
+from .selectors import normalize_key
+
+DNS_LABELS: Labels = ((DNS_APP_LABEL, DNS_APP),)
+
+
+EndpointKind = Literal["service", "client", "dns", "cidr"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Something traffic can come from or go to.
+
+    ``service``: the pods of an inventory service in one cluster; ``client``: pods a
+    requirement selects by raw labels; ``dns``: kube-dns of one cluster; ``cidr``: an address
+    block a requirement names (``name`` is the CIDR).
+    """
+
+    kind: EndpointKind
+    domain: str
+    cluster: str
+    mesh: str
+    namespace: str
+    name: str
+    labels: Labels
+
+    @property
+    def is_pod(self) -> bool:
+        return self.kind != "cidr"
+
+    @cached_property
+    def identity(self) -> dict[str, str]:
+        """The labels Cilium derives the endpoint's security identity from."""
+        return {**dict(self.labels), POD_NAMESPACE_LABEL: self.namespace,
+                CILIUM_CLUSTER_LABEL: self.mesh,
+                NAMESPACE_LABELS_PREFIX + NAMESPACE_NAME_LABEL: self.namespace}
+
+    @cached_property
+    def block(self) -> Block:
+        return block_of(self.name)
+
+    @property
+    def title(self) -> str:
+        if self.kind == "cidr":
+            return self.name
+        if self.kind == "service":
+            return f"{self.domain}/{self.name}@{self.cluster}"
+        return f"{self.domain}/{self.cluster}:{self.namespace}/{self.name}"
+
+    @property
+    def service_level(self) -> str:
+        """The endpoint without its cluster: ``domain/service`` or ``domain/namespace/labels``."""
+        if self.kind == "cidr":
+            return self.name
+        if self.kind == "service":
+            return f"{self.domain}/{self.name}"
+        return f"{self.domain}/{self.namespace}/{self.name}"
+
+    @property
+    def group(self) -> str:
+        """The cluster it runs in (``domain/cluster``), or ``external`` for a CIDR."""
+        return "external" if self.kind == "cidr" else f"{self.domain}/{self.cluster}"
+
+
+def is_dns_flow(a: Endpoint, b: Endpoint) -> bool:
+    return a.kind == "dns" or b.kind == "dns"
+
+
+def labels_text(labels: Labels) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels) or "all pods"
+
+
+def synthesize_labels(selector: Selector) -> Labels:
+    """Pod labels that satisfy a raw selector (namespace and cluster keys left out)."""
+    labels: dict[str, str] = {}
+    for key, value in selector.match_labels:
+        norm = normalize_key(key)
+        if norm is not None and norm not in (POD_NAMESPACE_LABEL, CILIUM_CLUSTER_LABEL):
+            labels[norm] = value
+    for e in selector.match_expressions:
+        norm = normalize_key(e.key)
+        if norm is None or norm in (POD_NAMESPACE_LABEL, CILIUM_CLUSTER_LABEL) or norm in labels:
+            continue
+        if e.operator == "In" and e.values:
+            labels[norm] = e.values[0]
+        elif e.operator == "Exists":
+            labels[norm] = "present"
+    return tuple(sorted(labels.items()))
+
+
+def selector_namespace(selector: Selector) -> str | None:
+    for key, value in selector.match_labels:
+        if normalize_key(key) == POD_NAMESPACE_LABEL:
+            return value
+    return None
+
+
+def inventory_endpoints(inventory: Inventory) -> tuple[Endpoint, ...]:
+    """Every endpoint verify reasons about, in a stable order."""
+    found: dict[tuple[str, str, str, str, Labels], Endpoint] = {}
+    cidrs: dict[str, Endpoint] = {}
+
+    def add(endpoint: Endpoint) -> None:
+        key = (endpoint.domain, endpoint.cluster, endpoint.namespace, endpoint.kind,
+               endpoint.labels)
+        if endpoint.kind == "client":
+            twin = (endpoint.domain, endpoint.cluster, endpoint.namespace, "service",
+                    endpoint.labels)
+            if twin in found:
+                return
+        found.setdefault(key, endpoint)
+
+    for domain in inventory.domains:
+        for cluster in domain.clusters:
+            add(Endpoint("dns", domain.name, cluster.name, cluster.mesh_name, DNS_NAMESPACE,
+                         "kube-dns", DNS_LABELS))
+        for service in domain.services:
+            for name in service.clusters:
+                runs_in = domain.cluster_by_name.get(name)
+                if runs_in is not None:
+                    add(Endpoint("service", domain.name, name, runs_in.mesh_name,
+                                 service.namespace, service.name, service.selector))
+    for requirement in inventory.requirements:
+        owner = inventory.domain_by_name.get(requirement.domain)
+        if owner is None:
+            continue
+        scope = [c.name for c in inventory.requirement_scope(requirement)]
+        own = inventory.policy_namespace(requirement) or DEFAULT_NAMESPACE
+        raw = [] if requirement.endpoint_selector.is_abstract else [requirement.endpoint_selector]
+        for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
+            raw += [p.selector for p in rule.endpoints if not p.is_abstract]
+            for cidr in rule.cidrs:
+                for text in (cidr.cidr, *cidr.excepts):
+                    network = str(ipaddress.ip_network(text, strict=False))
+                    cidrs.setdefault(network, Endpoint("cidr", "", "", "", "", network, ()))
+        for selector in raw:
+            labels = synthesize_labels(selector)
+            namespace = selector_namespace(selector) or own
+            for name in scope:
+                add(Endpoint("client", owner.name, name, owner.cluster_by_name[name].mesh_name,
+                             namespace, labels_text(labels), labels))
+    order = {"service": 0, "client": 1, "dns": 2}
+    pods = sorted(found.values(), key=lambda e: (e.domain, e.cluster, order[e.kind],
+                                                 e.namespace, e.name))
+    return (*pods, *sorted(cidrs.values(), key=lambda e: e.block))
