@@ -15,7 +15,7 @@ from meshplan.check import (
     parse_network,
 )
 from meshplan.diagnostics import Location, Severity
-from meshplan.load import parse_yaml
+from meshplan.load.parse import parse_yaml
 from meshplan.model import Inventory, build_domain, build_requirement
 from meshplan.schema import check_inventory_document, check_requirement_document
 

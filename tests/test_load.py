@@ -10,18 +10,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from meshplan import load
 from meshplan.diagnostics import Location, Severity
-from meshplan.load import (
-    KEY,
-    Document,
-    decode_utf8,
-    format_path,
-    load_repository,
-    parse_json_like,
-    parse_yaml,
-    read_documents,
-)
+from meshplan.load import files, parse
+from meshplan.load.document import KEY, Document, format_path
+from meshplan.load.files import decode_utf8
+from meshplan.load.parse import parse_json_like, parse_yaml
+from meshplan.load.repository import load_repository, read_documents
 
 NESTED = """\
 # comment
@@ -177,12 +171,12 @@ def test_aliases_are_expanded_as_plain_data() -> None:
 def test_expanded_size_counts_every_alias_expansion() -> None:
     node = yaml.compose("a: &x [1, 2]\nb: *x\nc: [*x, *x]\n")
     # root + a(seq + 2) + b(seq + 2) + c(seq + 2 * (seq + 2))
-    assert load._expanded_size(node, 1000) == 1 + 3 + 3 + 1 + 2 * 3
-    assert load._expanded_size(node, 5) == 6  # stops counting just past the limit
+    assert parse._expanded_size(node, 1000) == 1 + 3 + 3 + 1 + 2 * 3
+    assert parse._expanded_size(node, 5) == 6  # stops counting just past the limit
 
 
 def test_node_budget_counts_alias_expansions(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(load, "MAX_NODES_PER_FILE", 10)
+    monkeypatch.setattr(parse, "MAX_NODES_PER_FILE", 10)
     text = "a: &x [1, 2, 3]\nb: [*x, *x]\n"  # 4 composed nodes + 3 more, 13 once expanded
     (found,) = messages(text)
     assert found == ("f.yaml:1:1: : expected at most 10 YAML nodes once aliases are expanded, "
@@ -193,7 +187,7 @@ def test_node_budget_counts_alias_expansions(monkeypatch: pytest.MonkeyPatch) ->
 def test_node_budget_is_shared_by_the_documents_of_a_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(load, "MAX_NODES_PER_FILE", 50)
+    monkeypatch.setattr(parse, "MAX_NODES_PER_FILE", 50)
     one = "a: &x [1, 2, 3, 4, 5, 6, 7, 8]\nb: [*x, *x, *x]\n"  # 15 composed, 38 expanded
     assert messages(one) == []
     (found,) = messages(f"{one}---\n{one}")
@@ -201,14 +195,14 @@ def test_node_budget_is_shared_by_the_documents_of_a_file(
 
 
 def test_composer_budget_stops_large_files_early(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(load, "MAX_NODES_PER_FILE", 100)
+    monkeypatch.setattr(parse, "MAX_NODES_PER_FILE", 100)
     assert messages("[" + ", ".join(["1"] * 98) + "]\n") == []
     assert messages("[" + ", ".join(["1"] * 100) + "]\n") == [
         "f.yaml:1:299: : expected at most 100 YAML nodes in one file, found more (split the file)"]
 
 
 def test_json_has_its_own_smaller_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(load, "MAX_JSON_NODES", 6)  # keys are nodes too
+    monkeypatch.setattr(parse, "MAX_JSON_NODES", 6)  # keys are nodes too
     assert messages('{"a": [1, 2, 3]}', "f.json") == []
     assert messages('{"a": [1, 2, 3, 4]}', "f.json") == [
         "f.json:1:17: : expected at most 6 YAML nodes in one file, found more (split the file)"]
@@ -216,7 +210,7 @@ def test_json_has_its_own_smaller_budget(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.parametrize("relpath", ["f.yaml", "f.json"])
 def test_nesting_limit_is_exact(relpath: str) -> None:
-    depth = load.MAX_DEPTH
+    depth = parse.MAX_DEPTH
     assert messages("[" * (depth - 1) + "1" + "]" * (depth - 1), relpath) == []
     assert messages("[" * depth + "1" + "]" * depth, relpath) == [
         f"{relpath}:1:{depth + 1}: : expected at most {depth} levels of nesting, found more"]
@@ -224,9 +218,9 @@ def test_nesting_limit_is_exact(relpath: str) -> None:
 
 def test_the_yaml_composer_is_the_guarded_python_one() -> None:
     """libyaml's C composer recurses without limit; only its event parser may be used."""
-    assert issubclass(load._YAML_LOADER, load._GuardedComposer)
+    assert issubclass(parse._YAML_LOADER, parse._GuardedComposer)
     if yaml.__with_libyaml__:
-        assert load._YAML_LOADER.__name__ == "_LibyamlLoader"
+        assert parse._YAML_LOADER.__name__ == "_LibyamlLoader"
 
 
 # --------------------------------------------------------------------------- JSON (YAML 1.2)
@@ -312,7 +306,7 @@ def test_file_level_problems_point_at_line_1_column_1(tmp_path: Path) -> None:
     (tmp_path / "inventory/out.yaml").symlink_to("/etc/hostname")
     (tmp_path / "inventory/broken.yaml").symlink_to("missing.yaml")
     with (tmp_path / "inventory/big.yaml").open("wb") as handle:
-        handle.truncate(load.MAX_FILE_BYTES + 1)
+        handle.truncate(files.MAX_FILE_BYTES + 1)
     _, problems = load_repository(tmp_path)
     found = {p.location.file: (p.location.line, p.location.column, p.message) for p in problems}
     assert set(found) == {"inventory/out.yaml", "inventory/broken.yaml", "inventory/big.yaml",
@@ -326,7 +320,7 @@ def test_file_level_problems_point_at_line_1_column_1(tmp_path: Path) -> None:
 
 
 def test_a_file_of_exactly_the_limit_is_read(tmp_path: Path) -> None:
-    write(tmp_path, "inventory/edge.yaml", "#" * (load.MAX_FILE_BYTES - 1) + "\n")
+    write(tmp_path, "inventory/edge.yaml", "#" * (files.MAX_FILE_BYTES - 1) + "\n")
     _, problems = load_repository(tmp_path)
     assert problems == []
 
@@ -360,11 +354,11 @@ def test_unreadable_file_is_an_error_not_a_crash(
 def test_pure_python_loader_behaves_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     """PyYAML without libyaml falls back to its pure-Python parser under the same composer."""
     with_libyaml = parse_yaml("f.yaml", NESTED)
-    monkeypatch.setattr(load, "_YAML_LOADER", load._PureYamlLoader)
+    monkeypatch.setattr(parse, "_YAML_LOADER", parse._PureYamlLoader)
     pure = parse_yaml("f.yaml", NESTED)
     assert [(d.data, dict(d.marks)) for d in pure[0]] == [
         (d.data, dict(d.marks)) for d in with_libyaml[0]]
-    depth = load.MAX_DEPTH
+    depth = parse.MAX_DEPTH
     assert messages("[" * (depth + 50) + "]" * (depth + 50)) == [
         f"f.yaml:1:{depth + 1}: : expected at most {depth} levels of nesting, found more"]
     assert messages("a: &a [*a]\n")[0].startswith("f.yaml:1:4: a[0]: expected data that ends")
@@ -374,12 +368,12 @@ def test_pure_python_loader_behaves_the_same(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_one_pass_parser_defers_anchors_aliases_and_tags_to_the_composer() -> None:
-    if load._LibyamlParser is None:
+    if parse._LibyamlParser is None:
         pytest.skip("PyYAML without libyaml")
     for text in ("a: &x 1\n", "a: *x\n", "a: !!str 1\n", "- !x [1]\n", "a: ! b\n"):
-        with pytest.raises(load._NeedsComposer):
-            load._EventBuilder("f.yaml", text).parse()
-    assert load._EventBuilder("f.yaml", "a: '*x'\nb: '&y'\n").parse()[0][0].data == {
+        with pytest.raises(parse._NeedsComposer):
+            parse._EventBuilder("f.yaml", text).parse()
+    assert parse._EventBuilder("f.yaml", "a: '*x'\nb: '&y'\n").parse()[0][0].data == {
         "a": "*x", "b": "&y"}
 
 
@@ -391,16 +385,16 @@ def test_one_pass_parser_survives_deep_nesting() -> None:
     location, _, text = message.partition(": ")
     match = re.fullmatch(r"f\.yaml:1:(\d+)", location)
     assert match, message
-    assert load.MAX_DEPTH < int(match.group(1)) <= 1_001
+    assert parse.MAX_DEPTH < int(match.group(1)) <= 1_001
     assert "nesting" in text
 
 
-@pytest.mark.parametrize("levels", [load.MAX_DEPTH + 1, 299, 999])
+@pytest.mark.parametrize("levels", [parse.MAX_DEPTH + 1, 299, 999])
 def test_nesting_past_the_guard_is_refused_by_meshplan_itself(levels: int) -> None:
     """Below libyaml's own limit, meshplan's guard is what refuses: flow and block style."""
     flow = "[" * levels + "]" * levels
     assert messages(flow) == [
-        f"f.yaml:1:{load.MAX_DEPTH + 1}: : expected at most {load.MAX_DEPTH} levels of nesting, "
+        f"f.yaml:1:{parse.MAX_DEPTH + 1}: : expected at most {parse.MAX_DEPTH} levels of nesting, "
         "found more"]
     block = "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, levels))
     assert messages(block)[0].endswith("levels of nesting, found more")
@@ -460,12 +454,12 @@ DIFFERENTIAL_EXAMPLES = 1500
 def test_one_pass_parser_equals_the_composer(text: str) -> None:
     """The one-pass parser (and parse_yaml's choice between paths) gives exactly what the
     composer + tree builder give: data, every mark, every diagnostic."""
-    expected = _outcome(load._parse_composed("f.yaml", text))
+    expected = _outcome(parse._parse_composed("f.yaml", text))
     assert _outcome(parse_yaml("f.yaml", text)) == expected
-    if load._LibyamlParser is not None:
+    if parse._LibyamlParser is not None:
         try:
-            fast = load._EventBuilder("f.yaml", text).parse()
-        except load._NeedsComposer:
+            fast = parse._EventBuilder("f.yaml", text).parse()
+        except parse._NeedsComposer:
             return
         assert _outcome(fast) == expected
 
@@ -474,12 +468,12 @@ def test_one_pass_parser_equals_the_composer(text: str) -> None:
 def test_one_pass_parser_limits_equal_the_composer(
     limit: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(load, "MAX_NODES_PER_FILE", limit)
-    monkeypatch.setattr(load, "MAX_DEPTH", 4)
+    monkeypatch.setattr(parse, "MAX_NODES_PER_FILE", limit)
+    monkeypatch.setattr(parse, "MAX_DEPTH", 4)
     for text in ("a: [1, 2, {b: [3, 4]}]\n---\nc: d\n", "[[[[[1]]]]]\n", "? [a, b]\n: c\n",
                  "a: 1\na: 2\nb: [x, y, z, w]\n", "{a: {b: {c: {d: 1}}}}\n",
                  "a: !!set {x}\nb: [1, 2, 3, 4, 5, 6]\n", "a: 1\nb: [\n"):
-        expected = _outcome(load._parse_composed("f.yaml", text))
+        expected = _outcome(parse._parse_composed("f.yaml", text))
         assert _outcome(parse_yaml("f.yaml", text)) == expected, text
 
 

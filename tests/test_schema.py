@@ -8,7 +8,8 @@ import json
 import jsonschema
 import pytest
 from meshplan.diagnostics import Diagnostic
-from meshplan.load import Document, parse_json_like, parse_yaml
+from meshplan.load.document import Document
+from meshplan.load.parse import parse_json_like, parse_yaml
 from meshplan.schema import (
     DOMAIN,
     DOMAIN_REQUEST,

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from meshplan import schema
-from meshplan.load import Document, parse_json_like, parse_yaml
+from meshplan import rust_regex, schema
+from meshplan.load.document import Document
+from meshplan.load.parse import parse_json_like, parse_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 rs = pytest.importorskip("jsonschema_rs")
@@ -172,14 +173,14 @@ def test_without_jsonschema_rs_the_diagnostics_are_the_same(
 
 def test_the_space_class_is_pythons() -> None:
     python = {c for c in range(0x110000) if re.match(r"\s", chr(c))}
-    ranges = {c for lo, hi in schema.PY_SPACE_RANGES for c in range(lo, hi + 1)}
+    ranges = {c for lo, hi in rust_regex.PY_SPACE_RANGES for c in range(lo, hi + 1)}
     assert ranges == python
 
 
 def test_unknown_regex_constructs_are_refused() -> None:
     for pattern in (r"\d", r"\w+", r"(?i)a", r"[\S]", r"a*+", "[]a]", r"\b", "(?P<x>a)"):
         with pytest.raises(ValueError):
-            schema.rust_pattern(pattern)
+            rust_regex.rust_pattern(pattern)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -205,7 +206,7 @@ _PATTERN_VALIDATORS: dict[str, Any] = {}
 def _pattern_validator(pattern: str) -> Any:
     if pattern not in _PATTERN_VALIDATORS:
         _PATTERN_VALIDATORS[pattern] = rs.validator_for(
-            {"pattern": schema.rust_pattern(pattern)}, pattern_options=rs.FancyRegexOptions())
+            {"pattern": rust_regex.rust_pattern(pattern)}, pattern_options=rs.FancyRegexOptions())
     return _PATTERN_VALIDATORS[pattern]
 
 

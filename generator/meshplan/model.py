@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any, Literal, NamedTuple
 
 from .diagnostics import Location
-from .load import Document, PathKey, format_path
+from .load.document import Document, PathKey, format_path
 from .vocabulary import (
     ABSTRACT_KEYS,
     CLUSTER_KEY,

@@ -23,7 +23,7 @@ from .diagnostics import (
     has_errors,
     sorted_diagnostics,
 )
-from .load import load_repository
+from .load.repository import load_repository
 from .model import (
     Domain,
     GitOps,

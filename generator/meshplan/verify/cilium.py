@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..diagnostics import Diagnostic, Location, error, notice, warning
-from ..load import Document, PathKey, decode_utf8, format_path, parse_yaml
+from ..load.document import Document, PathKey, format_path
+from ..load.files import decode_utf8
+from ..load.parse import parse_yaml
 from ..model import Inventory
 from ..outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, split_cluster_path
 from ..vocabulary import (

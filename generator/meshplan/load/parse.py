@@ -1,27 +1,15 @@
-"""Stage 1 — load: find the input files, read them safely, parse them keeping positions.
+"""YAML (and JSON as YAML 1.2) -> :class:`Document` records with every node's position.
 
-Output: :class:`Document` records (plain data + a table of ``file:line:col`` for every key and
-value), plus diagnostics. Nothing here knows what a Domain or a Requirement is.
-
-Safety rules, because inputs come from pull requests:
-- only regular files inside the repository are read (a symlink out of it is an error);
-- a file larger than :data:`MAX_FILE_BYTES` is refused before it is read;
-- text must be UTF-8 (an error names the first bad byte's line and column);
-- YAML is composed by a Python composer that bounds nesting and node count (libyaml only
-  parses: its C composer recurses without limit), then converted here, node by node, under a
-  budget, so an alias bomb is an error instead of a hang; duplicate keys, merge keys and tags
-  are errors; no arbitrary tags are constructed. Files without anchors, aliases and tags take a
-  one-pass path over libyaml's events under the same limits, with the same results.
+Safe by construction: nesting and node count are bounded while composing (libyaml only
+parses; its C composer recurses without limit), aliases are sized under a budget (an alias
+bomb is an error, not a hang), duplicate keys, merge keys and tags are errors, no arbitrary
+tag is constructed. Files without anchors, aliases and tags take a one-pass path over
+libyaml's events under the same limits, with the same results.
 """
 
 from __future__ import annotations
 
-import codecs
-import os
-import stat
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import yaml
@@ -39,226 +27,12 @@ try:  # libyaml's event parser (fast); the composer above it stays Python (see _
 except ImportError:  # PyYAML built without libyaml
     _LibyamlParser = None  # type: ignore[assignment,misc]
 
-from .diagnostics import Diagnostic, Location, error
+from ..diagnostics import Diagnostic, Location, error
+from .document import KEY, Document, PathKey, format_path
 
-MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_NODES_PER_FILE = 2_000_000  # nodes visited, aliases counted each time they are expanded
 MAX_JSON_NODES = 100_000  # the pure-Python YAML 1.2 parser needs ~50 us per node
 MAX_DEPTH = 200
-
-YAML_SUFFIXES = (".yaml", ".yml")
-INVENTORY_SUFFIXES = (*YAML_SUFFIXES, ".json")
-
-PathKey = tuple[str | int, ...]
-KEY = "<key>"  # appended to a path to address the key itself rather than its value
-
-
-@dataclass(frozen=True)
-class Document:
-    """One YAML document: its data and where each part of it was written."""
-
-    file: str  # path relative to the repository, '/'-separated
-    index: int  # position of the document in its file (0-based)
-    data: Any
-    marks: Mapping[PathKey, tuple[int, int]] = field(repr=False, compare=False)
-
-    def location(self, path: PathKey = ()) -> Location:
-        """The closest known position for ``path`` (falls back to the nearest parent)."""
-        probe = tuple(path)
-        while True:
-            mark = self.marks.get(probe)
-            if mark is not None:
-                return Location(self.file, mark[0], mark[1])
-            if not probe:
-                return Location(self.file, 1, 1)
-            probe = probe[:-1]
-
-    def key_location(self, path: PathKey) -> Location:
-        """Position of the key that holds ``path`` (or of the value if unknown)."""
-        mark = self.marks.get((*path, KEY))
-        if mark is not None:
-            return Location(self.file, mark[0], mark[1])
-        return self.location(path)
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """Everything read from a repository, ready for validation."""
-
-    inventory: tuple[Document, ...]
-    requirements: tuple[tuple[str, Document], ...]  # (owning domain folder, document)
-
-
-def format_path(path: PathKey) -> str:
-    """``("spec", "clusters", 0, "name")`` -> ``spec.clusters[0].name``."""
-    out = ""
-    for part in path:
-        if part == KEY:
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-# --------------------------------------------------------------------------- files
-
-
-def load_repository(repo: Path) -> tuple[Inputs, list[Diagnostic]]:
-    """Read ``inventory/`` and ``requirements/<domain>/`` of ``repo``.
-
-    (Callers running the whole pipeline pause the cyclic garbage collector around it:
-    ``pipeline.without_cyclic_gc``.)
-    """
-    diagnostics: list[Diagnostic] = []
-    inventory: list[Document] = []
-    requirements: list[tuple[str, Document]] = []
-    root = repo.resolve()
-
-    inventory_dir = root / "inventory"
-    if not inventory_dir.is_dir():
-        diagnostics.append(
-            error(Location("inventory/"), "", "expected a folder 'inventory/' with the domains, "
-                  "found none")
-        )
-    for relpath in _input_files(root, "inventory", INVENTORY_SUFFIXES, diagnostics):
-        docs, problems = read_documents(root, relpath)
-        inventory.extend(docs)
-        diagnostics.extend(problems)
-
-    for relpath in _input_files(root, "requirements", YAML_SUFFIXES, diagnostics):
-        parts = relpath.split("/")
-        if len(parts) < 3:
-            diagnostics.append(error(Location(relpath, 1, 1), "", "expected requirement files "
-                                     "inside a folder named after their domain "
-                                     "(requirements/<domain>/...), found it directly in "
-                                     "requirements/"))
-            continue
-        docs, problems = read_documents(root, relpath)
-        requirements.extend((parts[1], doc) for doc in docs)
-        diagnostics.extend(problems)
-    return Inputs(tuple(inventory), tuple(requirements)), diagnostics
-
-
-def _input_files(
-    root: Path, top: str, suffixes: tuple[str, ...], diagnostics: list[Diagnostic]
-) -> Iterator[str]:
-    """Relative paths of input files under ``root/top``, sorted, hidden entries skipped."""
-    base = root / top
-    if not base.is_dir():
-        return
-    found: list[str] = []
-    # ``root`` is resolved and linked folders are never entered, so a file that is not itself a
-    # symbolic link lies inside the repository -- unless ``top`` is a link: then check each file.
-    careful = base.is_symlink()
-    _scan(root, str(base), top, suffixes, careful, diagnostics, found)
-    yield from sorted(found)
-
-
-def _scan(
-    root: Path, folder: str, rel: str, suffixes: tuple[str, ...], careful: bool,
-    diagnostics: list[Diagnostic], found: list[str],
-) -> None:
-    """One folder, as ``os.walk(followlinks=False)`` visits it (top-down, same order)."""
-    try:
-        with os.scandir(folder) as listing:
-            entries = list(listing)
-    except OSError:  # like os.walk: an unreadable folder is skipped
-        return
-    folders: list[os.DirEntry[str]] = []
-    for entry in entries:
-        try:
-            is_dir = entry.is_dir()
-        except OSError:
-            is_dir = False
-        if is_dir:
-            folders.append(entry)
-            continue
-        name = entry.name
-        if name.startswith(".") or not name.endswith(suffixes):
-            continue
-        relpath = f"{rel}/{name}"
-        problem = _entry_problem(root, entry, careful)
-        if problem:
-            diagnostics.append(error(Location(relpath, 1, 1), "", problem))
-            continue
-        found.append(relpath)
-    folders = sorted((d for d in folders if not d.name.startswith(".")), key=lambda d: d.name)
-    real: list[os.DirEntry[str]] = []
-    for entry in folders:
-        if entry.is_symlink():
-            diagnostics.append(error(Location(f"{rel}/{entry.name}"), "",
-                                     "expected a real folder, found a symbolic link "
-                                     "(folders behind links are not read)"))
-        else:
-            real.append(entry)
-    for entry in real:
-        _scan(root, entry.path, f"{rel}/{entry.name}", suffixes, careful, diagnostics, found)
-
-
-def _entry_problem(root: Path, entry: os.DirEntry[str], careful: bool) -> str | None:
-    """:func:`_unsafe_path_problem` with one ``lstat`` for the common case, a plain file."""
-    try:
-        if careful or entry.is_symlink():
-            return _unsafe_path_problem(root, Path(entry.path))
-        info = entry.stat(follow_symlinks=False)
-    except OSError:  # vanished meanwhile: let the resolving check word it
-        return _unsafe_path_problem(root, Path(entry.path))
-    if not stat.S_ISREG(info.st_mode):
-        return "expected a regular file, found something else (device, socket or folder)"
-    return _size_problem(info.st_size)
-
-
-def _unsafe_path_problem(root: Path, path: Path) -> str | None:
-    try:
-        real = path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return "expected a readable file, found a broken or looping symbolic link"
-    if not real.is_relative_to(root):
-        return f"expected a file inside the repository, found a symbolic link to {real}"
-    if not real.is_file():
-        return "expected a regular file, found something else (device, socket or folder)"
-    return _size_problem(real.stat().st_size)
-
-
-def _size_problem(size: int) -> str | None:
-    if size > MAX_FILE_BYTES:
-        return (f"expected a file of at most {MAX_FILE_BYTES // (1024 * 1024)} MiB "
-                f"({MAX_FILE_BYTES:,} bytes), found {size:,} bytes")
-    return None
-
-
-def read_documents(root: Path, relpath: str) -> tuple[list[Document], list[Diagnostic]]:
-    """Read and parse one input file (already checked by :func:`_unsafe_path_problem`)."""
-    try:
-        raw = (root / relpath).read_bytes()
-    except OSError as exc:
-        return [], [error(Location(relpath, 1, 1), "", "expected a readable file, found "
-                          f"{exc.strerror or type(exc).__name__}")]
-    text_or_problem = decode_utf8(relpath, raw)
-    if isinstance(text_or_problem, Diagnostic):
-        return [], [text_or_problem]
-    if relpath.endswith(".json"):
-        return parse_json_like(relpath, text_or_problem)
-    return parse_yaml(relpath, text_or_problem)
-
-
-def decode_utf8(relpath: str, raw: bytes) -> str | Diagnostic:
-    body = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark is allowed, and no column
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        before = body[: exc.start]
-        line = before.count(b"\n") + 1
-        # characters, not bytes, like every other column (what precedes the bad byte is valid)
-        column = len(before[before.rfind(b"\n") + 1:].decode("utf-8")) + 1
-        return error(Location(relpath, line, column), "",
-                     f"expected UTF-8 text, found the byte 0x{body[exc.start]:02x} "
-                     "that is not valid UTF-8")
-
-
-# --------------------------------------------------------------------------- parsing
 
 
 class _LimitExceeded(Exception):

@@ -1,0 +1,53 @@
+"""The record the load stage produces: one YAML document, its data and its positions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..diagnostics import Location
+
+PathKey = tuple[str | int, ...]
+KEY = "<key>"  # appended to a path to address the key itself rather than its value
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document: its data and where each part of it was written."""
+
+    file: str  # path relative to the repository, '/'-separated
+    index: int  # position of the document in its file (0-based)
+    data: Any
+    marks: Mapping[PathKey, tuple[int, int]] = field(repr=False, compare=False)
+
+    def location(self, path: PathKey = ()) -> Location:
+        """The closest known position for ``path`` (falls back to the nearest parent)."""
+        probe = tuple(path)
+        while True:
+            mark = self.marks.get(probe)
+            if mark is not None:
+                return Location(self.file, mark[0], mark[1])
+            if not probe:
+                return Location(self.file, 1, 1)
+            probe = probe[:-1]
+
+    def key_location(self, path: PathKey) -> Location:
+        """Position of the key that holds ``path`` (or of the value if unknown)."""
+        mark = self.marks.get((*path, KEY))
+        if mark is not None:
+            return Location(self.file, mark[0], mark[1])
+        return self.location(path)
+
+
+def format_path(path: PathKey) -> str:
+    """``("spec", "clusters", 0, "name")`` -> ``spec.clusters[0].name``."""
+    out = ""
+    for part in path:
+        if part == KEY:
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
