@@ -28,7 +28,7 @@ THESIS_DIR = TESTS_DIR / "fixtures" / "thesis"
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-from meshplan.cli import cli as meshplan_cli  # noqa: E402 - needs nothing from sys.path
+from meshplan.cli import main  # noqa: E402 - needs nothing from sys.path
 
 CliResult = tuple[int, str, str]
 
@@ -65,11 +65,23 @@ def copy_example(dest: Path) -> Path:
 
 
 def run_cli(args: Sequence[str], env: dict[str, str] | None = None) -> CliResult:
-    """Run ``meshplan <args>`` in-process; stdout and stderr are kept apart (click >= 8.2)."""
-    result = CliRunner().invoke(meshplan_cli, list(args), env=env, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    """``meshplan <args>`` in-process through ``main(argv)``; stdout and stderr kept apart.
+
+    click's runner isolation gives the command its own streams and environment; whatever
+    ``main`` raises (a crash instead of an exit code) propagates to the test.
+    """
+    runner = CliRunner()
+    with runner.isolation(env=env) as (out, err, _):
+        try:
+            code = main(list(args))
+        finally:  # the isolated streams buffer what is not written through click.echo
+            sys.stdout.flush()
+            sys.stderr.flush()
+    return code, _text(out.getvalue()), _text(err.getvalue())
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 def run_validate(repo: Path, *extra: str) -> CliResult:

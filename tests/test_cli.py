@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from conftest import run_cli
 from meshplan import __version__, cli
 
@@ -43,12 +42,12 @@ def test_an_internal_bug_exits_3_with_a_hint_and_no_traceback(
 ) -> None:
     monkeypatch.setattr(cli, "validate", bug)  # fault injection: a bug inside the pipeline
     monkeypatch.delenv("MESHPLAN_DEBUG", raising=False)
-    result = CliRunner().invoke(cli.cli, ["validate", "--repo", str(example_repo)])
+    code, _, err = run_cli(["validate", "--repo", str(example_repo)])
 
-    assert result.exit_code == 3
-    assert "internal error: RuntimeError: an invariant broke" in result.stderr
-    assert "This is a bug in meshplan" in result.stderr and "MESHPLAN_DEBUG=1" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert code == 3
+    assert "internal error: RuntimeError: an invariant broke" in err
+    assert "This is a bug in meshplan" in err and "MESHPLAN_DEBUG=1" in err
+    assert "Traceback" not in err
 
 
 def test_the_traceback_is_printed_only_when_asked(
@@ -56,10 +55,10 @@ def test_the_traceback_is_printed_only_when_asked(
 ) -> None:
     monkeypatch.setattr(cli, "validate", bug)
     monkeypatch.setenv("MESHPLAN_DEBUG", "1")
-    result = CliRunner().invoke(cli.cli, ["validate", "--repo", str(example_repo)])
+    code, _, err = run_cli(["validate", "--repo", str(example_repo)])
 
-    assert result.exit_code == 3
-    assert "Traceback" in result.stderr and "an invariant broke" in result.stderr
+    assert code == 3
+    assert "Traceback" in err and "an invariant broke" in err
 
 
 def test_input_problems_exit_1_without_a_bug_hint(example_repo: Path) -> None:
@@ -98,3 +97,22 @@ def test_long_commands_say_what_they_do_on_a_terminal_only(example_repo: Path) -
     assert on_terminal.returncode == 0 and redirected.returncode == 0
     assert b"meshplan: reading, checking and refining" in seen
     assert b"reading, checking" not in redirected.stderr  # logs and pipes stay quiet
+
+
+def test_the_console_script_exits_with_the_code_main_returns(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("meshplan")
+    assert script.exists(), "the meshplan console script is not installed beside python"
+    for args, expected in ((["--version"], 0), (["validate", "--repo", str(tmp_path)], 1),
+                           (["validate", "--no-such-option"], 2)):
+        proc = subprocess.run([str(script), *args], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == expected, (args, proc.stderr)
+
+
+def test_main_returns_the_exit_code_instead_of_exiting(tmp_path: Path) -> None:
+    assert cli.main(["--version"]) == 0
+    assert cli.main(["validate", "--repo", str(tmp_path)]) == 1
+    assert cli.main(["no-such-command"]) == 2

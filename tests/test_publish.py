@@ -363,7 +363,7 @@ def test_two_real_publishers_race_without_force(setup: Setup) -> None:
     def run(name: str) -> None:
         start.wait()
         results[name] = subprocess.run(
-            [sys.executable, "-c", "from meshplan.cli import main; main()", "publish",
+            [sys.executable, "-m", "meshplan", "publish",
              "--repo", str(jobs[name]), "--push"],
             capture_output=True, text=True, timeout=60, check=False, env=dict(os.environ))
 
@@ -422,7 +422,7 @@ def test_killed_during_commit_leaves_branch_and_tree_as_they_were(setup: Setup) 
            "TMPDIR": str(setup.tmp)}
 
     proc = subprocess.run(
-        [sys.executable, "-c", "from meshplan.cli import main; main()", "publish", "--repo",
+        [sys.executable, "-m", "meshplan", "publish", "--repo",
          str(setup.source), "--push"], capture_output=True, text=True, timeout=60, env=env,
         check=False)
 

@@ -808,7 +808,7 @@ def test_deep_nesting_does_not_crash_the_interpreter(tmp_path: Path) -> None:
     repo = write_example(tmp_path / "repo")
     put("inventory/deep.yaml", "[" * 100_000 + "]" * 100_000 + "\n")(repo)
     result = subprocess.run(
-        [sys.executable, "-c", "from meshplan.cli import main; main()", "validate", "--repo",
+        [sys.executable, "-m", "meshplan", "validate", "--repo",
          str(repo)], capture_output=True, text=True, timeout=120, check=False)
     # What matters: exit 1, one located error about nesting, no traceback. Which layer refuses
     # (meshplan's guard at 200 levels or libyaml's own limit at 1,000) depends on PyYAML.

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,16 +73,16 @@ def guarded(command: F) -> F:
     """Turn meshplan errors into exit codes; anything unexpected is a bug (exit 3)."""
 
     @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> int:
         try:
-            return command(*args, **kwargs)
+            code = command(*args, **kwargs)
         except InputError as exc:
             print_diagnostics(exc.diagnostics)
             click.echo(f"meshplan: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            return exc.exit_code
         except MeshplanError as exc:
             click.echo(f"meshplan: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            return exc.exit_code
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -92,7 +92,8 @@ def guarded(command: F) -> F:
             else:
                 click.echo("This is a bug in meshplan. Re-run with MESHPLAN_DEBUG=1 for the "
                            "traceback and report it.", err=True)
-            sys.exit(3)
+            return 3
+        return 0 if code is None else int(code)
 
     return wrapper  # type: ignore[return-value]
 
@@ -107,11 +108,17 @@ def cli() -> None:
     """
 
 
+@cli.result_callback()
+def exit_with(code: int | None, **_options: Any) -> None:
+    """A command returns its exit code; leave with it (click would exit 0 on a return)."""
+    click.get_current_context().exit(code or 0)
+
+
 @cli.command("validate")
 @REPO_OPTION
 @FORMAT_OPTION
 @guarded
-def validate_command(repo: Path, output_format: str) -> None:
+def validate_command(repo: Path, output_format: str) -> int:
     """Check the inventory and requirements; report every problem with file:line:col.
 
     Exit 0 when valid (warnings allowed), 1 when there are errors.
@@ -131,7 +138,7 @@ def validate_command(repo: Path, output_format: str) -> None:
         else:
             errors = sum(d.severity is Severity.ERROR for d in diagnostics)
             click.echo(f"invalid: {errors} error(s)", err=True)
-    sys.exit(0 if ok else 1)
+    return 0 if ok else 1
 
 
 @cli.command("render")
@@ -141,7 +148,7 @@ def validate_command(repo: Path, output_format: str) -> None:
 @click.option("--check", is_flag=True,
               help="Render to memory and exit 1 if the output folder differs (CI drift check).")
 @guarded
-def render_command(repo: Path, out: Path | None, check: bool) -> None:
+def render_command(repo: Path, out: Path | None, check: bool) -> int:
     """Validate, refine and write one Kustomize directory per cluster.
 
     The output folder is replaced atomically: it appears whole or not at all, and files whose
@@ -156,19 +163,20 @@ def render_command(repo: Path, out: Path | None, check: bool) -> None:
         drift = diff_against(out, rendered.files)
         if drift.unchanged:
             click.echo(f"up to date: {out}")
-            return
+            return 0
         for path in drift.changed:
             click.echo(f"differs: {out / path}")
         for path in drift.removed:
             click.echo(f"not generated any more: {out / path}")
         click.echo(f"{out} is out of date: run `meshplan render`", err=True)
-        sys.exit(1)
+        return 1
     result = write_tree(out, rendered.files)
     s = rendered.summary
     state = ("unchanged" if result.unchanged
              else f"{len(result.changed)} file(s) written, {len(result.removed)} removed")
     click.echo(f"rendered {s.clusters} cluster(s): {s.policies} policies, {s.services} services, "
                f"{s.namespaces} namespaces; {warnings} warning(s); {out}: {state}")
+    return 0
 
 
 @cli.command("schema")
@@ -177,7 +185,7 @@ def render_command(repo: Path, out: Path | None, check: bool) -> None:
 @click.option("--write", "write_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write every schema file into this folder (for editors).")
 @guarded
-def schema_command(name: str | None, write_dir: Path | None) -> None:
+def schema_command(name: str | None, write_dir: Path | None) -> int:
     """Print a JSON Schema of the input formats, or write them all with --write.
 
     These are the schemas validation itself uses. Point your editor at them with a first line
@@ -190,11 +198,12 @@ def schema_command(name: str | None, write_dir: Path | None) -> None:
         for stem in SCHEMA_FILES:
             (write_dir / f"{stem}.schema.json").write_text(schema_text(stem), encoding="utf-8")
         click.echo(f"wrote {len(SCHEMA_FILES)} schemas to {write_dir}")
-        return
+        return 0
     if name is None:
         raise click.UsageError("name a schema (domain, requirement, domain-request, common) "
                                "or use --write DIR")
     click.echo(schema_text(name), nl=False)
+    return 0
 
 
 @cli.command("publish")
@@ -209,7 +218,7 @@ def schema_command(name: str | None, write_dir: Path | None) -> None:
               help="Publish even if inputs differ from the checked-out commit (marked dirty).")
 @guarded
 def publish_command(repo: Path, branch: str | None, remote: str, push: bool,
-                    allow_dirty: bool) -> None:
+                    allow_dirty: bool) -> int:
     """Commit the output of the checked-out commit to the output branch (and push it).
 
     The root of the output branch gets exactly what `meshplan render` writes to rendered/, plus
@@ -229,11 +238,12 @@ def publish_command(repo: Path, branch: str | None, remote: str, push: bool,
     if result.status == "unchanged":
         click.echo(f"up to date: branch {result.branch} ({result.commit[:12]}) already holds "
                    f"this output; no commit made (source {source})")
-        return
+        return 0
     clusters = clusters_of(result.changed)
     where = f"pushed to {remote}" if result.pushed else "local only (use --push to push)"
     click.echo(f"published {source} to branch {result.branch}: commit {result.commit[:12]}, "
                f"{len(result.changed)} file(s) changed in {len(clusters)} cluster(s); {where}")
+    return 0
 
 
 @cli.command("diff")
@@ -245,7 +255,7 @@ def publish_command(repo: Path, branch: str | None, remote: str, push: bool,
               help="text for terminals, markdown for PR comments and $GITHUB_STEP_SUMMARY.")
 @click.option("--exit-code", is_flag=True, help="Exit 1 when the rendered output changes.")
 @guarded
-def diff_command(repo: Path, base: str, output_format: str, exit_code: bool) -> None:
+def diff_command(repo: Path, base: str, output_format: str, exit_code: bool) -> int:
     """Show, per cluster, the objects a change adds, removes and changes.
 
     Renders BASE (in a temporary git worktree) and the working tree and compares them object
@@ -264,8 +274,7 @@ def diff_command(repo: Path, base: str, output_format: str, exit_code: bool) -> 
         click.echo(f"meshplan: note: {report.base_note}", err=True)
     click.echo(format_markdown(report) if output_format == "markdown" else format_text(report),
                nl=False)
-    if exit_code and report.has_changes:
-        sys.exit(1)
+    return 1 if exit_code and report.has_changes else 0
 
 
 RENDERED_OPTION = click.option(
@@ -278,7 +287,7 @@ RENDERED_OPTION = click.option(
 @RENDERED_OPTION
 @FORMAT_OPTION
 @guarded
-def verify_command(repo: Path, rendered: Path | None, output_format: str) -> None:
+def verify_command(repo: Path, rendered: Path | None, output_format: str) -> int:
     """Check that the rendered policies allow exactly what the requirements intend.
 
     Evaluates the rendered Cilium policies with Cilium's semantics over every service, raw-label
@@ -303,7 +312,7 @@ def verify_command(repo: Path, rendered: Path | None, output_format: str) -> Non
         else:
             click.echo(f"verify failed: {errors} problem(s), {len(report.mismatches)} flow "
                        f"mismatch(es) ({what}); {warnings} warning(s)", err=True)
-    sys.exit(0 if report.ok else 1)
+    return 0 if report.ok else 1
 
 
 @cli.command("graph")
@@ -319,7 +328,7 @@ def verify_command(repo: Path, rendered: Path | None, output_format: str) -> Non
               help="Write to this file instead of standard output.")
 @guarded
 def graph_command(repo: Path, rendered: Path | None, output_format: str, domain: str | None,
-                  cluster: str | None, out: Path | None) -> None:
+                  cluster: str | None, out: Path | None) -> int:
     """Draw the service-level connectivity the rendered output allows.
 
     Clusters are groups, services nodes, allowed flows edges labelled with their ports. Only
@@ -350,7 +359,21 @@ def graph_command(repo: Path, rendered: Path | None, output_format: str, domain:
         out.write_text(text, encoding="utf-8")
         click.echo(f"wrote {out} ({len(graph.nodes)} endpoint(s), {len(graph.edges)} flow(s))",
                    err=True)
+    return 0
 
 
-def main() -> None:
-    cli(prog_name="meshplan")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``meshplan argv`` (default: the process arguments); the exit code, never an exit.
+
+    0 ok, 1 input (or environment) problem, 2 usage error, 3 internal bug.
+    """
+    try:
+        code = cli.main(args=None if argv is None else list(argv), prog_name="meshplan",
+                        standalone_mode=False)
+    except click.ClickException as exc:  # usage errors: click words them (exit 2)
+        exc.show()
+        return exc.exit_code
+    except click.Abort:  # Ctrl-C
+        click.echo("Aborted!", err=True)
+        return 1
+    return code if isinstance(code, int) else 0
