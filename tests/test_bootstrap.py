@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, run_validate
 from meshplan.bootstrap import flux_url
 from meshplan.pipeline import render_repository
-from support.k8s import validate_object
+
+from tests.support.cli import run_validate
+from tests.support.k8s import validate_object
+from tests.support.repos import REPO_ROOT
 
 GO_FIELD = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
 

@@ -19,6 +19,8 @@ from meshplan.load.parse import parse_yaml
 from meshplan.model import Inventory, build_domain, build_requirement
 from meshplan.schema import check_inventory_document, check_requirement_document
 
+from tests.support.ci import examples
+
 HERE = Location("f.yaml", 3, 5)
 
 
@@ -291,7 +293,7 @@ _networks = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_networks)
 def test_the_sweep_finds_exactly_the_overlapping_pairs_of_different_clusters(
     raw: list[tuple[int, int, int, int]],

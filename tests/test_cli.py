@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from meshplan import __version__, cli
+
+from tests.support.cli import run_cli
 
 
 def test_every_command_has_help() -> None:
@@ -69,6 +70,7 @@ def test_input_problems_exit_1_without_a_bug_hint(example_repo: Path) -> None:
         assert "bug" not in (out + err).lower() and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_long_commands_say_what_they_do_on_a_terminal_only(example_repo: Path) -> None:
     import os
     import pty
@@ -99,6 +101,7 @@ def test_long_commands_say_what_they_do_on_a_terminal_only(example_repo: Path) -
     assert b"reading, checking" not in redirected.stderr  # logs and pipes stay quiet
 
 
+@pytest.mark.slow
 def test_the_console_script_exits_with_the_code_main_returns(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -6,8 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REBEL_REQUIREMENT, copy_example, run_cli
-from gitserver import commit_all, git, isolate_git
 from meshplan.gitdiff import (
     COMMENT_MARKER,
     DiffReport,
@@ -17,6 +15,10 @@ from meshplan.gitdiff import (
     format_markdown,
     inline_code,
 )
+
+from tests.support.cli import run_cli
+from tests.support.gitserver import commit_all, git, isolate_git
+from tests.support.repos import REBEL_REQUIREMENT, copy_example
 
 # What the second commit does, cluster by cluster (derived by hand from the generation rules):
 # - rebel-base (domain2, runs in cl3 only) may call service3 (ns1, cl3): a policy in rebel-base's

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, copy_example, run_cli
 from meshplan.graph import (
     EXTERNAL,
     FlowEdge,
@@ -42,6 +41,10 @@ from meshplan.graph import (
 from meshplan.pipeline import render_repository, render_with_inventory, validated
 from meshplan.verify.report import VerifyReport, verify
 
+from tests.support.ci import missing_tool
+from tests.support.cli import run_cli
+from tests.support.repos import REPO_ROOT, copy_example
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
@@ -51,9 +54,7 @@ DEFAULT_MERMAID = (Path(__file__).resolve().parents[1]
 
 def missing(what: str) -> None:
     """Skip locally, fail under CI."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (required under CI)")
-    pytest.skip(what)
+    missing_tool(what)
 
 
 def chromium() -> str:
@@ -211,6 +212,7 @@ def diff_diagram(tmp_path: Path) -> str:
     return mermaid_flow_diff(before, after)
 
 
+@pytest.mark.slow
 def test_mermaid_parses_with_mermaid(report: VerifyReport, tmp_path: Path) -> None:
     graph = to_mermaid(connectivity_graph(report))
     small = to_mermaid(connectivity_graph(report, cluster="cl3"))
@@ -313,6 +315,7 @@ def open_page(page_html: str, workdir: Path) -> tuple[dict[str, object], list[st
     return result, console_errors(stderr)
 
 
+@pytest.mark.slow
 def test_html_opens_in_chromium_without_errors(report: VerifyReport, tmp_path: Path) -> None:
     graph = connectivity_graph(report)
     result, logged = open_page(to_html(graph), tmp_path)
@@ -324,6 +327,7 @@ def test_html_opens_in_chromium_without_errors(report: VerifyReport, tmp_path: P
     assert result["highlighted"] == result["rowsAfter"] == 2
 
 
+@pytest.mark.slow
 def test_html_check_catches_a_broken_page(report: VerifyReport, tmp_path: Path) -> None:
     page = to_html(connectivity_graph(report)).replace(
         'var counts = {', 'undefinedFunction(); var counts = {', 1)
@@ -332,6 +336,7 @@ def test_html_check_catches_a_broken_page(report: VerifyReport, tmp_path: Path) 
     assert logged  # the console log shows it too
 
 
+@pytest.mark.slow
 def test_html_screenshot_has_content(report: VerifyReport, tmp_path: Path) -> None:
     page = tmp_path / "graph.html"
     page.write_text(to_html(connectivity_graph(report)), "utf-8")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+
+from tests.support.repos import REPO_ROOT
 
 LOCKS = REPO_ROOT / "locks"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+) \\$", re.M)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from conftest import REPO_ROOT, copy_example, run_validate
 from meshplan.model import Inventory, Requirement, Selector, labels_of, parse_thesis_selector
 from meshplan.pipeline import validated
 from meshplan.refine import refine
 from meshplan.verify.endpoints import inventory_endpoints
 from meshplan.verify.intent import intended_connectivity
+
+from tests.support.cli import run_validate
+from tests.support.repos import REPO_ROOT, copy_example
 
 
 def example() -> Inventory:
@@ -21,7 +23,10 @@ def peer(**labels: str) -> Selector:
     return Selector(labels_of(labels))
 
 
-def resolved(inventory: Inventory, selector: Selector, domain: str) -> set[tuple[str, tuple]]:
+Resolved = set[tuple[str, tuple[str, ...]]]
+
+
+def resolved(inventory: Inventory, selector: Selector, domain: str) -> Resolved:
     return {(t.service.key, t.clusters) for t in inventory.resolve_peer(selector, domain)}
 
 

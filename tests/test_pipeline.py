@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, run_validate
+
+from tests.support.cli import run_cli, run_validate
 
 
 def test_a_broken_domain_document_does_not_cascade(example_repo: Path) -> None:

@@ -19,13 +19,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REBEL_REQUIREMENT, copy_example, run_cli
-from gitserver import GitServer, commit_all, git, git_daemon, isolate_git
+from meshplan import gitrepo
 from meshplan import publish as publish_module
 from meshplan.gitrepo import trailers
 from meshplan.pipeline import publish_repository, render_repository
 from meshplan.publish import PROVENANCE_FILE, PublishOptions
-from support.k8s import kustomize_build, validate_object
+
+from tests.support.cli import run_cli
+from tests.support.gitserver import (
+    GitServer,
+    commit_all,
+    free_port,
+    git,
+    git_daemon,
+    isolate_git,
+)
+from tests.support.k8s import kustomize_build, validate_object
+from tests.support.repos import REBEL_REQUIREMENT, copy_example
 
 BRANCH = "rendered"
 
@@ -320,6 +330,7 @@ def other_job_wins_first(monkeypatch: pytest.MonkeyPatch, loser_sha: str, winner
     return raced
 
 
+@pytest.mark.slow
 def test_race_newer_source_waits_and_lands_on_top(setup: Setup,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _old, new, newer, older = two_jobs(setup)
@@ -339,6 +350,7 @@ def test_race_newer_source_waits_and_lands_on_top(setup: Setup,
     assert setup.remote_head() == head
 
 
+@pytest.mark.slow
 def test_race_older_source_loses_and_refuses(setup: Setup,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     old, new, newer, older = two_jobs(setup)
@@ -352,6 +364,7 @@ def test_race_older_source_loses_and_refuses(setup: Setup,
     assert_no_traceback(err)
 
 
+@pytest.mark.slow
 def test_two_real_publishers_race_without_force(setup: Setup) -> None:
     old = git(setup.source, "rev-parse", "HEAD")
     new = add_rebel_requirement(setup.source)
@@ -389,7 +402,7 @@ def test_two_real_publishers_race_without_force(setup: Setup) -> None:
 
 def test_failure_inside_the_commit_step_changes_nothing(setup: Setup,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    original = publish_module.commit_tree
+    original = gitrepo.commit_tree  # what publish calls, from its home module
 
     def commit_then_die(*args: object, **kwargs: object) -> str:
         original(*args, **kwargs)  # type: ignore[arg-type]  # the object is written ...
@@ -403,6 +416,7 @@ def test_failure_inside_the_commit_step_changes_nothing(setup: Setup,
     assert setup.remote_head() is None
 
 
+@pytest.mark.slow
 def test_killed_during_commit_leaves_branch_and_tree_as_they_were(setup: Setup) -> None:
     assert publish_cli(setup.source, "--push")[0] == 0
     add_rebel_requirement(setup.source)
@@ -467,8 +481,6 @@ def test_push_access_denied_is_a_clear_error(setup: Setup) -> None:
 
 
 def test_unreachable_remote_is_a_clear_error(setup: Setup) -> None:
-    from gitserver import free_port
-
     git(setup.source, "remote", "set-url", "origin", f"git://127.0.0.1:{free_port()}/x.git")
     code, _, err = publish_cli(setup.source, "--push")
     assert code == 1
@@ -506,18 +518,6 @@ def test_project_in_a_subfolder_and_provenance_without_credentials(tmp_path: Pat
     assert "s3cret" not in git(root, "log", "-1", "--format=%B", BRANCH)
     assert "clusters/domain1/cl1/kustomization.yaml" in git(root, "ls-tree", "-r", "--name-only",
                                                             BRANCH).splitlines()
-
-
-def test_redact_url_and_trailers() -> None:
-    from meshplan.gitrepo import redact_url
-
-    assert redact_url("https://x-access-token:abc@github.com/o/r") == "https://github.com/o/r"
-    assert redact_url("https://abc@github.com/o/r") == "https://github.com/o/r"
-    assert redact_url("ssh://git:pw@host/o/r") == "ssh://git@host/o/r"
-    assert redact_url("git@github.com:o/r.git") == "git@github.com:o/r.git"
-    message = "Render x: y\n\nBody\n\nMeshplan-Source-Sha: abc\nMeshplan-Version: 1\n"
-    assert trailers(message) == {"Meshplan-Source-Sha": "abc", "Meshplan-Version": "1"}
-    assert trailers("Meshplan-Source-Sha: abc\n") == {}  # a subject is no trailer block
 
 
 def test_publish_analyses_the_inputs_once(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:

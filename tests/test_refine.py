@@ -23,7 +23,10 @@ from typing import Any
 import pytest
 from meshplan.diagnostics import Diagnostic, InputError, Severity
 from meshplan.pipeline import render_repository, validate
-from semantics import (
+
+from tests.support.cli import run_cli
+from tests.support.k8s import validate_object
+from tests.support.semantics import (
     REQUIRED_BY,
     ClusterView,
     EndpointPeer,
@@ -41,11 +44,9 @@ from semantics import (
     render_views,
     required_by,
     requirement,
-    run_meshplan,
     to,
     write_repo,
 )
-from support.k8s import validate_object
 
 CLUSTER = "io.cilium.k8s.policy.cluster"
 NS = "k8s:io.kubernetes.pod.namespace"
@@ -559,7 +560,7 @@ def test_clusters_removed_from_the_inventory_disappear(tmp_path: Path) -> None:
     repo = repo_with(tmp_path, {"alpha": [
         requirement("web", {"service": "web"}, egress=[to({"service": "api"})])]})
     out = tmp_path / "out"
-    assert run_meshplan("render", "--repo", str(repo), "--out", str(out))[0] == 0
+    assert run_cli(["render", "--repo", str(repo), "--out", str(out)])[0] == 0
     assert (out / "clusters" / "beta" / "b3").is_dir()
     domains = base_domains()
     domains[1]["spec"]["clusters"] = [c for c in domains[1]["spec"]["clusters"]
@@ -567,7 +568,7 @@ def test_clusters_removed_from_the_inventory_disappear(tmp_path: Path) -> None:
     domains.pop(2)  # all of gamma
     (repo / "inventory" / "gamma.yaml").unlink()
     write_repo(repo, domains, {})
-    code, _, err = run_meshplan("render", "--repo", str(repo), "--out", str(out))
+    code, _, err = run_cli(["render", "--repo", str(repo), "--out", str(out)])
     assert code == 0, err
     assert not (out / "clusters" / "beta" / "b3").exists()
     assert not (out / "clusters" / "gamma").exists()

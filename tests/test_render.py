@@ -15,18 +15,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from meshplan.outputs import OUTPUT_MARKER
-from semantics import (
-    REPO_ROOT,
-    THESIS_DIR,
+from meshplan.outputs import OUTPUT_MARKER, read_tree
+
+from tests.support.k8s import kustomize_build, require_kubectl, validate_object
+from tests.support.repos import REPO_ROOT, THESIS_DIR
+from tests.support.semantics import (
     THESIS_FIXTURES,
     all_anomalies,
     canonical,
     cluster_views,
-    read_tree,
     render_files,
 )
-from support.k8s import kustomize_build, require_kubectl, validate_object
 
 CASES = {"example": REPO_ROOT, **{name: THESIS_DIR / name for name in THESIS_FIXTURES}}
 
@@ -114,6 +113,7 @@ def test_render_twice_gives_identical_bytes(rendered: tuple[str, Path, dict[str,
     assert again == files
 
 
+@pytest.mark.slow
 def test_render_is_identical_across_processes_and_hash_seeds(tmp_path: Path) -> None:
     meshplan = Path(sys.executable).with_name("meshplan")
     outputs = []

@@ -24,11 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from meshplan.diagnostics import InputError, Severity
 from meshplan.pipeline import validate
-from semantics import (
+
+from tests.support.ci import examples
+from tests.support.k8s import kustomize_build, require_kubectl, validate_object
+from tests.support.semantics import (
     POLICY_KINDS,
     all_anomalies,
     canonical,
@@ -39,7 +43,8 @@ from semantics import (
     required_by,
     write_repo,
 )
-from support.k8s import kustomize_build, require_kubectl, validate_object
+
+pytestmark = pytest.mark.slow  # property tests end to end: the full tier only
 
 DOMAINS = ("alpha", "beta", "gamma")
 CLUSTERS = ("east", "west", "north")
@@ -78,7 +83,7 @@ def inventories(draw: st.DrawFn, unique_services: bool = True) -> World:
     names = list(DOMAINS[: draw(st.integers(1, 3))])
     counter = iter(range(1, 256))
     service_pool = list(SERVICES if unique_services else SERVICES[:3])
-    domains = []
+    domains: list[dict[str, Any]] = []
     for name in names:
         clusters = []
         for cluster in CLUSTERS[: draw(st.integers(1, 3))]:
@@ -181,7 +186,7 @@ def requirements(draw: st.DrawFn, world: World, domain: str, index: int) -> dict
     own = world.visible(domain, domain)
     metadata: dict[str, Any] = {"name": f"req-{index}"}
     spec: dict[str, Any] = {}
-    if own and draw(st.booleans()):
+    if own and bool(draw(st.booleans())):
         service = draw(st.sampled_from(own))
         spec["endpointSelector"] = {"matchLabels": {"service": service["name"]}}
         scope = service["clusters"]
@@ -273,7 +278,7 @@ def check_removal(world: World, repo: Path, before: Mapping[str, Any], domain: s
                 assert required_by(new[key]) == causes - gone, (cluster, key)
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=examples(25), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(world=inventories(), data=st.data())
 def test_random_valid_inputs_render_build_and_validate(world: World, data: st.DataObject) -> None:
@@ -326,7 +331,7 @@ def inventory_services_at(world: World, path: str) -> list[dict[str, Any]]:
     return [s for s in spec["services"] if cluster in s["clusters"]]
 
 
-@settings(max_examples=30, deadline=None,
+@settings(max_examples=examples(30), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(world=inventories(unique_services=False))
 def test_service_name_clashes_are_errors_never_wrong_output(world: World) -> None:

@@ -1,35 +1,30 @@
 """The schema stage's fast path: a compiled validator (jsonschema-rs) says "valid" first.
 
 Only documents it does not call valid go through jsonschema, which words the diagnostics. These
-tests prove the two agree: every ``pattern`` of the shipped schemas means the same in Rust (after
-``rust_pattern``) as in Python's ``re``, and random mutations of the example documents get the
-same valid/invalid verdict from both, for every schema.
+tests prove the two agree: random mutations of the example documents get the same
+valid/invalid verdict from both, for every schema (tests/test_rust_regex.py proves the
+patterns mean the same in both regex dialects).
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
-import json
 import math
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from meshplan import rust_regex, schema
+from meshplan import schema
 from meshplan.load.document import Document
 from meshplan.load.parse import parse_json_like, parse_yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-rs = pytest.importorskip("jsonschema_rs")
+from tests.support.ci import examples
+from tests.support.repos import REPO_ROOT
+from tests.support.strategies import ALPHABET
 
-# Characters where regex dialects (and JSON Schema implementations) tend to disagree.
-TRICKY = ("\n\r\t\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u180e\u2000\u200a\u200b\u2028\u2029"
-          "\u202f\u205f\u3000\ufeff \x00\x7f:,./-_@*#?$^\\[]()éßİKΩ\u0663\u0661\U0001d7d8😀")
-ALPHABET = st.sampled_from(TRICKY + "abcxyzAZ09-.:,/@_*")
+rs = pytest.importorskip("jsonschema_rs")
 
 
 def _load(relpath: str) -> list[Document]:
@@ -59,19 +54,6 @@ SCHEMAS = sorted(EXAMPLES)
 
 def slow_verdict(name: str, data: Any) -> bool:
     return bool(schema._validator(name).is_valid(data))
-
-
-def _patterns(value: Any) -> set[str]:
-    if isinstance(value, list):
-        return set().union(*(_patterns(v) for v in value))
-    if not isinstance(value, dict):
-        return set()
-    found = {value["pattern"]} if isinstance(value.get("pattern"), str) else set()
-    return found.union(*(_patterns(v) for k, v in value.items() if k != "pattern"))
-
-
-PATTERNS = sorted(set().union(*(_patterns(json.loads(schema.schema_text(n)))
-                                for n in schema.SCHEMA_FILES)))
 
 
 # --------------------------------------------------------------------------- the examples
@@ -168,48 +150,6 @@ def test_without_jsonschema_rs_the_diagnostics_are_the_same(
     assert [bool(d) for d in fast] == [False, True] * (len(documents) // 2)
 
 
-# --------------------------------------------------------------------------- the patterns
-
-
-def test_the_space_class_is_pythons() -> None:
-    python = {c for c in range(0x110000) if re.match(r"\s", chr(c))}
-    ranges = {c for lo, hi in rust_regex.PY_SPACE_RANGES for c in range(lo, hi + 1)}
-    assert ranges == python
-
-
-def test_unknown_regex_constructs_are_refused() -> None:
-    for pattern in (r"\d", r"\w+", r"(?i)a", r"[\S]", r"a*+", "[]a]", r"\b", "(?P<x>a)"):
-        with pytest.raises(ValueError):
-            rust_regex.rust_pattern(pattern)
-
-
-@pytest.mark.parametrize("pattern", PATTERNS)
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_every_pattern_means_the_same_in_rust(pattern: str, data: st.DataObject) -> None:
-    validator = _pattern_validator(pattern)
-    pieces = [p for p in re.split(r"[\\^$()\[\]|*+?{}]", pattern) if p]
-    text = data.draw(st.one_of(
-        st.from_regex(pattern),  # matches in Python, incl. a final "\n" where $ allows it
-        st.from_regex(pattern).map(lambda t: t + data.draw(ALPHABET)),
-        st.text(),
-        st.text(ALPHABET, max_size=12),
-        st.lists(st.one_of(st.sampled_from(pieces or ["a"]), st.text(ALPHABET, max_size=2)),
-                 max_size=8).map("".join),
-    ))
-    assert validator.is_valid(text) == (re.search(pattern, text) is not None), repr(text)
-
-
-_PATTERN_VALIDATORS: dict[str, Any] = {}
-
-
-def _pattern_validator(pattern: str) -> Any:
-    if pattern not in _PATTERN_VALIDATORS:
-        _PATTERN_VALIDATORS[pattern] = rs.validator_for(
-            {"pattern": rust_regex.rust_pattern(pattern)}, pattern_options=rs.FancyRegexOptions())
-    return _PATTERN_VALIDATORS[pattern]
-
-
 # --------------------------------------------------------------------------- documents
 
 
@@ -290,8 +230,9 @@ def _mutate(doc: Any, data: st.DataObject) -> Any:
 DOCUMENT_EXAMPLES = 400
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCHEMAS)
-@settings(max_examples=DOCUMENT_EXAMPLES, deadline=None,
+@settings(max_examples=examples(DOCUMENT_EXAMPLES), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_mutated_documents_get_the_same_verdict(name: str, data: st.DataObject) -> None:

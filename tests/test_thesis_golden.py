@@ -30,10 +30,13 @@ from pathlib import Path
 
 import pytest
 from meshplan.diagnostics import InputError, Severity
+from meshplan.outputs import read_tree
 from meshplan.pipeline import render_repository, validate
 from ruamel.yaml import YAML
-from semantics import (
-    THESIS_DIR,
+
+from tests.support.cli import run_cli
+from tests.support.repos import THESIS_DIR
+from tests.support.semantics import (
     ClusterView,
     by_mesh,
     cidr,
@@ -43,10 +46,8 @@ from semantics import (
     per_cluster,
     ports,
     read_output,
-    read_tree,
     render_files,
     render_views,
-    run_meshplan,
     without_ports,
 )
 
@@ -245,13 +246,13 @@ def test_use_case_1_c2_verbatim_names_give_identical_output(
 def test_use_case_1_removing_the_policy_figures_6_7_to_6_9(tmp_path: Path) -> None:
     repo = copy_fixture("use-case-1", tmp_path / "repo")
     out = tmp_path / "out"
-    code, _, err = run_meshplan("render", "--repo", str(repo), "--out", str(out))
+    code, _, err = run_cli(["render", "--repo", str(repo), "--out", str(out)])
     assert code == 0, err
     before = read_output(out)
     namespaces = [o for o in before["domain2/cl3"].objects if o["kind"] == "Namespace"]
     assert {o["metadata"]["name"] for o in namespaces} >= {"ns2"}
     (repo / "requirements" / "domain2" / "allow-domain1.yaml").unlink()
-    code, _, err = run_meshplan("render", "--repo", str(repo), "--out", str(out))
+    code, _, err = run_cli(["render", "--repo", str(repo), "--out", str(out)])
     assert code == 0, err
     after = read_output(out)
     # Figures 6.7-6.9: no CNP, no ExternalNames in default (6.7), nothing in ns2 (6.8), ns2
@@ -375,7 +376,7 @@ def test_removing_service_backend_is_an_error_not_a_silent_policy_drop(tmp_path:
     requirement that still names backend, and the old output stays in place."""
     repo = copy_fixture("use-case-2b", tmp_path / "repo")
     out = tmp_path / "out"
-    assert run_meshplan("render", "--repo", str(repo), "--out", str(out))[0] == 0
+    assert run_cli(["render", "--repo", str(repo), "--out", str(out)])[0] == 0
     before = read_tree(out)
     without_backend(repo)
     inventory, diagnostics = validate(repo)
@@ -385,7 +386,7 @@ def test_removing_service_backend_is_an_error_not_a_silent_policy_drop(tmp_path:
         "requirements/domain1/allow-service-backend.yaml"}
     assert all("backend" in d.message for d in errors)
     # allow-cluster1 uses a wildcard and stays valid: it simply no longer reaches backend.
-    code, _, err = run_meshplan("render", "--repo", str(repo), "--out", str(out))
+    code, _, err = run_cli(["render", "--repo", str(repo), "--out", str(out)])
     assert code == 1
     assert "allow-service-backend.yaml" in err and "allow-cluster1.yaml" not in err
     assert read_tree(out) == before

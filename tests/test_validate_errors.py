@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, THESIS_DIR, copy_example, copy_tree, run_validate
+
+from tests.support.cli import run_validate
+from tests.support.repos import REPO_ROOT, THESIS_DIR, copy_example, copy_tree
 
 Edit = Callable[[Path], None]
 
@@ -792,6 +794,7 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     assert diagnostics_at(stderr, "inventory/bomb.yaml:1:1")
 
 
+@pytest.mark.slow
 def test_alias_bombs_in_many_documents_share_one_budget(tmp_path: Path) -> None:
     """Each document stays under the budget; together they must not."""
     repo = write_example(tmp_path / "repo")
@@ -803,6 +806,7 @@ def test_alias_bombs_in_many_documents_share_one_budget(tmp_path: Path) -> None:
     assert "YAML nodes once aliases are expanded" in stderr
 
 
+@pytest.mark.slow
 def test_deep_nesting_does_not_crash_the_interpreter(tmp_path: Path) -> None:
     """libyaml's C composer recurses without limit: 100,000 '[' used to kill the process."""
     repo = write_example(tmp_path / "repo")

@@ -17,9 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import THESIS_DIR, copy_example, copy_tree, run_validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.support.ci import examples
+from tests.support.cli import run_validate
+from tests.support.repos import THESIS_DIR, copy_example, copy_tree
 
 pytestmark = pytest.mark.slow
 
@@ -179,7 +182,7 @@ def check_mutated(files: Files, data: st.DataObject) -> None:
         assert "invalid: " in stderr
 
 
-PROPERTY_SETTINGS = settings(max_examples=250, deadline=None,
+PROPERTY_SETTINGS = settings(max_examples=examples(250), deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -189,7 +192,7 @@ def test_mutated_example_never_crashes(example_files: Files, data: st.DataObject
     check_mutated(example_files, data)
 
 
-@settings(PROPERTY_SETTINGS, max_examples=100)
+@settings(PROPERTY_SETTINGS, max_examples=examples(100))
 @given(data=st.data())
 def test_mutated_thesis_json_never_crashes(thesis_files: Files, data: st.DataObject) -> None:
     check_mutated(thesis_files, data)
@@ -199,7 +202,7 @@ def test_mutations_change_the_input() -> None:
     """The mutations are real: each of them, applied once, can change a valid file."""
     raw = b"apiVersion: meshplan.dev/v1alpha1\nkind: Domain\nmetadata:\n  name: domain1\n"
 
-    @settings(max_examples=30, deadline=None)
+    @settings(max_examples=30, deadline=None)  # not scaled by the profile: it must see them all
     @given(data=st.data(), name=st.sampled_from(sorted(MUTATIONS)))
     def changed(data: st.DataObject, name: str) -> None:
         seen.setdefault(name, False)

@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 from meshplan import write
 from meshplan.diagnostics import OperationError
-from meshplan.outputs import OUTPUT_MARKER, OutputFile
+from meshplan.outputs import OUTPUT_MARKER, OutputFile, read_tree
 from meshplan.write import write_tree
-from semantics import REPO_ROOT, read_tree, render_files, run_meshplan
+
+from tests.support.cli import run_cli
+from tests.support.repos import REPO_ROOT
+from tests.support.semantics import render_files
 
 
 def example(tmp_path: Path) -> Path:
@@ -27,7 +30,7 @@ def example(tmp_path: Path) -> Path:
 
 
 def render(repo: Path, out: Path) -> tuple[int, str, str]:
-    return run_meshplan("render", "--repo", str(repo), "--out", str(out))
+    return run_cli(["render", "--repo", str(repo), "--out", str(out)])
 
 
 def stats(root: Path) -> dict[str, tuple[int, int]]:
@@ -125,7 +128,7 @@ def test_failure_mid_write_leaves_the_old_output(tmp_path: Path,
     real_write_bytes = Path.write_bytes
     calls = 0
 
-    def failing_write_bytes(self: Path, data: bytes) -> int:  # type: ignore[override]
+    def failing_write_bytes(self: Path, data: bytes) -> int:
         nonlocal calls
         calls += 1
         if calls == 2:
@@ -228,13 +231,13 @@ def test_check_is_0_when_fresh_and_1_naming_the_differing_files_when_stale(
 ) -> None:
     repo = example(tmp_path)
     out = repo / "rendered"
-    assert run_meshplan("render", "--repo", str(repo))[0] == 0  # default --out: <repo>/rendered
-    code, stdout, _ = run_meshplan("render", "--repo", str(repo), "--check")
+    assert run_cli(["render", "--repo", str(repo)])[0] == 0  # default --out: <repo>/rendered
+    code, stdout, _ = run_cli(["render", "--repo", str(repo), "--check"])
     assert code == 0 and "up to date" in stdout
     before = stats(out)
     edit_requirement(repo)
     (out / "clusters" / "domain2" / "cl3" / "extra.yaml").write_text("x: 1\n", encoding="utf-8")
-    code, stdout, err = run_meshplan("render", "--repo", str(repo), "--check")
+    code, stdout, err = run_cli(["render", "--repo", str(repo), "--check"])
     assert code == 1
     named = sorted(line.split(": ", 1)[1] for line in stdout.splitlines()
                    if line.startswith("differs: "))

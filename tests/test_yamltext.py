@@ -17,8 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from meshplan.yamltext import SharedText, dump_document, dump_documents, scalar_text
 from ruamel.yaml import YAML
-from semantics import same_data
-from support.k8s import require_kubectl
+
+from tests.support.ci import examples
+from tests.support.k8s import require_kubectl
+from tests.support.semantics import same_data
 
 TRICKY = [
     "yes", "no", "on", "off", "y", "n", "Y", "N", "Yes", "NO", "True", "FALSE", "Off", "ON",
@@ -73,13 +75,14 @@ def assert_round_trip(docs: list[dict[str, Any]]) -> None:
         assert same_data(got, docs), f"{reader} read back something else from:\n{text}"
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents)
 def test_every_reader_reads_back_the_same_data(docs: list[dict[str, Any]]) -> None:
     assert_round_trip(docs)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(strings)
 def test_plain_strings_are_plain_and_safe(value: str) -> None:
     text = scalar_text(value)
@@ -151,8 +154,13 @@ class _GoYamlOutput(yaml.SafeLoader):
         return None
 
 
+def _plain_text(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    assert isinstance(node, yaml.ScalarNode)
+    return loader.construct_scalar(node)
+
+
 for _tag in ("tag:yaml.org,2002:value", "tag:yaml.org,2002:merge"):
-    _GoYamlOutput.add_constructor(_tag, lambda loader, node: loader.construct_scalar(node))
+    _GoYamlOutput.add_constructor(_tag, _plain_text)
 
 
 def kustomize(directory: Path) -> list[Any]:
@@ -162,7 +170,8 @@ def kustomize(directory: Path) -> list[Any]:
     return [d for d in yaml.load_all(proc.stdout, Loader=_GoYamlOutput) if d is not None]
 
 
-@settings(max_examples=12, deadline=None,
+@pytest.mark.slow
+@settings(max_examples=examples(12), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.dictionaries(kustomize_keys, kustomize_strings, min_size=1, max_size=40),
        spec=st.dictionaries(kustomize_keys, kustomize_values, max_size=6))
@@ -210,7 +219,8 @@ _shared_pool = st.lists(
     min_size=1, max_size=4)
 
 
-@settings(max_examples=150, deadline=None)
+@pytest.mark.slow
+@settings(max_examples=examples(150), deadline=None)
 @given(_shared_pool, st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3),
                                         st.integers(0, 2)), min_size=1, max_size=8))
 def test_the_shared_text_memo_never_changes_the_output(

@@ -273,7 +273,7 @@ class RequirementChecker:
             return
         if not self.req.clusters:
             yield error(self.req.location, "metadata.annotations", "expected at least one "
-                        "cluster name in meshplan.dev/clusters, found none")
+                        f"cluster name in {CLUSTERS_ANNOTATION}, found none")
         for i, (name, where) in enumerate(zip(self.req.clusters, self.req.cluster_locations,
                                                strict=True)):
             path = (f"spec.clusters[{i}]" if self.req.form == "native"

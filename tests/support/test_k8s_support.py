@@ -161,6 +161,7 @@ def test_vendored_crds_match_recorded_upstream_blobs() -> None:
         assert _git_blob(k8s.SCHEMA_DIR / rel) == blob, rel
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(k8s.SUPPORTED_KINDS))
 def test_every_supported_kind_loads(key: tuple[str, str]) -> None:
     # Loads (and for CRDs meta-validates the translated draft-4 schema) without error.

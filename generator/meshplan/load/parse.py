@@ -30,6 +30,7 @@ except ImportError:  # PyYAML built without libyaml
 from ..diagnostics import Diagnostic, Location, error
 from .document import KEY, Document, PathKey, format_path
 
+HAS_LIBYAML = _LibyamlParser is not None
 MAX_NODES_PER_FILE = 2_000_000  # nodes visited, aliases counted each time they are expanded
 MAX_JSON_NODES = 100_000  # the pure-Python YAML 1.2 parser needs ~50 us per node
 MAX_DEPTH = 200

@@ -1,21 +1,21 @@
-"""Stage load: safe reading, positions of every key and value, and the limits on hostile input."""
+"""meshplan.load.parse: positions of every key and value, YAML problems, and the limits on
+hostile input, on both paths (the composer and the one-pass parser over libyaml's events)."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from meshplan.diagnostics import Location, Severity
-from meshplan.load import files, parse
-from meshplan.load.document import KEY, Document, format_path
-from meshplan.load.files import decode_utf8
+from meshplan.diagnostics import Location
+from meshplan.load import parse
+from meshplan.load.document import Document
 from meshplan.load.parse import parse_json_like, parse_yaml
-from meshplan.load.repository import load_repository, read_documents
+
+from tests.support.ci import examples
 
 NESTED = """\
 # comment
@@ -40,24 +40,6 @@ def only(text: str, relpath: str = "f.yaml") -> Document:
 def messages(text: str, relpath: str = "f.yaml") -> list[str]:
     parse = parse_json_like if relpath.endswith(".json") else parse_yaml
     return [f"{d.location}: {d.path}: {d.message}" for d in parse(relpath, text)[1]]
-
-
-# --------------------------------------------------------------------------- format_path
-
-
-@pytest.mark.parametrize(("path", "text"), [
-    ((), ""),
-    (("spec",), "spec"),
-    (("spec", "clusters", 0, "name"), "spec.clusters[0].name"),
-    ((0,), "[0]"),
-    ((0, "a"), "[0].a"),
-    (("a", 1, 2), "a[1][2]"),
-    (("metadata", "annotations", "meshplan.dev/clusters"),
-     "metadata.annotations.meshplan.dev/clusters"),
-    (("spec", "egress", KEY), "spec.egress"),
-])
-def test_format_path(path: tuple[str | int, ...], text: str) -> None:
-    assert format_path(path) == text
 
 
 # --------------------------------------------------------------------------- positions
@@ -252,105 +234,6 @@ def test_json_redefined_anchor_is_no_python_warning(recwarn: pytest.WarningsReco
     assert [str(w.message) for w in recwarn] == []
 
 
-# --------------------------------------------------------------------------- bytes and files
-
-
-def test_utf8_bom_is_accepted() -> None:
-    assert decode_utf8("f.yaml", b"\xef\xbb\xbfa: 1\n") == "a: 1\n"
-
-
-@pytest.mark.parametrize(("raw", "line", "column"), [
-    (b"\xff", 1, 1),
-    (b"a: 1\nb: x\xfe\n", 2, 5),
-    (b"a: 1\nname: d\xc3\xa9main\xff1\n", 2, 13),  # columns count characters, not bytes
-    (b"\xef\xbb\xbfa\xff", 1, 2),  # the byte-order mark is not a column
-    (b"\xef\xbb\xbf\xef", 1, 1),
-    (b"\xef\xbb\xbfa\n\xc3\xa9\xc3", 2, 2),
-])
-def test_first_invalid_byte_is_located(raw: bytes, line: int, column: int) -> None:
-    problem = decode_utf8("f.yaml", raw)
-    assert not isinstance(problem, str)
-    assert problem.location == Location("f.yaml", line, column)
-    assert problem.message.startswith("expected UTF-8 text, found the byte 0x")
-
-
-def write(root: Path, rel: str, text: str = "a: 1\n") -> None:
-    (root / rel).parent.mkdir(parents=True, exist_ok=True)
-    (root / rel).write_text(text, encoding="utf-8")
-
-
-def test_load_repository_finds_and_orders_files(tmp_path: Path) -> None:
-    for rel in ("inventory/b.yaml", "inventory/a.json", "inventory/sub/c.yml",
-                "inventory/.hidden.yaml", "inventory/notes.txt", "inventory/.git/x.yaml",
-                "requirements/d2/r.yaml", "requirements/d1/deep/r.yaml",
-                "requirements/d1/r.json"):
-        write(tmp_path, rel)
-    inputs, problems = load_repository(tmp_path)
-    assert problems == []
-    assert [d.file for d in inputs.inventory] == [
-        "inventory/a.json", "inventory/b.yaml", "inventory/sub/c.yml"]
-    assert [(folder, d.file) for folder, d in inputs.requirements] == [
-        ("d1", "requirements/d1/deep/r.yaml"), ("d2", "requirements/d2/r.yaml")]
-
-
-def test_missing_inventory_folder(tmp_path: Path) -> None:
-    inputs, problems = load_repository(tmp_path)
-    assert inputs.inventory == ()
-    assert [(str(p.location), p.message) for p in problems] == [
-        ("inventory/", "expected a folder 'inventory/' with the domains, found none")]
-
-
-def test_file_level_problems_point_at_line_1_column_1(tmp_path: Path) -> None:
-    write(tmp_path, "inventory/ok.yaml")
-    write(tmp_path, "requirements/stray.yaml")
-    (tmp_path / "inventory/out.yaml").symlink_to("/etc/hostname")
-    (tmp_path / "inventory/broken.yaml").symlink_to("missing.yaml")
-    with (tmp_path / "inventory/big.yaml").open("wb") as handle:
-        handle.truncate(files.MAX_FILE_BYTES + 1)
-    _, problems = load_repository(tmp_path)
-    found = {p.location.file: (p.location.line, p.location.column, p.message) for p in problems}
-    assert set(found) == {"inventory/out.yaml", "inventory/broken.yaml", "inventory/big.yaml",
-                          "requirements/stray.yaml"}
-    assert all(v[:2] == (1, 1) for v in found.values())
-    assert "symbolic link to /etc/hostname" in found["inventory/out.yaml"][2]
-    assert "broken or looping symbolic link" in found["inventory/broken.yaml"][2]
-    assert found["inventory/big.yaml"][2] == (
-        "expected a file of at most 16 MiB (16,777,216 bytes), found 16,777,217 bytes")
-    assert "directly in requirements/" in found["requirements/stray.yaml"][2]
-
-
-def test_a_file_of_exactly_the_limit_is_read(tmp_path: Path) -> None:
-    write(tmp_path, "inventory/edge.yaml", "#" * (files.MAX_FILE_BYTES - 1) + "\n")
-    _, problems = load_repository(tmp_path)
-    assert problems == []
-
-
-def test_symlinked_folder_is_not_followed(tmp_path: Path) -> None:
-    write(tmp_path, "elsewhere/d.yaml")
-    (tmp_path / "inventory").mkdir()
-    (tmp_path / "inventory/linked").symlink_to(tmp_path / "elsewhere")
-    inputs, problems = load_repository(tmp_path)
-    assert inputs.inventory == ()
-    assert [(p.location.file, p.severity) for p in problems] == [
-        ("inventory/linked", Severity.ERROR)]
-    assert "found a symbolic link" in problems[0].message
-
-
-def test_unreadable_file_is_an_error_not_a_crash(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    write(tmp_path, "inventory/a.yaml")
-
-    def refuse(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(Path, "read_bytes", refuse)
-    docs, problems = read_documents(tmp_path, "inventory/a.yaml")
-    assert docs == []
-    assert [(str(p.location), p.message) for p in problems] == [
-        ("inventory/a.yaml:1:1", "expected a readable file, found Permission denied")]
-
-
 def test_pure_python_loader_behaves_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     """PyYAML without libyaml falls back to its pure-Python parser under the same composer."""
     with_libyaml = parse_yaml("f.yaml", NESTED)
@@ -368,7 +251,7 @@ def test_pure_python_loader_behaves_the_same(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_one_pass_parser_defers_anchors_aliases_and_tags_to_the_composer() -> None:
-    if parse._LibyamlParser is None:
+    if not parse.HAS_LIBYAML:
         pytest.skip("PyYAML without libyaml")
     for text in ("a: &x 1\n", "a: *x\n", "a: !!str 1\n", "- !x [1]\n", "a: ! b\n"):
         with pytest.raises(parse._NeedsComposer):
@@ -440,7 +323,7 @@ def _yaml_texts(draw: st.DrawFn) -> str:
     return text
 
 
-def _outcome(result: tuple[list[Document], list[object]]) -> object:
+def _outcome(result: tuple[list[Document], Sequence[object]]) -> object:
     docs, problems = result
     return [(d.file, d.index, d.data, dict(d.marks)) for d in docs], problems
 
@@ -448,7 +331,8 @@ def _outcome(result: tuple[list[Document], list[object]]) -> object:
 DIFFERENTIAL_EXAMPLES = 1500
 
 
-@settings(max_examples=DIFFERENTIAL_EXAMPLES, deadline=None,
+@pytest.mark.slow
+@settings(max_examples=examples(DIFFERENTIAL_EXAMPLES), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(_yaml_texts())
 def test_one_pass_parser_equals_the_composer(text: str) -> None:
@@ -456,7 +340,7 @@ def test_one_pass_parser_equals_the_composer(text: str) -> None:
     composer + tree builder give: data, every mark, every diagnostic."""
     expected = _outcome(parse._parse_composed("f.yaml", text))
     assert _outcome(parse_yaml("f.yaml", text)) == expected
-    if parse._LibyamlParser is not None:
+    if parse.HAS_LIBYAML:
         try:
             fast = parse._EventBuilder("f.yaml", text).parse()
         except parse._NeedsComposer:
@@ -475,30 +359,3 @@ def test_one_pass_parser_limits_equal_the_composer(
                  "a: !!set {x}\nb: [1, 2, 3, 4, 5, 6]\n", "a: 1\nb: [\n"):
         expected = _outcome(parse._parse_composed("f.yaml", text))
         assert _outcome(parse_yaml("f.yaml", text)) == expected, text
-
-
-def test_a_linked_top_folder_is_checked_file_by_file(tmp_path: Path) -> None:
-    """Files under a linked ``inventory/`` are not links themselves, but may lie outside."""
-    outside = tmp_path / "outside"
-    write(outside, "d.yaml")
-    repo = tmp_path / "repo"
-    write(repo, "shared/d.yaml")
-    repo.joinpath("inventory").symlink_to(outside)
-    _, problems = load_repository(repo)
-    assert [(p.location.file, p.message) for p in problems] == [
-        ("inventory/d.yaml", "expected a file inside the repository, found a symbolic link to "
-         f"{outside.resolve() / 'd.yaml'}")]
-    repo.joinpath("inventory").unlink()
-    repo.joinpath("inventory").symlink_to(repo / "shared")  # inside the repository: read
-    inputs, problems = load_repository(repo)
-    assert problems == []
-    assert [d.file for d in inputs.inventory] == ["inventory/d.yaml"]
-
-
-def test_special_files_are_refused_without_following_links(tmp_path: Path) -> None:
-    write(tmp_path, "inventory/ok.yaml")
-    os.mkfifo(tmp_path / "inventory/pipe.yaml")
-    _, problems = load_repository(tmp_path)
-    assert [(p.location.file, p.message) for p in problems] == [
-        ("inventory/pipe.yaml",
-         "expected a regular file, found something else (device, socket or folder)")]

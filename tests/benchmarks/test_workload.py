@@ -13,15 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from meshplan.outputs import read_tree
+from meshplan.pipeline import render_repository
+from meshplan.write import write_tree
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # `benchmarks` lives at the repository root
-    sys.path.insert(0, str(REPO_ROOT))
-
-from meshplan.pipeline import render_repository  # noqa: E402
-from meshplan.write import write_tree  # noqa: E402
-
-from benchmarks.workload import (  # noqa: E402
+from benchmarks.workload import (
     SIZES,
     describe,
     generate,
@@ -31,13 +27,14 @@ from benchmarks.workload import (  # noqa: E402
     to_yaml,
     workload_files,
 )
+from tests.support.cli import RunCli
+from tests.support.repos import REPO_ROOT
 
 SMALL = "4x3x12x60"  # 4 domains x 3 clusters, 12 services per domain, 60 requirements
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return read_tree(root)
 
 
 def stamps(root: Path) -> dict[str, tuple[int, int]]:
@@ -92,7 +89,7 @@ def test_sizes_parse() -> None:
             parse_size(bad)
 
 
-def test_the_generated_repository_validates_cleanly(small_repo: Path, cli) -> None:
+def test_the_generated_repository_validates_cleanly(small_repo: Path, cli: RunCli) -> None:
     code, stdout, stderr = cli(["validate", "--repo", str(small_repo), "--format", "json"])
     report = json.loads(stdout)
     assert code == 0, stderr
@@ -112,7 +109,7 @@ def test_the_generated_repository_renders_without_errors_or_warnings(small_repo:
     assert (tmp_path / "out" / "clusters").is_dir()
 
 
-def test_mesh_ids_when_asked_for_still_validate(tmp_path: Path, cli) -> None:
+def test_mesh_ids_when_asked_for_still_validate(tmp_path: Path, cli: RunCli) -> None:
     generate("3x3x6x20+ids", 3, tmp_path)
     text = (tmp_path / "inventory" / "team-02.yaml").read_text()
     assert "meshId: 9" in text
@@ -192,6 +189,7 @@ def test_no_op_and_one_requirement_change(tmp_path: Path, small_repo: Path) -> N
     assert tree_bytes(repo) == tree_bytes(small_repo)
 
 
+@pytest.mark.slow
 def test_the_runner_measures_a_tiny_size_end_to_end(tmp_path: Path) -> None:
     """`python -m benchmarks --sizes ...` (subprocess per size) writes the Markdown table."""
     import subprocess

@@ -10,22 +10,25 @@ CI (env ``CI`` set), where they fail.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import netpol
 import pytest
-from conftest import REPO_ROOT, THESIS_DIR
 from hypothesis import HealthCheck, given, settings
 from meshplan.model import Inventory
 from meshplan.pipeline import render_repository, validated
 from meshplan.verify.report import VerifyReport, verify
-from netpol import Spans, nca_flows, run_nca, translate, virtual_cluster
-from strategies import RepoSpec, repos
+
+from tests.support import netpol
+from tests.support.ci import examples, missing_tool
+from tests.support.netpol import Spans, nca_flows, run_nca, translate, virtual_cluster
+from tests.support.repos import REPO_ROOT, THESIS_DIR
+from tests.support.strategies import RepoSpec, repos
+
+pytestmark = pytest.mark.slow  # differential against nca, end to end: the full tier only
 
 Files = dict[str, bytes]
 
@@ -35,9 +38,7 @@ def _need_nca() -> None:
     if netpol.nca_command() is None:
         message = ("network-config-analyzer is not installed: pip install "
                    "network-config-analyzer (test-only), or set MESHPLAN_NCA to its executable")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_tool(message)
 
 
 def rendered(root: Path) -> tuple[Inventory, Files]:
@@ -80,8 +81,7 @@ def test_thesis_fixtures_agree_with_nca(fixture: str, tmp_path: Path) -> None:
     assert cross_check(inventory, files, tmp_path) == []
 
 
-@pytest.mark.slow
-@settings(max_examples=8, deadline=None,
+@settings(max_examples=examples(8), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(repos(allow_unfilled_ingress=True))
 def test_generated_scenarios_agree_with_nca(spec: RepoSpec) -> None:

@@ -12,9 +12,8 @@ set of Services (mirror / global / ExternalName with its target) and Namespaces.
 * Services are :class:`ServiceView` with ``kind`` one of ``mirror`` (global, shared false),
   ``global`` (global, shared), ``external`` (ExternalName, ``target`` = externalName) or ``other``.
 
-Also here: small builders for test repositories (``write_repo``), an in-process renderer, the CLI
-runner, a strict (type-aware) equality for YAML round trips and structural anomaly checks. The
-test modules of the refine/render/write work share these; ``conftest.py`` is not used.
+Also here: small builders for test repositories (``write_repo``), an in-process renderer, a
+strict (type-aware) equality for YAML round trips and structural anomaly checks.
 """
 
 from __future__ import annotations
@@ -27,12 +26,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
-from click.testing import CliRunner
 from meshplan.outputs import read_tree
 
-TESTS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TESTS_DIR.parent
-THESIS_DIR = TESTS_DIR / "fixtures" / "thesis"
 THESIS_FIXTURES = (
     "refinement-5.3",
     "refinement-5.3-thesis-form",
@@ -442,10 +437,10 @@ def write_repo(root: Path, domains: Sequence[Mapping[str, Any]],
         doc = {"apiVersion": "meshplan.dev/v1alpha1", "kind": "Domain", **domain}
         write_yaml(root / "inventory" / f"{domain['metadata']['name']}.yaml", [doc])
     for domain_name, docs in requirements.items():
-        for doc in docs:
-            full = {"apiVersion": "meshplan.dev/v1alpha1", "kind": "Requirement", **doc}
-            write_yaml(root / "requirements" / domain_name / f"{doc['metadata']['name']}.yaml",
-                       [full])
+        for requirement in docs:
+            full = {"apiVersion": "meshplan.dev/v1alpha1", "kind": "Requirement", **requirement}
+            name = requirement["metadata"]["name"]
+            write_yaml(root / "requirements" / domain_name / f"{name}.yaml", [full])
     (root / "requirements").mkdir(parents=True, exist_ok=True)
     return root
 
@@ -497,13 +492,3 @@ def render_files(repo: Path) -> tuple[dict[str, bytes], tuple[Any, ...]]:
 
 def render_views(repo: Path) -> dict[str, ClusterView]:
     return cluster_views(render_files(repo)[0])
-
-
-def run_meshplan(*args: str) -> tuple[int, str, str]:
-    """``meshplan <args>`` in-process; (exit code, stdout, stderr). Crashes are re-raised."""
-    from meshplan.cli import cli
-
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr

@@ -265,3 +265,9 @@ def repos(draw: st.DrawFn, *, max_domains: int = 3, max_clusters: int = 3,
                                     allow_unfilled_ingress))
             spec.requirements[f"requirements/{domain}/r{k + 1}.yaml"] = doc
     return spec
+
+
+# Characters where regex dialects (and JSON Schema implementations) tend to disagree.
+TRICKY = ("\n\r\t\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u180e\u2000\u200a\u200b\u2028\u2029"
+          "\u202f\u205f\u3000\ufeff \x00\x7f:,./-_@*#?$^\\[]()éßİKΩ\u0663\u0661\U0001d7d8😀")
+ALPHABET = st.sampled_from(TRICKY + "abcxyzAZ09-.:,/@_*")

@@ -1,87 +1,38 @@
-"""``meshplan verify``: the connectivity model of the rendered output against the requirements.
+"""meshplan.verify.report: ``verify()`` over rendered repositories, end to end.
 
 * hand-checked scenarios (the thesis' use cases, the bundled example, cross-namespace,
   cross-domain, CIDR, cluster subsets, wildcard peers, services in several clusters), each with
   the flows worked out by hand from the requirement text: ``decided()`` lists every flow a
   policy decides (at least one side restricted), DNS left out;
-* Cilium semantics pinned on hand-written policies (not generator output): default deny per
-  direction, ``enableDefaultDeny``, namespace and cluster defaults, denies, CIDR ``except``,
-  L4-only rules, label source prefixes;
-* mutations: deleting or altering any one rendered rule of the example is reported;
 * property: random valid repositories, rendered, verify with no mismatch;
 * the CLI (exit codes, text and JSON).
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
 import tempfile
-import textwrap
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, THESIS_DIR, copy_example, run_cli
 from hypothesis import HealthCheck, given, settings
-from meshplan.diagnostics import Severity
-from meshplan.model import Inventory
-from meshplan.pipeline import render_repository, validated
-from meshplan.verify.ports import ALL_PORTS, PortSet, ports_of
 from meshplan.verify.report import VerifyReport, verify
-from meshplan.verify.selectors import LabelSelector, parse_selector
-from strategies import RepoSpec, repos
 
-Files = dict[str, bytes]
+from tests.support.ci import examples
+from tests.support.cli import run_cli
+from tests.support.flows import (
+    allowed,
+    decided,
+    errors,
+    rendered_files,
+    verify_repo,
+    warnings,
+    write,
+)
+from tests.support.repos import REPO_ROOT, THESIS_DIR, copy_example
+from tests.support.strategies import RepoSpec, repos
 
-
-# --------------------------------------------------------------------------- helpers
-
-
-def rendered_files(root: Path) -> tuple[Inventory, Files]:
-    inventory, _ = validated(root)
-    rendered, _ = render_repository(root)
-    return inventory, {f.path: f.content for f in rendered.files}
-
-
-def verify_repo(root: Path) -> VerifyReport:
-    inventory, files = rendered_files(root)
-    return verify(inventory, files)
-
-
-def decided(report: VerifyReport) -> set[str]:
-    """``source -> destination ports`` for every flow a policy decides (DNS left out)."""
-    return {f"{report.endpoints[i].title} -> {report.endpoints[j].title} {ports}"
-            for (i, j), ports in report.restricted_flows().items()}
-
-
-def errors(report: VerifyReport) -> list[str]:
-    return [d.format_text() for d in report.diagnostics if d.severity is Severity.ERROR]
-
-
-def warnings(report: VerifyReport) -> list[str]:
-    return [d.format_text() for d in report.diagnostics if d.severity is Severity.WARNING]
-
-
-def allowed(report: VerifyReport, source: str, destination: str) -> str | None:
-    titles = [e.title for e in report.endpoints]
-    ports = report.flows.get((titles.index(source), titles.index(destination)))
-    return str(ports) if ports else None
-
-
-def write(root: Path, files: dict[str, str]) -> Path:
-    for relpath, text in files.items():
-        path = root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return root
-
-
-# Two domains, as small as the scenarios need. d1: clusters c1, c2; d2: c1 (a domain-local
-# name that recurs, as the thesis allows).
 INVENTORY = {
     "inventory/d1.yaml": """
         apiVersion: meshplan.dev/v1alpha1
@@ -494,337 +445,11 @@ def test_verify_reports_ingress_that_falls_open(tmp_path: Path) -> None:
                for w in warnings(report))
 
 
-# --------------------------------------------------------------------------- cilium semantics
-
-SEMANTICS_INVENTORY = """
-    apiVersion: meshplan.dev/v1alpha1
-    kind: Domain
-    metadata: {name: d}
-    spec:
-      clusters:
-        - {name: a, meshName: ma}
-        - {name: b, meshName: mb}
-      services:
-        - {name: x, namespace: n1, selector: {app: x}, clusters: [a, b],
-           ports: [{port: 80, protocol: TCP, name: http}]}
-        - {name: y, namespace: n2, selector: {app: y}, clusters: [a],
-           ports: [{port: 80, protocol: TCP, name: http}]}
-        - {name: z, namespace: n1, selector: {app: z}, clusters: [a],
-           ports: [{port: 80, protocol: TCP, name: http}]}
-"""
-CIDR_REQUIREMENT = """
-    apiVersion: meshplan.dev/v1alpha1
-    kind: Requirement
-    metadata: {name: r}
-    spec:
-      endpointSelector: {matchLabels: {service: z}}
-      egress:
-        - toCIDRSet: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]
-"""
-
-
-@pytest.fixture(scope="module")
-def semantics_inventory(tmp_path_factory: pytest.TempPathFactory) -> Inventory:
-    root = write(tmp_path_factory.mktemp("semantics"), {
-        "inventory/d.yaml": SEMANTICS_INVENTORY, "requirements/d/r.yaml": CIDR_REQUIREMENT})
-    return validated(root)[0]
-
-
-def model(inventory: Inventory, cluster: str, *policies: str) -> VerifyReport:
-    """verify() over hand-written policies in cluster ``d/<cluster>`` (others empty)."""
-    files: Files = {}
-    for name in ("a", "b"):
-        docs = [textwrap.dedent(p) for p in policies] if name == cluster else []
-        files[f"clusters/d/{name}/policies.yaml"] = "---\n".join(docs).encode()
-        files[f"clusters/d/{name}/kustomization.yaml"] = b"resources: [policies.yaml]\n"
-    return verify(inventory, files)
-
-
-def cnp(namespace: str, spec: str) -> str:
-    return (f"apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: p, "
-            f"namespace: {namespace}}}\nspec:\n" + textwrap.indent(textwrap.dedent(spec), "  "))
-
-
-def ccnp(spec: str) -> str:
-    return ("apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: "
-            "{name: p}\nspec:\n" + textwrap.indent(textwrap.dedent(spec), "  "))
-
-
-def flow(report: VerifyReport, src: str, dst: str) -> str | None:
-    return allowed(report, src, dst)
-
-
-def test_selected_direction_is_default_deny_and_allows_union(
-        semantics_inventory: Inventory) -> None:
-    report = model(semantics_inventory, "a", cnp("n1", """
-        endpointSelector: {matchLabels: {app: x}}
-        ingress:
-          - fromEndpoints: [{matchLabels: {app: z, io.cilium.k8s.policy.cluster: ma}}]
-            toPorts: [{ports: [{port: "80", protocol: TCP}]}]
-    """), cnp("n1", """
-        endpointSelector: {matchLabels: {app: x}}
-        ingress:
-          - fromEndpoints: [{matchLabels: {app: z, io.cilium.k8s.policy.cluster: ma}}]
-            toPorts: [{ports: [{port: "81"}]}]
-    """))
-    assert flow(report, "d/z@a", "d/x@a") == "TCP/80-81 UDP/81 SCTP/81"
-    assert flow(report, "d/y@a", "d/x@a") is None  # y has no namespace match: n1 is implied
-    assert flow(report, "d/y@a", "d/x@b") == "any"  # the policy only selects cluster a's x
-    assert flow(report, "d/x@a", "d/y@a") == "any"  # egress not selected
-
-
-def test_enable_default_deny_semantics(semantics_inventory: Inventory) -> None:
-    # true without rules: Cilium does not enforce the direction at all
-    report = model(semantics_inventory, "a", cnp("n1", """
-        endpointSelector: {matchLabels: {app: x}}
-        enableDefaultDeny: {ingress: true, egress: false}
-        egress:
-          - toEndpoints: [{matchLabels: {app: y, k8s:io.kubernetes.pod.namespace: n2,
-                                         io.cilium.k8s.policy.cluster: ma}}]
-    """))
-    assert flow(report, "d/z@a", "d/x@a") == "any"
-    assert flow(report, "d/x@a", "d/z@a") == "any"  # egress rules, but default deny off
-    assert any("enableDefaultDeny.ingress is true" in w for w in warnings(report))
-    # false here, true (by default) in another policy: the union still restricts
-    report = model(semantics_inventory, "a", cnp("n1", """
-        endpointSelector: {matchLabels: {app: x}}
-        enableDefaultDeny: {egress: false}
-        egress:
-          - toEndpoints: [{matchLabels: {app: y, k8s:io.kubernetes.pod.namespace: n2,
-                                         io.cilium.k8s.policy.cluster: ma}}]
-    """), cnp("n1", """
-        endpointSelector: {matchLabels: {app: x}}
-        egress:
-          - toEndpoints: [{matchLabels: {app: z, io.cilium.k8s.policy.cluster: ma}}]
-    """))
-    assert flow(report, "d/x@a", "d/y@a") == "any"
-    assert flow(report, "d/x@a", "d/z@a") == "any"
-    assert flow(report, "d/x@a", "d/x@b") is None
-
-
-def test_namespace_and_cluster_defaults(semantics_inventory: Inventory) -> None:
-    report = model(semantics_inventory, "a", ccnp("""
-        endpointSelector: {matchLabels: {app: z}}
-        egress:
-          - toEndpoints: [{matchLabels: {app: x, any:io.cilium.k8s.policy.cluster: mb}}]
-          - toEndpoints: [{matchLabels: {app: y}}]
-    """))
-    assert flow(report, "d/z@a", "d/x@b") == "any"  # CCNP: every namespace; `any:` prefix
-    assert flow(report, "d/z@a", "d/x@a") is None
-    assert flow(report, "d/z@a", "d/y@a") is None  # no cluster label: reported, never guessed
-    [problem] = [e for e in errors(report) if "name its cluster" in e]
-    assert problem.startswith("rendered/clusters/d/a/policies.yaml:")
-    # CNP: a peer without namespace is the policy's namespace
-    report = model(semantics_inventory, "a", cnp("n1", """
-        endpointSelector: {matchLabels: {app: z}}
-        egress:
-          - toEndpoints:
-              - matchLabels: {app: y, io.cilium.k8s.policy.cluster: ma}
-              - matchExpressions:
-                  - {key: io.cilium.k8s.policy.cluster, operator: In, values: [ma, mb]}
-                  - {key: k8s:app, operator: In, values: [x]}
-    """))
-    assert flow(report, "d/z@a", "d/y@a") is None
-    assert flow(report, "d/z@a", "d/x@a") == "any"
-    assert flow(report, "d/z@a", "d/x@b") == "any"
-
-
-def test_deny_rules_and_l4_only_rules(semantics_inventory: Inventory) -> None:
-    report = model(semantics_inventory, "a", cnp("n1", """
-        endpointSelector: {matchLabels: {app: z}}
-        egress:
-          - toPorts: [{ports: [{port: "80", protocol: TCP}, {port: "90", endPort: 99,
-                                                              protocol: TCP}]}]
-        egressDeny:
-          - toEndpoints: [{matchLabels: {app: x, io.cilium.k8s.policy.cluster: mb}}]
-            toPorts: [{ports: [{port: "95", protocol: TCP}]}]
-    """))
-    assert flow(report, "d/z@a", "d/x@a") == "TCP/80,90-99"
-    assert flow(report, "d/z@a", "d/x@b") == "TCP/80,90-94,96-99"
-    assert flow(report, "d/z@a", "10.0.0.0/8") == "TCP/80,90-99"  # L4-only: addresses too
-    # an empty rule is Cilium's documented default-deny rule: it allows nothing
-    report = model(semantics_inventory, "a", cnp("n1", """
-        endpointSelector: {matchLabels: {app: z}}
-        ingress: [{}]
-    """))
-    assert flow(report, "d/x@a", "d/z@a") is None
-    assert flow(report, "10.0.0.0/8", "d/z@a") is None
-    assert flow(report, "d/z@a", "d/x@a") == "any"
-
-
-def test_cidr_except_and_partial_blocks(semantics_inventory: Inventory) -> None:
-    report = model(semantics_inventory, "a", cnp("n1", """
-        endpointSelector: {matchLabels: {app: z}}
-        egress:
-          - toCIDRSet: [{cidr: 10.0.0.0/9, except: [10.1.0.0/16]}]
-            toPorts: [{ports: [{port: "443", protocol: TCP}]}]
-          - toCIDR: [10.128.0.0/9]
-            toPorts: [{ports: [{port: "443", protocol: TCP}, {port: "80", protocol: TCP}]}]
-    """), cnp("n1", """
-        endpointSelector: {matchLabels: {app: z}}
-        egress:
-          - toCIDRSet: [{cidr: 10.1.0.0/16}]
-            toPorts: [{ports: [{port: "443", protocol: TCP}, {port: "22", protocol: TCP}]}]
-    """))
-    # the /8 is covered piecewise by three rules: it gets only what every piece gets
-    assert flow(report, "d/z@a", "10.0.0.0/8") == "TCP/443"
-    # the except block of the first rule is allowed by the other policy
-    assert flow(report, "d/z@a", "10.1.0.0/16") == "TCP/22,443"
-    report = model(semantics_inventory, "a", cnp("n1", """
-        endpointSelector: {matchLabels: {app: z}}
-        egress:
-          - toCIDRSet: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]
-    """))
-    assert flow(report, "d/z@a", "10.0.0.0/8") is None
-    assert flow(report, "d/z@a", "10.1.0.0/16") is None
-    # exactly what the CIDR requirement intends (these hand-written policies allow no DNS)
-    assert [e for e in errors(report) if "kube-dns" not in e] == []
-
-
-def test_label_sources_and_named_ports(semantics_inventory: Inventory) -> None:
-    selector, why = parse_selector({"matchLabels": {"k8s:app": "x", "any:tier": "t",
-                                                    "reserved:host": ""}})
-    assert why is None and selector is not None
-    assert not selector.matches({"app": "x", "tier": "t"})  # reserved: never a pod label
-    selector, _ = parse_selector({"matchLabels": {"k8s:app": "x", "any:tier": "t"}})
-    assert selector is not None and selector.matches({"app": "x", "tier": "t"})
-    assert LabelSelector().matches({})
-    report = model(semantics_inventory, "a", cnp("n1", """
-        endpointSelector: {matchLabels: {app: z}}
-        egress:
-          - toEndpoints: [{matchLabels: {app: x, io.cilium.k8s.policy.cluster: ma}}]
-            toPorts: [{ports: [{port: http, protocol: TCP}]}]
-    """))
-    assert flow(report, "d/z@a", "d/x@a") is None
-    assert any("named port 'http'" in e for e in errors(report))
-
-
-def test_portset_algebra() -> None:
-    a = PortSet.of([("TCP", 80, 90), ("UDP", 53, 53)])
-    b = PortSet.of([("TCP", 85, 100)])
-    assert str(a | b) == "TCP/80-100 UDP/53"
-    assert str(a & b) == "TCP/85-90"
-    assert str(a - b) == "TCP/80-84 UDP/53"
-    assert str(ALL_PORTS) == "any" and not (ALL_PORTS - ports_of(None, 0))
-    assert str(ports_of("ANY", 53)) == "TCP/53 UDP/53 SCTP/53"
-    assert ALL_PORTS.covers(a) and not a.covers(b)
-
-
-def test_missing_rendered_cluster_is_an_error(semantics_inventory: Inventory) -> None:
-    report = verify(semantics_inventory, {})
-    assert any("expected the rendered directory of cluster d/a" in e for e in errors(report))
-
-
-# --------------------------------------------------------------------------- mutations
-
-
-Mutation = tuple[str, Callable[[dict[str, Any]], None]]
-
-
-def _policy_docs(files: Files) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    for path in sorted(files):
-        if path.endswith("/policies.yaml"):
-            for index, doc in enumerate(yaml.safe_load_all(files[path])):
-                if isinstance(doc, dict):
-                    yield path, index, doc
-
-
-def _mutations(files: Files) -> Iterator[tuple[str, str, int, Callable[[dict[str, Any]], None]]]:
-    """(id, file, document index, change) for every single-rule deletion and alteration."""
-    for path, index, doc in _policy_docs(files):
-        name = f"{path.split('/')[2]}/{doc['metadata']['name']}"
-
-        def drop_policy(d: dict[str, Any]) -> None:
-            d.clear()
-
-        yield f"{name}:delete-policy", path, index, drop_policy
-        for direction in ("egress", "ingress"):
-            for r, rule in enumerate(doc["spec"].get(direction) or []):
-
-                def delete(d: dict[str, Any], direction: str = direction, r: int = r) -> None:
-                    del d["spec"][direction][r]
-
-                yield f"{name}:{direction}[{r}]:delete", path, index, delete
-                for p, _ in enumerate((rule.get("toPorts") or [{}])[0].get("ports") or []):
-
-                    def port(d: dict[str, Any], direction: str = direction, r: int = r,
-                             p: int = p) -> None:
-                        entry = d["spec"][direction][r]["toPorts"][0]["ports"][p]
-                        entry["port"] = str(int(entry["port"]) + 1)
-
-                    yield f"{name}:{direction}[{r}]:port[{p}]+1", path, index, port
-                for s, peer in enumerate(rule.get("toEndpoints") or rule.get("fromEndpoints")
-                                         or []):
-                    key = "toEndpoints" if "toEndpoints" in rule else "fromEndpoints"
-                    if "io.cilium.k8s.policy.cluster" in peer.get("matchLabels", {}):
-
-                        def cluster(d: dict[str, Any], direction: str = direction, r: int = r,
-                                    s: int = s, key: str = key) -> None:
-                            labels = d["spec"][direction][r][key][s]["matchLabels"]
-                            labels["io.cilium.k8s.policy.cluster"] += "x"
-
-                        yield f"{name}:{direction}[{r}]:cluster", path, index, cluster
-                    if "k8s:io.kubernetes.pod.namespace" in peer.get("matchLabels", {}):
-
-                        def namespace(d: dict[str, Any], direction: str = direction,
-                                      r: int = r, s: int = s, key: str = key) -> None:
-                            labels = d["spec"][direction][r][key][s]["matchLabels"]
-                            labels["k8s:io.kubernetes.pod.namespace"] += "x"
-
-                        yield f"{name}:{direction}[{r}]:namespace", path, index, namespace
-            if doc["spec"].get(direction):
-
-                def no_default_deny(d: dict[str, Any], direction: str = direction) -> None:
-                    d["spec"]["enableDefaultDeny"][direction] = False
-
-                yield f"{name}:{direction}:default-deny-off", path, index, no_default_deny
-
-
-@functools.cache
-def example_render() -> tuple[Inventory, Files]:
-    with tempfile.TemporaryDirectory() as tmp:
-        return rendered_files(copy_example(Path(tmp) / "repo"))
-
-
-@functools.cache
-def example_mutations() -> dict[str, tuple[str, int, Callable[[dict[str, Any]], None]]]:
-    _, files = example_render()
-    return {m[0]: m[1:] for m in _mutations(files)}
-
-
-def test_example_render_verifies_clean() -> None:
-    inventory, files = example_render()
-    assert errors(verify(inventory, files)) == []
-
-
-@pytest.mark.parametrize("mutation", sorted(example_mutations()))
-def test_any_rendered_rule_change_is_reported(mutation: str) -> None:
-    inventory, files = example_render()
-    path, index, change = example_mutations()[mutation]
-    docs = list(yaml.safe_load_all(files[path]))
-    changed = copy.deepcopy(docs[index])
-    change(changed)
-    docs[index] = changed or None
-    mutated = {**files, path: yaml.safe_dump_all(docs, sort_keys=False).encode()}
-    report = verify(inventory, mutated)
-    assert errors(report), f"verify did not notice {mutation}"
-
-
-def test_mutations_cover_every_rule() -> None:
-    _, files = example_render()
-    ids = list(example_mutations())
-    rules = sum(len(doc["spec"].get(d) or []) for _, _, doc in _policy_docs(files)
-                for d in ("egress", "ingress"))
-    assert sum(i.endswith(":delete") for i in ids) == rules > 10
-    assert any(i.endswith(":cluster") for i in ids) and any(i.endswith("+1") for i in ids)
-    assert any(i.endswith(":namespace") for i in ids)
-
-
 # --------------------------------------------------------------------------- property
 
 
 @pytest.mark.slow
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(repos())
 def test_random_repositories_verify_clean(spec: RepoSpec) -> None:

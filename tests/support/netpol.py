@@ -201,7 +201,7 @@ def _ns_term(term: Mapping[str, Any], ns: str) -> bool:
         return ns in values
     if operator == "NotIn":
         return ns not in values
-    return operator == "Exists"
+    return bool(operator == "Exists")
 
 
 def translate_policy(doc: Mapping[str, Any], mesh: str,
@@ -337,7 +337,7 @@ _LINE = re.compile(r"^(?P<src>\S+) => (?P<dst>\S+) : (?P<conn>.*)$")
 
 def _address_ranges(text: str) -> list[tuple[int, int, int]] | None:
     """``a-b[,c-d...]`` or ``cidr`` as (version, first, last) ranges; None if not addresses."""
-    out = []
+    out: list[tuple[int, int, int]] = []
     for part in text.split(","):
         try:
             if "/" in part:

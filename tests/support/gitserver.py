@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from .ci import missing_tool
+
 IDENTITY = ("-c", "user.name=Test Author", "-c", "user.email=author@example.com")
 
 
@@ -64,10 +66,8 @@ def require_git_daemon() -> None:
                                    check=False).stdout.strip()
         if exec_path and (Path(exec_path) / "git-daemon").exists():
             return
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail("git daemon not installed but CI is set: install git (Debian package git)",
-                    pytrace=False)
-    pytest.skip("git daemon not installed: the end-to-end publish tests need a git server")
+    missing_tool("git daemon not installed (Debian package git): the end-to-end publish tests "
+                 "need a git server")
 
 
 def free_port() -> int:

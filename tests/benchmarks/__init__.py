@@ -1,0 +1,1 @@
+"""Tests of the benchmark package (benchmarks/ at the repository root)."""

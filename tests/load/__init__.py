@@ -1,0 +1,1 @@
+"""Tests of meshplan.load: one module per part (files, parse, document, repository)."""
