@@ -1,22 +1,9 @@
 """GitOps bootstrap manifests: how each cluster's agent finds its folder on the output branch.
 
-Rendered beside the clusters (``bootstrap/`` in the rendered tree, so at the root of the output
-branch too) when the inventory has a ``kind: GitOps`` document; without one, nothing is rendered.
-
-* ``bootstrap/argocd/applicationset.yaml``: Argo CD ApplicationSets with a *list* generator, one
-  element per cluster that names an Argo CD destination, carrying the cluster's folder and
-  exactly that destination. A directory generator would also match folders of clusters that
-  have no destination, or whose destination changed name; a list cannot route a folder to any
-  cluster but the one the inventory names. A destination is given either by name or by API
-  server URL and Argo CD refuses both at once, so there is one ApplicationSet per form (each
-  only when it has elements), and ``missingkey=error`` turns a missing element field into an
-  error instead of an empty destination. Clusters without an Argo CD destination are listed
-  in a comment, so their absence is visible.
-* ``bootstrap/flux/<domain>/<cluster>.yaml``: for each cluster that names a Flux namespace, a
-  GitRepository following the output branch and a Kustomization applying
-  ``./clusters/<domain>/<cluster>`` with ``prune: true``; applied once to that cluster.
-
-Pure and deterministic like :mod:`meshplan.render`: no timestamps, inventory order.
+With a ``kind: GitOps`` document: ``bootstrap/argocd/applicationset.yaml`` (Argo CD
+ApplicationSets that send each cluster folder to the one destination the inventory names) and
+``bootstrap/flux/<domain>/<cluster>.yaml`` (a GitRepository and a pruning Kustomization, applied
+once to that cluster); without one, nothing. Pure and deterministic like :mod:`meshplan.render`.
 """
 
 from __future__ import annotations
@@ -95,6 +82,16 @@ def object_name(cluster: Cluster) -> str:
 
 
 def argocd_file(gitops: GitOps, clusters: Iterable[Cluster]) -> OutputFile | None:
+    """ApplicationSets with a *list* generator: one element per cluster that names an Argo CD
+    destination, carrying its folder and exactly that destination.
+
+    A directory generator would also match folders of clusters that have no destination, or
+    whose destination changed name; a list cannot route a folder to any cluster but the one
+    the inventory names. A destination is a name or an API server URL and Argo CD refuses both
+    at once, so there is one ApplicationSet per form (each only when it has elements), and
+    ``missingkey=error`` turns a missing element field into an error instead of an empty
+    destination. Clusters without an Argo CD destination are listed in a comment.
+    """
     clusters = tuple(clusters)
     by_name = [c for c in clusters if c.argocd_name and not c.argocd_server]
     by_server = [c for c in clusters if c.argocd_server]

@@ -1,16 +1,10 @@
 """``meshplan diff``: what a change does to the rendered output, per cluster and per object.
 
-The base ref is checked out into a temporary ``git worktree`` (removed afterwards; the user's
-working tree, index and branch are not touched) and rendered with this meshplan; the working
-tree is rendered as it is. Both renders are split into Kubernetes objects, grouped by cluster
-(``clusters/<domain>/<cluster>/``) or, for other files such as ``bootstrap/``, by file, and
-compared by (apiVersion, kind, namespace, name). A changed object gets a unified diff of its
-YAML exactly as rendered.
-
-The markdown form (a jinja2 template, ``templates/diff.md.j2``) is made for a pull-request
-comment and ``$GITHUB_STEP_SUMMARY``: a summary table first, each changed object's diff folded
-in ``<details>``, and the diffs cut off past :data:`MARKDOWN_DIFF_BUDGET` characters so the
-comment stays under GitHub's size limit.
+The base ref is rendered from a temporary worktree (:func:`render_ref`), the working tree as it
+is; both are split into objects, grouped by cluster (or by file outside ``clusters/``) and
+compared by (apiVersion, kind, namespace, name), with a unified diff of each changed object.
+The markdown form (``templates/diff.md.j2``) is for pull-request comments: a summary table,
+each diff folded, all diffs cut at :data:`MARKDOWN_DIFF_BUDGET` characters.
 """
 
 from __future__ import annotations

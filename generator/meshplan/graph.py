@@ -1,19 +1,10 @@
 """``meshplan graph``: the service-level connectivity the rendered output allows, as a picture.
 
-Clusters are groups (inside their domain), endpoints are nodes (services per cluster, client
-pods that requirements select by raw labels, CIDRs under "external"), allowed flows are edges
-labelled with their ports. The flows come from :mod:`meshplan.verify`'s model of the rendered
-YAML, so the picture shows what will really be applied.
-
-Drawn flows are the ones a policy decides: at least one side (the source's egress or the
-destination's ingress) is restricted and allows it. A flow between two endpoints that no policy
-restricts is open by default and not drawn (it would connect everything to everything); nodes
-whose egress or ingress is unrestricted are marked instead. DNS to kube-dns is left out.
-
-Formats: Mermaid (GitHub renders it in comments and markdown), Graphviz DOT, a self-contained
-HTML page (inline SVG, CSS and script; no network) and a plain-text table.
-:func:`mermaid_flow_diff` draws the flows added and removed between two renders, for
-``meshplan diff --format markdown``.
+Clusters are groups, endpoints nodes, allowed flows edges with their ports, all from verify's
+model of the rendered YAML. Only flows a policy decides are drawn (at least one side restricts
+and allows it); endpoints no policy restricts are marked instead; DNS is left out. Formats:
+Mermaid, Graphviz DOT, one offline HTML page, a table; :func:`mermaid_flow_diff` draws the
+flows a change adds and removes (``meshplan diff --format markdown``).
 """
 
 from __future__ import annotations

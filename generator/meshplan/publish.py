@@ -1,28 +1,12 @@
 """Stage 8 — publish: commit the rendered tree to the GitOps output branch, and push it.
 
-``meshplan publish`` renders the checked-out source commit and makes the *root* of the output
-branch hold exactly that output plus :data:`PROVENANCE_FILE`. Guarantees:
-
-* The user's working tree, index and current branch are never touched: blobs are written to
-  the object store, the tree is built in a temporary index (``GIT_INDEX_FILE``), the commit
-  with ``git commit-tree``; the only refs moved are the output branch (compare-and-swap, and
-  only when it is not checked out anywhere) and its remote-tracking ref. Failing anywhere
-  before the last step leaves every ref as it was (at most an unreferenced object remains).
-* A commit is made only when the output changed (the provenance file is not compared), so
-  publishing the same inputs twice makes no commit.
-* The commit names the source commit and subject, with the trailers :data:`TRAILER_SHA`,
-  :data:`TRAILER_REPO` and :data:`TRAILER_VERSION`; :data:`PROVENANCE_FILE` (like Argo CD's
-  Source Hydrator ``hydrator.metadata``) records the source SHA, author, date, subject, repo
-  URL, meshplan version and a digest of the input files.
-* Pushes are plain fast-forward pushes, never forced. When the remote moved (another publish
-  won the race), it fetches, checks the order again, re-creates its commit on top and retries,
-  at most ``attempts`` times.
-* A source commit that the published one already contains (an *older* commit) is refused, so
-  a late job cannot roll the clusters back. A branch whose head was not written by meshplan
-  (no :data:`TRAILER_SHA`) is refused too, so a mistyped ``--branch main`` cannot overwrite
-  the source branch.
-* Every git failure becomes an :class:`~meshplan.diagnostics.OperationError` with a plain
-  explanation (exit 1), never a traceback.
+The root of the output branch holds exactly the render of the checked-out commit plus
+:data:`PROVENANCE_FILE`, in a commit that names its source (trailers :data:`TRAILER_SHA`,
+:data:`TRAILER_REPO`, :data:`TRAILER_VERSION`). The user's working tree, index and branch are
+never touched; a commit is made only when the output changed; pushes are never forced (when
+another publish won the race, it retries on top); a source commit older than the published one,
+or a branch meshplan did not write, is refused. README's "Delivering to clusters" has the
+details; :func:`meshplan.pipeline.publish_repository` runs it all.
 """
 
 from __future__ import annotations

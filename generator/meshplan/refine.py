@@ -1,15 +1,10 @@
 """Stage 5 — refine: requirements -> the Kubernetes objects each cluster needs.
 
-For every requirement and every cluster in its scope this produces a Cilium policy whose
-abstract peers are expanded into concrete selectors (explicit namespace and cluster labels,
-inventory ports), and the Services and Namespaces that let a client reach a remote service by
-its short name (thesis 5.5): mirror Services, global Services where the backends run,
-ExternalName Services across namespaces, and global, prune-protected Namespaces.
-
-Objects are keyed by (cluster, kind, namespace, name) and merged across requirements; an
-object's ``meshplan.dev/required-by`` annotation lists every requirement that caused it, so
-removing a requirement removes exactly what only it caused. Two different bodies for the same
-key are a clash, reported with both sources.
+For every requirement and every cluster in its scope: a Cilium policy with its abstract peers
+expanded (explicit namespace and cluster labels, inventory ports), and the Services and
+Namespaces that let a client reach a remote service by its short name (thesis 5.5). Objects are
+merged across requirements by (cluster, kind, namespace, name); ``meshplan.dev/required-by``
+lists every cause, and two different bodies for one key are a clash naming both sources.
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""The architecture: every module of meshplan imports only modules of lower layers.
+
+The layers below are the module map of README.md's architecture section, bottom-up. A new
+module must be placed in a layer here (and in the README), or this test fails.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import meshplan
+import pytest
+
+from tests.support.layering import modules_of, violations
+from tests.support.repos import REPO_ROOT
+
+PACKAGE = Path(meshplan.__file__).parent
+
+LAYERS = (
+    # the vocabulary and value types every stage may use
+    ("meshplan", "diagnostics", "vocabulary", "outputs", "yamltext", "rust_regex"),
+    ("load",),  # stage 1, a package
+    ("schema", "model"),  # stages 2 and 3
+    ("check", "refine", "bootstrap"),  # stages 4 and 5, GitOps bootstrap from the model
+    ("render", "write", "verify", "gitrepo"),  # output, its verification, git access
+    ("graph", "publish"),
+    ("gitdiff",),
+    ("pipeline",),  # stage sequencing, and only here
+    ("cli",),
+    ("__main__",),
+)
+PACKAGE_LAYERS = {
+    "load": (("document", "files"), ("parse",), ("repository",), ("__init__",)),
+    "verify": (
+        ("ports",),
+        ("addresses", "selectors"),
+        ("endpoints",),
+        ("connectivity",),
+        ("intent", "cilium", "compare"),  # the two models and their comparison, side by side
+        ("report",),
+        ("__init__",),
+    ),
+}
+
+
+def check(root: Path) -> list[str]:
+    return violations(root, "meshplan", LAYERS, PACKAGE_LAYERS)
+
+
+def test_every_import_goes_to_a_lower_layer() -> None:
+    assert check(PACKAGE) == []
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    """A copy of the package to plant mistakes in."""
+    return Path(shutil.copytree(PACKAGE, tmp_path / "meshplan",
+                                ignore=shutil.ignore_patterns("__pycache__")))
+
+
+def plant(root: Path, module: str, line: str) -> None:
+    path = root / module
+    path.write_text(path.read_text(encoding="utf-8") + line + "\n", encoding="utf-8")
+
+
+def test_the_check_fails_on_an_upward_import(copy: Path) -> None:
+    plant(copy, "verify/cilium.py", "from ..pipeline import analyse")
+    line = len((copy / "verify/cilium.py").read_text(encoding="utf-8").splitlines())
+    assert check(copy) == [
+        f"meshplan.verify.cilium (line {line}) imports meshplan.pipeline: not a lower layer"]
+
+
+def test_the_check_fails_inside_a_layer_and_inside_a_package(copy: Path) -> None:
+    plant(copy, "check.py", "def late() -> None:\n    from .refine import refine")
+    plant(copy, "verify/ports.py", "from .report import verify")
+    plant(copy, "verify/cilium.py", "from . import intent")  # siblings stay apart
+    found = check(copy)
+    assert len(found) == 3, found
+    assert any(re.match(r"meshplan\.check \(line \d+\) imports meshplan\.refine: not a lower "
+                        r"layer$", f) for f in found)
+    assert any("meshplan.verify.ports (line" in f and "imports meshplan.verify.report: not a "
+               "lower layer of meshplan.verify" in f for f in found)
+    assert any("meshplan.verify.cilium" in f and "meshplan.verify.intent" in f for f in found)
+
+
+def test_every_module_must_be_placed(copy: Path) -> None:
+    (copy / "mesh.py").write_text('"""Helm values."""\n', encoding="utf-8")
+    (copy / "verify" / "istio.py").write_text('"""Istio."""\n', encoding="utf-8")
+    assert check(copy) == [
+        "meshplan.mesh: in no layer (declare it)",
+        "meshplan.verify: layers declare ['__init__', 'addresses', 'cilium', 'compare', "
+        "'connectivity', 'endpoints', 'intent', 'ports', 'report', 'selectors'], the package "
+        "has ['__init__', 'addresses', 'cilium', 'compare', 'connectivity', 'endpoints', "
+        "'intent', 'istio', 'ports', 'report', 'selectors']",
+    ]
+
+
+def test_the_readme_maps_every_module() -> None:
+    """README.md's architecture table names every module file, and nothing else."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^\| `([\w/]+\.py)`", section, re.M))
+    files = {path.relative_to(PACKAGE).as_posix() for path in modules_of(PACKAGE, "m").values()}
+    assert named == files
+
+
+def test_contributing_maps_every_module() -> None:
+    """CONTRIBUTING.md's module map (by layer) names every module but the package docstrings."""
+    text = (REPO_ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    section = text.split("**Module map**", 1)[1].split("\n\n", 1)[1].split("\n\n", 1)[0]
+    named = set(re.findall(r"`([\w/]+\.py)`", section))
+    files = {path.relative_to(PACKAGE).as_posix() for path in modules_of(PACKAGE, "m").values()}
+    assert named == {f for f in files if not f.endswith("/__init__.py")}
