@@ -16,8 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .model import Inventory
+
+if TYPE_CHECKING:
+    from .mesh.plan import MeshPlan
 from .refine import ClusterPlan, Manifest, Plan
 from .yamltext import SharedText, dump_document, dump_documents
 
@@ -31,8 +35,9 @@ FILE_FOR_KIND = {
     "Service": "services.yaml",
     "CiliumNetworkPolicy": "policies.yaml",
     "CiliumClusterwideNetworkPolicy": "policies.yaml",
+    "Gateway": "gateways.yaml",  # Istio's cross-network Gateway (meshplan.mesh)
 }
-FILE_ORDER = ("namespaces.yaml", "services.yaml", "policies.yaml")
+FILE_ORDER = ("namespaces.yaml", "services.yaml", "policies.yaml", "gateways.yaml")
 
 
 @dataclass(frozen=True)
@@ -90,9 +95,12 @@ def render_cluster(cluster: ClusterPlan, memo: SharedText | None = None) -> list
     return files
 
 
-def render(plan: Plan, inventory: Inventory | None = None) -> Rendered:
-    """All output files; with ``inventory``, also its GitOps bootstrap files (``bootstrap/``)."""
+def render(plan: Plan, inventory: Inventory | None = None, mesh: MeshPlan | None = None
+           ) -> Rendered:
+    """All output files; with ``inventory``, also its GitOps bootstrap files (``bootstrap/``);
+    with ``mesh``, the mesh plan's files (``mesh/``, see :mod:`meshplan.mesh.render`)."""
     from .bootstrap import bootstrap_files  # bootstrap builds on OutputFile from here
+    from .mesh.render import mesh_files  # likewise
 
     files = [OutputFile(OUTPUT_MARKER, MARKER_TEXT.encode())]
     memo = SharedText()  # the plan's objects are immutable and alive for the whole render
@@ -100,6 +108,8 @@ def render(plan: Plan, inventory: Inventory | None = None) -> Rendered:
         files.extend(render_cluster(cluster, memo))
     if inventory is not None:
         files.extend(bootstrap_files(inventory))
+    if mesh is not None:
+        files.extend(mesh_files(mesh, mesh.inventory.gitops))
     files.sort(key=lambda f: f.path)
     return Rendered(tuple(files), summarize(plan.clusters))
 
@@ -111,5 +121,6 @@ def summarize(clusters: Iterable[ClusterPlan]) -> RenderSummary:
         total += 1
         for manifest in cluster.objects:
             name = FILE_FOR_KIND[manifest.key.kind].removesuffix(".yaml")
-            counts[name] += 1
+            if name in counts:  # the mesh plan's Gateways are not counted here
+                counts[name] += 1
     return RenderSummary(total, **counts)

@@ -25,7 +25,7 @@ from referencing import Registry, Resource
 from .diagnostics import Diagnostic, error, notice
 from .load import Document, PathKey, format_path
 
-SCHEMA_FILES = ("common", "domain", "requirement", "domain-request", "gitops")
+SCHEMA_FILES = ("common", "domain", "requirement", "domain-request", "gitops", "mesh")
 SCHEMA_URL = "https://meshplan.dev/schemas/{name}.schema.json"
 
 
@@ -41,6 +41,7 @@ DOMAIN = DocumentKind("Domain", "domain")
 DOMAIN_REQUEST = DocumentKind("DomainRequest", "domain-request")
 REQUIREMENT = DocumentKind("Requirement", "requirement")
 GITOPS = DocumentKind("GitOps", "gitops")
+MESH = DocumentKind("Mesh", "mesh")
 REQUIREMENT_KINDS = ("Requirement", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
 
 
@@ -254,6 +255,8 @@ def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[D
         kind = DOMAIN
     elif doc.data.get("kind") == "GitOps":
         kind = GITOPS
+    elif doc.data.get("kind") == "Mesh":
+        kind = MESH
     elif doc.data.get("kind") in REQUIREMENT_KINDS:
         return None, [error(doc.location(("kind",)), "kind", "expected kind Domain in "
                             "inventory/, found a requirement: move it to requirements/<domain>/")]
