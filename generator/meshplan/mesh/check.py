@@ -25,7 +25,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 
 from ..check import _first_seen, _repeated, parse_network
-from ..diagnostics import Diagnostic, Location, error, warning
+from ..diagnostics import Diagnostic, error, warning
 from ..model import Cluster, Inventory
 from ..refine import ClusterRef
 from .model import CILIUM_CA_SECRET, ISTIO_CA_SECRET, CiliumSettings, Mesh
@@ -64,6 +64,7 @@ def check_mesh_inputs(inventory: Inventory, *, ids_optional: bool = False) -> li
     problems += _sections(mesh, cilium_members, istio_members)
     if mesh.cilium is not None:
         problems += _cilium_settings(mesh.cilium)
+        problems += _all_members_connected(mesh.cilium, cilium_members)
         for cluster in cilium_members:
             problems += _cilium_member(mesh.cilium, cluster, ids_optional=ids_optional)
         problems += _unique_addresses(cilium_members)
@@ -305,13 +306,20 @@ def check_mesh_plan(plan: MeshPlan, *, ids_optional: bool = False) -> list[Diagn
     return problems
 
 
+def _all_members_connected(cilium: CiliumSettings, members: list[Cluster]
+                           ) -> Iterator[Diagnostic]:
+    """With ``peers: all`` the connected set is every member (no flows needed to tell)."""
+    limit = cilium.max_connected_clusters
+    if cilium.peers == "all" and len(members) > limit:
+        yield error(cilium.location, "spec.cilium", f"expected at most {limit} ClusterMesh "
+                    f"members with peers: all (maxConnectedClusters {limit}), found "
+                    f"{len(members)}: connect fewer, or use peers: needed")
+
+
 def _connected_set_sizes(plan: MeshPlan, cilium: CiliumSettings) -> Iterator[Diagnostic]:
+    """With ``peers: needed``: a member and its peers must fit in the ID space."""
     limit = cilium.max_connected_clusters
     if not plan.peers_needed:
-        if len(plan.cilium_members) > limit:
-            yield error(cilium.location, "spec.cilium", f"expected at most {limit} ClusterMesh "
-                        f"members with peers: all (maxConnectedClusters {limit}), found "
-                        f"{len(plan.cilium_members)}: connect fewer, or use peers: needed")
         return
     for cluster in plan.cilium_members:
         count = plan.peer_count(cluster) + 1

@@ -210,8 +210,8 @@ def _ca_prerequisite(plan: MeshPlan) -> str:
         issuer = cilium.ca_issuer
         return (f"cert-manager with the {issuer.kind} {issuer.name} issuing from the CA all "
                 "members share")
-    return (f"Secret {cilium.ca_secret} (ca.crt, ca.key: the CA all members share) in "
-            f"namespace {cilium.namespace}")
+    return (f"Secret {cilium.ca_secret} (keys ca.crt and ca.key of the CA all members share) "
+            f"in namespace {cilium.namespace}")
 
 
 def _istio_files(plan: MeshPlan) -> Iterator[OutputFile]:
