@@ -39,7 +39,7 @@ def apply(root: Path, patch: str) -> None:
 
 def test_the_patch_applies_and_the_result_is_valid(cli: RunCli, tmp_path: Path) -> None:
     root = without_ids(mesh_repo(), "eu1", "us1", "p1").write(tmp_path)
-    code, out, err = cli(["validate", "--repo", str(root)])
+    code, _out, err = cli(["validate", "--repo", str(root)])
     assert code == 1 and "propose-ids" in err
     code, patch, err = cli(["mesh", "propose-ids", "--repo", str(root)])
     assert code == 0, err
@@ -112,7 +112,7 @@ def test_an_exhausted_id_space_is_an_error(cli: RunCli, tmp_path: Path) -> None:
             "spec": {"clusters": [f"{spokes}{i}" for i in range(1, 201)] + ["v"],
                      "endpointSelector": {"matchLabels": {"app": "client"}},
                      "egress": [{"toEndpoints": [{"matchLabels": {"service": f"hub{n}"}}]}]}}
-    code, out, err = cli(["mesh", "propose-ids", "--repo", str(repo.write(tmp_path))])
+    code, _out, err = cli(["mesh", "propose-ids", "--repo", str(repo.write(tmp_path))])
     assert code == 1, err
     assert "spec.clusters[2].meshId: expected a free Cilium cluster id for fleet/v (1 to 255, " \
            "not used by the clusters it connects to or by their peers), found none" in err
