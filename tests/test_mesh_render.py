@@ -309,3 +309,16 @@ def test_the_istio_example_output_is_up_to_date_and_verifies() -> None:
 def test_the_istio_example_builds_with_kustomize(folder: str) -> None:
     for obj in kustomize_build(EXAMPLE / "rendered" / folder):
         assert validate_object(obj, require_namespace=obj["kind"] != "Namespace") == [], obj
+
+
+def test_a_mesh_change_shows_in_the_pull_request_diff(tmp_path: Path) -> None:
+    from meshplan.gitdiff import compare
+
+    before = render_repository(mesh_repo().write(tmp_path / "before"))[0].files
+    repo = mesh_repo()
+    repo.mesh["spec"]["cilium"]["peers"] = "all"
+    after = render_repository(repo.write(tmp_path / "after"))[0].files
+    changes = {c.name: c for c in compare(before, after)}
+    values = changes["mesh/retail/eu1/cilium-values.yaml"]
+    assert [c.label for c in values.changed] == ["Helm values"]
+    assert "+      retail-us1:" in values.changed[0].diff  # eu1 now connects to us1 too

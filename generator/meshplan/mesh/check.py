@@ -28,7 +28,7 @@ from ..check import _first_seen, _repeated, parse_network
 from ..diagnostics import Diagnostic, error, warning
 from ..model import Cluster, Inventory
 from ..refine import ClusterRef
-from .model import CILIUM_CA_SECRET, ISTIO_CA_SECRET, CiliumSettings, Mesh
+from .model import CILIUM_CA_SECRET, ISTIO_CA_SECRET, CiliumSettings, IstioSettings, Mesh
 from .plan import MeshPlan, ref_of
 
 RESERVED_CLUSTER_NAME = "default"  # the chart refuses it for any cluster.id other than 0
@@ -104,27 +104,29 @@ def _entries_without_mesh(clusters: Iterable[Cluster]) -> Iterator[Diagnostic]:
 
 def _sections(mesh: Mesh, cilium_members: list[Cluster], istio_members: list[Cluster]
               ) -> Iterator[Diagnostic]:
-    if mesh.cilium is None:
-        for cluster in cilium_members:
-            assert cluster.clustermesh is not None
-            yield error(cluster.clustermesh.location, f"{cluster.path}.clustermesh", "expected "
-                        f"spec.cilium in the Mesh document ({mesh.file}) for a ClusterMesh "
-                        "member, found no cilium section")
-    elif not cilium_members:
-        yield warning(mesh.cilium.location, "spec.cilium", "no cluster has a clustermesh entry: "
-                      "no ClusterMesh is rendered")
-    if mesh.istio is None:
-        for cluster in istio_members:
-            assert cluster.istio is not None
-            yield error(cluster.istio.location, f"{cluster.path}.istio", "expected spec.istio in "
-                        f"the Mesh document ({mesh.file}) for an Istio member, found no istio "
-                        "section")
-    elif not istio_members:
-        yield warning(mesh.istio.location, "spec.istio", "no cluster has an istio entry: no "
-                      "Istio control plane is rendered")
+    yield from _section(mesh, "cilium", mesh.cilium, cilium_members, "a ClusterMesh member",
+                        "clustermesh", "no ClusterMesh is rendered")
+    yield from _section(mesh, "istio", mesh.istio, istio_members, "an Istio member", "istio",
+                        "no Istio control plane is rendered")
     if mesh.cilium is None and mesh.istio is None:
         yield warning(mesh.location, "spec", "a Mesh document with neither cilium nor istio "
                       "renders nothing")
+
+
+def _section(mesh: Mesh, name: str, settings: CiliumSettings | IstioSettings | None,
+             members: list[Cluster], member: str, entry: str, unused: str
+             ) -> Iterator[Diagnostic]:
+    """A member needs its section of the Mesh document; a section without members is unused."""
+    if settings is None:
+        for cluster in members:
+            where = cluster.clustermesh if entry == "clustermesh" else cluster.istio
+            assert where is not None
+            yield error(where.location, f"{cluster.path}.{entry}", f"expected spec.{name} in "
+                        f"the Mesh document ({mesh.file}) for {member}, found no {name} section")
+    elif not members:
+        article = "an" if entry[0] in "aeiou" else "a"
+        yield warning(settings.location, f"spec.{name}", f"no cluster has {article} {entry} "
+                      f"entry: {unused}")
 
 
 def _cilium_settings(cilium: CiliumSettings) -> Iterator[Diagnostic]:

@@ -29,7 +29,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..bootstrap import CLUSTER_LABEL, DOMAIN_LABEL, FLUX_SOURCE_NAME, MANAGED_BY, object_name
+from ..bootstrap import (
+    CLUSTER_LABEL,
+    DOMAIN_LABEL,
+    FLUX_SOURCE_NAME,
+    MANAGED_BY,
+    flux_kustomization,
+    object_name,
+)
 from ..model import Cluster, GitOps
 from ..refine import FLUX_PRUNE
 from ..render import OutputFile
@@ -284,18 +291,8 @@ def _release_values(plan: MeshPlan, cluster: Cluster, chart: _Chart,
 def _flux_bootstrap(gitops: GitOps, cluster: Cluster, folder: str) -> OutputFile:
     namespace = str(cluster.flux_namespace)
     path = f"bootstrap/flux-mesh/{cluster.domain}/{cluster.name}.yaml"
-    kustomization = {
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
-        "kind": "Kustomization",
-        "metadata": {"name": f"{object_name(cluster)}.mesh", "namespace": namespace,
-                     "labels": _labels(cluster)},
-        "spec": {
-            "interval": gitops.flux_interval,
-            "path": f"./{folder}",
-            "prune": True,
-            "sourceRef": {"kind": "GitRepository", "name": FLUX_SOURCE_NAME},
-        },
-    }
+    kustomization = flux_kustomization(gitops, f"{object_name(cluster)}.mesh", namespace,
+                                       _labels(cluster), folder)
     text = HEADER + (
         f"# Flux for the mesh's charts of cluster {cluster.domain}/{cluster.name}: apply once "
         f"to THAT cluster,\n# after bootstrap/flux/{cluster.domain}/{cluster.name}.yaml "
