@@ -322,3 +322,27 @@ def test_a_mesh_change_shows_in_the_pull_request_diff(tmp_path: Path) -> None:
     values = changes["mesh/retail/eu1/cilium-values.yaml"]
     assert [c.label for c in values.changed] == ["Helm values"]
     assert "+      retail-us1:" in values.changed[0].diff  # eu1 now connects to us1 too
+
+
+def test_an_istio_system_namespace_refinement_also_emits_is_one_object(tmp_path: Path) -> None:
+    repo = mesh_repo()
+    repo.services["payments"][0]["namespace"] = "istio-system"  # pay, called from eu1 and us1
+    files = render_files(repo.write(tmp_path))
+    namespaces = [d for d in documents(files["clusters/retail/eu1/namespaces.yaml"])
+                  if d["metadata"]["name"] == "istio-system"]
+    assert len(namespaces) == 1
+    meta = namespaces[0]["metadata"]
+    assert meta["labels"]["topology.istio.io/network"] == "net-eu"
+    assert meta["annotations"]["clustermesh.cilium.io/global"] == "true"
+    assert meta["annotations"]["meshplan.dev/required-by"] == "mesh/mesh1,retail/shop/web"
+    for obj in kustomize_build_from(files, "clusters/retail/eu1", tmp_path / "out"):
+        assert validate_object(obj, require_namespace=obj["kind"] != "Namespace") == []
+
+
+def kustomize_build_from(files: dict[str, bytes], folder: str, out: Path) -> list[Any]:
+    for path, content in files.items():
+        if path.startswith(folder + "/"):
+            target = out / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+    return kustomize_build(out / folder)
