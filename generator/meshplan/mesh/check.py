@@ -85,7 +85,7 @@ def _ids_in_range(clusters: Iterable[Cluster], limit: int, mesh: Mesh | None
             elif mesh.cilium is None:
                 why = "up to 511 needs spec.cilium.maxConnectedClusters: 511"
             else:
-                why = f"maxConnectedClusters is {limit} ({mesh.file})"
+                why = f"maxConnectedClusters is {limit} in {mesh.file}"
             yield error(cluster.mesh_id_location, f"{cluster.path}.meshId", "expected a Cilium "
                         f"cluster id from 1 to {limit} ({why}), found the number "
                         f"{cluster.mesh_id}")
