@@ -33,7 +33,7 @@ import random
 import re
 import shutil
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ API_VERSION = "meshplan.dev/v1alpha1"
 INVENTORY_HEADER = (
     "# yaml-language-server: $schema=../generator/meshplan/schemas/domain.schema.json\n"
 )
+MESH_HEADER = "# yaml-language-server: $schema=../generator/meshplan/schemas/mesh.schema.json\n"
 REQUIREMENT_HEADER = (
     "# yaml-language-server: $schema=../../generator/meshplan/schemas/requirement.schema.json\n"
 )
@@ -59,6 +60,15 @@ CLIENT_WORDS = ("batch", "cron", "etl", "worker", "debug", "loadgen", "backup", 
 TIERS = ("frontend", "backend", "data")
 PORTS = ((80, "http"), (8080, "http"), (443, "https"), (9090, "grpc"), (5432, "postgres"),
          (6379, "redis"), (3000, "http"))
+MESH_DOCUMENT: dict[str, Any] = {
+    "apiVersion": API_VERSION,
+    "kind": "Mesh",
+    "metadata": {"name": "benchmark"},
+    "spec": {"cilium": {"routingMode": "tunnel", "encryption": "wireguard",
+                        "maxConnectedClusters": 255, "peers": "needed",
+                        "ca": {"existingSecret": "cilium-ca"},
+                        "apiserverService": "LoadBalancer"}},
+}
 EGRESS_CIDRS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("203.0.113.0/24", ()),
     ("198.51.100.0/24", ()),
@@ -78,6 +88,7 @@ class Size:
     services_per_domain: int
     requirements: int  # in total, spread evenly over the domains
     mesh_ids: bool = False  # write meshId (unique 1-255, so at most 255 clusters in total)
+    mesh: bool = False  # a Mesh document: every cluster a ClusterMesh member, peers: needed
 
     @property
     def clusters(self) -> int:
@@ -94,17 +105,33 @@ SIZES: dict[str, Size] = {
     "L": Size("L", 50, 20, 200, 10_000),
 }
 _CUSTOM = re.compile(r"(\d+)x(\d+)x(\d+)x(\d+)(\+ids)?")
+MESH_SUFFIX = "+mesh"
+# With a mesh plan, calls between domains stay within regions of this many domains: one
+# ClusterMesh cannot connect a thousand clusters that all call each other (cluster IDs must
+# differ among every cluster and the clusters it connects to, within 255 or 511 IDs), and
+# meshplan refuses such a mesh. IDs are unique within a region, which keeps that rule.
+REGION_DOMAINS = 5
 
 
 def parse_size(text: str) -> Size | None:
-    """``S`` -> None (the bundled example), ``M``/``L`` -> presets, ``DxCxSxR[+ids]`` -> custom."""
+    """``S`` -> None (the bundled example), ``M``/``L`` -> presets, ``DxCxSxR[+ids]`` -> custom;
+    ``+mesh`` after M, L or a custom size adds a mesh plan (``inventory/mesh.yaml``)."""
     if text == BUNDLED:
         return None
+    if text.endswith(MESH_SUFFIX):
+        base = parse_size(text.removesuffix(MESH_SUFFIX))
+        if base is None or base.mesh_ids:
+            raise ValueError(f"size {text!r}: +mesh goes after M, L or DxCxSxR")
+        if REGION_DOMAINS * base.clusters_per_domain > 255:
+            raise ValueError(f"size {text!r}: +mesh needs at most {255 // REGION_DOMAINS} "
+                             "clusters per domain (a region's clusters get ids 1-255)")
+        return replace(base, name=text, mesh=True)
     if text in SIZES:
         return SIZES[text]
     match = _CUSTOM.fullmatch(text)
     if not match:
-        raise ValueError(f"unknown size {text!r}: expected S, M, L or DxCxSxR (e.g. 3x3x8x30)")
+        raise ValueError(f"unknown size {text!r}: expected S, M, L or DxCxSxR (e.g. 3x3x8x30), "
+                         "optionally followed by +mesh")
     d, c, s, r = (int(match.group(i)) for i in range(1, 5))
     if min(d, c, s) < 1 or r < 0:
         raise ValueError(f"size {text!r}: domains, clusters and services must be at least 1")
@@ -197,12 +224,12 @@ class _Generator:
             clusters = []
             for j in range(size.clusters_per_domain):
                 index = i * size.clusters_per_domain + j
-                clusters.append(ClusterSpec(cluster_name(j), index,
-                                            index + 1 if size.mesh_ids else None))
+                clusters.append(ClusterSpec(cluster_name(j), index, self._mesh_id(index)))
             namespaces = [f"{name}-{w}" for w in NAMESPACE_WORDS[:n_namespaces]]
             domain = DomainSpec(name, clusters, namespaces)
+            others = [n for n in names if n != name and self._region(n) == self._region(name)]
             for k in range(size.services_per_domain):
-                domain.services.append(self._service(domain, k, [n for n in names if n != name]))
+                domain.services.append(self._service(domain, k, others))
             self.domains.append(domain)
         for i, domain in enumerate(self.domains):
             visible = [s for other in self.domains if other is not domain for s in other.services
@@ -210,6 +237,17 @@ class _Generator:
             self.visible.append(visible)
             self.exporters.append(sorted({s.domain for s in visible}))
             assert i == len(self.visible) - 1
+
+    def _mesh_id(self, index: int) -> int | None:
+        if self.size.mesh_ids:
+            return index + 1
+        if self.size.mesh:  # unique within the cluster's region (see REGION_DOMAINS)
+            return index % (REGION_DOMAINS * self.size.clusters_per_domain) + 1
+        return None
+
+    def _region(self, domain: str) -> int:
+        """Without a mesh plan there is one region; with one, REGION_DOMAINS domains each."""
+        return int(domain.removeprefix("team-")) // REGION_DOMAINS if self.size.mesh else 0
 
     def _service(self, domain: DomainSpec, k: int, others: list[str]) -> ServiceSpec:
         rng = self.rng
@@ -231,7 +269,7 @@ class _Generator:
         export_to: list[str] = []
         if others and rng.random() < 1 / 3:
             if rng.random() < 0.15:
-                export_to = ["*"]
+                export_to = ["*"] if not self.size.mesh else sorted(others)  # its region only
             else:
                 n = min(len(others), rng.randint(1, 4))
                 export_to = sorted(rng.sample(others, n))
@@ -246,6 +284,9 @@ class _Generator:
                 if cluster.mesh_id is not None:
                     entry["meshId"] = cluster.mesh_id
                 entry["podCIDRs"] = [pod_cidr(cluster.index)]
+                if self.size.mesh:
+                    index = cluster.index
+                    entry["clustermesh"] = {"address": f"198.18.{index // 250}.{index % 250 + 1}"}
                 clusters.append(entry)
             services = []
             for s in domain.services:
@@ -260,6 +301,8 @@ class _Generator:
                 "metadata": {"name": domain.name},
                 "spec": {"clusters": clusters, "services": services},
             }
+        if self.size.mesh:
+            yield "inventory/mesh.yaml", MESH_DOCUMENT
 
     # -- requirements -------------------------------------------------------------------
 
@@ -472,7 +515,7 @@ def workload_files(size: Size, seed: int) -> Iterator[tuple[str, str]]:
     gen = _Generator(size, seed)
     gen.inventory()
     for path, doc in gen.inventory_documents():
-        yield path, to_yaml(doc, INVENTORY_HEADER)
+        yield path, to_yaml(doc, MESH_HEADER if doc["kind"] == "Mesh" else INVENTORY_HEADER)
     for path, doc in gen.requirement_documents():
         yield path, to_yaml(doc, REQUIREMENT_HEADER)
 

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -526,9 +527,9 @@ def test_publish_analyses_the_inputs_once(setup: Setup, monkeypatch: pytest.Monk
     runs: list[Path] = []
     real = pipeline._analyse
 
-    def counted(repo: Path) -> pipeline.Analysis:
+    def counted(repo: Path, **options: Any) -> pipeline.Analysis:
         runs.append(repo)
-        return real(repo)
+        return real(repo, **options)
 
     monkeypatch.setattr(pipeline, "_analyse", counted)
     code, _out, err = publish_cli(setup.source, "--no-push")

@@ -136,10 +136,11 @@ def test_unknown_key_lists_the_known_keys_and_suggests_a_near_miss() -> None:
                                                    "      colour: red\n")
     assert inventory(text) == [
         "inventory/d.yaml:9:7: spec.clusters[0].podCIRDs: error: expected one of the keys "
-        "clusterDomain, gitops, meshId, meshName, name, podCIDRs; found the unknown key "
-        "'podCIRDs' (did you mean 'podCIDRs'?)",
+        "clusterDomain, clustermesh, gitops, istio, meshId, meshName, name, podCIDRs; found the "
+        "unknown key 'podCIRDs' (did you mean 'podCIDRs'?)",
         "inventory/d.yaml:10:7: spec.clusters[0].colour: error: expected one of the keys "
-        "clusterDomain, gitops, meshId, meshName, name, podCIDRs; found the unknown key 'colour'",
+        "clusterDomain, clustermesh, gitops, istio, meshId, meshName, name, podCIDRs; found the "
+        "unknown key 'colour'",
     ]
 
 
@@ -152,7 +153,8 @@ def test_missing_key_is_reported_at_its_mapping() -> None:
 def test_x_expected_words_the_expectation() -> None:
     assert inventory(DOMAIN_DOC.replace("meshId: 1", "meshId: one")) == [
         "inventory/d.yaml:8:15: spec.clusters[0].meshId: error: expected a Cilium cluster id "
-        "from 1 to 255, found 'one'"]
+        "from 1 to 255 (up to 511 with a Mesh document setting maxConnectedClusters: 511), "
+        "found 'one'"]
 
 
 def test_type_words_without_x_expected() -> None:

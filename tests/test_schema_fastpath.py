@@ -37,12 +37,15 @@ def _load(relpath: str) -> list[Document]:
 
 def _examples() -> dict[str, list[Any]]:
     found: dict[str, list[Any]] = {"domain": [], "requirement": [], "domain-request": [],
-                                   "gitops": []}
-    for path in sorted((REPO_ROOT / "inventory").glob("*.yaml")):
-        for doc in _load(str(path.relative_to(REPO_ROOT))):
-            found["gitops" if doc.data.get("kind") == "GitOps" else "domain"].append(doc.data)
-    for path in sorted((REPO_ROOT / "requirements").glob("*/*.yaml")):
-        found["requirement"].extend(d.data for d in _load(str(path.relative_to(REPO_ROOT))))
+                                   "gitops": [], "mesh": []}
+    schema_of = {"GitOps": "gitops", "Mesh": "mesh"}
+    roots = [REPO_ROOT, *sorted((REPO_ROOT / "examples").glob("*/"))]  # the bundled examples
+    for root in roots:
+        for path in sorted((root / "inventory").glob("*.yaml")):
+            for doc in _load(str(path.relative_to(REPO_ROOT))):
+                found[schema_of.get(doc.data.get("kind"), "domain")].append(doc.data)
+        for path in sorted((root / "requirements").glob("*/*.yaml")):
+            found["requirement"].extend(d.data for d in _load(str(path.relative_to(REPO_ROOT))))
     for path in sorted((REPO_ROOT / "tests/fixtures/thesis").glob("*/inventory/*.json")):
         found["domain-request"].extend(d.data for d in _load(str(path.relative_to(REPO_ROOT))))
     return found
@@ -134,7 +137,7 @@ def test_without_jsonschema_rs_the_diagnostics_are_the_same(
             bad.setdefault("metadata", {})["name"] = "Not A Label\n"
             documents += [(name, data), (name, bad)]
     kinds = {k.schema: k for k in (schema.DOMAIN, schema.REQUIREMENT, schema.DOMAIN_REQUEST,
-                                   schema.GITOPS)}
+                                   schema.GITOPS, schema.MESH)}
 
     def diagnostics() -> list[list[str]]:
         return [[str(d) for d in schema.schema_diagnostics(Document("x.yaml", 0, data, {}),

@@ -183,6 +183,22 @@ def flux_url(url: str) -> str:
     return url
 
 
+def flux_kustomization(gitops: GitOps, name: str, namespace: str, labels: dict[str, str],
+                       folder: str) -> dict[str, Any]:
+    """A Flux Kustomization applying ``./<folder>`` of the output branch, with pruning."""
+    return {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "interval": gitops.flux_interval,
+            "path": f"./{folder}",
+            "prune": True,
+            "sourceRef": {"kind": "GitRepository", "name": FLUX_SOURCE_NAME},
+        },
+    }
+
+
 def flux_file(gitops: GitOps, cluster: Cluster) -> OutputFile:
     namespace = str(cluster.flux_namespace)
     path = flux_bootstrap_file(cluster.domain, cluster.name)
@@ -201,17 +217,8 @@ def flux_file(gitops: GitOps, cluster: Cluster) -> OutputFile:
         "metadata": {"name": FLUX_SOURCE_NAME, "namespace": namespace, "labels": labels},
         "spec": source_spec,
     }
-    kustomization = {
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
-        "kind": "Kustomization",
-        "metadata": {"name": object_name(cluster), "namespace": namespace, "labels": labels},
-        "spec": {
-            "interval": gitops.flux_interval,
-            "path": f"./{cluster_path(cluster)}",
-            "prune": True,
-            "sourceRef": {"kind": "GitRepository", "name": FLUX_SOURCE_NAME},
-        },
-    }
+    kustomization = flux_kustomization(gitops, object_name(cluster), namespace, labels,
+                                       cluster_path(cluster))
     text = HEADER + (
         f"# Flux for cluster {cluster.domain}/{cluster.name}: apply once to THAT cluster\n"
         f"# (Flux installed in namespace {namespace}):\n"

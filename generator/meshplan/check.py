@@ -157,6 +157,8 @@ def _mesh_identity_problems(inventory: Inventory) -> Iterator[Diagnostic]:
         yield error(cluster.mesh_name_location, f"{cluster.path}.{cluster.mesh_name_key}",
                     "expected Cilium cluster names unique across the mesh, found "
                     f"'{cluster.mesh_name}' again (first at {_first_seen(first)})")
+    if inventory.mesh is not None:
+        return  # ids need only be unique among connected clusters: meshplan.mesh.check
     with_ids = [c for c in clusters if c.mesh_id is not None]
     for cluster, first in _repeated(with_ids, attrgetter("mesh_id"),
                                     attrgetter("mesh_id_location")):

@@ -181,7 +181,8 @@ def render_command(repo: Path, out: Path | None, check: bool) -> int:
 
 @cli.command("schema")
 @click.argument("name", required=False,
-                type=click.Choice(["domain", "requirement", "domain-request", "common", "gitops"]))
+                type=click.Choice(["domain", "requirement", "domain-request", "common", "gitops",
+                                   "mesh"]))
 @click.option("--write", "write_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write every schema file into this folder (for editors).")
 @guarded
@@ -200,8 +201,8 @@ def schema_command(name: str | None, write_dir: Path | None) -> int:
         click.echo(f"wrote {len(SCHEMA_FILES)} schemas to {write_dir}")
         return 0
     if name is None:
-        raise click.UsageError("name a schema (domain, requirement, domain-request, common) "
-                               "or use --write DIR")
+        raise click.UsageError("name a schema (domain, requirement, domain-request, common, "
+                               "gitops, mesh) or use --write DIR")
     click.echo(schema_text(name), nl=False)
     return 0
 
@@ -360,6 +361,58 @@ def graph_command(repo: Path, rendered: Path | None, output_format: str, domain:
         click.echo(f"wrote {out} ({len(graph.nodes)} endpoint(s), {len(graph.edges)} flow(s))",
                    err=True)
     return 0
+
+
+@cli.group("mesh")
+def mesh_group() -> None:
+    """The mesh plan (a kind: Mesh document): Cilium ClusterMesh and Istio multi-primary.
+
+    `meshplan render` writes the mesh's Helm values under rendered/mesh/; see docs/mesh.md.
+    """
+
+
+@mesh_group.command("propose-ids")
+@REPO_OPTION
+@click.option("--format", "output_format", type=click.Choice(["patch", "text"]),
+              default="patch", show_default=True,
+              help="patch: a unified diff for `git apply` adding meshId to the inventory; "
+                   "text: one line per proposal, file:line:col first.")
+@guarded
+def propose_ids_command(repo: Path, output_format: str) -> None:
+    """Propose Cilium cluster IDs (meshId) for ClusterMesh members that have none.
+
+    Never changes an assigned ID (changing a running cluster's ID restarts all its
+    workloads). Each proposal is the smallest ID from 1 to maxConnectedClusters (255 or 511)
+    not used by the clusters the member connects to or by their peers, in inventory order:
+    with peers: needed, clusters no cluster connects to both of may share an ID. The same
+    inputs always give the same proposal. Exit 0 with a proposal (or nothing to do), 1 on
+    invalid inputs or when the ID space is exhausted.
+    """
+    from .mesh.ids import proposal_lines, proposal_patch, propose_ids
+    from .pipeline import analyse
+
+    analysis = analyse(repo, proposing_ids=True)
+    if analysis.inventory is None:
+        raise InputError(analysis.diagnostics)
+    if analysis.mesh is None or analysis.mesh.mesh.cilium is None:
+        click.echo("meshplan: nothing to propose: no Mesh document with spec.cilium", err=True)
+        return
+    proposals, problems = propose_ids(analysis.mesh)
+    if problems:
+        raise InputError(problems)
+    if not proposals:
+        click.echo("meshplan: every ClusterMesh member has an id; nothing to propose", err=True)
+        return
+    if output_format == "text":
+        click.echo("\n".join(proposal_lines(proposals)))
+        return
+    files = {p.cluster.location.file for p in proposals}
+    texts = {f: (repo / f).read_text(encoding="utf-8") for f in files}
+    patch, skipped = proposal_patch(proposals, texts)
+    click.echo(patch, nl=False)
+    for line in proposal_lines(skipped):
+        click.echo(f"meshplan: not in the patch (flow-style entry), add by hand: {line}",
+                   err=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -115,6 +115,8 @@ def object_key(data: Any, fallback: str) -> tuple[str, str]:
     """(identity, label) of one parsed object."""
     if not isinstance(data, dict):
         return fallback, fallback
+    if "kind" not in data and "apiVersion" not in data:  # a mesh plan's Helm values file
+        return "values", "Helm values"
     meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
     assert isinstance(meta, dict)
     kind = str(data.get("kind", "?"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from .diagnostics import Location
 from .load.document import Document, PathKey, format_path
@@ -30,6 +30,9 @@ from .vocabulary import (
     WILDCARD,
 )
 
+if TYPE_CHECKING:
+    from .mesh.model import Mesh
+
 API_VERSION = "meshplan.dev/v1alpha1"
 
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
@@ -37,6 +40,24 @@ Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
 
 def labels_of(mapping: Mapping[str, Any] | None) -> Labels:
     return tuple(sorted((str(k), str(v)) for k, v in (mapping or {}).items()))
+
+
+class ClusterMeshEndpoint(NamedTuple):
+    """A cluster's ``clustermesh`` entry: it is a ClusterMesh member (see :mod:`meshplan.mesh`)."""
+
+    address: str | None  # its clustermesh-apiserver: an IP or a DNS name, reserved in advance
+    port: int | None  # None = the default of the Mesh's apiserverService
+    location: Location  # of the ``clustermesh`` key
+    address_location: Location
+    port_location: Location
+
+
+class IstioMembership(NamedTuple):
+    """A cluster's ``istio`` entry: it is an Istio (multi-primary) member."""
+
+    network: str | None
+    trust_domain: str | None
+    location: Location  # of the ``istio`` key
 
 
 class Port(NamedTuple):
@@ -61,6 +82,8 @@ class Cluster:
     mesh_id_location: Location
     path: str = ""  # key path of the cluster entry, e.g. "spec.clusters[0]"
     mesh_name_key: str = "meshName"  # "cilium_cluster" in the thesis form
+    clustermesh: ClusterMeshEndpoint | None = None  # a ClusterMesh member (with a Mesh document)
+    istio: IstioMembership | None = None  # an Istio member (with a Mesh document)
 
 
 @dataclass(frozen=True)
@@ -222,6 +245,7 @@ class Inventory:
     domains: tuple[Domain, ...]
     requirements: tuple[Requirement, ...] = field(default=())
     gitops: GitOps | None = None
+    mesh: Mesh | None = None  # the optional ``kind: Mesh`` document (meshplan.mesh)
 
     @cached_property
     def domain_by_name(self) -> Mapping[str, Domain]:
@@ -354,7 +378,28 @@ def _native_cluster(doc: Document, domain: str, i: int, c: Mapping[str, Any]) ->
         mesh_name_location=doc.location((*here, "meshName")),
         mesh_id_location=doc.location((*here, "meshId")),
         path=format_path(here),
+        clustermesh=_clustermesh_endpoint(doc, here, c.get("clustermesh")),
+        istio=_istio_membership(doc, here, c.get("istio")),
     )
+
+
+def _clustermesh_endpoint(
+    doc: Document, here: PathKey, entry: Mapping[str, Any] | None
+) -> ClusterMeshEndpoint | None:
+    if entry is None:
+        return None
+    where: PathKey = (*here, "clustermesh")
+    return ClusterMeshEndpoint(entry.get("address"), entry.get("port"), doc.key_location(where),
+                               doc.location((*where, "address")), doc.location((*where, "port")))
+
+
+def _istio_membership(
+    doc: Document, here: PathKey, entry: Mapping[str, Any] | None
+) -> IstioMembership | None:
+    if entry is None:
+        return None
+    return IstioMembership(entry.get("network"), entry.get("trustDomain"),
+                           doc.key_location((*here, "istio")))
 
 
 def _native_service(doc: Document, domain: str, i: int, s: Mapping[str, Any]) -> Service:

@@ -24,6 +24,10 @@ from .diagnostics import (
     sorted_diagnostics,
 )
 from .load.repository import load_repository
+from .mesh.check import check_mesh_inputs, check_mesh_plan
+from .mesh.model import Mesh, build_mesh
+from .mesh.plan import MeshPlan, plan_mesh
+from .mesh.render import with_mesh_objects
 from .model import (
     Domain,
     GitOps,
@@ -41,6 +45,7 @@ from .render import Rendered, render
 from .schema import (
     DOMAIN,
     GITOPS,
+    MESH,
     check_inventory_document,
     check_requirement_document,
 )
@@ -58,6 +63,7 @@ class Analysis:
     inventory: Inventory | None  # None when any stage reported an error
     plan: Plan | None
     diagnostics: tuple[Diagnostic, ...]
+    mesh: MeshPlan | None = None  # with a Mesh document (meshplan.mesh)
 
 
 @contextmanager
@@ -84,12 +90,13 @@ def without_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def analyse(repo: Path) -> Analysis:
+def analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
+    """``proposing_ids``: ClusterMesh members may lack an ID (``meshplan mesh propose-ids``)."""
     with without_cyclic_gc():
-        return _analyse(repo)
+        return _analyse(repo, proposing_ids=proposing_ids)
 
 
-def _analyse(repo: Path) -> Analysis:
+def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
     """Load, check structure, build the model, check meaning and refine; never raises on input.
 
     Refinement runs here too because some problems only show once objects exist (two services
@@ -100,18 +107,22 @@ def _analyse(repo: Path) -> Analysis:
     domains: list[Domain] = []
     broken_domains: set[str] = set()
     gitops: GitOps | None = None
-    first_gitops: Location | None = None
+    mesh: Mesh | None = None
+    first_seen: dict[str, Location] = {}  # kind -> the one GitOps / Mesh document
     for doc in inputs.inventory:
         kind, problems = check_inventory_document(doc)
         diagnostics.extend(problems)
-        if kind is GITOPS:  # at most one, counting invalid ones too
-            if first_gitops is not None:
+        if kind is GITOPS or kind is MESH:  # at most one each, counting invalid ones too
+            if kind.name in first_seen:
                 diagnostics.append(error(doc.location(("kind",)), "kind", "expected at most one "
-                                         f"GitOps document, found another (first at "
-                                         f"{first_gitops})"))
-            else:
-                first_gitops = doc.location(("kind",))
+                                         f"{kind.name} document, found another (first at "
+                                         f"{first_seen[kind.name]})"))
+                continue
+            first_seen[kind.name] = doc.location(("kind",))
+            if kind is GITOPS:
                 gitops = None if has_errors(problems) else build_gitops(doc)
+            else:
+                mesh = None if has_errors(problems) else build_mesh(doc)
             continue
         if kind is None or has_errors(problems):
             broken_domains.update(declared_domain_names(doc.data))
@@ -123,16 +134,22 @@ def _analyse(repo: Path) -> Analysis:
         diagnostics.extend(problems)
         if kind is not None and not has_errors(problems):
             requirements.append(build_requirement(folder, doc))
-    inventory = with_implied_namespaces(Inventory(tuple(domains), tuple(requirements), gitops))
+    inventory = with_implied_namespaces(Inventory(tuple(domains), tuple(requirements), gitops,
+                                                  mesh))
     diagnostics.extend(check_inventory(inventory, frozenset(broken_domains)))
     diagnostics.extend(check_destinations(inventory))
+    diagnostics.extend(check_mesh_inputs(inventory, ids_optional=proposing_ids))
     if has_errors(diagnostics):
         return Analysis(None, None, sorted_diagnostics(diagnostics))
     plan = refine(inventory)
+    mesh_plan = plan_mesh(inventory)
+    if mesh_plan is not None:
+        diagnostics.extend(check_mesh_plan(mesh_plan, ids_optional=proposing_ids))
+        plan = with_mesh_objects(plan, mesh_plan)
     ordered = sorted_diagnostics((*diagnostics, *plan.diagnostics))
     if has_errors(ordered):
         return Analysis(None, None, ordered)
-    return Analysis(inventory, plan, ordered)
+    return Analysis(inventory, plan, ordered, mesh_plan)
 
 
 def declared_domain_names(data: object) -> set[str]:
@@ -181,7 +198,7 @@ def render_analysis(analysis: Analysis) -> Rendered:
     if analysis.inventory is None or analysis.plan is None:
         raise InputError(analysis.diagnostics)
     with without_cyclic_gc():
-        return render(analysis.plan, analysis.inventory)
+        return render(analysis.plan, analysis.inventory, analysis.mesh)
 
 
 # --------------------------------------------------------------------------- commands

@@ -27,7 +27,7 @@ from .load.document import Document, PathKey, format_path
 from .rust_regex import rust_dialect
 from .vocabulary import POLICY_KINDS, REQUIREMENT_ANNOTATIONS
 
-SCHEMA_FILES = ("common", "domain", "requirement", "domain-request", "gitops")
+SCHEMA_FILES = ("common", "domain", "requirement", "domain-request", "gitops", "mesh")
 SCHEMA_URL = "https://meshplan.dev/schemas/{name}.schema.json"
 
 
@@ -43,6 +43,7 @@ DOMAIN = DocumentKind("Domain", "domain")
 DOMAIN_REQUEST = DocumentKind("DomainRequest", "domain-request")
 REQUIREMENT = DocumentKind("Requirement", "requirement")
 GITOPS = DocumentKind("GitOps", "gitops")
+MESH = DocumentKind("Mesh", "mesh")
 REQUIREMENT_KINDS = ("Requirement", *POLICY_KINDS)
 
 
@@ -133,6 +134,8 @@ def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[D
         kind = DOMAIN
     elif doc.data.get("kind") == "GitOps":
         kind = GITOPS
+    elif doc.data.get("kind") == "Mesh":
+        kind = MESH
     elif doc.data.get("kind") in REQUIREMENT_KINDS:
         return None, [error(doc.location(("kind",)), "kind", "expected kind Domain in "
                             "inventory/, found a requirement: move it to requirements/<domain>/")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from meshplan.pipeline import render_repository
 from meshplan.write import write_tree
 
 from benchmarks.workload import (
+    REGION_DOMAINS,
     SIZES,
     describe,
     generate,
@@ -115,6 +117,30 @@ def test_mesh_ids_when_asked_for_still_validate(tmp_path: Path, cli: RunCli) -> 
     assert "meshId: 9" in text
     code, _stdout, stderr = cli(["validate", "--repo", str(tmp_path)])
     assert code == 0, stderr
+
+
+def test_a_mesh_plan_when_asked_for_renders_cleanly(tmp_path: Path) -> None:
+    """``+mesh``: every cluster a ClusterMesh member with peers: needed; calls between domains
+    stay within regions of REGION_DOMAINS domains, whose clusters get ids 1..n."""
+    size = parse_size("12x3x8x80+mesh")
+    assert size is not None and size.mesh and size.clusters == 36
+    assert parse_size("L+mesh") == replace(SIZES["L"], name="L+mesh", mesh=True)
+    for bad in ("S+mesh", "3x3x3x3+ids+mesh", "2x60x1x1+mesh"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    generate("12x3x8x80+mesh", 5, tmp_path)
+    assert (tmp_path / "inventory" / "mesh.yaml").is_file()
+    rendered, diagnostics = render_repository(tmp_path)
+    assert diagnostics == ()
+    values = [f for f in rendered.files if f.path.endswith("cilium-values.yaml")]
+    assert len(values) == 36
+    peers = {f.path.split("/")[1] for f in values
+             for peer in yaml.safe_load(f.content)["clustermesh"]["config"]["clusters"]
+             if peer.split("-k8s-")[0] != f.path.split("/")[1]}
+    assert peers  # calls between domains (of one region) made peers
+    regions = {int(f.path.split("/")[1].removeprefix("team-")) // REGION_DOMAINS
+               for f in values}
+    assert regions == {0, 1, 2}
 
 
 def test_the_mix_is_realistic(small_repo: Path) -> None:

@@ -28,7 +28,7 @@ Schemas are vendored under ``tests/schemas`` (see ``tests/schemas/SOURCES.md``):
   ``metadata`` of a custom resource is validated against the Kubernetes
   ``ObjectMeta`` schema (strict), and ``apiVersion``/``kind`` must match.
 
-* Core kinds (v1 Service, v1 Namespace) use the ``v1.32.0-local-strict`` JSON
+* Core kinds (v1 Service, v1 Namespace, v1 ConfigMap) use the ``v1.32.0-local-strict`` JSON
   schemas from the ``kubernetes-validate`` wheel (draft 2020-12,
   ``additionalProperties: false`` everywhere, so typos are caught).
 
@@ -81,12 +81,19 @@ CRD_FILES: dict[tuple[str, str], str] = {
     ("source.toolkit.fluxcd.io/v1", "GitRepository"): (
         "flux/source.toolkit.fluxcd.io_gitrepositories.yaml"
     ),
+    ("argoproj.io/v1alpha1", "Application"): "argo-cd/application-crd.yaml",
+    ("networking.istio.io/v1", "Gateway"): "istio/gateways.networking.istio.io.yaml",
+    ("helm.toolkit.fluxcd.io/v2", "HelmRelease"): "flux/helm.toolkit.fluxcd.io_helmreleases.yaml",
+    ("source.toolkit.fluxcd.io/v1", "HelmRepository"): (
+        "flux/source.toolkit.fluxcd.io_helmrepositories.yaml"
+    ),
 }
 
 # (apiVersion, kind) -> (schema file in K8S_SCHEMA_DIR, namespaced)
 CORE_FILES: dict[tuple[str, str], tuple[str, bool]] = {
     ("v1", "Service"): ("service-v1.json", True),
     ("v1", "Namespace"): ("namespace-v1.json", False),
+    ("v1", "ConfigMap"): ("configmap-v1.json", True),
 }
 
 SUPPORTED_KINDS: frozenset[tuple[str, str]] = frozenset(CRD_FILES) | frozenset(CORE_FILES)
@@ -316,7 +323,8 @@ def _kind_schema(api_version: str, kind: str) -> _KindSchema:
         return _KindSchema(validator, namespaced, "dns1123-subdomain", is_crd=True)
     name, namespaced = CORE_FILES[(api_version, kind)]
     schema = _read_json(K8S_SCHEMA_DIR / name)
-    rule = {"Service": "dns1035-label", "Namespace": "dns1123-label"}[kind]
+    rule = {"Service": "dns1035-label", "Namespace": "dns1123-label",
+            "ConfigMap": "dns1123-subdomain"}[kind]
     return _KindSchema(_k8s_validator(schema), namespaced, rule, is_crd=False)
 
 

@@ -303,8 +303,8 @@ def test_cnp_wrong_api_version_or_kind_is_an_error() -> None:
 
 
 def test_unknown_kind_and_non_mapping_are_errors() -> None:
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "y"}}
-    assert "no schema for apiVersion='v1' kind='ConfigMap'" in validate_object(cm)[0]
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x", "namespace": "y"}}
+    assert "no schema for apiVersion='v1' kind='Secret'" in validate_object(secret)[0]
     assert validate_object([])  # type: ignore[arg-type]
 
 
