@@ -29,23 +29,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..bootstrap import (
-    CLUSTER_LABEL,
-    DOMAIN_LABEL,
-    FLUX_SOURCE_NAME,
-    MANAGED_BY,
-    flux_kustomization,
-    object_name,
-)
+from ..bootstrap import FLUX_SOURCE_NAME, HEADER, flux_kustomization, object_name
 from ..model import Cluster, GitOps
-from ..refine import FLUX_PRUNE
-from ..render import OutputFile
+from ..outputs import OutputFile
+from ..vocabulary import (
+    FLUX_PRUNE_ANNOTATION,
+    MANAGED_BY,
+    MESHPLAN_CLUSTER_LABEL,
+    MESHPLAN_DOMAIN_LABEL,
+)
 from ..yamltext import dump_document, dump_documents
 from .model import ISTIO_CA_SECRET
 from .plan import IstioMember, MeshPlan
 from .render import (
     CILIUM_REPO,
-    HEADER,
     ISTIO_NAMESPACE,
     ISTIO_REPO,
     mesh_dir,
@@ -85,7 +82,8 @@ def _members(plan: MeshPlan) -> list[Cluster]:
 
 
 def _labels(cluster: Cluster) -> dict[str, str]:
-    return {**MANAGED_BY, DOMAIN_LABEL: cluster.domain, CLUSTER_LABEL: cluster.name}
+    return {**MANAGED_BY, MESHPLAN_DOMAIN_LABEL: cluster.domain,
+            MESHPLAN_CLUSTER_LABEL: cluster.name}
 
 
 class _Chart:
@@ -270,7 +268,7 @@ def _helm_release(plan: MeshPlan, gitops: GitOps, cluster: Cluster, chart: _Char
                      "labels": _labels(cluster),
                      # Deleting a HelmRelease uninstalls its chart: a cluster leaving the mesh
                      # (or a Mesh document removed) must not take its CNI or istiod with it.
-                     "annotations": {FLUX_PRUNE: "disabled"}},
+                     "annotations": {FLUX_PRUNE_ANNOTATION: "disabled"}},
         "spec": spec,
     }
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from ..diagnostics import Location
 from ..model import Inventory, Labels, Requirement, Rule, Selector
-from ..refine import ClusterRef, requirement_clusters
+from ..refine import ClusterRef
 
 
 class FlowCause(NamedTuple):
@@ -62,7 +62,7 @@ def intended_cluster_flows(inventory: Inventory) -> IntendedFlows:
     for requirement in inventory.requirements:
         if requirement.egress is None and requirement.ingress is None:
             continue
-        scope = [ClusterRef(c.domain, c.name) for c in requirement_clusters(inventory, requirement)]
+        scope = [ClusterRef(c.domain, c.name) for c in inventory.requirement_scope(requirement)]
         if not scope:
             continue
         key = requirement.key

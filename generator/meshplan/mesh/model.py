@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from ..diagnostics import Location
-from ..load import Document, PathKey
+from ..load.document import Document, PathKey
 
 CILIUM_CHART_VERSION = "1.19.4"
 ISTIO_CHART_VERSION = "1.30.3"
