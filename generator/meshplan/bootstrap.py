@@ -15,7 +15,12 @@ from typing import Any
 from .diagnostics import Diagnostic, error, notice, warning
 from .model import Cluster, GitOps, Inventory
 from .outputs import ARGOCD_BOOTSTRAP_FILE, OutputFile, cluster_dir, flux_bootstrap_file
-from .vocabulary import MANAGED_BY, MESHPLAN_CLUSTER_LABEL, MESHPLAN_DOMAIN_LABEL
+from .vocabulary import (
+    KUSTOMIZATION_KIND,
+    MANAGED_BY,
+    MESHPLAN_CLUSTER_LABEL,
+    MESHPLAN_DOMAIN_LABEL,
+)
 from .yamltext import dump_documents
 
 FLUX_SOURCE_NAME = "meshplan"
@@ -188,7 +193,7 @@ def flux_kustomization(gitops: GitOps, name: str, namespace: str, labels: dict[s
     """A Flux Kustomization applying ``./<folder>`` of the output branch, with pruning."""
     return {
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
-        "kind": "Kustomization",
+        "kind": KUSTOMIZATION_KIND,
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {
             "interval": gitops.flux_interval,

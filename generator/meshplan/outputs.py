@@ -6,6 +6,12 @@ Layout, relative to the output folder (and to the root of the output branch)::
     clusters/<domain>/<cluster>/kustomization.yaml # one Kustomize root per cluster
     bootstrap/argocd/applicationset.yaml           # GitOps bootstrap (meshplan.bootstrap)
     bootstrap/flux/<domain>/<cluster>.yaml
+    mesh/<domain>/<cluster>/cilium-values.yaml     # the mesh plan (meshplan.mesh): Helm
+    mesh/<domain>/<cluster>/istiod-values.yaml     # values, outside the Kustomize roots
+    mesh/<domain>/<cluster>/eastwest-gateway-values.yaml
+    mesh/<domain>/<cluster>/flux/{kustomization,helmreleases}.yaml
+    bootstrap/argocd/mesh-applications.yaml        # the mesh's charts through Argo CD
+    bootstrap/flux-mesh/<domain>/<cluster>.yaml    # and through Flux
 """
 
 from __future__ import annotations
@@ -20,6 +26,12 @@ DEFAULT_OUTPUT_DIR = "rendered"  # <repo>/rendered
 CLUSTERS_DIR = "clusters"
 KUSTOMIZATION = "kustomization.yaml"
 ARGOCD_BOOTSTRAP_FILE = "bootstrap/argocd/applicationset.yaml"
+ARGOCD_MESH_FILE = "bootstrap/argocd/mesh-applications.yaml"
+MESH_DIR = "mesh"
+CILIUM_VALUES = "cilium-values.yaml"
+ISTIOD_VALUES = "istiod-values.yaml"
+EASTWEST_GATEWAY_VALUES = "eastwest-gateway-values.yaml"
+HELM_RELEASES = "helmreleases.yaml"
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,20 @@ def cluster_dir(domain: str, cluster: str) -> str:
 
 def flux_bootstrap_file(domain: str, cluster: str) -> str:
     return f"bootstrap/flux/{domain}/{cluster}.yaml"
+
+
+def mesh_dir(domain: str, cluster: str) -> str:
+    """``mesh/<domain>/<cluster>``: the mesh plan's files of one member (Helm values)."""
+    return f"{MESH_DIR}/{domain}/{cluster}"
+
+
+def mesh_flux_dir(domain: str, cluster: str) -> str:
+    """``mesh/<domain>/<cluster>/flux``: the Kustomize root of a member's HelmReleases."""
+    return f"{mesh_dir(domain, cluster)}/flux"
+
+
+def flux_mesh_bootstrap_file(domain: str, cluster: str) -> str:
+    return f"bootstrap/flux-mesh/{domain}/{cluster}.yaml"
 
 
 def split_cluster_path(path: str) -> tuple[str, str, str] | None:

@@ -34,19 +34,24 @@ from .vocabulary import (
     DNS_APP_LABEL,
     DNS_NAMESPACE,
     FLUX_PRUNE_ANNOTATION,
+    GATEWAY_KIND,
     GLOBAL_NAMESPACE_ANNOTATION,
     GLOBAL_SERVICE_ANNOTATION,
     K8S_POD_NAMESPACE_LABEL,
     MANAGED_BY,
+    NAMESPACE_KIND,
     NETWORK_POLICY_KIND,
     POD_NAMESPACE_LABEL,
     REQUIRED_BY_ANNOTATION,
+    SERVICE_KIND,
     SHARED_SERVICE_ANNOTATION,
     SOURCE_ANNOTATION,
 )
 
-KIND_ORDER = ("Namespace", "Service", CLUSTERWIDE_POLICY_KIND, NETWORK_POLICY_KIND)
-SYNC_WAVE = {"Namespace": "-2", "Service": "-1"}
+# A cluster's objects in this order (the Gateway comes from the mesh plan: meshplan.mesh.render).
+KIND_ORDER = (NAMESPACE_KIND, SERVICE_KIND, CLUSTERWIDE_POLICY_KIND, NETWORK_POLICY_KIND,
+              GATEWAY_KIND)
+SYNC_WAVE = {NAMESPACE_KIND: "-2", SERVICE_KIND: "-1"}
 
 # The namespace label as a peer may spell it (Cilium's docs often omit the source prefix).
 NAMESPACE_KEYS = frozenset({K8S_POD_NAMESPACE_LABEL, POD_NAMESPACE_LABEL,
@@ -425,17 +430,17 @@ class _PlanBuilder:
                                                      f"{'mirror of' if mirror else 'global'} "
                                                      f"service {service.key}")
         body, origin = memo
-        self._put(ObjectKey(ref, "Service", service.namespace, service.name), body, cause,
+        self._put(ObjectKey(ref, SERVICE_KIND, service.namespace, service.name), body, cause,
                   peer.location, origin)
         self._claim_global_name(service, peer.location)
 
     def _service_body(self, service: Service, mirror: bool) -> dict[str, Any]:
         annotations = {GLOBAL_SERVICE_ANNOTATION: "true",
                        SHARED_SERVICE_ANNOTATION: "false" if mirror else "true",
-                       ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE["Service"]}
+                       ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE[SERVICE_KIND]}
         return {
             "apiVersion": "v1",
-            "kind": "Service",
+            "kind": SERVICE_KIND,
             "metadata": {"name": service.name, "namespace": service.namespace,
                          "labels": _LABELS, "annotations": annotations},
             "spec": {
@@ -480,10 +485,10 @@ class _PlanBuilder:
         if memo is None:
             body = {
                 "apiVersion": "v1",
-                "kind": "Service",
+                "kind": SERVICE_KIND,
                 "metadata": {"name": service.name, "namespace": namespace,
                              "labels": _LABELS,
-                             "annotations": {ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE["Service"]}},
+                             "annotations": {ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE[SERVICE_KIND]}},
                 "spec": {
                     "type": "ExternalName",
                     "externalName": f"{service.name}.{service.namespace}.svc."
@@ -493,7 +498,7 @@ class _PlanBuilder:
             }
             memo = self._external_bodies[memo_key] = (body, f"ExternalName for {service.key}")
         body, origin = memo
-        self._put(ObjectKey(ref, "Service", namespace, service.name), body, cause,
+        self._put(ObjectKey(ref, SERVICE_KIND, namespace, service.name), body, cause,
                   peer.location, origin)
 
     def _clashes_with_inventory(
@@ -525,19 +530,19 @@ class _PlanBuilder:
         if body is None:
             body = self._namespace_bodies[name] = {
                 "apiVersion": "v1",
-                "kind": "Namespace",
+                "kind": NAMESPACE_KIND,
                 "metadata": {
                     "name": name,
                     "labels": _LABELS,
                     "annotations": {
                         GLOBAL_NAMESPACE_ANNOTATION: "true",
                         ARGOCD_SYNC_OPTIONS_ANNOTATION: "Prune=false",
-                        ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE["Namespace"],
+                        ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE[NAMESPACE_KIND],
                         FLUX_PRUNE_ANNOTATION: "disabled",
                     },
                 },
             }
-        self._put(ObjectKey(ref, "Namespace", "", name), body, cause, peer.location,
+        self._put(ObjectKey(ref, NAMESPACE_KIND, "", name), body, cause, peer.location,
                   "namespace")
 
     # -- collection ---------------------------------------------------------------------
@@ -571,7 +576,7 @@ class _PlanBuilder:
                 ref = ClusterRef(domain.name, cluster.name)
                 # Keys are unique within a cluster, so this order does not depend on the
                 # order objects were collected in.
-                manifests = sorted(by_cluster.get(ref, ()), key=_output_order)
+                manifests = sorted(by_cluster.get(ref, ()), key=output_order)
                 plans.append(ClusterPlan(ref, cluster.mesh_name, tuple(manifests)))
         plans.sort(key=lambda p: p.cluster)
         return Plan(tuple(plans), tuple(self.diagnostics))
@@ -591,7 +596,8 @@ def _with_required_by(body: Mapping[str, Any], causes: tuple[str, ...]) -> dict[
     return {**body, "metadata": {**metadata, "annotations": annotations}}
 
 
-def _output_order(manifest: Manifest) -> tuple[int, str, str]:
+def output_order(manifest: Manifest) -> tuple[int, str, str]:
+    """The sort key of a cluster's objects: by kind (KIND_ORDER), namespace, name."""
     key = manifest.key
     return (_KIND_RANK[key.kind], key.namespace, key.name)
 

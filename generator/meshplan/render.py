@@ -25,7 +25,14 @@ from .mesh.render import mesh_files
 from .model import Inventory
 from .outputs import KUSTOMIZATION, OUTPUT_MARKER, OutputFile, cluster_dir
 from .refine import ClusterPlan, Manifest, Plan
-from .vocabulary import CLUSTERWIDE_POLICY_KIND, NETWORK_POLICY_KIND
+from .vocabulary import (
+    CLUSTERWIDE_POLICY_KIND,
+    GATEWAY_KIND,
+    KUSTOMIZATION_KIND,
+    NAMESPACE_KIND,
+    NETWORK_POLICY_KIND,
+    SERVICE_KIND,
+)
 from .yamltext import SharedText, dump_document, dump_documents
 
 MARKER_TEXT = (
@@ -33,11 +40,11 @@ MARKER_TEXT = (
     "Edit inventory/ and requirements/ instead.\n"
 )
 FILE_FOR_KIND = {
-    "Namespace": "namespaces.yaml",
-    "Service": "services.yaml",
+    NAMESPACE_KIND: "namespaces.yaml",
+    SERVICE_KIND: "services.yaml",
     NETWORK_POLICY_KIND: "policies.yaml",
     CLUSTERWIDE_POLICY_KIND: "policies.yaml",
-    "Gateway": "gateways.yaml",  # Istio's cross-network Gateway (meshplan.mesh)
+    GATEWAY_KIND: "gateways.yaml",  # Istio's cross-network Gateway (meshplan.mesh)
 }
 FILE_ORDER = ("namespaces.yaml", "services.yaml", "policies.yaml", "gateways.yaml")
 
@@ -74,7 +81,7 @@ def render_cluster(cluster: ClusterPlan, memo: SharedText | None = None) -> list
     base = cluster_dir(cluster.cluster.domain, cluster.cluster.name)
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
+        "kind": KUSTOMIZATION_KIND,
         "resources": names,
     }
     files = [OutputFile(f"{base}/{KUSTOMIZATION}",

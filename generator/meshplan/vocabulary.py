@@ -1,7 +1,7 @@
 """Every label, annotation and kind name meshplan reads or writes, each under one name.
 
-Stage modules import these instead of spelling keys; new keys (Istio, Helm values,
-monitoring) belong here too. A name says whose key it is: ``CILIUM_CLUSTER_LABEL`` is
+Stage modules import these instead of spelling keys; new keys (monitoring, say) belong here
+too. A name says whose key it is: ``CILIUM_CLUSTER_LABEL`` is
 Cilium's identity label, ``MESHPLAN_CLUSTER_LABEL`` the label meshplan puts on objects it
 generates for a cluster.
 """
@@ -30,6 +30,13 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY: Mapping[str, str] = MappingProxyType({MANAGED_BY_LABEL: "meshplan"})
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # every Namespace carries its name
 
+NAMESPACE_KIND = "Namespace"
+SERVICE_KIND = "Service"
+CONFIG_MAP_KIND = "ConfigMap"
+SECRET_KIND = "Secret"
+VALIDATING_WEBHOOK_KIND = "ValidatingWebhookConfiguration"
+KUSTOMIZATION_KIND = "Kustomization"  # Kustomize's kustomization.yaml and Flux's object alike
+
 # --------------------------------------------------------------------------- Cilium
 # Identity labels: what a policy selector can match besides the pod's own labels. A key may
 # carry a source prefix; ``k8s:`` and ``any:`` address Kubernetes labels, others no pod label.
@@ -51,6 +58,14 @@ GLOBAL_SERVICE_ANNOTATION = "service.cilium.io/global"
 SHARED_SERVICE_ANNOTATION = "service.cilium.io/shared"
 GLOBAL_NAMESPACE_ANNOTATION = "clustermesh.cilium.io/global"
 
+# --------------------------------------------------------------------------- Istio
+# The mesh plan (meshplan.mesh): what istiod, its gateways and the cluster folders share.
+
+ISTIO_NAMESPACE = "istio-system"  # istiod, the gateways and the cacerts Secret live here
+ISTIO_NETWORK_LABEL = "topology.istio.io/network"  # on istio-system: the cluster's network
+ISTIO_GATEWAY_LABEL = "istio"  # the istio/gateway chart's pod label (its release name, short)
+GATEWAY_KIND = "Gateway"
+
 # --------------------------------------------------------------------------- meshplan
 # On the objects meshplan generates.
 
@@ -64,3 +79,6 @@ MESHPLAN_CLUSTER_LABEL = "meshplan.dev/cluster"
 ARGOCD_SYNC_OPTIONS_ANNOTATION = "argocd.argoproj.io/sync-options"
 ARGOCD_SYNC_WAVE_ANNOTATION = "argocd.argoproj.io/sync-wave"
 FLUX_PRUNE_ANNOTATION = "kustomize.toolkit.fluxcd.io/prune"
+APPLICATION_KIND = "Application"  # Argo CD
+HELM_REPOSITORY_KIND = "HelmRepository"  # Flux
+HELM_RELEASE_KIND = "HelmRelease"  # Flux

@@ -31,22 +31,36 @@ from typing import Any
 
 from ..bootstrap import FLUX_SOURCE_NAME, HEADER, flux_kustomization, object_name
 from ..model import Cluster, GitOps
-from ..outputs import OutputFile
+from ..outputs import (
+    ARGOCD_MESH_FILE,
+    CILIUM_VALUES,
+    EASTWEST_GATEWAY_VALUES,
+    HELM_RELEASES,
+    ISTIOD_VALUES,
+    KUSTOMIZATION,
+    OutputFile,
+    flux_bootstrap_file,
+    flux_mesh_bootstrap_file,
+    mesh_dir,
+    mesh_flux_dir,
+)
 from ..vocabulary import (
+    APPLICATION_KIND,
+    CONFIG_MAP_KIND,
     FLUX_PRUNE_ANNOTATION,
+    HELM_RELEASE_KIND,
+    HELM_REPOSITORY_KIND,
+    ISTIO_NAMESPACE,
+    KUSTOMIZATION_KIND,
     MANAGED_BY,
     MESHPLAN_CLUSTER_LABEL,
     MESHPLAN_DOMAIN_LABEL,
+    SECRET_KIND,
+    VALIDATING_WEBHOOK_KIND,
 )
 from ..yamltext import dump_document, dump_documents
-from .model import ISTIO_CA_SECRET
+from .model import CILIUM_REPO, ISTIO_CA_SECRET, ISTIO_REPO
 from .plan import IstioMember, MeshPlan
-from .render import (
-    CILIUM_REPO,
-    ISTIO_NAMESPACE,
-    ISTIO_REPO,
-    mesh_dir,
-)
 from .values import (
     EASTWEST_GATEWAY_NAME,
     ca_certificates_layer,
@@ -55,11 +69,10 @@ from .values import (
     istiod_values,
 )
 
-ARGOCD_FILE = "bootstrap/argocd/mesh-applications.yaml"
 ISTIO_TRUST_CONFIGMAP = "meshplan-istiod-trust"
 WEBHOOK_FAILURE_POLICY = {
     "group": "admissionregistration.k8s.io",
-    "kind": "ValidatingWebhookConfiguration",
+    "kind": VALIDATING_WEBHOOK_KIND,
     "jqPathExpressions": [".webhooks[]?.failurePolicy"],
 }
 
@@ -100,19 +113,19 @@ class _Chart:
 
 
 def _charts(plan: MeshPlan, cluster: Cluster) -> Iterator[_Chart]:
-    base = mesh_dir(cluster)
+    base = mesh_dir(cluster.domain, cluster.name)
     cilium, istio = plan.mesh.cilium, plan.mesh.istio
     if cilium is not None and cluster.clustermesh is not None:
         yield _Chart("cilium", "cilium", CILIUM_REPO, cilium.chart_version, cilium.namespace,
-                     f"{base}/cilium-values.yaml")
+                     f"{base}/{CILIUM_VALUES}")
     if istio is not None and cluster.istio is not None:
         yield _Chart("istio-base", "base", ISTIO_REPO, istio.chart_version, ISTIO_NAMESPACE,
                      None)
         yield _Chart("istiod", "istiod", ISTIO_REPO, istio.chart_version, ISTIO_NAMESPACE,
-                     f"{base}/istiod-values.yaml")
+                     f"{base}/{ISTIOD_VALUES}")
         if plan.multi_network:
             yield _Chart(EASTWEST_GATEWAY_NAME, "gateway", ISTIO_REPO, istio.chart_version,
-                         ISTIO_NAMESPACE, f"{base}/eastwest-gateway-values.yaml")
+                         ISTIO_NAMESPACE, f"{base}/{EASTWEST_GATEWAY_VALUES}")
 
 
 # --------------------------------------------------------------------------- Argo CD
@@ -127,12 +140,12 @@ def _argocd_file(plan: MeshPlan, gitops: GitOps) -> OutputFile | None:
     text = HEADER + (
         f"# Argo CD: the mesh's charts, one Application per member and chart. Apply once to "
         f"the cluster\n# running Argo CD, in namespace {gitops.argocd_namespace}:\n"
-        f"#   kubectl apply -n {gitops.argocd_namespace} -f {ARGOCD_FILE}\n"
+        f"#   kubectl apply -n {gitops.argocd_namespace} -f {ARGOCD_MESH_FILE}\n"
         f"# Values come from branch {gitops.branch} of {gitops.repo_url} ($values/mesh/...).\n"
         "# Secrets (cilium-ca, cacerts, remote secrets) are created in each cluster out of "
         "band.\n"
     )
-    return OutputFile(ARGOCD_FILE, (text + dump_documents(documents)).encode())
+    return OutputFile(ARGOCD_MESH_FILE, (text + dump_documents(documents)).encode())
 
 
 def _application(gitops: GitOps, cluster: Cluster, chart: _Chart) -> dict[str, Any]:
@@ -161,7 +174,7 @@ def _application(gitops: GitOps, cluster: Cluster, chart: _Chart) -> dict[str, A
         spec["ignoreDifferences"] = [dict(WEBHOOK_FAILURE_POLICY)]
     return {
         "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
+        "kind": APPLICATION_KIND,
         "metadata": {"name": f"{object_name(cluster)}.{chart.name}",
                      "namespace": gitops.argocd_namespace, "labels": _labels(cluster)},
         "spec": spec,
@@ -180,21 +193,21 @@ def _sync_options(chart: _Chart) -> list[str]:
 
 
 def _flux_files(plan: MeshPlan, gitops: GitOps, cluster: Cluster) -> list[OutputFile]:
-    folder = f"{mesh_dir(cluster)}/flux"
+    folder = mesh_flux_dir(cluster.domain, cluster.name)
     where = f"cluster {cluster.domain}/{cluster.name}"
-    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                     "resources": ["helmreleases.yaml"]}
+    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1",
+                     "kind": KUSTOMIZATION_KIND, "resources": [HELM_RELEASES]}
     documents = list(_flux_documents(plan, gitops, cluster))
     releases = HEADER + (
         f"# Flux: the mesh's charts for {where}, reconciled by the Kustomization in\n"
-        f"# bootstrap/flux-mesh/{cluster.domain}/{cluster.name}.yaml. Each object lives in "
+        f"# {flux_mesh_bootstrap_file(cluster.domain, cluster.name)}. Each object lives in "
         "its chart's namespace.\n"
     )
     return [
-        OutputFile(f"{folder}/kustomization.yaml",
+        OutputFile(f"{folder}/{KUSTOMIZATION}",
                    (HEADER + f"# Kustomize root of the mesh's HelmReleases for {where}.\n"
                     + dump_document(kustomization)).encode()),
-        OutputFile(f"{folder}/helmreleases.yaml", (releases + dump_documents(documents))
+        OutputFile(f"{folder}/{HELM_RELEASES}", (releases + dump_documents(documents))
                    .encode()),
         _flux_bootstrap(gitops, cluster, folder),
     ]
@@ -221,7 +234,7 @@ def _helm_repository(gitops: GitOps, cluster: Cluster, name: str, chart: _Chart
                      ) -> dict[str, Any]:
     return {
         "apiVersion": "source.toolkit.fluxcd.io/v1",
-        "kind": "HelmRepository",
+        "kind": HELM_REPOSITORY_KIND,
         "metadata": {"name": name, "namespace": chart.namespace, "labels": _labels(cluster)},
         "spec": {"interval": "1h", "url": chart.repo},
     }
@@ -230,7 +243,7 @@ def _helm_repository(gitops: GitOps, cluster: Cluster, name: str, chart: _Chart
 def _trust_configmap(cluster: Cluster, layer: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
-        "kind": "ConfigMap",
+        "kind": CONFIG_MAP_KIND,
         "metadata": {"name": ISTIO_TRUST_CONFIGMAP, "namespace": ISTIO_NAMESPACE,
                      "labels": _labels(cluster)},
         "data": {"values.yaml": dump_document(layer)},
@@ -243,7 +256,7 @@ def _helm_release(plan: MeshPlan, gitops: GitOps, cluster: Cluster, chart: _Char
         "interval": gitops.flux_interval,
         "releaseName": chart.name,
         "chart": {"spec": {"chart": chart.chart, "version": chart.version,
-                           "sourceRef": {"kind": "HelmRepository",
+                           "sourceRef": {"kind": HELM_REPOSITORY_KIND,
                                          "name": "cilium" if chart.repo == CILIUM_REPO
                                          else "istio"}}},
         "install": {"remediation": {"retries": 3}},
@@ -254,16 +267,16 @@ def _helm_release(plan: MeshPlan, gitops: GitOps, cluster: Cluster, chart: _Char
     values = _release_values(plan, cluster, chart, member)
     if chart.chart == "istiod" and member is not None and plan.peer_trust_domains(member):
         spec["valuesFrom"] = [
-            {"kind": "ConfigMap", "name": ISTIO_TRUST_CONFIGMAP, "valuesKey": "values.yaml"},
+            {"kind": CONFIG_MAP_KIND, "name": ISTIO_TRUST_CONFIGMAP, "valuesKey": "values.yaml"},
             # The shared root's certificate (public) from this cluster's own cacerts Secret.
-            {"kind": "Secret", "name": ISTIO_CA_SECRET, "valuesKey": "root-cert.pem",
+            {"kind": SECRET_KIND, "name": ISTIO_CA_SECRET, "valuesKey": "root-cert.pem",
              "targetPath": "meshConfig.caCertificates[0].pem"},
         ]
     if values is not None:
         spec["values"] = values
     return {
         "apiVersion": "helm.toolkit.fluxcd.io/v2",
-        "kind": "HelmRelease",
+        "kind": HELM_RELEASE_KIND,
         "metadata": {"name": chart.name, "namespace": chart.namespace,
                      "labels": _labels(cluster),
                      # Deleting a HelmRelease uninstalls its chart: a cluster leaving the mesh
@@ -288,12 +301,12 @@ def _release_values(plan: MeshPlan, cluster: Cluster, chart: _Chart,
 
 def _flux_bootstrap(gitops: GitOps, cluster: Cluster, folder: str) -> OutputFile:
     namespace = str(cluster.flux_namespace)
-    path = f"bootstrap/flux-mesh/{cluster.domain}/{cluster.name}.yaml"
+    path = flux_mesh_bootstrap_file(cluster.domain, cluster.name)
     kustomization = flux_kustomization(gitops, f"{object_name(cluster)}.mesh", namespace,
                                        _labels(cluster), folder)
     text = HEADER + (
         f"# Flux for the mesh's charts of cluster {cluster.domain}/{cluster.name}: apply once "
-        f"to THAT cluster,\n# after bootstrap/flux/{cluster.domain}/{cluster.name}.yaml "
+        f"to THAT cluster,\n# after {flux_bootstrap_file(cluster.domain, cluster.name)} "
         f"(its GitRepository {FLUX_SOURCE_NAME}):\n#   kubectl apply -f {path}\n"
         f"# It applies ./{folder} (HelmReleases of Cilium and Istio).\n"
     )

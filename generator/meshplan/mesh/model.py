@@ -17,6 +17,8 @@ from ..load.document import Document, PathKey
 
 CILIUM_CHART_VERSION = "1.19.4"
 ISTIO_CHART_VERSION = "1.30.3"
+CILIUM_REPO = "https://helm.cilium.io/"  # the charts' Helm repositories
+ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
 DEFAULT_CILIUM_NAMESPACE = "kube-system"
 CILIUM_CA_SECRET = "cilium-ca"  # the only name the chart's certgen reads the shared CA from
 ISTIO_CA_SECRET = "cacerts"  # the only name istiod reads a plugged-in CA from

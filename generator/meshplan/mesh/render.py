@@ -31,18 +31,29 @@ from dataclasses import replace
 from typing import Any
 
 from ..bootstrap import HEADER
-from ..model import Cluster, GitOps
-from ..outputs import OutputFile
-from ..refine import ClusterPlan, Manifest, ObjectKey, Plan
+from ..model import GitOps
+from ..outputs import (
+    CILIUM_VALUES,
+    EASTWEST_GATEWAY_VALUES,
+    ISTIOD_VALUES,
+    OutputFile,
+    mesh_dir,
+)
+from ..refine import SYNC_WAVE, ClusterPlan, Manifest, ObjectKey, Plan, output_order
 from ..vocabulary import (
     ARGOCD_SYNC_OPTIONS_ANNOTATION,
     ARGOCD_SYNC_WAVE_ANNOTATION,
     FLUX_PRUNE_ANNOTATION,
+    GATEWAY_KIND,
+    ISTIO_NAMESPACE,
+    ISTIO_NETWORK_LABEL,
     MANAGED_BY,
+    NAMESPACE_KIND,
     REQUIRED_BY_ANNOTATION,
     SOURCE_ANNOTATION,
 )
 from ..yamltext import dump_document
+from .model import CILIUM_REPO, ISTIO_REPO
 from .plan import IstioMember, MeshPlan
 from .values import (
     EASTWEST_GATEWAY_NAME,
@@ -52,16 +63,8 @@ from .values import (
     istiod_values,
 )
 
-ISTIO_NAMESPACE = "istio-system"
-NETWORK_LABEL = "topology.istio.io/network"
 CROSS_NETWORK_GATEWAY = "cross-network-gateway"
 CROSS_NETWORK_PORT = 15443
-CILIUM_REPO = "https://helm.cilium.io/"
-ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
-
-
-def mesh_dir(cluster: Cluster) -> str:
-    return f"mesh/{cluster.domain}/{cluster.name}"
 
 
 def _required_by(plan: MeshPlan) -> str:
@@ -88,11 +91,7 @@ def _merged(cluster_plan: ClusterPlan, manifests: list[Manifest]) -> ClusterPlan
     for manifest in manifests:
         existing = objects.get(manifest.key)
         objects[manifest.key] = manifest if existing is None else _joined(existing, manifest)
-    order = {"Namespace": 0, "Service": 1, "CiliumClusterwideNetworkPolicy": 2,
-             "CiliumNetworkPolicy": 3, "Gateway": 4}
-    ordered = sorted(objects.values(),
-                     key=lambda m: (order[m.key.kind], m.key.namespace, m.key.name))
-    return replace(cluster_plan, objects=tuple(ordered))
+    return replace(cluster_plan, objects=tuple(sorted(objects.values(), key=output_order)))
 
 
 def _joined(existing: Manifest, added: Manifest) -> Manifest:
@@ -110,33 +109,33 @@ def _joined(existing: Manifest, added: Manifest) -> Manifest:
 
 def _istio_manifests(plan: MeshPlan, member: IstioMember) -> Iterator[Manifest]:
     ref, cause = member.ref, _required_by(plan)
-    labels = {**MANAGED_BY, NETWORK_LABEL: str(member.network)}
+    labels = {**MANAGED_BY, ISTIO_NETWORK_LABEL: str(member.network)}
     namespace = {
         "apiVersion": "v1",
-        "kind": "Namespace",
+        "kind": NAMESPACE_KIND,
         "metadata": {
             "name": ISTIO_NAMESPACE,
             "labels": labels,
             "annotations": {
                 # Never deleted by meshplan: it holds istiod, the gateways and cacerts.
                 ARGOCD_SYNC_OPTIONS_ANNOTATION: "Prune=false",
-                ARGOCD_SYNC_WAVE_ANNOTATION: "-2",
+                ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE[NAMESPACE_KIND],
                 FLUX_PRUNE_ANNOTATION: "disabled",
                 REQUIRED_BY_ANNOTATION: cause,
                 SOURCE_ANNOTATION: plan.mesh.file,
             },
         },
     }
-    yield Manifest(ObjectKey(ref, "Namespace", "", ISTIO_NAMESPACE), namespace, (cause,))
+    yield Manifest(ObjectKey(ref, NAMESPACE_KIND, "", ISTIO_NAMESPACE), namespace, (cause,))
     if plan.multi_network:
-        yield Manifest(ObjectKey(ref, "Gateway", ISTIO_NAMESPACE, CROSS_NETWORK_GATEWAY),
+        yield Manifest(ObjectKey(ref, GATEWAY_KIND, ISTIO_NAMESPACE, CROSS_NETWORK_GATEWAY),
                        _cross_network_gateway(plan, member), (cause,))
 
 
 def _cross_network_gateway(plan: MeshPlan, member: IstioMember) -> dict[str, Any]:
     return {
         "apiVersion": "networking.istio.io/v1",
-        "kind": "Gateway",
+        "kind": GATEWAY_KIND,
         "metadata": {
             "name": CROSS_NETWORK_GATEWAY,
             "namespace": ISTIO_NAMESPACE,
@@ -180,7 +179,7 @@ def _cilium_files(plan: MeshPlan) -> Iterator[OutputFile]:
         return
     for cluster in plan.cilium_members:
         peers = plan.peers_of(cluster)
-        path = f"{mesh_dir(cluster)}/cilium-values.yaml"
+        path = f"{mesh_dir(cluster.domain, cluster.name)}/{CILIUM_VALUES}"
         text = HEADER + (
             f"# Helm values of the cilium chart {cilium.chart_version} for cluster "
             f"{cluster.domain}/{cluster.name}\n"
@@ -213,11 +212,11 @@ def _istio_files(plan: MeshPlan) -> Iterator[OutputFile]:
         return
     for member in plan.istio_members:
         cluster = member.cluster
-        base = mesh_dir(cluster)
+        base = mesh_dir(cluster.domain, cluster.name)
         where = f"cluster {cluster.domain}/{cluster.name}"
         install = (f"#   helm upgrade --install istiod istiod --repo {ISTIO_REPO} --version "
                    f"{istio.chart_version} \\\n#     --namespace {ISTIO_NAMESPACE} "
-                   f"-f {base}/istiod-values.yaml\n")
+                   f"-f {base}/{ISTIOD_VALUES}\n")
         text = HEADER + (
             f"# Helm values of the istiod chart {istio.chart_version} for {where}, Istio "
             f"multi-primary member\n# of mesh {istio.mesh_id} on network {member.network}. "
@@ -227,7 +226,7 @@ def _istio_files(plan: MeshPlan) -> Iterator[OutputFile]:
             "remote secrets. caCertificates names the\n# other members' trust domains "
             "without a PEM: they chain to the shared root in cacerts.\n"
         )
-        yield OutputFile(f"{base}/istiod-values.yaml",
+        yield OutputFile(f"{base}/{ISTIOD_VALUES}",
                          (text + dump_document(istiod_values(plan, member))).encode())
         if plan.multi_network:
             yield _gateway_file(plan, member)
@@ -237,7 +236,7 @@ def _gateway_file(plan: MeshPlan, member: IstioMember) -> OutputFile:
     istio = plan.mesh.istio
     assert istio is not None
     cluster = member.cluster
-    path = f"{mesh_dir(cluster)}/eastwest-gateway-values.yaml"
+    path = f"{mesh_dir(cluster.domain, cluster.name)}/{EASTWEST_GATEWAY_VALUES}"
     text = HEADER + (
         f"# Helm values of the istio/gateway chart {istio.chart_version}: the east-west "
         f"gateway of cluster\n# {cluster.domain}/{cluster.name} on network {member.network} "

@@ -30,12 +30,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..model import Cluster
+from ..vocabulary import ISTIO_GATEWAY_LABEL
 from .check import is_ip
 from .model import CiliumSettings
 from .plan import IstioMember, MeshPlan
 
 EASTWEST_GATEWAY_NAME = "istio-eastwestgateway"
-EASTWEST_SELECTOR = {"istio": "eastwestgateway"}  # the chart's label for that name
+EASTWEST_SELECTOR = {ISTIO_GATEWAY_LABEL: "eastwestgateway"}  # the chart's label for that name
 MESH_DOMAIN_WILDCARD = ".mesh.cilium.io"  # covered by the server certificate's *.mesh.cilium.io
 
 
