@@ -22,8 +22,10 @@ LAYERS = (
     # the vocabulary and value types every stage may use
     ("meshplan", "diagnostics", "vocabulary", "outputs", "yamltext", "rust_regex"),
     ("load",),  # stage 1, a package
+    ("mesh.model",),  # the Mesh document's records, which model's Inventory carries
     ("schema", "model"),  # stages 2 and 3
     ("check", "refine", "bootstrap"),  # stages 4 and 5, GitOps bootstrap from the model
+    ("mesh",),  # the mesh plan: from the model and refinement, its files collected by render
     ("render", "write", "verify", "gitrepo"),  # output, its verification, git access
     ("graph", "publish"),
     ("gitdiff",),
@@ -33,6 +35,15 @@ LAYERS = (
 )
 PACKAGE_LAYERS = {
     "load": (("document", "files"), ("parse",), ("repository",), ("__init__",)),
+    "mesh": (  # mesh.model is declared above, on its own
+        ("flows",),
+        ("plan",),
+        ("check", "ids"),  # the refusals and the ID proposals, both over the plan
+        ("values",),
+        ("delivery",),
+        ("render",),
+        ("__init__",),
+    ),
     "verify": (
         ("ports",),
         ("addresses", "selectors"),
@@ -85,11 +96,24 @@ def test_the_check_fails_inside_a_layer_and_inside_a_package(copy: Path) -> None
     assert any("meshplan.verify.cilium" in f and "meshplan.verify.intent" in f for f in found)
 
 
+def test_a_module_declared_on_its_own_keeps_its_layer(copy: Path) -> None:
+    """mesh.model sits below model, the rest of mesh above refine: each way is checked."""
+    plant(copy, "mesh/model.py", "from ..refine import ClusterRef")
+    plant(copy, "mesh/flows.py", "from .render import mesh_files")
+    plant(copy, "mesh/values.py", "from ..model import Cluster")  # downward: fine
+    found = check(copy)
+    assert len(found) == 2, found
+    assert any(re.match(r"meshplan\.mesh\.model \(line \d+\) imports meshplan\.refine: not a "
+                        r"lower layer$", f) for f in found)
+    assert any("meshplan.mesh.flows (line" in f and "imports meshplan.mesh.render: not a lower "
+               "layer of meshplan.mesh" in f for f in found)
+
+
 def test_every_module_must_be_placed(copy: Path) -> None:
-    (copy / "mesh.py").write_text('"""Helm values."""\n', encoding="utf-8")
+    (copy / "monitoring.py").write_text('"""PrometheusRules."""\n', encoding="utf-8")
     (copy / "verify" / "istio.py").write_text('"""Istio."""\n', encoding="utf-8")
     assert check(copy) == [
-        "meshplan.mesh: in no layer (declare it)",
+        "meshplan.monitoring: in no layer (declare it)",
         "meshplan.verify: layers declare ['__init__', 'addresses', 'cilium', 'compare', "
         "'connectivity', 'endpoints', 'intent', 'ports', 'report', 'selectors'], the package "
         "has ['__init__', 'addresses', 'cilium', 'compare', 'connectivity', 'endpoints', "

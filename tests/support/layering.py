@@ -2,16 +2,20 @@
 
 Layers are declared bottom-up as tuples of module names. At the top level a subpackage counts
 as one unit (``verify``); inside a subpackage its own order applies (``__init__`` is the
-package module itself). A module may import only modules of strictly lower layers: never a
-module of its own layer, never one above. Every import counts, also one inside a function or
-under ``TYPE_CHECKING``: a lazy or type-only import is still a dependency. The checker reads
-the source with :mod:`ast`; it imports nothing.
+package module itself). A module of a subpackage may also be declared on its own at the top
+level (``mesh.model``, which ``model`` builds on while the rest of ``mesh`` builds on
+``refine``): it is then a unit of its own, outside its package's inner order.
+
+A module may import only modules of strictly lower layers: never a module of its own layer,
+never one above. Every import counts, also one inside a function or under ``TYPE_CHECKING``:
+a lazy or type-only import is still a dependency. The checker reads the source with
+:mod:`ast`; it imports nothing.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,11 +62,14 @@ def imports_of(modules: Mapping[str, Path], package: str) -> Iterator[Import]:
                     yield Import(name, target, node.lineno)
 
 
-def _unit(module: str, package: str) -> tuple[str, str]:
-    """(top-level unit, name inside it): ``meshplan.verify.cilium`` -> (verify, cilium)."""
+def _unit(module: str, package: str, declared: Container[str] = ()) -> tuple[str, str]:
+    """(top-level unit, name inside it): ``meshplan.verify.cilium`` -> (verify, cilium); a
+    module declared at the top level on its own is its own unit: (mesh.model, "")."""
     parts = module.split(".")[1:]
     if not parts:
         return package, ""
+    if len(parts) > 1 and ".".join(parts) in declared:
+        return ".".join(parts), ""
     return parts[0], ".".join(parts[1:]) or "__init__"
 
 
@@ -80,7 +87,7 @@ def violations(root: Path, package: str, top: Layers,
     problems = []
     units: dict[str, set[str]] = {}
     for module in modules:
-        unit, inner = _unit(module, package)
+        unit, inner = _unit(module, package, top_rank)
         units.setdefault(unit, set()).add(inner)
     for unit, members in sorted(units.items()):
         if unit not in top_rank:
@@ -102,8 +109,8 @@ def _check(imp: Import, package: str, top_rank: Mapping[str, int],
     where = f"{imp.importer} (line {imp.line}) imports {imp.imported}"
     if imp.imported not in modules:
         return f"{where}: no such module"
-    (unit_a, inner_a), (unit_b, inner_b) = _unit(imp.importer, package), _unit(imp.imported,
-                                                                               package)
+    (unit_a, inner_a) = _unit(imp.importer, package, top_rank)
+    (unit_b, inner_b) = _unit(imp.imported, package, top_rank)
     if unit_a == unit_b:
         ranks = inner_rank.get(unit_a, {})
         if inner_a in ranks and inner_b in ranks and ranks[inner_a] <= ranks[inner_b]:

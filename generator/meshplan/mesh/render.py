@@ -53,6 +53,7 @@ from ..vocabulary import (
     SOURCE_ANNOTATION,
 )
 from ..yamltext import dump_document
+from .delivery import delivery_files
 from .model import CILIUM_REPO, ISTIO_REPO
 from .plan import IstioMember, MeshPlan
 from .values import (
@@ -167,8 +168,6 @@ def mesh_files(plan: MeshPlan, gitops: GitOps | None) -> list[OutputFile]:
     """Every file of the mesh plan (values, and with a GitOps document the delivery wiring)."""
     files = [*_cilium_files(plan), *_istio_files(plan)]
     if gitops is not None:
-        from .delivery import delivery_files
-
         files.extend(delivery_files(plan, gitops))
     return files
 
