@@ -18,9 +18,11 @@ import click
 
 from . import __version__
 from .diagnostics import Diagnostic, InputError, MeshplanError, Severity
+from .mesh.ids import proposal_lines, proposal_patch
 from .outputs import DEFAULT_OUTPUT_DIR, clusters_of
 from .pipeline import (
     diff_repository,
+    propose_mesh_ids,
     publish_repository,
     render_repository,
     validate,
@@ -378,7 +380,7 @@ def mesh_group() -> None:
               help="patch: a unified diff for `git apply` adding meshId to the inventory; "
                    "text: one line per proposal, file:line:col first.")
 @guarded
-def propose_ids_command(repo: Path, output_format: str) -> None:
+def propose_ids_command(repo: Path, output_format: str) -> int:
     """Propose Cilium cluster IDs (meshId) for ClusterMesh members that have none.
 
     Never changes an assigned ID (changing a running cluster's ID restarts all its
@@ -388,24 +390,16 @@ def propose_ids_command(repo: Path, output_format: str) -> None:
     inputs always give the same proposal. Exit 0 with a proposal (or nothing to do), 1 on
     invalid inputs or when the ID space is exhausted.
     """
-    from .mesh.ids import proposal_lines, proposal_patch, propose_ids
-    from .pipeline import analyse
-
-    analysis = analyse(repo, proposing_ids=True)
-    if analysis.inventory is None:
-        raise InputError(analysis.diagnostics)
-    if analysis.mesh is None or analysis.mesh.mesh.cilium is None:
+    proposals = propose_mesh_ids(repo)
+    if proposals is None:
         click.echo("meshplan: nothing to propose: no Mesh document with spec.cilium", err=True)
-        return
-    proposals, problems = propose_ids(analysis.mesh)
-    if problems:
-        raise InputError(problems)
+        return 0
     if not proposals:
         click.echo("meshplan: every ClusterMesh member has an id; nothing to propose", err=True)
-        return
+        return 0
     if output_format == "text":
         click.echo("\n".join(proposal_lines(proposals)))
-        return
+        return 0
     files = {p.cluster.location.file for p in proposals}
     texts = {f: (repo / f).read_text(encoding="utf-8") for f in files}
     patch, skipped = proposal_patch(proposals, texts)
@@ -413,6 +407,7 @@ def propose_ids_command(repo: Path, output_format: str) -> None:
     for line in proposal_lines(skipped):
         click.echo(f"meshplan: not in the patch (flow-style entry), add by hand: {line}",
                    err=True)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from .diagnostics import (
 )
 from .load.repository import load_repository
 from .mesh.check import check_mesh_inputs, check_mesh_plan
+from .mesh.ids import IdProposal, propose_ids
 from .mesh.model import Mesh, build_mesh
 from .mesh.plan import MeshPlan, plan_mesh
 from .mesh.render import with_mesh_objects
@@ -202,6 +203,24 @@ def render_analysis(analysis: Analysis) -> Rendered:
 
 
 # --------------------------------------------------------------------------- commands
+
+
+def propose_mesh_ids(repo: Path) -> tuple[IdProposal, ...] | None:
+    """Cilium cluster IDs for the ClusterMesh members that have none (``meshplan mesh
+    propose-ids``); None without a Mesh document with ``spec.cilium``.
+
+    The inputs are checked as for a render, except that members may lack an ID. Raises
+    :class:`InputError` when they are invalid or the ID space is exhausted.
+    """
+    analysis = analyse(repo, proposing_ids=True)
+    if analysis.inventory is None:
+        raise InputError(analysis.diagnostics)
+    if analysis.mesh is None or analysis.mesh.mesh.cilium is None:
+        return None
+    proposals, problems = propose_ids(analysis.mesh)
+    if problems:
+        raise InputError(problems)
+    return proposals
 
 
 def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
