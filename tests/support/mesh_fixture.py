@@ -31,6 +31,13 @@ class MeshRepo:
     gitops: dict[str, Any] | None
     extra: dict[str, str] = field(default_factory=dict)  # relpath -> raw text
 
+    @property
+    def mesh_spec(self) -> dict[str, Any]:
+        """The Mesh document's spec (to edit; the base repository has a Mesh document)."""
+        assert self.mesh is not None, "this repository has no Mesh document"
+        spec: dict[str, Any] = self.mesh["spec"]
+        return spec
+
     def cluster(self, name: str) -> dict[str, Any]:
         return next(c for cs in self.clusters.values() for c in cs if c["name"] == name)
 

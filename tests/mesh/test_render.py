@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, copy_example
-from meshplan.pipeline import render_repository
-from meshplan.verify import verify_repository
+from meshplan.pipeline import render_repository, verify_repository
 from meshplan.write import diff_against, write_tree
-from support.k8s import kustomize_build, validate_object
-from support.mesh_fixture import mesh_repo
+
+from tests.support.k8s import kustomize_build, validate_object
+from tests.support.mesh_fixture import mesh_repo
+from tests.support.repos import REPO_ROOT, copy_example
 
 EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 
@@ -110,7 +110,7 @@ def test_without_a_mesh_document_the_example_renders_byte_for_byte(tmp_path: Pat
 
 
 def _file(path: str, content: bytes) -> Any:
-    from meshplan.render import OutputFile
+    from meshplan.outputs import OutputFile
 
     return OutputFile(path, content)
 
@@ -149,6 +149,7 @@ def test_rendering_is_byte_identical(base: Path, base_files: dict[str, bytes]) -
     assert render_files(base) == base_files
 
 
+@pytest.mark.slow  # two processes end to end: the full tier
 def test_rendering_does_not_depend_on_the_hash_seed(base: Path, tmp_path: Path) -> None:
     outputs = []
     for seed in ("0", "4242"):
@@ -191,7 +192,7 @@ def test_the_scanner_finds_planted_key_material() -> None:
 
 def test_no_key_material_is_ever_rendered(base_files: dict[str, bytes], tmp_path: Path) -> None:
     repo = mesh_repo()
-    repo.mesh["spec"]["cilium"]["ca"] = {"certManagerIssuer": {"kind": "Issuer",
+    repo.mesh_spec["cilium"]["ca"] = {"certManagerIssuer": {"kind": "Issuer",
                                                                "name": "mesh-ca"}}
     outputs = {**base_files, **{f"cm/{p}": c for p, c in
                                 render_files(repo.write(tmp_path / "cm")).items()},
@@ -316,7 +317,7 @@ def test_a_mesh_change_shows_in_the_pull_request_diff(tmp_path: Path) -> None:
 
     before = render_repository(mesh_repo().write(tmp_path / "before"))[0].files
     repo = mesh_repo()
-    repo.mesh["spec"]["cilium"]["peers"] = "all"
+    repo.mesh_spec["cilium"]["peers"] = "all"
     after = render_repository(repo.write(tmp_path / "after"))[0].files
     changes = {c.name: c for c in compare(before, after)}
     values = changes["mesh/retail/eu1/cilium-values.yaml"]

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import RunCli
 from meshplan.pipeline import validate
-from support.mesh_fixture import MeshRepo, mesh_repo
+
+from tests.support.cli import RunCli
+from tests.support.mesh_fixture import MeshRepo, mesh_repo
 
 
 def without_ids(repo: MeshRepo, *names: str) -> MeshRepo:

@@ -17,10 +17,12 @@ import jsonschema
 import pytest
 import yaml
 from meshplan.pipeline import render_repository
-from support.mesh_fixture import MeshRepo, mesh_repo
 
-SCHEMAS = Path(__file__).resolve().parent / "schemas" / "helm"
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "istio-multicloud"
+from tests.support.mesh_fixture import MeshRepo, mesh_repo
+from tests.support.repos import REPO_ROOT, TESTS_DIR
+
+SCHEMAS = TESTS_DIR / "schemas" / "helm"
+EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 # The fields of one clustermesh.config.clusters entry the 1.19 chart reads
 # (templates/_helpers.tpl "clustermesh-clusters"; tls.* is deprecated and never written).
 PEER_ENTRY_KEYS = {"enabled", "address", "port", "ips"}
@@ -47,7 +49,7 @@ def rendered_values(repo: Path) -> dict[str, dict[str, Any]]:
 def variants() -> Iterator[tuple[str, MeshRepo]]:
     yield "base", mesh_repo()
     repo = mesh_repo()
-    repo.mesh["spec"]["cilium"].update(
+    repo.mesh_spec["cilium"].update(
         routingMode="native", nativeRoutingCIDR="10.0.0.0/8", encryption="none",
         maxConnectedClusters=511, peers="all", apiserverService="NodePort",
         ca={"certManagerIssuer": {"kind": "ClusterIssuer", "name": "mesh-ca"}})

@@ -1,6 +1,6 @@
 """Refusing a mesh that cannot work (meshplan.mesh.check): one case per refusal and variants.
 
-Every case edits the valid base repository of ``support.mesh_fixture`` in one way, runs the
+Every case edits the valid base repository of ``tests.support.mesh_fixture`` in one way, runs the
 real pipeline (``meshplan validate``'s function) and expects one located diagnostic: its file,
 its key path, its severity and the words a person needs. The base itself is valid, so each
 case's diagnostic comes from its one edit.
@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from meshplan.diagnostics import Diagnostic, Severity
 from meshplan.pipeline import validate
-from support.mesh_fixture import MeshRepo, mesh_repo
+
+from tests.support.mesh_fixture import MeshRepo, mesh_repo
 
 Edit = Callable[[MeshRepo], Any]
 RETAIL = "inventory/retail.yaml"
@@ -45,11 +46,11 @@ def run(repo: MeshRepo, tmp_path: Path) -> tuple[bool, tuple[Diagnostic, ...]]:
 
 
 def setting(**values: Any) -> Edit:
-    return lambda r: r.mesh["spec"]["cilium"].update(values)
+    return lambda r: r.mesh_spec["cilium"].update(values)
 
 
 def istio_setting(**values: Any) -> Edit:
-    return lambda r: r.mesh["spec"]["istio"].update(values)
+    return lambda r: r.mesh_spec["istio"].update(values)
 
 
 def on(cluster: str, **values: Any) -> Edit:
@@ -72,7 +73,7 @@ def both(*edits: Edit) -> Edit:
 def _fleet(count: int, peers: str) -> Edit:
     """``count`` more ClusterMesh members in a domain of their own (ids 1..255, reused)."""
     def edit(r: MeshRepo) -> None:
-        r.mesh["spec"]["cilium"]["peers"] = peers
+        r.mesh_spec["cilium"]["peers"] = peers
         r.clusters["fleet"] = [
             {"name": f"f{i}", "meshId": 30 + i % 200, "podCIDRs": [f"10.{100 + i // 256}."
                                                                 f"{i % 256}.0/24"],
@@ -116,7 +117,7 @@ CASES = [
     case("id-above-511", on("eu1", meshId=512), RETAIL, "spec.clusters[0].meshId", "511",
          "512"),
     case("id-above-255-without-cilium", both(on("eu1", meshId=300),
-                                             lambda r: r.mesh["spec"].pop("cilium"),
+                                             lambda r: r.mesh_spec.pop("cilium"),
                                              *(drop(c, "clustermesh")
                                                for c in ("eu1", "us1", "ap1", "p1"))),
          RETAIL, "spec.clusters[0].meshId", "needs spec.cilium.maxConnectedClusters: 511"),
@@ -170,15 +171,15 @@ CASES = [
          RETAIL, "spec.clusters[2].clustermesh.port", "listens on 2379",
          severity=Severity.WARNING),
     # ---- the shared CA and the Mesh document's sections
-    case("cilium-ca-missing", lambda r: r.mesh["spec"]["cilium"].pop("ca"), MESH,
+    case("cilium-ca-missing", lambda r: r.mesh_spec["cilium"].pop("ca"), MESH,
          "spec.cilium.ca", "the shared ClusterMesh CA", "method helm"),
     case("cilium-ca-other-secret", setting(ca={"existingSecret": "my-ca"}), MESH,
          "spec.cilium.ca.existingSecret", "'cilium-ca'", "found 'my-ca'"),
-    case("cilium-section-missing", lambda r: r.mesh["spec"].pop("cilium"), RETAIL,
+    case("cilium-section-missing", lambda r: r.mesh_spec.pop("cilium"), RETAIL,
          "spec.clusters[0].clustermesh", "expected spec.cilium"),
-    case("istio-section-missing", lambda r: r.mesh["spec"].pop("istio"), RETAIL,
+    case("istio-section-missing", lambda r: r.mesh_spec.pop("istio"), RETAIL,
          "spec.clusters[0].istio", "expected spec.istio"),
-    case("istio-root-ca-missing", lambda r: r.mesh["spec"]["istio"].pop("rootCA"), MESH,
+    case("istio-root-ca-missing", lambda r: r.mesh_spec["istio"].pop("rootCA"), MESH,
          "spec.istio.rootCA", "the Istio root CA", "found none"),
     case("istio-root-ca-other-secret", istio_setting(rootCA={"existingSecret": "my-ca"}),
          MESH, "spec.istio.rootCA.existingSecret", "'cacerts'"),
@@ -212,7 +213,7 @@ CASES = [
                                                           "trustDomain": "retail-ap1.example"})),
          WEB, "spec.egress[0].toEndpoints[0]", "expected a path from retail/eu1 to retail/ap1",
          "both Istio members are on network 'net-eu'"),
-    case("flow-between-istio-networks", both(lambda r: r.mesh["spec"].pop("cilium"),
+    case("flow-between-istio-networks", both(lambda r: r.mesh_spec.pop("cilium"),
                                              *(drop(c, "clustermesh")
                                                for c in ("eu1", "us1", "ap1", "p1")),
                                              on("ap1", istio={"network": "net-ap",
@@ -247,7 +248,7 @@ def test_the_base_repository_is_valid(tmp_path: Path) -> None:
 def test_all_errors_of_a_run_are_reported_together(tmp_path: Path) -> None:
     repo = mesh_repo()
     for edit in (drop("eu1", "meshId"), on("ap1", clustermesh={"port": 2379}),
-                 lambda r: r.mesh["spec"]["istio"].pop("rootCA"),
+                 lambda r: r.mesh_spec["istio"].pop("rootCA"),
                  on("p1", istio={"network": "net-eu"})):
         edit(repo)
     ok, diagnostics = run(repo, tmp_path)

@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from meshplan.mesh.plan import MeshPlan, ref_of
 from meshplan.pipeline import analyse
 from meshplan.refine import ClusterRef, Plan
-from strategies import RepoSpec, repos
-from support.mesh_fixture import mesh_repo
+
+from tests.support.ci import examples
+from tests.support.mesh_fixture import mesh_repo
+from tests.support.strategies import RepoSpec, repos
 
 CLUSTER_KEY = "io.cilium.k8s.policy.cluster"
 MESH = {"apiVersion": "meshplan.dev/v1alpha1", "kind": "Mesh", "metadata": {"name": "m"},
@@ -66,7 +69,9 @@ def as_mesh(spec: RepoSpec) -> RepoSpec:
     return spec
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow  # a property over random repositories: the full tier
+@settings(max_examples=examples(60), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(repos(max_domains=3, max_clusters=3, max_services=3, max_requirements=3))
 def test_peers_needed_are_exactly_the_clusters_with_intended_flows(spec: RepoSpec) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,7 +89,7 @@ def test_peers_needed_are_exactly_the_clusters_with_intended_flows(spec: RepoSpe
 
 def test_peers_all_connects_every_member(tmp_path: Path) -> None:
     repo = mesh_repo()
-    repo.mesh["spec"]["cilium"]["peers"] = "all"
+    repo.mesh_spec["cilium"]["peers"] = "all"
     analysis = analyse(repo.write(tmp_path))
     assert analysis.mesh is not None
     names = {c.name: [p.name for p in analysis.mesh.peers_of(c)]
