@@ -6,7 +6,6 @@ pipeline, so "keeps the rule" means exactly what the checker enforces.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import yaml
 from meshplan.pipeline import validate
 
 from tests.support.cli import RunCli
+from tests.support.gitserver import git
 from tests.support.mesh_fixture import MeshRepo, mesh_repo
 
 
@@ -34,8 +34,11 @@ def ids(root: Path) -> dict[str, int | None]:
 
 
 def apply(root: Path, patch: str) -> None:
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    subprocess.run(["git", "-C", str(root), "apply", "-"], input=patch, text=True, check=True)
+    """``git apply`` the proposal, as its user would."""
+    git(root, "init", "-q")
+    patch_file = root / ".git" / "ids.patch"
+    patch_file.write_text(patch, encoding="utf-8")
+    git(root, "apply", str(patch_file))
 
 
 def test_the_patch_applies_and_the_result_is_valid(cli: RunCli, tmp_path: Path) -> None:
