@@ -1,7 +1,9 @@
-"""Stage sequencing, and only here: load -> schema -> model -> check -> refine -> render.
+"""Stage sequencing, and only here: load -> schema -> model -> check -> refine -> (mesh plan)
+-> render.
 
 Each function only sequences stages (and hands the result to the command that needs a whole
-run: verify, diff, publish); the work lives in the stage modules, which never import this one.
+run: verify, diff, publish, propose-ids); the work lives in the stage modules, which never
+import this one.
 """
 
 from __future__ import annotations
@@ -98,11 +100,13 @@ def analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
 
 
 def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
-    """Load, check structure, build the model, check meaning and refine; never raises on input.
+    """Load, check structure, build the model, check meaning, refine and plan the mesh (with a
+    Mesh document); never raises on input.
 
-    Refinement runs here too because some problems only show once objects exist (two services
-    becoming the same global Service, an ExternalName clashing with a Service): ``validate``
-    must report exactly what ``render`` would.
+    Refinement and the mesh plan run here too because some problems only show once objects
+    or the plan exist (two services becoming the same global Service, an ExternalName
+    clashing with a Service, a flow without a path): ``validate`` must report exactly what
+    ``render`` would.
     """
     inputs, diagnostics = load_repository(repo)
     domains: list[Domain] = []
