@@ -95,7 +95,8 @@ def test_this_repository_runs_only_local_hooks_with_locked_tools() -> None:
     assert [repo["repo"] for repo in config["repos"]] == ["local"]
     hooks = config["repos"][0]["hooks"]
     assert {hook["id"] for hook in hooks} >= {"ruff", "mypy", "actionlint", "json-schemas",
-                                              "example-validates"}
+                                              "example-validates", "istio-example-validates",
+                                              "istio-example-output-up-to-date"}
     for hook in hooks:
         assert hook["language"] == "unsupported", hook["id"]
         assert hook["entry"].startswith((".venv/bin/", ".ci/npm/node_modules/.bin/")), hook["id"]
