@@ -252,9 +252,13 @@ def test_same_name_in_different_namespaces_is_allowed() -> None:
 
 
 def test_peer_wildcard_value_on_a_raw_label() -> None:
-    assert problems(mesh(b=[requirement("r", egress_to('{app: "*"}'))])) == [
-        "requirements/b/r0.yaml:10:11: error: expected a label value for 'app', found \"*\" "
-        "(only the abstract labels service and cluster take wildcards)"]
+    """Reported by the structure stage, with the other rules of label values."""
+    docs, _ = parse_yaml("requirements/b/r0.yaml", requirement("r", egress_to('{app: "*"}')))
+    assert [str(p.location) + ": " + p.message
+            for p in check_requirement_document(docs[0])[1]] == [
+        "requirements/b/r0.yaml:10:30: expected a Kubernetes label value (at most 63 letters, "
+        "digits, '-', '_', '.', starting and ending with a letter or digit), found '*' (only the "
+        "abstract labels service and cluster take wildcards)"]
 
 
 def test_peer_named_service_in_a_cluster_where_it_does_not_run() -> None:

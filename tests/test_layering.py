@@ -21,6 +21,7 @@ PACKAGE = Path(meshplan.__file__).parent
 LAYERS = (
     # the vocabulary and value types every stage may use
     ("meshplan", "diagnostics", "vocabulary", "outputs", "yamltext", "rust_regex"),
+    ("admission",),  # what Kubernetes and Cilium accept: names, label keys, selectors
     ("load",),  # stage 1, a package
     ("schema", "model"),  # stages 2 and 3
     ("check", "refine", "bootstrap"),  # stages 4 and 5, GitOps bootstrap from the model

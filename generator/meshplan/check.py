@@ -360,12 +360,7 @@ class RequirementChecker:
                         "the consent of the cluster's domain)")
             return
         if not peer.is_abstract:
-            for key_, value in labels.items():
-                if value == WILDCARD:
-                    yield error(peer.location, path, f"expected a label value for '{key_}', "
-                                "found \"*\" (only the abstract labels service and cluster take "
-                                "wildcards)")
-            return
+            return  # its labels were checked with the structure (meshplan.admission)
         raw = sorted(k for k in labels if k not in ABSTRACT_KEYS)
         if peer.selector.match_expressions:
             raw.append("matchExpressions")

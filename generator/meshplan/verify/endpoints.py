@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
+from ..admission import bare_key as normalize_key
 from ..model import Inventory, Labels, Selector
 from ..vocabulary import (
     CILIUM_CLUSTER_LABEL,
@@ -19,7 +20,6 @@ from ..vocabulary import (
     POD_NAMESPACE_LABEL,
 )
 from .addresses import Block, block_of
-from .selectors import normalize_key
 
 DNS_LABELS: Labels = ((DNS_APP_LABEL, DNS_APP),)
 
