@@ -200,7 +200,17 @@ def test_consent_named_service_must_be_exported() -> None:
     assert problems(mesh(b=[requirement("r", egress_to("{service: web, domain: a}"))])) == []
     assert problems(mesh(b=[requirement("r", egress_to("{service: db, domain: a}"))])) == [
         "requirements/b/r0.yaml:10:11: error: expected a service exported to domain 'b', found "
-        "'db' of domain 'a' (inventory/d0.yaml:20), which does not list 'b' in exportTo"]
+        "'db' of domain 'a' (inventory/d0.yaml:20), which does not list 'b' in exportTo "
+        "(exportTo is needed to call a service, not to admit it at ingress)"]
+
+
+@pytest.mark.parametrize("peer", ["{service: db, domain: a}", "{service: db, domain: a, "
+                                  "cluster: cl2}", "{domain: a}", "{cluster: cl2, domain: a}"])
+def test_consent_is_not_needed_to_admit_at_ingress(peer: str) -> None:
+    spec = egress_to(peer).replace("  egress:\n    - toEndpoints:",
+                                   "  ingress:\n    - fromEndpoints:")
+    assert "fromEndpoints" in spec
+    assert problems(mesh(b=[requirement("r", spec)])) == []
 
 
 def test_consent_wildcards_only_see_exported_services() -> None:
@@ -210,7 +220,7 @@ def test_consent_wildcards_only_see_exported_services() -> None:
         "in cluster 'cl2' of domain 'a', so it allows nothing"]
     egress = inventory.requirements[0].egress
     assert egress is not None
-    assert inventory.resolve_peer(egress[0].endpoints[0].selector, "b") == ()
+    assert inventory.resolve_peer(egress[0].endpoints[0].selector, "b", direction="egress") == ()
 
 
 def test_export_to_everyone() -> None:

@@ -270,9 +270,9 @@ def test_wildcard_peer_matching_nothing_allows_nothing_and_warns(tmp_path: Path)
     repo = repo_with(tmp_path, {"beta": [
         requirement("shop", {"service": "shop"},
                     egress=[to({"service": "*", "domain": "gamma"})],
-                    ingress=[from_({"service": "*", "domain": "gamma"})]),
+                    ingress=[from_({"service": "*", "cluster": "b3"})]),
         requirement("only-in", {"service": "shop"},
-                    ingress=[from_({"service": "*", "domain": "gamma", "cluster": "g1"})]),
+                    ingress=[from_({"service": "*", "domain": "beta", "cluster": "b3"})]),
     ]})
     files, diagnostics = render_files(repo)
     warnings = [d for d in diagnostics if d.severity is Severity.WARNING]
@@ -515,6 +515,9 @@ def test_other_domains_output_changes_only_for_services_exported_to_the_requirem
                 assert kind == "Service" and (namespace, name) in exported, (path, kind, name)
     assert views["gamma/g1"].objects == ()
     assert objects_by_key(views["alpha/a1"])  # something did change for api
+    # exportTo is about calling: the ingress peers admit gamma's private service all the same
+    ingress = views["beta/b1"].policy("shop", "shop").direction("ingress")
+    assert ep("ingress", {"app": "hidden"}, "hidden", {"gamma-1"}, ports("443/TCP")) in ingress
 
 
 def test_naming_a_service_that_is_not_exported_is_an_error(tmp_path: Path) -> None:

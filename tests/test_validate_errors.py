@@ -478,9 +478,15 @@ CASES = [
          f"{RB}:13:11", "toEndpoints", "matchLabels.service",
          "expected a service of domain 'domain1'", "found 'databse'",
          "did you mean 'database'?"),
-    case("peer-service-of-other-domain-not-exported", sub(D2, FRONTEND_EXPORT, ""),
-         f"{RB}:16:11", "matchLabels.service", "exported to domain 'domain1'",
-         "'frontend' of domain 'domain2'", "(inventory/domain2.yaml:34)",
+    case("egress-peer-service-of-other-domain-not-exported",
+         sub(RB, "{service: database}", "{service: service3, domain: domain2}"),
+         f"{RB}:13:11", "matchLabels.service", "exported to domain 'domain1'",
+         "'service3' of domain 'domain2'", "(inventory/domain2.yaml:19)",
+         "does not list 'domain1' in exportTo"),
+    case("egress-peer-exported-to-someone-else",
+         chain(sub(D2, FRONTEND_EXPORT, "      exportTo: [domain9]\n"),
+               sub(RB, "{service: database}", "{service: frontend, domain: domain2}")),
+         f"{RB}:13:11", "matchLabels.service", "exported to domain 'domain1'",
          "does not list 'domain1' in exportTo"),
     case("removed-service-still-named-by-peer", sub(D1, DATABASE, ""),
          f"{RB}:13:11", "matchLabels.service", "expected a service of domain 'domain1'",
@@ -554,7 +560,8 @@ CASES = [
     case("selector-key-reserved-source",
          sub(RB, "{service: database}", "{reserved:host: \"\"}"),
          f"{RB}:13:25", "matchLabels.reserved:host", "Cilium selector key"),
-    case("service-name-starts-with-a-digit", sub(D1, "    - name: service2\n", "    - name: 2web\n"),
+    case("service-name-starts-with-a-digit",
+         sub(D1, "    - name: service2\n", "    - name: 2web\n"),
          f"{D1}:26:13", "spec.services[1].name", "DNS-1035 label", "found '2web'"),
     case("service-name-underscore", sub(D1, "    - name: service2\n", "    - name: web_api\n"),
          f"{D1}:26:13", "spec.services[1].name", "DNS-1035 label", "found 'web_api'"),
@@ -789,7 +796,7 @@ def test_wildcard_peer_matching_nothing_is_a_warning(tmp_path: Path) -> None:
     assert stdout.startswith("valid: 2 domain(s), 5 cluster(s)")
     assert stderr.splitlines() == [
         f"{RF}:21:11: spec.ingress[1].fromEndpoints[0]: warning: peer matches no service "
-        "visible to domain 'domain2' in cluster 'cl5' of domain 'domain2', so it allows nothing"]
+        "in cluster 'cl5' of domain 'domain2', so it allows nothing"]
     code, stdout, _ = run_validate(repo, "--format", "json")
     report = json.loads(stdout)
     assert (code, report["ok"], report["counts"]["warning"]) == (0, True, 1)

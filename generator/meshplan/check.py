@@ -13,7 +13,7 @@ import difflib
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
-from typing import NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 from .diagnostics import Diagnostic, Location, error, warning
 from .model import (
@@ -351,7 +351,8 @@ class RequirementChecker:
         for cidr in rule.cidrs:
             yield from self._cidr(cidr, rule.direction, cidrs_key)
 
-    def _peer(self, peer: Peer, direction: str, key: str) -> Iterator[Diagnostic]:
+    def _peer(self, peer: Peer, direction: Literal["egress", "ingress"],
+              key: str) -> Iterator[Diagnostic]:
         labels = dict(peer.selector.match_labels)
         path = peer.path or f"spec.{direction}.{key}"
         if CILIUM_CLUSTER_LABEL in labels or f"k8s:{CILIUM_CLUSTER_LABEL}" in labels:
@@ -368,9 +369,10 @@ class RequirementChecker:
             yield error(peer.location, path, "expected either abstract labels (service, "
                         f"cluster, domain) or raw pod labels, found both ({', '.join(raw)})")
             return
-        yield from self._abstract_peer(peer, labels, path)
+        yield from self._abstract_peer(peer, labels, path, direction)
 
-    def _abstract_peer(self, peer: Peer, labels: dict[str, str], path: str) -> Iterator[Diagnostic]:
+    def _abstract_peer(self, peer: Peer, labels: dict[str, str], path: str,
+                       direction: Literal["egress", "ingress"]) -> Iterator[Diagnostic]:
         domain_name = labels.get(DOMAIN_KEY, self.req.domain)
         target = self.inventory.domain_by_name.get(domain_name)
         if target is None and domain_name in self.broken_domains:
@@ -388,16 +390,19 @@ class RequirementChecker:
             return
         service_name = labels.get(SERVICE_KEY, WILDCARD)
         if service_name != WILDCARD:
-            yield from self._named_service_peer(peer, target, service_name, cluster, path)
+            yield from self._named_service_peer(peer, target, service_name, cluster, path,
+                                                direction)
             return
-        if not self.inventory.resolve_peer(peer.selector, self.req.domain):
+        if not self.inventory.resolve_peer(peer.selector, self.req.domain, direction=direction):
             scope = (f"cluster '{cluster}' of " if cluster != WILDCARD else "") + \
                     f"domain '{target.name}'"
-            yield warning(peer.location, path, f"peer matches no service visible to domain "
-                          f"'{self.req.domain}' in {scope}, so it allows nothing")
+            visible = f" visible to domain '{self.req.domain}'" if direction == "egress" else ""
+            yield warning(peer.location, path, f"peer matches no service{visible} in {scope}, "
+                          "so it allows nothing")
 
     def _named_service_peer(
-        self, peer: Peer, target: Domain, name: str, cluster: str, path: str
+        self, peer: Peer, target: Domain, name: str, cluster: str, path: str,
+        direction: Literal["egress", "ingress"],
     ) -> Iterator[Diagnostic]:
         service = target.service_by_name.get(name)
         if service is None:
@@ -405,11 +410,13 @@ class RequirementChecker:
                         f"domain '{target.name}', found '{name}'"
                         f"{did_you_mean(name, target.service_by_name)}")
             return
-        if not service.exported_to(self.req.domain):
+        # exportTo governs who may call a service; admitting it at ingress needs no consent.
+        if direction == "egress" and not service.exported_to(self.req.domain):
             yield error(peer.location, f"{path}.matchLabels.service", f"expected a service "
                         f"exported to domain '{self.req.domain}', found '{name}' of domain "
                         f"'{target.name}' ({_first_seen(service.location)}), which does not "
-                        f"list '{self.req.domain}' in exportTo")
+                        f"list '{self.req.domain}' in exportTo (exportTo is needed to call a "
+                        "service, not to admit it at ingress)")
             return
         if cluster != WILDCARD and cluster not in service.clusters:
             yield error(peer.location, f"{path}.matchLabels.cluster", f"expected a cluster "

@@ -270,13 +270,15 @@ class Inventory:
             return service.namespace
         return requirement.namespace or DEFAULT_NAMESPACE
 
-    def resolve_peer(self, peer: Selector, from_domain: str) -> tuple[PeerTarget, ...]:
+    def resolve_peer(self, peer: Selector, from_domain: str, *,
+                     direction: Literal["egress", "ingress"]) -> tuple[PeerTarget, ...]:
         """Expand an abstract peer into the services (and clusters) it means.
 
-        Only services visible to ``from_domain`` (its own, or exported to it) are returned;
-        unknown names give an empty result (the checker reports them). Wildcards never reach
-        across the consent boundary: a ``service: "*"`` of another domain matches only what
-        that domain exported.
+        ``exportTo`` is about who may *call* a service: an egress peer sees only services
+        visible to ``from_domain`` (its own, or exported to it), so a ``service: "*"`` of another
+        domain matches only what that domain exported. An ingress peer may name the services
+        of any domain: it only opens ``from_domain``'s own pods to them. Unknown names give an
+        empty result (the checker reports them).
         """
         domain = self.domain_by_name.get(peer.label(DOMAIN_KEY) or from_domain)
         if domain is None:
@@ -290,7 +292,7 @@ class Inventory:
             candidates = (found,) if found else ()
         targets: list[PeerTarget] = []
         for service in candidates:
-            if not service.exported_to(from_domain):
+            if direction == "egress" and not service.exported_to(from_domain):
                 continue
             clusters = tuple(c for c in service.clusters
                              if cluster_name in (WILDCARD, c) and c in domain.cluster_by_name)

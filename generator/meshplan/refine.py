@@ -329,7 +329,8 @@ class _PlanBuilder:
             if not peer.is_abstract:
                 items.append(_RawPeer(peer, fixed_ports))
                 continue
-            for target in self.inventory.resolve_peer(peer.selector, req.domain):
+            for target in self.inventory.resolve_peer(peer.selector, req.domain,
+                                                      direction=rule.direction):
                 # Explicit ports win (even none); else egress goes to the target's ports and
                 # ingress comes to the protected service's ports.
                 to_ports: list[dict[str, Any]] | None = None
@@ -397,8 +398,12 @@ class _PlanBuilder:
         cause, peer, namespace = prep.key, item.peer, prep.namespace
         remote = [ref for ref in item.refs if ref != here]
         if remote:
-            for ref in remote:
-                self._namespace(ref, service.namespace, cause, peer)
+            # Nothing goes into another domain's clusters without its consent: an ingress peer
+            # may name any domain's services (it only opens our own pods to them), but their
+            # namespaces are made global only where that domain exported the service to us.
+            if service.exported_to(prep.requirement.domain):
+                for ref in remote:
+                    self._namespace(ref, service.namespace, cause, peer)
             if namespace is not None:
                 self._namespace(here, namespace, cause, peer)
         if item.direction != "egress":

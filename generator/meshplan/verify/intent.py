@@ -85,7 +85,8 @@ class _IntentBuilder:
         for peer in rule.endpoints:
             origin = Origin(peer.location, f"requirement {self.req.key}, {direction} peer")
             if peer.is_abstract:
-                for target in self.inventory.resolve_peer(peer.selector, self.req.domain):
+                for target in self.inventory.resolve_peer(peer.selector, self.req.domain,
+                                                          direction=rule.direction):
                     ports = explicit
                     if ports is None:
                         if direction == "egress":
