@@ -239,16 +239,59 @@ def test_requirement_without_rules_is_a_warning() -> None:
 
 
 @pytest.mark.parametrize(("excepts", "expected"), [
-    ("[10.0.0.0/16, 10.0.0.0/8]", []),
-    ("['fd00::/8']", ["requirements/b/r0.yaml:10:39: error: expected a CIDR inside "
-                      "10.0.0.0/8, found 'fd00::/8'"]),
-    ("[10.0.0.1/16]", ["requirements/b/r0.yaml:10:39: error: expected a network address, "
-                       "found '10.0.0.1/16' with host bits set (did you mean 10.0.0.0/16?)"]),
+    ("[172.0.0.0/16, 172.0.0.0/8]", []),
+    ("['fd00::/8']", ["requirements/b/r0.yaml:10:40: error: expected a CIDR inside "
+                      "172.0.0.0/8, found 'fd00::/8'"]),
+    ("[172.0.0.1/16]", ["requirements/b/r0.yaml:10:40: error: expected a network address, "
+                        "found '172.0.0.1/16' with host bits set (did you mean 172.0.0.0/16?)"]),
 ])
 def test_cidr_except(excepts: str, expected: list[str]) -> None:
     spec = ("  endpointSelector:\n    matchLabels: {service: client}\n  egress:\n"
-            f"    - toCIDRSet:\n        - {{cidr: 10.0.0.0/8, except: {excepts}}}\n")
+            f"    - toCIDRSet:\n        - {{cidr: 172.0.0.0/8, except: {excepts}}}\n")
     assert problems(mesh(b=[requirement("r", spec)])) == expected
+
+
+POD_CIDR_WARNING = ("requirements/b/r0.yaml:10:18: warning: expected an address block outside "
+                    "the pod networks, found {found} overlapping the pod CIDR {pods} of {owner} "
+                    "({file}): Cilium never matches pods (of any cluster of the mesh) by CIDR, "
+                    "so this rule reaches none of them; to reach pods, name their service "
+                    "({{service: ..., cluster: ...}})")
+CL1 = {"pods": "10.1.0.0/16", "owner": "a/cl1", "file": "inventory/d0.yaml:9"}
+CL2 = {"pods": "10.2.0.0/16", "owner": "a/cl2", "file": "inventory/d0.yaml:12"}
+CL3 = {"pods": "10.3.0.0/16", "owner": "b/cl3", "file": "inventory/d1.yaml:9"}
+
+
+@pytest.mark.parametrize(("rule", "overlaps"), [
+    ("{cidr: 10.2.0.0/16}", [CL2]),  # exactly a pod network: the user meant a service
+    ("{cidr: 10.2.3.0/24}", [CL2]),  # inside one
+    ("{cidr: 10.0.0.0/8}", [CL1, CL2, CL3]),  # every cluster's pods, its own included
+    ("{cidr: 10.0.0.0/8, except: [10.1.0.0/16, 10.3.0.0/16]}", [CL2]),  # holes over pods
+    ("{cidr: 10.0.0.0/8, except: [10.1.0.0/17]}", [CL1, CL2, CL3]),  # half a hole: overlaps
+    ("{cidr: 10.4.0.0/16}", []),
+    ("{cidr: 0.0.0.0/0, except: [10.0.0.0/8]}", []),
+    ("{cidr: '::/0'}", []),  # another IP version
+])
+def test_a_cidr_over_pod_networks_is_a_warning_naming_both_files(
+        rule: str, overlaps: list[dict[str, str]]) -> None:
+    spec = ("  endpointSelector:\n    matchLabels: {service: client}\n  egress:\n"
+            f"    - toCIDRSet:\n        - {rule}\n")
+    found = rule.split("cidr: ")[1].split(",")[0].strip("}'")
+    assert problems(mesh(b=[requirement("r", spec)])) == sorted(
+        POD_CIDR_WARNING.format(found=found, **o) for o in overlaps)
+
+
+def test_a_cidr_over_pod_networks_is_found_among_many() -> None:
+    """Bisection over the sorted pod networks finds exactly the overlapping ones."""
+    networks = ipaddress.ip_network("10.0.0.0/12").subnets(new_prefix=20)
+    clusters = "".join(f"    - {{name: c{i}, podCIDRs: [{net}]}}\n"
+                       for i, net in enumerate(networks))
+    spec = ("  endpointSelector:\n    matchLabels: {app: x}\n  egress:\n"
+            "    - toCIDRSet:\n        - {cidr: 10.3.32.0/19}\n"
+            "    - toCIDRSet:\n        - {cidr: 10.15.255.0/24}\n")
+    inventory = build([domain("d", clusters)], {"d": [requirement("r", spec)]})
+    found = [p.message.split("pod CIDR ")[1].split(" ")[0] for p in check_inventory(inventory)
+             if "pod CIDR" in p.message]
+    assert found == ["10.3.32.0/20", "10.3.48.0/20", "10.15.240.0/20"]
 
 
 def test_same_name_in_different_namespaces_is_allowed() -> None:
@@ -283,7 +326,7 @@ def test_selector_with_the_cilium_cluster_label() -> None:
         "{service: client}", "{app: client, io.cilium.k8s.policy.cluster: cluster3}")
     assert problems(mesh(b=[requirement("r", spec)])) == [
         "requirements/b/r0.yaml:7:5: error: expected pod labels, found the Cilium cluster "
-        "label: choose clusters with spec.clusters"]
+        "label 'io.cilium.k8s.policy.cluster': choose clusters with spec.clusters"]
 
 
 def test_every_check_reports_instead_of_stopping() -> None:

@@ -158,7 +158,8 @@ def test_an_empty_scope_is_refused_in_both_forms(tmp_path: Path) -> None:
     path.write_text(thesis.replace("  clusters: [cl3]\n", ""), encoding="utf-8")
     code, _, err = run_validate(repo)
     assert code == 1
-    assert ("expected at least one cluster name in meshplan.dev/clusters, found none") in err
+    assert ("allow-domain1.yaml:10:28: metadata.annotations.meshplan.dev/clusters: expected at "
+            "least one cluster name, found none") in err
 
 
 def test_policy_namespace() -> None:

@@ -170,6 +170,7 @@ class Requirement:
     cluster_wide: bool
     clusters: tuple[str, ...] | None  # None = every cluster of the domain
     cluster_locations: tuple[Location, ...]
+    cluster_paths: tuple[str, ...]  # key path of each written cluster name
     endpoint_selector: Selector
     egress: tuple[Rule, ...] | None
     ingress: tuple[Rule, ...] | None
@@ -462,7 +463,7 @@ def build_requirement(domain: str, doc: Document) -> Requirement:
     thesis = data["apiVersion"] != API_VERSION
     namespace = meta.get("namespace")
     cluster_wide = data["kind"] == CLUSTERWIDE_POLICY_KIND or namespace == WILDCARD
-    clusters, cluster_locations = _requirement_scope(doc, thesis)
+    clusters, cluster_locations, cluster_paths = _requirement_scope(doc)
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
                    if k != CLUSTERS_ANNOTATION}
     return Requirement(
@@ -472,6 +473,7 @@ def build_requirement(domain: str, doc: Document) -> Requirement:
         cluster_wide=cluster_wide,
         clusters=clusters,
         cluster_locations=cluster_locations,
+        cluster_paths=cluster_paths,
         endpoint_selector=_selector(spec["endpointSelector"]),
         egress=_rules(doc, "egress", spec),
         ingress=_rules(doc, "ingress", spec),
@@ -486,18 +488,21 @@ def build_requirement(domain: str, doc: Document) -> Requirement:
 
 
 def _requirement_scope(
-    doc: Document, thesis: bool
-) -> tuple[tuple[str, ...] | None, tuple[Location, ...]]:
+    doc: Document,
+) -> tuple[tuple[str, ...] | None, tuple[Location, ...], tuple[str, ...]]:
+    """The written clusters (``spec.clusters``, else the annotation), where each was written."""
     spec = doc.data["spec"]
     annotation = (doc.data["metadata"].get("annotations") or {}).get(CLUSTERS_ANNOTATION)
     if spec.get("clusters") is not None:
         names = tuple(spec["clusters"])
-        return names, tuple(doc.location(("spec", "clusters", i)) for i in range(len(names)))
+        return (names, tuple(doc.location(("spec", "clusters", i)) for i in range(len(names))),
+                tuple(f"spec.clusters[{i}]" for i in range(len(names))))
     if annotation is not None:
         names = tuple(n.strip() for n in str(annotation).split(",") if n.strip())
-        where = doc.location(("metadata", "annotations", CLUSTERS_ANNOTATION))
-        return names, tuple(where for _ in names)
-    return None, ()
+        path: PathKey = ("metadata", "annotations", CLUSTERS_ANNOTATION)
+        where = doc.location(path)
+        return names, tuple(where for _ in names), tuple(format_path(path) for _ in names)
+    return None, (), ()
 
 
 def _selector(data: Mapping[str, Any]) -> Selector:

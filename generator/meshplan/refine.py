@@ -9,11 +9,12 @@ lists every cause, and two different bodies for one key are a clash naming both 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .diagnostics import Diagnostic, Location, error
+from .admission import MAX_PORTS_PER_PORT_RULE, bare_key, valid_external_name
+from .diagnostics import Diagnostic, Location, error, warning
 from .model import (
     Cluster,
     Inventory,
@@ -26,6 +27,7 @@ from .model import (
     Service,
 )
 from .vocabulary import (
+    AFFINITY_ANNOTATION,
     ARGOCD_SYNC_OPTIONS_ANNOTATION,
     ARGOCD_SYNC_WAVE_ANNOTATION,
     CILIUM_CLUSTER_LABEL,
@@ -38,6 +40,7 @@ from .vocabulary import (
     GLOBAL_SERVICE_ANNOTATION,
     K8S_POD_NAMESPACE_LABEL,
     MANAGED_BY,
+    NAMESPACE_LABELS_PREFIX,
     NETWORK_POLICY_KIND,
     POD_NAMESPACE_LABEL,
     REQUIRED_BY_ANNOTATION,
@@ -48,9 +51,6 @@ from .vocabulary import (
 KIND_ORDER = ("Namespace", "Service", CLUSTERWIDE_POLICY_KIND, NETWORK_POLICY_KIND)
 SYNC_WAVE = {"Namespace": "-2", "Service": "-1"}
 
-# The namespace label as a peer may spell it (Cilium's docs often omit the source prefix).
-NAMESPACE_KEYS = frozenset({K8S_POD_NAMESPACE_LABEL, POD_NAMESPACE_LABEL,
-                            f"any:{POD_NAMESPACE_LABEL}"})
 DNS_PEER_LABELS = {K8S_POD_NAMESPACE_LABEL: DNS_NAMESPACE, f"k8s:{DNS_APP_LABEL}": DNS_APP}
 DNS_PORTS = ({"port": "53", "protocol": "UDP"}, {"port": "53", "protocol": "TCP"})
 
@@ -135,19 +135,36 @@ def service_peer_selector(inventory: Inventory, target: PeerTarget) -> dict[str,
 
 
 def raw_peer_selector(peer: Peer, namespace: str | None, local_mesh: str) -> dict[str, Any]:
-    """A raw pod-label peer with the namespace and the (local) cluster made explicit."""
+    """A raw pod-label peer with the namespace and the (local) cluster made explicit.
+
+    The namespace is what Cilium itself would pin (``getEndpointSelector``): the policy's,
+    unless the peer names a namespace (any spelling, labels or expressions) or selects by
+    namespace labels (``io.cilium.k8s.namespace.labels.*``: pods of every namespace so
+    labelled); a cluster-wide policy pins none.
+    """
     body = selector_body(peer.selector)
     labels = body.setdefault("matchLabels", {})
-    written = {*labels, *(e.key for e in peer.selector.match_expressions)}
-    if namespace is not None and not written & NAMESPACE_KEYS:
+    if namespace is not None and peer_pins_namespace(peer.selector):
         labels[K8S_POD_NAMESPACE_LABEL] = namespace
     labels[CILIUM_CLUSTER_LABEL] = local_mesh
     return body
 
 
+def peer_pins_namespace(selector: Selector) -> bool:
+    """Whether Cilium confines a namespaced policy's peer to the policy's namespace."""
+    keys = [bare_key(k) for k, _ in selector.match_labels]
+    keys += [bare_key(e.key) for e in selector.match_expressions]
+    return not any(k is not None and (k == POD_NAMESPACE_LABEL or
+                                      k.startswith(NAMESPACE_LABELS_PREFIX)) for k in keys)
+
+
 def ports_body(ports: Iterable[tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """``toPorts``: Cilium rejects a whole policy with more than 40 ports in one entry, so
+    longer lists are split (entries of one rule are alternatives: same meaning)."""
     entries = [{"port": port, **({"protocol": proto} if proto else {})} for port, proto in ports]
-    return [{"ports": entries}]
+    step = MAX_PORTS_PER_PORT_RULE
+    return [{"ports": entries[i:i + step]} for i in range(0, len(entries), step)] or \
+        [{"ports": entries}]
 
 
 def service_ports(service: Service) -> list[tuple[str, str | None]]:
@@ -234,6 +251,9 @@ class _PlanBuilder:
         self._to_ports: dict[int, list[dict[str, Any]] | None] = {}
         self._peer_selectors: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
         self._dns_rules: dict[str, dict[str, Any]] = {}
+        # (connection, client cluster) of every egress flow to a service, for
+        # the load-balancing check once every Service is known.
+        self._calls: list[tuple[_Connection, Cluster]] = []
 
     # -- requirements -------------------------------------------------------------------
 
@@ -408,6 +428,7 @@ class _PlanBuilder:
                 self._namespace(here, namespace, cause, peer)
         if item.direction != "egress":
             return
+        self._calls.append((item, cluster))
         if remote:
             runs_here = service.domain == cluster.domain and cluster.name in service.clusters
             for ref in remote:
@@ -483,6 +504,14 @@ class _PlanBuilder:
         memo_key = (id(service), namespace, cluster.cluster_domain)
         memo = self._external_bodies.get(memo_key)
         if memo is None:
+            target = f"{service.name}.{service.namespace}.svc.{cluster.cluster_domain}"
+            if not valid_external_name(target):
+                self.diagnostics.append(error(
+                    peer.location, "", f"expected the ExternalName Service {namespace}/"
+                    f"{service.name} of {ref.path} to point at a DNS name of at most 253 "
+                    f"characters, found '{target}' ({len(target)}): shorten the service, its "
+                    f"namespace or the cluster's clusterDomain ({_at(cluster.location)})"))
+                return
             body = {
                 "apiVersion": "v1",
                 "kind": "Service",
@@ -491,8 +520,7 @@ class _PlanBuilder:
                              "annotations": {ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE["Service"]}},
                 "spec": {
                     "type": "ExternalName",
-                    "externalName": f"{service.name}.{service.namespace}.svc."
-                                    f"{cluster.cluster_domain}",
+                    "externalName": target,
                     "ports": self._port_list(service),
                 },
             }
@@ -562,7 +590,45 @@ class _PlanBuilder:
             return
         pending.causes.add(cause)
 
+    # -- load balancing -----------------------------------------------------------------
+
+    def _backend_clusters(self, service: Service, client: ClusterRef) -> tuple[str, ...]:
+        """The clusters whose pods of ``service`` a client in ``client`` is load-balanced to.
+
+        Cilium merges a global Service's backends from every cluster whose copy is global and
+        shared (the default), and a cluster's clients use them only if their own copy is
+        global; local backends are always used. Affinity annotations are preferences with
+        fail-over, never restrictions (clustermesh/services.rst, affinity.rst).
+        """
+        local = client.domain == service.domain and client.name in service.clusters
+        if not _is_global(self._service_copy(client, service)):
+            return (client.name,) if local else ()
+        return tuple(c for c in service.clusters if (local and c == client.name) or _shares(
+            self._service_copy(ClusterRef(service.domain, c), service)))
+
+    def _service_copy(self, ref: ClusterRef, service: Service) -> Mapping[str, Any]:
+        """The annotations of the Service meshplan emits for ``service`` in ``ref`` ({} if none)."""
+        pending = self.objects.get(ObjectKey(ref, "Service", service.namespace, service.name))
+        return pending.body["metadata"]["annotations"] if pending is not None else {}
+
+    def _load_balancing_warnings(self) -> None:
+        seen: set[tuple[Location, str, str]] = set()
+        for item, cluster in self._calls:
+            service = item.target.service
+            client = ClusterRef(cluster.domain, cluster.name)
+            backends = self._backend_clusters(service, client)
+            lost = [c for c in backends if c not in item.target.clusters]
+            key = (item.peer.location, service.key, cluster.name)
+            if not lost or key in seen:
+                continue
+            seen.add(key)
+            self.diagnostics.append(warning(
+                item.peer.location, item.peer.path, _load_balancing_message(
+                    service, cluster.name, backends, item.target.clusters, lost,
+                    local=client.domain == service.domain and cluster.name in service.clusters)))
+
     def finish(self) -> Plan:
+        self._load_balancing_warnings()
         by_cluster: dict[ClusterRef, list[Manifest]] = {}
         objects, self.objects = self.objects, {}
         while objects:  # popping frees each pending record as soon as its Manifest exists
@@ -580,6 +646,35 @@ class _PlanBuilder:
                 plans.append(ClusterPlan(ref, cluster.mesh_name, tuple(manifests)))
         plans.sort(key=lambda p: p.cluster)
         return Plan(tuple(plans), tuple(self.diagnostics))
+
+
+def _is_global(annotations: Mapping[str, Any]) -> bool:
+    return annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true"
+
+
+def _shares(annotations: Mapping[str, Any]) -> bool:
+    """A copy of a Service contributes its backends to other clusters (global and shared)."""
+    return _is_global(annotations) and annotations.get(SHARED_SERVICE_ANNOTATION) != "false"
+
+
+def _load_balancing_message(service: Service, client: str, backends: Sequence[str],
+                            admitted: Sequence[str], lost: Sequence[str], *,
+                            local: bool) -> str:
+    fixes = [f"admit {', '.join(lost)} too (or drop cluster: from the peer)"]
+    if local and client not in admitted:
+        fixes.append(f"set {AFFINITY_ANNOTATION}: remote on {service.name} in {client}")
+    elif local and list(admitted) == [client]:
+        fixes.append(f"set {AFFINITY_ANNOTATION}: local on {service.name} in {client}")
+    remote_lost = [c for c in lost if c != client]
+    if remote_lost:
+        fixes.append(f"stop {', '.join(remote_lost)} sharing its backends "
+                     f'({SHARED_SERVICE_ANNOTATION}: "false", which affects every caller)')
+    return (f"expected the clusters this peer admits ({', '.join(admitted)}) to cover every "
+            f"backend of the global Service {service.namespace}/{service.name} that clients in "
+            f"{client} are load-balanced to ({', '.join(backends)}), found "
+            f"{', '.join(lost)} not admitted: those connections will be dropped, at random. "
+            f"Fix: {'; or '.join(fixes)} (affinity is a preference with fail-over, not a "
+            "guarantee)")
 
 
 def _service_port(port: int, protocol: str, name: str | None) -> dict[str, Any]:

@@ -26,7 +26,13 @@ from .admission import LABEL_VALUE, SelectorProblem, selector_problems
 from .diagnostics import Diagnostic, error, notice
 from .load.document import Document, PathKey, format_path
 from .rust_regex import rust_dialect
-from .vocabulary import ABSTRACT_KEYS, POLICY_KINDS, REQUIREMENT_ANNOTATIONS, WILDCARD
+from .vocabulary import (
+    ABSTRACT_KEYS,
+    CLUSTERS_ANNOTATION,
+    POLICY_KINDS,
+    REQUIREMENT_ANNOTATIONS,
+    WILDCARD,
+)
 
 SCHEMA_FILES = ("common", "domain", "requirement", "domain-request", "gitops")
 SCHEMA_URL = "https://meshplan.dev/schemas/{name}.schema.json"
@@ -184,6 +190,27 @@ def _meshplan_annotation_problems(doc: Document) -> Iterator[Diagnostic]:
             yield error(doc.key_location(path), format_path(path), "expected one of the "
                         f"annotations {', '.join(REQUIREMENT_ANNOTATIONS)}; found the unknown "
                         f"annotation '{key}'{suggestion}")
+    if CLUSTERS_ANNOTATION in annotations:
+        yield from _clusters_annotation_problems(doc, annotations[CLUSTERS_ANNOTATION])
+
+
+def _clusters_annotation_problems(doc: Document, value: Any) -> Iterator[Diagnostic]:
+    """The thesis form's scope: one written scope, a list of names with none left empty."""
+    path: PathKey = ("metadata", "annotations", CLUSTERS_ANNOTATION)
+    spec = doc.data.get("spec")
+    if isinstance(spec, dict) and "clusters" in spec:
+        yield error(doc.key_location(path), format_path(path), "expected the clusters either "
+                    f"in spec.clusters or in the annotation {CLUSTERS_ANNOTATION}, found both "
+                    "(one would be ignored): keep one")
+    if not isinstance(value, str):
+        return  # the schema words it
+    names = [name.strip() for name in value.split(",")]
+    if not any(names):
+        yield error(doc.location(path), format_path(path), "expected at least one cluster "
+                    "name, found none")
+    elif not all(names):
+        yield error(doc.location(path), format_path(path), "expected cluster names separated "
+                    f"by single commas, found an empty name in '{value}'")
 
 
 def domain_request_diagnostics(doc: Document) -> Iterator[Diagnostic]:

@@ -326,6 +326,14 @@ def _is_dns_rule(rule: Mapping[str, Any]) -> bool:
                for s in rule.get("toEndpoints") or ())
 
 
+def _names_namespaces(peer: EndpointPeer) -> bool:
+    """A peer that selects namespaces itself (by expression, or by namespace labels): Cilium
+    does not pin it to the policy's namespace, so meshplan must not either."""
+    keys = [k for k, _ in peer.labels] + [k for k, _, _ in peer.expressions]
+    return any(k == "io.kubernetes.pod.namespace" or k.startswith(
+        "io.cilium.k8s.namespace.labels.") for k in keys)
+
+
 def policy_anomalies(obj: Mapping[str, Any], mesh_name: str) -> list[str]:
     """Structural problems meshplan must never emit in a policy of cluster ``mesh_name``."""
     problems: list[str] = []
@@ -362,7 +370,8 @@ def policy_anomalies(obj: Mapping[str, Any], mesh_name: str) -> list[str]:
                 if peer.namespace and peer.namespace.startswith("!"):
                     problems.append(f"{name}: {direction}[{i}] peer with contradicting "
                                     f"namespaces {peer.namespace[1:]}")
-                if peer.namespace is None and obj["kind"] == "CiliumNetworkPolicy":
+                if peer.namespace is None and obj["kind"] == "CiliumNetworkPolicy" and \
+                        not _names_namespaces(peer):
                     problems.append(f"{name}: {direction}[{i}] peer without namespace")
     if "egress" in spec or (spec.get("enableDefaultDeny") or {}).get("egress"):
         dns_rules = [r for r in spec.get("egress") or () if _is_dns_rule(r)]
