@@ -39,6 +39,7 @@ PACKAGE_LAYERS = {
         ("addresses", "selectors"),
         ("endpoints",),
         ("connectivity",),
+        ("services",),  # Cilium's load-balancing of global Services
         ("intent", "cilium", "compare"),  # the two models and their comparison, side by side
         ("report",),
         ("__init__",),
@@ -92,9 +93,9 @@ def test_every_module_must_be_placed(copy: Path) -> None:
     assert check(copy) == [
         "meshplan.mesh: in no layer (declare it)",
         "meshplan.verify: layers declare ['__init__', 'addresses', 'cilium', 'compare', "
-        "'connectivity', 'endpoints', 'intent', 'ports', 'report', 'selectors'], the package "
-        "has ['__init__', 'addresses', 'cilium', 'compare', 'connectivity', 'endpoints', "
-        "'intent', 'istio', 'ports', 'report', 'selectors']",
+        "'connectivity', 'endpoints', 'intent', 'ports', 'report', 'selectors', 'services'], "
+        "the package has ['__init__', 'addresses', 'cilium', 'compare', 'connectivity', "
+        "'endpoints', 'intent', 'istio', 'ports', 'report', 'selectors', 'services']",
     ]
 
 

@@ -653,7 +653,7 @@ def test_a_cluster_limited_peer_behind_a_wider_global_service_is_a_warning(
               "admitted" in w]
     assert warned, diagnostics
     assert any(fix in w for w in warned), warned
-    assert all(w.startswith("expected the clusters this peer admits") for w in warned)
+    assert all(w.startswith("expected the clusters the peers of these pods admit") for w in warned)
 
 
 @pytest.mark.parametrize("peer", [
@@ -667,6 +667,16 @@ def test_a_peer_admitting_every_backend_is_not_warned(tmp_path: Path,
     service = "shop" if owner == "beta" else "web"
     _, diagnostics = render_files(repo_with(tmp_path, {owner: [
         requirement("calls", {"service": service}, egress=[to(peer)])]}))
+    assert load_balancing(diagnostics) == []
+
+
+def test_requirements_selecting_the_same_pods_are_unioned(tmp_path: Path) -> None:
+    """Cilium unions the allows of every policy selecting a pod: a second requirement on the
+    same pods admitting the other cluster settles it (the thesis' use case 2b)."""
+    _, diagnostics = render_files(repo_with(tmp_path, {"alpha": [
+        requirement("local", {"service": "web"}, egress=[to({"service": "api", "cluster": "a1"})]),
+        requirement("all", {"service": "web"}, egress=[to({"service": "api"})]),
+    ]}))
     assert load_balancing(diagnostics) == []
 
 

@@ -233,6 +233,7 @@ class _Prepared:
     egress: tuple[_RuleItem, ...] | None
     ingress: tuple[_RuleItem, ...] | None
     origin: str
+    subject: Hashable  # whose pods the policy selects (the same for the same pods)
 
 
 class _PlanBuilder:
@@ -251,9 +252,9 @@ class _PlanBuilder:
         self._to_ports: dict[int, list[dict[str, Any]] | None] = {}
         self._peer_selectors: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
         self._dns_rules: dict[str, dict[str, Any]] = {}
-        # (connection, client cluster) of every egress flow to a service, for
-        # the load-balancing check once every Service is known.
-        self._calls: list[tuple[_Connection, Cluster]] = []
+        # (connection, client cluster, whose pods call) of every egress flow to a service,
+        # for the load-balancing check once every Service is known.
+        self._calls: list[tuple[_Connection, Cluster, Hashable]] = []
 
     # -- requirements -------------------------------------------------------------------
 
@@ -289,8 +290,9 @@ class _PlanBuilder:
         metadata["labels"] = {**dict(req.labels), **MANAGED_BY}
         metadata["annotations"] = {**dict(req.annotations), SOURCE_ANNOTATION: req.file}
         key = req.key
+        subject = (namespace, _hashable(spec_head["endpointSelector"]))
         return _Prepared(req, key, namespace, kind, metadata, spec_head, egress, ingress,
-                         f"requirement {key}")
+                         f"requirement {key}", subject)
 
     def _add_policy(self, prep: _Prepared, cluster: Cluster) -> None:
         here = ClusterRef(cluster.domain, cluster.name)
@@ -428,7 +430,7 @@ class _PlanBuilder:
                 self._namespace(here, namespace, cause, peer)
         if item.direction != "egress":
             return
-        self._calls.append((item, cluster))
+        self._calls.append((item, cluster, prep.subject))
         if remote:
             runs_here = service.domain == cluster.domain and cluster.name in service.clusters
             for ref in remote:
@@ -612,19 +614,27 @@ class _PlanBuilder:
         return pending.body["metadata"]["annotations"] if pending is not None else {}
 
     def _load_balancing_warnings(self) -> None:
+        """Warn where a client's peers admit only some of the clusters its copy of a global
+        Service load-balances to. Every requirement selecting the same pods (same namespace
+        and selector) counts: Cilium unions their allows."""
+        admitted: dict[tuple[ClusterRef, Hashable, str], set[str]] = {}
+        for item, cluster, subject in self._calls:
+            calls = (ClusterRef(cluster.domain, cluster.name), subject, item.target.service.key)
+            admitted.setdefault(calls, set()).update(item.target.clusters)
         seen: set[tuple[Location, str, str]] = set()
-        for item, cluster in self._calls:
+        for item, cluster, subject in self._calls:
             service = item.target.service
             client = ClusterRef(cluster.domain, cluster.name)
             backends = self._backend_clusters(service, client)
-            lost = [c for c in backends if c not in item.target.clusters]
-            key = (item.peer.location, service.key, cluster.name)
-            if not lost or key in seen:
+            allowed = admitted[(client, subject, service.key)]
+            lost = [c for c in backends if c not in allowed]
+            once = (item.peer.location, service.key, cluster.name)
+            if not lost or once in seen:
                 continue
-            seen.add(key)
+            seen.add(once)
             self.diagnostics.append(warning(
                 item.peer.location, item.peer.path, _load_balancing_message(
-                    service, cluster.name, backends, item.target.clusters, lost,
+                    service, cluster.name, backends, sorted(allowed), lost,
                     local=client.domain == service.domain and cluster.name in service.clusters)))
 
     def finish(self) -> Plan:
@@ -669,7 +679,8 @@ def _load_balancing_message(service: Service, client: str, backends: Sequence[st
     if remote_lost:
         fixes.append(f"stop {', '.join(remote_lost)} sharing its backends "
                      f'({SHARED_SERVICE_ANNOTATION}: "false", which affects every caller)')
-    return (f"expected the clusters this peer admits ({', '.join(admitted)}) to cover every "
+    return (f"expected the clusters the peers of these pods admit ({', '.join(admitted)}) to "
+            "cover every "
             f"backend of the global Service {service.namespace}/{service.name} that clients in "
             f"{client} are load-balanced to ({', '.join(backends)}), found "
             f"{', '.join(lost)} not admitted: those connections will be dropped, at random. "

@@ -100,7 +100,7 @@ def test_the_generated_repository_validates_cleanly(small_repo: Path, cli: RunCl
 
 
 def is_load_balancing(message: str) -> bool:
-    return message.startswith("expected the clusters this peer admits") and \
+    return message.startswith("expected the clusters the peers of these pods admit") and \
         "load-balanced to" in message
 
 
