@@ -27,6 +27,7 @@ LAYERS = (
     ("check", "refine", "bootstrap"),  # stages 4 and 5, GitOps bootstrap from the model
     ("render", "write", "verify", "gitrepo"),  # output, its verification, git access
     ("graph", "publish"),
+    ("flowdiff",),  # what a change does to connectivity (the pull-request picture)
     ("gitdiff",),
     ("pipeline",),  # stage sequencing, and only here
     ("cli",),
