@@ -30,6 +30,7 @@ from tests.support.semantics import (
     REQUIRED_BY,
     ClusterView,
     EndpointPeer,
+    admission_anomalies,
     all_anomalies,
     cidr,
     cluster_views,
@@ -691,3 +692,19 @@ def test_an_external_name_longer_than_253_characters_is_an_error(tmp_path: Path)
     assert problem.message.startswith("expected the ExternalName Service shop/api of beta/b1 to "
                                       "point at a DNS name of at most 253 characters, found "
                                       "'api.api-ns.svc.cccc")
+
+
+def test_every_emitted_object_is_admitted_and_the_check_can_fail(tmp_path: Path) -> None:
+    """all_anomalies (run by the render tests and the random-repository properties) checks
+    every emitted selector and name with meshplan.admission; it does flag a planted one."""
+    views = render(tmp_path, {"alpha": [
+        requirement("web", {"service": "web"}, egress=[to({"service": "api"})])]})
+    policy = dict(views["alpha/a1"].policy("web-ns", "web").body)
+    bad = {**policy, "spec": {**policy["spec"], "endpointSelector": {"matchExpressions": [
+        {"key": "tier", "operator": "In"}]}}}
+    assert admission_anomalies(policy) == []
+    assert [p.split(": ", 1)[1] for p in admission_anomalies(bad)] == [
+        "expected at least one value for operator In, found none (Cilium rejects the whole "
+        "policy)"]
+    service = {"kind": "Service", "metadata": {"name": "2web", "namespace": "n"}, "spec": {}}
+    assert admission_anomalies(service) == ["Service n/2web: invalid name for its kind"]
