@@ -252,13 +252,13 @@ def test_cidr_except(excepts: str, expected: list[str]) -> None:
 
 
 POD_CIDR_WARNING = ("requirements/b/r0.yaml:10:18: warning: expected an address block outside "
-                    "the pod networks, found {found} overlapping the pod CIDR {pods} of {owner} "
-                    "({file}): Cilium never matches pods (of any cluster of the mesh) by CIDR, "
-                    "so this rule reaches none of them; to reach pods, name their service "
-                    "({{service: ..., cluster: ...}})")
-CL1 = {"pods": "10.1.0.0/16", "owner": "a/cl1", "file": "inventory/d0.yaml:9"}
-CL2 = {"pods": "10.2.0.0/16", "owner": "a/cl2", "file": "inventory/d0.yaml:12"}
-CL3 = {"pods": "10.3.0.0/16", "owner": "b/cl3", "file": "inventory/d1.yaml:9"}
+                    "the pod networks, found {found} overlapping {what}: {shown}. Cilium never "
+                    "matches pods (of any cluster of the mesh) by CIDR, so this rule reaches "
+                    "none of them; to reach pods, name their service ({{service: ..., "
+                    "cluster: ...}})")
+CL1 = "10.1.0.0/16 of a/cl1 (inventory/d0.yaml:9)"
+CL2 = "10.2.0.0/16 of a/cl2 (inventory/d0.yaml:12)"
+CL3 = "10.3.0.0/16 of b/cl3 (inventory/d1.yaml:9)"
 
 
 @pytest.mark.parametrize(("rule", "overlaps"), [
@@ -272,26 +272,35 @@ CL3 = {"pods": "10.3.0.0/16", "owner": "b/cl3", "file": "inventory/d1.yaml:9"}
     ("{cidr: '::/0'}", []),  # another IP version
 ])
 def test_a_cidr_over_pod_networks_is_a_warning_naming_both_files(
-        rule: str, overlaps: list[dict[str, str]]) -> None:
+        rule: str, overlaps: list[str]) -> None:
     spec = ("  endpointSelector:\n    matchLabels: {service: client}\n  egress:\n"
             f"    - toCIDRSet:\n        - {rule}\n")
     found = rule.split("cidr: ")[1].split(",")[0].strip("}'")
-    assert problems(mesh(b=[requirement("r", spec)])) == sorted(
-        POD_CIDR_WARNING.format(found=found, **o) for o in overlaps)
+    what = "the pod CIDR" if len(overlaps) == 1 else f"the pod CIDRs of {len(overlaps)} clusters"
+    expected = [POD_CIDR_WARNING.format(found=found, what=what, shown="; ".join(overlaps))]
+    assert problems(mesh(b=[requirement("r", spec)])) == (expected if overlaps else [])
 
 
 def test_a_cidr_over_pod_networks_is_found_among_many() -> None:
-    """Bisection over the sorted pod networks finds exactly the overlapping ones."""
+    """Bisection over the sorted pod networks finds exactly the overlapping ones; one warning
+    a rule, however many clusters it covers."""
     networks = ipaddress.ip_network("10.0.0.0/12").subnets(new_prefix=20)
     clusters = "".join(f"    - {{name: c{i}, podCIDRs: [{net}]}}\n"
                        for i, net in enumerate(networks))
     spec = ("  endpointSelector:\n    matchLabels: {app: x}\n  egress:\n"
             "    - toCIDRSet:\n        - {cidr: 10.3.32.0/19}\n"
-            "    - toCIDRSet:\n        - {cidr: 10.15.255.0/24}\n")
+            "    - toCIDRSet:\n        - {cidr: 10.15.255.0/24}\n"
+            "    - toCIDRSet:\n        - {cidr: 10.0.0.0/8}\n")
     inventory = build([domain("d", clusters)], {"d": [requirement("r", spec)]})
-    found = [p.message.split("pod CIDR ")[1].split(" ")[0] for p in check_inventory(inventory)
-             if "pod CIDR" in p.message]
-    assert found == ["10.3.32.0/20", "10.3.48.0/20", "10.15.240.0/20"]
+    found = [p.message.split(" overlapping ")[1].split(". Cilium")[0]
+             for p in check_inventory(inventory) if "pod CIDR" in p.message]
+    assert found == [
+        "the pod CIDRs of 2 clusters: 10.3.32.0/20 of d/c50 (inventory/d0.yaml:57); "
+        "10.3.48.0/20 of d/c51 (inventory/d0.yaml:58)",
+        "the pod CIDR: 10.15.240.0/20 of d/c255 (inventory/d0.yaml:262)",
+        "the pod CIDRs of 256 clusters: 10.0.0.0/20 of d/c0 (inventory/d0.yaml:7); 10.0.16.0/20 "
+        "of d/c1 (inventory/d0.yaml:8); 10.0.32.0/20 of d/c2 (inventory/d0.yaml:9); and 253 "
+        "more"]
 
 
 def test_same_name_in_different_namespaces_is_allowed() -> None:

@@ -131,8 +131,10 @@ def bare_key(key: str) -> str | None:
     """The Kubernetes label a selector key addresses: ``k8s:x``, ``any:x`` and ``x`` all
     address ``x``; any other source (``reserved:``, ``cidr:``, a typo like ``k8:``) addresses
     no pod label, so None."""
-    split = split_source(key)
-    return split.label if split.source in LABEL_SOURCES else None
+    source, sep, rest = key.partition(":")  # split_source, without a record (a hot path)
+    if not sep:
+        return key
+    return rest if source in LABEL_SOURCES else None
 
 
 # Identity label sources Cilium knows besides k8s/any: valid, but never a pod's labels.

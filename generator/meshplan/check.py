@@ -457,8 +457,12 @@ class RequirementChecker:
               key: str) -> Iterator[Diagnostic]:
         labels = dict(peer.selector.match_labels)
         path = peer.path or f"spec.{direction}.{key}"
-        cluster_keys = [(k, p) for k, p in written_keys(peer.selector, path)
-                        if bare_key(k) == CILIUM_CLUSTER_LABEL]
+        selector = peer.selector
+        names_cluster = any(bare_key(k) == CILIUM_CLUSTER_LABEL for k, _ in selector.match_labels)
+        names_cluster |= any(bare_key(e.key) == CILIUM_CLUSTER_LABEL
+                             for e in selector.match_expressions)
+        cluster_keys = [(k, p) for k, p in written_keys(selector, path)
+                        if bare_key(k) == CILIUM_CLUSTER_LABEL] if names_cluster else []
         for written, where in cluster_keys:
             yield error(peer.location, where, "expected the abstract label 'cluster', found the "
                         f"raw Cilium label '{written}' (raw cluster labels, in any spelling, "
@@ -560,19 +564,24 @@ class RequirementChecker:
                           path: str) -> Iterator[Diagnostic]:
         """Cilium never matches an endpoint that has an identity (any pod of the mesh) by
         CIDR: a block over a pod network reaches none of its pods."""
+        overlapping = self.pod_networks.overlapping(network)
         holes = []
-        for text in cidr.excepts:
+        for text in cidr.excepts if overlapping else ():
             try:
                 holes.append(ipaddress.ip_network(text, strict=False))
             except ValueError:
                 continue
-        for block in self.pod_networks.overlapping(network):
-            if any(block.version == h.version and block.network.subnet_of(h)  # type: ignore[arg-type]
-                   for h in holes):
-                continue
-            yield warning(cidr.location, f"{path}.cidr", f"expected an address block outside "
-                          f"the pod networks, found {network} overlapping the pod CIDR "
-                          f"{block.network} of {block.owner} ({_first_seen(block.where)}): "
-                          "Cilium never matches pods (of any cluster of the mesh) by CIDR, so "
-                          "this rule reaches none of them; to reach pods, name their service "
-                          "({service: ..., cluster: ...})")
+        covered = [b for b in overlapping if not any(
+            b.version == h.version and b.network.subnet_of(h)  # type: ignore[arg-type]
+            for h in holes)]
+        if not covered:
+            return
+        shown = "; ".join(f"{b.network} of {b.owner} ({_first_seen(b.where)})"
+                          for b in covered[:3])
+        more = f"; and {len(covered) - 3} more" if len(covered) > 3 else ""
+        what = "the pod CIDR" if len(covered) == 1 else f"the pod CIDRs of {len(covered)} clusters"
+        yield warning(cidr.location, f"{path}.cidr", f"expected an address block outside "
+                      f"the pod networks, found {network} overlapping {what}: {shown}{more}. "
+                      "Cilium never matches pods (of any cluster of the mesh) by CIDR, so this "
+                      "rule reaches none of them; to reach pods, name their service "
+                      "({service: ..., cluster: ...})")

@@ -255,6 +255,8 @@ class _PlanBuilder:
         # (connection, client cluster, whose pods call) of every egress flow to a service,
         # for the load-balancing check once every Service is known.
         self._calls: list[tuple[_Connection, Cluster, Hashable]] = []
+        self._keys = _Keys()
+        self._backends: dict[tuple[int, ClusterRef], tuple[str, ...]] = {}
 
     # -- requirements -------------------------------------------------------------------
 
@@ -290,7 +292,7 @@ class _PlanBuilder:
         metadata["labels"] = {**dict(req.labels), **MANAGED_BY}
         metadata["annotations"] = {**dict(req.annotations), SOURCE_ANNOTATION: req.file}
         key = req.key
-        subject = (namespace, _hashable(spec_head["endpointSelector"]))
+        subject = (namespace, self._keys.of(spec_head["endpointSelector"]))
         return _Prepared(req, key, namespace, kind, metadata, spec_head, egress, ingress,
                          f"requirement {key}", subject)
 
@@ -300,13 +302,13 @@ class _PlanBuilder:
         if prep.egress is not None:
             rules = self._rules(prep, prep.egress, "toEndpoints", cluster, here)
             rules.append(self._dns_rule(cluster.mesh_name))
-            spec["egress"] = _unique(rules)
+            spec["egress"] = self._keys.unique(rules)
         if prep.ingress is not None:
             # When no peer matched, one empty rule: it allows nothing, yet it is a rule. Cilium
             # applies default deny per rule (an empty list or no section would leave ingress
             # open) and the CRD requires a section.
             rules = self._rules(prep, prep.ingress, "fromEndpoints", cluster, here)
-            spec["ingress"] = _unique(rules) or [{}]
+            spec["ingress"] = self._keys.unique(rules) or [{}]
         req = prep.requirement
         body = {"apiVersion": "cilium.io/v2", "kind": prep.kind, "metadata": prep.metadata,
                 "spec": spec}
@@ -602,11 +604,18 @@ class _PlanBuilder:
         global; local backends are always used. Affinity annotations are preferences with
         fail-over, never restrictions (clustermesh/services.rst, affinity.rst).
         """
+        memo = (id(service), client)
+        found = self._backends.get(memo)
+        if found is not None:
+            return found
         local = client.domain == service.domain and client.name in service.clusters
         if not _is_global(self._service_copy(client, service)):
-            return (client.name,) if local else ()
-        return tuple(c for c in service.clusters if (local and c == client.name) or _shares(
-            self._service_copy(ClusterRef(service.domain, c), service)))
+            found = (client.name,) if local else ()
+        else:
+            found = tuple(c for c in service.clusters if (local and c == client.name) or _shares(
+                self._service_copy(ClusterRef(service.domain, c), service)))
+        self._backends[memo] = found
+        return found
 
     def _service_copy(self, ref: ClusterRef, service: Service) -> Mapping[str, Any]:
         """The annotations of the Service meshplan emits for ``service`` in ``ref`` ({} if none)."""
@@ -617,27 +626,32 @@ class _PlanBuilder:
         """Warn where a client's peers admit only some of the clusters its copy of a global
         Service load-balances to. Every requirement selecting the same pods (same namespace
         and selector) counts: Cilium unions their allows."""
-        admitted: dict[tuple[ClusterRef, Hashable, str], set[str]] = {}
+        admitted: dict[tuple[ClusterRef, Hashable, int], set[str]] = {}
+        calls = []
         for item, cluster, subject in self._calls:
-            calls = (ClusterRef(cluster.domain, cluster.name), subject, item.target.service.key)
-            admitted.setdefault(calls, set()).update(item.target.clusters)
-        seen: set[tuple[Location, str, str]] = set()
-        for item, cluster, subject in self._calls:
-            service = item.target.service
             client = ClusterRef(cluster.domain, cluster.name)
+            group = (client, subject, id(item.target.service))
+            admitted.setdefault(group, set()).update(item.target.clusters)
+            calls.append((group, item))
+        seen: set[tuple[Location, int, ClusterRef]] = set()
+        for group, item in calls:
+            client, service = group[0], item.target.service
             backends = self._backend_clusters(service, client)
-            allowed = admitted[(client, subject, service.key)]
-            lost = [c for c in backends if c not in allowed]
-            once = (item.peer.location, service.key, cluster.name)
-            if not lost or once in seen:
+            allowed = admitted[group]
+            if all(c in allowed for c in backends):
+                continue
+            once = (item.peer.location, id(service), client)
+            if once in seen:
                 continue
             seen.add(once)
+            lost = [c for c in backends if c not in allowed]
             self.diagnostics.append(warning(
                 item.peer.location, item.peer.path, _load_balancing_message(
-                    service, cluster.name, backends, sorted(allowed), lost,
-                    local=client.domain == service.domain and cluster.name in service.clusters)))
+                    service, client.name, backends, sorted(allowed), lost,
+                    local=client.domain == service.domain and client.name in service.clusters)))
 
     def finish(self) -> Plan:
+        self._keys = _Keys()  # every policy is complete: free the keys (and what they hold)
         self._load_balancing_warnings()
         by_cluster: dict[ClusterRef, list[Manifest]] = {}
         objects, self.objects = self.objects, {}
@@ -707,33 +721,43 @@ def _output_order(manifest: Manifest) -> tuple[int, str, str]:
     return (_KIND_RANK[key.kind], key.namespace, key.name)
 
 
-def _unique(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``items`` without repeats (equal bodies), first occurrences in order.
+class _Keys:
+    """Hashable keys of YAML-shaped bodies, equal for equal data (mappings compare without
+    order), so repeated rules are dropped in linear time -- comparing every rule body with
+    every earlier one made one requirement with 40,000 rules take minutes.
 
-    Linear: each body is reduced to a hashable key once (by identity first, as rule bodies are
-    mostly shared), instead of comparing every body with every earlier one -- that pairwise
-    comparison made one requirement with 40,000 rules take minutes.
+    Bodies are shared and never mutated (the sharing invariant), so a body's key is computed
+    once, at any depth, and remembered by identity; the body itself is kept with its key, so
+    its identity cannot be reused by another object meanwhile.
     """
-    seen: set[Hashable] = set()
-    keys: dict[int, Hashable] = {}
-    out: list[dict[str, Any]] = []
-    for item in items:
-        key = keys.get(id(item))
-        if key is None:
-            key = keys[id(item)] = _hashable(item)
-        if key not in seen:
-            seen.add(key)
-            out.append(item)
-    return out
 
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[Any, Hashable]] = {}
 
-def _hashable(value: Any) -> Hashable:
-    """A hashable value equal for equal YAML-shaped data (mappings compare without order)."""
-    if isinstance(value, dict):
-        return frozenset((k, _hashable(v)) for k, v in value.items())
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
-    return (type(value).__name__, value)
+    def of(self, value: Any) -> Hashable:
+        if not isinstance(value, dict | list):
+            return (type(value).__name__, value)
+        known = self._known.get(id(value))
+        if known is not None:
+            return known[1]
+        key: Hashable
+        if isinstance(value, dict):
+            key = frozenset((k, self.of(v)) for k, v in value.items())
+        else:
+            key = tuple(self.of(v) for v in value)
+        self._known[id(value)] = (value, key)
+        return key
+
+    def unique(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``items`` without repeats (equal bodies), first occurrences in order."""
+        seen: set[Hashable] = set()
+        out: list[dict[str, Any]] = []
+        for item in items:
+            key = self.of(item)
+            if key not in seen:
+                seen.add(key)
+                out.append(item)
+        return out
 
 
 def _at(location: Location | None) -> str:

@@ -465,9 +465,10 @@ class _PolicyReader:
                          for (pv, plo, phi), owner in self.owner.pod_networks
                          if v == pv and lo <= phi and plo <= hi})
         if owners:
-            self.problem(path, f"the rule's CIDRs overlap the pod networks of {', '.join(owners)}"
-                         ": Cilium never matches pods by CIDR, so it reaches none of them",
-                         severity="warning")
+            more = f" and {len(owners) - 3} more" if len(owners) > 3 else ""
+            self.problem(path, "the rule's CIDRs overlap the pod networks of "
+                         f"{', '.join(owners[:3])}{more}: Cilium never matches pods by CIDR, so "
+                         "it reaches none of them", severity="warning")
 
     def _ports(self, data: Any, path: PathKey) -> PortSet:
         if not isinstance(data, list):
