@@ -636,6 +636,8 @@ class _PlanBuilder:
         seen: set[tuple[Location, int, ClusterRef]] = set()
         for group, item in calls:
             client, service = group[0], item.target.service
+            if len(item.target.clusters) == len(service.clusters):
+                continue  # every cluster of the service admitted: nothing can be lost
             backends = self._backend_clusters(service, client)
             allowed = admitted[group]
             if all(c in allowed for c in backends):
