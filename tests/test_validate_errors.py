@@ -659,7 +659,7 @@ CASES = [
                sub("requirements/domain1/extra.yaml", "{service: backend}", "{app: x}"),
                sub(RA, "  clusters: [cl3]\n", "  clusters: [cl33]\n"),
                move("requirements/domain1/extra.yaml", "requirements/domain1/extra.json")),
-         "requirements/domain1/extra.json", "found a file meshplan does not read"),
+         "requirements/domain1/extra.json:1:1", "found a file meshplan does not read"),
     # ---- the thesis' DomainRequest JSON and thesis-form requirements
     case("thesis-port-bad-string", sub(J1, '"port": "TCP:80",\n      "links": []\n    },\n    {',
                                        '"port": "TCP-80",\n      "links": []\n    },\n    {'),

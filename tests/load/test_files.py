@@ -138,7 +138,7 @@ def test_a_file_meshplan_does_not_read_is_a_warning(tmp_path: Path, relpath: str
     _, problems = load_repository(tmp_path)
     [problem] = problems
     assert problem.severity is Severity.WARNING
-    assert str(problem.location) == relpath
+    assert str(problem.location) == f"{relpath}:1:1"
     assert problem.message.endswith("found a file meshplan does not read: it is ignored" + hint)
 
 
@@ -175,7 +175,7 @@ def test_a_name_that_is_not_utf8_is_an_error(tmp_path: Path, name: bytes) -> Non
     [problem] = problems
     assert problem.severity is Severity.ERROR
     shown = "requirements/d/" + name.decode("utf-8", "backslashreplace")
-    assert str(problem.location) == shown
+    assert str(problem.location) == (f"{shown}:1:1" if name.endswith(b".yaml") else shown + "/")
     shown.encode("utf-8")  # printable
     assert problem.message.startswith("expected a file or folder name in UTF-8")
     assert inputs.requirements == ()

@@ -60,16 +60,17 @@ def _scan(
         return
     folders: list[os.DirEntry[str]] = []
     for entry in entries:
-        if not _utf8_name(entry.name):
-            diagnostics.append(error(Location(display_path(f"{rel}/{entry.name}")), "",
-                                     "expected a file or folder name in UTF-8, found bytes "
-                                     "that are not (the name would go into the output, which "
-                                     "Kubernetes could not parse): rename it"))
-            continue
         try:
             is_dir = entry.is_dir()
         except OSError:
             is_dir = False
+        if not _utf8_name(entry.name):
+            shown = display_path(f"{rel}/{entry.name}")  # a folder has no line, a file line 1
+            where = Location(shown + "/") if is_dir else Location(shown, 1, 1)
+            diagnostics.append(error(where, "", "expected a file or folder name in UTF-8, "
+                                     "found bytes that are not (the name would go into the "
+                                     "output, which Kubernetes could not parse): rename it"))
+            continue
         if is_dir:
             folders.append(entry)
             continue
@@ -78,7 +79,7 @@ def _scan(
             continue
         relpath = f"{rel}/{name}"
         if not name.endswith(suffixes):
-            diagnostics.append(warning(Location(relpath), "", "expected "
+            diagnostics.append(warning(Location(relpath, 1, 1), "", "expected "
                                        f"{' or '.join('*' + x for x in suffixes)} files here, "
                                        "found a file meshplan does not read: it is ignored"
                                        f"{_suffix_hint(name, suffixes)}"))
