@@ -12,6 +12,8 @@ Commands:
 * ``generate``: write a workload repository.
 * ``profile``: cProfile one render, one profiler per stage; prints the top functions of each
   stage and of the whole run, and can save the pstats.
+* ``growth``: validate and render one requirement with N rules for several N, and the growth
+  exponent of their time (:mod:`benchmarks.growth`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .growth import DEFAULT_RULES, measure
+from .growth import table as growth_table
 from .workload import REPO_ROOT, describe, generate, mutate_one_requirement, parse_size
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -43,7 +47,7 @@ README_MD = BENCH_DIR / "README.md"
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
 DEFAULT_SIZES = ("S", "M", "L")
-COMMANDS = ("run", "run-one", "generate", "profile")
+COMMANDS = ("run", "run-one", "generate", "profile", "growth")
 
 # (name in meshplan.pipeline, stage) - the stage functions render_repository calls through the
 # pipeline module's globals; wrapping them there times the real code path.
@@ -792,7 +796,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage-top", type=int, default=12)
     p.add_argument("--pstats", default=None, help="also save the combined stats here")
     common(p)
+
+    p = sub.add_parser("growth", help="time one requirement with N rules for several N and "
+                       "print the growth exponent (near-linear: at most 1.2)")
+    p.add_argument("--rules", default=",".join(str(n) for n in DEFAULT_RULES),
+                   help="comma-separated N (default 5000,10000,20000,40000)")
+    common(p)
     return top
+
+
+def growth(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    points = []
+    for n in (int(x) for x in args.rules.split(",")):
+        progress(f"one requirement with {n:,} rules: validate, then render")
+        points.append(measure(n, workdir))
+    print(growth_table(points), end="")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -806,6 +827,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     if args.command == "run-one":
         return run_one(args)
+    if args.command == "growth":
+        return growth(args)
     if args.command == "generate":
         info = generate(args.size, args.seed, Path(args.out))
         print(json.dumps(info.to_json(), indent=2))

@@ -200,7 +200,17 @@ def test_consent_named_service_must_be_exported() -> None:
     assert problems(mesh(b=[requirement("r", egress_to("{service: web, domain: a}"))])) == []
     assert problems(mesh(b=[requirement("r", egress_to("{service: db, domain: a}"))])) == [
         "requirements/b/r0.yaml:10:11: error: expected a service exported to domain 'b', found "
-        "'db' of domain 'a' (inventory/d0.yaml:20), which does not list 'b' in exportTo"]
+        "'db' of domain 'a' (inventory/d0.yaml:20), which does not list 'b' in exportTo "
+        "(exportTo is needed to call a service, not to admit it at ingress)"]
+
+
+@pytest.mark.parametrize("peer", ["{service: db, domain: a}", "{service: db, domain: a, "
+                                  "cluster: cl2}", "{domain: a}", "{cluster: cl2, domain: a}"])
+def test_consent_is_not_needed_to_admit_at_ingress(peer: str) -> None:
+    spec = egress_to(peer).replace("  egress:\n    - toEndpoints:",
+                                   "  ingress:\n    - fromEndpoints:")
+    assert "fromEndpoints" in spec
+    assert problems(mesh(b=[requirement("r", spec)])) == []
 
 
 def test_consent_wildcards_only_see_exported_services() -> None:
@@ -210,7 +220,7 @@ def test_consent_wildcards_only_see_exported_services() -> None:
         "in cluster 'cl2' of domain 'a', so it allows nothing"]
     egress = inventory.requirements[0].egress
     assert egress is not None
-    assert inventory.resolve_peer(egress[0].endpoints[0].selector, "b") == ()
+    assert inventory.resolve_peer(egress[0].endpoints[0].selector, "b", direction="egress") == ()
 
 
 def test_export_to_everyone() -> None:
@@ -229,16 +239,68 @@ def test_requirement_without_rules_is_a_warning() -> None:
 
 
 @pytest.mark.parametrize(("excepts", "expected"), [
-    ("[10.0.0.0/16, 10.0.0.0/8]", []),
-    ("['fd00::/8']", ["requirements/b/r0.yaml:10:39: error: expected a CIDR inside "
-                      "10.0.0.0/8, found 'fd00::/8'"]),
-    ("[10.0.0.1/16]", ["requirements/b/r0.yaml:10:39: error: expected a network address, "
-                       "found '10.0.0.1/16' with host bits set (did you mean 10.0.0.0/16?)"]),
+    ("[172.0.0.0/16, 172.0.0.0/8]", []),
+    ("['fd00::/8']", ["requirements/b/r0.yaml:10:40: error: expected a CIDR inside "
+                      "172.0.0.0/8, found 'fd00::/8'"]),
+    ("[172.0.0.1/16]", ["requirements/b/r0.yaml:10:40: error: expected a network address, "
+                        "found '172.0.0.1/16' with host bits set (did you mean 172.0.0.0/16?)"]),
 ])
 def test_cidr_except(excepts: str, expected: list[str]) -> None:
     spec = ("  endpointSelector:\n    matchLabels: {service: client}\n  egress:\n"
-            f"    - toCIDRSet:\n        - {{cidr: 10.0.0.0/8, except: {excepts}}}\n")
+            f"    - toCIDRSet:\n        - {{cidr: 172.0.0.0/8, except: {excepts}}}\n")
     assert problems(mesh(b=[requirement("r", spec)])) == expected
+
+
+POD_CIDR_WARNING = ("requirements/b/r0.yaml:10:18: warning: expected an address block outside "
+                    "the pod networks, found {found} overlapping {what}: {shown}. Cilium never "
+                    "matches pods (of any cluster of the mesh) by CIDR, so this rule reaches "
+                    "none of them; to reach pods, name their service ({{service: ..., "
+                    "cluster: ...}})")
+CL1 = "10.1.0.0/16 of a/cl1 (inventory/d0.yaml:9)"
+CL2 = "10.2.0.0/16 of a/cl2 (inventory/d0.yaml:12)"
+CL3 = "10.3.0.0/16 of b/cl3 (inventory/d1.yaml:9)"
+
+
+@pytest.mark.parametrize(("rule", "overlaps"), [
+    ("{cidr: 10.2.0.0/16}", [CL2]),  # exactly a pod network: the user meant a service
+    ("{cidr: 10.2.3.0/24}", [CL2]),  # inside one
+    ("{cidr: 10.0.0.0/8}", [CL1, CL2, CL3]),  # every cluster's pods, its own included
+    ("{cidr: 10.0.0.0/8, except: [10.1.0.0/16, 10.3.0.0/16]}", [CL2]),  # holes over pods
+    ("{cidr: 10.0.0.0/8, except: [10.1.0.0/17]}", [CL1, CL2, CL3]),  # half a hole: overlaps
+    ("{cidr: 10.4.0.0/16}", []),
+    ("{cidr: 0.0.0.0/0, except: [10.0.0.0/8]}", []),
+    ("{cidr: '::/0'}", []),  # another IP version
+])
+def test_a_cidr_over_pod_networks_is_a_warning_naming_both_files(
+        rule: str, overlaps: list[str]) -> None:
+    spec = ("  endpointSelector:\n    matchLabels: {service: client}\n  egress:\n"
+            f"    - toCIDRSet:\n        - {rule}\n")
+    found = rule.split("cidr: ")[1].split(",")[0].strip("}'")
+    what = "the pod CIDR" if len(overlaps) == 1 else f"the pod CIDRs of {len(overlaps)} clusters"
+    expected = [POD_CIDR_WARNING.format(found=found, what=what, shown="; ".join(overlaps))]
+    assert problems(mesh(b=[requirement("r", spec)])) == (expected if overlaps else [])
+
+
+def test_a_cidr_over_pod_networks_is_found_among_many() -> None:
+    """Bisection over the sorted pod networks finds exactly the overlapping ones; one warning
+    a rule, however many clusters it covers."""
+    networks = ipaddress.ip_network("10.0.0.0/12").subnets(new_prefix=20)
+    clusters = "".join(f"    - {{name: c{i}, podCIDRs: [{net}]}}\n"
+                       for i, net in enumerate(networks))
+    spec = ("  endpointSelector:\n    matchLabels: {app: x}\n  egress:\n"
+            "    - toCIDRSet:\n        - {cidr: 10.3.32.0/19}\n"
+            "    - toCIDRSet:\n        - {cidr: 10.15.255.0/24}\n"
+            "    - toCIDRSet:\n        - {cidr: 10.0.0.0/8}\n")
+    inventory = build([domain("d", clusters)], {"d": [requirement("r", spec)]})
+    found = [p.message.split(" overlapping ")[1].split(". Cilium")[0]
+             for p in check_inventory(inventory) if "pod CIDR" in p.message]
+    assert found == [
+        "the pod CIDRs of 2 clusters: 10.3.32.0/20 of d/c50 (inventory/d0.yaml:57); "
+        "10.3.48.0/20 of d/c51 (inventory/d0.yaml:58)",
+        "the pod CIDR: 10.15.240.0/20 of d/c255 (inventory/d0.yaml:262)",
+        "the pod CIDRs of 256 clusters: 10.0.0.0/20 of d/c0 (inventory/d0.yaml:7); 10.0.16.0/20 "
+        "of d/c1 (inventory/d0.yaml:8); 10.0.32.0/20 of d/c2 (inventory/d0.yaml:9); and 253 "
+        "more"]
 
 
 def test_same_name_in_different_namespaces_is_allowed() -> None:
@@ -252,9 +314,13 @@ def test_same_name_in_different_namespaces_is_allowed() -> None:
 
 
 def test_peer_wildcard_value_on_a_raw_label() -> None:
-    assert problems(mesh(b=[requirement("r", egress_to('{app: "*"}'))])) == [
-        "requirements/b/r0.yaml:10:11: error: expected a label value for 'app', found \"*\" "
-        "(only the abstract labels service and cluster take wildcards)"]
+    """Reported by the structure stage, with the other rules of label values."""
+    docs, _ = parse_yaml("requirements/b/r0.yaml", requirement("r", egress_to('{app: "*"}')))
+    assert [str(p.location) + ": " + p.message
+            for p in check_requirement_document(docs[0])[1]] == [
+        "requirements/b/r0.yaml:10:30: expected a Kubernetes label value (at most 63 letters, "
+        "digits, '-', '_', '.', starting and ending with a letter or digit), found '*' (only the "
+        "abstract labels service and cluster take wildcards)"]
 
 
 def test_peer_named_service_in_a_cluster_where_it_does_not_run() -> None:
@@ -269,7 +335,7 @@ def test_selector_with_the_cilium_cluster_label() -> None:
         "{service: client}", "{app: client, io.cilium.k8s.policy.cluster: cluster3}")
     assert problems(mesh(b=[requirement("r", spec)])) == [
         "requirements/b/r0.yaml:7:5: error: expected pod labels, found the Cilium cluster "
-        "label: choose clusters with spec.clusters"]
+        "label 'io.cilium.k8s.policy.cluster': choose clusters with spec.clusters"]
 
 
 def test_every_check_reports_instead_of_stopping() -> None:

@@ -235,25 +235,56 @@ def test_markdown_is_safe_and_bounded() -> None:
     assert "+line 99" in format_markdown(report)
 
 
-def test_markdown_report_draws_the_flows_the_change_adds_and_removes(tmp_path: Path) -> None:
+def test_markdown_report_draws_the_flows_the_change_opens_and_closes(tmp_path: Path) -> None:
+    """rebel-base gets its first egress requirement (to service3) and backend admits service1.
+    Compared as Cilium enforces both renders: rebel-base was egress-unrestricted, so its flow
+    to service3 is not new; what the restriction stops is drawn as closed."""
     repo = tmp_path / "repo"
     make_history(repo)
 
     code, out, err = diff_cli(repo, "--base", "HEAD~1", "--format", "markdown")
 
     assert code == 0, err
+    top = out.split("| Cluster or file |", 1)[0]
+    assert "Newly restricted: `domain2/rebel-base@cl3` egress" in top
+    assert "**Opens:**" not in top
+    assert "The change allows 2 flow(s) that were blocked and blocks 8 flow(s)" in top
     picture = out.split("```mermaid\n", 1)[1].split("```", 1)[0]
-    added = sorted(line.strip() for line in picture.splitlines() if "==>" in line)
-    # rebel-base may now call service3 (its new requirement); backend now admits service1.
-    assert len(added) == 3, picture
-    assert sum('"+ TCP/80"' in line for line in added) == 3
-    # ...and, as a side effect a reviewer must see: rebel-base's egress is now restricted to
-    # service3, so its flow to frontend (which frontend admits from cl3) stops.
-    removed = [line.strip() for line in picture.splitlines() if "-.->" in line]
-    assert len(removed) == 1 and '"- TCP/8080"' in removed[0], picture
-    assert '["frontend@cl4"]' in picture
-    assert '["rebel-base@cl3"]' in picture and '["service3@cl3"]' in picture
-    assert '["service1@cl1"]' in picture and '["backend@cl1"]' in picture
+    nodes = dict(re.findall(r'(n\d+)\["([^"]*)"\]', picture))
+    edges = [(nodes[a], kind, ports, nodes[b]) for a, kind, ports, b in re.findall(
+        r'(n\d+) (==>|-\.->)\|"[+-] ([^"]*)"\| (n\d+)', picture)]
+    opened = sorted((a, b, ports) for a, kind, ports, b in edges if kind == "==>")
+    # backend now admits service1 (service1's egress is unrestricted: both clusters)
+    assert opened == [("service1@cl1", "backend@cl1", "TCP/80"),
+                      ("service1@cl1", "backend@cl2", "TCP/80")], picture
+    closed = {b: ports for a, kind, ports, b in edges if kind == "-.->"}
+    assert all(a == "rebel-base@cl3" for a, kind, _, _ in edges if kind == "-.->")
+    assert closed["frontend@cl4"] == "TCP/8080"  # frontend admits cl3's services on 8080
+    assert closed["service3@cl3"] == "TCP/1-79,81-65535 UDP/any SCTP/any"  # TCP/80 stays
+    assert closed["108.177.16.0/24"] == "any"
+
+
+def test_deleting_an_egress_requirement_is_reported_as_an_opening(tmp_path: Path) -> None:
+    """In Cilium the client becomes egress-unrestricted: the change opens, never "removes"."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    copy_example(repo)
+    commit_all(repo, "Bundled example")
+    (repo / "requirements" / "domain2" / "allow-domain1.yaml").unlink()
+
+    code, out, err = diff_cli(repo, "--base", "HEAD", "--format", "markdown")
+
+    assert code == 0, err
+    top = out.split("| Cluster or file |", 1)[0]
+    assert ("**Opens:** `domain2/cl3:default/name=client` becomes egress-unrestricted (no "
+            "policy restricts its egress any more): it may now reach anything whose ingress "
+            "admits it.") in top
+    picture = out.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert "-.->" not in picture, picture  # nothing the client could reach is lost
+    assert re.search(r'==>\|"\+ [^"]*"\|', picture)
+    assert '["cl3:default/name=client"]' in picture
+    assert '["rebel-base@cl3"]' in picture  # reachable now (it admits anyone)
 
 
 def test_text_report_has_no_flow_picture(tmp_path: Path) -> None:

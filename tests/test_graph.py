@@ -24,14 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from meshplan.flowdiff import connectivity_changes, mermaid_changes
 from meshplan.graph import (
     EXTERNAL,
-    FlowEdge,
     connectivity_graph,
-    flow_edges,
-    flow_edges_of,
-    mermaid_block,
-    mermaid_flow_diff,
     mermaid_text,
     to_dot,
     to_html,
@@ -193,23 +189,17 @@ def parse_mermaid(diagrams: Sequence[str], workdir: Path) -> list[dict[str, obje
     return results
 
 
-def flow_edges_of_repository(repo: Path) -> frozenset[FlowEdge]:
-    inventory, rendered, _ = render_with_inventory(repo)
-    return flow_edges_of(inventory, rendered.files)
-
-
 def diff_diagram(tmp_path: Path) -> str:
-    before = flow_edges_of_repository(REPO_ROOT)
+    """The flow picture of a change to the example (the one tests/test_flowdiff.py reads)."""
+    before = render_with_inventory(REPO_ROOT)
     root = copy_example(tmp_path / "after")
     (root / "requirements/domain2/allow-domain1.yaml").unlink()
-    backend = root / "requirements/domain1/backend.yaml"
-    backend.write_text(backend.read_text().replace("{service: database}",
-                                                   "{service: database, cluster: cl2}"))
     frontend = root / "requirements/domain2/frontend.yaml"
     frontend.write_text(frontend.read_text().replace("cidr: 108.177.16.0/24",
                                                      "cidr: 108.177.17.0/24"))
-    after = flow_edges_of_repository(root)
-    return mermaid_flow_diff(before, after)
+    after = render_with_inventory(root)
+    return mermaid_changes(connectivity_changes((before[0], before[1].files),
+                                                (after[0], after[1].files)))
 
 
 @pytest.mark.slow
@@ -221,28 +211,6 @@ def test_mermaid_parses_with_mermaid(report: VerifyReport, tmp_path: Path) -> No
     results = parse_mermaid([graph, small, diff, broken], tmp_path)
     assert [r["ok"] for r in results] == [True, True, True, False], results
     assert all(int(str(r["svg"])) > 1000 for r in results[:3])
-
-
-def test_mermaid_flow_diff(tmp_path: Path) -> None:
-    text = diff_diagram(tmp_path)
-    assert text.startswith("flowchart LR\n")
-    added = re.findall(r'==>\|"\+ ([^"]*)"\|', text)
-    removed = re.findall(r'-\.->\|"- ([^"]*)"\|', text)
-    assert "any" in added and "any" in removed  # the CIDR moved
-    assert removed.count("TCP/80") >= 2  # the client's flows are gone
-    assert "108.177.17.0/24" in text and "108.177.16.0/24" in text
-    assert text.count("linkStyle") == len(added) + len(removed)
-    assert mermaid_flow_diff([], []) == "" and mermaid_block("") == ""
-    edge = FlowEdge("a/b", "a/x@b", EXTERNAL, "1.2.3.0/24", "any")
-    assert mermaid_flow_diff([edge], [edge]) == ""
-    assert mermaid_block(mermaid_flow_diff([], [edge])).startswith("```mermaid\nflowchart LR")
-
-
-def test_flow_edges_of_files_matches_report(report: VerifyReport) -> None:
-    inventory, _ = validated(REPO_ROOT)
-    rendered, _ = render_repository(REPO_ROOT)
-    assert flow_edges_of(inventory, rendered.files) == flow_edges(report)
-    assert len(flow_edges(report)) == 16
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

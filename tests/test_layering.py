@@ -21,6 +21,7 @@ PACKAGE = Path(meshplan.__file__).parent
 LAYERS = (
     # the vocabulary and value types every stage may use
     ("meshplan", "diagnostics", "vocabulary", "outputs", "yamltext", "rust_regex"),
+    ("admission",),  # what Kubernetes and Cilium accept: names, label keys, selectors
     ("load",),  # stage 1, a package
     ("mesh.model",),  # the Mesh document's records, which model's Inventory carries
     ("schema", "model"),  # stages 2 and 3
@@ -28,6 +29,7 @@ LAYERS = (
     ("mesh",),  # the mesh plan: from the model and refinement, its files collected by render
     ("render", "write", "verify", "gitrepo"),  # output, its verification, git access
     ("graph", "publish"),
+    ("flowdiff",),  # what a change does to connectivity (the pull-request picture)
     ("gitdiff",),
     ("pipeline",),  # stage sequencing, and only here
     ("cli",),
@@ -49,6 +51,7 @@ PACKAGE_LAYERS = {
         ("addresses", "selectors"),
         ("endpoints",),
         ("connectivity",),
+        ("services",),  # Cilium's load-balancing of global Services
         ("intent", "cilium", "compare"),  # the two models and their comparison, side by side
         ("report",),
         ("__init__",),
@@ -120,9 +123,9 @@ def test_every_module_must_be_placed(copy: Path) -> None:
     assert check(copy) == [
         "meshplan.monitoring: in no layer (declare it)",
         "meshplan.verify: layers declare ['__init__', 'addresses', 'cilium', 'compare', "
-        "'connectivity', 'endpoints', 'intent', 'ports', 'report', 'selectors'], the package "
-        "has ['__init__', 'addresses', 'cilium', 'compare', 'connectivity', 'endpoints', "
-        "'intent', 'istio', 'ports', 'report', 'selectors']",
+        "'connectivity', 'endpoints', 'intent', 'ports', 'report', 'selectors', 'services'], "
+        "the package has ['__init__', 'addresses', 'cilium', 'compare', 'connectivity', "
+        "'endpoints', 'intent', 'istio', 'ports', 'report', 'selectors', 'services']",
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from meshplan.model import Inventory, Requirement, Selector, labels_of, parse_thesis_selector
 from meshplan.pipeline import validated
@@ -26,8 +27,10 @@ def peer(**labels: str) -> Selector:
 Resolved = set[tuple[str, tuple[str, ...]]]
 
 
-def resolved(inventory: Inventory, selector: Selector, domain: str) -> Resolved:
-    return {(t.service.key, t.clusters) for t in inventory.resolve_peer(selector, domain)}
+def resolved(inventory: Inventory, selector: Selector, domain: str,
+             direction: Literal["egress", "ingress"] = "egress") -> Resolved:
+    return {(t.service.key, t.clusters)
+            for t in inventory.resolve_peer(selector, domain, direction=direction)}
 
 
 def test_a_named_service_in_every_cluster_where_it_runs() -> None:
@@ -48,11 +51,22 @@ def test_a_cluster_wildcard_means_every_service_running_there() -> None:
 
 def test_another_domain_shows_only_what_it_exported() -> None:
     inventory = example()
-    # domain2 exports only frontend (to domain1); domain1 exports everything to domain2.
-    assert resolved(inventory, peer(domain="domain2"), "domain1") == {
-        ("domain2/frontend", ("cl4",))}
+    # domain2 exports nothing; domain1 exports everything to domain2.
+    assert resolved(inventory, peer(domain="domain2"), "domain1") == set()
     assert len(resolved(inventory, peer(domain="domain1"), "domain2")) == 4
     assert resolved(inventory, peer(service="rebel-base", domain="domain2"), "domain1") == set()
+
+
+def test_an_ingress_peer_may_name_any_domains_services() -> None:
+    """exportTo is about who may call a service: admitting one at ingress needs no consent."""
+    inventory = example()
+    assert resolved(inventory, peer(domain="domain2"), "domain1", "ingress") == {
+        ("domain2/frontend", ("cl4",)), ("domain2/service3", ("cl3",)),
+        ("domain2/service4", ("cl4",)), ("domain2/rebel-base", ("cl3",))}
+    assert resolved(inventory, peer(service="rebel-base", domain="domain2"), "domain1",
+                    "ingress") == {("domain2/rebel-base", ("cl3",))}
+    assert resolved(inventory, peer(service="rebel-base", domain="domain2", cluster="cl4"),
+                    "domain1", "ingress") == set()
 
 
 def test_unknown_names_resolve_to_nothing() -> None:
@@ -144,7 +158,8 @@ def test_an_empty_scope_is_refused_in_both_forms(tmp_path: Path) -> None:
     path.write_text(thesis.replace("  clusters: [cl3]\n", ""), encoding="utf-8")
     code, _, err = run_validate(repo)
     assert code == 1
-    assert ("expected at least one cluster name in meshplan.dev/clusters, found none") in err
+    assert ("allow-domain1.yaml:10:28: metadata.annotations.meshplan.dev/clusters: expected at "
+            "least one cluster name, found none") in err
 
 
 def test_policy_namespace() -> None:

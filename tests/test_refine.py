@@ -30,6 +30,7 @@ from tests.support.semantics import (
     REQUIRED_BY,
     ClusterView,
     EndpointPeer,
+    admission_anomalies,
     all_anomalies,
     cidr,
     cluster_views,
@@ -270,9 +271,9 @@ def test_wildcard_peer_matching_nothing_allows_nothing_and_warns(tmp_path: Path)
     repo = repo_with(tmp_path, {"beta": [
         requirement("shop", {"service": "shop"},
                     egress=[to({"service": "*", "domain": "gamma"})],
-                    ingress=[from_({"service": "*", "domain": "gamma"})]),
+                    ingress=[from_({"service": "*", "cluster": "b3"})]),
         requirement("only-in", {"service": "shop"},
-                    ingress=[from_({"service": "*", "domain": "gamma", "cluster": "g1"})]),
+                    ingress=[from_({"service": "*", "domain": "beta", "cluster": "b3"})]),
     ]})
     files, diagnostics = render_files(repo)
     warnings = [d for d in diagnostics if d.severity is Severity.WARNING]
@@ -515,6 +516,9 @@ def test_other_domains_output_changes_only_for_services_exported_to_the_requirem
                 assert kind == "Service" and (namespace, name) in exported, (path, kind, name)
     assert views["gamma/g1"].objects == ()
     assert objects_by_key(views["alpha/a1"])  # something did change for api
+    # exportTo is about calling: the ingress peers admit gamma's private service all the same
+    ingress = views["beta/b1"].policy("shop", "shop").direction("ingress")
+    assert ep("ingress", {"app": "hidden"}, "hidden", {"gamma-1"}, ports("443/TCP")) in ingress
 
 
 def test_naming_a_service_that_is_not_exported_is_an_error(tmp_path: Path) -> None:
@@ -573,3 +577,134 @@ def test_clusters_removed_from_the_inventory_disappear(tmp_path: Path) -> None:
     assert not (out / "clusters" / "beta" / "b3").exists()
     assert not (out / "clusters" / "gamma").exists()
     assert set(read_output(out)) == {"alpha/a1", "alpha/a2", "beta/b1", "beta/b2"}
+
+
+# --------------------------------------------------------------------------- Cilium's meaning
+
+
+@pytest.mark.parametrize(("peer", "pinned"), [
+    ({"app": "x"}, True),
+    ({"io.cilium.k8s.namespace.labels.team": "pay"}, False),
+    ({"k8s:io.cilium.k8s.namespace.labels.team": "pay"}, False),
+    ({"any:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name": "web-ns"}, False),
+    ({"app": "x", "io.kubernetes.pod.namespace": "web-ns"}, False),
+])
+def test_a_raw_peer_is_pinned_to_the_policy_namespace_as_cilium_pins_it(
+        tmp_path: Path, peer: dict[str, str], pinned: bool) -> None:
+    """Cilium pins a CNP's peer to the policy's namespace unless it names a namespace or
+    selects by namespace labels (pods of every namespace so labelled): meshplan writes what
+    Cilium would do, never a namespace that narrows a namespace-label peer to nothing."""
+    views = render(tmp_path, {"alpha": [
+        requirement("web", {"service": "web"}, egress=[to(peer)])]})
+    [rule] = [r for r in rules(views["alpha/a1"], "web-ns", "web", "egress")
+              if "k8s:k8s-app" not in r["toEndpoints"][0]["matchLabels"]]
+    labels = rule["toEndpoints"][0]["matchLabels"]
+    assert (labels.get(NS) == "web-ns") is pinned
+    assert labels[CLUSTER] == "alpha-1"
+
+
+def test_more_than_40_ports_are_split_into_port_rules(tmp_path: Path) -> None:
+    """Cilium rejects a whole policy with more than 40 ports in one toPorts entry."""
+    domains = base_domains()
+    domains[0]["spec"]["services"][0]["ports"] = [
+        {"port": 8000 + i, "protocol": "TCP", "name": f"p{i}"} for i in range(95)]
+    views = render(tmp_path, {"alpha": [
+        requirement("web", {"service": "web"}, egress=[to({"service": "api"})]),
+        requirement("in", {"service": "api"}, ingress=[from_({"service": "web"})]),
+    ]}, domains)
+    for namespace, name, direction in (("web-ns", "web", "egress"), ("api-ns", "in", "ingress")):
+        [rule] = [r for r in rules(views["alpha/a1"], namespace, name, direction)
+                  if r.get("toPorts") and len(r["toPorts"]) > 1]
+        assert [len(entry["ports"]) for entry in rule["toPorts"]] == [40, 40, 15]
+        assert {int(p["port"]) for e in rule["toPorts"] for p in e["ports"]} == set(
+            range(8000, 8095))
+        assert [e for o in views["alpha/a1"].objects for e in validate_object(dict(o))] == []
+
+
+def load_balancing(diagnostics: Sequence[Diagnostic]) -> list[str]:
+    return [d.message for d in diagnostics if d.severity is Severity.WARNING
+            and "load-balanced to" in d.message]
+
+
+# The research note's cases: who calls api (a1, a2) limited to which clusters, and what the
+# global Service in the caller's cluster load-balances to.
+@pytest.mark.parametrize(("callers", "lost", "fix"), [
+    # a client in a1 admits only a2, but a1's own copy is global: local backends are used too
+    ([("alpha", "web", {"service": "api", "cluster": "a2"})], ["a1"],
+     "service.cilium.io/affinity: remote on api in a1"),
+    # a client in a1 admits only a1, while another requirement makes a1's copy global (a
+    # client elsewhere calls api everywhere): a1's clients are load-balanced to a2 as well
+    ([("alpha", "web", {"service": "api", "cluster": "a1"}),
+      ("beta", "shop", {"service": "api", "domain": "alpha"})], ["a2"],
+     "service.cilium.io/affinity: local on api in a1"),
+    # a client in b1 (a mirror) admits only a2, while a1 shares its backends (another caller)
+    ([("beta", "shop", {"service": "api", "domain": "alpha", "cluster": "a2"}),
+      ("beta", "cache", {"service": "api", "domain": "alpha", "cluster": "a1"})], ["a1"],
+     'stop a1 sharing its backends (service.cilium.io/shared: "false"'),
+])
+def test_a_cluster_limited_peer_behind_a_wider_global_service_is_a_warning(
+        tmp_path: Path, callers: list[tuple[str, str, dict[str, str]]], lost: list[str],
+        fix: str) -> None:
+    requirements: dict[str, list[dict[str, Any]]] = {}
+    for domain_name, service, peer in callers:
+        requirements.setdefault(domain_name, []).append(
+            requirement(f"{service}-calls", {"service": service}, egress=[to(peer)]))
+    _, diagnostics = render_files(repo_with(tmp_path, requirements))
+    warned = [w for w in load_balancing(diagnostics) if f"found {', '.join(lost)} not "
+              "admitted" in w]
+    assert warned, diagnostics
+    assert any(fix in w for w in warned), warned
+    assert all(w.startswith("expected the clusters the peers of these pods admit") for w in warned)
+
+
+@pytest.mark.parametrize("peer", [
+    {"service": "api"},  # every cluster admitted
+    {"service": "api", "cluster": "a1"},  # only local, and a1's copy is not global
+    {"service": "api", "domain": "alpha", "cluster": "a2"},  # a mirror fed by a2 only
+])
+def test_a_peer_admitting_every_backend_is_not_warned(tmp_path: Path,
+                                                     peer: dict[str, str]) -> None:
+    owner = "beta" if peer.get("domain") else "alpha"
+    service = "shop" if owner == "beta" else "web"
+    _, diagnostics = render_files(repo_with(tmp_path, {owner: [
+        requirement("calls", {"service": service}, egress=[to(peer)])]}))
+    assert load_balancing(diagnostics) == []
+
+
+def test_requirements_selecting_the_same_pods_are_unioned(tmp_path: Path) -> None:
+    """Cilium unions the allows of every policy selecting a pod: a second requirement on the
+    same pods admitting the other cluster settles it (the thesis' use case 2b)."""
+    _, diagnostics = render_files(repo_with(tmp_path, {"alpha": [
+        requirement("local", {"service": "web"}, egress=[to({"service": "api", "cluster": "a1"})]),
+        requirement("all", {"service": "web"}, egress=[to({"service": "api"})]),
+    ]}))
+    assert load_balancing(diagnostics) == []
+
+
+def test_an_external_name_longer_than_253_characters_is_an_error(tmp_path: Path) -> None:
+    domains = base_domains()
+    domains[1]["spec"]["clusters"][0]["clusterDomain"] = ".".join(["c" * 60] * 4)
+    repo = repo_with(tmp_path, {"beta": [
+        requirement("shop", {"service": "shop"}, egress=[to(API_OF_ALPHA)])]}, domains)
+    inventory, diagnostics = validate(repo)
+    assert inventory is None
+    [problem] = [d for d in diagnostics if d.severity is Severity.ERROR]
+    assert problem.message.startswith("expected the ExternalName Service shop/api of beta/b1 to "
+                                      "point at a DNS name of at most 253 characters, found "
+                                      "'api.api-ns.svc.cccc")
+
+
+def test_every_emitted_object_is_admitted_and_the_check_can_fail(tmp_path: Path) -> None:
+    """all_anomalies (run by the render tests and the random-repository properties) checks
+    every emitted selector and name with meshplan.admission; it does flag a planted one."""
+    views = render(tmp_path, {"alpha": [
+        requirement("web", {"service": "web"}, egress=[to({"service": "api"})])]})
+    policy = dict(views["alpha/a1"].policy("web-ns", "web").body)
+    bad = {**policy, "spec": {**policy["spec"], "endpointSelector": {"matchExpressions": [
+        {"key": "tier", "operator": "In"}]}}}
+    assert admission_anomalies(policy) == []
+    assert [p.split(": ", 1)[1] for p in admission_anomalies(bad)] == [
+        "expected at least one value for operator In, found none (Cilium rejects the whole "
+        "policy)"]
+    service = {"kind": "Service", "metadata": {"name": "2web", "namespace": "n"}, "spec": {}}
+    assert admission_anomalies(service) == ["Service n/2web: invalid name for its kind"]

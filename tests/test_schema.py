@@ -236,8 +236,16 @@ def test_domain_request_notices_for_ignored_fields() -> None:
      "'Front$'"),
     ('"app: web', '"-app: web',
      "inventory/d.json:7:70: services[0].selector: error: expected a Kubernetes label key "
-     "([prefix/]name, name at most 63 characters of letters, digits, '-', '_', '.'), found "
-     "'-app'"),
+     "([prefix/]name: a lowercase DNS subdomain prefix of at most 253 characters, a name of at "
+     "most 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit), found "
+     "'-app': the name '-app' has a character other than letters, digits, '-', '_', '.' or does "
+     "not start and end with a letter or digit"),
+    ('"app: web', '"' + "a" * 60 + ': web',
+     "inventory/d.json:7:70: services[0].selector: error: expected a Cilium selector key: "
+     "[k8s: or any:]label key, where the label key is [prefix/]name, the prefix a lowercase DNS "
+     "subdomain and the name at most 63 letters, digits, '-', '_', '.' counting Cilium's source "
+     "(so at most 59 without a prefix), found '" + "a" * 60 + "': as Cilium 1.19 reads it "
+     "('any." + "a" * 60 + "', with its source), the name has 64 characters (at most 63)"),
     ('"domain": "d1"', '"domain": "d2"',
      "inventory/d.json:7:31: services[0].domain: error: expected the domain's name 'd1' or "
      "null, found 'd2'"),

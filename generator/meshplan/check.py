@@ -9,12 +9,14 @@ match nothing.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
-from typing import NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
+from .admission import bare_key
 from .diagnostics import Diagnostic, Location, error, warning
 from .model import (
     CidrPeer,
@@ -23,14 +25,17 @@ from .model import (
     Peer,
     Requirement,
     Rule,
+    Selector,
     Service,
 )
 from .vocabulary import (
     ABSTRACT_KEYS,
     CILIUM_CLUSTER_LABEL,
     CLUSTER_KEY,
-    CLUSTERS_ANNOTATION,
+    CLUSTERWIDE_POLICY_KIND,
     DOMAIN_KEY,
+    NAMESPACE_LABELS_PREFIX,
+    POD_NAMESPACE_LABEL,
     SERVICE_KEY,
     WILDCARD,
 )
@@ -53,8 +58,10 @@ def check_inventory(
     problems += _mesh_identity_problems(inventory)
     problems += _pod_cidr_overlaps(inventory)
     problems += _unique_requirements(inventory.requirements)
+    pod_networks = PodNetworks(inventory)
     for requirement in inventory.requirements:
-        problems += RequirementChecker(inventory, requirement, broken_domains).problems()
+        problems += RequirementChecker(inventory, requirement, broken_domains,
+                                       pod_networks).problems()
     return problems
 
 
@@ -130,6 +137,13 @@ def _service_problems(
     if len(set(service.clusters)) != len(service.clusters):
         yield error(service.location, service.clusters_path, "expected each cluster once in "
                     f"service '{service.name}', found duplicates")
+    for key, _ in service.selector:
+        if key in (POD_NAMESPACE_LABEL, CILIUM_CLUSTER_LABEL) or key.startswith(
+                NAMESPACE_LABELS_PREFIX):
+            yield error(service.location, f"{service.path}.selector.{key}", "expected the "
+                        f"service's own pod labels, found '{key}', a label Cilium derives for "
+                        "every pod (write the namespace in namespace:, the clusters in "
+                        "clusters:)")
     ports = [(p.port, p.protocol) for p in service.ports]
     if len(set(ports)) != len(ports):
         yield error(service.location, f"{service.path}.ports", "expected each port/protocol "
@@ -210,6 +224,51 @@ def _pod_cidr_overlaps(inventory: Inventory) -> Iterator[Diagnostic]:
                     f"{first.network} of {first.owner} ({_first_seen(first.where)})")
 
 
+class _PodBlock(NamedTuple):
+    version: int
+    start: int
+    end: int
+    network: Network
+    owner: str  # "domain/cluster"
+    where: Location
+
+
+class PodNetworks:
+    """Every cluster's pod CIDRs, to find the ones an address block overlaps (by bisection:
+    a requirement may name tens of thousands of blocks, a mesh a thousand clusters)."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        blocks: list[_PodBlock] = []
+        for domain in inventory.domains:
+            for cluster in domain.clusters:
+                for text, where in cluster.pod_cidrs:
+                    try:
+                        net = ipaddress.ip_network(text, strict=True)
+                    except ValueError:
+                        continue  # reported by _pod_cidr_overlaps
+                    blocks.append(_PodBlock(net.version, int(net.network_address),
+                                            int(net.broadcast_address), net,
+                                            f"{domain.name}/{cluster.name}", where))
+        blocks.sort()
+        self.blocks = blocks
+        self.starts = [(b.version, b.start) for b in blocks]
+
+    def overlapping(self, network: Network) -> list[_PodBlock]:
+        """The pod CIDRs ``network`` overlaps, in address order."""
+        lo, hi = int(network.network_address), int(network.broadcast_address)
+        last = bisect.bisect_right(self.starts, (network.version, hi))
+        out = []
+        # Pod CIDRs do not overlap each other (else that is an error of its own): walking back
+        # from the last one that starts inside the block, the first that ends before it ends
+        # the search.
+        for i in range(last - 1, -1, -1):
+            block = self.blocks[i]
+            if block.version != network.version or block.end < lo:
+                break
+            out.append(block)
+        return out[::-1]
+
+
 def _overlapping_pairs(networks: list[_PodNetwork]) -> Iterator[tuple[_PodNetwork, _PodNetwork]]:
     """Every pair of networks of different clusters that overlap.
 
@@ -226,6 +285,14 @@ def _overlapping_pairs(networks: list[_PodNetwork]) -> Iterator[tuple[_PodNetwor
             open_ = [n for n in open_ if int(n.network.broadcast_address) >= start]
             yield from ((earlier, current) for earlier in open_ if earlier.owner != current.owner)
             open_.append(current)
+
+
+def written_keys(selector: Selector, path: str) -> list[tuple[str, str]]:
+    """(key as written, its key path) of every label and expression key of a selector."""
+    out = [(key, f"{path}.matchLabels.{key}") for key, _ in selector.match_labels]
+    out += [(e.key, f"{path}.matchExpressions[{i}].key")
+            for i, e in enumerate(selector.match_expressions)]
+    return out
 
 
 # --------------------------------------------------------------------------- requirements
@@ -247,11 +314,13 @@ class RequirementChecker:
     """The checks of one requirement; small methods, each one rule."""
 
     def __init__(self, inventory: Inventory, requirement: Requirement,
-                 broken_domains: frozenset[str] = frozenset()) -> None:
+                 broken_domains: frozenset[str] = frozenset(),
+                 pod_networks: PodNetworks | None = None) -> None:
         self.inventory = inventory
         self.req = requirement
         self.domain = inventory.domain_by_name.get(requirement.domain)
         self.broken_domains = broken_domains
+        self.pod_networks = pod_networks or PodNetworks(inventory)
 
     def problems(self) -> list[Diagnostic]:
         if self.domain is None and self.req.domain in self.broken_domains:
@@ -273,13 +342,13 @@ class RequirementChecker:
         assert self.domain is not None
         if self.req.clusters is None:
             return
-        if not self.req.clusters:
-            yield error(self.req.location, "metadata.annotations", "expected at least one "
-                        f"cluster name in {CLUSTERS_ANNOTATION}, found none")
-        for i, (name, where) in enumerate(zip(self.req.clusters, self.req.cluster_locations,
-                                               strict=True)):
-            path = (f"spec.clusters[{i}]" if self.req.form == "native"
-                    else f"metadata.annotations.{CLUSTERS_ANNOTATION}")
+        seen: set[str] = set()
+        for name, where, path in zip(self.req.clusters, self.req.cluster_locations,
+                                     self.req.cluster_paths, strict=True):
+            if name in seen:
+                yield error(where, path, f"expected each cluster once, found '{name}' again")
+                continue
+            seen.add(name)
             if name not in self.domain.cluster_by_name:
                 yield error(where, path, f"expected a cluster of domain "
                             f"'{self.domain.name}', found '{name}'"
@@ -290,10 +359,18 @@ class RequirementChecker:
         selector = self.req.endpoint_selector
         where = self.req.selector_location
         labels = dict(selector.match_labels)
-        if CILIUM_CLUSTER_LABEL in labels or f"k8s:{CILIUM_CLUSTER_LABEL}" in labels:
-            yield error(where, "spec.endpointSelector", "expected pod labels, found the Cilium "
-                        "cluster label: choose clusters with spec.clusters")
+        if self.req.cluster_wide and self.req.namespace is not None:
+            yield error(self.req.namespace_location, "metadata.namespace", "expected no "
+                        "namespace (or \"*\") on a cluster-wide policy, found "
+                        f"'{self.req.namespace}': the API server drops the namespace of a "
+                        f"{CLUSTERWIDE_POLICY_KIND}, so it would apply to every namespace; use "
+                        "kind Requirement for a policy in one namespace")
+        for key, path in written_keys(selector, "spec.endpointSelector"):
+            if bare_key(key) == CILIUM_CLUSTER_LABEL:
+                yield error(where, path, "expected pod labels, found the Cilium cluster label "
+                            f"'{key}': choose clusters with spec.clusters")
         if not selector.is_abstract:
+            yield from self._subject_namespace()
             return
         extra = sorted(k for k in labels if k != SERVICE_KEY)
         if CLUSTER_KEY in labels or DOMAIN_KEY in labels or extra or selector.match_expressions:
@@ -302,6 +379,33 @@ class RequirementChecker:
                         f"({', '.join(sorted(labels))}); choose clusters with spec.clusters")
             return
         yield from self._selected_service(labels[SERVICE_KEY])
+
+    def _subject_namespace(self) -> Iterator[Diagnostic]:
+        """A namespaced policy's subject is confined to the policy's namespace by Cilium,
+        whatever its endpointSelector says: another namespace there would make the policy
+        select nothing (its pods unrestricted), so it is an error, never silently nothing."""
+        namespace = self.inventory.policy_namespace(self.req)
+        if namespace is None:
+            return  # cluster-wide: a namespace in the subject is a real restriction
+        selector = self.req.endpoint_selector
+        terms: list[tuple[str, str, tuple[str, ...], str]]
+        terms = [(key, "In", (value,), path) for (key, value), (_, path) in zip(
+            selector.match_labels, written_keys(Selector(selector.match_labels), "spec."
+                                                "endpointSelector"), strict=True)]
+        terms += [(e.key, e.operator, e.values, f"spec.endpointSelector.matchExpressions[{i}]")
+                  for i, e in enumerate(selector.match_expressions)]
+        for key, operator, values, path in terms:
+            if bare_key(key) != POD_NAMESPACE_LABEL or (operator, values) == ("In", (namespace,)):
+                continue
+            found = f"'{values[0]}'" if operator == "In" and len(values) == 1 else \
+                f"{operator} [{', '.join(values)}]" if values else operator
+            yield error(self.req.selector_location, path, "expected no namespace in the "
+                        f"endpointSelector, or the policy's own namespace '{namespace}' "
+                        f"(metadata.namespace, default when unset), found {found}: Cilium "
+                        "confines a policy's subject to its own namespace, so this one would "
+                        "select no pod and leave them unrestricted; set metadata.namespace "
+                        "instead (one requirement per namespace, or \"*\" for a cluster-wide "
+                        "policy)")
 
     def _selected_service(self, name: str) -> Iterator[Diagnostic]:
         assert self.domain is not None
@@ -325,10 +429,8 @@ class RequirementChecker:
             yield error(self.req.namespace_location, "metadata.namespace", "expected the "
                         f"namespace of service '{name}' ({service.namespace}) or none, found "
                         f"'{self.req.namespace}'")
-        for i, (cluster, where_c) in enumerate(zip(self.req.clusters or (),
-                                                   self.req.cluster_locations, strict=False)):
-            path = (f"spec.clusters[{i}]" if self.req.form == "native"
-                    else f"metadata.annotations.{CLUSTERS_ANNOTATION}")
+        for cluster, where_c, path in zip(self.req.clusters or (), self.req.cluster_locations,
+                                          self.req.cluster_paths, strict=False):
             if cluster in self.domain.cluster_by_name and cluster not in service.clusters:
                 yield error(where_c, path, f"expected a cluster where service "
                             f"'{name}' runs ({', '.join(service.clusters)}), found '{cluster}'")
@@ -353,21 +455,25 @@ class RequirementChecker:
         for cidr in rule.cidrs:
             yield from self._cidr(cidr, rule.direction, cidrs_key)
 
-    def _peer(self, peer: Peer, direction: str, key: str) -> Iterator[Diagnostic]:
+    def _peer(self, peer: Peer, direction: Literal["egress", "ingress"],
+              key: str) -> Iterator[Diagnostic]:
         labels = dict(peer.selector.match_labels)
         path = peer.path or f"spec.{direction}.{key}"
-        if CILIUM_CLUSTER_LABEL in labels or f"k8s:{CILIUM_CLUSTER_LABEL}" in labels:
-            yield error(peer.location, path, "expected the abstract label 'cluster', found the "
-                        f"raw Cilium label {CILIUM_CLUSTER_LABEL} (raw cluster labels would bypass "
-                        "the consent of the cluster's domain)")
+        selector = peer.selector
+        names_cluster = any(bare_key(k) == CILIUM_CLUSTER_LABEL for k, _ in selector.match_labels)
+        names_cluster |= any(bare_key(e.key) == CILIUM_CLUSTER_LABEL
+                             for e in selector.match_expressions)
+        cluster_keys = [(k, p) for k, p in written_keys(selector, path)
+                        if bare_key(k) == CILIUM_CLUSTER_LABEL] if names_cluster else []
+        for written, where in cluster_keys:
+            yield error(peer.location, where, "expected the abstract label 'cluster', found the "
+                        f"raw Cilium label '{written}' (raw cluster labels, in any spelling, "
+                        "would bypass the consent of the cluster's domain)")
+        if cluster_keys:
             return
         if not peer.is_abstract:
-            for key_, value in labels.items():
-                if value == WILDCARD:
-                    yield error(peer.location, path, f"expected a label value for '{key_}', "
-                                "found \"*\" (only the abstract labels service and cluster take "
-                                "wildcards)")
-            return
+            yield from self._raw_peer_namespace(peer, path)
+            return  # its labels were checked with the structure (meshplan.admission)
         raw = sorted(k for k in labels if k not in ABSTRACT_KEYS)
         if peer.selector.match_expressions:
             raw.append("matchExpressions")
@@ -375,9 +481,22 @@ class RequirementChecker:
             yield error(peer.location, path, "expected either abstract labels (service, "
                         f"cluster, domain) or raw pod labels, found both ({', '.join(raw)})")
             return
-        yield from self._abstract_peer(peer, labels, path)
+        yield from self._abstract_peer(peer, labels, path, direction)
 
-    def _abstract_peer(self, peer: Peer, labels: dict[str, str], path: str) -> Iterator[Diagnostic]:
+    def _raw_peer_namespace(self, peer: Peer, path: str) -> Iterator[Diagnostic]:
+        """A namespace expression other than In makes a peer reach across namespaces."""
+        for i, e in enumerate(peer.selector.match_expressions):
+            if bare_key(e.key) != POD_NAMESPACE_LABEL or e.operator == "In":
+                continue
+            meaning = ("no pod (every pod has a namespace)" if e.operator == "DoesNotExist"
+                       else "pods of every namespace" if e.operator == "Exists"
+                       else f"pods of every namespace but {', '.join(e.values)}")
+            yield warning(peer.location, f"{path}.matchExpressions[{i}]", "peer selects "
+                          f"{meaning} of its cluster: a peer that names a namespace is not pinned "
+                          "to the policy's namespace, by Cilium nor by meshplan")
+
+    def _abstract_peer(self, peer: Peer, labels: dict[str, str], path: str,
+                       direction: Literal["egress", "ingress"]) -> Iterator[Diagnostic]:
         domain_name = labels.get(DOMAIN_KEY, self.req.domain)
         target = self.inventory.domain_by_name.get(domain_name)
         if target is None and domain_name in self.broken_domains:
@@ -395,16 +514,19 @@ class RequirementChecker:
             return
         service_name = labels.get(SERVICE_KEY, WILDCARD)
         if service_name != WILDCARD:
-            yield from self._named_service_peer(peer, target, service_name, cluster, path)
+            yield from self._named_service_peer(peer, target, service_name, cluster, path,
+                                                direction)
             return
-        if not self.inventory.resolve_peer(peer.selector, self.req.domain):
+        if not self.inventory.resolve_peer(peer.selector, self.req.domain, direction=direction):
             scope = (f"cluster '{cluster}' of " if cluster != WILDCARD else "") + \
                     f"domain '{target.name}'"
-            yield warning(peer.location, path, f"peer matches no service visible to domain "
-                          f"'{self.req.domain}' in {scope}, so it allows nothing")
+            visible = f" visible to domain '{self.req.domain}'" if direction == "egress" else ""
+            yield warning(peer.location, path, f"peer matches no service{visible} in {scope}, "
+                          "so it allows nothing")
 
     def _named_service_peer(
-        self, peer: Peer, target: Domain, name: str, cluster: str, path: str
+        self, peer: Peer, target: Domain, name: str, cluster: str, path: str,
+        direction: Literal["egress", "ingress"],
     ) -> Iterator[Diagnostic]:
         service = target.service_by_name.get(name)
         if service is None:
@@ -412,11 +534,13 @@ class RequirementChecker:
                         f"domain '{target.name}', found '{name}'"
                         f"{did_you_mean(name, target.service_by_name)}")
             return
-        if not service.exported_to(self.req.domain):
+        # exportTo governs who may call a service; admitting it at ingress needs no consent.
+        if direction == "egress" and not service.exported_to(self.req.domain):
             yield error(peer.location, f"{path}.matchLabels.service", f"expected a service "
                         f"exported to domain '{self.req.domain}', found '{name}' of domain "
                         f"'{target.name}' ({_first_seen(service.location)}), which does not "
-                        f"list '{self.req.domain}' in exportTo")
+                        f"list '{self.req.domain}' in exportTo (exportTo is needed to call a "
+                        "service, not to admit it at ingress)")
             return
         if cluster != WILDCARD and cluster not in service.clusters:
             yield error(peer.location, f"{path}.matchLabels.cluster", f"expected a cluster "
@@ -427,6 +551,8 @@ class RequirementChecker:
         path = cidr.path or f"spec.{direction}.{key}"
         network, problems = parse_network(cidr.cidr, cidr.location, f"{path}.cidr")
         yield from problems
+        if network is not None:
+            yield from self._cidr_covers_pods(cidr, network, path)
         for text, where in zip(cidr.excepts, cidr.except_locations, strict=True):
             inner, inner_problems = parse_network(text, where, f"{path}.except")
             yield from inner_problems
@@ -435,3 +561,29 @@ class RequirementChecker:
             if inner.version != network.version or not inner.subnet_of(network):  # type: ignore[arg-type]
                 yield error(where, f"{path}.except", f"expected a CIDR inside {network}, found "
                             f"'{text}'")
+
+    def _cidr_covers_pods(self, cidr: CidrPeer, network: Network,
+                          path: str) -> Iterator[Diagnostic]:
+        """Cilium never matches an endpoint that has an identity (any pod of the mesh) by
+        CIDR: a block over a pod network reaches none of its pods."""
+        overlapping = self.pod_networks.overlapping(network)
+        holes = []
+        for text in cidr.excepts if overlapping else ():
+            try:
+                holes.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                continue
+        covered = [b for b in overlapping if not any(
+            b.version == h.version and b.network.subnet_of(h)  # type: ignore[arg-type]
+            for h in holes)]
+        if not covered:
+            return
+        shown = "; ".join(f"{b.network} of {b.owner} ({_first_seen(b.where)})"
+                          for b in covered[:3])
+        more = f"; and {len(covered) - 3} more" if len(covered) > 3 else ""
+        what = "the pod CIDR" if len(covered) == 1 else f"the pod CIDRs of {len(covered)} clusters"
+        yield warning(cidr.location, f"{path}.cidr", f"expected an address block outside "
+                      f"the pod networks, found {network} overlapping {what}: {shown}{more}. "
+                      "Cilium never matches pods (of any cluster of the mesh) by CIDR, so this "
+                      "rule reaches none of them; to reach pods, name their service "
+                      "({service: ..., cluster: ...})")

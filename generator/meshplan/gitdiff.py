@@ -21,8 +21,9 @@ import jinja2
 import yaml
 
 from .diagnostics import Diagnostic, InputError, OperationError, Severity
+from .flowdiff import connectivity_changes, mermaid_changes
 from .gitrepo import detached_worktree, resolve_commit, toplevel
-from .graph import FlowEdge, flow_edges_of, mermaid_block, mermaid_flow_diff
+from .graph import mermaid_block
 from .model import Inventory
 from .outputs import KUSTOMIZATION, OutputFile, split_cluster_path
 from .render import Rendered
@@ -66,8 +67,9 @@ class DiffReport:
     clusters_compared: int
     base_note: str | None = None  # why the base could not be rendered
     base_diagnostics: tuple[Diagnostic, ...] = field(default=())
-    flow_diff: str = ""  # Mermaid picture of the flows added/removed ("" = none or not drawn)
+    flow_diff: str = ""  # Mermaid picture of the flows opened/closed ("" = none or not drawn)
     flow_note: str | None = None  # why no picture was drawn
+    flow_summary: tuple[str, ...] = ()  # what changes for connectivity, in words (markdown)
 
     @property
     def has_changes(self) -> bool:
@@ -188,7 +190,7 @@ class BaseRender:
     files: tuple[OutputFile, ...]
     note: str | None = None
     diagnostics: tuple[Diagnostic, ...] = ()
-    flows: frozenset[FlowEdge] = frozenset()
+    inventory: Inventory | None = None  # kept for the flow picture
 
 
 # The flow picture runs the connectivity model, which compares every pair of endpoints:
@@ -198,13 +200,6 @@ MAX_FLOW_ENDPOINTS = 400
 
 def flow_endpoints(inventory: Inventory) -> int:
     return sum(len(s.clusters) for d in inventory.domains for s in d.services)
-
-
-def flows_of(inventory: Inventory, files: tuple[OutputFile, ...]) -> frozenset[FlowEdge] | None:
-    """The policy-decided flows of ``files``; None when the fleet is too large to draw."""
-    if flow_endpoints(inventory) > MAX_FLOW_ENDPOINTS:
-        return None
-    return flow_edges_of(inventory, files)
 
 
 def git_root(project: Path) -> Path:
@@ -242,8 +237,7 @@ def render_ref(project: Path, ref: str, render: RenderRepository, *,
             return BaseRender(sha, (), f"base {ref} ({sha[:12]}) has invalid inputs "
                               f"({errors} error(s)), so it cannot be rendered: every object "
                               "is shown as added", exc.diagnostics)
-        flows = flows_of(inventory, rendered.files) if with_flows else None
-        return BaseRender(sha, rendered.files, flows=flows or frozenset())
+        return BaseRender(sha, rendered.files, inventory=inventory if with_flows else None)
 
 
 def diff_report(base_ref: str, before: BaseRender, inventory: Inventory,
@@ -254,16 +248,19 @@ def diff_report(base_ref: str, before: BaseRender, inventory: Inventory,
     """
     groups = compare(before.files, files)
     compared = len(cluster_groups(before.files) | cluster_groups(files))
-    flow_diff, flow_note = "", None
+    flow_diff, flow_note, summary = "", None, tuple[str, ...]()
     if with_flows:
-        after = flows_of(inventory, files)
-        if after is None:
+        sizes = [flow_endpoints(i) for i in (inventory, before.inventory) if i is not None]
+        if before.inventory is None:
+            flow_note = "flow picture skipped: the base has no rendered output to compare with"
+        elif max(sizes) > MAX_FLOW_ENDPOINTS:
             flow_note = (f"flow picture skipped: more than {MAX_FLOW_ENDPOINTS} service "
                          "endpoints (run `meshplan graph` for one cluster or domain)")
         else:
-            flow_diff = mermaid_flow_diff(before.flows, after)
+            changes = connectivity_changes((before.inventory, before.files), (inventory, files))
+            flow_diff, summary = mermaid_changes(changes), tuple(changes.summary())
     return DiffReport(base_ref, before.sha, tuple(groups), compared, before.note,
-                      before.diagnostics, flow_diff, flow_note)
+                      before.diagnostics, flow_diff, flow_note, summary)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -355,5 +352,6 @@ def format_markdown(report: DiffReport, budget: int = MARKDOWN_DIFF_BUDGET) -> s
         "fence": fence_for(c.diff for g in report.groups for c in g.changed),
         "flows": mermaid_block(report.flow_diff),
         "flow_note": report.flow_note,
+        "flow_summary": report.flow_summary,
     }
     return _environment().get_template("diff.md.j2").render(**context)

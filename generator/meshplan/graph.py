@@ -3,23 +3,21 @@
 Clusters are groups, endpoints nodes, allowed flows edges with their ports, all from verify's
 model of the rendered YAML. Only flows a policy decides are drawn (at least one side restricts
 and allows it); endpoints no policy restricts are marked instead; DNS is left out. Formats:
-Mermaid, Graphviz DOT, one offline HTML page, a table; :func:`mermaid_flow_diff` draws the
-flows a change adds and removes (``meshplan diff --format markdown``).
+Mermaid, Graphviz DOT, one offline HTML page, a table (:mod:`.flowdiff` draws what a change
+does to the flows, with :func:`mermaid_text`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import jinja2
 
 from . import __version__
-from .model import Inventory
-from .outputs import OutputFile
 from .verify.endpoints import Endpoint
-from .verify.report import VerifyReport, verify
+from .verify.report import VerifyReport
 
 GraphFormat = Literal["mermaid", "dot", "html", "table"]
 FORMATS: tuple[GraphFormat, ...] = ("mermaid", "dot", "html", "table")
@@ -341,80 +339,7 @@ def render_graph(graph: Graph, output_format: GraphFormat) -> str:
     return to_table(graph)
 
 
-# --------------------------------------------------------------------------- diff
-
-
-@dataclass(frozen=True, order=True)
-class FlowEdge:
-    """One policy-decided flow, named so that two renders can be compared."""
-
-    source_group: str
-    source: str  # endpoint title
-    target_group: str
-    target: str
-    ports: str
-
-
-def flow_edges(report: VerifyReport) -> frozenset[FlowEdge]:
-    out = set()
-    for (i, j), ports in report.restricted_flows().items():
-        a, b = report.endpoints[i], report.endpoints[j]
-        out.add(FlowEdge(a.group, a.title, b.group, b.title, str(ports)))
-    return frozenset(out)
-
-
-def flow_edges_of(inventory: Inventory,
-                  files: Iterable[OutputFile] | Mapping[str, bytes]) -> frozenset[FlowEdge]:
-    """The policy-decided flows of rendered files (paths relative to the output root)."""
-    contents = dict(files) if isinstance(files, Mapping) else {f.path: f.content for f in files}
-    return flow_edges(verify(inventory, contents))
-
-
-MAX_DIFF_EDGES = 200
-
-
-def mermaid_flow_diff(before: Iterable[FlowEdge], after: Iterable[FlowEdge]) -> str:
-    """A Mermaid flowchart of the flows added (green, thick) and removed (red, dotted).
-
-    A flow whose ports changed shows as removed with the old ports and added with the new.
-    Returns "" when nothing changed; beyond :data:`MAX_DIFF_EDGES` changed flows, only the
-    first ones are drawn (a comment line says how many were left out).
-    """
-    old, new = set(before), set(after)
-    removed = sorted(old - new)
-    added = sorted(new - old)
-    if not removed and not added:
-        return ""
-    changes = [("removed", e) for e in removed] + [("added", e) for e in added]
-    left_out = max(0, len(changes) - MAX_DIFF_EDGES)
-    changes = changes[:MAX_DIFF_EDGES]
-    ids: dict[tuple[str, str], str] = {}
-    groups: dict[str, list[str]] = {}
-    for _, e in changes:
-        for group, title in ((e.source_group, e.source), (e.target_group, e.target)):
-            if (group, title) not in ids:
-                ids[(group, title)] = f"n{len(ids)}"
-                groups.setdefault(group, []).append(title)
-    lines = ["flowchart LR"]
-    for k, group in enumerate(sorted(groups)):
-        lines.append(f'  subgraph g{k}["{mermaid_text(group)}"]')
-        for title in groups[group]:
-            short = title.split("/", 1)[1] if "/" in title and group != EXTERNAL else title
-            lines.append(f'    {ids[(group, title)]}["{mermaid_text(short)}"]')
-        lines.append("  end")
-    styles = []
-    for k, (change, e) in enumerate(changes):
-        a, b = ids[(e.source_group, e.source)], ids[(e.target_group, e.target)]
-        if change == "added":
-            lines.append(f'  {a} ==>|"+ {mermaid_text(e.ports)}"| {b}')
-            styles.append(f"  linkStyle {k} stroke:#1a7f37,stroke-width:3px,color:#1a7f37")
-        else:
-            lines.append(f'  {a} -.->|"- {mermaid_text(e.ports)}"| {b}')
-            styles.append(f"  linkStyle {k} stroke:#cf222e,stroke-width:2px,color:#cf222e")
-    lines += styles
-    if left_out:
-        lines.append(f"  %% {left_out} more changed flow(s) not drawn")
-    return "\n".join(lines) + "\n"
+# --------------------------------------------------------------------------- markdown
 
 
 def mermaid_block(text: str) -> str:
@@ -423,7 +348,6 @@ def mermaid_block(text: str) -> str:
 
 
 __all__: Sequence[str] = (
-    "FORMATS", "Edge", "FlowEdge", "Graph", "Group", "Node", "connectivity_graph",
-    "flow_edges", "flow_edges_of", "mermaid_block",
-    "mermaid_flow_diff", "render_graph", "to_dot", "to_html", "to_mermaid", "to_table",
+    "FORMATS", "Edge", "Graph", "Group", "Node", "connectivity_graph", "mermaid_block",
+    "mermaid_text", "render_graph", "to_dot", "to_html", "to_mermaid", "to_table",
 )

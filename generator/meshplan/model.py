@@ -193,6 +193,7 @@ class Requirement:
     cluster_wide: bool
     clusters: tuple[str, ...] | None  # None = every cluster of the domain
     cluster_locations: tuple[Location, ...]
+    cluster_paths: tuple[str, ...]  # key path of each written cluster name
     endpoint_selector: Selector
     egress: tuple[Rule, ...] | None
     ingress: tuple[Rule, ...] | None
@@ -294,13 +295,15 @@ class Inventory:
             return service.namespace
         return requirement.namespace or DEFAULT_NAMESPACE
 
-    def resolve_peer(self, peer: Selector, from_domain: str) -> tuple[PeerTarget, ...]:
+    def resolve_peer(self, peer: Selector, from_domain: str, *,
+                     direction: Literal["egress", "ingress"]) -> tuple[PeerTarget, ...]:
         """Expand an abstract peer into the services (and clusters) it means.
 
-        Only services visible to ``from_domain`` (its own, or exported to it) are returned;
-        unknown names give an empty result (the checker reports them). Wildcards never reach
-        across the consent boundary: a ``service: "*"`` of another domain matches only what
-        that domain exported.
+        ``exportTo`` is about who may *call* a service: an egress peer sees only services
+        visible to ``from_domain`` (its own, or exported to it), so a ``service: "*"`` of another
+        domain matches only what that domain exported. An ingress peer may name the services
+        of any domain: it only opens ``from_domain``'s own pods to them. Unknown names give an
+        empty result (the checker reports them).
         """
         domain = self.domain_by_name.get(peer.label(DOMAIN_KEY) or from_domain)
         if domain is None:
@@ -314,7 +317,7 @@ class Inventory:
             candidates = (found,) if found else ()
         targets: list[PeerTarget] = []
         for service in candidates:
-            if not service.exported_to(from_domain):
+            if direction == "egress" and not service.exported_to(from_domain):
                 continue
             clusters = tuple(c for c in service.clusters
                              if cluster_name in (WILDCARD, c) and c in domain.cluster_by_name)
@@ -505,7 +508,7 @@ def build_requirement(domain: str, doc: Document) -> Requirement:
     thesis = data["apiVersion"] != API_VERSION
     namespace = meta.get("namespace")
     cluster_wide = data["kind"] == CLUSTERWIDE_POLICY_KIND or namespace == WILDCARD
-    clusters, cluster_locations = _requirement_scope(doc, thesis)
+    clusters, cluster_locations, cluster_paths = _requirement_scope(doc)
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
                    if k != CLUSTERS_ANNOTATION}
     return Requirement(
@@ -515,6 +518,7 @@ def build_requirement(domain: str, doc: Document) -> Requirement:
         cluster_wide=cluster_wide,
         clusters=clusters,
         cluster_locations=cluster_locations,
+        cluster_paths=cluster_paths,
         endpoint_selector=_selector(spec["endpointSelector"]),
         egress=_rules(doc, "egress", spec),
         ingress=_rules(doc, "ingress", spec),
@@ -529,18 +533,21 @@ def build_requirement(domain: str, doc: Document) -> Requirement:
 
 
 def _requirement_scope(
-    doc: Document, thesis: bool
-) -> tuple[tuple[str, ...] | None, tuple[Location, ...]]:
+    doc: Document,
+) -> tuple[tuple[str, ...] | None, tuple[Location, ...], tuple[str, ...]]:
+    """The written clusters (``spec.clusters``, else the annotation), where each was written."""
     spec = doc.data["spec"]
     annotation = (doc.data["metadata"].get("annotations") or {}).get(CLUSTERS_ANNOTATION)
     if spec.get("clusters") is not None:
         names = tuple(spec["clusters"])
-        return names, tuple(doc.location(("spec", "clusters", i)) for i in range(len(names)))
+        return (names, tuple(doc.location(("spec", "clusters", i)) for i in range(len(names))),
+                tuple(f"spec.clusters[{i}]" for i in range(len(names))))
     if annotation is not None:
         names = tuple(n.strip() for n in str(annotation).split(",") if n.strip())
-        where = doc.location(("metadata", "annotations", CLUSTERS_ANNOTATION))
-        return names, tuple(where for _ in names)
-    return None, ()
+        path: PathKey = ("metadata", "annotations", CLUSTERS_ANNOTATION)
+        where = doc.location(path)
+        return names, tuple(where for _ in names), tuple(format_path(path) for _ in names)
+    return None, (), ()
 
 
 def _selector(data: Mapping[str, Any]) -> Selector:

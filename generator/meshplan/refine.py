@@ -9,11 +9,12 @@ lists every cause, and two different bodies for one key are a clash naming both 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .diagnostics import Diagnostic, Location, error
+from .admission import MAX_PORTS_PER_PORT_RULE, bare_key, valid_external_name
+from .diagnostics import Diagnostic, Location, error, warning
 from .model import (
     Cluster,
     Inventory,
@@ -26,6 +27,7 @@ from .model import (
     Service,
 )
 from .vocabulary import (
+    AFFINITY_ANNOTATION,
     ARGOCD_SYNC_OPTIONS_ANNOTATION,
     ARGOCD_SYNC_WAVE_ANNOTATION,
     CILIUM_CLUSTER_LABEL,
@@ -40,6 +42,7 @@ from .vocabulary import (
     K8S_POD_NAMESPACE_LABEL,
     MANAGED_BY,
     NAMESPACE_KIND,
+    NAMESPACE_LABELS_PREFIX,
     NETWORK_POLICY_KIND,
     POD_NAMESPACE_LABEL,
     REQUIRED_BY_ANNOTATION,
@@ -53,9 +56,6 @@ KIND_ORDER = (NAMESPACE_KIND, SERVICE_KIND, CLUSTERWIDE_POLICY_KIND, NETWORK_POL
               GATEWAY_KIND)
 SYNC_WAVE = {NAMESPACE_KIND: "-2", SERVICE_KIND: "-1"}
 
-# The namespace label as a peer may spell it (Cilium's docs often omit the source prefix).
-NAMESPACE_KEYS = frozenset({K8S_POD_NAMESPACE_LABEL, POD_NAMESPACE_LABEL,
-                            f"any:{POD_NAMESPACE_LABEL}"})
 DNS_PEER_LABELS = {K8S_POD_NAMESPACE_LABEL: DNS_NAMESPACE, f"k8s:{DNS_APP_LABEL}": DNS_APP}
 DNS_PORTS = ({"port": "53", "protocol": "UDP"}, {"port": "53", "protocol": "TCP"})
 
@@ -140,19 +140,36 @@ def service_peer_selector(inventory: Inventory, target: PeerTarget) -> dict[str,
 
 
 def raw_peer_selector(peer: Peer, namespace: str | None, local_mesh: str) -> dict[str, Any]:
-    """A raw pod-label peer with the namespace and the (local) cluster made explicit."""
+    """A raw pod-label peer with the namespace and the (local) cluster made explicit.
+
+    The namespace is what Cilium itself would pin (``getEndpointSelector``): the policy's,
+    unless the peer names a namespace (any spelling, labels or expressions) or selects by
+    namespace labels (``io.cilium.k8s.namespace.labels.*``: pods of every namespace so
+    labelled); a cluster-wide policy pins none.
+    """
     body = selector_body(peer.selector)
     labels = body.setdefault("matchLabels", {})
-    written = {*labels, *(e.key for e in peer.selector.match_expressions)}
-    if namespace is not None and not written & NAMESPACE_KEYS:
+    if namespace is not None and peer_pins_namespace(peer.selector):
         labels[K8S_POD_NAMESPACE_LABEL] = namespace
     labels[CILIUM_CLUSTER_LABEL] = local_mesh
     return body
 
 
+def peer_pins_namespace(selector: Selector) -> bool:
+    """Whether Cilium confines a namespaced policy's peer to the policy's namespace."""
+    keys = [bare_key(k) for k, _ in selector.match_labels]
+    keys += [bare_key(e.key) for e in selector.match_expressions]
+    return not any(k is not None and (k == POD_NAMESPACE_LABEL or
+                                      k.startswith(NAMESPACE_LABELS_PREFIX)) for k in keys)
+
+
 def ports_body(ports: Iterable[tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """``toPorts``: Cilium rejects a whole policy with more than 40 ports in one entry, so
+    longer lists are split (entries of one rule are alternatives: same meaning)."""
     entries = [{"port": port, **({"protocol": proto} if proto else {})} for port, proto in ports]
-    return [{"ports": entries}]
+    step = MAX_PORTS_PER_PORT_RULE
+    return [{"ports": entries[i:i + step]} for i in range(0, len(entries), step)] or \
+        [{"ports": entries}]
 
 
 def service_ports(service: Service) -> list[tuple[str, str | None]]:
@@ -221,6 +238,7 @@ class _Prepared:
     egress: tuple[_RuleItem, ...] | None
     ingress: tuple[_RuleItem, ...] | None
     origin: str
+    subject: Hashable  # whose pods the policy selects (the same for the same pods)
 
 
 class _PlanBuilder:
@@ -239,6 +257,11 @@ class _PlanBuilder:
         self._to_ports: dict[int, list[dict[str, Any]] | None] = {}
         self._peer_selectors: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
         self._dns_rules: dict[str, dict[str, Any]] = {}
+        # (connection, client cluster, whose pods call) of every egress flow to a service,
+        # for the load-balancing check once every Service is known.
+        self._calls: list[tuple[_Connection, Cluster, Hashable]] = []
+        self._keys = _Keys()
+        self._backends: dict[tuple[int, ClusterRef], tuple[str, ...]] = {}
 
     # -- requirements -------------------------------------------------------------------
 
@@ -274,8 +297,9 @@ class _PlanBuilder:
         metadata["labels"] = {**dict(req.labels), **MANAGED_BY}
         metadata["annotations"] = {**dict(req.annotations), SOURCE_ANNOTATION: req.file}
         key = req.key
+        subject = (namespace, self._keys.of(spec_head["endpointSelector"]))
         return _Prepared(req, key, namespace, kind, metadata, spec_head, egress, ingress,
-                         f"requirement {key}")
+                         f"requirement {key}", subject)
 
     def _add_policy(self, prep: _Prepared, cluster: Cluster) -> None:
         here = ClusterRef(cluster.domain, cluster.name)
@@ -283,13 +307,13 @@ class _PlanBuilder:
         if prep.egress is not None:
             rules = self._rules(prep, prep.egress, "toEndpoints", cluster, here)
             rules.append(self._dns_rule(cluster.mesh_name))
-            spec["egress"] = _unique(rules)
+            spec["egress"] = self._keys.unique(rules)
         if prep.ingress is not None:
             # When no peer matched, one empty rule: it allows nothing, yet it is a rule. Cilium
             # applies default deny per rule (an empty list or no section would leave ingress
             # open) and the CRD requires a section.
             rules = self._rules(prep, prep.ingress, "fromEndpoints", cluster, here)
-            spec["ingress"] = _unique(rules) or [{}]
+            spec["ingress"] = self._keys.unique(rules) or [{}]
         req = prep.requirement
         body = {"apiVersion": "cilium.io/v2", "kind": prep.kind, "metadata": prep.metadata,
                 "spec": spec}
@@ -334,7 +358,8 @@ class _PlanBuilder:
             if not peer.is_abstract:
                 items.append(_RawPeer(peer, fixed_ports))
                 continue
-            for target in self.inventory.resolve_peer(peer.selector, req.domain):
+            for target in self.inventory.resolve_peer(peer.selector, req.domain,
+                                                      direction=rule.direction):
                 # Explicit ports win (even none); else egress goes to the target's ports and
                 # ingress comes to the protected service's ports.
                 to_ports: list[dict[str, Any]] | None = None
@@ -402,12 +427,17 @@ class _PlanBuilder:
         cause, peer, namespace = prep.key, item.peer, prep.namespace
         remote = [ref for ref in item.refs if ref != here]
         if remote:
-            for ref in remote:
-                self._namespace(ref, service.namespace, cause, peer)
+            # Nothing goes into another domain's clusters without its consent: an ingress peer
+            # may name any domain's services (it only opens our own pods to them), but their
+            # namespaces are made global only where that domain exported the service to us.
+            if service.exported_to(prep.requirement.domain):
+                for ref in remote:
+                    self._namespace(ref, service.namespace, cause, peer)
             if namespace is not None:
                 self._namespace(here, namespace, cause, peer)
         if item.direction != "egress":
             return
+        self._calls.append((item, cluster, prep.subject))
         if remote:
             runs_here = service.domain == cluster.domain and cluster.name in service.clusters
             for ref in remote:
@@ -483,6 +513,14 @@ class _PlanBuilder:
         memo_key = (id(service), namespace, cluster.cluster_domain)
         memo = self._external_bodies.get(memo_key)
         if memo is None:
+            target = f"{service.name}.{service.namespace}.svc.{cluster.cluster_domain}"
+            if not valid_external_name(target):
+                self.diagnostics.append(error(
+                    peer.location, "", f"expected the ExternalName Service {namespace}/"
+                    f"{service.name} of {ref.path} to point at a DNS name of at most 253 "
+                    f"characters, found '{target}' ({len(target)}): shorten the service, its "
+                    f"namespace or the cluster's clusterDomain ({_at(cluster.location)})"))
+                return
             body = {
                 "apiVersion": "v1",
                 "kind": SERVICE_KIND,
@@ -491,8 +529,7 @@ class _PlanBuilder:
                              "annotations": {ARGOCD_SYNC_WAVE_ANNOTATION: SYNC_WAVE[SERVICE_KIND]}},
                 "spec": {
                     "type": "ExternalName",
-                    "externalName": f"{service.name}.{service.namespace}.svc."
-                                    f"{cluster.cluster_domain}",
+                    "externalName": target,
                     "ports": self._port_list(service),
                 },
             }
@@ -562,7 +599,67 @@ class _PlanBuilder:
             return
         pending.causes.add(cause)
 
+    # -- load balancing -----------------------------------------------------------------
+
+    def _backend_clusters(self, service: Service, client: ClusterRef) -> tuple[str, ...]:
+        """The clusters whose pods of ``service`` a client in ``client`` is load-balanced to.
+
+        Cilium merges a global Service's backends from every cluster whose copy is global and
+        shared (the default), and a cluster's clients use them only if their own copy is
+        global; local backends are always used. Affinity annotations are preferences with
+        fail-over, never restrictions (clustermesh/services.rst, affinity.rst).
+        """
+        memo = (id(service), client)
+        found = self._backends.get(memo)
+        if found is not None:
+            return found
+        local = client.domain == service.domain and client.name in service.clusters
+        if not _is_global(self._service_copy(client, service)):
+            found = (client.name,) if local else ()
+        else:
+            found = tuple(c for c in service.clusters if (local and c == client.name) or _shares(
+                self._service_copy(ClusterRef(service.domain, c), service)))
+        self._backends[memo] = found
+        return found
+
+    def _service_copy(self, ref: ClusterRef, service: Service) -> Mapping[str, Any]:
+        """The annotations of the Service meshplan emits for ``service`` in ``ref`` ({} if none)."""
+        pending = self.objects.get(ObjectKey(ref, "Service", service.namespace, service.name))
+        return pending.body["metadata"]["annotations"] if pending is not None else {}
+
+    def _load_balancing_warnings(self) -> None:
+        """Warn where a client's peers admit only some of the clusters its copy of a global
+        Service load-balances to. Every requirement selecting the same pods (same namespace
+        and selector) counts: Cilium unions their allows."""
+        admitted: dict[tuple[ClusterRef, Hashable, int], set[str]] = {}
+        calls = []
+        for item, cluster, subject in self._calls:
+            client = ClusterRef(cluster.domain, cluster.name)
+            group = (client, subject, id(item.target.service))
+            admitted.setdefault(group, set()).update(item.target.clusters)
+            calls.append((group, item))
+        seen: set[tuple[Location, int, ClusterRef]] = set()
+        for group, item in calls:
+            client, service = group[0], item.target.service
+            if len(item.target.clusters) == len(service.clusters):
+                continue  # every cluster of the service admitted: nothing can be lost
+            backends = self._backend_clusters(service, client)
+            allowed = admitted[group]
+            if all(c in allowed for c in backends):
+                continue
+            once = (item.peer.location, id(service), client)
+            if once in seen:
+                continue
+            seen.add(once)
+            lost = [c for c in backends if c not in allowed]
+            self.diagnostics.append(warning(
+                item.peer.location, item.peer.path, _load_balancing_message(
+                    service, client.name, backends, sorted(allowed), lost,
+                    local=client.domain == service.domain and client.name in service.clusters)))
+
     def finish(self) -> Plan:
+        self._keys = _Keys()  # every policy is complete: free the keys (and what they hold)
+        self._load_balancing_warnings()
         by_cluster: dict[ClusterRef, list[Manifest]] = {}
         objects, self.objects = self.objects, {}
         while objects:  # popping frees each pending record as soon as its Manifest exists
@@ -580,6 +677,36 @@ class _PlanBuilder:
                 plans.append(ClusterPlan(ref, cluster.mesh_name, tuple(manifests)))
         plans.sort(key=lambda p: p.cluster)
         return Plan(tuple(plans), tuple(self.diagnostics))
+
+
+def _is_global(annotations: Mapping[str, Any]) -> bool:
+    return annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true"
+
+
+def _shares(annotations: Mapping[str, Any]) -> bool:
+    """A copy of a Service contributes its backends to other clusters (global and shared)."""
+    return _is_global(annotations) and annotations.get(SHARED_SERVICE_ANNOTATION) != "false"
+
+
+def _load_balancing_message(service: Service, client: str, backends: Sequence[str],
+                            admitted: Sequence[str], lost: Sequence[str], *,
+                            local: bool) -> str:
+    fixes = [f"admit {', '.join(lost)} too (or drop cluster: from the peer)"]
+    if local and client not in admitted:
+        fixes.append(f"set {AFFINITY_ANNOTATION}: remote on {service.name} in {client}")
+    elif local and list(admitted) == [client]:
+        fixes.append(f"set {AFFINITY_ANNOTATION}: local on {service.name} in {client}")
+    remote_lost = [c for c in lost if c != client]
+    if remote_lost:
+        fixes.append(f"stop {', '.join(remote_lost)} sharing its backends "
+                     f'({SHARED_SERVICE_ANNOTATION}: "false", which affects every caller)')
+    return (f"expected the clusters the peers of these pods admit ({', '.join(admitted)}) to "
+            "cover every "
+            f"backend of the global Service {service.namespace}/{service.name} that clients in "
+            f"{client} are load-balanced to ({', '.join(backends)}), found "
+            f"{', '.join(lost)} not admitted: those connections will be dropped, at random. "
+            f"Fix: {'; or '.join(fixes)} (affinity is a preference with fail-over, not a "
+            "guarantee)")
 
 
 def _service_port(port: int, protocol: str, name: str | None) -> dict[str, Any]:
@@ -602,12 +729,43 @@ def output_order(manifest: Manifest) -> tuple[int, str, str]:
     return (_KIND_RANK[key.kind], key.namespace, key.name)
 
 
-def _unique(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen
+class _Keys:
+    """Hashable keys of YAML-shaped bodies, equal for equal data (mappings compare without
+    order), so repeated rules are dropped in linear time -- comparing every rule body with
+    every earlier one made one requirement with 40,000 rules take minutes.
+
+    Bodies are shared and never mutated (the sharing invariant), so a body's key is computed
+    once, at any depth, and remembered by identity; the body itself is kept with its key, so
+    its identity cannot be reused by another object meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[Any, Hashable]] = {}
+
+    def of(self, value: Any) -> Hashable:
+        if not isinstance(value, dict | list):
+            return (type(value).__name__, value)
+        known = self._known.get(id(value))
+        if known is not None:
+            return known[1]
+        key: Hashable
+        if isinstance(value, dict):
+            key = frozenset((k, self.of(v)) for k, v in value.items())
+        else:
+            key = tuple(self.of(v) for v in value)
+        self._known[id(value)] = (value, key)
+        return key
+
+    def unique(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``items`` without repeats (equal bodies), first occurrences in order."""
+        seen: set[Hashable] = set()
+        out: list[dict[str, Any]] = []
+        for item in items:
+            key = self.of(item)
+            if key not in seen:
+                seen.add(key)
+                out.append(item)
+        return out
 
 
 def _at(location: Location | None) -> str:

@@ -22,10 +22,17 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
+from .admission import LABEL_VALUE, SelectorProblem, selector_problems
 from .diagnostics import Diagnostic, error, notice
 from .load.document import Document, PathKey, format_path
 from .rust_regex import rust_dialect
-from .vocabulary import POLICY_KINDS, REQUIREMENT_ANNOTATIONS
+from .vocabulary import (
+    ABSTRACT_KEYS,
+    CLUSTERS_ANNOTATION,
+    POLICY_KINDS,
+    REQUIREMENT_ANNOTATIONS,
+    WILDCARD,
+)
 
 SCHEMA_FILES = ("common", "domain", "requirement", "domain-request", "gitops", "mesh")
 SCHEMA_URL = "https://meshplan.dev/schemas/{name}.schema.json"
@@ -145,6 +152,8 @@ def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[D
     problems = list(schema_diagnostics(doc, kind))
     if kind is DOMAIN_REQUEST and not problems:
         problems.extend(domain_request_diagnostics(doc))
+    if kind is DOMAIN:
+        problems.extend(admission_diagnostics(doc, _service_selectors(doc.data), problems))
     problems.extend(ignored_field_notices(doc, kind))
     return kind, problems
 
@@ -158,6 +167,7 @@ def check_requirement_document(doc: Document) -> tuple[DocumentKind | None, list
                             "requirements/, found kind Domain: move it to inventory/")]
     problems = list(schema_diagnostics(doc, REQUIREMENT))
     problems.extend(_meshplan_annotation_problems(doc))
+    problems.extend(admission_diagnostics(doc, _requirement_selectors(doc.data), problems))
     return REQUIREMENT, problems
 
 
@@ -183,6 +193,27 @@ def _meshplan_annotation_problems(doc: Document) -> Iterator[Diagnostic]:
             yield error(doc.key_location(path), format_path(path), "expected one of the "
                         f"annotations {', '.join(REQUIREMENT_ANNOTATIONS)}; found the unknown "
                         f"annotation '{key}'{suggestion}")
+    if CLUSTERS_ANNOTATION in annotations:
+        yield from _clusters_annotation_problems(doc, annotations[CLUSTERS_ANNOTATION])
+
+
+def _clusters_annotation_problems(doc: Document, value: Any) -> Iterator[Diagnostic]:
+    """The thesis form's scope: one written scope, a list of names with none left empty."""
+    path: PathKey = ("metadata", "annotations", CLUSTERS_ANNOTATION)
+    spec = doc.data.get("spec")
+    if isinstance(spec, dict) and "clusters" in spec:
+        yield error(doc.key_location(path), format_path(path), "expected the clusters either "
+                    f"in spec.clusters or in the annotation {CLUSTERS_ANNOTATION}, found both "
+                    "(one would be ignored): keep one")
+    if not isinstance(value, str):
+        return  # the schema words it
+    names = [name.strip() for name in value.split(",")]
+    if not any(names):
+        yield error(doc.location(path), format_path(path), "expected at least one cluster "
+                    "name, found none")
+    elif not all(names):
+        yield error(doc.location(path), format_path(path), "expected cluster names separated "
+                    f"by single commas, found an empty name in '{value}'")
 
 
 def domain_request_diagnostics(doc: Document) -> Iterator[Diagnostic]:
@@ -206,12 +237,11 @@ def domain_request_diagnostics(doc: Document) -> Iterator[Diagnostic]:
             path = ("services", i, "port")
             yield error(doc.location(path), format_path(path), "expected a port number from 1 "
                         f"to 65535, found {describe(service['port'])}")
-        for key, value in (pair.split(":", 1) for pair in service["selector"].split(",")):
-            for text, kind in ((key.strip(), "labelKey"), (value.strip(), "labelValue")):
-                if not _matches_common(kind, text):
-                    path = ("services", i, "selector")
-                    yield error(doc.location(path), format_path(path), f"expected "
-                                f"{_common_expected(kind)}, found '{text}'")
+        path = ("services", i, "selector")
+        pairs = (pair.split(":", 1) for pair in service["selector"].split(","))
+        labels = {key.strip(): value.strip() for key, value in pairs}
+        for problem in selector_problems({"matchLabels": labels}, plain_keys=True):
+            yield error(doc.location(path), format_path(path), problem.message)
     services_map = data.get("servicesMap")
     known = [s["name"] for s in services]
     for key in services_map if isinstance(services_map, dict) else ():
@@ -223,20 +253,70 @@ def domain_request_diagnostics(doc: Document) -> Iterator[Diagnostic]:
                         f"service listed in services, found '{key}'{suggestion}")
 
 
-@cache
-def _common_def(kind: str) -> tuple[re.Pattern[str], int, str]:
-    definition = json.loads(schema_text("common"))["$defs"][kind]
-    return (re.compile(definition["pattern"]), int(definition["maxLength"]),
-            str(definition["x-expected"]))
+# --------------------------------------------------------------------------- admission
+#
+# What the JSON Schemas cannot say about selectors, checked with the rules the Kubernetes API
+# server and the Cilium agent apply (meshplan.admission): operators and their values, and keys
+# as Cilium 1.19 reads them (with their source). The schemas already refuse keys and values of
+# the wrong shape; a problem at a path the schema reported is not repeated.
+
+# (where, the selector, whether it is a bare label mapping written without ``matchLabels``)
+Selectors = Iterator[tuple[PathKey, Any, bool]]
 
 
-def _matches_common(kind: str, text: str) -> bool:
-    pattern, max_length, _ = _common_def(kind)
-    return len(text) <= max_length and pattern.match(text) is not None
+def admission_diagnostics(doc: Document, selectors: Selectors,
+                          reported: Iterable[Diagnostic]) -> Iterator[Diagnostic]:
+    seen = {d.path for d in reported}
+    for path, data, bare in selectors:
+        for problem in selector_problems({"matchLabels": data} if bare else data,
+                                         plain_keys=bare):
+            inner = problem.path[1:] if bare else problem.path
+            yield from _admission_diagnostic(doc, (*path, *inner), problem, seen)
 
 
-def _common_expected(kind: str) -> str:
-    return _common_def(kind)[2]
+def _admission_diagnostic(doc: Document, path: PathKey, problem: SelectorProblem,
+                          seen: set[str]) -> Iterator[Diagnostic]:
+    where = format_path(path)
+    if where in seen:
+        return
+    message = problem.message
+    if message.endswith(f"found '{WILDCARD}'") and LABEL_VALUE.expected in message:
+        message += " (only the abstract labels service and cluster take wildcards)"
+    location = doc.key_location(path) if problem.at_key else doc.location(path)
+    yield error(location, where, message)
+
+
+def _requirement_selectors(data: Any) -> Selectors:
+    """Every raw pod-label selector of a requirement (abstract peers are the checker's)."""
+    spec = data.get("spec") if isinstance(data, dict) else None
+    if not isinstance(spec, dict):
+        return
+    if _is_raw(spec.get("endpointSelector")):
+        yield ("spec", "endpointSelector"), spec["endpointSelector"], False
+    for direction, key in (("egress", "toEndpoints"), ("ingress", "fromEndpoints")):
+        rules = spec.get(direction)
+        for i, rule in enumerate(rules if isinstance(rules, list) else ()):
+            peers = rule.get(key) if isinstance(rule, dict) else None
+            for j, peer in enumerate(peers if isinstance(peers, list) else ()):
+                if _is_raw(peer):
+                    yield ("spec", direction, i, key, j), peer, False
+
+
+def _is_raw(selector: Any) -> bool:
+    if not isinstance(selector, dict):
+        return False
+    labels = selector.get("matchLabels")
+    return not (isinstance(labels, dict) and any(k in ABSTRACT_KEYS for k in labels))
+
+
+def _service_selectors(data: Any) -> Selectors:
+    """Every inventory service's pod labels, as the peer selector they become."""
+    spec = data.get("spec") if isinstance(data, dict) else None
+    services = spec.get("services") if isinstance(spec, dict) else None
+    for i, service in enumerate(services if isinstance(services, list) else ()):
+        selector = service.get("selector") if isinstance(service, dict) else None
+        if isinstance(selector, dict):
+            yield ("spec", "services", i, "selector"), selector, True
 
 
 def ignored_field_notices(doc: Document, kind: DocumentKind) -> Iterator[Diagnostic]:

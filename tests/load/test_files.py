@@ -4,6 +4,9 @@ files, never too large ones) and their text (UTF-8, the first bad byte located).
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from meshplan.load import files
 from meshplan.load.files import decode_utf8
 from meshplan.load.repository import load_repository, read_documents
 
+from tests.support.ci import missing_tool
 from tests.support.repos import write_text
 
 ANY_YAML = "a: 1\n"
@@ -112,3 +116,102 @@ def test_special_files_are_refused_without_following_links(tmp_path: Path) -> No
     assert [(p.location.file, p.message) for p in problems] == [
         ("inventory/pipe.yaml",
          "expected a regular file, found something else (device, socket or folder)")]
+
+
+# --------------------------------------------------------------------------- nothing dropped
+
+
+@pytest.mark.parametrize(("relpath", "hint"), [
+    ("requirements/d/allow.json", ""),
+    ("requirements/d/allow.YAML", " (rename it to end in '.yaml' to have it read)"),
+    ("requirements/d/allow.Yml", " (rename it to end in '.yml' to have it read)"),
+    ("requirements/d/allow.yaml~", " (rename it to end in '.yaml' to have it read)"),
+    ("requirements/d/deep/allow.txt", ""),
+    ("inventory/domain.YAML", " (rename it to end in '.yaml' to have it read)"),
+    ("inventory/domain.JSON", " (rename it to end in '.json' to have it read)"),
+    ("inventory/domain.toml", ""),
+])
+def test_a_file_meshplan_does_not_read_is_a_warning(tmp_path: Path, relpath: str,
+                                                    hint: str) -> None:
+    write_text(tmp_path, "inventory/ok.yaml", ANY_YAML)
+    write_text(tmp_path, relpath, ANY_YAML)
+    _, problems = load_repository(tmp_path)
+    [problem] = problems
+    assert problem.severity is Severity.WARNING
+    assert str(problem.location) == f"{relpath}:1:1"
+    assert problem.message.endswith("found a file meshplan does not read: it is ignored" + hint)
+
+
+def test_hidden_entries_and_markdown_notes_are_skipped_quietly(tmp_path: Path) -> None:
+    for relpath in ("inventory/ok.yaml", "inventory/README.md", "requirements/d/.draft.yaml",
+                    "requirements/.github/x.json", "requirements/d/NOTES.md"):
+        write_text(tmp_path, relpath, ANY_YAML)
+    inputs, problems = load_repository(tmp_path)
+    assert problems == []
+    assert [d.file for d in inputs.inventory] == ["inventory/ok.yaml"]
+
+
+def test_a_requirements_path_that_is_a_file_is_an_error(tmp_path: Path) -> None:
+    write_text(tmp_path, "inventory/ok.yaml", ANY_YAML)
+    write_text(tmp_path, "requirements", ANY_YAML)
+    _, problems = load_repository(tmp_path)
+    assert [(str(p.location), p.severity.value) for p in problems] == [
+        ("requirements/", "error")]
+    assert "expected a folder 'requirements/'" in problems[0].message
+
+
+@pytest.mark.parametrize("name", [b"caf\xe9.yaml", b"\xff\xfe.yaml", b"ok\x80"])
+def test_a_name_that_is_not_utf8_is_an_error(tmp_path: Path, name: bytes) -> None:
+    write_text(tmp_path, "inventory/ok.yaml", ANY_YAML)
+    folder = tmp_path / "requirements" / "d"
+    folder.mkdir(parents=True)
+    target = folder / os.fsdecode(name)  # the bytes, as the file system keeps them
+    if name.endswith(b".yaml"):
+        target.write_text(ANY_YAML, encoding="utf-8")
+    else:  # a folder: nothing below it is read either
+        target.mkdir()
+        (target / "r.yaml").write_text(ANY_YAML, encoding="utf-8")
+    inputs, problems = load_repository(tmp_path)
+    [problem] = problems
+    assert problem.severity is Severity.ERROR
+    shown = "requirements/d/" + name.decode("utf-8", "backslashreplace")
+    assert str(problem.location) == (f"{shown}:1:1" if name.endswith(b".yaml") else shown + "/")
+    shown.encode("utf-8")  # printable
+    assert problem.message.startswith("expected a file or folder name in UTF-8")
+    assert inputs.requirements == ()
+
+
+def test_an_unreadable_folder_is_an_error_not_an_empty_one(tmp_path: Path) -> None:
+    """A requirements folder that cannot be read used to validate as "0 requirements" (and the
+    next publish deleted every policy). Run for real: as root, the command runs without the
+    capabilities that let root read anything (util-linux ``setpriv``), so mode 000 holds."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            missing_tool("setpriv (util-linux) is needed to read as root without "
+                         "CAP_DAC_OVERRIDE")
+        prefix = [str(setpriv), "--bounding-set=-dac_override,-dac_read_search"]
+    write_text(tmp_path, "inventory/d.yaml", DOMAIN)
+    write_text(tmp_path, "requirements/d/r.yaml", ANY_YAML)
+    locked = tmp_path / "requirements" / "d"
+    locked.chmod(0)
+    try:
+        result = subprocess.run([*prefix, sys.executable, "-m", "meshplan", "validate",
+                                 "--repo", str(tmp_path)], capture_output=True, text=True,
+                                timeout=120, check=False)
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines()[0] == (
+        "requirements/d/: expected a readable folder, found Permission denied: its files "
+        "cannot be read, so nothing is validated or rendered")
+
+
+DOMAIN = """\
+apiVersion: meshplan.dev/v1alpha1
+kind: Domain
+metadata: {name: d}
+spec:
+  clusters: [{name: a}]
+"""

@@ -18,7 +18,8 @@ def test_load_repository_finds_and_orders_files(tmp_path: Path) -> None:
                 "requirements/d1/r.json"):
         write_text(tmp_path, rel, ANY_YAML)
     inputs, problems = load_repository(tmp_path)
-    assert problems == []
+    assert [(p.severity.value, p.location.file) for p in problems] == [
+        ("warning", "inventory/notes.txt"), ("warning", "requirements/d1/r.json")]
     assert [d.file for d in inputs.inventory] == [
         "inventory/a.json", "inventory/b.yaml", "inventory/sub/c.yml"]
     assert [(folder, d.file) for folder, d in inputs.requirements] == [

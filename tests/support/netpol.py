@@ -35,6 +35,25 @@ The translation of one Cilium rule (``spec`` or an entry of ``specs``) of cluste
   part -> no ``to``/``from`` (every peer); an empty rule ``{}`` (Cilium: allows nothing, the
   documented default-deny rule) -> left out, the direction staying in ``policyTypes``;
 * ``toPorts`` -> ``ports``; protocol ANY (or none) -> TCP, UDP and SCTP; port 0 -> no port.
+
+Cilium's reading, made explicit where NetworkPolicies read otherwise:
+
+* a peer without a cluster label gets ``io.cilium.k8s.policy.cluster In [C]`` (Cilium 1.19's
+  ``policy-default-local-cluster``);
+* ``io.cilium.k8s.namespace.labels.<key>`` -> a ``namespaceSelector`` on ``<key>`` (such a
+  peer is not pinned to the policy's namespace); the Namespaces carry only their name label;
+* a key whose source is not ``k8s``/``any`` (``reserved:``, a typo) addresses no pod label:
+  it becomes a key of the reserved domain ``unknown-source.invalid``, which no pod carries;
+* every NetworkPolicy of one Cilium object goes into one file (:func:`run_nca`): when nca
+  refuses a file for its label selectors (nca checks Kubernetes' rules itself), the object is
+  left out, as the Cilium agent leaves out a policy it rejects. nca is the judge of those
+  rules here, not meshplan.
+
+Not expressible for nca, so not cross-checked: Cilium's own rejections beyond Kubernetes'
+selector rules (L3 kinds mixed in one rule, more than 40 ports in a ``toPorts`` entry, the 1.19
+key length counted with the source), deny rules, ``enableDefaultDeny: false`` with rules, a
+namespaced policy without a namespace (it lands where the applier puts it), and Services:
+nca has no cross-cluster load-balancing (verify's warnings about it are tested on their own).
 """
 
 from __future__ import annotations
@@ -48,7 +67,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from meshplan.model import Inventory
@@ -68,12 +87,17 @@ class Untranslatable(Exception):
     """A Cilium construct that has no NetworkPolicy equivalent."""
 
 
+NS_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
+NO_POD_LABEL = "unknown-source.invalid/"  # a reserved domain: no pod carries its labels
+
+
 def _strip(key: str) -> str:
     source, sep, rest = key.partition(":")
     if not sep:
         return key
     if source not in ("k8s", "any"):
-        raise Untranslatable(f"label source {source!r} in {key!r}")
+        name = re.sub(r"[^A-Za-z0-9_.-]", ".", f"{source}.{rest}")[:63].strip("._-")
+        return NO_POD_LABEL + (name or "x")
     return rest
 
 
@@ -102,34 +126,50 @@ def virtual_cluster(endpoints: Sequence[Endpoint]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- translation
 
 
-def _split_selector(selector: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """(namespaceSelector, podSelector, names a namespace) of a Cilium selector."""
+def _namespace_key(bare: str) -> str | None:
+    """The Namespace label a selector key stands for, if it is about the namespace."""
+    if bare == NAMESPACE_KEY:
+        return NAME_LABEL
+    if bare.startswith(NS_LABELS_PREFIX):
+        return bare.removeprefix(NS_LABELS_PREFIX)
+    return None
+
+
+def _split_selector(
+        selector: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool, bool]:
+    """(namespaceSelector, podSelector, names a namespace, names a cluster) of a selector."""
     ns: dict[str, Any] = {}
     pod: dict[str, Any] = {}
-    named = False
+    named = clustered = False
     for key, value in (selector.get("matchLabels") or {}).items():
         bare = _strip(str(key))
-        if bare == NAMESPACE_KEY:
+        clustered |= bare == CLUSTER_KEY
+        ns_key = _namespace_key(bare)
+        if ns_key is not None:
             named = True
             ns.setdefault("matchExpressions", []).append(
-                {"key": NAME_LABEL, "operator": "In", "values": [str(value)]})
+                {"key": ns_key, "operator": "In", "values": [str(value)]})
         else:
             pod.setdefault("matchLabels", {})[bare] = str(value)
     for expr in selector.get("matchExpressions") or []:
         bare = _strip(str(expr["key"]))
-        item = {"key": NAME_LABEL if bare == NAMESPACE_KEY else bare,
-                "operator": expr["operator"],
-                **({"values": [str(v) for v in expr["values"]]} if expr.get("values") else {})}
-        if bare == NAMESPACE_KEY:
+        clustered |= bare == CLUSTER_KEY
+        ns_key = _namespace_key(bare)
+        item = {"key": ns_key or bare, "operator": expr["operator"],
+                **({"values": [str(v) for v in expr["values"]]} if "values" in expr else {})}
+        if ns_key is not None:
             named = True
             ns.setdefault("matchExpressions", []).append(item)
         else:
             pod.setdefault("matchExpressions", []).append(item)
-    return ns, pod, named
+    return ns, pod, named, clustered
 
 
-def _peer(selector: Mapping[str, Any], clusterwide: bool) -> dict[str, Any]:
-    ns, pod, named = _split_selector(selector)
+def _peer(selector: Mapping[str, Any], clusterwide: bool, mesh: str) -> dict[str, Any]:
+    ns, pod, named, clustered = _split_selector(selector)
+    if not clustered:  # Cilium 1.19: the local cluster
+        pod.setdefault("matchExpressions", []).append(
+            {"key": CLUSTER_KEY, "operator": "In", "values": [mesh]})
     peer: dict[str, Any] = {"podSelector": pod}
     if named:
         peer["namespaceSelector"] = ns
@@ -157,7 +197,8 @@ def _ports(to_ports: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _rule(rule: Mapping[str, Any], direction: str, clusterwide: bool) -> dict[str, Any]:
+def _rule(rule: Mapping[str, Any], direction: str, clusterwide: bool,
+          mesh: str) -> dict[str, Any]:
     peers_key, cidr_key, cidrset_key = (
         ("toEndpoints", "toCIDR", "toCIDRSet") if direction == "egress"
         else ("fromEndpoints", "fromCIDR", "fromCIDRSet"))
@@ -166,7 +207,7 @@ def _rule(rule: Mapping[str, Any], direction: str, clusterwide: bool) -> dict[st
         raise Untranslatable(f"rule keys {sorted(set(rule) - known)}")
     out: dict[str, Any] = {}
     if any(k in rule for k in (peers_key, cidr_key, cidrset_key)):
-        peers = [_peer(s, clusterwide) for s in rule.get(peers_key) or []]
+        peers = [_peer(s, clusterwide, mesh) for s in rule.get(peers_key) or []]
         peers += [{"ipBlock": {"cidr": str(c) if "/" in str(c) else f"{c}/32"}}
                   for c in rule.get(cidr_key) or []]
         peers += [{"ipBlock": {"cidr": c["cidr"], **({"except": list(c["except"])}
@@ -184,8 +225,8 @@ def _subject(selector: Mapping[str, Any], namespace: str | None,
     labels = dict(selector.get("matchLabels") or {})
     if namespace is not None:  # Cilium overwrites this key with the policy's namespace
         labels.pop("k8s:" + NAMESPACE_KEY, None)
-    ns_sel, pod, _ = _split_selector({"matchLabels": labels,
-                                      "matchExpressions": selector.get("matchExpressions")})
+    ns_sel, pod, _, _ = _split_selector({"matchLabels": labels,
+                                         "matchExpressions": selector.get("matchExpressions")})
     pod.setdefault("matchExpressions", []).append(
         {"key": CLUSTER_KEY, "operator": "In", "values": [mesh]})
     allowed = []
@@ -196,12 +237,14 @@ def _subject(selector: Mapping[str, Any], namespace: str | None,
 
 
 def _ns_term(term: Mapping[str, Any], ns: str) -> bool:
-    operator, values = term["operator"], term.get("values") or []
+    """Whether namespace ``ns`` (labelled only with its name) satisfies one term."""
+    value = ns if term["key"] == NAME_LABEL else None
+    operator, values = str(term["operator"]), [str(v) for v in term.get("values") or []]
     if operator == "In":
-        return ns in values
+        return value in values
     if operator == "NotIn":
-        return ns not in values
-    return bool(operator == "Exists")
+        return value not in values
+    return (value is not None) == (operator == "Exists")
 
 
 def translate_policy(doc: Mapping[str, Any], mesh: str,
@@ -209,6 +252,7 @@ def translate_policy(doc: Mapping[str, Any], mesh: str,
     """The NetworkPolicies equivalent to one rendered Cilium policy of cluster ``mesh``."""
     clusterwide = doc["kind"] == "CiliumClusterwideNetworkPolicy"
     namespace = None if clusterwide else doc["metadata"]["namespace"]
+    kind_name = f"{doc['kind']}.{namespace or ''}.{doc['metadata']['name']}"
     specs = ([doc["spec"]] if "spec" in doc else []) + list(doc.get("specs") or [])
     out = []
     for n, spec in enumerate(specs):
@@ -227,13 +271,14 @@ def translate_policy(doc: Mapping[str, Any], mesh: str,
             types.append(kind)
             # An empty Cilium rule ({}) allows nothing (the documented default-deny rule); an
             # empty NetworkPolicy rule would allow everything, so it is left out.
-            body[direction] = [_rule(r, direction, clusterwide) for r in rules if r]
+            body[direction] = [_rule(r, direction, clusterwide, mesh) for r in rules if r]
         if not types:
             continue
         for ns, pod in _subject(spec["endpointSelector"], namespace, namespaces, mesh):
             out.append({
                 "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": {"name": f"{doc['metadata']['name']}-{mesh}-{n}", "namespace": ns},
+                "metadata": {"name": f"{doc['metadata']['name']}-{mesh}-{n}", "namespace": ns,
+                             "annotations": {OBJECT_ANNOTATION: f"{mesh}/{kind_name}"}},
                 "spec": {"podSelector": pod, "policyTypes": types, **body},
             })
     return out
@@ -274,20 +319,48 @@ def nca_command() -> list[str] | None:
     return None
 
 
-def run_nca(resources: Sequence[Mapping[str, Any]], workdir: Path) -> str:
-    """``nca --connectivity`` over ``resources``; returns its per-pair text output."""
+OBJECT_ANNOTATION = "meshplan.test/cilium-object"  # which Cilium object a policy comes from
+# nca's words for a label selector Kubernetes refuses (Parsers/K8sPolicyYamlParser.py)
+_SELECTOR_ERROR = re.compile(
+    r"Error: (A requirement with |invalid key|Invalid key|invalid value|invalid DNS subdomain)"
+    r".*\((?P<file>object-\d+\.yaml), line \d+\)")
+
+
+class NcaRun(NamedTuple):
+    output: str  # nca's per-pair text
+    rejected: tuple[str, ...]  # Cilium objects nca refused for their label selectors
+
+
+def run_nca(resources: Sequence[Mapping[str, Any]], workdir: Path) -> NcaRun:
+    """``nca --connectivity`` over ``resources``, the policies of each Cilium object in a file
+    of their own; an object whose selectors nca refuses is left out (and named)."""
     command = nca_command()
     if command is None:
         raise RuntimeError("network-config-analyzer is not installed")
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "resources.yaml").write_text(yaml.safe_dump_all(list(resources)), "utf-8")
-    proc = subprocess.run(
-        [*command, "--connectivity", "--resource_list", str(workdir),
-         "--output_format", "txt_no_fw_rules", "--output_endpoints", "pods"],
-        capture_output=True, text=True, timeout=300, check=False)
-    if "Error" in proc.stderr or proc.returncode not in (0, 1):
-        raise RuntimeError(f"nca failed ({proc.returncode}): {proc.stderr}\n{proc.stdout}")
-    return proc.stdout
+    objects: dict[str, list[Mapping[str, Any]]] = {}
+    others: list[Mapping[str, Any]] = []
+    for item in resources:
+        owner = ((item.get("metadata") or {}).get("annotations") or {}).get(OBJECT_ANNOTATION)
+        (objects.setdefault(owner, []) if owner else others).append(item)
+    (workdir / "cluster.yaml").write_text(yaml.safe_dump_all(others), "utf-8")
+    files = {f"object-{n}.yaml": owner for n, owner in enumerate(sorted(objects))}
+    for name, owner in files.items():
+        (workdir / name).write_text(yaml.safe_dump_all(objects[owner]), "utf-8")
+    rejected: list[str] = []
+    while True:
+        proc = subprocess.run(
+            [*command, "--connectivity", "--resource_list", str(workdir),
+             "--output_format", "txt_no_fw_rules", "--output_endpoints", "pods"],
+            capture_output=True, text=True, timeout=300, check=False)
+        refused = _SELECTOR_ERROR.search(proc.stdout + proc.stderr)
+        if refused is not None and (workdir / refused["file"]).exists():
+            (workdir / refused["file"]).unlink()
+            rejected.append(files[refused["file"]])
+            continue
+        if "Error" in proc.stderr or proc.returncode not in (0, 1):
+            raise RuntimeError(f"nca failed ({proc.returncode}): {proc.stderr}\n{proc.stdout}")
+        return NcaRun(proc.stdout, tuple(sorted(rejected)))
 
 
 def merge(items: Iterable[tuple[str, int, int]]) -> Spans:

@@ -26,6 +26,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
+from meshplan.admission import (
+    NAMESPACE_NAME,
+    POLICY_NAME,
+    SERVICE_NAME,
+    selector_problems,
+    valid_external_name,
+    valid_name,
+)
 from meshplan.outputs import read_tree
 
 THESIS_FIXTURES = (
@@ -326,6 +334,14 @@ def _is_dns_rule(rule: Mapping[str, Any]) -> bool:
                for s in rule.get("toEndpoints") or ())
 
 
+def _names_namespaces(peer: EndpointPeer) -> bool:
+    """A peer that selects namespaces itself (by expression, or by namespace labels): Cilium
+    does not pin it to the policy's namespace, so meshplan must not either."""
+    keys = [k for k, _ in peer.labels] + [k for k, _, _ in peer.expressions]
+    return any(k == "io.kubernetes.pod.namespace" or k.startswith(
+        "io.cilium.k8s.namespace.labels.") for k in keys)
+
+
 def policy_anomalies(obj: Mapping[str, Any], mesh_name: str) -> list[str]:
     """Structural problems meshplan must never emit in a policy of cluster ``mesh_name``."""
     problems: list[str] = []
@@ -362,7 +378,8 @@ def policy_anomalies(obj: Mapping[str, Any], mesh_name: str) -> list[str]:
                 if peer.namespace and peer.namespace.startswith("!"):
                     problems.append(f"{name}: {direction}[{i}] peer with contradicting "
                                     f"namespaces {peer.namespace[1:]}")
-                if peer.namespace is None and obj["kind"] == "CiliumNetworkPolicy":
+                if peer.namespace is None and obj["kind"] == "CiliumNetworkPolicy" and \
+                        not _names_namespaces(peer):
                     problems.append(f"{name}: {direction}[{i}] peer without namespace")
     if "egress" in spec or (spec.get("enableDefaultDeny") or {}).get("egress"):
         dns_rules = [r for r in spec.get("egress") or () if _is_dns_rule(r)]
@@ -395,11 +412,32 @@ def metadata_anomalies(obj: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def admission_anomalies(obj: Mapping[str, Any]) -> list[str]:
+    """What the API server or the Cilium agent would refuse: object names, label selectors."""
+    meta = obj["metadata"]
+    name = f"{obj['kind']} {meta.get('namespace', '')}/{meta['name']}"
+    rule = {"Service": SERVICE_NAME, "Namespace": NAMESPACE_NAME}.get(obj["kind"], POLICY_NAME)
+    problems = [] if valid_name(rule, meta["name"]) else [f"{name}: invalid name for its kind"]
+    if obj["kind"] == "Service" and obj["spec"].get("externalName") is not None and not \
+            valid_external_name(obj["spec"]["externalName"]):
+        problems.append(f"{name}: invalid externalName")
+    if obj["kind"] not in POLICY_KINDS:
+        return problems
+    spec = obj["spec"]
+    selectors = [spec["endpointSelector"]]
+    for direction, key in (("egress", "toEndpoints"), ("ingress", "fromEndpoints")):
+        selectors += [peer for rule_ in spec.get(direction) or () for peer in rule_.get(key) or ()]
+    for selector in selectors:
+        problems += [f"{name}: {p.message}" for p in selector_problems(selector)]
+    return problems
+
+
 def all_anomalies(views: Mapping[str, ClusterView]) -> list[str]:
     problems: list[str] = []
     for view in views.values():
         for obj in view.objects:
             problems += [f"{view.path}: {p}" for p in metadata_anomalies(obj)]
+            problems += [f"{view.path}: {p}" for p in admission_anomalies(obj)]
             if obj["kind"] in POLICY_KINDS:
                 problems += [f"{view.path}: {p}" for p in policy_anomalies(obj, view.mesh_name)]
     return problems

@@ -128,9 +128,11 @@ def test_namespace_and_cluster_defaults(semantics_inventory: Inventory) -> None:
     """))
     assert flow(report, "d/z@a", "d/x@b") == "any"  # CCNP: every namespace; `any:` prefix
     assert flow(report, "d/z@a", "d/x@a") is None
-    assert flow(report, "d/z@a", "d/y@a") is None  # no cluster label: reported, never guessed
-    [problem] = [e for e in errors(report) if "name its cluster" in e]
+    # no cluster label: Cilium 1.19's local-cluster default, with a warning (it changed)
+    assert flow(report, "d/z@a", "d/y@a") == "any"
+    [problem] = [w for w in warnings(report) if "name its cluster" in w]
     assert problem.startswith("rendered/clusters/d/a/policies.yaml:")
+    assert "reads it as the local cluster (ma;" in problem
     # CNP: a peer without namespace is the policy's namespace
     report = model(semantics_inventory, "a", cnp("n1", """
         endpointSelector: {matchLabels: {app: z}}

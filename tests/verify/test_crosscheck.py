@@ -24,6 +24,7 @@ from meshplan.verify.report import VerifyReport, verify
 
 from tests.support import netpol
 from tests.support.ci import examples, missing_tool
+from tests.support.mutations import CASES, NCA_CASES, Mutation, mutated
 from tests.support.netpol import Spans, nca_flows, run_nca, translate, virtual_cluster
 from tests.support.repos import REPO_ROOT, THESIS_DIR
 from tests.support.strategies import RepoSpec, repos
@@ -59,12 +60,19 @@ def disagreements(report: VerifyReport, theirs: Mapping[tuple[int, int], Spans])
 
 
 def cross_check(inventory: Inventory, files: Files, workdir: Path,
-                translator: Callable[..., list[dict[str, Any]]] = translate) -> list[str]:
+                translator: Callable[..., list[dict[str, Any]]] = translate,
+                rejected: Sequence[str] = ()) -> list[str]:
+    """How verify's flows and nca's differ (``[]``: not at all); ``rejected``: the Cilium
+    objects nca must refuse for their label selectors (verify says Cilium rejects them)."""
     report = verify(inventory, files)
     resources = virtual_cluster(report.endpoints) + translator(inventory, files,
                                                                report.endpoints)
-    theirs = nca_flows(run_nca(resources, workdir), report.endpoints)
-    return disagreements(report, theirs)
+    run = run_nca(resources, workdir)
+    theirs = nca_flows(run.output, report.endpoints)
+    problems = disagreements(report, theirs)
+    if list(run.rejected) != list(rejected):
+        problems.append(f"nca refused {list(run.rejected)}, expected {list(rejected)}")
+    return problems
 
 
 def test_example_agrees_with_nca(tmp_path: Path) -> None:
@@ -167,6 +175,56 @@ def test_hand_written_cilium_semantics_agree_with_nca(tmp_path: Path) -> None:
     assert str(report.flows[(z, titles["10.0.0.0/8"])]) == "TCP/53,8000-8100 UDP/53 SCTP/53"
     assert str(report.flows[(z, titles["10.1.0.0/16"])]) == "TCP/53,8000-8100 UDP/53 SCTP/53"
     assert (titles["d/z@b"], titles["d/x@a"]) not in report.flows  # empty egress rule: deny
+    assert cross_check(inventory, files, tmp_path / "nca") == []
+
+
+@pytest.mark.parametrize(("case_id", "mutation"), [
+    pytest.param(c.id, c.values[0], id=c.id) for c in CASES if c.id in NCA_CASES])
+def test_planted_defects_agree_with_nca(case_id: str, mutation: Mutation,
+                                        tmp_path: Path) -> None:
+    """The defects of issue 9 that nca can express: the flows agree, and nca refuses exactly
+    the objects verify says Cilium rejects (nca checks Kubernetes' selector rules itself)."""
+    inventory, files = rendered(REPO_ROOT)
+    changed = mutated(files, mutation)
+    assert cross_check(inventory, changed, tmp_path, rejected=NCA_CASES[case_id]) == []
+    if NCA_CASES[case_id]:
+        assert any("Cilium rejects this whole policy" in d.message
+                   for d in verify(inventory, changed).diagnostics)
+
+
+NS_LABEL_PEERS = {
+    **SEMANTICS,
+    "requirements/d/ns.yaml": """
+        apiVersion: meshplan.dev/v1alpha1
+        kind: Requirement
+        metadata: {name: ns, namespace: n2}
+        spec:
+          endpointSelector: {matchLabels: {app: y}}
+          egress:
+            - toEndpoints:
+                - matchLabels: {k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name: n1}
+            - toEndpoints:
+                - matchLabels: {app: x}
+                  matchExpressions:
+                    - {key: io.kubernetes.pod.namespace, operator: NotIn, values: [n2]}
+          ingress:
+            - fromEndpoints: [{matchLabels: {io.cilium.k8s.namespace.labels.team: none}}]
+    """,
+}
+
+
+def test_namespace_label_and_namespace_expression_peers_agree_with_nca(tmp_path: Path) -> None:
+    """Peers Cilium does not pin to the policy's namespace: by namespace labels (rendered
+    without a namespace) and by a namespace expression."""
+    root = tmp_path / "repo"
+    for relpath, text in NS_LABEL_PEERS.items():
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (root / relpath).write_text(textwrap.dedent(text), encoding="utf-8")
+    inventory, files = rendered(root)
+    report = verify(inventory, files)
+    titles = {e.title: i for i, e in enumerate(report.endpoints)}
+    assert (titles["d/y@a"], titles["d/x@a"]) in report.flows  # n1, by its name label
+    assert (titles["d/y@a"], titles["d/z@b"]) not in report.flows  # the local cluster only
     assert cross_check(inventory, files, tmp_path / "nca") == []
 
 

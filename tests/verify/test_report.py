@@ -439,8 +439,16 @@ def test_verify_reports_ingress_that_falls_open(tmp_path: Path) -> None:
     report = verify(inventory, {**files, path: yaml.safe_dump_all(docs).encode()})
     problems = errors(report)
     assert problems, "verify must see that db's ingress is open"
-    assert all(p.startswith("requirements/d1/db.yaml:") for p in problems)
+    # With no section left, Cilium rejects the object whole: it enforces nothing.
+    [rejected] = [p for p in problems if not p.startswith("requirements/d1/db.yaml:")]
+    assert rejected.startswith(f"rendered/{path}:")
+    assert "Cilium rejects this whole policy (a rule needs at least one of ingress" in rejected
+    assert "d1/db@c2 stay unrestricted by it" in rejected
     assert any("expected d1/api@c1 -> d1/db@c2 to be blocked" in p for p in problems)
+    # With another section, the policy is valid, and its ingress open.
+    docs[0]["spec"]["egressDeny"] = [{"toCIDR": ["192.0.2.1/32"]}]
+    report = verify(inventory, {**files, path: yaml.safe_dump_all(docs).encode()})
+    assert any("expected d1/api@c1 -> d1/db@c2 to be blocked" in p for p in errors(report))
     assert any("enableDefaultDeny.ingress is true but there are no ingress rules" in w
                for w in warnings(report))
 

@@ -4,6 +4,12 @@ Inputs arrive by pull request: only regular files inside the repository are read
 link out of it is an error, linked folders are not entered), a file larger than
 :data:`MAX_FILE_BYTES` is refused before it is read, and text must be UTF-8 (an error names
 the first bad byte's line and column).
+
+Nothing committed disappears without a word: a folder that cannot be read is an error (it would
+otherwise validate as empty, and the next publish would delete every policy it held), so is a
+file or folder name that is not UTF-8 (it would become an annotation no cluster can parse), and
+a file meshplan does not read (``x.json`` or ``x.YAML`` under ``requirements/``) is a warning
+naming it. Hidden entries (``.name``) and Markdown notes (``*.md``) are skipped quietly.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..diagnostics import Diagnostic, Location, error
+from ..diagnostics import Diagnostic, Location, error, warning
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -27,6 +33,9 @@ def input_files(
     """Relative paths of input files under ``root/top``, sorted, hidden entries skipped."""
     base = root / top
     if not base.is_dir():
+        if base.exists() or base.is_symlink():
+            diagnostics.append(error(Location(f"{top}/"), "", f"expected a folder '{top}/', "
+                                     "found something else (a file or a broken link)"))
         return
     found: list[str] = []
     # ``root`` is resolved and linked folders are never entered, so a file that is not itself a
@@ -44,7 +53,10 @@ def _scan(
     try:
         with os.scandir(folder) as listing:
             entries = list(listing)
-    except OSError:  # like os.walk: an unreadable folder is skipped
+    except OSError as exc:  # never skipped: its files would silently count as deleted
+        diagnostics.append(error(Location(f"{rel}/"), "", "expected a readable folder, found "
+                                 f"{exc.strerror or type(exc).__name__}: its files cannot be "
+                                 "read, so nothing is validated or rendered"))
         return
     folders: list[os.DirEntry[str]] = []
     for entry in entries:
@@ -52,13 +64,26 @@ def _scan(
             is_dir = entry.is_dir()
         except OSError:
             is_dir = False
+        if not _utf8_name(entry.name):
+            shown = display_path(f"{rel}/{entry.name}")  # a folder has no line, a file line 1
+            where = Location(shown + "/") if is_dir else Location(shown, 1, 1)
+            diagnostics.append(error(where, "", "expected a file or folder name in UTF-8, "
+                                     "found bytes that are not (the name would go into the "
+                                     "output, which Kubernetes could not parse): rename it"))
+            continue
         if is_dir:
             folders.append(entry)
             continue
         name = entry.name
-        if name.startswith(".") or not name.endswith(suffixes):
+        if name.startswith(".") or name.endswith(".md"):
             continue
         relpath = f"{rel}/{name}"
+        if not name.endswith(suffixes):
+            diagnostics.append(warning(Location(relpath, 1, 1), "", "expected "
+                                       f"{' or '.join('*' + x for x in suffixes)} files here, "
+                                       "found a file meshplan does not read: it is ignored"
+                                       f"{_suffix_hint(name, suffixes)}"))
+            continue
         problem = _entry_problem(root, entry, careful)
         if problem:
             diagnostics.append(error(Location(relpath, 1, 1), "", problem))
@@ -75,6 +100,27 @@ def _scan(
             real.append(entry)
     for entry in real:
         _scan(root, entry.path, f"{rel}/{entry.name}", suffixes, careful, diagnostics, found)
+
+
+def _utf8_name(name: str) -> bool:
+    """``os.scandir`` gives undecodable bytes of a name as lone surrogates."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display_path(path: str) -> str:
+    """A path safe to print: bytes that are not UTF-8 shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _suffix_hint(name: str, suffixes: tuple[str, ...]) -> str:
+    for suffix in suffixes:
+        if name.lower().endswith(suffix) or name.lower().endswith(suffix + "~"):
+            return f" (rename it to end in '{suffix}' to have it read)"
+    return ""
 
 
 def _entry_problem(root: Path, entry: os.DirEntry[str], careful: bool) -> str | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from ..diagnostics import Location
 from ..model import Inventory, Labels, Requirement, Rule, Selector
@@ -88,23 +88,27 @@ class _TargetClusters:
 
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
-        self._memo: dict[tuple[Labels, str], tuple[ClusterRef, ...]] = {}
+        self._memo: dict[tuple[Labels, str, str], tuple[ClusterRef, ...]] = {}
 
     def rule_targets(self, requirement: Requirement, rule: Rule
                      ) -> Iterator[tuple[tuple[ClusterRef, ...], Location, str]]:
         for peer in rule.endpoints:
             if not peer.is_abstract or peer.selector.match_expressions:
                 continue  # raw pod labels: the requirement's own cluster
-            targets = self._resolve(peer.selector, requirement.domain)
+            targets = self._resolve(peer.selector, requirement.domain, rule.direction)
             if targets:
                 yield targets, peer.location, peer.path
 
-    def _resolve(self, selector: Selector, from_domain: str) -> tuple[ClusterRef, ...]:
-        key = (selector.match_labels, from_domain)  # abstract peers have labels only
+    def _resolve(self, selector: Selector, from_domain: str,
+                 direction: Literal["egress", "ingress"]) -> tuple[ClusterRef, ...]:
+        # Abstract peers have labels only; consent depends on the direction (exportTo is
+        # about calling), so the direction is part of the key.
+        key = (selector.match_labels, from_domain, direction)
         found = self._memo.get(key)
         if found is None:
             refs = {ClusterRef(t.service.domain, c)
-                    for t in self.inventory.resolve_peer(selector, from_domain)
+                    for t in self.inventory.resolve_peer(selector, from_domain,
+                                                         direction=direction)
                     for c in t.clusters}
             found = self._memo[key] = tuple(sorted(refs))
         return found

@@ -1,18 +1,30 @@
 """The reader of rendered Cilium YAML: the connectivity the output allows, by Cilium's rules.
 
-A rule that selects an endpoint and has rules for a direction (``ingress``/``ingressDeny``,
-``egress``/``egressDeny``) enforces it; it is default-deny when ``enableDefaultDeny`` is on for
-it (explicitly, or by default because it has rules); allows of every selecting rule are
-unioned, denies win. A peer without a namespace label means the policy's namespace; a peer
-without a cluster label is reported, never guessed (its meaning changed with Cilium 1.19's
-``policy-default-local-cluster``). What the model leaves out is reported, not ignored.
+It models the Cilium agent (v1.19), not meshplan's intentions:
+
+* a policy object Cilium rejects (a selector Kubernetes' rules refuse, a rule mixing L3 kinds,
+  more than 40 ports in one ``toPorts`` entry, a rule with no section at all) enforces
+  *nothing*: its pods stay unrestricted by it, and that is reported;
+* a rule that selects an endpoint and has rules for a direction enforces it; it is
+  default-deny when ``enableDefaultDeny`` is on for it (explicitly, or by default because it
+  has rules); allows of every selecting rule are unioned, denies win;
+* a namespaced policy's subject is confined to its namespace whatever its endpointSelector
+  says; a cluster-wide one has no namespace (not even one written in its metadata);
+* a peer without a namespace means the policy's namespace (a cluster-wide policy's: every
+  namespace), unless it selects by namespace labels; a peer without a cluster label means the
+  local cluster (1.19's ``policy-default-local-cluster``, reported as a warning);
+* CIDR rules never match a pod; Services are read for their load-balancing
+  (:mod:`.services`).
+
+What the model leaves out is reported, not ignored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+from ..admission import MAX_PORTS_PER_PORT_RULE, selector_problems, split_source
 from ..diagnostics import Diagnostic, Location, error, notice, warning
 from ..load.document import Document, PathKey, format_path
 from ..load.files import decode_utf8
@@ -21,17 +33,22 @@ from ..model import Inventory
 from ..outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, split_cluster_path
 from ..vocabulary import (
     CILIUM_CLUSTER_LABEL,
+    CLUSTERWIDE_POLICY_KIND,
+    GLOBAL_SERVICE_ANNOTATION,
+    K8S_POD_NAMESPACE_LABEL,
     NAMESPACE_LABELS_PREFIX,
     NETWORK_POLICY_KIND,
     POD_NAMESPACE_LABEL,
     POLICY_KINDS,
+    SHARED_SERVICE_ANNOTATION,
     SOURCE_ANNOTATION,
 )
 from .addresses import Block, cidr_blocks
 from .connectivity import DIRECTIONS, Connectivity, Direction, Grant, Origin
 from .endpoints import Endpoint
 from .ports import ALL_PORTS, NO_PORTS, PROTOCOLS, PortSet, ports_of
-from .selectors import Term, parse_selector
+from .selectors import LabelSelector, Term, parse_selector
+from .services import ServiceCopy
 
 HARMLESS_KUSTOMIZE_KEYS = {"apiVersion", "kind", "metadata", "resources", "commonAnnotations",
                            "buildMetadata"}
@@ -45,6 +62,15 @@ UNMODELLED_L3: dict[Direction, tuple[str, ...]] = {
     "egress": ("toEntities", "toServices", "toFQDNs", "toGroups", "toNodes", "toRequires"),
     "ingress": ("fromEntities", "fromGroups", "fromNodes", "fromRequires"),
 }
+# The L3 kinds of which one rule may use only one ("combining FromEndpoints and FromCIDRSet is
+# not supported yet", rule_validation.go); toRequires/fromRequires are not L3 selectors.
+EXCLUSIVE_L3: dict[Direction, tuple[str, ...]] = {
+    "egress": ("toEndpoints", "toCIDR", "toCIDRSet", "toEntities", "toServices", "toFQDNs",
+               "toGroups", "toNodes"),
+    "ingress": ("fromEndpoints", "fromCIDR", "fromCIDRSet", "fromEntities", "fromGroups",
+                "fromNodes"),
+}
+SECTIONS = ("ingress", "ingressDeny", "egress", "egressDeny")
 NOTED_RULE_KEYS = {"icmps", "authentication"}
 PORT_RULE_KEYS = {"ports"}
 NOTED_PORT_RULE_KEYS = {"rules", "serverNames", "listener", "terminatingTLS", "originatingTLS"}
@@ -61,6 +87,10 @@ class _ActualBuilder:
         self.root = display_root.rstrip("/")
         self.problems: list[Diagnostic] = []
         self.policies = 0
+        self.services: list[ServiceCopy] = []
+        self.pod_networks = [(block, f"{d.name}/{c.name}") for d in inventory.domains
+                             for c in d.clusters for text, _ in c.pod_cidrs
+                             for block in _blocks_or_none(text)]
 
     def display(self, relpath: str) -> str:
         return f"{self.root}/{relpath}" if self.root else relpath
@@ -134,6 +164,10 @@ class _ActualBuilder:
             if kind in POLICY_KINDS:
                 self.policies += 1
                 _PolicyReader(self, doc, domain, cluster, mesh).read()
+            elif kind == "Service":
+                copy = service_copy(doc, domain, cluster)
+                if copy is not None:
+                    self.services.append(copy)
             elif kind == "NetworkPolicy":
                 self.problems.append(error(
                     doc.location(("kind",)), "kind", "expected Cilium policies only, found a "
@@ -154,7 +188,9 @@ class _PolicyReader:
         self.kind = str(data["kind"])
         self.name = str(meta.get("name", "?"))
         namespace = meta.get("namespace")
-        self.namespace = str(namespace) if namespace else None
+        self.written_namespace = str(namespace) if namespace else None
+        # The API server drops the namespace of a cluster-scoped object.
+        self.namespace = None if self.kind == CLUSTERWIDE_POLICY_KIND else self.written_namespace
         annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
         assert isinstance(annotations, dict)
         source = annotations.get(SOURCE_ANNOTATION)
@@ -169,18 +205,123 @@ class _PolicyReader:
     def read(self) -> None:
         data = self.doc.data
         if self.kind == NETWORK_POLICY_KIND and self.namespace is None:
-            self.problem(("metadata",), "expected metadata.namespace, found none")
+            self.problem(("metadata",), "expected metadata.namespace, found none: the policy "
+                         "lands in whatever namespace the applier uses, which verify cannot "
+                         "know (it is not counted)")
             return
+        if self.kind == CLUSTERWIDE_POLICY_KIND and self.written_namespace is not None:
+            self.problem(("metadata", "namespace"), f"expected no namespace on a cluster-wide "
+                         f"policy, found '{self.written_namespace}': the API server drops it, so "
+                         "the policy applies in every namespace (read that way)")
         specs: list[tuple[PathKey, Any]] = []
         if "spec" in data:
             specs.append((("spec",), data["spec"]))
         for i, spec in enumerate(data.get("specs") or []):
             specs.append((("specs", i), spec))
+        rejected = [r for path, spec in specs for r in self._rejections(path, spec)]
+        if rejected:
+            self._reject(specs, rejected)
+            return
         for path, spec in specs:
-            if isinstance(spec, dict):
-                self._rule(path, spec)
-            else:
-                self.problem(path, "expected a policy rule mapping")
+            self._rule(path, spec)
+
+    # -- what the Cilium agent refuses ---------------------------------------------------
+
+    def _rejections(self, path: PathKey, spec: Any) -> list[tuple[PathKey, str]]:
+        """Why Cilium's ``Parse`` refuses this rule (any of them drops the whole object)."""
+        if not isinstance(spec, dict):
+            return [(path, "a rule must be a mapping")]
+        out: list[tuple[PathKey, str]] = []
+        if "endpointSelector" not in spec and "nodeSelector" not in spec:
+            out.append((path, "a rule needs an endpointSelector or a nodeSelector"))
+        if "endpointSelector" in spec:
+            out += self._selector_rejections((*path, "endpointSelector"),
+                                             spec["endpointSelector"])
+        if not any(spec.get(section) for section in SECTIONS):
+            out.append((path, "a rule needs at least one of ingress, ingressDeny, egress, "
+                        "egressDeny with rules (an empty list is none)"))
+        for section in SECTIONS:
+            rules = spec.get(section)
+            if rules is None:
+                continue
+            if not isinstance(rules, list):
+                out.append(((*path, section), "expected a list of rules"))
+                continue
+            direction: Direction = "egress" if section.startswith("egress") else "ingress"
+            for i, rule in enumerate(rules):
+                out += self._rule_rejections((*path, section, i), rule, direction)
+        return out
+
+    def _rule_rejections(self, path: PathKey, rule: Any,
+                         direction: Direction) -> list[tuple[PathKey, str]]:
+        if not isinstance(rule, dict):
+            return [(path, "a rule must be a mapping")]
+        out: list[tuple[PathKey, str]] = []
+        kinds = [k for k in EXCLUSIVE_L3[direction] if rule.get(k)]
+        if len(kinds) > 1:
+            out.append((path, f"one rule may use only one of {', '.join(EXCLUSIVE_L3[direction])}"
+                        f", found {' and '.join(kinds)}"))
+        peers_key = L3_KEYS[direction][0]
+        peers = rule.get(peers_key)
+        for j, selector in enumerate(peers if isinstance(peers, list) else ()):
+            out += self._selector_rejections((*path, peers_key, j), selector)
+        to_ports = rule.get("toPorts")
+        for j, entry in enumerate(to_ports if isinstance(to_ports, list) else ()):
+            ports = entry.get("ports") if isinstance(entry, dict) else None
+            if isinstance(ports, list) and len(ports) > MAX_PORTS_PER_PORT_RULE:
+                out.append(((*path, "toPorts", j, "ports"), f"at most "
+                            f"{MAX_PORTS_PER_PORT_RULE} ports per toPorts entry, found "
+                            f"{len(ports)}"))
+        return out
+
+    def _selector_rejections(self, path: PathKey, data: Any) -> list[tuple[PathKey, str]]:
+        return [((*path, *p.path), p.message) for p in selector_problems(data) if p.rejected]
+
+    def _reject(self, specs: Sequence[tuple[PathKey, Any]],
+                rejected: Sequence[tuple[PathKey, str]]) -> None:
+        subjects: set[int] = set()
+        for _, spec in specs:
+            if isinstance(spec, dict) and "endpointSelector" in spec:
+                selector, _ = parse_selector(spec["endpointSelector"],
+                                             (K8S_POD_NAMESPACE_LABEL,) if self.namespace else ())
+                if selector is not None:
+                    subjects.update(self._subjects(selector))
+        names = sorted({self.owner.model.endpoints[i].title for i in subjects})
+        stay = (f"{', '.join(names)} stay unrestricted by it" if names
+                else "its pods stay unrestricted by it")
+        for path, why in rejected:
+            self.problem(path, f"Cilium rejects this whole policy ({why}), so it enforces none "
+                         f"of its rules: {stay}")
+
+    # -- what it enforces ----------------------------------------------------------------
+
+    def _subjects(self, selector: LabelSelector) -> list[int]:
+        return [i for i, e in enumerate(self.owner.model.endpoints)
+                if e.is_pod and e.domain == self.domain and e.cluster == self.cluster
+                and (self.namespace is None or e.namespace == self.namespace)
+                and selector.matches(e.identity)]
+
+    def _subject_namespace(self, path: PathKey, data: Any) -> None:
+        """Cilium overwrites a ``k8s:`` namespace in a namespaced policy's subject with the
+        policy's and ANDs any other spelling or expression: report one that differs."""
+        if self.namespace is None or not isinstance(data, dict):
+            return
+        written, _ = parse_selector(data)
+        if written is None:
+            return
+        for term in written.terms:
+            if term.key == POD_NAMESPACE_LABEL and not term.holds(
+                    {POD_NAMESPACE_LABEL: self.namespace}):
+                self.problem((*path, "endpointSelector"), "expected the endpointSelector to "
+                             f"name no namespace or the policy's own ({self.namespace}), found "
+                             f"{term.operator} {list(term.values)}: Cilium confines a policy's "
+                             f"subject to its namespace, so it selects pods of {self.namespace} "
+                             "only (or none), never of the namespace written")
+
+    def _warn_unknown_sources(self, path: PathKey, data: Any) -> None:
+        for p in selector_problems(data):
+            if not p.rejected:
+                self.problem((*path, *p.path), p.message, severity="warning")
 
     def _rule(self, path: PathKey, spec: Mapping[str, Any]) -> None:
         if "nodeSelector" in spec:
@@ -189,15 +330,14 @@ class _PolicyReader:
             return
         for key in sorted(set(spec) - RULE_KEYS):
             self.problem((*path, key), f"'{key}' is not modelled by verify: ignored")
-        drop = ("k8s:" + POD_NAMESPACE_LABEL,) if self.namespace else ()
+        self._subject_namespace(path, spec.get("endpointSelector"))
+        self._warn_unknown_sources((*path, "endpointSelector"), spec.get("endpointSelector"))
+        drop = (K8S_POD_NAMESPACE_LABEL,) if self.namespace else ()
         selector, why = parse_selector(spec.get("endpointSelector"), drop)
         if selector is None:
             self.problem((*path, "endpointSelector"), f"cannot read endpointSelector: {why}")
             return
-        subjects = [i for i, e in enumerate(self.owner.model.endpoints)
-                    if e.is_pod and e.domain == self.domain and e.cluster == self.cluster
-                    and (self.namespace is None or e.namespace == self.namespace)
-                    and selector.matches(e.identity)]
+        subjects = self._subjects(selector)
         if not subjects:
             self.problem((*path, "endpointSelector"), "selects no pod of the inventory or of "
                          "the requirements, so verify cannot check it (stale output? `meshplan "
@@ -209,9 +349,6 @@ class _PolicyReader:
         for direction in DIRECTIONS:
             allows = spec.get(direction) or []
             denies = spec.get(direction + "Deny") or []
-            if not isinstance(allows, list) or not isinstance(denies, list):
-                self.problem((*path, direction), "expected a list of rules")
-                continue
             explicit = defaults.get(direction)
             enforced = bool(allows or denies)
             if not enforced:
@@ -276,6 +413,7 @@ class _PolicyReader:
                                           [str(x) for x in item.get("except") or ()]))
             except ValueError:
                 self.problem((*path, cidrset_key, j), f"cannot read CIDR {item['cidr']!r}")
+        self._cidrs_over_pods(blocks, path)
         ports = self._ports(rule.get("toPorts"), (*path, "toPorts")) if "toPorts" in rule \
             else ALL_PORTS
         return Grant(pods, tuple(blocks), ports, Origin(self.doc.location(path), self.label),
@@ -287,26 +425,50 @@ class _PolicyReader:
             return frozenset()
         selected: set[int] = set()
         for j, data in enumerate(peers):
-            selector, why = parse_selector(data)
-            if selector is None:
-                self.problem((*path, j), f"cannot read the selector: {why}")
-                continue
-            if not selector.has_key(CILIUM_CLUSTER_LABEL):
-                self.problem((*path, j), f"expected the peer to name its cluster "
-                             f"({CILIUM_CLUSTER_LABEL}), found none: without it the selector "
-                             "means the local cluster from Cilium 1.19 "
-                             "(policy-default-local-cluster) and every cluster before, so "
-                             "verify counts it as allowing nothing")
-                continue
-            if not selector.has_key(POD_NAMESPACE_LABEL):
-                if self.namespace is not None and not selector.has_key_prefix(
-                        NAMESPACE_LABELS_PREFIX):
-                    selector = selector.also(Term(POD_NAMESPACE_LABEL, "In", (self.namespace,)))
-                elif self.namespace is None:
-                    selector = selector.also(Term(POD_NAMESPACE_LABEL, "Exists"))
-            selected.update(i for i, e in enumerate(self.owner.model.endpoints)
-                            if e.is_pod and selector.matches(e.identity))
+            selector = self._peer_selector(data, (*path, j))
+            if selector is not None:
+                selected.update(i for i, e in enumerate(self.owner.model.endpoints)
+                                if e.is_pod and selector.matches(e.identity))
         return frozenset(selected)
+
+    def _peer_selector(self, data: Any, path: PathKey) -> LabelSelector | None:
+        """A peer as Cilium 1.19 completes it (``getEndpointSelector``), or None when it
+        matches no endpoint verify knows."""
+        selector, why = parse_selector(data)
+        if selector is None:
+            self.problem(path, f"cannot read the selector: {why}")
+            return None
+        self._warn_unknown_sources(path, data)
+        written = [*(data.get("matchLabels") or {}),
+                   *(e.get("key", "") for e in data.get("matchExpressions") or ()
+                     if isinstance(e, dict))]
+        if any(split_source(str(key)).source == "reserved" for key in written):
+            self.problem(path, "a peer with reserved: labels selects Cilium's reserved "
+                         "identities (host, world, ...), which verify does not model: it "
+                         "allows no endpoint here", severity="notice")
+            return None
+        if not selector.has_key(POD_NAMESPACE_LABEL):
+            if self.namespace is None:
+                selector = selector.also(Term(POD_NAMESPACE_LABEL, "Exists"))
+            elif not selector.has_key_prefix(NAMESPACE_LABELS_PREFIX):
+                selector = selector.also(Term(POD_NAMESPACE_LABEL, "In", (self.namespace,)))
+        if not selector.has_key(CILIUM_CLUSTER_LABEL):
+            self.problem(path, f"expected the peer to name its cluster ({CILIUM_CLUSTER_LABEL})"
+                         f", found none: Cilium 1.19 reads it as the local cluster "
+                         f"({self.mesh}; option policy-default-local-cluster, on by default), "
+                         "earlier versions as every cluster", severity="warning")
+            selector = selector.also(Term(CILIUM_CLUSTER_LABEL, "In", (self.mesh,)))
+        return selector
+
+    def _cidrs_over_pods(self, blocks: Sequence[Block], path: PathKey) -> None:
+        owners = sorted({owner for v, lo, hi in blocks
+                         for (pv, plo, phi), owner in self.owner.pod_networks
+                         if v == pv and lo <= phi and plo <= hi})
+        if owners:
+            more = f" and {len(owners) - 3} more" if len(owners) > 3 else ""
+            self.problem(path, "the rule's CIDRs overlap the pod networks of "
+                         f"{', '.join(owners[:3])}{more}: Cilium never matches pods by CIDR, so "
+                         "it reaches none of them", severity="warning")
 
     def _ports(self, data: Any, path: PathKey) -> PortSet:
         if not isinstance(data, list):
@@ -351,11 +513,52 @@ class _PolicyReader:
         return ports_of(protocol, number, int(end) if isinstance(end, int) else None)
 
 
+def _blocks_or_none(text: str) -> tuple[Block, ...]:
+    try:
+        return cidr_blocks(text)
+    except ValueError:
+        return ()
+
+
+def service_copy(doc: Document, domain: str, cluster: str) -> ServiceCopy | None:
+    """A rendered Service that load-balances (not an ExternalName), as :mod:`.services` needs."""
+    data = doc.data
+    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+    assert isinstance(meta, dict) and isinstance(spec, dict)
+    if spec.get("type", "ClusterIP") == "ExternalName" or not meta.get("name"):
+        return None
+    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    assert isinstance(annotations, dict)
+    selector = spec.get("selector")
+    ports = NO_PORTS
+    for entry in spec.get("ports") or ():
+        if isinstance(entry, dict):
+            target = entry.get("targetPort", entry.get("port"))
+            if isinstance(target, int):
+                ports |= ports_of(str(entry.get("protocol", "TCP")), target)
+    return ServiceCopy(
+        domain, cluster, str(meta.get("namespace") or "default"), str(meta["name"]),
+        tuple(sorted((str(k), str(v)) for k, v in selector.items()))
+        if isinstance(selector, dict) else None,
+        annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true",
+        annotations.get(SHARED_SERVICE_ANNOTATION) != "false", ports,
+        doc.location(("metadata", "name")))
+
+
+class ActualConnectivity(NamedTuple):
+    model: Connectivity
+    problems: tuple[Diagnostic, ...]
+    policies: int  # how many policy objects were read
+    services: tuple[ServiceCopy, ...]  # the Services that load-balance
+
+
 def actual_connectivity(
     inventory: Inventory, endpoints: Sequence[Endpoint], files: Mapping[str, bytes],
     display_root: str = DEFAULT_OUTPUT_DIR,
-) -> tuple[Connectivity, tuple[Diagnostic, ...], int]:
-    """The connectivity the rendered files allow; problems reading them; how many policies."""
+) -> ActualConnectivity:
+    """The connectivity the rendered files allow; problems reading them; what was read."""
     builder = _ActualBuilder(inventory, endpoints, files, display_root)
     model = builder.build()
-    return model, tuple(builder.problems), builder.policies
+    return ActualConnectivity(model, tuple(builder.problems), builder.policies,
+                              tuple(builder.services))

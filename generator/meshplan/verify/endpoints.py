@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
+from ..admission import bare_key as normalize_key
 from ..model import Inventory, Labels, Selector
 from ..vocabulary import (
     CILIUM_CLUSTER_LABEL,
@@ -19,7 +20,6 @@ from ..vocabulary import (
     POD_NAMESPACE_LABEL,
 )
 from .addresses import Block, block_of
-from .selectors import normalize_key
 
 DNS_LABELS: Labels = ((DNS_APP_LABEL, DNS_APP),)
 
@@ -95,11 +95,11 @@ def synthesize_labels(selector: Selector) -> Labels:
     labels: dict[str, str] = {}
     for key, value in selector.match_labels:
         norm = normalize_key(key)
-        if norm is not None and norm not in (POD_NAMESPACE_LABEL, CILIUM_CLUSTER_LABEL):
+        if norm is not None and not _identity_key(norm):
             labels[norm] = value
     for e in selector.match_expressions:
         norm = normalize_key(e.key)
-        if norm is None or norm in (POD_NAMESPACE_LABEL, CILIUM_CLUSTER_LABEL) or norm in labels:
+        if norm is None or _identity_key(norm) or norm in labels:
             continue
         if e.operator == "In" and e.values:
             labels[norm] = e.values[0]
@@ -108,9 +108,18 @@ def synthesize_labels(selector: Selector) -> Labels:
     return tuple(sorted(labels.items()))
 
 
+def _identity_key(key: str) -> bool:
+    """A label Cilium derives for every pod (not one of the pod's own labels)."""
+    return key in (POD_NAMESPACE_LABEL, CILIUM_CLUSTER_LABEL) or key.startswith(
+        NAMESPACE_LABELS_PREFIX)
+
+
 def selector_namespace(selector: Selector) -> str | None:
+    """The one namespace a raw selector names: by the namespace label, or by the namespace's
+    own name label (``io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name``)."""
     for key, value in selector.match_labels:
-        if normalize_key(key) == POD_NAMESPACE_LABEL:
+        if normalize_key(key) in (POD_NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX +
+                                  NAMESPACE_NAME_LABEL):
             return value
     return None
 

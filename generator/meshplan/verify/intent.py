@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from ..model import Inventory, Requirement, Rule, Selector, Service
-from ..vocabulary import POD_NAMESPACE_LABEL
+from ..vocabulary import NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL
 from .addresses import cidr_blocks
 from .connectivity import Connectivity, Grant, Origin
 from .endpoints import Endpoint
@@ -85,7 +85,8 @@ class _IntentBuilder:
         for peer in rule.endpoints:
             origin = Origin(peer.location, f"requirement {self.req.key}, {direction} peer")
             if peer.is_abstract:
-                for target in self.inventory.resolve_peer(peer.selector, self.req.domain):
+                for target in self.inventory.resolve_peer(peer.selector, self.req.domain,
+                                                          direction=rule.direction):
                     ports = explicit
                     if ports is None:
                         if direction == "egress":
@@ -111,10 +112,12 @@ class _IntentBuilder:
             and all(dict(e.labels).get(k) == v for k, v in wanted.items()))
 
     def _raw_pods(self, selector: Selector, cluster: str) -> frozenset[int]:
-        """Raw pod labels: the requirement's own cluster, its namespace unless one is written."""
+        """Raw pod labels: the requirement's own cluster, its namespace unless the peer names
+        namespaces itself (a namespace, or namespace labels: every namespace so labelled)."""
         labels = LabelSelector.from_model(selector)
         namespace = self.inventory.policy_namespace(self.req)
-        if namespace is not None and not labels.has_key(POD_NAMESPACE_LABEL):
+        if namespace is not None and not labels.has_key(POD_NAMESPACE_LABEL) and \
+                not labels.has_key_prefix(NAMESPACE_LABELS_PREFIX):
             labels = labels.also(Term(POD_NAMESPACE_LABEL, "In", (namespace,)))
         return frozenset(
             i for i, e in enumerate(self.model.endpoints)

@@ -15,6 +15,7 @@ from .connectivity import Connectivity
 from .endpoints import Endpoint, inventory_endpoints, is_dns_flow
 from .intent import intended_connectivity
 from .ports import PortSet
+from .services import load_balancing_problems
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,12 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
            display_root: str = DEFAULT_OUTPUT_DIR) -> VerifyReport:
     """Compare the rendered files (relative to the output root) with the requirements."""
     endpoints = inventory_endpoints(inventory)
-    actual, problems, policies = actual_connectivity(inventory, endpoints, files, display_root)
+    actual, problems, policies, services = actual_connectivity(inventory, endpoints, files,
+                                                               display_root)
     intended = intended_connectivity(inventory, endpoints)
     mismatches = compare(actual, intended)
     diagnostics = [*problems, *(m.diagnostic for m in mismatches), *dns_problems(actual),
-                   *half_open(intended)]
+                   *half_open(intended), *load_balancing_problems(actual, services)]
     return VerifyReport(endpoints, actual, intended, actual.flows(), tuple(mismatches),
                         sorted_diagnostics(diagnostics), policies)
 

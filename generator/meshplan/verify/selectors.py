@@ -6,16 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..admission import bare_key as normalize_key
 from ..model import Selector
-from ..vocabulary import LABEL_SOURCES
-
-
-def normalize_key(key: str) -> str | None:
-    """``k8s:x``, ``any:x`` and ``x`` all address the label ``x``; other sources match no pod."""
-    source, sep, rest = key.partition(":")
-    if not sep:
-        return key
-    return rest if source in LABEL_SOURCES else None
 
 
 @dataclass(frozen=True)

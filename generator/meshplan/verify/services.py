@@ -1,0 +1,101 @@
+"""Services as Cilium ClusterMesh load-balances them: which backends a client's connection to a
+Service name can reach, and the clients for whom only some of those are allowed.
+
+Cilium translates a Service's address to one backend pod before any policy sees the packet, so
+a flow "to a Service" is a flow to whichever backend the load-balancer picks. A cluster's copy
+of a Service has its own (local) backends; when the copy is global
+(``service.cilium.io/global: "true"``) it also gets the backends of every other cluster whose
+copy is global and shared (``service.cilium.io/shared``, true unless "false"). Affinity
+(``service.cilium.io/affinity``) is a preference with fail-over, never a restriction, so it is
+not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh testdata).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..diagnostics import Diagnostic, Location, warning
+from .connectivity import Connectivity
+from .endpoints import Endpoint
+from .ports import PortSet
+
+
+@dataclass(frozen=True)
+class ServiceCopy:
+    """One rendered ``Service`` object of one cluster."""
+
+    domain: str
+    cluster: str
+    namespace: str
+    name: str
+    selector: tuple[tuple[str, str], ...] | None  # None: no selector (no local backends)
+    is_global: bool
+    shared: bool
+    ports: PortSet  # the ports a client calls (targetPort = port: meshplan writes no other)
+    location: Location
+
+
+def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint]) -> dict[
+        ServiceCopy, tuple[int, ...]]:
+    """Every copy's backends (endpoint indices): its local pods, plus, for a global copy, the
+    local pods of every other global and shared copy of the same namespace/name."""
+    pods: dict[tuple[str, str, str], list[int]] = {}
+    for i, e in enumerate(endpoints):
+        if e.is_pod:
+            pods.setdefault((e.domain, e.cluster, e.namespace), []).append(i)
+    local: dict[ServiceCopy, tuple[int, ...]] = {}
+    for copy in copies:
+        selector = copy.selector
+        candidates = pods.get((copy.domain, copy.cluster, copy.namespace), [])
+        local[copy] = () if selector is None else tuple(
+            i for i in candidates
+            if all(dict(endpoints[i].labels).get(k) == v for k, v in selector))
+    by_name: dict[tuple[str, str], list[ServiceCopy]] = {}
+    for copy in copies:
+        by_name.setdefault((copy.namespace, copy.name), []).append(copy)
+    out: dict[ServiceCopy, tuple[int, ...]] = {}
+    for copy in copies:
+        found = set(local[copy])
+        if copy.is_global:
+            for other in by_name[(copy.namespace, copy.name)]:
+                if other is not copy and other.is_global and other.shared:
+                    found.update(local[other])
+        out[copy] = tuple(sorted(found))
+    return out
+
+
+def load_balancing_problems(actual: Connectivity,
+                            copies: Sequence[ServiceCopy]) -> list[Diagnostic]:
+    """Clients of a cluster allowed to some, but not all, backends its copy of a Service picks
+    from: part of their connections will be dropped, at random."""
+    endpoints = actual.endpoints
+    clients: dict[tuple[str, str], list[int]] = {}
+    for i, e in enumerate(endpoints):
+        if e.kind in ("service", "client"):
+            clients.setdefault((e.domain, e.cluster), []).append(i)
+    groups: dict[tuple[ServiceCopy, str], tuple[set[str], set[str]]] = {}
+    for copy, picked in backends(copies, endpoints).items():
+        if len(picked) < 2 or not copy.ports:
+            continue
+        for i in clients.get((copy.domain, copy.cluster), ()):
+            client = endpoints[i]
+            if i in picked:
+                continue
+            allowed = {b for b in picked if actual.flow(i, b) & copy.ports}
+            if not allowed or len(allowed) == len(picked):
+                continue
+            reached, dropped = groups.setdefault((copy, client.service_level), (set(), set()))
+            reached.update(endpoints[b].title for b in allowed)
+            dropped.update(endpoints[b].title for b in picked if b not in allowed)
+    out = []
+    for (copy, caller), (reached, dropped) in sorted(groups.items(), key=lambda g: (
+            g[0][0].location, g[0][1])):
+        out.append(warning(copy.location, "", f"expected every backend of the global Service "
+                           f"{copy.namespace}/{copy.name} of {copy.domain}/{copy.cluster} to be "
+                           f"allowed for {caller}, which may call it there, found "
+                           f"{', '.join(sorted(dropped))} blocked and "
+                           f"{', '.join(sorted(reached))} allowed: Cilium load-balances every "
+                           "connection to any of them (affinity is only a preference), so "
+                           "part of the connections will be dropped, at random"))
+    return out

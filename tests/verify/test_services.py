@@ -1,0 +1,78 @@
+"""meshplan.verify.services: global Services as ClusterMesh load-balances them.
+
+A cluster's copy has its local backends; a global copy also every other cluster's global and
+shared copy's; affinity is a preference, so it restricts nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from meshplan.diagnostics import Location, Severity
+from meshplan.pipeline import validate
+from meshplan.verify.endpoints import Endpoint
+from meshplan.verify.ports import PortSet
+from meshplan.verify.services import ServiceCopy, backends
+
+from tests.support.flows import verify_repo
+from tests.support.repos import THESIS_DIR, copy_tree
+
+WEB = (("app", "web"),)
+ENDPOINTS = [Endpoint("service", "d", c, f"m{c}", "ns", "web", WEB) for c in ("a", "b", "c")]
+ENDPOINTS.append(Endpoint("service", "e", "x", "mx", "ns", "web", WEB))  # another domain
+
+
+def copy(cluster: str, *, is_global: bool = True, shared: bool = True, selector: bool = True,
+         domain: str = "d") -> ServiceCopy:
+    return ServiceCopy(domain, cluster, "ns", "web", WEB if selector else None, is_global,
+                       shared, PortSet.single("TCP", 80), Location("f.yaml"))
+
+
+@pytest.mark.parametrize(("copies", "client", "picked"), [
+    # every copy global and shared: everyone gets every cluster's pods
+    ([copy("a"), copy("b"), copy("c")], "a", ["a", "b", "c"]),
+    # the client's own copy is not global: local backends only
+    ([copy("a", is_global=False), copy("b"), copy("c")], "a", ["a"]),
+    # c does not share its pods: nobody else gets them, c's own clients still do
+    ([copy("a"), copy("b"), copy("c", shared=False)], "a", ["a", "b"]),
+    ([copy("a"), copy("b"), copy("c", shared=False)], "c", ["a", "b", "c"]),
+    # b is not global at all: it neither gives nor takes
+    ([copy("a"), copy("b", is_global=False), copy("c")], "a", ["a", "c"]),
+    # a mirror (no local pods, shared false) takes the remote ones
+    ([copy("a"), copy("b"), copy("x", shared=False, domain="e", selector=False)], "x",
+     ["a", "b"]),
+    # a mirror with a selector matching local pods picks them too (another domain's pods!)
+    ([copy("a"), copy("x", shared=False, domain="e")], "x", ["a", "x"]),
+])
+def test_backends(copies: list[ServiceCopy], client: str, picked: list[str]) -> None:
+    [mine] = [c for c in copies if c.cluster == client]
+    found = backends(copies, ENDPOINTS)[mine]
+    assert sorted(ENDPOINTS[i].cluster for i in found) == picked
+
+
+def test_dropped_connections_behind_a_global_service_are_reported(tmp_path: Path) -> None:
+    """Figure 6.13 of the thesis (use case 2b with only Code Box 6.5 for the client): the client
+    in cluster1 may call backend in cluster1 only, but backend's global Service there (made
+    global here by another client calling it everywhere) load-balances to cluster2 too, whose
+    connections are dropped at the client's egress."""
+    root = copy_tree(THESIS_DIR / "use-case-2b", tmp_path / "repo")
+    other = root / "requirements" / "domain1" / "allow-service-backend.yaml"
+    other.write_text(other.read_text(encoding="utf-8").replace("name: client", "name: other"),
+                     encoding="utf-8")
+    assert verify_repo(THESIS_DIR / "use-case-2b").ok  # as committed: both clusters admitted
+    report = verify_repo(root)
+    warned = [d.message for d in report.diagnostics if d.severity is Severity.WARNING
+              and "load-balances every connection" in d.message]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("expected every backend of the global Service "
+                                "backend-ns/backend of domain1/cluster1 to be allowed for "
+                                "domain1/client-service, which may call it there, found "
+                                "domain1/backend@cluster2 blocked and domain1/backend@cluster1 "
+                                "allowed")
+    assert report.ok  # the flows are what the requirements say: a warning, not an error
+    # validate says so before anything is rendered, at the requirement's peer
+    _, diagnostics = validate(root)
+    [early] = [d for d in diagnostics if d.severity is Severity.WARNING]
+    assert str(early.location) == "requirements/domain1/allow-cluster1.yaml:23:11"
+    assert "found cluster2 not admitted" in early.message
