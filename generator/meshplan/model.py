@@ -58,6 +58,9 @@ class IstioMembership(NamedTuple):
     network: str | None
     trust_domain: str | None
     location: Location  # of the ``istio`` key
+    gateway_address: str | None = None  # eastWestGateway.address: its reserved LB address
+    gateway_location: Location | None = None  # of eastWestGateway.address (else None)
+    egress_cidrs: tuple[tuple[str, Location], ...] = ()  # where its traffic leaves from
 
 
 class Port(NamedTuple):
@@ -100,6 +103,7 @@ class Service:
     export_locations: tuple[Location, ...]
     path: str = ""  # key path of the service entry, e.g. "spec.services[2]"
     clusters_path: str = ""  # key path of its cluster list ("servicesMap.<name>" in thesis form)
+    service_account: str | None = None  # the Kubernetes service account its pods run as
 
     def exported_to(self, domain: str) -> bool:
         return domain == self.domain or WILDCARD in self.export_to or domain in self.export_to
@@ -282,6 +286,21 @@ class Inventory:
             clusters = tuple(c for c in clusters if c.name in runs_in)
         return clusters
 
+    def istio_gateway_route(self, a: Cluster, b: Cluster) -> bool:
+        """Whether Istio routes traffic between ``a`` and ``b`` through east-west gateways:
+        both are Istio members (with a Mesh document that has ``spec.istio``) on different
+        networks. Then Cilium sees neither the real client nor the real server (refinement
+        and verify both ask here)."""
+        mesh = self.mesh
+        if mesh is None or mesh.istio is None or a.istio is None or b.istio is None:
+            return False
+        return bool(a.istio.network and b.istio.network and a.istio.network != b.istio.network)
+
+    def is_istio_member(self, cluster: Cluster) -> bool:
+        """Whether ``cluster`` runs Istio (an ``istio`` entry and a Mesh with ``spec.istio``)."""
+        mesh = self.mesh
+        return mesh is not None and mesh.istio is not None and cluster.istio is not None
+
     def policy_namespace(self, requirement: Requirement) -> str | None:
         """The namespace of a requirement's pods and policy; None for a cluster-wide one.
 
@@ -401,8 +420,14 @@ def _istio_membership(
 ) -> IstioMembership | None:
     if entry is None:
         return None
-    return IstioMembership(entry.get("network"), entry.get("trustDomain"),
-                           doc.key_location((*here, "istio")))
+    where: PathKey = (*here, "istio")
+    gateway = entry.get("eastWestGateway") or {}
+    address = gateway.get("address")
+    cidrs = tuple((str(cidr), doc.location((*where, "egressCIDRs", j)))
+                  for j, cidr in enumerate(entry.get("egressCIDRs") or []))
+    return IstioMembership(entry.get("network"), entry.get("trustDomain"), doc.key_location(where),
+                           address, doc.location((*where, "eastWestGateway", "address"))
+                           if address is not None else None, cidrs)
 
 
 def _native_service(doc: Document, domain: str, i: int, s: Mapping[str, Any]) -> Service:
@@ -423,6 +448,7 @@ def _native_service(doc: Document, domain: str, i: int, s: Mapping[str, Any]) ->
         export_locations=tuple(doc.location((*here, "exportTo", j)) for j in range(len(exports))),
         path=format_path(here),
         clusters_path=format_path((*here, "clusters")),
+        service_account=s.get("serviceAccount"),
     )
 
 

@@ -25,7 +25,8 @@ REQUIREMENT_ANNOTATIONS = (CLUSTERS_ANNOTATION,)  # every meshplan.dev/ annotati
 # --------------------------------------------------------------------------- Kubernetes
 
 DEFAULT_NAMESPACE = "default"
-DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"  # also Istio's default trust domain, and as a
+# principal's trust domain Istio's shorthand for "the local one" (never emitted by meshplan)
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY: Mapping[str, str] = MappingProxyType({MANAGED_BY_LABEL: "meshplan"})
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # every Namespace carries its name
@@ -65,7 +66,23 @@ GLOBAL_NAMESPACE_ANNOTATION = "clustermesh.cilium.io/global"
 ISTIO_NAMESPACE = "istio-system"  # istiod, the gateways and the cacerts Secret live here
 ISTIO_NETWORK_LABEL = "topology.istio.io/network"  # on istio-system: the cluster's network
 ISTIO_GATEWAY_LABEL = "istio"  # the istio/gateway chart's pod label (its release name, short)
+# The east-west gateway: the chart's release name, and the pod label the chart derives from it
+# (``istio: <name minus "istio-">``). Its pods carry it, the cross-network Gateway selects it,
+# and the CiliumNetworkPolicies admitting the gateway hop name it: one place for all three.
+EASTWEST_GATEWAY_NAME = "istio-eastwestgateway"
+EASTWEST_GATEWAY_LABELS: Mapping[str, str] = MappingProxyType(
+    {ISTIO_GATEWAY_LABEL: "eastwestgateway"})
+EASTWEST_GATEWAY_SERVICE_ACCOUNT = EASTWEST_GATEWAY_NAME  # the chart's default: its name
+CROSS_NETWORK_PORT = 15443  # the gateway's TLS port: mTLS passed through by SNI
 GATEWAY_KIND = "Gateway"
+
+# The identity layer (meshplan.mesh.identity): Istio's security objects.
+PEER_AUTHENTICATION_KIND = "PeerAuthentication"
+AUTHORIZATION_POLICY_KIND = "AuthorizationPolicy"
+ISTIO_SECURITY_KINDS = (PEER_AUTHENTICATION_KIND, AUTHORIZATION_POLICY_KIND)
+ISTIO_SECURITY_API_VERSION = "security.istio.io/v1"
+ISTIO_ROOT_NAMESPACE = ISTIO_NAMESPACE  # meshConfig.rootNamespace, which meshplan never changes
+PEER_AUTHENTICATION_NAME = "default"  # the one namespace-wide policy of a namespace
 
 # --------------------------------------------------------------------------- meshplan
 # On the objects meshplan generates.

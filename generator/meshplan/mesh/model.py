@@ -60,6 +60,7 @@ class IstioSettings:
     chart_version: str
     location: Location  # of the ``istio`` key
     root_ca_location: Location
+    strict_mtls: Literal["namespaces", "mesh"] = "namespaces"  # mesh: also mesh-wide STRICT
 
 
 @dataclass(frozen=True)
@@ -118,4 +119,5 @@ def _istio(doc: Document, mesh_name: str, data: Mapping[str, Any]) -> IstioSetti
         chart_version=data.get("chartVersion") or ISTIO_CHART_VERSION,
         location=doc.key_location(here),
         root_ca_location=doc.location((*here, "rootCA")),
+        strict_mtls=data.get("strictMTLS", "namespaces"),
     )
