@@ -30,20 +30,25 @@ from .vocabulary import (
     AFFINITY_ANNOTATION,
     ARGOCD_SYNC_OPTIONS_ANNOTATION,
     ARGOCD_SYNC_WAVE_ANNOTATION,
+    AUTHORIZATION_POLICY_KIND,
     CILIUM_CLUSTER_LABEL,
     CLUSTERWIDE_POLICY_KIND,
+    CROSS_NETWORK_PORT,
     DNS_APP,
     DNS_APP_LABEL,
     DNS_NAMESPACE,
+    EASTWEST_GATEWAY_LABELS,
     FLUX_PRUNE_ANNOTATION,
     GATEWAY_KIND,
     GLOBAL_NAMESPACE_ANNOTATION,
     GLOBAL_SERVICE_ANNOTATION,
+    ISTIO_NAMESPACE,
     K8S_POD_NAMESPACE_LABEL,
     MANAGED_BY,
     NAMESPACE_KIND,
     NAMESPACE_LABELS_PREFIX,
     NETWORK_POLICY_KIND,
+    PEER_AUTHENTICATION_KIND,
     POD_NAMESPACE_LABEL,
     REQUIRED_BY_ANNOTATION,
     SERVICE_KIND,
@@ -51,9 +56,10 @@ from .vocabulary import (
     SOURCE_ANNOTATION,
 )
 
-# A cluster's objects in this order (the Gateway comes from the mesh plan: meshplan.mesh.render).
+# A cluster's objects in this order (the Istio objects come from the mesh plan:
+# meshplan.mesh.identity and meshplan.mesh.render).
 KIND_ORDER = (NAMESPACE_KIND, SERVICE_KIND, CLUSTERWIDE_POLICY_KIND, NETWORK_POLICY_KIND,
-              GATEWAY_KIND)
+              PEER_AUTHENTICATION_KIND, AUTHORIZATION_POLICY_KIND, GATEWAY_KIND)
 SYNC_WAVE = {NAMESPACE_KIND: "-2", SERVICE_KIND: "-1"}
 
 DNS_PEER_LABELS = {K8S_POD_NAMESPACE_LABEL: DNS_NAMESPACE, f"k8s:{DNS_APP_LABEL}": DNS_APP}
@@ -262,6 +268,12 @@ class _PlanBuilder:
         self._calls: list[tuple[_Connection, Cluster, Hashable]] = []
         self._keys = _Keys()
         self._backends: dict[tuple[int, ClusterRef], tuple[str, ...]] = {}
+        # Istio members on several networks reach each other through east-west gateways.
+        networks = {c.istio.network for d in inventory.domains for c in d.clusters
+                    if inventory.is_istio_member(c) and c.istio and c.istio.network}
+        self._multi_network = len(networks) > 1
+        self._routed: dict[tuple[int, str], tuple[_Connection, list[dict[str, Any]]]] = {}
+        self._gateway_egress: dict[str, dict[str, Any]] = {}
 
     # -- requirements -------------------------------------------------------------------
 
@@ -382,7 +394,10 @@ class _PlanBuilder:
         rules: list[dict[str, Any]] = []
         for item in items:
             if type(item) is _Connection:
-                rules.append(item.body)
+                if self._multi_network and cluster.istio is not None:
+                    rules.extend(self._routed_rules(item, cluster))
+                else:
+                    rules.append(item.body)
                 self._connect(prep, item, cluster, here)
             elif type(item) is _RawPeer:
                 selector = raw_peer_selector(item.peer, prep.namespace, cluster.mesh_name)
@@ -394,6 +409,59 @@ class _PlanBuilder:
                 assert isinstance(item, dict)
                 rules.append(item)
         return rules
+
+    def _routed_rules(self, item: _Connection, cluster: Cluster) -> list[dict[str, Any]]:
+        """A service peer's rules in ``cluster`` when Istio routes some of the peer's clusters
+        through east-west gateways (they are on another network), where Cilium sees the
+        gateway hop instead of the peer: a client's egress goes to the remote gateway's
+        address on 15443 (only TCP crosses it), a server's ingress comes from the local
+        gateway's pods on the same ports. The peer's clusters on the local network keep the
+        pod selector. Memoized per peer and cluster (the local gateway is the cluster's own).
+        """
+        memo = (id(item), cluster.mesh_name)
+        known = self._routed.get(memo)
+        if known is not None and known[0] is item:
+            return known[1]
+        target = item.target
+        domain = self.inventory.domain_by_name[target.service.domain]
+        routed = [c for c in target.clusters
+                  if self.inventory.istio_gateway_route(cluster, domain.cluster_by_name[c])]
+        found: list[dict[str, Any]]
+        if not routed:
+            found = [item.body]
+        else:
+            direct = tuple(c for c in target.clusters if c not in routed)
+            to_ports = item.body.get("toPorts")
+            found = []
+            if direct:
+                body = {k: v for k, v in item.body.items() if k == "toPorts"}
+                peers_key = "toEndpoints" if item.direction == "egress" else "fromEndpoints"
+                found.append({peers_key: [self._peer_selector(PeerTarget(target.service,
+                                                                          direct))], **body})
+            if item.direction == "egress":
+                if carries_tcp(to_ports):
+                    for name in routed:
+                        address = domain.cluster_by_name[name].istio
+                        if address is not None and address.gateway_address is not None:
+                            found.append(self._gateway_egress_rule(address.gateway_address))
+            else:
+                gateway = {"matchLabels": {**EASTWEST_GATEWAY_LABELS,
+                                           K8S_POD_NAMESPACE_LABEL: ISTIO_NAMESPACE,
+                                           CILIUM_CLUSTER_LABEL: cluster.mesh_name}}
+                body = {"fromEndpoints": [gateway]}
+                if to_ports is not None:
+                    body["toPorts"] = to_ports
+                found.append(body)
+        self._routed[memo] = (item, found)  # the item is kept: its id stays its own
+        return found
+
+    def _gateway_egress_rule(self, address: str) -> dict[str, Any]:
+        rule = self._gateway_egress.get(address)
+        if rule is None:
+            rule = self._gateway_egress[address] = {
+                "toCIDRSet": [{"cidr": host_cidr(address)}],
+                "toPorts": [{"ports": [{"port": str(CROSS_NETWORK_PORT), "protocol": "TCP"}]}]}
+        return rule
 
     def _dns_rule(self, mesh_name: str) -> dict[str, Any]:
         rule = self._dns_rules.get(mesh_name)
@@ -677,6 +745,20 @@ class _PlanBuilder:
                 plans.append(ClusterPlan(ref, cluster.mesh_name, tuple(manifests)))
         plans.sort(key=lambda p: p.cluster)
         return Plan(tuple(plans), tuple(self.diagnostics))
+
+
+def carries_tcp(to_ports: Sequence[Mapping[str, Any]] | None) -> bool:
+    """Whether a rule's ``toPorts`` (None: every port) admit TCP: only TCP crosses Istio's
+    east-west gateways (Istio's sidecars carry TCP; UDP and SCTP bypass them)."""
+    if to_ports is None:
+        return True
+    return any(entry.get("protocol") in (None, "ANY", "TCP")
+               for rule in to_ports for entry in rule.get("ports") or [{}])
+
+
+def host_cidr(address: str) -> str:
+    """The one-address CIDR of an IP (``198.51.100.7/32``, ``2001:db8::7/128``)."""
+    return f"{address}/{128 if ':' in address else 32}"
 
 
 def _is_global(annotations: Mapping[str, Any]) -> bool:

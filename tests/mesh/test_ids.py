@@ -64,7 +64,7 @@ def test_assigned_ids_never_change_and_output_is_deterministic(cli: RunCli,
     code, out, _ = runs[0]
     assert code == 0
     # ap1 connects to eu1 (11) and us1 (12), which connect to p1 (21): 1 is the smallest free
-    assert out == ("inventory/retail.yaml:32:11: spec.clusters[2]: meshId: 1 "
+    assert out == ("inventory/retail.yaml:36:11: spec.clusters[2]: meshId: 1 "
                    "(retail/ap1, Cilium name retail-ap1)\n")
 
 

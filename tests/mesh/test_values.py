@@ -202,6 +202,9 @@ def test_the_example_is_the_thesis_installation(all_values: dict[str, dict[str, 
     assert aks["global"] == {"meshID": "mesh1", "multiCluster": {"clusterName": "cluster1"},
                              "network": "network1"}
     gateway = all_values["istio-multicloud:mesh/boutique/gcp/eastwest-gateway-values.yaml"]
-    assert gateway == {"name": "istio-eastwestgateway", "networkGateway": "network2"}
+    assert gateway == {"name": "istio-eastwestgateway", "networkGateway": "network2",
+                       # the reserved address, and clients' addresses kept for its policy
+                       "service": {"loadBalancerIP": "203.0.113.7",
+                                   "externalTrafficPolicy": "Local"}}
     assert not [k for k in all_values if k.startswith("istio-multicloud:")
                 and k.endswith("cilium-values.yaml")]  # no ClusterMesh across the clouds

@@ -3,7 +3,8 @@
 ``retail`` runs ``web`` in eu1 and us1 (two Istio networks) and ``cart`` in ap1 (ClusterMesh
 only); ``payments`` runs ``pay`` in p1 (network net-eu). ``web`` calls ``cart`` and ``pay``, and
 ``pay`` admits ``web``: the intended cross-cluster flows are eu1 -> ap1, us1 -> ap1,
-eu1 -> p1 and us1 -> p1 (so with ``peers: needed`` eu1 and us1 are not peers). eu1 and us1 are
+eu1 -> p1 and us1 -> p1 (so with ``peers: needed`` eu1 and us1 are not peers). The Istio
+members' east-west gateways have reserved addresses (us1 -> p1 crosses networks). eu1 and us1 are
 delivered by Argo CD (by name and by server), ap1 and p1 by Flux.
 
 :func:`mesh_repo` returns plain data (:class:`MeshRepo`): edit ``clusters``, ``mesh`` and the
@@ -73,11 +74,13 @@ BASE = MeshRepo(
         "retail": [
             {"name": "eu1", "meshName": "retail-eu1", "meshId": 11, "podCIDRs": ["10.11.0.0/16"],
              "clustermesh": {"address": "203.0.113.11"},
-             "istio": {"network": "net-eu", "trustDomain": "retail-eu1.example"},
+             "istio": {"network": "net-eu", "trustDomain": "retail-eu1.example",
+                       "eastWestGateway": {"address": "198.51.100.11"}},
              "gitops": {"argocdDestinationName": "eu1"}},
             {"name": "us1", "meshName": "retail-us1", "meshId": 12, "podCIDRs": ["10.12.0.0/16"],
              "clustermesh": {"address": "cm.us1.retail.example.com", "port": 2379},
-             "istio": {"network": "net-us", "trustDomain": "retail-us1.example"},
+             "istio": {"network": "net-us", "trustDomain": "retail-us1.example",
+                       "eastWestGateway": {"address": "198.51.100.12"}},
              "gitops": {"argocdDestinationServer": "https://us1.retail.example.com:6443"}},
             {"name": "ap1", "meshName": "retail-ap1", "meshId": 13, "podCIDRs": ["10.13.0.0/16"],
              "clustermesh": {"address": "203.0.113.13"},
@@ -86,20 +89,21 @@ BASE = MeshRepo(
         "payments": [
             {"name": "p1", "meshName": "payments-p1", "meshId": 21,
              "podCIDRs": ["10.21.0.0/16"], "clustermesh": {"address": "203.0.113.21"},
-             "istio": {"network": "net-eu", "trustDomain": "payments-p1.example"},
+             "istio": {"network": "net-eu", "trustDomain": "payments-p1.example",
+                       "eastWestGateway": {"address": "198.51.100.21"}},
              "gitops": {"fluxNamespace": "flux-system"}},
         ],
     },
     services={
         "retail": [
-            {"name": "web", "namespace": "shop", "selector": {"app": "web"},
+            {"name": "web", "namespace": "shop", "serviceAccount": "web", "selector": {"app": "web"},
              "ports": [{"port": 8080, "protocol": "TCP", "name": "http"}],
              "clusters": ["eu1", "us1"], "exportTo": ["payments"]},
             {"name": "cart", "namespace": "shop", "selector": {"app": "cart"},
              "ports": [{"port": 7070, "protocol": "TCP", "name": "grpc"}], "clusters": ["ap1"]},
         ],
         "payments": [
-            {"name": "pay", "namespace": "pay", "selector": {"app": "pay"},
+            {"name": "pay", "namespace": "pay", "serviceAccount": "pay", "selector": {"app": "pay"},
              "ports": [{"port": 50051, "protocol": "TCP", "name": "grpc"}],
              "clusters": ["p1"], "exportTo": ["retail"]},
         ],

@@ -29,7 +29,7 @@ from ..diagnostics import Diagnostic, error, warning
 from ..model import Cluster, Inventory
 from ..refine import ClusterRef
 from .model import CILIUM_CA_SECRET, ISTIO_CA_SECRET, CiliumSettings, IstioSettings, Mesh
-from .plan import MeshPlan, ref_of
+from .plan import MeshPlan, gateway_sources, ref_of
 
 RESERVED_CLUSTER_NAME = "default"  # the chart refuses it for any cluster.id other than 0
 DEFAULT_MAX_CLUSTERS = 255
@@ -249,6 +249,17 @@ def _istio_settings(mesh: Mesh) -> Iterator[Diagnostic]:
 def _istio_member(cluster: Cluster) -> Iterator[Diagnostic]:
     entry = cluster.istio
     assert entry is not None
+    address = entry.gateway_address
+    if address is not None and not is_ip(address):
+        yield error(entry.gateway_location or entry.location,
+                    f"{cluster.path}.istio.eastWestGateway.address", "expected the reserved "
+                    "IP address of the east-west gateway's load balancer, found "
+                    f"'{address}': CiliumNetworkPolicies match addresses, and a DNS name "
+                    "would need toFQDNs with Cilium's DNS proxy, which meshplan does not "
+                    "render; reserve a static IP")
+    for i, (text, where) in enumerate(entry.egress_cidrs):
+        _, problems = parse_network(text, where, f"{cluster.path}.istio.egressCIDRs[{i}]")
+        yield from problems
     if not entry.network:
         yield error(entry.location, f"{cluster.path}.istio.network", "expected the Istio "
                     f"network of {_name(cluster)} (clusters whose pods reach each other "
@@ -304,7 +315,7 @@ def check_mesh_plan(plan: MeshPlan, *, ids_optional: bool = False) -> list[Diagn
         problems += _connected_set_sizes(plan, cilium)
         problems += _ids_unique_among_peers(plan)
     problems += _flows_without_path(plan)
-    problems += _gateway_routed_policies(plan)
+    problems += _gateway_addresses(plan)
     return problems
 
 
@@ -401,19 +412,33 @@ def _why_no_path(plan: MeshPlan, a: ClusterRef, b: ClusterRef) -> str:
     return "; ".join(reasons)
 
 
-def _gateway_routed_policies(plan: MeshPlan) -> Iterator[Diagnostic]:
-    """Istio sends cross-network traffic through the east-west gateways: the server's Cilium
-    policy sees the local gateway pod as the source (and the client's sees the remote gateway's
-    address), not the peer the rendered CiliumNetworkPolicies name. One warning per cluster
-    pair, at the first requirement that intends a flow between them."""
-    done: set[frozenset[ClusterRef]] = set()
+def _gateway_addresses(plan: MeshPlan) -> Iterator[Diagnostic]:
+    """Istio sends cross-network traffic through the east-west gateways, where Cilium sees the
+    gateway hop instead of the peer: the client's policy must allow the remote gateway's
+    address on 15443 and the remote gateway's policy must admit the client cluster's source
+    addresses. Both come from the inventory; a flow that needs one that is missing is an
+    error at the first requirement intending a flow between the two clusters."""
+    missing: set[tuple[ClusterRef, str]] = set()
     for (source, destination), cause in sorted(plan.flows.causes.items()):
-        pair = frozenset((source, destination))
-        if pair in done or not plan.gateway_route(source, destination):
+        if not plan.gateway_route(source, destination):
             continue
-        done.add(pair)
-        yield warning(cause.location, cause.path, f"flows between {source.path} and "
-                      f"{destination.path} (intended by {cause.requirement} and maybe others) "
-                      "cross Istio networks through the east-west gateways, where Cilium sees "
-                      "the gateway instead of the peer: the rendered CiliumNetworkPolicies drop "
-                      "them until the gateways are allowed (see docs/mesh.md)")
+        server = plan.istio_refs[destination].cluster
+        client = plan.istio_refs[source].cluster
+        assert server.istio is not None and client.istio is not None
+        if server.istio.gateway_address is None and (destination, "address") not in missing:
+            missing.add((destination, "address"))
+            yield error(cause.location, cause.path, f"expected the address of the east-west "
+                        f"gateway of {destination.path} ({server.path}.istio.eastWestGateway."
+                        f"address in {server.location.file}), found none: flows from "
+                        f"{source.path} (intended by {cause.requirement} and maybe others) "
+                        "cross Istio networks through it, and the client's "
+                        "CiliumNetworkPolicy must allow that address on 15443")
+        if not gateway_sources(client) and (source, "sources") not in missing:
+            missing.add((source, "sources"))
+            yield error(cause.location, cause.path, f"expected the addresses {source.path}'s "
+                        "connections to other networks come from (its "
+                        f"{client.path}.istio.eastWestGateway.address or egressCIDRs in "
+                        f"{client.location.file}), found none: flows to {destination.path} "
+                        f"(intended by {cause.requirement} and maybe others) cross the "
+                        "east-west gateway there, whose CiliumNetworkPolicy admits only "
+                        "known addresses")

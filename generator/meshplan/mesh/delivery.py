@@ -47,6 +47,7 @@ from ..outputs import (
 from ..vocabulary import (
     APPLICATION_KIND,
     CONFIG_MAP_KIND,
+    EASTWEST_GATEWAY_NAME,
     FLUX_PRUNE_ANNOTATION,
     HELM_RELEASE_KIND,
     HELM_REPOSITORY_KIND,
@@ -62,7 +63,6 @@ from ..yamltext import dump_document, dump_documents
 from .model import CILIUM_REPO, ISTIO_CA_SECRET, ISTIO_REPO
 from .plan import IstioMember, MeshPlan
 from .values import (
-    EASTWEST_GATEWAY_NAME,
     ca_certificates_layer,
     cilium_values,
     eastwest_gateway_values,

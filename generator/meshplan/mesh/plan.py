@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..model import Cluster, Inventory
-from ..refine import ClusterRef
+from ..refine import ClusterRef, host_cidr
 from .flows import IntendedFlows, intended_cluster_flows
 from .model import Mesh
 
@@ -109,6 +109,19 @@ class MeshPlan:
         first, second = self.istio_refs.get(a), self.istio_refs.get(b)
         return (first is not None and second is not None and bool(first.network)
                 and bool(second.network) and first.network != second.network)
+
+
+def gateway_sources(cluster: Cluster) -> tuple[str, ...]:
+    """The CIDRs an Istio member's connections to other networks' east-west gateways come
+    from: its ``egressCIDRs``, else its own gateway's address (a cluster whose outbound traffic
+    leaves through that reserved address); empty when neither is known. The gateway policies
+    and verify both ask here."""
+    istio = cluster.istio
+    if istio is None:
+        return ()
+    if istio.egress_cidrs:
+        return tuple(cidr for cidr, _ in istio.egress_cidrs)
+    return (host_cidr(istio.gateway_address),) if istio.gateway_address else ()
 
 
 def plan_mesh(inventory: Inventory) -> MeshPlan | None:

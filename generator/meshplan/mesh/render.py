@@ -43,29 +43,30 @@ from ..refine import SYNC_WAVE, ClusterPlan, Manifest, ObjectKey, Plan, output_o
 from ..vocabulary import (
     ARGOCD_SYNC_OPTIONS_ANNOTATION,
     ARGOCD_SYNC_WAVE_ANNOTATION,
+    CROSS_NETWORK_PORT,
+    EASTWEST_GATEWAY_LABELS,
+    EASTWEST_GATEWAY_NAME,
     FLUX_PRUNE_ANNOTATION,
     GATEWAY_KIND,
     ISTIO_NAMESPACE,
     ISTIO_NETWORK_LABEL,
     MANAGED_BY,
     NAMESPACE_KIND,
+    NETWORK_POLICY_KIND,
     REQUIRED_BY_ANNOTATION,
     SOURCE_ANNOTATION,
 )
 from ..yamltext import dump_document
 from .delivery import delivery_files
 from .model import CILIUM_REPO, ISTIO_REPO
-from .plan import IstioMember, MeshPlan
+from .plan import IstioMember, MeshPlan, gateway_sources
 from .values import (
-    EASTWEST_GATEWAY_NAME,
-    EASTWEST_SELECTOR,
     cilium_values,
     eastwest_gateway_values,
     istiod_values,
 )
 
 CROSS_NETWORK_GATEWAY = "cross-network-gateway"
-CROSS_NETWORK_PORT = 15443
 
 
 def _required_by(plan: MeshPlan) -> str:
@@ -131,6 +132,41 @@ def _istio_manifests(plan: MeshPlan, member: IstioMember) -> Iterator[Manifest]:
     if plan.multi_network:
         yield Manifest(ObjectKey(ref, GATEWAY_KIND, ISTIO_NAMESPACE, CROSS_NETWORK_GATEWAY),
                        _cross_network_gateway(plan, member), (cause,))
+        yield Manifest(ObjectKey(ref, NETWORK_POLICY_KIND, ISTIO_NAMESPACE,
+                                 EASTWEST_GATEWAY_NAME), _gateway_policy(plan, member), (cause,))
+
+
+def _gateway_policy(plan: MeshPlan, member: IstioMember) -> dict[str, Any]:
+    """The east-west gateway's CiliumNetworkPolicy: ingress on 15443 from the other networks'
+    members only (their :func:`~meshplan.mesh.plan.gateway_sources`). Its egress is left
+    open: it forwards to whichever local workload a remote client's SNI names, and each of
+    those admits the gateway's pods only on its own ports (refinement writes that rule), so
+    the pods' side is what limits it; it also needs istiod and DNS."""
+    sources = sorted({cidr for other in plan.istio_members
+                      if other.network and other.network != member.network
+                      for cidr in gateway_sources(other.cluster)})
+    rule: dict[str, Any] = {}
+    if sources:
+        rule = {"fromCIDRSet": [{"cidr": cidr} for cidr in sources],
+                "toPorts": [{"ports": [{"port": str(CROSS_NETWORK_PORT), "protocol": "TCP"}]}]}
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": NETWORK_POLICY_KIND,
+        "metadata": {
+            "name": EASTWEST_GATEWAY_NAME,
+            "namespace": ISTIO_NAMESPACE,
+            "labels": dict(MANAGED_BY),
+            "annotations": {REQUIRED_BY_ANNOTATION: _required_by(plan),
+                            SOURCE_ANNOTATION: plan.mesh.file},
+        },
+        "spec": {
+            "endpointSelector": {"matchLabels": dict(EASTWEST_GATEWAY_LABELS)},
+            "enableDefaultDeny": {"egress": False, "ingress": True},
+            # One empty rule when no other network has a known address: it admits nothing,
+            # yet it is a rule (no rule would leave the gateway open).
+            "ingress": [rule],
+        },
+    }
 
 
 def _cross_network_gateway(plan: MeshPlan, member: IstioMember) -> dict[str, Any]:
@@ -150,7 +186,7 @@ def _cross_network_gateway(plan: MeshPlan, member: IstioMember) -> dict[str, Any
             },
         },
         "spec": {
-            "selector": dict(EASTWEST_SELECTOR),
+            "selector": dict(EASTWEST_GATEWAY_LABELS),
             "servers": [{
                 "port": {"number": CROSS_NETWORK_PORT, "name": "tls", "protocol": "TLS"},
                 # Forward mTLS by SNI without terminating it: the session stays end to end.

@@ -22,7 +22,7 @@
   authorization. The entry carries no PEM: see :func:`istiod_values`.
 * ``istio/gateway`` 1.30.3 - the east-west gateway: ``name`` and ``networkGateway``, which
   make the chart add the network label, the requested-network-view variable and the
-  15021/15443/15012/15017 ports.
+  15021/15443/15012/15017 ports; its reserved address and ``externalTrafficPolicy: Local``.
 """
 
 from __future__ import annotations
@@ -30,13 +30,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..model import Cluster
-from ..vocabulary import ISTIO_GATEWAY_LABEL
+from ..vocabulary import EASTWEST_GATEWAY_NAME
 from .check import is_ip
 from .model import CiliumSettings
 from .plan import IstioMember, MeshPlan
 
-EASTWEST_GATEWAY_NAME = "istio-eastwestgateway"
-EASTWEST_SELECTOR = {ISTIO_GATEWAY_LABEL: "eastwestgateway"}  # the chart's label for that name
 MESH_DOMAIN_WILDCARD = ".mesh.cilium.io"  # covered by the server certificate's *.mesh.cilium.io
 
 
@@ -153,6 +151,16 @@ def ca_certificates_layer(plan: MeshPlan, member: IstioMember) -> dict[str, Any]
 
 
 def eastwest_gateway_values(member: IstioMember) -> dict[str, Any]:
-    """Values of the istio/gateway chart for the member's east-west gateway."""
-    return {"name": EASTWEST_GATEWAY_NAME, "networkGateway": member.network}
+    """Values of the istio/gateway chart for the member's east-west gateway.
+
+    With a reserved address it becomes the Service's ``loadBalancerIP`` (the address the other
+    networks' clients and CiliumNetworkPolicies name), and ``externalTrafficPolicy: Local``
+    keeps the clients' source addresses, which the gateway's CiliumNetworkPolicy admits (with
+    ``Cluster`` the load balancer's node would rewrite them)."""
+    values: dict[str, Any] = {"name": EASTWEST_GATEWAY_NAME, "networkGateway": member.network}
+    istio = member.cluster.istio
+    if istio is not None and istio.gateway_address:
+        values["service"] = {"loadBalancerIP": istio.gateway_address,
+                             "externalTrafficPolicy": "Local"}
+    return values
 
