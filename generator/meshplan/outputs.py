@@ -4,6 +4,7 @@ Layout, relative to the output folder (and to the root of the output branch)::
 
     .meshplan-output                               # marks a folder meshplan may replace
     clusters/<domain>/<cluster>/kustomization.yaml # one Kustomize root per cluster
+    clusters/<domain>/<cluster>/istio-security.yaml  # Istio members: the identity layer
     bootstrap/argocd/applicationset.yaml           # GitOps bootstrap (meshplan.bootstrap)
     bootstrap/flux/<domain>/<cluster>.yaml
     mesh/<domain>/<cluster>/cilium-values.yaml     # the mesh plan (meshplan.mesh): Helm
@@ -25,6 +26,8 @@ OUTPUT_MARKER = ".meshplan-output"
 DEFAULT_OUTPUT_DIR = "rendered"  # <repo>/rendered
 CLUSTERS_DIR = "clusters"
 KUSTOMIZATION = "kustomization.yaml"
+ISTIO_SECURITY_FILE = "istio-security.yaml"  # a cluster's PeerAuthentications and
+# AuthorizationPolicies (meshplan.mesh.identity), beside policies.yaml
 ARGOCD_BOOTSTRAP_FILE = "bootstrap/argocd/applicationset.yaml"
 ARGOCD_MESH_FILE = "bootstrap/argocd/mesh-applications.yaml"
 MESH_DIR = "mesh"

@@ -1,5 +1,5 @@
-"""Stage sequencing, and only here: load -> schema -> model -> check -> refine -> (mesh plan)
--> render.
+"""Stage sequencing, and only here: load -> schema -> model -> check -> refine -> (mesh plan,
+identity layer) -> render.
 
 Each function only sequences stages (and hands the result to the command that needs a whole
 run: verify, diff, publish, propose-ids); the work lives in the stage modules, which never
@@ -27,6 +27,7 @@ from .diagnostics import (
 )
 from .load.repository import load_repository
 from .mesh.check import check_mesh_inputs, check_mesh_plan
+from .mesh.identity import plan_identity, with_identity_objects
 from .mesh.ids import IdProposal, propose_ids
 from .mesh.model import Mesh, build_mesh
 from .mesh.plan import MeshPlan, plan_mesh
@@ -151,6 +152,9 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
     if mesh_plan is not None:
         diagnostics.extend(check_mesh_plan(mesh_plan, ids_optional=proposing_ids))
         plan = with_mesh_objects(plan, mesh_plan)
+        identity = plan_identity(inventory)
+        diagnostics.extend(identity.diagnostics)
+        plan = with_identity_objects(plan, identity)
     ordered = sorted_diagnostics((*diagnostics, *plan.diagnostics))
     if has_errors(ordered):
         return Analysis(None, None, ordered)

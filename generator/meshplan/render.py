@@ -6,6 +6,7 @@ Layout (one Kustomize root per inventory cluster)::
     clusters/<domain>/<cluster>/namespaces.yaml   # only when non-empty
     clusters/<domain>/<cluster>/services.yaml
     clusters/<domain>/<cluster>/policies.yaml
+    clusters/<domain>/<cluster>/istio-security.yaml  # PeerAuthentication, AuthorizationPolicy
     clusters/<domain>/<cluster>/gateways.yaml     # Istio's cross-network Gateway (meshplan.mesh)
     bootstrap/...                                 # with a GitOps document: meshplan.bootstrap
     mesh/...                                      # with a Mesh document: meshplan.mesh.render
@@ -23,14 +24,16 @@ from .bootstrap import bootstrap_files
 from .mesh.plan import MeshPlan
 from .mesh.render import mesh_files
 from .model import Inventory
-from .outputs import KUSTOMIZATION, OUTPUT_MARKER, OutputFile, cluster_dir
+from .outputs import ISTIO_SECURITY_FILE, KUSTOMIZATION, OUTPUT_MARKER, OutputFile, cluster_dir
 from .refine import ClusterPlan, Manifest, Plan
 from .vocabulary import (
+    AUTHORIZATION_POLICY_KIND,
     CLUSTERWIDE_POLICY_KIND,
     GATEWAY_KIND,
     KUSTOMIZATION_KIND,
     NAMESPACE_KIND,
     NETWORK_POLICY_KIND,
+    PEER_AUTHENTICATION_KIND,
     SERVICE_KIND,
 )
 from .yamltext import SharedText, dump_document, dump_documents
@@ -44,9 +47,12 @@ FILE_FOR_KIND = {
     SERVICE_KIND: "services.yaml",
     NETWORK_POLICY_KIND: "policies.yaml",
     CLUSTERWIDE_POLICY_KIND: "policies.yaml",
+    PEER_AUTHENTICATION_KIND: ISTIO_SECURITY_FILE,  # the identity layer (meshplan.mesh.identity)
+    AUTHORIZATION_POLICY_KIND: ISTIO_SECURITY_FILE,
     GATEWAY_KIND: "gateways.yaml",  # Istio's cross-network Gateway (meshplan.mesh)
 }
-FILE_ORDER = ("namespaces.yaml", "services.yaml", "policies.yaml", "gateways.yaml")
+FILE_ORDER = ("namespaces.yaml", "services.yaml", "policies.yaml", ISTIO_SECURITY_FILE,
+              "gateways.yaml")
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,6 @@ def summarize(clusters: Iterable[ClusterPlan]) -> RenderSummary:
         total += 1
         for manifest in cluster.objects:
             name = FILE_FOR_KIND[manifest.key.kind].removesuffix(".yaml")
-            if name in counts:  # the mesh plan's Gateways are not counted here
+            if name in counts:  # the mesh plan's Istio objects are not counted here
                 counts[name] += 1
     return RenderSummary(total, **counts)

@@ -83,6 +83,10 @@ CRD_FILES: dict[tuple[str, str], str] = {
     ),
     ("argoproj.io/v1alpha1", "Application"): "argo-cd/application-crd.yaml",
     ("networking.istio.io/v1", "Gateway"): "istio/gateways.networking.istio.io.yaml",
+    ("security.istio.io/v1", "PeerAuthentication"):
+        "istio/peerauthentications.security.istio.io.yaml",
+    ("security.istio.io/v1", "AuthorizationPolicy"):
+        "istio/authorizationpolicies.security.istio.io.yaml",
     ("helm.toolkit.fluxcd.io/v2", "HelmRelease"): "flux/helm.toolkit.fluxcd.io_helmreleases.yaml",
     ("source.toolkit.fluxcd.io/v1", "HelmRepository"): (
         "flux/source.toolkit.fluxcd.io_helmrepositories.yaml"
