@@ -40,6 +40,7 @@ PACKAGE_LAYERS = {
     "mesh": (  # mesh.model is declared above, on its own
         ("flows",),
         ("plan",),
+        ("identity",),  # Istio's PeerAuthentications and AuthorizationPolicies
         ("check", "ids"),  # the refusals and the ID proposals, both over the plan
         ("values",),
         ("delivery",),
@@ -51,8 +52,11 @@ PACKAGE_LAYERS = {
         ("addresses", "selectors"),
         ("endpoints",),
         ("connectivity",),
-        ("services",),  # Cilium's load-balancing of global Services
-        ("intent", "cilium", "compare"),  # the two models and their comparison, side by side
+        ("services", "gateways"),  # Cilium's load-balancing; the hops between Istio networks
+        ("cilium", "compare"),  # the rendered Cilium layer, and its comparison with intent
+        ("istio",),  # the identity layer: the rendered Istio objects and their semantics
+        ("intent",),  # what the requirements ask of both layers
+        ("layers",),  # both layers together, the identity layer against its intent
         ("report",),
         ("__init__",),
     ),
@@ -119,13 +123,14 @@ def test_a_module_declared_on_its_own_keeps_its_layer(copy: Path) -> None:
 
 def test_every_module_must_be_placed(copy: Path) -> None:
     (copy / "monitoring.py").write_text('"""PrometheusRules."""\n', encoding="utf-8")
-    (copy / "verify" / "istio.py").write_text('"""Istio."""\n', encoding="utf-8")
+    (copy / "verify" / "linkerd.py").write_text('"""Linkerd."""\n', encoding="utf-8")
+    declared = ['__init__', 'addresses', 'cilium', 'compare', 'connectivity', 'endpoints',
+                'gateways', 'intent', 'istio', 'layers', 'ports', 'report', 'selectors',
+                'services']
+    found = sorted([*declared, "linkerd"])
     assert check(copy) == [
         "meshplan.monitoring: in no layer (declare it)",
-        "meshplan.verify: layers declare ['__init__', 'addresses', 'cilium', 'compare', "
-        "'connectivity', 'endpoints', 'intent', 'ports', 'report', 'selectors', 'services'], "
-        "the package has ['__init__', 'addresses', 'cilium', 'compare', 'connectivity', "
-        "'endpoints', 'intent', 'istio', 'ports', 'report', 'selectors', 'services']",
+        f"meshplan.verify: layers declare {declared}, the package has {found}",
     ]
 
 

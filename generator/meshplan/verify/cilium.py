@@ -35,6 +35,7 @@ from ..vocabulary import (
     CILIUM_CLUSTER_LABEL,
     CLUSTERWIDE_POLICY_KIND,
     GLOBAL_SERVICE_ANNOTATION,
+    ISTIO_SECURITY_KINDS,
     K8S_POD_NAMESPACE_LABEL,
     NAMESPACE_LABELS_PREFIX,
     NETWORK_POLICY_KIND,
@@ -88,6 +89,7 @@ class _ActualBuilder:
         self.problems: list[Diagnostic] = []
         self.policies = 0
         self.services: list[ServiceCopy] = []
+        self.istio_documents: list[RenderedDocument] = []  # read by .istio
         self.pod_networks = [(block, f"{d.name}/{c.name}") for d in inventory.domains
                              for c in d.clusters for text, _ in c.pod_cidrs
                              for block in _blocks_or_none(text)]
@@ -168,6 +170,8 @@ class _ActualBuilder:
                 copy = service_copy(doc, domain, cluster)
                 if copy is not None:
                     self.services.append(copy)
+            elif kind in ISTIO_SECURITY_KINDS:
+                self.istio_documents.append(RenderedDocument(doc, domain, cluster))
             elif kind == "NetworkPolicy":
                 self.problems.append(error(
                     doc.location(("kind",)), "kind", "expected Cilium policies only, found a "
@@ -546,11 +550,20 @@ def service_copy(doc: Document, domain: str, cluster: str) -> ServiceCopy | None
         doc.location(("metadata", "name")))
 
 
+class RenderedDocument(NamedTuple):
+    """A rendered object of one cluster's Kustomize root, for another reader (:mod:`.istio`)."""
+
+    document: Document
+    domain: str
+    cluster: str
+
+
 class ActualConnectivity(NamedTuple):
     model: Connectivity
     problems: tuple[Diagnostic, ...]
     policies: int  # how many policy objects were read
     services: tuple[ServiceCopy, ...]  # the Services that load-balance
+    istio_documents: tuple[RenderedDocument, ...] = ()  # PeerAuthentications, AuthorizationPolicies
 
 
 def actual_connectivity(
@@ -561,4 +574,4 @@ def actual_connectivity(
     builder = _ActualBuilder(inventory, endpoints, files, display_root)
     model = builder.build()
     return ActualConnectivity(model, tuple(builder.problems), builder.policies,
-                              tuple(builder.services))
+                              tuple(builder.services), tuple(builder.istio_documents))

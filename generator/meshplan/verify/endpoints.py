@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
 from ..admission import bare_key as normalize_key
+from ..mesh.plan import gateway_sources
 from ..model import Inventory, Labels, Selector
+from ..refine import host_cidr
 from ..vocabulary import (
     CILIUM_CLUSTER_LABEL,
     DEFAULT_NAMESPACE,
     DNS_APP,
     DNS_APP_LABEL,
     DNS_NAMESPACE,
+    EASTWEST_GATEWAY_LABELS,
+    EASTWEST_GATEWAY_NAME,
+    EASTWEST_GATEWAY_SERVICE_ACCOUNT,
+    ISTIO_NAMESPACE,
     NAMESPACE_LABELS_PREFIX,
     NAMESPACE_NAME_LABEL,
     POD_NAMESPACE_LABEL,
@@ -24,7 +31,7 @@ from .addresses import Block, block_of
 DNS_LABELS: Labels = ((DNS_APP_LABEL, DNS_APP),)
 
 
-EndpointKind = Literal["service", "client", "dns", "cidr"]
+EndpointKind = Literal["service", "client", "dns", "gateway", "cidr"]
 
 
 @dataclass(frozen=True)
@@ -32,8 +39,10 @@ class Endpoint:
     """Something traffic can come from or go to.
 
     ``service``: the pods of an inventory service in one cluster; ``client``: pods a
-    requirement selects by raw labels; ``dns``: kube-dns of one cluster; ``cidr``: an address
-    block a requirement names (``name`` is the CIDR).
+    requirement selects by raw labels; ``dns``: kube-dns of one cluster; ``gateway``: the Istio
+    east-west gateway of one cluster (when the Istio members span several networks); ``cidr``:
+    an address block a requirement names (``name`` is the CIDR), or an east-west gateway's
+    address or a cluster's egress addresses (then ``infrastructure``).
     """
 
     kind: EndpointKind
@@ -43,6 +52,8 @@ class Endpoint:
     namespace: str
     name: str
     labels: Labels
+    service_account: str | None = None  # a service's (its Istio identity); None: not known
+    infrastructure: bool = False  # a hop of the mesh (gateway pods and addresses), no workload
 
     @property
     def is_pod(self) -> bool:
@@ -63,16 +74,21 @@ class Endpoint:
     def title(self) -> str:
         if self.kind == "cidr":
             return self.name
-        if self.kind == "service":
+        if self.kind in ("service", "gateway"):
             return f"{self.domain}/{self.name}@{self.cluster}"
         return f"{self.domain}/{self.cluster}:{self.namespace}/{self.name}"
+
+    @property
+    def is_workload(self) -> bool:
+        """Pods of the applications (services and raw-label clients): what Istio protects."""
+        return self.kind in ("service", "client")
 
     @property
     def service_level(self) -> str:
         """The endpoint without its cluster: ``domain/service`` or ``domain/namespace/labels``."""
         if self.kind == "cidr":
             return self.name
-        if self.kind == "service":
+        if self.kind in ("service", "gateway"):
             return f"{self.domain}/{self.name}"
         return f"{self.domain}/{self.namespace}/{self.name}"
 
@@ -148,7 +164,8 @@ def inventory_endpoints(inventory: Inventory) -> tuple[Endpoint, ...]:
                 runs_in = domain.cluster_by_name.get(name)
                 if runs_in is not None:
                     add(Endpoint("service", domain.name, name, runs_in.mesh_name,
-                                 service.namespace, service.name, service.selector))
+                                 service.namespace, service.name, service.selector,
+                                 service.service_account))
     for requirement in inventory.requirements:
         owner = inventory.domain_by_name.get(requirement.domain)
         if owner is None:
@@ -168,7 +185,35 @@ def inventory_endpoints(inventory: Inventory) -> tuple[Endpoint, ...]:
             for name in scope:
                 add(Endpoint("client", owner.name, name, owner.cluster_by_name[name].mesh_name,
                              namespace, labels_text(labels), labels))
-    order = {"service": 0, "client": 1, "dns": 2}
+    _gateway_hops(inventory, add, cidrs)
+    order = {"service": 0, "client": 1, "dns": 2, "gateway": 3}
     pods = sorted(found.values(), key=lambda e: (e.domain, e.cluster, order[e.kind],
                                                  e.namespace, e.name))
     return (*pods, *sorted(cidrs.values(), key=lambda e: e.block))
+
+
+def _gateway_hops(inventory: Inventory, add: Callable[[Endpoint], None],
+                  cidrs: dict[str, Endpoint]) -> None:
+    """With Istio members on several networks: each member's east-west gateway pods, its
+    gateway's address and the addresses its traffic leaves from (the hops Cilium sees)."""
+    members = [c for d in inventory.domains for c in d.clusters
+               if inventory.is_istio_member(c) and c.istio is not None and c.istio.network]
+    if len({c.istio.network for c in members if c.istio is not None}) < 2:
+        return
+    for cluster in members:
+        add(Endpoint("gateway", cluster.domain, cluster.name, cluster.mesh_name,
+                     ISTIO_NAMESPACE, EASTWEST_GATEWAY_NAME,
+                     tuple(sorted(EASTWEST_GATEWAY_LABELS.items())),
+                     EASTWEST_GATEWAY_SERVICE_ACCOUNT, infrastructure=True))
+        istio = cluster.istio
+        assert istio is not None
+        texts = [*gateway_sources(cluster)]
+        if istio.gateway_address:
+            texts.append(host_cidr(istio.gateway_address))
+        for text in texts:
+            try:
+                network = str(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                continue  # reported by validate
+            cidrs.setdefault(network, Endpoint("cidr", "", "", "", "", network, (),
+                                               infrastructure=True))

@@ -11,30 +11,67 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from ..diagnostics import Location
+from ..mesh.identity import all_authorizations, strict_namespace_causes
 from ..model import Inventory, Requirement, Rule, Selector, Service
 from ..vocabulary import NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL
 from .addresses import cidr_blocks
 from .connectivity import Connectivity, Grant, Origin
 from .endpoints import Endpoint
-from .ports import ALL_PORTS, requirement_ports, service_ports
+from .gateways import NO_HOPS, TCP, GatewayHops
+from .istio import (
+    AuthzPolicy,
+    AuthzRule,
+    ClusterPolicies,
+    IdentityLayer,
+    PeerAuthn,
+    Source,
+)
+from .ports import ALL_PORTS, PortSet, requirement_ports, service_ports
 from .selectors import LabelSelector, Term
 
 
-def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint]) -> Connectivity:
-    """The connectivity the requirements ask for, independent of the rendered output."""
+def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint],
+                          hops: GatewayHops = NO_HOPS) -> Connectivity:
+    """The connectivity the requirements ask for, independent of the rendered output.
+
+    Between Istio networks (:mod:`.gateways`) a flow is intended twice: pod to pod (what the
+    requirement means, for the identity layer and the picture) and hop by hop, as Cilium must
+    see it: the client's egress to the remote gateway's address on 15443, the server's ingress
+    from its local gateway's pods on the same ports as the peer. Every east-west gateway
+    admits 15443 from the other networks' members' source addresses and nothing else.
+    """
     model = Connectivity(endpoints)
     for requirement in inventory.requirements:
         if requirement.domain not in inventory.domain_by_name:
             continue
-        _IntentBuilder(inventory, model, requirement).build()
+        _IntentBuilder(inventory, model, requirement, hops).build()
+    if hops.active:
+        _gateway_intent(inventory, model, hops)
     return model
 
 
+def _gateway_intent(inventory: Inventory, model: Connectivity, hops: GatewayHops) -> None:
+    mesh = inventory.mesh
+    where = Location(mesh.file if mesh is not None else "inventory/mesh.yaml")
+    origin = Origin(where, "the mesh's east-west gateway policy")
+    for member, gateway in hops.gateway.items():
+        sources = [i for other, found in hops.sources.items()
+                   if hops.network[other] != hops.network[member] for i in found]
+        stance = model.ingress[gateway]
+        stance.default_deny.append(origin)
+        blocks = tuple(block for i in sources for block in (model.endpoints[i].block,))
+        if blocks:
+            stance.allows.append(Grant(frozenset(), blocks, hops.hop_ports(), origin))
+
+
 class _IntentBuilder:
-    def __init__(self, inventory: Inventory, model: Connectivity, req: Requirement) -> None:
+    def __init__(self, inventory: Inventory, model: Connectivity, req: Requirement,
+                 hops: GatewayHops = NO_HOPS) -> None:
         self.inventory = inventory
         self.model = model
         self.req = req
+        self.hops = hops
         self.protected = inventory.service_selected_by(req)
         self.scope = [c.name for c in inventory.requirement_scope(req)]
         self.origin = Origin(req.location, f"requirement {req.key}")
@@ -96,12 +133,39 @@ class _IntentBuilder:
                                      else ALL_PORTS)
                     yield Grant(self._service_pods(target.service, target.clusters), (),
                                 ports, origin)
+                    yield from self._hops(cluster, target.service.domain, target.clusters,
+                                          direction, ports, origin)
                 continue
             ports = explicit
             if ports is None:
                 protected = self.protected if direction == "ingress" else None
                 ports = service_ports(protected) if protected else ALL_PORTS
             yield Grant(self._raw_pods(peer.selector, cluster), (), ports, origin)
+
+    def _hops(self, cluster: str, domain: str, clusters: Sequence[str], direction: str,
+              ports: PortSet, origin: Origin) -> Iterator[Grant]:
+        """The gateway hops of a service peer in ``clusters`` (of ``domain``) on another Istio
+        network than ``cluster``: egress to each remote gateway's address (15443, if the flow
+        carries TCP), ingress from the local gateway's pods."""
+        if not self.hops.active:
+            return
+        here = (self.req.domain, cluster)
+        network = self.hops.network.get(here)
+        if network is None:
+            return
+        routed = [(domain, c) for c in clusters
+                  if self.hops.network.get((domain, c)) not in (None, network)]
+        if not routed:
+            return
+        if direction == "egress":
+            if not ports & TCP:
+                return
+            blocks = tuple(self.model.endpoints[self.hops.address[w]].block for w in routed
+                           if w in self.hops.address)
+            if blocks:
+                yield Grant(frozenset(), blocks, self.hops.hop_ports(), origin)
+        elif here in self.hops.gateway:
+            yield Grant(frozenset((self.hops.gateway[here],)), (), ports, origin)
 
     def _service_pods(self, service: Service, clusters: Sequence[str]) -> frozenset[int]:
         wanted = dict(service.selector)
@@ -123,3 +187,39 @@ class _IntentBuilder:
             i for i, e in enumerate(self.model.endpoints)
             if e.is_pod and e.domain == self.req.domain and e.cluster == cluster
             and labels.matches(e.identity))
+
+
+# --------------------------------------------------------------------------- identity layer
+
+
+def intended_identity_layer(inventory: Inventory,
+                            endpoints: Sequence[Endpoint]) -> IdentityLayer:
+    """The identity layer the requirements ask for (with a Mesh document that has
+    ``spec.istio``): STRICT in :func:`~meshplan.mesh.identity.strict_namespaces`, and per
+    requirement with ingress an ALLOW of its peers' principals on its ports
+    (:func:`~meshplan.mesh.identity.all_authorizations`, the one place that derives them, as
+    ``Inventory.resolve_peer`` is for peers). Evaluated by the same model as the rendered
+    policies, so what differs is the output."""
+    where = {r.key: r.location for r in inventory.requirements}
+    policies: dict[tuple[str, str], ClusterPolicies] = {}
+    for cluster, authorization in all_authorizations(inventory):
+        requirement = authorization.requirement
+        rules = tuple(
+            AuthzRule((Source({"principals": rule.principals}),),
+                      TCP if rule.ports is None else PortSet.of(
+                          ("TCP", p, p) for p in rule.ports))
+            for rule in authorization.rules)
+        origin = Origin(requirement.location, f"requirement {requirement.key}")
+        policies.setdefault((cluster.domain, cluster.name), ClusterPolicies()).authorizations \
+            .append(AuthzPolicy(authorization.namespace, authorization.selector, "ALLOW",
+                                rules, origin))
+    mesh_file = inventory.mesh.file if inventory.mesh is not None else ""
+    for ref, namespaces in strict_namespace_causes(inventory).items():
+        found = policies.setdefault((ref.domain, ref.name), ClusterPolicies())
+        for namespace, causes in sorted(namespaces.items()):
+            ordered = sorted(causes)
+            more = f" and {len(ordered) - 1} more" if len(ordered) > 1 else ""
+            origin = Origin(where.get(ordered[0], Location(mesh_file)), "STRICT mutual TLS of "
+                            f"namespace {namespace}, required by {ordered[0]}{more}")
+            found.authentications.append(PeerAuthn(namespace, None, "STRICT", {}, origin))
+    return IdentityLayer(inventory, endpoints, policies)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, sorted_diagnostics
@@ -13,7 +13,10 @@ from .cilium import actual_connectivity
 from .compare import Mismatch, compare, dns_problems, half_open
 from .connectivity import Connectivity
 from .endpoints import Endpoint, inventory_endpoints, is_dns_flow
-from .intent import intended_connectivity
+from .gateways import gateway_hops
+from .intent import intended_connectivity, intended_identity_layer
+from .istio import read_identity_layer
+from .layers import Layers, annotate_cilium, identity_problems
 from .ports import PortSet
 from .services import load_balancing_problems
 
@@ -21,12 +24,15 @@ from .services import load_balancing_problems
 @dataclass(frozen=True)
 class VerifyReport:
     endpoints: tuple[Endpoint, ...]
-    actual: Connectivity
+    actual: Connectivity  # the Cilium layer, as the rendered CiliumNetworkPolicies make it
     intended: Connectivity
-    flows: Mapping[tuple[int, int], PortSet]  # allowed by the output
+    flows: Mapping[tuple[int, int], PortSet]  # allowed by the output (both layers)
     mismatches: tuple[Mismatch, ...]
     diagnostics: tuple[Diagnostic, ...]  # sorted: mismatches, DNS, half-open, reading problems
     policies: int
+    layers: Layers | None = None  # with the identity layer and the gateway hops
+    cilium_flows: Mapping[tuple[int, int], PortSet] = field(default_factory=dict)  # pod to pod
+    protected: Mapping[tuple[int, int], PortSet] = field(default_factory=dict)  # mTLS ports
 
     @property
     def ok(self) -> bool:
@@ -42,29 +48,40 @@ class VerifyReport:
         return out
 
     def restricted_flows(self) -> dict[tuple[int, int], PortSet]:
-        """Allowed flows where at least one side is restricted (explicitly allowed), no DNS."""
+        """Allowed flows a policy decides (a restricted Cilium side, or an identity layer that
+        requires mutual TLS or authorizes at the destination), no DNS."""
         out = {}
         for (i, j), ports in self.flows.items():
             src, dst = self.endpoints[i], self.endpoints[j]
             if is_dns_flow(src, dst):
                 continue
-            if self.actual.egress[i].restricted or self.actual.ingress[j].restricted:
+            if (self.layers is not None and self.layers.restricts(i, j)) or \
+                    self.actual.egress[i].restricted or self.actual.ingress[j].restricted:
                 out[(i, j)] = ports
         return out
 
 
 def verify(inventory: Inventory, files: Mapping[str, bytes],
            display_root: str = DEFAULT_OUTPUT_DIR) -> VerifyReport:
-    """Compare the rendered files (relative to the output root) with the requirements."""
+    """Compare the rendered files (relative to the output root) with the requirements: the
+    Cilium layer and, with Istio members, the identity layer."""
     endpoints = inventory_endpoints(inventory)
-    actual, problems, policies, services = actual_connectivity(inventory, endpoints, files,
-                                                               display_root)
-    intended = intended_connectivity(inventory, endpoints)
-    mismatches = compare(actual, intended)
-    diagnostics = [*problems, *(m.diagnostic for m in mismatches), *dns_problems(actual),
-                   *half_open(intended), *load_balancing_problems(actual, services)]
-    return VerifyReport(endpoints, actual, intended, actual.flows(), tuple(mismatches),
-                        sorted_diagnostics(diagnostics), policies)
+    hops = gateway_hops(inventory, endpoints)
+    actual, problems, policies, services, istio_documents = actual_connectivity(
+        inventory, endpoints, files, display_root)
+    identity, identity_reading = read_identity_layer(inventory, endpoints, istio_documents)
+    intended = intended_connectivity(inventory, endpoints, hops)
+    layers = Layers(actual, hops, identity, intended,
+                    intended_identity_layer(inventory, endpoints))
+    mismatches = compare(actual, intended, hops)
+    diagnostics = [*problems, *identity_reading, *annotate_cilium(mismatches, layers),
+                   *identity_problems(layers), *dns_problems(actual), *half_open(intended),
+                   *load_balancing_problems(actual, services)]
+    cilium_flows = actual.flows()
+    flows = layers.flows() if (hops.active or identity.active) else cilium_flows
+    return VerifyReport(endpoints, actual, intended, flows, tuple(mismatches),
+                        sorted_diagnostics(diagnostics), policies, layers, cilium_flows,
+                        layers.protected(flows))
 
 
 def display_root_for(repo: Path, rendered: Path) -> str:

@@ -1,0 +1,213 @@
+"""Both layers together: the flows they allow, and where they disagree with their intent.
+
+A flow is allowed only if both layers allow it: Cilium (pod to pod, or hop by hop across Istio
+networks, :mod:`.gateways`) and the identity layer (:mod:`.istio`). Each layer is compared
+with its own intent, computed from the requirements alone: the Cilium layer by
+:mod:`.compare`, the identity layer here, flow by flow into every Istio workload:
+
+* the identity layer admits a flow no requirement admits there: an error; when Cilium blocks
+  it anyway it is a **layer mismatch** (one layer alone stops it, so the next change of the
+  other layer opens it);
+* it refuses a flow a requirement admits: an error, a layer mismatch when Cilium allows it;
+* a namespace that must be STRICT (:func:`~meshplan.mesh.identity.strict_namespaces`) is not,
+  for some workload and port: an error, once per namespace and cluster.
+
+Some disagreements between the layers are by design, and then both intents disagree the same
+way, so nothing is reported: egress is Cilium's alone; across Istio networks Cilium sees the
+gateway, not the client; a peer without a service account is admitted by namespace; clusters
+sharing a trust domain look alike to Istio. Cilium's own mismatches that the identity layer
+masks say so too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+from ..diagnostics import Diagnostic, Location, error
+from .compare import Mismatch
+from .connectivity import Connectivity, Origin
+from .endpoints import Endpoint, is_dns_flow
+from .gateways import GatewayHops
+from .istio import TCP, IdentityLayer
+from .ports import PortSet
+
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The rendered output's two layers, and the intended ones."""
+
+    cilium: Connectivity
+    hops: GatewayHops
+    identity: IdentityLayer
+    intended_cilium: Connectivity
+    intended_identity: IdentityLayer
+
+    def cilium_flow(self, source: int, destination: int) -> PortSet:
+        """What Cilium allows of a flow between workloads: through the gateways when Istio
+        routes it there, else pod to pod."""
+        endpoints = self.cilium.endpoints
+        if self.hops.routed(endpoints[source], endpoints[destination]):
+            return self.hops.flow(self.cilium, source, destination)
+        return self.cilium.flow(source, destination)
+
+    def flow(self, source: int, destination: int) -> PortSet:
+        ports = self.cilium_flow(source, destination)
+        if ports and self.identity.active:
+            ports &= self.identity.flow(source, destination)
+        return ports
+
+    def pairs(self) -> Iterator[Pair]:
+        """Every flow between endpoints that are not hops of the mesh."""
+        for i, j in self.cilium.pairs():
+            if not (self.cilium.endpoints[i].infrastructure
+                    or self.cilium.endpoints[j].infrastructure):
+                yield i, j
+
+    def flows(self) -> dict[Pair, PortSet]:
+        """Every flow both layers allow (non-empty port set)."""
+        out = {}
+        for i, j in self.pairs():
+            ports = self.flow(i, j)
+            if ports:
+                out[(i, j)] = ports
+        return out
+
+    def protected(self, flows: Iterable[Pair]) -> dict[Pair, PortSet]:
+        """Of the given flows, the TCP ports carried over mutual TLS the server requires."""
+        out = {}
+        for i, j in flows:
+            ports = self.identity.protected(i, j)
+            if ports:
+                out[(i, j)] = ports
+        return out
+
+    def restricts(self, source: int, destination: int) -> bool:
+        """Whether a policy decides the flow: a restricted Cilium side, or an identity layer
+        that requires mutual TLS or authorizes at the destination."""
+        if self.cilium.egress[source].restricted or self.cilium.ingress[destination].restricted:
+            return True
+        identity = self.identity
+        return identity.applies(destination) and (
+            bool(identity.strict_ports(destination)) or bool(identity.origins(destination)))
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def identity_problems(layers: Layers) -> list[Diagnostic]:
+    """Every flow the identity layer decides unlike its intent, and every namespace that is
+    not STRICT where it must be."""
+    actual, intended = layers.identity, layers.intended_identity
+    if not (actual.active or intended.active):
+        return []
+    out: list[Diagnostic] = []
+    endpoints = actual.endpoints
+    for i, j in layers.pairs():
+        src, dst = endpoints[i], endpoints[j]
+        if is_dns_flow(src, dst) or not (actual.applies(j) or intended.applies(j)):
+            continue
+        found, wanted = actual.flow(i, j), intended.flow(i, j)
+        if found == wanted:
+            continue
+        cilium = layers.cilium_flow(i, j)
+        extra, missing = found - wanted, wanted - found
+        if extra:
+            out.append(_admitted(layers, src, dst, i, j, extra, cilium))
+        if missing:
+            out.append(_refused(layers, src, dst, i, j, missing, cilium))
+    out += _strict_problems(layers)
+    return out
+
+
+def _who(layer: IdentityLayer, index: int) -> str:
+    e = layer.endpoints[index]
+    client = layer.client(index)
+    if not client.mtls:
+        return f"{e.title} (plaintext: no identity)"
+    return (f"{e.title} ({client.trust_domain}/ns/{client.namespace}/sa/"
+            f"{client.service_account or '<unknown>'})")
+
+
+def _list(origins: Iterable[Origin], limit: int = 3) -> str:
+    shown = list(dict.fromkeys(str(o) for o in origins))
+    more = len(shown) - limit
+    return "; ".join(shown[:limit]) + (f"; and {more} more" if more > 0 else "")
+
+
+def _admitted(layers: Layers, src: Endpoint, dst: Endpoint, i: int, j: int, extra: PortSet,
+              cilium: PortSet) -> Diagnostic:
+    intended, actual = layers.intended_identity, layers.identity
+    restrictors = intended.origins(j)
+    location = restrictors[0].location if restrictors else Location("(requirements)")
+    by = _list(actual.origins(j)) or "no AuthorizationPolicy (every client is admitted)"
+    if not actual.strict_ports(j).covers(extra & TCP) and not actual.client(i).mtls:
+        by += "; plaintext is accepted (not STRICT)"
+    tail = ("a layer mismatch: Cilium blocks it, so one layer alone stops it (masked for now)"
+            if not (extra & cilium) else "Cilium allows it too: the flow is open")
+    return error(location, "", f"expected the identity layer to refuse {_who(actual, i)} -> "
+                 f"{dst.title} on {extra} (no requirement admits it there; "
+                 f"{_list(restrictors) or 'no requirement'} restricts it), found it admitted "
+                 f"by {by}: {tail}")
+
+
+def _refused(layers: Layers, src: Endpoint, dst: Endpoint, i: int, j: int, missing: PortSet,
+             cilium: PortSet) -> Diagnostic:
+    intended, actual = layers.intended_identity, layers.identity
+    admitting = intended.origins(j)
+    found = actual.origins(j)
+    location = (admitting or found or [Origin(Location("(rendered)"), "")])[0].location
+    why = []
+    strict = actual.strict_ports(j) & missing
+    if strict and not actual.client(i).mtls:
+        why.append(f"STRICT mutual TLS refuses its plaintext on {strict}")
+    why.append(f"decided by {_list(found)}" if found else "no AuthorizationPolicy")
+    tail = ("a layer mismatch: Cilium allows it, so only the identity layer stops it"
+            if missing & cilium else "Cilium blocks it too")
+    intent = f"intended by {_list(admitting)}" if admitting else "no requirement restricts it"
+    return error(location, "", f"expected the identity layer to admit {_who(actual, i)} -> "
+                 f"{dst.title} on {missing} ({intent}), found it refused ({'; '.join(why)}): "
+                 f"{tail}")
+
+
+def _strict_problems(layers: Layers) -> Iterator[Diagnostic]:
+    actual, intended = layers.identity, layers.intended_identity
+    seen: set[tuple[str, str, str]] = set()
+    for j, e in enumerate(actual.endpoints):
+        if not intended.applies(j):
+            continue
+        missing = intended.strict_ports(j) - actual.strict_ports(j)
+        key = (e.domain, e.cluster, e.namespace)
+        if not missing or key in seen:
+            continue
+        seen.add(key)
+        mode, _ = actual.modes(j)
+        origin = next((p.origin for p in intended.policies[(e.domain, e.cluster)]
+                       .authentications if p.namespace in (e.namespace,)), None)
+        location = origin.location if origin is not None else Location("(requirements)")
+        cause = origin.what if origin is not None else "the mesh"
+        yield error(location, "", f"expected STRICT mutual TLS for namespace {e.namespace} of "
+                    f"{e.domain}/{e.cluster} ({cause}), found {e.title} accepting plaintext on "
+                    f"{missing} (mode {mode}): principal rules only work over mutual TLS, and "
+                    "a plaintext client passes where no ALLOW policy applies")
+
+
+def annotate_cilium(mismatches: Iterable[Mismatch], layers: Layers) -> list[Diagnostic]:
+    """Cilium's mismatches, each saying when the identity layer masks it (a layer mismatch)."""
+    out = []
+    titles = {e.title: k for k, e in enumerate(layers.cilium.endpoints)}
+    for mismatch in mismatches:
+        diagnostic = mismatch.diagnostic
+        i, j = titles.get(mismatch.source.title), titles.get(mismatch.destination.title)
+        if (mismatch.kind == "unintended" and layers.identity.active and i is not None
+                and j is not None and layers.identity.applies(j)):
+            refused = mismatch.ports - layers.identity.flow(i, j)
+            if refused:
+                diagnostic = replace(diagnostic, message=diagnostic.message + (
+                    f" - a layer mismatch: the identity layer refuses it on {refused}, so one "
+                    "layer alone stops it"))
+        out.append(diagnostic)
+    return out
+
