@@ -17,7 +17,10 @@ import jinja2
 
 from . import __version__
 from .verify.endpoints import Endpoint
+from .verify.ports import PortSet, ports_of
 from .verify.report import VerifyReport
+
+TCP_PORTS = ports_of("TCP", None)
 
 GraphFormat = Literal["mermaid", "dot", "html", "table"]
 FORMATS: tuple[GraphFormat, ...] = ("mermaid", "dot", "html", "table")
@@ -49,6 +52,12 @@ class Edge:
     source: str  # Node.id
     target: str
     ports: str
+    mtls: bool = False  # every TCP port of the flow is carried over mutual TLS the server
+    # requires (STRICT, from a sidecar client): the identity layer protects it
+
+    @property
+    def label(self) -> str:
+        return f"{self.ports} (mTLS)" if self.mtls else self.ports
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,13 @@ def _node(index: int, endpoint: Endpoint, report: VerifyReport) -> Node:
     open_ingress = endpoint.is_pod and not report.actual.ingress[index].restricted
     return Node(f"n{index}", endpoint.title, label, detail, endpoint.group, endpoint.kind,
                 open_egress, open_ingress)
+
+
+def _protected(report: VerifyReport, i: int, j: int, ports: PortSet) -> bool:
+    """Whether every TCP port of the flow is mTLS-protected (and it has one)."""
+    tcp = ports & TCP_PORTS
+    protected = report.protected.get((i, j))
+    return bool(tcp) and protected is not None and protected.covers(tcp)
 
 
 def _in_scope(endpoint: Endpoint, domain: str | None, cluster: str | None) -> bool:
@@ -109,7 +125,8 @@ def connectivity_graph(report: VerifyReport, *, domain: str | None = None,
         groups.append(Group(f"g{k}", name, dom, f"{name} ({cluster_mesh[(dom, clu)]})"))
     if any(n.group == EXTERNAL for n in nodes):
         groups.append(Group(f"g{len(names)}", EXTERNAL, "", "external (CIDR)"))
-    edges = tuple(Edge(f"n{i}", f"n{j}", str(ports)) for (i, j), ports in flows.items())
+    edges = tuple(Edge(f"n{i}", f"n{j}", str(ports), _protected(report, i, j, ports))
+                  for (i, j), ports in flows.items())
     domains = tuple(sorted({g.domain for g in groups if g.domain}))
     return Graph(tuple(groups), nodes, edges, domains)
 
@@ -145,8 +162,9 @@ def to_mermaid(graph: Graph) -> str:
     node_line = {n.id: f'{n.id}["{mermaid_text(n.label)}<br/><small>'
                        f'{mermaid_text(n.detail)}</small>"]' for n in graph.nodes}
     _mermaid_groups(graph, lines, node_line)
-    for edge in graph.edges:
-        lines.append(f'  {edge.source} -->|"{mermaid_text(edge.ports)}"| {edge.target}')
+    for edge in graph.edges:  # a thick arrow: mTLS-protected
+        arrow = "==>" if edge.mtls else "-->"
+        lines.append(f'  {edge.source} {arrow}|"{mermaid_text(edge.label)}"| {edge.target}')
     open_nodes = [n.id for n in graph.nodes if n.kind != "cidr"
                   and (n.open_egress or n.open_ingress)]
     lines.append("  classDef open stroke-dasharray: 5 4")
@@ -200,7 +218,8 @@ def to_dot(graph: Graph) -> str:
             lines += node_lines(group, "    ")
             lines.append("  }")
     for edge in graph.edges:
-        lines.append(f"  {edge.source} -> {edge.target} [label={dot_text(edge.ports)}];")
+        style = ', style=bold, color="#1a7f37"' if edge.mtls else ""
+        lines.append(f"  {edge.source} -> {edge.target} [label={dot_text(edge.label)}{style}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -209,10 +228,11 @@ def to_dot(graph: Graph) -> str:
 
 
 def to_table(graph: Graph) -> str:
-    rows = [(graph.node(e.source).title, graph.node(e.target).title, e.ports)
-            for e in graph.edges]
-    header = ("FROM", "TO", "PORTS")
-    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(3)]
+    with_mtls = any(e.mtls for e in graph.edges)  # the column only with the identity layer
+    rows = [(graph.node(e.source).title, graph.node(e.target).title, e.ports,
+             *(("yes" if e.mtls else "no",) if with_mtls else ())) for e in graph.edges]
+    header = ("FROM", "TO", "PORTS", *(("MTLS",) if with_mtls else ()))
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in [header, *rows]]
     open_egress = [n.title for n in graph.nodes if n.open_egress]
@@ -220,6 +240,9 @@ def to_table(graph: Graph) -> str:
     lines.append("")
     lines.append(f"{len(rows)} flow(s) decided by policies. Flows between endpoints that no "
                  "policy restricts are open and not listed.")
+    if with_mtls:
+        lines.append("MTLS yes: every TCP port is carried over mutual TLS the server requires "
+                     "(STRICT).")
     if open_egress:
         lines.append(f"egress unrestricted: {', '.join(open_egress)}")
     if open_ingress:
@@ -297,7 +320,7 @@ def _layout(graph: Graph) -> tuple[list[_Column], dict[str, _Box], list[_Path], 
                  f"Q{g2},{lane} {g2},{lane - 20} L{g2},{y2 + 20} "
                  f"C{g2},{y2} {g2},{y2} {x2},{y2}")
             lx, ly = (g1 + g2) // 2, lane
-        title = f"{a.node.title} -> {b.node.title}: {edge.ports}"
+        title = f"{a.node.title} -> {b.node.title}: {edge.label}"
         paths.append(_Path(edge, d, lx, ly, title))
     width = MARGIN * 2 + max(1, len(columns)) * (NODE_W + COL_GAP)
     height = bottom + 20 + lanes * 9 + MARGIN

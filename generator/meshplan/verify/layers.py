@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from ..diagnostics import Diagnostic, Location, error
+from ..diagnostics import Diagnostic, Location, error, warning
 from .compare import Mismatch
 from .connectivity import Connectivity, Origin
 from .endpoints import Endpoint, is_dns_flow
@@ -85,13 +85,12 @@ class Layers:
         return out
 
     def restricts(self, source: int, destination: int) -> bool:
-        """Whether a policy decides the flow: a restricted Cilium side, or an identity layer
-        that requires mutual TLS or authorizes at the destination."""
+        """Whether a policy decides the flow: a restricted Cilium side, or AuthorizationPolicies
+        at the destination (STRICT alone decides nothing between sidecars)."""
         if self.cilium.egress[source].restricted or self.cilium.ingress[destination].restricted:
             return True
         identity = self.identity
-        return identity.applies(destination) and (
-            bool(identity.strict_ports(destination)) or bool(identity.origins(destination)))
+        return identity.applies(destination) and bool(identity.origins(destination))
 
 
 # --------------------------------------------------------------------------- comparison
@@ -192,6 +191,35 @@ def _strict_problems(layers: Layers) -> Iterator[Diagnostic]:
                     f"{e.domain}/{e.cluster} ({cause}), found {e.title} accepting plaintext on "
                     f"{missing} (mode {mode}): principal rules only work over mutual TLS, and "
                     "a plaintext client passes where no ALLOW policy applies")
+
+
+def gateway_egress_warnings(layers: Layers) -> list[Diagnostic]:
+    """Flows between Istio networks that a client's egress requirement does not allow, yet both
+    layers do: Cilium restricts such egress only up to the remote east-west gateway, so the
+    destination's own ingress must refuse them (one warning per client and cluster)."""
+    hops, cilium, intended = layers.hops, layers.cilium, layers.intended_cilium
+    if not hops.active:
+        return []
+    groups: dict[tuple[int, str], list[str]] = {}
+    for i, j in layers.pairs():
+        src, dst = cilium.endpoints[i], cilium.endpoints[j]
+        if not hops.routed(src, dst) or not intended.egress[i].restricted:
+            continue
+        extra = layers.flow(i, j) - intended.verdict("egress", i, j, grants=False).ports
+        if extra:
+            groups.setdefault((i, f"{dst.domain}/{dst.cluster}"), []).append(
+                f"{dst.title} on {extra}")
+    out = []
+    for (i, there), reached in sorted(groups.items()):
+        origin = intended.egress[i].default_deny[0]
+        more = f" and {len(reached) - 3} more" if len(reached) > 3 else ""
+        out.append(warning(origin.location, "", f"{cilium.endpoints[i].title} reaches "
+                           f"{'; '.join(reached[:3])}{more} through the east-west gateway of "
+                           f"{there}, which {origin.what} does not allow at egress: across "
+                           "Istio networks Cilium restricts egress only up to the remote "
+                           "gateway, so the destinations' own ingress must refuse it (admit "
+                           "only their peers with a requirement)"))
+    return out
 
 
 def annotate_cilium(mismatches: Iterable[Mismatch], layers: Layers) -> list[Diagnostic]:

@@ -16,7 +16,7 @@ from .endpoints import Endpoint, inventory_endpoints, is_dns_flow
 from .gateways import gateway_hops
 from .intent import intended_connectivity, intended_identity_layer
 from .istio import read_identity_layer
-from .layers import Layers, annotate_cilium, identity_problems
+from .layers import Layers, annotate_cilium, gateway_egress_warnings, identity_problems
 from .ports import PortSet
 from .services import load_balancing_problems
 
@@ -75,7 +75,8 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
                     intended_identity_layer(inventory, endpoints))
     mismatches = compare(actual, intended, hops)
     diagnostics = [*problems, *identity_reading, *annotate_cilium(mismatches, layers),
-                   *identity_problems(layers), *dns_problems(actual), *half_open(intended),
+                   *identity_problems(layers), *gateway_egress_warnings(layers),
+                   *dns_problems(actual), *half_open(intended),
                    *load_balancing_problems(actual, services)]
     cilium_flows = actual.flows()
     flows = layers.flows() if (hops.active or identity.active) else cilium_flows
