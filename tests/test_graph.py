@@ -352,3 +352,56 @@ def test_cli_graph_notes_a_failing_verify(tmp_path: Path) -> None:
         code, out, err = run_cli(["graph", "--repo", str(root), "--format", "table"])
     assert code == 0 and "`meshplan verify` reports problems" in err
     assert "0 flow(s) decided by policies" in out  # nothing rendered yet: everything open
+
+
+# --------------------------------------------------------------------------- identity layer
+
+
+@pytest.fixture(scope="module")
+def istio_report() -> VerifyReport:
+    root = REPO_ROOT / "examples" / "istio-multicloud"
+    inventory, _ = validated(root)
+    rendered, _ = render_repository(root)
+    return verify(inventory, {f.path: f.content for f in rendered.files})
+
+
+def test_mtls_protected_flows_are_marked_in_every_format(istio_report: VerifyReport) -> None:
+    graph = connectivity_graph(istio_report)
+    titles = {(graph.node(e.source).title, graph.node(e.target).title): e for e in graph.edges}
+    checkout = titles[("boutique/checkoutservice@gcp", "boutique/currencyservice@aks")]
+    assert checkout.mtls and checkout.label == "TCP/7000 (mTLS)"
+    # the ingress gateway's namespace is not STRICT: reached, but not protected
+    assert not titles[("boutique/checkoutservice@gcp",
+                       "boutique/aks:istio-system/istio=ingressgateway")].mtls
+    assert not any("istio-eastwestgateway" in n.title for n in graph.nodes)  # hops, not nodes
+    mermaid = to_mermaid(graph)
+    assert re.search(r'n\d+ ==>\|"TCP/7000 \(mTLS\)"\| n\d+', mermaid)
+    assert re.search(r'n\d+ -->\|"TCP/any"\| n\d+', mermaid)
+    assert 'style=bold, color="#1a7f37"' in to_dot(graph)
+    table = to_table(graph).splitlines()
+    assert table[0].split() == ["FROM", "TO", "PORTS", "MTLS"]
+    assert any(re.fullmatch(r"boutique/checkoutservice@gcp\s+boutique/currencyservice@aks\s+"
+                            r"TCP/7000\s+yes", line) for line in table)
+    page = to_html(graph)
+    assert 'class="edge mtls"' in page and "thick green: mTLS-protected" in page
+
+
+def test_without_the_identity_layer_nothing_is_marked(report: VerifyReport) -> None:
+    graph = connectivity_graph(report)
+    assert not any(e.mtls for e in graph.edges)
+    assert "==>" not in to_mermaid(graph) and "MTLS" not in to_table(graph)
+
+
+@pytest.mark.slow
+def test_the_istio_graph_parses_with_mermaid_and_graphviz(istio_report: VerifyReport,
+                                                          tmp_path: Path) -> None:
+    graph = connectivity_graph(istio_report)
+    [result] = parse_mermaid([to_mermaid(graph)], tmp_path)
+    assert result["ok"] is True, result
+    dot = shutil.which("dot")
+    if dot is None:
+        missing("graphviz (dot) not found: apt-get install -y graphviz")
+    proc = subprocess.run([str(dot), "-Tsvg"], input=to_dot(graph), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count('class="edge"') == len(graph.edges)

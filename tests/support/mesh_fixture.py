@@ -96,14 +96,16 @@ BASE = MeshRepo(
     },
     services={
         "retail": [
-            {"name": "web", "namespace": "shop", "serviceAccount": "web", "selector": {"app": "web"},
+            {"name": "web", "namespace": "shop", "serviceAccount": "web",
+             "selector": {"app": "web"},
              "ports": [{"port": 8080, "protocol": "TCP", "name": "http"}],
              "clusters": ["eu1", "us1"], "exportTo": ["payments"]},
             {"name": "cart", "namespace": "shop", "selector": {"app": "cart"},
              "ports": [{"port": 7070, "protocol": "TCP", "name": "grpc"}], "clusters": ["ap1"]},
         ],
         "payments": [
-            {"name": "pay", "namespace": "pay", "serviceAccount": "pay", "selector": {"app": "pay"},
+            {"name": "pay", "namespace": "pay", "serviceAccount": "pay",
+             "selector": {"app": "pay"},
              "ports": [{"port": 50051, "protocol": "TCP", "name": "grpc"}],
              "clusters": ["p1"], "exportTo": ["retail"]},
         ],

@@ -45,3 +45,41 @@ def write_text(root: Path, relpath: str, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+ISTIO_MESH = """\
+apiVersion: meshplan.dev/v1alpha1
+kind: Mesh
+metadata: {name: mesh}
+spec:
+  cilium: {ca: {existingSecret: cilium-ca}}
+  istio: {rootCA: {existingSecret: cacerts}}
+"""
+
+
+def as_istio_mesh(root: Path, *, networks: int = 1) -> Path:
+    """Make the native inventory of the repository at ``root`` one mesh, in place: every
+    cluster a ClusterMesh member and an Istio member with a trust domain of its own (on
+    ``networks`` networks, taken in turn, each with a reserved east-west gateway address),
+    every service with a service account of its name. Returns ``root``."""
+    import yaml
+
+    number = 0
+    for path in sorted((root / "inventory").glob("*.yaml")):
+        docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        for doc in docs:
+            if not isinstance(doc, dict) or doc.get("kind") != "Domain":
+                continue
+            for cluster in doc["spec"]["clusters"]:
+                number += 1
+                cluster.setdefault("meshId", 100 + number)
+                cluster["clustermesh"] = {"address": f"198.18.0.{number}"}
+                cluster["istio"] = {
+                    "network": f"n{number % networks + 1}",
+                    "trustDomain": f"{doc['metadata']['name']}-{cluster['name']}.example",
+                    "eastWestGateway": {"address": f"198.51.100.{number}"}}
+            for service in doc["spec"].get("services") or []:
+                service["serviceAccount"] = service["name"]
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+    write_text(root, "inventory/mesh.yaml", ISTIO_MESH)
+    return root

@@ -24,6 +24,10 @@ What a generated repository has (every one passes ``meshplan validate`` with no 
   exported), wildcards (``service: "*"``, ``cluster: "*"``, ``domain``), raw client labels (with
   or without an explicit namespace label), or CIDRs with ``except``; sometimes ``toPorts``.
 
+With ``istio=True`` there is a Mesh document too: every cluster a ClusterMesh member, most of
+them Istio members on one or two networks (east-west gateways with reserved addresses), most
+services with a service account.
+
 ``allow_unfilled_ingress=False`` (the default) keeps every written ``ingress`` list non-empty
 with at least one peer that always resolves (a raw peer, a named service or a CIDR). With
 ``True`` the strategy may also write ``ingress: []`` or only wildcard peers that match nothing:
@@ -59,12 +63,15 @@ class RepoSpec:
 
     domains: list[dict[str, Any]]
     requirements: dict[str, dict[str, Any]] = field(default_factory=dict)  # relpath -> doc
+    mesh: dict[str, Any] | None = None  # a kind: Mesh document (``repos(istio=True)``)
 
     def files(self) -> dict[str, str]:
         out = {}
         for doc in self.domains:
             out[f"inventory/{doc['metadata']['name']}.yaml"] = yaml.safe_dump(
                 doc, sort_keys=False)
+        if self.mesh is not None:
+            out["inventory/mesh.yaml"] = yaml.safe_dump(self.mesh, sort_keys=False)
         for path, doc in self.requirements.items():
             out[path] = yaml.safe_dump(doc, sort_keys=False)
         return out
@@ -252,13 +259,48 @@ def _requirement(draw: st.DrawFn, domain: str, index: int, services: list[_Svc],
             "spec": spec}
 
 
+def _istio(draw: st.DrawFn, docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every cluster a ClusterMesh member (peers: all) and most of them Istio members, on one
+    or two networks, each with its own trust domain (sometimes shared within a domain) and a
+    reserved east-west gateway address (sometimes egress CIDRs); most services get a service
+    account. The Mesh document that goes with it."""
+    address = 0
+    for doc in docs:
+        shared = draw(st.integers(0, 4)) == 0
+        for cluster in doc["spec"]["clusters"]:
+            address += 1
+            cluster["clustermesh"] = {"address": f"198.18.0.{address}"}
+            if draw(st.integers(0, 4)) == 0:
+                continue  # no Istio here: its clients are plaintext to Istio members
+            domain = doc["metadata"]["name"]
+            istio: dict[str, Any] = {
+                "network": draw(st.sampled_from(("n1", "n2"))),
+                "trustDomain": f"{domain}.example" if shared
+                else f"{domain}-{cluster['name']}.example",
+                "eastWestGateway": {"address": f"198.51.100.{address}"}}
+            if draw(st.integers(0, 3)) == 0:
+                istio["egressCIDRs"] = [f"192.0.2.{address * 4}/30"]
+            cluster["istio"] = istio
+        for service in doc["spec"].get("services") or []:
+            choice = draw(st.integers(0, 4))
+            if choice == 0:
+                continue  # no service account: admitted by namespace
+            service["serviceAccount"] = "default" if choice == 1 else f"sa-{service['name']}"
+    return {"apiVersion": "meshplan.dev/v1alpha1", "kind": "Mesh",
+            "metadata": {"name": "mesh"},
+            "spec": {"cilium": {"ca": {"existingSecret": "cilium-ca"}},
+                     "istio": {"rootCA": {"existingSecret": "cacerts"},
+                               "strictMTLS": draw(st.sampled_from(("namespaces", "mesh")))}}}
+
+
 @st.composite
 def repos(draw: st.DrawFn, *, max_domains: int = 3, max_clusters: int = 3,
           max_services: int = 3, max_requirements: int = 3,
-          allow_unfilled_ingress: bool = False) -> RepoSpec:
-    """A valid repository (see the module docstring)."""
+          allow_unfilled_ingress: bool = False, istio: bool = False) -> RepoSpec:
+    """A valid repository (see the module docstring); ``istio``: with a Mesh document whose
+    clusters are ClusterMesh members and mostly Istio members (:func:`_istio`)."""
     docs, services, clusters_of = draw(_inventory(max_domains, max_clusters, max_services))
-    spec = RepoSpec(docs)
+    spec = RepoSpec(docs, mesh=_istio(draw, docs) if istio else None)
     for domain in clusters_of:
         for k in range(draw(st.integers(0, max_requirements))):
             doc = draw(_requirement(domain, k + 1, services, clusters_of,

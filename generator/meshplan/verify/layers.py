@@ -21,7 +21,7 @@ masks say so too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
 from ..diagnostics import Diagnostic, Location, error, warning
@@ -75,11 +75,11 @@ class Layers:
                 out[(i, j)] = ports
         return out
 
-    def protected(self, flows: Iterable[Pair]) -> dict[Pair, PortSet]:
-        """Of the given flows, the TCP ports carried over mutual TLS the server requires."""
+    def protected(self, flows: Mapping[Pair, PortSet]) -> dict[Pair, PortSet]:
+        """Of the given flows, the ports carried over mutual TLS the server requires."""
         out = {}
-        for i, j in flows:
-            ports = self.identity.protected(i, j)
+        for (i, j), allowed in flows.items():
+            ports = self.identity.protected(i, j) & allowed
             if ports:
                 out[(i, j)] = ports
         return out
