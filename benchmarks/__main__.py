@@ -65,6 +65,8 @@ STAGE_HOOKS = (
     ("plan_mesh", "mesh"),
     ("check_mesh_plan", "mesh"),
     ("with_mesh_objects", "mesh"),
+    ("plan_identity", "mesh"),  # the identity layer (sizes with +istio)
+    ("with_identity_objects", "mesh"),
     ("render", "render"),
 )
 STAGES = ("load", "schema", "model", "check", "refine", "mesh", "render", "write")

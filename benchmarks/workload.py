@@ -14,6 +14,11 @@ Sizes (issue #6):
 * ``DxCxSxR`` - a custom size, e.g. ``3x3x8x30`` (domains x clusters per domain x services per
   domain x requirements in total). ``DxCxSxR+ids`` also writes ``meshId`` (needs at most 255
   clusters in total).
+* ``+mesh`` after a size: a mesh plan, every cluster a ClusterMesh member (``peers: needed``);
+  ``+istio`` (after a size or ``+mesh``): every cluster an Istio member with a trust domain
+  and an east-west gateway address of its own, every service a service account of its name,
+  each cluster its own Istio network (with ``+mesh``: one network per domain). With either,
+  calls between domains stay within regions of ``REGION_DOMAINS`` domains.
 
 Every generated repository is valid under meshplan's rules (the tests check it): services run
 in 1-3 clusters of their domain and about a third are exported (some to ``*``, the rest to 1-4
@@ -69,6 +74,19 @@ MESH_DOCUMENT: dict[str, Any] = {
                         "ca": {"existingSecret": "cilium-ca"},
                         "apiserverService": "LoadBalancer"}},
 }
+ISTIO_SETTINGS: dict[str, Any] = {"meshID": "benchmark", "rootCA": {"existingSecret": "cacerts"}}
+
+
+def mesh_document(size: Size) -> dict[str, Any]:
+    """The Mesh document of a ``+mesh`` and/or ``+istio`` size."""
+    spec: dict[str, Any] = {}
+    if size.mesh:
+        spec.update(MESH_DOCUMENT["spec"])
+    if size.istio:
+        spec["istio"] = ISTIO_SETTINGS
+    return {**MESH_DOCUMENT, "spec": spec}
+
+
 EGRESS_CIDRS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("203.0.113.0/24", ()),
     ("198.51.100.0/24", ()),
@@ -89,6 +107,12 @@ class Size:
     requirements: int  # in total, spread evenly over the domains
     mesh_ids: bool = False  # write meshId (unique 1-255, so at most 255 clusters in total)
     mesh: bool = False  # a Mesh document: every cluster a ClusterMesh member, peers: needed
+    istio: bool = False  # every cluster an Istio member: the identity layer (issue 12)
+
+    @property
+    def regional(self) -> bool:
+        """Calls between domains stay within regions (see REGION_DOMAINS)."""
+        return self.mesh or self.istio
 
     @property
     def clusters(self) -> int:
@@ -106,6 +130,7 @@ SIZES: dict[str, Size] = {
 }
 _CUSTOM = re.compile(r"(\d+)x(\d+)x(\d+)x(\d+)(\+ids)?")
 MESH_SUFFIX = "+mesh"
+ISTIO_SUFFIX = "+istio"
 # With a mesh plan, calls between domains stay within regions of this many domains: one
 # ClusterMesh cannot connect a thousand clusters that all call each other (cluster IDs must
 # differ among every cluster and the clusters it connects to, within 255 or 511 IDs), and
@@ -115,9 +140,15 @@ REGION_DOMAINS = 5
 
 def parse_size(text: str) -> Size | None:
     """``S`` -> None (the bundled example), ``M``/``L`` -> presets, ``DxCxSxR[+ids]`` -> custom;
-    ``+mesh`` after M, L or a custom size adds a mesh plan (``inventory/mesh.yaml``)."""
+    ``+mesh`` after M, L or a custom size adds a mesh plan (``inventory/mesh.yaml``), and
+    ``+istio`` (after those or ``+mesh``) makes every cluster an Istio member."""
     if text == BUNDLED:
         return None
+    if text.endswith(ISTIO_SUFFIX):
+        base = parse_size(text.removesuffix(ISTIO_SUFFIX))
+        if base is None or base.mesh_ids:
+            raise ValueError(f"size {text!r}: +istio goes after M, L, DxCxSxR or +mesh")
+        return replace(base, name=text, istio=True)
     if text.endswith(MESH_SUFFIX):
         base = parse_size(text.removesuffix(MESH_SUFFIX))
         if base is None or base.mesh_ids:
@@ -131,7 +162,7 @@ def parse_size(text: str) -> Size | None:
     match = _CUSTOM.fullmatch(text)
     if not match:
         raise ValueError(f"unknown size {text!r}: expected S, M, L or DxCxSxR (e.g. 3x3x8x30), "
-                         "optionally followed by +mesh")
+                         "optionally followed by +mesh and/or +istio")
     d, c, s, r = (int(match.group(i)) for i in range(1, 5))
     if min(d, c, s) < 1 or r < 0:
         raise ValueError(f"size {text!r}: domains, clusters and services must be at least 1")
@@ -247,7 +278,7 @@ class _Generator:
 
     def _region(self, domain: str) -> int:
         """Without a mesh plan there is one region; with one, REGION_DOMAINS domains each."""
-        return int(domain.removeprefix("team-")) // REGION_DOMAINS if self.size.mesh else 0
+        return int(domain.removeprefix("team-")) // REGION_DOMAINS if self.size.regional else 0
 
     def _service(self, domain: DomainSpec, k: int, others: list[str]) -> ServiceSpec:
         rng = self.rng
@@ -269,7 +300,7 @@ class _Generator:
         export_to: list[str] = []
         if others and rng.random() < 1 / 3:
             if rng.random() < 0.15:
-                export_to = ["*"] if not self.size.mesh else sorted(others)  # its region only
+                export_to = ["*"] if not self.size.regional else sorted(others)  # its region
             else:
                 n = min(len(others), rng.randint(1, 4))
                 export_to = sorted(rng.sample(others, n))
@@ -284,14 +315,24 @@ class _Generator:
                 if cluster.mesh_id is not None:
                     entry["meshId"] = cluster.mesh_id
                 entry["podCIDRs"] = [pod_cidr(cluster.index)]
+                index = cluster.index
                 if self.size.mesh:
-                    index = cluster.index
                     entry["clustermesh"] = {"address": f"198.18.{index // 250}.{index % 250 + 1}"}
+                if self.size.istio:
+                    # Its own network (only gateways join the clouds) unless a ClusterMesh
+                    # joins a domain's clusters; its own trust domain; a reserved gateway IP.
+                    entry["istio"] = {
+                        "network": domain.name if self.size.mesh else f"net-{index}",
+                        "trustDomain": f"{cluster.name}.{domain.name}.example",
+                        "eastWestGateway": {"address": f"100.64.{index // 250}."
+                                                       f"{index % 250 + 1}"}}
                 clusters.append(entry)
             services = []
             for s in domain.services:
                 entry = {"name": s.name, "namespace": s.namespace, "selector": s.selector,
                          "ports": s.ports, "clusters": s.clusters}
+                if self.size.istio:
+                    entry["serviceAccount"] = s.name  # one of its own, as Online Boutique
                 if s.export_to:
                     entry["exportTo"] = s.export_to
                 services.append(entry)
@@ -301,8 +342,8 @@ class _Generator:
                 "metadata": {"name": domain.name},
                 "spec": {"clusters": clusters, "services": services},
             }
-        if self.size.mesh:
-            yield "inventory/mesh.yaml", MESH_DOCUMENT
+        if self.size.mesh or self.size.istio:
+            yield "inventory/mesh.yaml", mesh_document(self.size)
 
     # -- requirements -------------------------------------------------------------------
 

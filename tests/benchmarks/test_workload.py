@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from meshplan.outputs import read_tree
-from meshplan.pipeline import render_repository
+from meshplan.pipeline import render_repository, verify_repository
 from meshplan.write import write_tree
 
 from benchmarks.workload import (
@@ -148,6 +148,35 @@ def test_a_mesh_plan_when_asked_for_renders_cleanly(tmp_path: Path) -> None:
     regions = {int(f.path.split("/")[1].removeprefix("team-")) // REGION_DOMAINS
                for f in values}
     assert regions == {0, 1, 2}
+
+
+@pytest.mark.parametrize("text", ["12x3x8x80+istio", "12x3x8x80+mesh+istio"])
+def test_istio_when_asked_for_renders_both_layers_and_verifies(text: str,
+                                                              tmp_path: Path) -> None:
+    """``+istio``: every cluster an Istio member (its own network, or with ``+mesh`` one per
+    domain), every service a service account; the identity layer renders and verifies."""
+    size = parse_size(text)
+    assert size is not None and size.istio and size.mesh is text.endswith("+mesh+istio")
+    assert parse_size("L+istio") == replace(SIZES["L"], name="L+istio", istio=True)
+    for bad in ("S+istio", "3x3x3x3+ids+istio"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    generate(text, 5, tmp_path)
+    rendered, diagnostics = render_repository(tmp_path)
+    # what identity cannot say (raw-label and CIDR peers) is warned about, and CIDRs the
+    # generator draws over pod networks, nothing else
+    identity = ("a raw pod-label peer has no known service account",
+                "a CIDR cannot be admitted by workload identity",
+                "expected an address block outside the pod networks")
+    assert [d.message for d in diagnostics if not is_load_balancing(d.message)
+            and not d.message.startswith(identity)] == []
+    security = [f for f in rendered.files if f.path.endswith("istio-security.yaml")]
+    kinds = [d["kind"] for f in security for d in yaml.safe_load_all(f.content)]
+    assert "AuthorizationPolicy" in kinds and "PeerAuthentication" in kinds
+    write_tree(tmp_path / "rendered", rendered.files)
+    report = verify_repository(tmp_path)
+    assert [d.format_text() for d in report.diagnostics
+            if d.severity.value == "error"] == []
 
 
 def test_the_mix_is_realistic(small_repo: Path) -> None:

@@ -124,6 +124,14 @@ def gateway_sources(cluster: Cluster) -> tuple[str, ...]:
     return (host_cidr(istio.gateway_address),) if istio.gateway_address else ()
 
 
+def gateway_clients(plan: MeshPlan, member: IstioMember) -> list[IstioMember]:
+    """The members whose flows into ``member`` cross its east-west gateway: on another
+    network, with an intended flow to it (inventory order)."""
+    ref = member.ref
+    return [other for other in plan.istio_members
+            if (other.ref, ref) in plan.flows.causes and plan.gateway_route(other.ref, ref)]
+
+
 def plan_mesh(inventory: Inventory) -> MeshPlan | None:
     """The mesh plan of ``inventory`` (None without a Mesh document)."""
     mesh = inventory.mesh

@@ -59,7 +59,7 @@ from ..vocabulary import (
 from ..yamltext import dump_document
 from .delivery import delivery_files
 from .model import CILIUM_REPO, ISTIO_REPO
-from .plan import IstioMember, MeshPlan, gateway_sources
+from .plan import IstioMember, MeshPlan, gateway_clients, gateway_sources
 from .values import (
     cilium_values,
     eastwest_gateway_values,
@@ -137,13 +137,13 @@ def _istio_manifests(plan: MeshPlan, member: IstioMember) -> Iterator[Manifest]:
 
 
 def _gateway_policy(plan: MeshPlan, member: IstioMember) -> dict[str, Any]:
-    """The east-west gateway's CiliumNetworkPolicy: ingress on 15443 from the other networks'
-    members only (their :func:`~meshplan.mesh.plan.gateway_sources`). Its egress is left
-    open: it forwards to whichever local workload a remote client's SNI names, and each of
-    those admits the gateway's pods only on its own ports (refinement writes that rule), so
-    the pods' side is what limits it; it also needs istiod and DNS."""
-    sources = sorted({cidr for other in plan.istio_members
-                      if other.network and other.network != member.network
+    """The east-west gateway's CiliumNetworkPolicy: ingress on 15443 only from the members of
+    other networks that have an intended flow into this member (their
+    :func:`~meshplan.mesh.plan.gateway_sources`), so it grows with the flows, not with the
+    mesh. Its egress is left open: it forwards to whichever local workload a remote client's
+    SNI names, and each of those admits the gateway's pods only on its own ports (refinement
+    writes that rule), so the pods' side is what limits it; it also needs istiod and DNS."""
+    sources = sorted({cidr for other in gateway_clients(plan, member)
                       for cidr in gateway_sources(other.cluster)})
     rule: dict[str, Any] = {}
     if sources:

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from ..diagnostics import Location
+from ..mesh.flows import intended_cluster_flows
 from ..mesh.identity import all_authorizations, strict_namespace_causes
 from ..model import Inventory, Requirement, Rule, Selector, Service
+from ..refine import ClusterRef
 from ..vocabulary import NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL
 from .addresses import cidr_blocks
 from .connectivity import Connectivity, Grant, Origin
@@ -39,7 +41,8 @@ def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint],
     requirement means, for the identity layer and the picture) and hop by hop, as Cilium must
     see it: the client's egress to the remote gateway's address on 15443, the server's ingress
     from its local gateway's pods on the same ports as the peer. Every east-west gateway
-    admits 15443 from the other networks' members' source addresses and nothing else.
+    admits 15443 from the source addresses of the other networks' members with a flow into
+    its cluster, and nothing else.
     """
     model = Connectivity(endpoints)
     for requirement in inventory.requirements:
@@ -52,12 +55,16 @@ def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint],
 
 
 def _gateway_intent(inventory: Inventory, model: Connectivity, hops: GatewayHops) -> None:
+    """Each east-west gateway admits 15443 from the members of other networks with an intended
+    flow into its cluster (:mod:`meshplan.mesh.flows`), and from nothing else."""
     mesh = inventory.mesh
     where = Location(mesh.file if mesh is not None else "inventory/mesh.yaml")
     origin = Origin(where, "the mesh's east-west gateway policy")
+    flows = intended_cluster_flows(inventory).causes
     for member, gateway in hops.gateway.items():
         sources = [i for other, found in hops.sources.items()
-                   if hops.network[other] != hops.network[member] for i in found]
+                   if hops.network[other] != hops.network[member]
+                   and (ClusterRef(*other), ClusterRef(*member)) in flows for i in found]
         stance = model.ingress[gateway]
         stance.default_deny.append(origin)
         blocks = tuple(block for i in sources for block in (model.endpoints[i].block,))
