@@ -18,6 +18,7 @@ from meshplan.verify.istio import Client, principal_matches, string_matches
 from meshplan.verify.report import VerifyReport, verify
 
 from tests.support.flows import Files, errors, rendered_files, warnings, write
+from tests.support.repos import ISTIO_MESH
 
 REPO = {
     "inventory/d.yaml": """
@@ -40,14 +41,7 @@ REPO = {
             - {name: w, namespace: n1, serviceAccount: w, selector: {app: w}, clusters: [b],
                ports: [{port: 80, protocol: TCP, name: http}]}
     """,
-    "inventory/mesh.yaml": """
-        apiVersion: meshplan.dev/v1alpha1
-        kind: Mesh
-        metadata: {name: m}
-        spec:
-          cilium: {ca: {existingSecret: cilium-ca}}
-          istio: {rootCA: {existingSecret: cacerts}}
-    """,
+    "inventory/mesh.yaml": ISTIO_MESH,
     "requirements/d/x.yaml": """
         apiVersion: meshplan.dev/v1alpha1
         kind: Requirement

@@ -4,7 +4,7 @@ is default-deny and which peers and ports it allows or denies; flows are evaluat
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -163,9 +163,15 @@ class Connectivity:
 
     def flows(self) -> dict[tuple[int, int], PortSet]:
         """Every allowed flow (non-empty port set)."""
-        out = {}
-        for i, j in self.pairs():
-            ports = self.flow(i, j)
-            if ports:
-                out[(i, j)] = ports
-        return out
+        return allowed(self.pairs(), self.flow)
+
+
+def allowed(pairs: Iterable[tuple[int, int]],
+            flow: Callable[[int, int], PortSet]) -> dict[tuple[int, int], PortSet]:
+    """The pairs whose ``flow`` is not empty, with its ports."""
+    out = {}
+    for i, j in pairs:
+        ports = flow(i, j)
+        if ports:
+            out[(i, j)] = ports
+    return out

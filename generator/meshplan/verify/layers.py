@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 from ..diagnostics import Diagnostic, Location, error, warning
 from .compare import Mismatch
-from .connectivity import Connectivity, Origin
+from .connectivity import Connectivity, Origin, allowed
 from .endpoints import Endpoint, is_dns_flow
 from .gateways import GatewayHops
 from .istio import TCP, IdentityLayer
@@ -68,18 +68,13 @@ class Layers:
 
     def flows(self) -> dict[Pair, PortSet]:
         """Every flow both layers allow (non-empty port set)."""
-        out = {}
-        for i, j in self.pairs():
-            ports = self.flow(i, j)
-            if ports:
-                out[(i, j)] = ports
-        return out
+        return allowed(self.pairs(), self.flow)
 
     def protected(self, flows: Mapping[Pair, PortSet]) -> dict[Pair, PortSet]:
         """Of the given flows, the ports carried over mutual TLS the server requires."""
         out = {}
-        for (i, j), allowed in flows.items():
-            ports = self.identity.protected(i, j) & allowed
+        for (i, j), permitted in flows.items():
+            ports = self.identity.protected(i, j) & permitted
             if ports:
                 out[(i, j)] = ports
         return out
