@@ -240,6 +240,10 @@ CASES = [
         "eastWestGateway": {"address": "ew.p1.example.com"}}), PAYMENTS,
          "spec.clusters[0].istio.eastWestGateway.address", "reserved IP address",
          "toFQDNs"),
+    case("gateway-address-shared", on("p1", istio={
+        "network": "net-eu", "trustDomain": "payments-p1.example",
+        "eastWestGateway": {"address": "198.51.100.11"}}), RETAIL,  # payments is read first
+         "spec.clusters[0].istio.eastWestGateway.address", "address of its own", "again"),
     case("egress-cidr-invalid", on("p1", istio={
         "network": "net-eu", "trustDomain": "payments-p1.example",
         "eastWestGateway": {"address": "198.51.100.21"}, "egressCIDRs": ["10.0.0.300/8"]}),

@@ -73,6 +73,7 @@ def check_mesh_inputs(inventory: Inventory, *, ids_optional: bool = False) -> li
         for cluster in istio_members:
             problems += _istio_member(cluster)
         problems += _istio_shared_settings(istio_members)
+        problems += _unique_gateway_addresses(istio_members)
     return problems
 
 
@@ -268,6 +269,16 @@ def _istio_member(cluster: Cluster) -> Iterator[Diagnostic]:
         yield error(entry.location, f"{cluster.path}.istio.trustDomain", "expected the trust "
                     f"domain of {_name(cluster)} (its own, so that authorization can tell "
                     "clusters apart), found none")
+
+
+def _unique_gateway_addresses(members: list[Cluster]) -> Iterator[Diagnostic]:
+    entries = [(c, c.istio.gateway_address, c.istio.gateway_location or c.istio.location)
+               for c in members if c.istio and c.istio.gateway_address]
+    for (cluster, address, where), first in _repeated(
+            entries, key=lambda e: e[1].lower(), where=lambda e: e[2]):
+        yield error(where, f"{cluster.path}.istio.eastWestGateway.address", "expected an "
+                    "east-west gateway address of its own for each Istio member, found "
+                    f"'{address}' again (first at {_first_seen(first)})")
 
 
 def _istio_shared_settings(members: list[Cluster]) -> Iterator[Diagnostic]:
