@@ -16,7 +16,7 @@ from meshplan.flowdiff import (
 )
 from meshplan.pipeline import render_with_inventory
 
-from tests.support.repos import REPO_ROOT, copy_example
+from tests.support.repos import REPO_ROOT, copy_example, copy_tree
 
 
 def render(root: Path) -> Render:
@@ -117,3 +117,19 @@ def test_the_picture_draws_both_kinds_and_caps_its_size() -> None:
     text = mermaid_changes(many)
     assert text.count("==>") == MAX_DIFF_EDGES
     assert text.endswith("  %% 5 more changed flow(s) not drawn\n")
+
+
+def test_with_istio_a_flow_is_what_both_layers_allow(tmp_path: Path) -> None:
+    """In the Istio example, currencyservice stops admitting checkout: the picture shows the
+    cross-cloud flow closed (pod to pod, as both layers decide it; the gateway hops are not
+    drawn), and a widened principal alone opens nothing Cilium still blocks."""
+    source = REPO_ROOT / "examples" / "istio-multicloud"
+    before = render(source)
+    root = copy_tree(source, tmp_path / "after")
+    path = root / "requirements/boutique/currencyservice.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "        - matchLabels: {service: checkoutservice}\n", ""), encoding="utf-8")
+    changes = connectivity_changes(before, render(root))
+    assert [(f.source, f.target, f.opened, f.closed) for f in changes.flows] == [
+        ("boutique/checkoutservice@gcp", "boutique/currencyservice@aks", "", "TCP/7000")]
+    assert "eastwestgateway" not in mermaid_changes(changes)

@@ -1,11 +1,13 @@
 """What a change does to connectivity: the flows it opens and closes, the endpoints it leaves
 unrestricted or restricts, for the pull-request picture (``meshplan diff --format markdown``).
 
-Both renders are evaluated by verify's model of Cilium over the *same* endpoints (those of
-either side's inventory, in the clusters both sides have), and every flow is compared, open
-ones included: an endpoint no policy restricts allows everything in that direction. So
-deleting a client's last egress requirement shows as an opening (its egress becomes
-unrestricted), and a first restriction does not show flows that were already allowed as new.
+Both renders are evaluated by verify's model over the *same* endpoints (those of either
+side's inventory, in the clusters both sides have): Cilium, hop by hop between Istio networks,
+and with Istio members the identity layer on top (a flow is allowed when both allow it).
+Every flow is compared, open ones included: an endpoint no policy restricts allows everything
+in that direction. So deleting a client's last egress requirement shows as an opening (its
+egress becomes unrestricted), and a first restriction does not show flows that were already
+allowed as new. The hops of the mesh (east-west gateways and their addresses) are not drawn.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from dataclasses import dataclass
 from .graph import EXTERNAL, mermaid_text
 from .model import Inventory
 from .outputs import OutputFile
-from .verify.cilium import actual_connectivity
 from .verify.connectivity import DIRECTIONS, Connectivity, Direction
 from .verify.endpoints import Endpoint, inventory_endpoints, is_dns_flow
+from .verify.layers import Layers, read_layers
 
 Render = tuple[Inventory, Iterable[OutputFile] | Mapping[str, bytes]]
 
@@ -105,14 +107,14 @@ def connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
     models = []
     for inventory, files in (before, after):
         endpoints = _endpoints(inventory, common, shared)
-        models.append(actual_connectivity(inventory, endpoints, _files(files), "").model)
+        models.append(read_layers(inventory, endpoints, _files(files), "").layers)
     old, new = models
     return ConnectivityChanges(tuple(sorted(_flow_changes(old, new))),
-                               tuple(sorted(_stance_changes(old, new))))
+                               tuple(sorted(_stance_changes(old.cilium, new.cilium))))
 
 
-def _flow_changes(old: Connectivity, new: Connectivity) -> Iterable[FlowChange]:
-    endpoints = new.endpoints
+def _flow_changes(old: Layers, new: Layers) -> Iterable[FlowChange]:
+    endpoints = new.cilium.endpoints
     for i, j in new.pairs():
         src, dst = endpoints[i], endpoints[j]
         if is_dns_flow(src, dst):

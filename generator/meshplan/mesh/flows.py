@@ -47,6 +47,14 @@ class IntendedFlows:
             found.setdefault(destination, set()).add(source)
         return {ref: frozenset(others) for ref, others in found.items()}
 
+    @cached_property
+    def into(self) -> Mapping[ClusterRef, frozenset[ClusterRef]]:
+        """For each cluster, the clusters with an intended flow into it."""
+        found: dict[ClusterRef, set[ClusterRef]] = {}
+        for source, destination in self.causes:
+            found.setdefault(destination, set()).add(source)
+        return {ref: frozenset(sources) for ref, sources in found.items()}
+
     def between(self, a: ClusterRef, b: ClusterRef) -> Iterator[tuple[Pair, FlowCause]]:
         """The intended flows between two clusters, either direction (a -> b first)."""
         for pair in ((a, b), (b, a)):

@@ -40,6 +40,7 @@ What identity cannot say, and what meshplan does about it (warnings name each pl
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -147,13 +148,14 @@ def strict_namespaces(inventory: Inventory) -> dict[ClusterRef, tuple[str, ...]]
     return {ref: tuple(sorted(found)) for ref, found in strict_namespace_causes(inventory).items()}
 
 
-def strict_namespace_causes(inventory: Inventory) -> dict[ClusterRef, dict[str, set[str]]]:
+def strict_namespace_causes(inventory: Inventory, resolver: _Resolver | None = None
+                            ) -> dict[ClusterRef, dict[str, set[str]]]:
     """:func:`strict_namespaces` with, per namespace, what causes it: requirement keys, or
     ``mesh/<name>`` for the root namespace (for the objects' required-by and verify)."""
     found: dict[ClusterRef, dict[str, set[str]]] = {}
     if not istio_enabled(inventory):
         return found
-    resolver = _Resolver(inventory)
+    resolver = resolver or _Resolver(inventory)
 
     def add(cluster: Cluster, namespace: str, cause: str) -> None:
         if inventory.is_istio_member(cluster):
@@ -315,6 +317,12 @@ class _IdentityBuilder:
         self.diagnostics: list[Diagnostic] = []
         self.objects: dict[ObjectKey, Manifest] = {}
         self._reported: set[tuple[Location, str]] = set()
+        # Bodies are immutable once built: an equal policy in another cluster (most are: the
+        # principals depend on the cluster only through raw peers) shares its body, so the YAML
+        # writer reuses its text, and memory stays small at fleet size.
+        self._bodies: dict[Any, dict[str, Any]] = {}
+        self._rules_memo: dict[tuple[int, str | None], tuple[Requirement,
+                                                              tuple[AuthorizationRule, ...]]] = {}
         groups: dict[str, list[Cluster]] = {}
         for domain in inventory.domains:
             for cluster in domain.clusters:
@@ -335,7 +343,7 @@ class _IdentityBuilder:
         for requirement in self.inventory.requirements:
             for cluster, authorization in self.authorizations(requirement):
                 self._put_authorization(cluster, authorization)
-        for ref, namespaces in strict_namespace_causes(self.inventory).items():
+        for ref, namespaces in strict_namespace_causes(self.inventory, self.resolver).items():
             for namespace, causes in namespaces.items():
                 self._put_peer_authentication(ref, namespace, causes)
 
@@ -378,9 +386,16 @@ class _IdentityBuilder:
                 return
             if namespace is None:
                 namespace = ISTIO_ROOT_NAMESPACE  # mesh-wide, like the cluster-wide policy
+        raw = any(not peer.is_abstract for rule in requirement.ingress
+                  for peer in rule.endpoints)
         for cluster in scope:
-            rules = self._rules(requirement, protected, cluster)
-            yield cluster, Authorization(requirement, namespace, selector or None, rules)
+            # The principals depend on the cluster only through raw peers (its trust domain).
+            memo = (id(requirement), trust_domain(self.inventory, cluster) if raw else None)
+            known = self._rules_memo.get(memo)
+            if known is None or known[0] is not requirement:
+                known = self._rules_memo[memo] = (requirement,
+                                                  self._rules(requirement, protected, cluster))
+            yield cluster, Authorization(requirement, namespace, selector or None, known[1])
 
     def _rules(self, requirement: Requirement, protected: Service | None,
                cluster: Cluster) -> tuple[AuthorizationRule, ...]:
@@ -405,15 +420,14 @@ class _IdentityBuilder:
     def _rule_principals(self, requirement: Requirement, rule: Rule,
                          cluster: Cluster) -> set[str]:
         found: set[str] = set()
-        where = f"{cluster.domain}/{cluster.name}"
         for cidr in rule.cidrs:
             self._once(warning, cidr.location, cidr.path, f"a CIDR cannot be admitted by "
                        "workload identity: outside the mesh connections are plaintext, which "
                        f"STRICT mutual TLS refuses at the pods of {requirement.key} in Istio "
                        "members, and ipBlocks would see an east-west gateway's address rather "
                        "than the client's; the AuthorizationPolicy does not admit it, so "
-                       f"traffic from {cidr.cidr} is refused (in {where}) unless it comes "
-                       "through an Istio gateway: admit the gateway's pods as a peer instead")
+                       f"traffic from {cidr.cidr} is refused unless it comes through an Istio "
+                       "gateway: admit the gateway's pods as a peer instead")
         for peer in rule.endpoints:
             if peer.is_abstract:
                 found.update(self._service_principals(requirement, peer, cluster))
@@ -478,20 +492,28 @@ class _IdentityBuilder:
         ref = ClusterRef(cluster.domain, cluster.name)
         key = ObjectKey(ref, AUTHORIZATION_POLICY_KIND, authorization.namespace,
                         requirement.name)
-        body = authorization_body(authorization)
         causes = (requirement.key,)
+        shape = (id(requirement), authorization.namespace,
+                 tuple(sorted((authorization.selector or {}).items())), authorization.rules)
+        body = self._bodies.get(shape)
+        if body is None:
+            body = self._bodies[shape] = _with_required_by(authorization_body(authorization),
+                                                           causes)
         existing = self.objects.get(key)
         if existing is not None and existing.body != body:
             self.diagnostics.append(_clash(key, requirement.location, existing))
             return
-        self.objects[key] = Manifest(key, _with_required_by(body, causes), causes)
+        self.objects[key] = Manifest(key, body, causes)
 
     def _put_peer_authentication(self, ref: ClusterRef, namespace: str,
                                  causes: Iterable[str]) -> None:
         ordered = tuple(sorted(causes))
         key = ObjectKey(ref, PEER_AUTHENTICATION_KIND, namespace, PEER_AUTHENTICATION_NAME)
-        self.objects[key] = Manifest(key, _with_required_by(
-            peer_authentication_body(namespace), ordered), ordered)
+        body = self._bodies.get((namespace, ordered))
+        if body is None:
+            body = self._bodies[(namespace, ordered)] = _with_required_by(
+                peer_authentication_body(namespace), ordered)
+        self.objects[key] = Manifest(key, body, ordered)
 
     def finish(self) -> dict[ClusterRef, tuple[Manifest, ...]]:
         by_cluster: dict[ClusterRef, list[Manifest]] = {}
@@ -568,8 +590,8 @@ def with_identity_objects(plan: Plan, identity: IdentityPlan) -> Plan:
     clusters = []
     for cluster_plan in plan.clusters:
         extra = identity.manifests.get(cluster_plan.cluster)
-        if extra:
-            objects = sorted((*cluster_plan.objects, *extra), key=output_order)
+        if extra:  # both sorted already: merged in one pass
+            objects = heapq.merge(cluster_plan.objects, extra, key=output_order)
             cluster_plan = replace(cluster_plan, objects=tuple(objects))
         clusters.append(cluster_plan)
     return replace(plan, clusters=tuple(clusters))

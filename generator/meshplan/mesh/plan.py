@@ -128,8 +128,9 @@ def gateway_clients(plan: MeshPlan, member: IstioMember) -> list[IstioMember]:
     """The members whose flows into ``member`` cross its east-west gateway: on another
     network, with an intended flow to it (inventory order)."""
     ref = member.ref
+    sources = plan.flows.into.get(ref, frozenset())
     return [other for other in plan.istio_members
-            if (other.ref, ref) in plan.flows.causes and plan.gateway_route(other.ref, ref)]
+            if other.ref in sources and plan.gateway_route(other.ref, ref)]
 
 
 def plan_mesh(inventory: Inventory) -> MeshPlan | None:

@@ -21,15 +21,19 @@ masks say so too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from ..diagnostics import Diagnostic, Location, error, warning
+from ..model import Inventory
+from ..outputs import DEFAULT_OUTPUT_DIR
+from .cilium import ActualConnectivity, actual_connectivity
 from .compare import Mismatch
 from .connectivity import Connectivity, Origin, allowed
 from .endpoints import Endpoint, is_dns_flow
-from .gateways import GatewayHops
-from .istio import TCP, IdentityLayer
+from .gateways import GatewayHops, gateway_hops
+from .istio import TCP, IdentityLayer, read_identity_layer
 from .ports import PortSet
 
 Pair = tuple[int, int]
@@ -37,13 +41,11 @@ Pair = tuple[int, int]
 
 @dataclass(frozen=True)
 class Layers:
-    """The rendered output's two layers, and the intended ones."""
+    """The two layers of one rendered output (the pull-request picture compares two of them)."""
 
     cilium: Connectivity
     hops: GatewayHops
     identity: IdentityLayer
-    intended_cilium: Connectivity
-    intended_identity: IdentityLayer
 
     def cilium_flow(self, source: int, destination: int) -> PortSet:
         """What Cilium allows of a flow between workloads: through the gateways when Istio
@@ -88,13 +90,30 @@ class Layers:
         return identity.applies(destination) and bool(identity.origins(destination))
 
 
+class ReadLayers(NamedTuple):
+    layers: Layers
+    cilium: ActualConnectivity  # what the Cilium reader found besides the model
+    identity_problems: tuple[Diagnostic, ...]  # what the Istio reader found
+
+
+def read_layers(inventory: Inventory, endpoints: Sequence[Endpoint],
+                files: Mapping[str, bytes], display_root: str = DEFAULT_OUTPUT_DIR
+                ) -> ReadLayers:
+    """Both layers of a rendered tree, over ``endpoints`` (verify, and the pull-request
+    picture of a change)."""
+    cilium = actual_connectivity(inventory, endpoints, files, display_root)
+    identity, problems = read_identity_layer(inventory, endpoints, cilium.istio_documents)
+    layers = Layers(cilium.model, gateway_hops(inventory, endpoints), identity)
+    return ReadLayers(layers, cilium, tuple(problems))
+
+
 # --------------------------------------------------------------------------- comparison
 
 
-def identity_problems(layers: Layers) -> list[Diagnostic]:
-    """Every flow the identity layer decides unlike its intent, and every namespace that is
-    not STRICT where it must be."""
-    actual, intended = layers.identity, layers.intended_identity
+def identity_problems(layers: Layers, intended: IdentityLayer) -> list[Diagnostic]:
+    """Every flow the identity layer decides unlike its ``intended`` one, and every namespace
+    that is not STRICT where it must be."""
+    actual = layers.identity
     if not (actual.active or intended.active):
         return []
     out: list[Diagnostic] = []
@@ -109,10 +128,10 @@ def identity_problems(layers: Layers) -> list[Diagnostic]:
         cilium = layers.cilium_flow(i, j)
         extra, missing = found - wanted, wanted - found
         if extra:
-            out.append(_admitted(layers, src, dst, i, j, extra, cilium))
+            out.append(_admitted(layers, intended, dst, i, j, extra, cilium))
         if missing:
-            out.append(_refused(layers, src, dst, i, j, missing, cilium))
-    out += _strict_problems(layers)
+            out.append(_refused(layers, intended, dst, i, j, missing, cilium))
+    out += _strict_problems(layers, intended)
     return out
 
 
@@ -131,9 +150,9 @@ def _list(origins: Iterable[Origin], limit: int = 3) -> str:
     return "; ".join(shown[:limit]) + (f"; and {more} more" if more > 0 else "")
 
 
-def _admitted(layers: Layers, src: Endpoint, dst: Endpoint, i: int, j: int, extra: PortSet,
-              cilium: PortSet) -> Diagnostic:
-    intended, actual = layers.intended_identity, layers.identity
+def _admitted(layers: Layers, intended: IdentityLayer, dst: Endpoint, i: int, j: int,
+              extra: PortSet, cilium: PortSet) -> Diagnostic:
+    actual = layers.identity
     restrictors = intended.origins(j)
     location = restrictors[0].location if restrictors else Location("(requirements)")
     by = _list(actual.origins(j)) or "no AuthorizationPolicy (every client is admitted)"
@@ -147,9 +166,9 @@ def _admitted(layers: Layers, src: Endpoint, dst: Endpoint, i: int, j: int, extr
                  f"by {by}: {tail}")
 
 
-def _refused(layers: Layers, src: Endpoint, dst: Endpoint, i: int, j: int, missing: PortSet,
-             cilium: PortSet) -> Diagnostic:
-    intended, actual = layers.intended_identity, layers.identity
+def _refused(layers: Layers, intended: IdentityLayer, dst: Endpoint, i: int, j: int,
+             missing: PortSet, cilium: PortSet) -> Diagnostic:
+    actual = layers.identity
     admitting = intended.origins(j)
     found = actual.origins(j)
     location = (admitting or found or [Origin(Location("(rendered)"), "")])[0].location
@@ -166,8 +185,8 @@ def _refused(layers: Layers, src: Endpoint, dst: Endpoint, i: int, j: int, missi
                  f"{tail}")
 
 
-def _strict_problems(layers: Layers) -> Iterator[Diagnostic]:
-    actual, intended = layers.identity, layers.intended_identity
+def _strict_problems(layers: Layers, intended: IdentityLayer) -> Iterator[Diagnostic]:
+    actual = layers.identity
     seen: set[tuple[str, str, str]] = set()
     for j, e in enumerate(actual.endpoints):
         if not intended.applies(j):
@@ -188,11 +207,12 @@ def _strict_problems(layers: Layers) -> Iterator[Diagnostic]:
                     "a plaintext client passes where no ALLOW policy applies")
 
 
-def gateway_egress_warnings(layers: Layers) -> list[Diagnostic]:
-    """Flows between Istio networks that a client's egress requirement does not allow, yet both
-    layers do: Cilium restricts such egress only up to the remote east-west gateway, so the
-    destination's own ingress must refuse them (one warning per client and cluster)."""
-    hops, cilium, intended = layers.hops, layers.cilium, layers.intended_cilium
+def gateway_egress_warnings(layers: Layers, intended: Connectivity) -> list[Diagnostic]:
+    """Flows between Istio networks that a client's egress requirement (in ``intended``) does
+    not allow, yet both layers do: Cilium restricts such egress only up to the remote
+    east-west gateway, so the destination's own ingress must refuse them (one warning per
+    client and cluster)."""
+    hops, cilium = layers.hops, layers.cilium
     if not hops.active:
         return []
     groups: dict[tuple[int, str], list[str]] = {}

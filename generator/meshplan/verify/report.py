@@ -9,14 +9,17 @@ from pathlib import Path
 from ..diagnostics import Diagnostic, sorted_diagnostics
 from ..model import Inventory
 from ..outputs import DEFAULT_OUTPUT_DIR
-from .cilium import actual_connectivity
 from .compare import Mismatch, compare, dns_problems, half_open
 from .connectivity import Connectivity
 from .endpoints import Endpoint, inventory_endpoints, is_dns_flow
-from .gateways import gateway_hops
 from .intent import intended_connectivity, intended_identity_layer
-from .istio import read_identity_layer
-from .layers import Layers, annotate_cilium, gateway_egress_warnings, identity_problems
+from .layers import (
+    Layers,
+    annotate_cilium,
+    gateway_egress_warnings,
+    identity_problems,
+    read_layers,
+)
 from .ports import PortSet
 from .services import load_balancing_problems
 
@@ -66,22 +69,19 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
     """Compare the rendered files (relative to the output root) with the requirements: the
     Cilium layer and, with Istio members, the identity layer."""
     endpoints = inventory_endpoints(inventory)
-    hops = gateway_hops(inventory, endpoints)
-    actual, problems, policies, services, istio_documents = actual_connectivity(
-        inventory, endpoints, files, display_root)
-    identity, identity_reading = read_identity_layer(inventory, endpoints, istio_documents)
+    layers, cilium, identity_reading = read_layers(inventory, endpoints, files, display_root)
+    actual, hops, identity = layers.cilium, layers.hops, layers.identity
     intended = intended_connectivity(inventory, endpoints, hops)
-    layers = Layers(actual, hops, identity, intended,
-                    intended_identity_layer(inventory, endpoints))
     mismatches = compare(actual, intended, hops)
-    diagnostics = [*problems, *identity_reading, *annotate_cilium(mismatches, layers),
-                   *identity_problems(layers), *gateway_egress_warnings(layers),
+    diagnostics = [*cilium.problems, *identity_reading, *annotate_cilium(mismatches, layers),
+                   *identity_problems(layers, intended_identity_layer(inventory, endpoints)),
+                   *gateway_egress_warnings(layers, intended),
                    *dns_problems(actual), *half_open(intended),
-                   *load_balancing_problems(actual, services)]
+                   *load_balancing_problems(actual, cilium.services)]
     cilium_flows = actual.flows()
     flows = layers.flows() if (hops.active or identity.active) else cilium_flows
     return VerifyReport(endpoints, actual, intended, flows, tuple(mismatches),
-                        sorted_diagnostics(diagnostics), policies, layers, cilium_flows,
+                        sorted_diagnostics(diagnostics), cilium.policies, layers, cilium_flows,
                         layers.protected(flows))
 
 
