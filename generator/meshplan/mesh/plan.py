@@ -126,11 +126,11 @@ def gateway_sources(cluster: Cluster) -> tuple[str, ...]:
 
 def gateway_clients(plan: MeshPlan, member: IstioMember) -> list[IstioMember]:
     """The members whose flows into ``member`` cross its east-west gateway: on another
-    network, with an intended flow to it (inventory order)."""
+    network, with an intended flow to it (sorted by cluster)."""
     ref = member.ref
-    sources = plan.flows.into.get(ref, frozenset())
-    return [other for other in plan.istio_members
-            if other.ref in sources and plan.gateway_route(other.ref, ref)]
+    members = plan.istio_refs
+    return [members[source] for source in sorted(plan.flows.into.get(ref, ()))
+            if source in members and plan.gateway_route(source, ref)]
 
 
 def plan_mesh(inventory: Inventory) -> MeshPlan | None:
