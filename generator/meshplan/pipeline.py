@@ -1,5 +1,5 @@
-"""Stage sequencing, and only here: load -> schema -> model -> check -> refine -> (mesh plan)
--> render.
+"""Stage sequencing, and only here: load -> schema -> model -> check -> refine -> (mesh plan
+-> monitoring) -> render.
 
 Each function only sequences stages (and hands the result to the command that needs a whole
 run: verify, diff, publish, propose-ids); the work lives in the stage modules, which never
@@ -42,6 +42,9 @@ from .model import (
     build_requirement,
     with_implied_namespaces,
 )
+from .observability.check import check_observability_inputs, check_observability_plan
+from .observability.plan import plan_observability
+from .observability.render import with_observability_objects
 from .outputs import DEFAULT_OUTPUT_DIR, read_tree
 from .refine import Plan, refine
 from .render import Rendered, render
@@ -144,6 +147,7 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
     diagnostics.extend(check_inventory(inventory, frozenset(broken_domains)))
     diagnostics.extend(check_destinations(inventory))
     diagnostics.extend(check_mesh_inputs(inventory, ids_optional=proposing_ids))
+    diagnostics.extend(check_observability_inputs(inventory))
     if has_errors(diagnostics):
         return Analysis(None, None, sorted_diagnostics(diagnostics))
     plan = refine(inventory)
@@ -151,6 +155,10 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
     if mesh_plan is not None:
         diagnostics.extend(check_mesh_plan(mesh_plan, ids_optional=proposing_ids))
         plan = with_mesh_objects(plan, mesh_plan)
+        monitoring = plan_observability(mesh_plan)
+        if monitoring is not None:
+            diagnostics.extend(check_observability_plan(monitoring))
+            plan = with_observability_objects(plan, monitoring)
     ordered = sorted_diagnostics((*diagnostics, *plan.diagnostics))
     if has_errors(ordered):
         return Analysis(None, None, ordered)

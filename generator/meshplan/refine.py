@@ -32,6 +32,7 @@ from .vocabulary import (
     ARGOCD_SYNC_WAVE_ANNOTATION,
     CILIUM_CLUSTER_LABEL,
     CLUSTERWIDE_POLICY_KIND,
+    CONFIG_MAP_KIND,
     DNS_APP,
     DNS_APP_LABEL,
     DNS_NAMESPACE,
@@ -45,15 +46,18 @@ from .vocabulary import (
     NAMESPACE_LABELS_PREFIX,
     NETWORK_POLICY_KIND,
     POD_NAMESPACE_LABEL,
+    PROMETHEUS_RULE_KIND,
     REQUIRED_BY_ANNOTATION,
+    SCRAPE_CONFIG_KIND,
     SERVICE_KIND,
     SHARED_SERVICE_ANNOTATION,
     SOURCE_ANNOTATION,
 )
 
-# A cluster's objects in this order (the Gateway comes from the mesh plan: meshplan.mesh.render).
+# A cluster's objects in this order (the Gateway comes from the mesh plan: meshplan.mesh.render;
+# the monitoring kinds from meshplan.observability.render).
 KIND_ORDER = (NAMESPACE_KIND, SERVICE_KIND, CLUSTERWIDE_POLICY_KIND, NETWORK_POLICY_KIND,
-              GATEWAY_KIND)
+              GATEWAY_KIND, PROMETHEUS_RULE_KIND, SCRAPE_CONFIG_KIND, CONFIG_MAP_KIND)
 SYNC_WAVE = {NAMESPACE_KIND: "-2", SERVICE_KIND: "-1"}
 
 DNS_PEER_LABELS = {K8S_POD_NAMESPACE_LABEL: DNS_NAMESPACE, f"k8s:{DNS_APP_LABEL}": DNS_APP}
