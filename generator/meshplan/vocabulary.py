@@ -120,4 +120,5 @@ PROM_CLUSTER_LABEL = "cluster"  # the cluster a series comes from (its Cilium/Is
 PROM_DOMAIN_LABEL = "meshplan_domain"
 PROM_MESHPLAN_CLUSTER_LABEL = "meshplan_cluster"  # meshplan's <domain>/<cluster>
 PROM_REQUIREMENT_LABEL = "meshplan_requirement"  # the requirement file(s) an alert protects
+PROM_PEER_LABEL = "meshplan_peer"  # a ClusterMesh peer's <domain>/<cluster>
 PROM_SEVERITY_LABEL = "severity"

@@ -150,6 +150,23 @@ def test_a_mesh_plan_when_asked_for_renders_cleanly(tmp_path: Path) -> None:
     assert regions == {0, 1, 2}
 
 
+def test_monitoring_when_asked_for_renders_cleanly(tmp_path: Path) -> None:
+    """``+mesh+obs``: the Mesh document's observability section, every cluster but the first
+    federated by it, every cluster watched."""
+    size = parse_size("12x3x8x80+mesh+obs")
+    assert size is not None and size.mesh and size.observability
+    for bad in ("M+obs", "S+obs", "12x3x8x80+obs+mesh"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    generate("12x3x8x80+mesh+obs", 5, tmp_path)
+    rendered, diagnostics = render_repository(tmp_path)  # no error
+    assert [d for d in diagnostics if "observability" in d.path] == []
+    rules = [f for f in rendered.files if f.path.endswith("prometheus-rules.yaml")]
+    scrapes = [f for f in rendered.files if f.path.endswith("scrape-configs.yaml")]
+    assert len(rules) == 36 and len(scrapes) == 1
+    assert scrapes[0].content.count(b"kind: ScrapeConfig") == 35
+
+
 def test_the_mix_is_realistic(small_repo: Path) -> None:
     inventory = read_inventory(small_repo)
     services = [s for d in inventory.values() for s in d["services"].values()]

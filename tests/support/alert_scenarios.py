@@ -182,29 +182,39 @@ def _hubble_drops(rule: AlertRule) -> Iterator[Situation]:
                                 traffic_direction=direction, protocol="TCP", **where)])
 
 
-def _peer_not_ready(rule: AlertRule) -> Iterator[Situation]:
-    peer = rule.labels["target_cluster"]
-    labels = rule.record_labels("meshplan:clustermesh_peer_readiness:min")
+def _peers(rule: AlertRule) -> list[dict[str, str]]:
+    """The labels of the peers' info series (``meshplan:clustermesh_peer:info``)."""
+    return [dict(r.get("labels") or {})
+            for r in rule.records.get("meshplan:clustermesh_peer:info", [])]
+
+
+def _readiness(peers: list[dict[str, str]], broken: str = "") -> list[Series]:
+    """Two agents' readiness of every peer; one agent lost ``broken``."""
     metric = "cilium_clustermesh_remote_cluster_readiness_status"
-    yield Situation(f"one agent disconnected from {peer}",
-                    [series(metric, constant(1), target_cluster=peer, pod="cilium-a"),
-                     series(metric, constant(0), target_cluster=peer, pod="cilium-b")],
-                    [{**labels, "target_cluster": peer}], 0)
-    yield Situation(f"every agent connected to {peer}",
-                    [series(metric, constant(1), target_cluster=peer, pod="cilium-a"),
-                     series(metric, constant(1), target_cluster=peer, pod="cilium-b")])
+    return [series(metric, constant(0 if p["target_cluster"] == broken and pod == "cilium-b"
+                                    else 1), target_cluster=p["target_cluster"], pod=pod)
+            for p in peers for pod in ("cilium-a", "cilium-b")]
+
+
+def _peer_not_ready(rule: AlertRule) -> Iterator[Situation]:
+    peers = _peers(rule)
+    readiness = rule.record_labels("meshplan:clustermesh_peer_readiness:min")
+    for peer in peers:
+        name = peer["target_cluster"]
+        joined = {k: v for k, v in peer.items()
+                  if k in ("target_cluster", "meshplan_peer", "meshplan_requirement")}
+        yield Situation(f"one agent disconnected from {name}", _readiness(peers, name),
+                        [{**readiness, **joined}], 0)
+    yield Situation("every agent connected to every peer", _readiness(peers))
 
 
 def _peer_missing(rule: AlertRule) -> Iterator[Situation]:
-    """Every other peer of the file has its series (their own absent() stay silent)."""
-    peer = rule.labels["target_cluster"]
-    peers = sorted({str(s["labels"]["target_cluster"]) for s in rule.siblings})
-    metric = "cilium_clustermesh_remote_cluster_readiness_status"
-    present = [series(metric, constant(1), target_cluster=p, pod="cilium-a")
-               for p in peers if p != peer]
-    yield Situation(f"no readiness series for {peer}", present, [{"target_cluster": peer}])
-    yield Situation(f"a readiness series for {peer}",
-                    [*present, series(metric, constant(1), target_cluster=peer, pod="cilium-a")])
+    peers = _peers(rule)
+    for peer in peers:
+        others = [p for p in peers if p is not peer]
+        yield Situation(f"no readiness series for {peer['target_cluster']}", _readiness(others),
+                        [peer])
+    yield Situation("a readiness series for every peer", _readiness(peers))
 
 
 def _federation_job(rule: AlertRule) -> str:

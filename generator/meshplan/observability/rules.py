@@ -53,6 +53,7 @@ from ..vocabulary import (
     PROM_CLUSTER_LABEL,
     PROM_DOMAIN_LABEL,
     PROM_MESHPLAN_CLUSTER_LABEL,
+    PROM_PEER_LABEL,
     PROM_REQUIREMENT_LABEL,
     PROM_SEVERITY_LABEL,
     REPORTER_LABEL,
@@ -73,6 +74,7 @@ ISTIOD_CERT_HOURS = "meshplan:istiod_cert_expiry:hours"
 CILIUM_POLICY_DROPS = f"meshplan:cilium_policy_drops:rate{RATE_WINDOW}"
 HUBBLE_POLICY_DROPS = f"meshplan:hubble_policy_drops:rate{RATE_WINDOW}"
 PEER_READINESS = "meshplan:clustermesh_peer_readiness:min"
+PEER_INFO = "meshplan:clustermesh_peer:info"
 WORKLOAD_CERTIFICATE = "default"  # the sidecar's SDS resource name of its workload certificate
 NAMESPACE = "namespace"  # the label prometheus-operator's monitors put on every target
 DIRECTION = "direction"  # cilium_drop_count_total's direction label (INGRESS, EGRESS)
@@ -250,9 +252,18 @@ def _drop_records(plan: ObservabilityPlan, watch: Watch, labels: Mapping[str, st
 
 
 def _clustermesh_records(watch: Watch, labels: Mapping[str, str]) -> Iterator[Rule]:
-    if watch.peers:
-        yield record(PEER_READINESS, f"min by ({TARGET_CLUSTER_LABEL}) "
-                     f"({CILIUM_PEER_READINESS})", labels)
+    """The peers the mesh plan connects (one small info series each, with the peer's name in
+    meshplan's terms and the requirement that needs it), and their readiness: the alerts
+    join the two, so a cluster with hundreds of peers still has two alerting rules."""
+    if not watch.peers:
+        return
+    for link in watch.peers:
+        peer = {TARGET_CLUSTER_LABEL: link.cluster.mesh_name, PROM_PEER_LABEL: where(link.cluster)}
+        if link.requirement is not None:
+            peer[PROM_REQUIREMENT_LABEL] = link.requirement.file
+        yield record(PEER_INFO, "vector(1)", {**labels, **peer})
+    yield record(PEER_READINESS, f"min by ({TARGET_CLUSTER_LABEL}) "
+                 f"({CILIUM_PEER_READINESS})", labels)
 
 
 def _hubble_record(protection: Protection, labels: Mapping[str, str]) -> Rule:
@@ -455,41 +466,42 @@ def _drop_alerts(plan: ObservabilityPlan, watch: Watch) -> Iterator[Rule]:
 
 
 def _clustermesh_alerts(plan: ObservabilityPlan, watch: Watch) -> Iterator[Rule]:
+    if not watch.peers:
+        return
     duration = plan.settings.durations["clusterMesh"]
     cluster = watch.cluster
-    for link in watch.peers:
-        peer = link.cluster
-        name = peer.mesh_name  # Cilium's cluster.name: the target_cluster label
-        causes = () if link.requirement is None else (link.requirement,)
-        address = peer.clustermesh.address if peer.clustermesh is not None else None
-        labels, annotations = context(watch, "critical", causes,
-                                      **{TARGET_CLUSTER_LABEL: name})
-        yield alert(
-            "MeshplanClusterMeshPeerNotReady",
-            f"{selector(PEER_READINESS, **{TARGET_CLUSTER_LABEL: name})} < 1", duration, labels,
-            {"summary": f"ClusterMesh peer {where(peer)} is not ready in {where(cluster)}",
-             "description": (
-                 f"Cilium agents of {where(cluster)} report the ClusterMesh connection to "
-                 f"{where(peer)} (Cilium cluster {name}) as not ready: flows between the two "
-                 f"clusters fail, and global Services lose {where(peer)}'s backends. Check "
-                 "cilium clustermesh status in both clusters, the clustermesh-apiserver of "
-                 f"{where(peer)} at {address}, the shared CA (Secret cilium-ca) and the "
-                 "network path between the clusters."),
-             **annotations})
-        labels, annotations = context(watch, "warning", causes,
-                                      **{TARGET_CLUSTER_LABEL: name})
-        yield alert(
-            "MeshplanClusterMeshPeerMissing",
-            f"absent({selector(CILIUM_PEER_READINESS, **{TARGET_CLUSTER_LABEL: name})})",
-            duration, labels,
-            {"summary": f"No ClusterMesh readiness for peer {where(peer)} in {where(cluster)}",
-             "description": (
-                 f"The Prometheus of {where(cluster)} has no {CILIUM_PEER_READINESS} for "
-                 f"{name} ({where(peer)}): either the Cilium agents do not know the peer (the "
-                 f"cilium values of {where(cluster)}, mesh/{cluster.domain}/{cluster.name}/"
-                 "cilium-values.yaml, are not applied), or they are not scraped (cilium chart "
-                 "value prometheus.enabled and a ServiceMonitor)."),
-             **annotations})
+    peer = f"{{{{ $labels.{PROM_PEER_LABEL} }}}} (Cilium cluster {{{{ $labels.target_cluster }}}})"
+    intended = (f"{{{{ with $labels.{PROM_REQUIREMENT_LABEL} }}}} (flows intended by "
+                "{{ . }}){{ end }}")
+    join = f"on ({TARGET_CLUSTER_LABEL}) group_left ({PROM_PEER_LABEL}, {PROM_REQUIREMENT_LABEL})"
+    labels, annotations = context(watch, "critical")
+    yield alert(
+        "MeshplanClusterMeshPeerNotReady", f"({PEER_READINESS} < 1) * {join} {PEER_INFO}",
+        duration, labels,
+        {"summary": f"ClusterMesh peer {{{{ $labels.{PROM_PEER_LABEL} }}}} is not ready in "
+                    f"{where(cluster)}",
+         "description": (
+             f"Cilium agents of {where(cluster)} report the ClusterMesh connection to {peer} "
+             f"as not ready: flows between the two clusters{intended} fail, and global "
+             "Services lose the peer's backends. Check cilium clustermesh status in both "
+             "clusters, the peer's clustermesh-apiserver (its address is in the cilium "
+             f"values of {where(cluster)}), the shared CA (Secret cilium-ca) and the network "
+             "path between the clusters."),
+         **annotations})
+    labels, annotations = context(watch, "warning")
+    yield alert(
+        "MeshplanClusterMeshPeerMissing",
+        f"{PEER_INFO} unless on ({TARGET_CLUSTER_LABEL}) {CILIUM_PEER_READINESS}",
+        duration, labels,
+        {"summary": (f"No ClusterMesh readiness for peer {{{{ $labels.{PROM_PEER_LABEL} }}}} in "
+                     f"{where(cluster)}"),
+         "description": (
+             f"The Prometheus of {where(cluster)} has no {CILIUM_PEER_READINESS} for {peer}"
+             f"{intended}: either the Cilium agents do not know the peer (the cilium values "
+             f"of {where(cluster)}, mesh/{cluster.domain}/{cluster.name}/cilium-values.yaml, "
+             "are not applied), or they are not scraped (cilium chart value "
+             "prometheus.enabled and a ServiceMonitor)."),
+         **annotations})
 
 
 # --------------------------------------------------------------------------- federation
