@@ -65,6 +65,10 @@ STAGE_HOOKS = (
     ("plan_mesh", "mesh"),
     ("check_mesh_plan", "mesh"),
     ("with_mesh_objects", "mesh"),
+    ("check_observability_inputs", "mesh"),  # and its monitoring (+mesh+obs)
+    ("plan_observability", "mesh"),
+    ("check_observability_plan", "mesh"),
+    ("with_observability_objects", "mesh"),
     ("render", "render"),
 )
 STAGES = ("load", "schema", "model", "check", "refine", "mesh", "render", "write")

@@ -14,6 +14,8 @@ Sizes (issue #6):
 * ``DxCxSxR`` - a custom size, e.g. ``3x3x8x30`` (domains x clusters per domain x services per
   domain x requirements in total). ``DxCxSxR+ids`` also writes ``meshId`` (needs at most 255
   clusters in total).
+* ``+mesh`` adds a mesh plan (``inventory/mesh.yaml``); ``+mesh+obs`` also its monitoring
+  (``spec.observability``, every other cluster federated by the first one, Hubble on).
 
 Every generated repository is valid under meshplan's rules (the tests check it): services run
 in 1-3 clusters of their domain and about a third are exported (some to ``*``, the rest to 1-4
@@ -89,6 +91,7 @@ class Size:
     requirements: int  # in total, spread evenly over the domains
     mesh_ids: bool = False  # write meshId (unique 1-255, so at most 255 clusters in total)
     mesh: bool = False  # a Mesh document: every cluster a ClusterMesh member, peers: needed
+    observability: bool = False  # +obs: the Mesh document's observability section
 
     @property
     def clusters(self) -> int:
@@ -106,6 +109,7 @@ SIZES: dict[str, Size] = {
 }
 _CUSTOM = re.compile(r"(\d+)x(\d+)x(\d+)x(\d+)(\+ids)?")
 MESH_SUFFIX = "+mesh"
+OBSERVABILITY_SUFFIX = "+obs"  # after +mesh: the monitoring too
 # With a mesh plan, calls between domains stay within regions of this many domains: one
 # ClusterMesh cannot connect a thousand clusters that all call each other (cluster IDs must
 # differ among every cluster and the clusters it connects to, within 255 or 511 IDs), and
@@ -118,6 +122,12 @@ def parse_size(text: str) -> Size | None:
     ``+mesh`` after M, L or a custom size adds a mesh plan (``inventory/mesh.yaml``)."""
     if text == BUNDLED:
         return None
+    if text.endswith(OBSERVABILITY_SUFFIX):
+        base = parse_size(text.removesuffix(OBSERVABILITY_SUFFIX))
+        if base is None or not base.mesh:
+            raise ValueError(f"size {text!r}: +obs goes after +mesh (it is part of the Mesh "
+                             "document)")
+        return replace(base, name=text, observability=True)
     if text.endswith(MESH_SUFFIX):
         base = parse_size(text.removesuffix(MESH_SUFFIX))
         if base is None or base.mesh_ids:
@@ -287,6 +297,10 @@ class _Generator:
                 if self.size.mesh:
                     index = cluster.index
                     entry["clustermesh"] = {"address": f"198.18.{index // 250}.{index % 250 + 1}"}
+                if self.size.observability and cluster.index > 0:  # the first one federates
+                    entry["observability"] = {
+                        "prometheus": f"https://prometheus.{cluster.name}.{domain.name}.example",
+                        "bearerTokenSecret": f"federation-{domain.name}-{cluster.name}"}
                 clusters.append(entry)
             services = []
             for s in domain.services:
@@ -302,7 +316,16 @@ class _Generator:
                 "spec": {"clusters": clusters, "services": services},
             }
         if self.size.mesh:
-            yield "inventory/mesh.yaml", MESH_DOCUMENT
+            yield "inventory/mesh.yaml", self.mesh_document()
+
+    def mesh_document(self) -> dict[str, Any]:
+        if not self.size.observability:
+            return MESH_DOCUMENT
+        central = f"{self.domains[0].name}/{self.domains[0].clusters[0].name}"
+        spec = {**MESH_DOCUMENT["spec"], "observability": {
+            "centralCluster": central, "selectorLabels": {"release": "kube-prometheus-stack"},
+            "hubble": True}}
+        return {**MESH_DOCUMENT, "spec": spec}
 
     # -- requirements -------------------------------------------------------------------
 
