@@ -54,6 +54,17 @@ def test_the_schema_refuses_malformed_fields(tmp_path: Path) -> None:
     ]
 
 
+def test_a_federation_interval_below_the_scrape_timeout(tmp_path: Path) -> None:
+    code, lines = problems(observed_repo(federationInterval="5s").write(tmp_path))
+    assert code == 1
+    assert [line for line in lines if "federationInterval" in line] == [
+        "inventory/mesh.yaml:23:25: spec.observability.federationInterval: expected at least "
+        "10s (the scrape timeout Prometheus uses by default may not exceed the interval, and "
+        "meshplan's rules change once a minute), found '5s'"]
+    code, _ = problems(observed_repo(federationInterval="1m30s").write(tmp_path / "ok"))
+    assert code == 0
+
+
 def test_credentials_in_the_url_are_refused_without_repeating_them(tmp_path: Path) -> None:
     repo = observed_repo()
     repo.cluster("us1")["observability"]["prometheus"] = "https://admin:s3cr3t@prom.example.com"

@@ -98,6 +98,7 @@ class ObservabilitySettings:
     durations: Mapping[str, str]  # DEFAULT_FOR's keys, every one filled in
     location: Location  # of the ``observability`` key
     central_location: Location
+    interval_location: Location
 
 
 @dataclass(frozen=True)
@@ -176,4 +177,5 @@ def _observability(doc: Document, data: Mapping[str, Any]) -> ObservabilitySetti
         durations={**DEFAULT_FOR, **(data.get("for") or {})},
         location=doc.key_location(here),
         central_location=doc.location((*here, "centralCluster")),
+        interval_location=doc.location((*here, "federationInterval")),
     )

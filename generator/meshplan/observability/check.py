@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from ..check import did_you_mean
@@ -20,6 +21,15 @@ from ..model import Cluster, Inventory
 from .plan import ObservabilityPlan, find_cluster
 
 CENTRAL_PATH = "spec.observability.centralCluster"
+SCRAPE_TIMEOUT_SECONDS = 10  # Prometheus' default scrape_timeout: an interval must not be less
+_DURATION_PARTS = re.compile(r"(\d+)(ms|[ywdhms])")
+_SECONDS = {"y": 31_536_000, "w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1,
+            "ms": 0.001}
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus duration (schema-valid) in seconds."""
+    return sum(int(n) * _SECONDS[unit] for n, unit in _DURATION_PARTS.findall(duration))
 
 
 def check_observability_inputs(inventory: Inventory) -> list[Diagnostic]:
@@ -30,6 +40,12 @@ def check_observability_inputs(inventory: Inventory) -> list[Diagnostic]:
     if settings is None:
         problems += _entries_without_settings(clusters)
         return problems
+    if seconds(settings.federation_interval) < SCRAPE_TIMEOUT_SECONDS:
+        problems.append(error(settings.interval_location, "spec.observability.federationInterval",
+                              f"expected at least {SCRAPE_TIMEOUT_SECONDS}s (the scrape timeout "
+                              "Prometheus uses by default may not exceed the interval, and "
+                              "meshplan's rules change once a minute), found "
+                              f"'{settings.federation_interval}'"))
     if find_cluster(inventory, settings.central_cluster) is None:
         known = [f"{c.domain}/{c.name}" for c in clusters]
         problems.append(error(settings.central_location, CENTRAL_PATH, "expected a cluster of "
