@@ -27,12 +27,12 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from meshplan.pipeline import render_repository
 
 from tests.support.dashboard_picture import PICTURE, dashboards_in, draw, layout_html
 from tests.support.k8s import SCHEMA_DIR
 from tests.support.observability_fixture import observed_repo
 from tests.support.promtool import check_rules, prometheus_rules, write_rule_file
+from tests.support.rendered import render_files
 from tests.support.repos import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
@@ -40,10 +40,6 @@ GRAFANA_DIR = SCHEMA_DIR / "grafana"
 GRID_WIDTH = 24
 VARIABLES = {"$cluster": ".+", "$namespace": ".+", "${datasource}": "prometheus"}
 
-
-def render_files(repo: Path) -> dict[str, bytes]:
-    rendered, _ = render_repository(repo)
-    return {f.path: f.content for f in rendered.files}
 
 
 def validator(name: str) -> jsonschema.Draft7Validator:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -24,19 +23,13 @@ from meshplan.write import write_tree
 from tests.support.k8s import kustomize_build, validate_object
 from tests.support.mesh_fixture import mesh_repo
 from tests.support.observability_fixture import SELECTOR, observed_repo
+from tests.support.rendered import documents, render_files
 from tests.support.repos import REPO_ROOT, copy_example
 
 EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 MONITORING_FILES = ("prometheus-rules.yaml", "scrape-configs.yaml", "dashboards.yaml")
 
 
-def render_files(repo: Path) -> dict[str, bytes]:
-    rendered, _ = render_repository(repo)
-    return {f.path: f.content for f in rendered.files}
-
-
-def documents(content: bytes) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(content) if d is not None]
 
 
 @pytest.fixture(scope="module")

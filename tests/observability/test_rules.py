@@ -23,7 +23,7 @@ import pytest
 import yaml
 from meshplan.mesh.plan import plan_mesh
 from meshplan.observability.strict import strict_namespaces
-from meshplan.pipeline import render_repository, validated
+from meshplan.pipeline import validated
 
 from tests.support.alert_scenarios import SITUATIONS, UnknownAlert, unit_tests
 from tests.support.observability_fixture import observed_repo
@@ -33,15 +33,12 @@ from tests.support.promtool import (
     run_rule_tests,
     write_rule_file,
 )
+from tests.support.rendered import render_files
 from tests.support.repos import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 EVERY_ALERT = {*SITUATIONS, "MeshplanIstioCACertificateExpiresSoon"}
 
-
-def render_files(repo: Path) -> dict[str, bytes]:
-    rendered, _ = render_repository(repo)
-    return {f.path: f.content for f in rendered.files}
 
 
 @pytest.fixture(scope="module", params=["hubble", "agent", "example"])
