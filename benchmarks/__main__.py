@@ -67,6 +67,10 @@ STAGE_HOOKS = (
     ("with_mesh_objects", "mesh"),
     ("plan_identity", "mesh"),  # the identity layer (sizes with +istio)
     ("with_identity_objects", "mesh"),
+    ("check_observability_inputs", "mesh"),  # and its monitoring (sizes with +obs)
+    ("plan_observability", "mesh"),
+    ("check_observability_plan", "mesh"),
+    ("with_observability_objects", "mesh"),
     ("render", "render"),
 )
 STAGES = ("load", "schema", "model", "check", "refine", "mesh", "render", "write")

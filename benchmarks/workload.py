@@ -19,6 +19,8 @@ Sizes (issue #6):
   and an east-west gateway address of its own, every service a service account of its name,
   each cluster its own Istio network (with ``+mesh``: one network per domain). With either,
   calls between domains stay within regions of ``REGION_DOMAINS`` domains.
+* ``+obs`` last, after ``+mesh`` and/or ``+istio``: the Mesh document's monitoring too
+  (``spec.observability``, every other cluster federated by the first one, Hubble on).
 
 Every generated repository is valid under meshplan's rules (the tests check it): services run
 in 1-3 clusters of their domain and about a third are exported (some to ``*``, the rest to 1-4
@@ -77,13 +79,20 @@ MESH_DOCUMENT: dict[str, Any] = {
 ISTIO_SETTINGS: dict[str, Any] = {"meshID": "benchmark", "rootCA": {"existingSecret": "cacerts"}}
 
 
-def mesh_document(size: Size) -> dict[str, Any]:
-    """The Mesh document of a ``+mesh`` and/or ``+istio`` size."""
+OBSERVABILITY_SETTINGS: dict[str, Any] = {"selectorLabels": {"release": "kube-prometheus-stack"},
+                                          "hubble": True}
+
+
+def mesh_document(size: Size, central: str) -> dict[str, Any]:
+    """The Mesh document of a ``+mesh`` and/or ``+istio`` size (``+obs``: ``central``, the
+    first cluster as ``<domain>/<cluster>``, federates every other)."""
     spec: dict[str, Any] = {}
     if size.mesh:
         spec.update(MESH_DOCUMENT["spec"])
     if size.istio:
         spec["istio"] = ISTIO_SETTINGS
+    if size.observability:
+        spec["observability"] = {"centralCluster": central, **OBSERVABILITY_SETTINGS}
     return {**MESH_DOCUMENT, "spec": spec}
 
 
@@ -108,6 +117,7 @@ class Size:
     mesh_ids: bool = False  # write meshId (unique 1-255, so at most 255 clusters in total)
     mesh: bool = False  # a Mesh document: every cluster a ClusterMesh member, peers: needed
     istio: bool = False  # every cluster an Istio member: the identity layer (issue 12)
+    observability: bool = False  # +obs: the Mesh document's observability section
 
     @property
     def regional(self) -> bool:
@@ -131,6 +141,7 @@ SIZES: dict[str, Size] = {
 _CUSTOM = re.compile(r"(\d+)x(\d+)x(\d+)x(\d+)(\+ids)?")
 MESH_SUFFIX = "+mesh"
 ISTIO_SUFFIX = "+istio"
+OBSERVABILITY_SUFFIX = "+obs"  # last, after +mesh and/or +istio: the monitoring too
 # With a mesh plan, calls between domains stay within regions of this many domains: one
 # ClusterMesh cannot connect a thousand clusters that all call each other (cluster IDs must
 # differ among every cluster and the clusters it connects to, within 255 or 511 IDs), and
@@ -140,13 +151,20 @@ REGION_DOMAINS = 5
 
 def parse_size(text: str) -> Size | None:
     """``S`` -> None (the bundled example), ``M``/``L`` -> presets, ``DxCxSxR[+ids]`` -> custom;
-    ``+mesh`` after M, L or a custom size adds a mesh plan (``inventory/mesh.yaml``), and
-    ``+istio`` (after those or ``+mesh``) makes every cluster an Istio member."""
+    ``+mesh`` after M, L or a custom size adds a mesh plan (``inventory/mesh.yaml``),
+    ``+istio`` (after those or ``+mesh``) makes every cluster an Istio member, and ``+obs``
+    (last, after either) adds the Mesh document's monitoring."""
     if text == BUNDLED:
         return None
+    if text.endswith(OBSERVABILITY_SUFFIX):
+        base = parse_size(text.removesuffix(OBSERVABILITY_SUFFIX))
+        if base is None or not (base.mesh or base.istio):
+            raise ValueError(f"size {text!r}: +obs goes after +mesh or +istio (it is part of "
+                             "the Mesh document)")
+        return replace(base, name=text, observability=True)
     if text.endswith(ISTIO_SUFFIX):
         base = parse_size(text.removesuffix(ISTIO_SUFFIX))
-        if base is None or base.mesh_ids:
+        if base is None or base.mesh_ids or base.observability:
             raise ValueError(f"size {text!r}: +istio goes after M, L, DxCxSxR or +mesh")
         return replace(base, name=text, istio=True)
     if text.endswith(MESH_SUFFIX):
@@ -162,7 +180,7 @@ def parse_size(text: str) -> Size | None:
     match = _CUSTOM.fullmatch(text)
     if not match:
         raise ValueError(f"unknown size {text!r}: expected S, M, L or DxCxSxR (e.g. 3x3x8x30), "
-                         "optionally followed by +mesh and/or +istio")
+                         "optionally followed by +mesh and/or +istio, then +obs")
     d, c, s, r = (int(match.group(i)) for i in range(1, 5))
     if min(d, c, s) < 1 or r < 0:
         raise ValueError(f"size {text!r}: domains, clusters and services must be at least 1")
@@ -326,6 +344,10 @@ class _Generator:
                         "trustDomain": f"{cluster.name}.{domain.name}.example",
                         "eastWestGateway": {"address": f"100.64.{index // 250}."
                                                        f"{index % 250 + 1}"}}
+                if self.size.observability and index > 0:  # the first one federates
+                    entry["observability"] = {
+                        "prometheus": f"https://prometheus.{cluster.name}.{domain.name}.example",
+                        "bearerTokenSecret": f"federation-{domain.name}-{cluster.name}"}
                 clusters.append(entry)
             services = []
             for s in domain.services:
@@ -343,7 +365,8 @@ class _Generator:
                 "spec": {"clusters": clusters, "services": services},
             }
         if self.size.mesh or self.size.istio:
-            yield "inventory/mesh.yaml", mesh_document(self.size)
+            central = f"{self.domains[0].name}/{self.domains[0].clusters[0].name}"
+            yield "inventory/mesh.yaml", mesh_document(self.size, central)
 
     # -- requirements -------------------------------------------------------------------
 

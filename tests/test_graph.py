@@ -37,13 +37,11 @@ from meshplan.graph import (
 from meshplan.pipeline import render_repository, render_with_inventory, validated
 from meshplan.verify.report import VerifyReport, verify
 
+from tests.support.browser import CHROMIUM_FLAGS, chromium
 from tests.support.ci import missing_tool
 from tests.support.cli import run_cli
 from tests.support.repos import REPO_ROOT, copy_example
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
 DEFAULT_MERMAID = (Path(__file__).resolve().parents[1]
                    / ".ci/npm/node_modules/mermaid/dist/mermaid.min.js")
 
@@ -51,15 +49,6 @@ DEFAULT_MERMAID = (Path(__file__).resolve().parents[1]
 def missing(what: str) -> None:
     """Skip locally, fail under CI."""
     missing_tool(what)
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    missing("headless Chromium not found: apt-get install -y chromium")
-    raise AssertionError  # unreachable
 
 
 def mermaid_js() -> Path:

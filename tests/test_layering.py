@@ -27,6 +27,7 @@ LAYERS = (
     ("schema", "model"),  # stages 2 and 3
     ("check", "refine", "bootstrap"),  # stages 4 and 5, GitOps bootstrap from the model
     ("mesh",),  # the mesh plan: from the model and refinement, its files collected by render
+    ("observability",),  # monitoring from the mesh plan, its objects collected by render
     ("render", "write", "verify", "gitrepo"),  # output, its verification, git access
     ("graph", "publish"),
     ("flowdiff",),  # what a change does to connectivity (the pull-request picture)
@@ -44,6 +45,14 @@ PACKAGE_LAYERS = {
         ("check", "ids"),  # the refusals and the ID proposals, both over the plan
         ("values",),
         ("delivery",),
+        ("render",),
+        ("__init__",),
+    ),
+    "observability": (
+        ("strict",),  # the STRICT namespaces (the identity layer's rule; a stand-in)
+        ("plan",),
+        ("check", "rules"),
+        ("federation", "dashboards"),  # both read the rules' names
         ("render",),
         ("__init__",),
     ),

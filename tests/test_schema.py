@@ -136,11 +136,11 @@ def test_unknown_key_lists_the_known_keys_and_suggests_a_near_miss() -> None:
                                                    "      colour: red\n")
     assert inventory(text) == [
         "inventory/d.yaml:9:7: spec.clusters[0].podCIRDs: error: expected one of the keys "
-        "clusterDomain, clustermesh, gitops, istio, meshId, meshName, name, podCIDRs; found the "
-        "unknown key 'podCIRDs' (did you mean 'podCIDRs'?)",
+        "clusterDomain, clustermesh, gitops, istio, meshId, meshName, name, observability, "
+        "podCIDRs; found the unknown key 'podCIRDs' (did you mean 'podCIDRs'?)",
         "inventory/d.yaml:10:7: spec.clusters[0].colour: error: expected one of the keys "
-        "clusterDomain, clustermesh, gitops, istio, meshId, meshName, name, podCIDRs; found the "
-        "unknown key 'colour'",
+        "clusterDomain, clustermesh, gitops, istio, meshId, meshName, name, observability, "
+        "podCIDRs; found the unknown key 'colour'",
     ]
 
 

@@ -15,7 +15,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from meshplan.yamltext import SharedText, dump_document, dump_documents, scalar_text
+from meshplan.yamltext import (
+    LiteralText,
+    SharedText,
+    dump_document,
+    dump_documents,
+    scalar_text,
+)
 from ruamel.yaml import YAML
 
 from tests.support.ci import examples
@@ -34,6 +40,9 @@ TRICKY = [
     "\x00", "\x07", "\x1b", "\x7f", "\x85", "\x9f", "\xa0", "\u2028", "\u2029", "\ufeff",
     "\ufffd", "\ufffe", "\uffff", "é", "ß", "日本", "😀", "👩\u200d💻", "\U0001fffe",
     "k8s:io.kubernetes.pod.namespace", "app.kubernetes.io/name", "/path", "_x", "x" * 120,
+    # literal blocks (multi-line printable text) and their near misses
+    "a\n\nb", "a\n\n", "a\n  b\n", "{\n  \"x\": 1\n}\n", "- x\n- y", "#x\ny", "a: b\nc",
+    "---\n...\n", "a\n---", "x \ny", "x\n \ny", " x\ny", "|\nx", ">\nx", "a\n\n\nb\n",
 ]
 
 strings = st.one_of(
@@ -102,6 +111,31 @@ def test_keys_longer_than_an_implicit_key_allows(key: str) -> None:
     """YAML readers refuse implicit keys over 1024 characters (YAML 1.2 7.4.2, libyaml)."""
     assert_round_trip([{key: "v", "next": 1}])
     assert_round_trip([{"list": [{key: {"a": [1]}, "b": 2}, {key: [key]}], key: {}}])
+
+
+def test_literal_text_is_a_literal_block() -> None:
+    """A dashboard's JSON in a ConfigMap reads line by line (a diff shows the changed lines);
+    text a block would not keep exactly is written as any other string; plain str never
+    becomes a block."""
+    text = '{\n  "panels": [\n    1\n  ]\n}\n'
+    assert dump_document({"data": {"d.json": LiteralText(text)}}) == (
+        'data:\n  d.json: |\n    {\n      "panels": [\n        1\n      ]\n    }\n')
+    assert dump_document({"l": [LiteralText("a\nb")]}) == "l:\n- |-\n  a\n  b\n"
+    assert dump_document({"k": text}).startswith('k: "')
+    for kept in ("a\n\n", " a\nb", "a \nb", "a\tb\nc", "é\nx", "a\n \nb", "", "yes"):
+        assert dump_document({"k": LiteralText(kept)}) == dump_document({"k": kept}), kept
+
+
+@pytest.mark.slow
+@settings(max_examples=examples(300), deadline=None)
+@given(st.lists(strings, min_size=1, max_size=4))
+def test_literal_text_reads_back_the_same(texts: list[str]) -> None:
+    def shaped(items: list[Any]) -> dict[str, Any]:
+        return {"a": items[0], "b": {"c": items}, "d": [items, {"e": items[-1]}]}
+
+    text = dump_document(shaped([LiteralText(t) for t in texts]))
+    for reader, got in read_back(text).items():
+        assert same_data(got, [shaped(texts)]), f"{reader} read back something else:\n{text}"
 
 
 def test_documents_are_separated_and_empty_ones_survive() -> None:
@@ -182,14 +216,18 @@ def test_kustomize_reads_back_the_same_data(tmp_path_factory: pytest.TempPathFac
     data = {**{f"t{i}": v for i, v in enumerate(TRICKY) if _kustomize_safe(v)}, **data}
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tricky"},
                   "data": data}
+    literal = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "literal"},
+               "stringData": {key: LiteralText(value) for key, value in data.items()}}
     blob = {"apiVersion": "example.com/v1", "kind": "Blob", "metadata": {"name": "blob"},
             "spec": spec}
-    (directory / "objects.yaml").write_text(dump_documents([config_map, blob]), encoding="utf-8")
+    (directory / "objects.yaml").write_text(dump_documents([config_map, blob, literal]),
+                                            encoding="utf-8")
     (directory / "kustomization.yaml").write_text(
         dump_document({"resources": ["objects.yaml"]}), encoding="utf-8")
     built = {d["kind"]: d for d in kustomize(directory)}
     assert same_data(built["ConfigMap"]["data"], data)
     assert same_data(built["Blob"]["spec"], spec)
+    assert same_data(built["Secret"]["stringData"], data)  # the same text as literal blocks
 
 
 def test_shared_and_non_plain_containers_write_like_plain_ones() -> None:

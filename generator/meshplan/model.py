@@ -63,6 +63,21 @@ class IstioMembership(NamedTuple):
     egress_cidrs: tuple[tuple[str, Location], ...] = ()  # where its traffic leaves from
 
 
+class PrometheusEndpoint(NamedTuple):
+    """A cluster's ``observability`` entry: where the central Prometheus federates it from.
+
+    Credentials never enter the inventory: only the names of Secrets in the central cluster's
+    monitoring namespace that hold them.
+    """
+
+    url: str  # http(s)://host[:port][/path prefix] of the cluster's Prometheus
+    bearer_token_secret: str | None  # Secret with key ``token``
+    basic_auth_secret: str | None  # Secret with keys ``username`` and ``password``
+    ca_secret: str | None  # Secret with key ``ca.crt``: the CA of the Prometheus' certificate
+    location: Location  # of the ``observability`` key
+    url_location: Location
+
+
 class Port(NamedTuple):
     port: int
     protocol: str  # TCP, UDP or SCTP
@@ -87,6 +102,7 @@ class Cluster:
     mesh_name_key: str = "meshName"  # "cilium_cluster" in the thesis form
     clustermesh: ClusterMeshEndpoint | None = None  # a ClusterMesh member (with a Mesh document)
     istio: IstioMembership | None = None  # an Istio member (with a Mesh document)
+    prometheus: PrometheusEndpoint | None = None  # federated by the central Prometheus
 
 
 @dataclass(frozen=True)
@@ -402,6 +418,7 @@ def _native_cluster(doc: Document, domain: str, i: int, c: Mapping[str, Any]) ->
         path=format_path(here),
         clustermesh=_clustermesh_endpoint(doc, here, c.get("clustermesh")),
         istio=_istio_membership(doc, here, c.get("istio")),
+        prometheus=_prometheus_endpoint(doc, here, c.get("observability")),
     )
 
 
@@ -428,6 +445,17 @@ def _istio_membership(
     return IstioMembership(entry.get("network"), entry.get("trustDomain"), doc.key_location(where),
                            address, doc.location((*where, "eastWestGateway", "address"))
                            if address is not None else None, cidrs)
+
+
+def _prometheus_endpoint(
+    doc: Document, here: PathKey, entry: Mapping[str, Any] | None
+) -> PrometheusEndpoint | None:
+    if entry is None:
+        return None
+    where: PathKey = (*here, "observability")
+    return PrometheusEndpoint(str(entry["prometheus"]), entry.get("bearerTokenSecret"),
+                              entry.get("basicAuthSecret"), entry.get("caSecret"),
+                              doc.key_location(where), doc.location((*where, "prometheus")))
 
 
 def _native_service(doc: Document, domain: str, i: int, s: Mapping[str, Any]) -> Service:

@@ -5,6 +5,9 @@ Layout, relative to the output folder (and to the root of the output branch)::
     .meshplan-output                               # marks a folder meshplan may replace
     clusters/<domain>/<cluster>/kustomization.yaml # one Kustomize root per cluster
     clusters/<domain>/<cluster>/istio-security.yaml  # Istio members: the identity layer
+    clusters/<domain>/<cluster>/prometheus-rules.yaml  # monitoring (meshplan.observability):
+    clusters/<domain>/<cluster>/scrape-configs.yaml    # PrometheusRules, ScrapeConfigs and
+    clusters/<domain>/<cluster>/dashboards.yaml        # Grafana dashboards, in the roots
     bootstrap/argocd/applicationset.yaml           # GitOps bootstrap (meshplan.bootstrap)
     bootstrap/flux/<domain>/<cluster>.yaml
     mesh/<domain>/<cluster>/cilium-values.yaml     # the mesh plan (meshplan.mesh): Helm
@@ -35,6 +38,9 @@ CILIUM_VALUES = "cilium-values.yaml"
 ISTIOD_VALUES = "istiod-values.yaml"
 EASTWEST_GATEWAY_VALUES = "eastwest-gateway-values.yaml"
 HELM_RELEASES = "helmreleases.yaml"
+PROMETHEUS_RULES = "prometheus-rules.yaml"  # in a cluster's root, with spec.observability
+SCRAPE_CONFIGS = "scrape-configs.yaml"  # the central cluster's federation
+DASHBOARDS = "dashboards.yaml"  # Grafana dashboards as ConfigMaps
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Stage sequencing, and only here: load -> schema -> model -> check -> refine -> (mesh plan,
-identity layer) -> render.
+identity layer -> monitoring) -> render.
 
 Each function only sequences stages (and hands the result to the command that needs a whole
 run: verify, diff, publish, propose-ids); the work lives in the stage modules, which never
@@ -43,6 +43,9 @@ from .model import (
     build_requirement,
     with_implied_namespaces,
 )
+from .observability.check import check_observability_inputs, check_observability_plan
+from .observability.plan import plan_observability
+from .observability.render import with_observability_objects
 from .outputs import DEFAULT_OUTPUT_DIR, read_tree
 from .refine import Plan, refine
 from .render import Rendered, render
@@ -145,6 +148,7 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
     diagnostics.extend(check_inventory(inventory, frozenset(broken_domains)))
     diagnostics.extend(check_destinations(inventory))
     diagnostics.extend(check_mesh_inputs(inventory, ids_optional=proposing_ids))
+    diagnostics.extend(check_observability_inputs(inventory))
     if has_errors(diagnostics):
         return Analysis(None, None, sorted_diagnostics(diagnostics))
     plan = refine(inventory)
@@ -155,6 +159,10 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
         identity = plan_identity(inventory)
         diagnostics.extend(identity.diagnostics)
         plan = with_identity_objects(plan, identity)
+        monitoring = plan_observability(mesh_plan)
+        if monitoring is not None:
+            diagnostics.extend(check_observability_plan(monitoring))
+            plan = with_observability_objects(plan, monitoring)
     ordered = sorted_diagnostics((*diagnostics, *plan.diagnostics))
     if has_errors(ordered):
         return Analysis(None, None, ordered)

@@ -33,6 +33,7 @@ from .vocabulary import (
     AUTHORIZATION_POLICY_KIND,
     CILIUM_CLUSTER_LABEL,
     CLUSTERWIDE_POLICY_KIND,
+    CONFIG_MAP_KIND,
     CROSS_NETWORK_PORT,
     DNS_APP,
     DNS_APP_LABEL,
@@ -50,16 +51,20 @@ from .vocabulary import (
     NETWORK_POLICY_KIND,
     PEER_AUTHENTICATION_KIND,
     POD_NAMESPACE_LABEL,
+    PROMETHEUS_RULE_KIND,
     REQUIRED_BY_ANNOTATION,
+    SCRAPE_CONFIG_KIND,
     SERVICE_KIND,
     SHARED_SERVICE_ANNOTATION,
     SOURCE_ANNOTATION,
 )
 
 # A cluster's objects in this order (the Istio objects come from the mesh plan:
-# meshplan.mesh.identity and meshplan.mesh.render).
+# meshplan.mesh.identity and meshplan.mesh.render; the monitoring kinds from
+# meshplan.observability.render).
 KIND_ORDER = (NAMESPACE_KIND, SERVICE_KIND, CLUSTERWIDE_POLICY_KIND, NETWORK_POLICY_KIND,
-              PEER_AUTHENTICATION_KIND, AUTHORIZATION_POLICY_KIND, GATEWAY_KIND)
+              PEER_AUTHENTICATION_KIND, AUTHORIZATION_POLICY_KIND, GATEWAY_KIND,
+              PROMETHEUS_RULE_KIND, SCRAPE_CONFIG_KIND, CONFIG_MAP_KIND)
 SYNC_WAVE = {NAMESPACE_KIND: "-2", SERVICE_KIND: "-1"}
 
 DNS_PEER_LABELS = {K8S_POD_NAMESPACE_LABEL: DNS_NAMESPACE, f"k8s:{DNS_APP_LABEL}": DNS_APP}

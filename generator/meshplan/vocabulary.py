@@ -1,7 +1,7 @@
 """Every label, annotation and kind name meshplan reads or writes, each under one name.
 
-Stage modules import these instead of spelling keys; new keys (monitoring, say) belong here
-too. A name says whose key it is: ``CILIUM_CLUSTER_LABEL`` is
+Stage modules import these instead of spelling keys; the names monitoring reads (metrics and
+their labels) are here too. A name says whose key it is: ``CILIUM_CLUSTER_LABEL`` is
 Cilium's identity label, ``MESHPLAN_CLUSTER_LABEL`` the label meshplan puts on objects it
 generates for a cluster.
 """
@@ -100,3 +100,42 @@ FLUX_PRUNE_ANNOTATION = "kustomize.toolkit.fluxcd.io/prune"
 APPLICATION_KIND = "Application"  # Argo CD
 HELM_REPOSITORY_KIND = "HelmRepository"  # Flux
 HELM_RELEASE_KIND = "HelmRelease"  # Flux
+
+# --------------------------------------------------------------------------- observability
+# The monitoring meshplan renders (meshplan.observability): the prometheus-operator and
+# Grafana objects, and the names of the metrics and labels its rules read and write.
+
+PROMETHEUS_RULE_KIND = "PrometheusRule"  # monitoring.coreos.com/v1
+SCRAPE_CONFIG_KIND = "ScrapeConfig"  # monitoring.coreos.com/v1alpha1
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"  # the Grafana chart sidecar's ConfigMap label
+GRAFANA_DASHBOARD_VALUE = "1"  # the value kube-prometheus-stack's sidecar looks for
+
+# Istio standard metrics and labels (istio.io docs/reference/config/metrics).
+ISTIO_REQUESTS = "istio_requests_total"
+ISTIO_TCP_OPENED = "istio_tcp_connections_opened_total"
+ISTIO_AGENT_CERT_EXPIRY = "istio_agent_cert_expiry_seconds"  # per sidecar, seconds left
+ISTIOD_ROOT_CERT_EXPIRY = "citadel_server_root_cert_expiry_timestamp"
+ISTIOD_CERT_CHAIN_EXPIRY = "citadel_server_cert_chain_expiry_timestamp"
+REPORTER_LABEL = "reporter"
+SECURITY_POLICY_LABEL = "connection_security_policy"  # mutual_tls | none | unknown
+SOURCE_CLUSTER_LABEL = "source_cluster"  # Istio's global.multiCluster.clusterName
+DESTINATION_CLUSTER_LABEL = "destination_cluster"
+DESTINATION_NAMESPACE_LABEL = "destination_workload_namespace"
+CERT_RESOURCE_LABEL = "resource_name"  # "default": the workload certificate
+# Cilium agent and Hubble metrics and labels.
+CILIUM_DROPS = "cilium_drop_count_total"
+CILIUM_DROP_POLICY_DENIED = "Policy denied"  # reason text of drop code 133
+CILIUM_PEER_READINESS = "cilium_clustermesh_remote_cluster_readiness_status"
+TARGET_CLUSTER_LABEL = "target_cluster"  # the remote cluster's Cilium cluster.name
+HUBBLE_DROPS = "hubble_drop_total"
+HUBBLE_DROP_POLICY_DENIED = "POLICY_DENIED"  # the flow's drop reason enum name
+HUBBLE_SOURCE_NAMESPACE_LABEL = "source_namespace"  # Hubble labelsContext options
+HUBBLE_DESTINATION_NAMESPACE_LABEL = "destination_namespace"
+HUBBLE_DIRECTION_LABEL = "traffic_direction"  # ingress | egress | unknown
+# The labels meshplan's recording rules and alerts carry (Prometheus label names).
+PROM_CLUSTER_LABEL = "cluster"  # the cluster a series comes from (its Cilium/Istio name)
+PROM_DOMAIN_LABEL = "meshplan_domain"
+PROM_MESHPLAN_CLUSTER_LABEL = "meshplan_cluster"  # meshplan's <domain>/<cluster>
+PROM_REQUIREMENT_LABEL = "meshplan_requirement"  # the requirement file(s) an alert protects
+PROM_PEER_LABEL = "meshplan_peer"  # a ClusterMesh peer's <domain>/<cluster>
+PROM_SEVERITY_LABEL = "severity"

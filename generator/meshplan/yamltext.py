@@ -5,7 +5,9 @@ dumper spends most of its time in Python-level representers; this writer handles
 manifests contain (mappings, lists, text, integers, booleans, null) and caches the spelling of
 each distinct scalar. Correctness rule: a string is written plain only when every YAML 1.1 and
 1.2 reader (PyYAML, ruamel.yaml, Go's yaml used by kustomize) reads it back as the same string;
-anything else is double-quoted with JSON escapes, which are valid YAML escapes.
+anything else is double-quoted with JSON escapes, which are valid YAML escapes. A
+:class:`LiteralText` (a dashboard's JSON in a ConfigMap, say) is written as a literal block,
+line by line, when a block keeps it exactly, so that a diff of it shows the lines that changed.
 The round-trip property tests in ``tests/test_yamltext.py`` guard this.
 """
 
@@ -30,6 +32,27 @@ _SPECIAL_WORDS = frozenset(
 _MAX_IMPLICIT_KEY = 1024
 # Characters YAML does not allow raw in a double-quoted scalar, or reads as line breaks.
 _UNSAFE_IN_QUOTES = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
+# A literal block (``|`` or ``|-``) keeps text exactly when its lines are printable ASCII
+# without trailing blanks, its first line neither empty nor indented (the block's indentation
+# is read from it) and it ends in at most one line break (``|`` keeps one, ``|-`` none).
+_BLOCK_TEXT = re.compile(r"(?:[!-~][ -~]*[!-~]|[!-~])(?:\n(?:[ -~]*[!-~])?)*(?<!\n)\n?")
+
+
+class LiteralText(str):
+    """Text to write as a literal block scalar (``|``) when a block keeps it exactly."""
+
+    __slots__ = ()
+
+
+def literal_text(value: str, indent: str) -> str:
+    """The spelling of a :class:`LiteralText` whose lines go at ``indent``: a literal block
+    (without its final line break), or the ordinary scalar for one line, or when a block
+    would change the text."""
+    if "\n" not in value or _BLOCK_TEXT.fullmatch(value) is None:
+        return scalar_text(value)
+    lines = value.removesuffix("\n").split("\n")
+    body = "\n".join(indent + line if line else "" for line in lines)
+    return ("|\n" if value.endswith("\n") else "|-\n") + body
 
 
 @lru_cache(maxsize=65536)
@@ -158,6 +181,8 @@ def _mapping(data: Mapping[str, Any], indent: str, out: list[str], first: str | 
                 _sequence(value, indent, out, memo if key in _SHARED_ITEMS else None)
             else:
                 out.append(head + " []\n")
+        elif kind is LiteralText:
+            out.append(f"{head} {literal_text(value, indent + '  ')}\n")
         else:
             out.append(f"{head} {_scalar(value)}\n")
 
@@ -187,6 +212,8 @@ def _sequence(items: Iterable[Any], indent: str, out: list[str],
                 _sequence(item, inner, out)
             else:
                 out.append(f"{dash}[]\n")
+        elif kind is LiteralText:
+            out.append(f"{dash}{literal_text(item, inner)}\n")
         else:
             out.append(f"{dash}{_scalar(item)}\n")
 

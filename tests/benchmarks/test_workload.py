@@ -179,6 +179,30 @@ def test_istio_when_asked_for_renders_both_layers_and_verifies(text: str,
             if d.severity.value == "error"] == []
 
 
+@pytest.mark.parametrize("text", ["12x3x8x80+mesh+obs", "12x3x8x80+istio+obs"])
+def test_monitoring_when_asked_for_renders_cleanly(text: str, tmp_path: Path) -> None:
+    """``+obs``: the Mesh document's observability section, every cluster but the first
+    federated by it, every cluster watched; with ``+istio`` one plaintext alert per STRICT
+    PeerAuthentication the identity layer renders."""
+    size = parse_size(text)
+    assert size is not None and size.observability
+    assert size.mesh is text.endswith("+mesh+obs") and size.istio is text.endswith("+istio+obs")
+    for bad in ("M+obs", "S+obs", "12x3x8x80+obs+mesh", "12x3x8x80+mesh+obs+istio"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    generate(text, 5, tmp_path)
+    rendered, diagnostics = render_repository(tmp_path)  # no error
+    assert [d for d in diagnostics if "observability" in d.path] == []
+    rules = [f for f in rendered.files if f.path.endswith("prometheus-rules.yaml")]
+    scrapes = [f for f in rendered.files if f.path.endswith("scrape-configs.yaml")]
+    assert len(rules) == 36 and len(scrapes) == 1
+    assert scrapes[0].content.count(b"kind: ScrapeConfig") == 35
+    strict = sum(f.content.count(b"kind: PeerAuthentication") for f in rendered.files
+                 if f.path.endswith("istio-security.yaml"))
+    alerts = sum(f.content.count(b"alert: MeshplanPlaintextIntoStrictNamespace") for f in rules)
+    assert alerts == strict and (strict > 0) is size.istio
+
+
 def test_the_mix_is_realistic(small_repo: Path) -> None:
     inventory = read_inventory(small_repo)
     services = [s for d in inventory.values() for s in d["services"].values()]

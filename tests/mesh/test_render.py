@@ -26,14 +26,11 @@ from meshplan.write import diff_against, write_tree
 
 from tests.support.k8s import kustomize_build, validate_object
 from tests.support.mesh_fixture import mesh_repo
+from tests.support.rendered import documents, render_files
 from tests.support.repos import REPO_ROOT, copy_example
 
 EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 
-
-def render_files(repo: Path) -> dict[str, bytes]:
-    rendered, _ = render_repository(repo)
-    return {f.path: f.content for f in rendered.files}
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +42,6 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def base_files(base: Path) -> dict[str, bytes]:
     return render_files(base)
 
-
-def documents(content: bytes) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(content) if d is not None]
 
 
 # --------------------------------------------------------------------------- layout

@@ -2,7 +2,7 @@
 
 Schemas are vendored under ``tests/schemas`` (see ``tests/schemas/SOURCES.md``):
 
-* CRDs (Cilium, Argo CD, Flux) are upstream files, unmodified.  Their
+* CRDs (Cilium, Argo CD, Flux, Istio, prometheus-operator) are upstream files, unmodified.  Their
   ``openAPIV3Schema`` is translated at load time into JSON Schema (draft 4, the
   closest dialect to OpenAPI 3.0) with the semantics the API server applies:
 
@@ -91,6 +91,12 @@ CRD_FILES: dict[tuple[str, str], str] = {
     ("source.toolkit.fluxcd.io/v1", "HelmRepository"): (
         "flux/source.toolkit.fluxcd.io_helmrepositories.yaml"
     ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): (
+        "prometheus-operator/monitoring.coreos.com_prometheusrules.yaml"
+    ),
+    ("monitoring.coreos.com/v1alpha1", "ScrapeConfig"): (
+        "prometheus-operator/monitoring.coreos.com_scrapeconfigs.yaml"
+    ),
 }
 
 # (apiVersion, kind) -> (schema file in K8S_SCHEMA_DIR, namespaced)
@@ -176,9 +182,16 @@ def _unicode_other_class() -> str:
     return "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges)
 
 
+_LEADING_FLAGS = re.compile(r"\A\^(\(\?[a-zA-Z]+\))")
+
+
 def go_pattern_to_python(pattern: str) -> str:
-    """Rewrite the RE2 Unicode classes Python's ``re`` lacks (``\\pC``/``\\PC``, seen in Cilium)."""
+    """Rewrite the RE2 Unicode classes Python's ``re`` lacks (``\\pC``/``\\PC``, seen in Cilium),
+    and inline flags right after ``^`` (``^(?i)...``, seen in prometheus-operator), which RE2
+    applies from there on and Python only at the very start: moved before the ``^``."""
+    pattern = _LEADING_FLAGS.sub(r"\1^", pattern, count=1)
     if "\\p" not in pattern and "\\P" not in pattern:
+        re.compile(pattern)  # anything else unsupported fails loudly here
         return pattern
     rewritten = pattern.replace("\\PC", f"[^{_unicode_other_class()}]")
     rewritten = rewritten.replace("\\pC", f"[{_unicode_other_class()}]")

@@ -260,6 +260,19 @@ def test_cnp_go_unicode_class_pattern() -> None:
     assert errors_at(errors, "spec.log.value") and repr("^\\PC*$") in errors[0], errors
 
 
+def test_go_inline_flags_after_the_anchor() -> None:
+    """prometheus-operator writes ``^(?i)(abort|warn)?$``: RE2 applies the flag from there on,
+    Python only at the start; the rewrite means the same and the rule group field checks."""
+    assert k8s.go_pattern_to_python("^(?i)(abort|warn)?$") == "(?i)^(abort|warn)?$"
+    rule: dict[str, Any] = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+            "metadata": {"name": "r", "namespace": "monitoring"},
+            "spec": {"groups": [{"name": "g", "partial_response_strategy": "WARN",
+                                 "rules": [{"record": "a:b", "expr": "vector(1)"}]}]}}
+    assert validate_object(rule) == []
+    rule["spec"]["groups"][0]["partial_response_strategy"] = "ignore"
+    assert validate_object(rule)
+
+
 def test_cnp_metadata_checks() -> None:
     obj = cnp()
     del obj["metadata"]["namespace"]

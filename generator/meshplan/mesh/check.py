@@ -109,9 +109,9 @@ def _sections(mesh: Mesh, cilium_members: list[Cluster], istio_members: list[Clu
                         "clustermesh", "no ClusterMesh is rendered")
     yield from _section(mesh, "istio", mesh.istio, istio_members, "an Istio member", "istio",
                         "no Istio control plane is rendered")
-    if mesh.cilium is None and mesh.istio is None:
+    if mesh.cilium is None and mesh.istio is None and mesh.observability is None:
         yield warning(mesh.location, "spec", "a Mesh document with neither cilium nor istio "
-                      "renders nothing")
+                      "(nor observability) renders nothing")
 
 
 def _section(mesh: Mesh, name: str, settings: CiliumSettings | IstioSettings | None,

@@ -113,6 +113,13 @@ def _auto_tls(cilium: CiliumSettings) -> dict[str, Any]:
                                      "name": issuer.name}}
 
 
+def istio_cluster_name(cluster: Cluster) -> str:
+    """``global.multiCluster.clusterName``: the cluster's Cilium name, so that Istio's metrics
+    (``source_cluster``, ``destination_cluster``), its remote secrets and Cilium's
+    ``target_cluster`` name a cluster the same way. Monitoring reads it from here."""
+    return cluster.mesh_name
+
+
 def istiod_values(plan: MeshPlan, member: IstioMember, *, with_ca_certificates: bool = True
                   ) -> dict[str, Any]:
     """Values of the istiod chart for an Istio member.
@@ -135,7 +142,7 @@ def istiod_values(plan: MeshPlan, member: IstioMember, *, with_ca_certificates: 
     return {
         "global": {
             "meshID": istio.mesh_id,
-            "multiCluster": {"clusterName": member.cluster.mesh_name},
+            "multiCluster": {"clusterName": istio_cluster_name(member.cluster)},
             "network": member.network,
         },
         "meshConfig": mesh_config,
