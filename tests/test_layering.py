@@ -49,8 +49,7 @@ PACKAGE_LAYERS = {
         ("__init__",),
     ),
     "observability": (
-        ("strict",),  # the STRICT namespaces (the identity layer's rule; a stand-in)
-        ("plan",),
+        ("plan",),  # the STRICT namespaces come from mesh.identity, a lower layer
         ("check", "rules"),
         ("federation", "dashboards"),  # both read the rules' names
         ("render",),

@@ -8,12 +8,19 @@ from typing import Any
 from meshplan.mesh.plan import plan_mesh
 from meshplan.observability.plan import ObservabilityPlan, plan_observability
 from meshplan.pipeline import validated
+from meshplan.vocabulary import ISTIO_ROOT_NAMESPACE, REQUIRED_BY_ANNOTATION
 
+from tests.support.mesh_fixture import MeshRepo
 from tests.support.observability_fixture import observed_repo
+from tests.support.rendered import documents, render_files
 
 
 def plan_of(root: Path, **settings: Any) -> ObservabilityPlan:
-    inventory, _ = validated(observed_repo(**settings).write(root))
+    return plan_of_repo(root, observed_repo(**settings))
+
+
+def plan_of_repo(root: Path, repo: MeshRepo) -> ObservabilityPlan:
+    inventory, _ = validated(repo.write(root))
     mesh = plan_mesh(inventory)
     assert mesh is not None
     plan = plan_observability(mesh)
@@ -56,3 +63,34 @@ def test_thresholds_and_durations_have_defaults(tmp_path: Path) -> None:
     assert changed.settings.thresholds["caCertificateHours"] == 168
     assert changed.settings.durations["plaintext"] == "0s"
     assert changed.settings.durations["certificates"] == "15m"
+
+
+def test_strict_namespaces_are_the_rendered_peer_authentications(tmp_path: Path) -> None:
+    """What monitoring watches as STRICT is what the identity layer renders, cluster by
+    cluster, with the same causes: here a service of retail that payments admits but retail
+    did not export (no PeerAuthentication in its namespace, so no alert either), and
+    ``strictMTLS: mesh`` (the root namespace's policy, watched mesh-wide)."""
+    repo = observed_repo(mesh_wide_strict=True)
+    repo.services["retail"].append({
+        "name": "batch", "namespace": "jobs", "serviceAccount": "batch",
+        "selector": {"app": "batch"}, "ports": [{"port": 80, "protocol": "TCP"}],
+        "clusters": ["eu1"]})
+    repo.requirements["requirements/payments/pay.yaml"]["spec"]["ingress"][0][
+        "fromEndpoints"].append({"matchLabels": {"service": "batch", "domain": "retail"}})
+    root = repo.write(tmp_path / "repo")
+    rendered: dict[str, set[tuple[str, tuple[str, ...]]]] = {}
+    for path, content in render_files(root).items():
+        if path.endswith("/istio-security.yaml"):
+            rendered[path.split("/")[1] + "/" + path.split("/")[2]] = {
+                (d["metadata"]["namespace"],
+                 tuple(c for c in d["metadata"]["annotations"][REQUIRED_BY_ANNOTATION]
+                       .split(",") if not c.startswith("mesh/")))
+                for d in documents(content) if d["kind"] == "PeerAuthentication"}
+    plan = plan_of_repo(tmp_path / "plan", repo)
+    watched = {f"{w.cluster.domain}/{w.cluster.name}": {
+        (s.namespace, tuple(r.key for r in s.requirements)) for s in w.strict}
+        for w in plan.watches if w.strict}
+    assert watched == rendered
+    assert ("jobs", ("payments/pay/pay",)) not in watched["retail/eu1"]
+    assert all((s.namespace == ISTIO_ROOT_NAMESPACE) is s.mesh_wide
+               for w in plan.watches for s in w.strict)

@@ -10,7 +10,11 @@
 * a broken expression makes those tests fail;
 * the label values are the mesh plan's: ``cluster`` is Istio's clusterName from the rendered
   istiod values, ``target_cluster`` a peer of the rendered cilium values, and the STRICT
-  namespaces are :func:`~meshplan.observability.strict.strict_namespaces`'s.
+  namespaces are those of the STRICT PeerAuthentications the identity layer renders
+  (:func:`~meshplan.mesh.identity.strict_namespaces`).
+
+The fixture repositories: STRICT per namespace with Hubble, STRICT mesh-wide
+(``strictMTLS: mesh``) with the agent's drop metric only, and the Istio example.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from typing import Any
 
 import pytest
 import yaml
-from meshplan.mesh.plan import plan_mesh
-from meshplan.observability.strict import strict_namespaces
+from meshplan.mesh.identity import strict_namespaces
 from meshplan.pipeline import validated
+from meshplan.vocabulary import ISTIO_ROOT_NAMESPACE, REQUIRED_BY_ANNOTATION
 
 from tests.support.alert_scenarios import SITUATIONS, UnknownAlert, unit_tests
 from tests.support.observability_fixture import observed_repo
@@ -33,7 +37,7 @@ from tests.support.promtool import (
     run_rule_tests,
     write_rule_file,
 )
-from tests.support.rendered import render_files
+from tests.support.rendered import documents, render_files
 from tests.support.repos import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
@@ -45,13 +49,19 @@ EVERY_ALERT = {*SITUATIONS, "MeshplanIstioCACertificateExpiresSoon"}
 def repo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if request.param == "example":
         return EXAMPLE
-    return observed_repo(hubble=request.param == "hubble").write(
+    hubble = request.param == "hubble"
+    return observed_repo(hubble=hubble, mesh_wide_strict=not hubble).write(
         tmp_path_factory.mktemp(request.param))
 
 
 @pytest.fixture(scope="module")
-def rules(repo: Path) -> dict[str, list[dict[str, Any]]]:
-    return prometheus_rules(render_files(repo))
+def files(repo: Path) -> dict[str, bytes]:
+    return render_files(repo)
+
+
+@pytest.fixture(scope="module")
+def rules(files: dict[str, bytes]) -> dict[str, list[dict[str, Any]]]:
+    return prometheus_rules(files)
 
 
 def specs(rules: dict[str, list[dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
@@ -138,6 +148,8 @@ def test_an_alert_without_a_situation_is_an_error(rules: dict[str, list[dict[str
 BROKEN = [
     ("MeshplanPlaintextIntoStrictNamespace", 'connection_security_policy="none"',
      'connection_security_policy="mutual_tls"'),
+    ("MeshplanPlaintextIntoStrictNamespace", "destination_workload_namespace!~",
+     "destination_workload_namespace=~"),  # the mesh-wide one: into the others' namespaces
     ("MeshplanPlaintextBetweenClusters", "> 0 or", "> 10 or"),
     ("MeshplanWorkloadCertificateExpiresSoon", " < ", " > "),
     ("MeshplanIstioCACertificateExpiresSoon", "hours < ", "hours > "),
@@ -152,7 +164,8 @@ BROKEN = [
 
 @pytest.fixture(scope="module")
 def hubble_rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    root = observed_repo(hubble=True).write(tmp_path_factory.mktemp("hubble"))
+    root = observed_repo(hubble=True, mesh_wide_strict=True).write(
+        tmp_path_factory.mktemp("hubble"))
     return prometheus_rules(render_files(root))
 
 
@@ -194,8 +207,12 @@ def test_alerts_name_domain_cluster_and_requirement(rules: dict[str, list[dict[s
             assert annotations["meshplan_cluster"] == labels["meshplan_cluster"]
             assert annotations["meshplan_cluster"] in annotations["description"] or (
                 annotations["meshplan_cluster"] in annotations["summary"])
-            if alert["alert"] in ("MeshplanPlaintextIntoStrictNamespace",):
+            if alert["alert"] != "MeshplanPlaintextIntoStrictNamespace":
+                continue
+            if "destination_workload_namespace" in labels:
                 assert annotations["meshplan_requirement"].startswith("requirements/"), where
+            else:  # mesh-wide: the Mesh document is the cause
+                assert "strictMTLS: mesh at inventory/mesh.yaml:" in annotations["description"]
 
 
 def test_the_istio_example_names_its_requirement_files() -> None:
@@ -237,16 +254,30 @@ def test_label_values_are_the_mesh_plans(tmp_path_factory: pytest.TempPathFactor
             assert targets == peers, where
 
 
-def test_strict_alerts_follow_strict_namespaces(repo: Path,
-                                                rules: dict[str, list[dict[str, Any]]]) -> None:
-    """The stand-in for the identity layer's function decides the STRICT namespaces: one
-    plaintext alert per namespace it returns, in every Istio member, and no other."""
+def test_strict_alerts_are_the_rendered_peer_authentications(
+        repo: Path, files: dict[str, bytes], rules: dict[str, list[dict[str, Any]]]) -> None:
+    """One plaintext alert per STRICT PeerAuthentication the identity layer renders: same
+    cluster, same namespace, the same requirements in its annotation, and no other alert.
+    The root namespace's (``strictMTLS: mesh``) names no namespace: it watches every
+    namespace without an alert of its own. Both are ``strict_namespaces``'s."""
     inventory, _ = validated(repo)
-    mesh = plan_mesh(inventory)
-    assert mesh is not None
-    expected = {(f"clusters/{ref.domain}/{ref.name}", ns)
-                for ref, namespaces in strict_namespaces(mesh).items() for ns in namespaces}
-    found = {(where, a["labels"]["destination_workload_namespace"])
+    assert inventory is not None
+    file_of = {r.key: r.file for r in inventory.requirements}
+    expected: dict[tuple[str, str], str] = {}
+    for path, content in files.items():
+        if not path.endswith("/istio-security.yaml"):
+            continue
+        for doc in documents(content):
+            if doc["kind"] == "PeerAuthentication" and doc["spec"]["mtls"]["mode"] == "STRICT":
+                causes = doc["metadata"]["annotations"][REQUIRED_BY_ANNOTATION].split(",")
+                requirement_files = sorted({file_of[c] for c in causes if c in file_of})
+                expected[(path.rsplit("/", 1)[0], doc["metadata"]["namespace"])] = ",".join(
+                    requirement_files)
+    found = {(where, a["labels"].get("destination_workload_namespace", ISTIO_ROOT_NAMESPACE)):
+             a["annotations"].get("meshplan_requirement", "")
              for where, docs in rules.items() for d in docs for a in alerts_of(d["spec"])
              if a["alert"] == "MeshplanPlaintextIntoStrictNamespace"}
     assert found == expected and expected
+    assert set(expected) == {(f"clusters/{ref.domain}/{ref.name}", ns)
+                             for ref, namespaces in strict_namespaces(inventory).items()
+                             for ns in namespaces}

@@ -22,6 +22,7 @@ SAMPLES = 30  # half an hour of samples: past every default for: (at most 15m) p
 PER_SECOND = f"0+60x{SAMPLES}"  # a counter growing 1 per second: rate() = 1
 FIVE_HOURS = 5  # "a certificate 5 hours from expiry" (issue 13)
 OTHER_CLUSTER = "cluster-not-in-the-plan"
+OTHER_NAMESPACE = "namespace-not-in-the-plan"
 Series = dict[str, str]
 
 
@@ -92,7 +93,11 @@ def minutes(duration: str) -> int:
 
 
 def _plaintext_into_strict(rule: AlertRule) -> Iterator[Situation]:
-    namespace = rule.labels["destination_workload_namespace"]
+    """Into its namespace; the mesh-wide rule (``strictMTLS: mesh``: no namespace label) into
+    a namespace no other rule names. Plaintext into a namespace with a rule of its own is the
+    siblings' situation, where the mesh-wide rule must stay silent (promtool expects exactly
+    the alerts listed, of every rule of the name)."""
+    namespace = rule.labels.get("destination_workload_namespace", OTHER_NAMESPACE)
     me = rule.labels["cluster"]
     for metric in ("istio_requests_total", "istio_tcp_connections_opened_total"):
         base = {"reporter": "destination", "destination_workload_namespace": namespace,

@@ -21,10 +21,13 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
 }
 
 
-def observed_repo(*, hubble: bool = True, **settings: Any) -> MeshRepo:
+def observed_repo(*, hubble: bool = True, mesh_wide_strict: bool = False,
+                  **settings: Any) -> MeshRepo:
     """The mesh repository with ``spec.observability`` (``settings`` added to it) and every
-    federated cluster's endpoint."""
+    federated cluster's endpoint; ``mesh_wide_strict``: ``spec.istio.strictMTLS: mesh``."""
     repo = mesh_repo()
+    if mesh_wide_strict:
+        repo.mesh_spec["istio"]["strictMTLS"] = "mesh"
     repo.mesh_spec["observability"] = {"centralCluster": "retail/eu1",
                                        "selectorLabels": dict(SELECTOR), "hubble": hubble,
                                        **settings}

@@ -41,7 +41,7 @@ What identity cannot say, and what meshplan does about it (warnings name each pl
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -135,30 +135,60 @@ def strict_namespaces(inventory: Inventory) -> dict[ClusterRef, tuple[str, ...]]
     """The namespaces meshplan makes STRICT (mutual TLS required), per Istio member cluster.
 
     Per cluster the sorted namespaces that get a namespace-wide ``PeerAuthentication`` STRICT:
-    the namespace of every requirement's pods in each Istio member cluster of its scope (a
-    workload meshplan protects; a cluster-wide requirement counts with its service's
-    namespace, a raw cluster-wide one with none), and the namespace of every service an
-    ingress peer names in each Istio member cluster where it runs other than the protected
-    one (a workload that calls across clusters; in another domain's cluster only where that
-    domain exported the service to the requirement's domain, like refinement's Namespaces).
-    With ``spec.istio.strictMTLS: mesh`` the root namespace (``istio-system``) is added to
-    every member: its ``default`` policy makes STRICT the mesh-wide default. Clusters with no
-    such namespace are left out. One place for the identity layer, verify and monitoring.
+    the :func:`participating_namespaces` of each Istio member. With ``spec.istio.strictMTLS:
+    mesh`` the root namespace (``istio-system``) is added to every member: its ``default``
+    policy makes STRICT the mesh-wide default. Clusters with no such namespace are left out.
+    One place for the identity layer, verify and monitoring.
     """
     return {ref: tuple(sorted(found)) for ref, found in strict_namespace_causes(inventory).items()}
 
 
+NamespaceCauses = dict[ClusterRef, dict[str, set[str]]]  # cluster -> namespace -> causes
+
+
+def participating_namespaces(inventory: Inventory, resolver: _Resolver | None = None
+                             ) -> NamespaceCauses:
+    """The namespaces whose workloads take part in an intended flow, in every cluster (Istio
+    member or not), each with the keys of the requirements that say so.
+
+    The namespace of every requirement's pods in each cluster of its scope (a workload
+    meshplan protects; a cluster-wide requirement counts with its service's namespace, a raw
+    cluster-wide one with none), and the namespace of every service an ingress peer names in
+    each cluster where it runs other than the protected one (a workload that calls across
+    clusters; in another domain's cluster only where that domain exported the service to the
+    requirement's domain, like refinement's Namespaces). A requirement that restricts nothing
+    adds nothing. Istio members make them STRICT (:func:`strict_namespace_causes`); monitoring
+    watches them in every cluster.
+    """
+    return _namespace_causes(inventory, resolver or _Resolver(inventory), lambda _: True)
+
+
 def strict_namespace_causes(inventory: Inventory, resolver: _Resolver | None = None
-                            ) -> dict[ClusterRef, dict[str, set[str]]]:
+                            ) -> NamespaceCauses:
     """:func:`strict_namespaces` with, per namespace, what causes it: requirement keys, or
-    ``mesh/<name>`` for the root namespace (for the objects' required-by and verify)."""
-    found: dict[ClusterRef, dict[str, set[str]]] = {}
+    ``mesh/<name>`` for the root namespace (for the objects' required-by, verify and the
+    monitoring's alerts)."""
     if not istio_enabled(inventory):
-        return found
-    resolver = resolver or _Resolver(inventory)
+        return {}
+    found = _namespace_causes(inventory, resolver or _Resolver(inventory),
+                              inventory.is_istio_member)
+    if mesh_wide_strict(inventory) and inventory.mesh is not None:
+        cause = f"mesh/{inventory.mesh.name}"
+        for domain in inventory.domains:
+            for cluster in domain.clusters:
+                if inventory.is_istio_member(cluster):
+                    ref = ClusterRef(cluster.domain, cluster.name)
+                    found.setdefault(ref, {}).setdefault(ISTIO_ROOT_NAMESPACE, set()).add(cause)
+    return found
+
+
+def _namespace_causes(inventory: Inventory, resolver: _Resolver,
+                      counts: Callable[[Cluster], bool]) -> NamespaceCauses:
+    """:func:`participating_namespaces` in the clusters that ``counts``."""
+    found: NamespaceCauses = {}
 
     def add(cluster: Cluster, namespace: str, cause: str) -> None:
-        if inventory.is_istio_member(cluster):
+        if counts(cluster):
             ref = ClusterRef(cluster.domain, cluster.name)
             found.setdefault(ref, {}).setdefault(namespace, set()).add(cause)
 
@@ -184,11 +214,6 @@ def strict_namespace_causes(inventory: Inventory, resolver: _Resolver | None = N
                     for name in target.clusters:
                         if any(other != (service.domain, name) for other in here):
                             add(domain.cluster_by_name[name], service.namespace, key)
-    if mesh_wide_strict(inventory) and inventory.mesh is not None:
-        cause = f"mesh/{inventory.mesh.name}"
-        for domain in inventory.domains:
-            for cluster in domain.clusters:
-                add(cluster, ISTIO_ROOT_NAMESPACE, cause)
     return found
 
 

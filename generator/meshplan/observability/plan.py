@@ -3,8 +3,9 @@
 A cluster is watched when there is something meshplan intends there that metrics can prove or
 disprove:
 
-* it is an Istio member: mutual TLS into the namespaces meshplan makes STRICT
-  (:func:`~meshplan.observability.strict.strict_namespaces`) and on every flow between
+* it is an Istio member: mutual TLS into the namespaces the identity layer makes STRICT
+  (:func:`~meshplan.mesh.identity.strict_namespace_causes`, the very function that places its
+  PeerAuthentications; with ``strictMTLS: mesh`` every namespace) and on every flow between
   members, and the workload and CA certificates that mutual TLS depends on;
 * it runs workloads a requirement protects (a CiliumNetworkPolicy is rendered for it):
   Cilium's policy-denied drops;
@@ -19,22 +20,27 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from ..mesh.identity import mesh_wide_strict, participating_namespaces, strict_namespace_causes
 from ..mesh.model import ObservabilitySettings
 from ..mesh.plan import MeshPlan, ref_of
 from ..mesh.values import istio_cluster_name
 from ..model import Cluster, Inventory, Requirement
 from ..refine import ClusterRef
-from .strict import namespace_causes, strict_namespaces
+from ..vocabulary import ISTIO_ROOT_NAMESPACE
 
 Direction = Literal["ingress", "egress"]
 
 
 @dataclass(frozen=True)
 class StrictNamespace:
-    """A namespace meshplan makes STRICT, with the requirements that put it there."""
+    """A namespace the identity layer makes STRICT, with the requirements that put it there.
+
+    ``mesh_wide``: the root namespace under ``strictMTLS: mesh``, whose PeerAuthentication is
+    the default of every namespace of the cluster (its requirements may then be empty)."""
 
     namespace: str
-    requirements: tuple[Requirement, ...]  # may be empty when the identity layer decides
+    requirements: tuple[Requirement, ...]  # sorted by key
+    mesh_wide: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,14 +133,11 @@ def plan_observability(mesh: MeshPlan) -> ObservabilityPlan | None:
     inventory = mesh.inventory
     central = find_cluster(inventory, settings.central_cluster)
     assert central is not None, "checked by check_observability_inputs"
-    causes = namespace_causes(inventory)
-    strict = strict_namespaces(mesh)
+    taking_part = participating_namespaces(inventory)
     protections = _protections(inventory)
     by_key = {r.key: r for r in inventory.requirements}
+    strict = _strict_namespaces(inventory, by_key)
     incoming = _incoming_flows(mesh, by_key)
-    taking_part: dict[ClusterRef, set[str]] = {}
-    for where, namespace in causes:
-        taking_part.setdefault(where, set()).add(namespace)
     watches = []
     for cluster in (c for d in inventory.domains for c in d.clusters):
         ref = ref_of(cluster)
@@ -142,8 +145,7 @@ def plan_observability(mesh: MeshPlan) -> ObservabilityPlan | None:
         watch = Watch(
             cluster=cluster,
             istio=istio,
-            strict=tuple(StrictNamespace(ns, causes.get((ref, ns), ()))
-                         for ns in sorted(strict.get(ref, ()))),
+            strict=strict.get(ref, ()),
             incoming=incoming.get(ref, ()),
             sources=tuple(m.cluster for m in mesh.istio_members
                           if istio and m.cluster is not cluster),
@@ -154,6 +156,17 @@ def plan_observability(mesh: MeshPlan) -> ObservabilityPlan | None:
         if watch.istio or watch.protections or watch.peers:
             watches.append(watch)
     return ObservabilityPlan(mesh, settings, central, tuple(watches))
+
+
+def _strict_namespaces(inventory: Inventory, by_key: Mapping[str, Requirement]
+                       ) -> Mapping[ClusterRef, tuple[StrictNamespace, ...]]:
+    """Per Istio member, the namespaces of the identity layer's STRICT PeerAuthentications
+    (sorted), each with its requirements (its other cause is ``strictMTLS: mesh``)."""
+    mesh_wide = mesh_wide_strict(inventory)
+    return {ref: tuple(StrictNamespace(ns, tuple(by_key[k] for k in sorted(causes) if k in by_key),
+                                       mesh_wide and ns == ISTIO_ROOT_NAMESPACE)
+                       for ns, causes in sorted(namespaces.items()))
+            for ref, namespaces in strict_namespace_causes(inventory).items()}
 
 
 def _peer_links(mesh: MeshPlan, cluster: Cluster, by_key: Mapping[str, Requirement]

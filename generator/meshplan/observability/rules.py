@@ -305,6 +305,8 @@ def _mtls_alerts(plan: ObservabilityPlan, watch: Watch) -> Iterator[Rule]:
 
 def _plaintext_into_strict(plan: ObservabilityPlan, watch: Watch,
                            strict: StrictNamespace) -> Rule:
+    if strict.mesh_wide:
+        return _plaintext_into_mesh_wide_strict(plan, watch, strict)
     labels, annotations = context(watch, "critical", strict.requirements,
                                   **{DESTINATION_NAMESPACE_LABEL: strict.namespace})
     why = (f"because of {named(strict.requirements)}" if strict.requirements
@@ -325,6 +327,36 @@ def _plaintext_into_strict(plan: ObservabilityPlan, watch: Watch,
              "PeerAuthentication with PERMISSIVE or DISABLE, a port-level exception, or a "
              "missing namespace PeerAuthentication (kubectl get peerauthentication -A), and "
              "for workloads without a sidecar."),
+         **annotations})
+
+
+def _plaintext_into_mesh_wide_strict(plan: ObservabilityPlan, watch: Watch,
+                                     strict: StrictNamespace) -> Rule:
+    """``strictMTLS: mesh``: the root namespace's PeerAuthentication makes STRICT the default
+    of every namespace, so plaintext into any namespace alerts; those with a STRICT alert of
+    their own are left to it (one alert per plaintext flow)."""
+    own = [s.namespace for s in watch.strict if not s.mesh_wide]
+    matchers = {DESTINATION_NAMESPACE_LABEL: f"!~{alternatives(own)}"} if own else {}
+    labels, annotations = context(watch, "critical", strict.requirements)
+    istio = plan.mesh.mesh.istio
+    assert istio is not None, "mesh-wide STRICT needs spec.istio"
+    return alert(
+        "MeshplanPlaintextIntoStrictNamespace",
+        _plaintext(f"{SOURCE_CLUSTER_LABEL}, {DESTINATION_NAMESPACE_LABEL}", **matchers),
+        plan.settings.durations["plaintext"], labels,
+        {"summary": ("Plaintext traffic into namespace {{ $labels.destination_workload_namespace "
+                     f"}}}} of {where(watch.cluster)} (STRICT mesh-wide)"),
+         "description": (
+             f"Istio in {where(watch.cluster)} (cluster {watch.name}) accepted "
+             "{{ $value | humanize }} plaintext requests or connections per second from "
+             "cluster {{ $labels.source_cluster }} into namespace "
+             "{{ $labels.destination_workload_namespace }}, where meshplan requires mutual TLS "
+             f"mesh-wide (PeerAuthentication STRICT in {strict.namespace}, because of "
+             f"spec.istio.strictMTLS: mesh at {istio.location}). STRICT is not in force "
+             "there: look for a namespace or workload PeerAuthentication with PERMISSIVE or "
+             f"DISABLE, a port-level exception, a missing {strict.namespace}/default "
+             "PeerAuthentication (kubectl get peerauthentication -A), and for workloads "
+             "without a sidecar."),
          **annotations})
 
 
