@@ -16,6 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from meshplan.diagnostics import Diagnostic, Severity
 from meshplan.mesh.identity import participating_namespaces, strict_namespaces
+from meshplan.model import Inventory
 from meshplan.pipeline import render_repository, validate
 from meshplan.refine import ClusterRef
 from meshplan.write import write_tree
@@ -23,7 +24,7 @@ from meshplan.write import write_tree
 from tests.support.ci import examples
 from tests.support.flows import errors, verify_repo
 from tests.support.k8s import kustomize_build, require_kubectl, validate_object
-from tests.support.mesh_fixture import API, MeshRepo, mesh_repo
+from tests.support.mesh_fixture import MeshRepo, mesh_repo, requirement
 from tests.support.semantics import admission_anomalies
 from tests.support.strategies import RepoSpec, repos
 
@@ -112,45 +113,42 @@ def service(name: str, namespace: str, cluster: str) -> dict[str, Any]:
             "ports": [{"port": 80, "protocol": "TCP"}], "clusters": [cluster]}
 
 
+def inventory_of(repo: MeshRepo, root: Path) -> Inventory:
+    inventory, _ = validate(repo.write(root))
+    assert inventory is not None
+    return inventory
+
+
 def test_a_caller_in_the_same_cluster_only_is_not_strict(tmp_path: Path) -> None:
     repo = mesh_repo()
     repo.services["retail"] += [service("stock", "stock", "eu1"), service("shelf", "shelf", "eu1")]
-    repo.requirements["requirements/retail/stock.yaml"] = {
-        "apiVersion": API, "kind": "Requirement", "metadata": {"name": "stock"},
-        "spec": {"endpointSelector": {"matchLabels": {"service": "stock"}},
-                 "ingress": [{"fromEndpoints": [{"matchLabels": {"service": "shelf"}}]}]}}
-    inventory, _ = validate(repo.write(tmp_path))
-    assert inventory is not None
+    repo.requirements["requirements/retail/stock.yaml"] = requirement(
+        "stock", {"service": "stock"},
+        ingress=[{"fromEndpoints": [{"matchLabels": {"service": "shelf"}}]}])
     # shelf calls stock inside eu1 only: stock is protected, shelf is not STRICT
-    assert strict_namespaces(inventory)[ClusterRef("retail", "eu1")] == ("shop", "stock")
+    assert strict_namespaces(inventory_of(repo, tmp_path))[ClusterRef("retail", "eu1")] == (
+        "shop", "stock")
 
 
 def test_raw_cluster_wide_and_unrestricting_requirements_add_nothing(tmp_path: Path) -> None:
     repo = mesh_repo()
-    repo.requirements["requirements/retail/all.yaml"] = {
-        "apiVersion": API, "kind": "Requirement",
-        "metadata": {"name": "all", "namespace": "*"},
-        "spec": {"clusters": ["eu1"], "endpointSelector": {"matchLabels": {"tier": "x"}},
-                 "egress": [{"toEndpoints": [{"matchLabels": {"service": "cart"}}]}]}}
-    repo.requirements["requirements/retail/nothing.yaml"] = {
-        "apiVersion": API, "kind": "Requirement",
-        "metadata": {"name": "nothing", "namespace": "quiet"},
-        "spec": {"clusters": ["eu1"], "endpointSelector": {"matchLabels": {"tier": "y"}}}}
-    inventory, _ = validate(repo.write(tmp_path))
-    assert inventory is not None
-    assert strict_namespaces(inventory)[ClusterRef("retail", "eu1")] == ("shop",)
+    repo.requirements["requirements/retail/all.yaml"] = requirement(
+        "all", {"tier": "x"}, "*", clusters=["eu1"],
+        egress=[{"toEndpoints": [{"matchLabels": {"service": "cart"}}]}])
+    repo.requirements["requirements/retail/nothing.yaml"] = requirement(
+        "nothing", {"tier": "y"}, "quiet", clusters=["eu1"])
+    assert strict_namespaces(inventory_of(repo, tmp_path))[ClusterRef("retail", "eu1")] == (
+        "shop",)
 
 
 def test_participating_namespaces_are_the_strict_ones_in_every_cluster(tmp_path: Path) -> None:
     """The same rule outside Istio (monitoring watches them there): cart, protected in ap1
     (no Istio member), takes part there but is not STRICT; each with its requirements."""
     repo = mesh_repo()
-    repo.requirements["requirements/retail/cart.yaml"] = {
-        "apiVersion": API, "kind": "Requirement", "metadata": {"name": "cart"},
-        "spec": {"endpointSelector": {"matchLabels": {"service": "cart"}},
-                 "ingress": [{"fromEndpoints": [{"matchLabels": {"service": "web"}}]}]}}
-    inventory, _ = validate(repo.write(tmp_path))
-    assert inventory is not None
+    repo.requirements["requirements/retail/cart.yaml"] = requirement(
+        "cart", {"service": "cart"},
+        ingress=[{"fromEndpoints": [{"matchLabels": {"service": "web"}}]}])
+    inventory = inventory_of(repo, tmp_path)
     taking_part = participating_namespaces(inventory)
     # web calls into ap1 and p1: it takes part where it runs (eu1, us1) by its own requirement
     # and both that admit it

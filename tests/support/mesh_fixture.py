@@ -64,9 +64,12 @@ class MeshRepo:
         return root
 
 
-def _requirement(name: str, selector: dict[str, str], **rules: Any) -> dict[str, Any]:
-    return {"apiVersion": API, "kind": "Requirement", "metadata": {"name": name},
-            "spec": {"endpointSelector": {"matchLabels": selector}, **rules}}
+def requirement(name: str, selector: dict[str, str], namespace: str | None = None,
+                **spec: Any) -> dict[str, Any]:
+    """A Requirement document selecting ``selector`` (``spec``: its other keys)."""
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"apiVersion": API, "kind": "Requirement", "metadata": metadata,
+            "spec": {"endpointSelector": {"matchLabels": selector}, **spec}}
 
 
 BASE = MeshRepo(
@@ -111,12 +114,12 @@ BASE = MeshRepo(
         ],
     },
     requirements={
-        "requirements/retail/web.yaml": _requirement(
+        "requirements/retail/web.yaml": requirement(
             "web", {"service": "web"},
             egress=[{"toEndpoints": [{"matchLabels": {"service": "cart"}},
                                      {"matchLabels": {"service": "pay",
                                                       "domain": "payments"}}]}]),
-        "requirements/payments/pay.yaml": _requirement(
+        "requirements/payments/pay.yaml": requirement(
             "pay", {"service": "pay"},
             ingress=[{"fromEndpoints": [{"matchLabels": {"service": "web",
                                                          "domain": "retail"}}]}]),
