@@ -26,12 +26,8 @@ from .diagnostics import (
     sorted_diagnostics,
 )
 from .load.repository import load_repository
-from .mesh.check import check_mesh_inputs, check_mesh_plan
-from .mesh.identity import plan_identity, with_identity_objects
-from .mesh.ids import IdProposal, propose_ids
+from .mesh.check import check_mesh_inputs
 from .mesh.model import Mesh, build_mesh
-from .mesh.plan import MeshPlan, plan_mesh
-from .mesh.render import with_mesh_objects
 from .model import (
     Domain,
     GitOps,
@@ -43,7 +39,7 @@ from .model import (
     build_requirement,
     with_implied_namespaces,
 )
-from .outputs import DEFAULT_OUTPUT_DIR, read_tree
+from .outputs import DEFAULT_OUTPUT_DIR
 from .refine import Plan, refine
 from .render import Rendered, render
 from .schema import (
@@ -56,6 +52,8 @@ from .schema import (
 
 if TYPE_CHECKING:  # the commands below import their modules when they run (start-up time)
     from .gitdiff import DiffReport
+    from .mesh.ids import IdProposal
+    from .mesh.plan import MeshPlan
     from .publish import PublishOptions, PublishResult
     from .verify.report import VerifyReport
 
@@ -148,8 +146,15 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
     if has_errors(diagnostics):
         return Analysis(None, None, sorted_diagnostics(diagnostics))
     plan = refine(inventory)
-    mesh_plan = plan_mesh(inventory)
-    if mesh_plan is not None:
+    mesh_plan: MeshPlan | None = None
+    if inventory.mesh is not None:  # the mesh modules below only with a Mesh document
+        from .mesh.check import check_mesh_plan
+        from .mesh.identity import plan_identity, with_identity_objects
+        from .mesh.plan import plan_mesh
+        from .mesh.render import with_mesh_objects
+
+        mesh_plan = plan_mesh(inventory)
+        assert mesh_plan is not None  # there is a Mesh document
         diagnostics.extend(check_mesh_plan(mesh_plan, ids_optional=proposing_ids))
         plan = with_mesh_objects(plan, mesh_plan)
         identity = plan_identity(inventory)
@@ -220,6 +225,8 @@ def propose_mesh_ids(repo: Path) -> tuple[IdProposal, ...] | None:
     The inputs are checked as for a render, except that members may lack an ID. Raises
     :class:`InputError` when they are invalid or the ID space is exhausted.
     """
+    from .mesh.ids import propose_ids
+
     analysis = analyse(repo, proposing_ids=True)
     if analysis.inventory is None:
         raise InputError(analysis.diagnostics)
@@ -233,6 +240,7 @@ def propose_mesh_ids(repo: Path) -> tuple[IdProposal, ...] | None:
 
 def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
     """Validate the inputs (raises InputError when invalid), then verify the rendered tree."""
+    from .outputs import read_tree
     from .verify.report import display_root_for, verify
 
     inventory, _ = validated(repo)
