@@ -840,6 +840,8 @@ class _Keys:
 
     def unique(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``items`` without repeats (equal bodies), first occurrences in order."""
+        if len(items) <= _PAIRWISE_MAX:
+            return _unique_pairwise(items)
         seen: set[Hashable] = set()
         out: list[dict[str, Any]] = []
         for item in items:
@@ -848,6 +850,21 @@ class _Keys:
                 seen.add(key)
                 out.append(item)
         return out
+
+
+# Up to this many rules (nearly every policy) repeats are found by comparing every rule with
+# the ones kept: dicts compare in C, faster than building keys for rules not seen before, and
+# no key is kept. Rule bodies hold only text (names, labels, ports and CIDRs as strings), for
+# which == and _Keys agree.
+_PAIRWISE_MAX = 16
+
+
+def _unique_pairwise(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if item not in out:  # identity first, then ==
+            out.append(item)
+    return out
 
 
 def _at(location: Location | None) -> str:
