@@ -69,7 +69,7 @@ STAGE_HOOKS = (
     ("meshplan.mesh.render:with_mesh_objects", "mesh"),
     ("meshplan.mesh.identity:plan_identity", "mesh"),  # the identity layer (sizes with +istio)
     ("meshplan.mesh.identity:with_identity_objects", "mesh"),
-    ("render", "render"),
+    ("meshplan.render:render", "render"),
 )
 STAGES = ("load", "schema", "model", "check", "refine", "mesh", "render", "write")
 
@@ -139,7 +139,7 @@ class StageHooks:
                 continue
             self._originals[name] = original
             setattr(module, name.rpartition(":")[2],
-                    self._wrap(original, stage, capture=name == "render"))
+                    self._wrap(original, stage, capture=stage == "render"))
         return self
 
     def uninstall(self) -> None:

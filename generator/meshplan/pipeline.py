@@ -27,7 +27,6 @@ from .diagnostics import (
 )
 from .load.repository import load_repository
 from .mesh.check import check_mesh_inputs
-from .mesh.model import Mesh, build_mesh
 from .model import (
     Domain,
     GitOps,
@@ -41,7 +40,6 @@ from .model import (
 )
 from .outputs import DEFAULT_OUTPUT_DIR
 from .refine import Plan, refine
-from .render import Rendered, render
 from .schema import (
     DOMAIN,
     GITOPS,
@@ -53,8 +51,10 @@ from .schema import (
 if TYPE_CHECKING:  # the commands below import their modules when they run (start-up time)
     from .gitdiff import DiffReport
     from .mesh.ids import IdProposal
+    from .mesh.model import Mesh
     from .mesh.plan import MeshPlan
     from .publish import PublishOptions, PublishResult
+    from .render import Rendered
     from .verify.report import VerifyReport
 
 
@@ -125,8 +125,10 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
             first_seen[kind.name] = doc.location(("kind",))
             if kind is GITOPS:
                 gitops = None if has_errors(problems) else build_gitops(doc)
-            else:
-                mesh = None if has_errors(problems) else build_mesh(doc)
+            elif not has_errors(problems):
+                from .mesh.model import build_mesh  # only with a Mesh document
+
+                mesh = build_mesh(doc)
             continue
         if kind is None or has_errors(problems):
             broken_domains.update(declared_domain_names(doc.data))
@@ -211,6 +213,8 @@ def render_analysis(analysis: Analysis) -> Rendered:
     """The output files of an analysis; raises :class:`InputError` if it found errors."""
     if analysis.inventory is None or analysis.plan is None:
         raise InputError(analysis.diagnostics)
+    from .render import render  # not needed by validate (start-up time)
+
     with without_cyclic_gc():
         return render(analysis.plan, analysis.inventory, analysis.mesh)
 

@@ -29,9 +29,9 @@ from ..check import _first_seen, _repeated, parse_network
 from ..diagnostics import Diagnostic, error, warning
 from ..model import Cluster, Inventory
 from ..refine import ClusterRef
-from .model import CILIUM_CA_SECRET, ISTIO_CA_SECRET, CiliumSettings, IstioSettings, Mesh
 
-if TYPE_CHECKING:  # the plan's module only for check_mesh_plan (validate without a mesh)
+if TYPE_CHECKING:  # the Mesh document's and the plan's modules only with a Mesh document
+    from .model import CiliumSettings, IstioSettings, Mesh
     from .plan import MeshPlan
 
 RESERVED_CLUSTER_NAME = "default"  # the chart refuses it for any cluster.id other than 0
@@ -134,6 +134,8 @@ def _section(mesh: Mesh, name: str, settings: CiliumSettings | IstioSettings | N
 
 
 def _cilium_settings(cilium: CiliumSettings) -> Iterator[Diagnostic]:
+    from .model import CILIUM_CA_SECRET
+
     if cilium.ca_secret is None and cilium.ca_issuer is None:
         yield error(cilium.location, "spec.cilium.ca", "expected the shared ClusterMesh CA "
                     f"(ca: {{existingSecret: {CILIUM_CA_SECRET}}} or ca: {{certManagerIssuer: "
@@ -237,6 +239,8 @@ def _unique_addresses(members: list[Cluster]) -> Iterator[Diagnostic]:
 
 
 def _istio_settings(mesh: Mesh) -> Iterator[Diagnostic]:
+    from .model import ISTIO_CA_SECRET
+
     istio = mesh.istio
     assert istio is not None
     if istio.root_ca_secret is None:
