@@ -265,7 +265,7 @@ class _PlanBuilder:
         self._dns_rules: dict[str, dict[str, Any]] = {}
         # (connection, client cluster, whose pods call) of every egress flow to a service,
         # for the load-balancing check once every Service is known.
-        self._calls: list[tuple[_Connection, Cluster, Hashable]] = []
+        self._calls: list[tuple[_Connection, ClusterRef, Hashable]] = []
         self._keys = _Keys()
         self._backends: dict[tuple[int, ClusterRef], tuple[str, ...]] = {}
         # Istio members on several networks reach each other through east-west gateways.
@@ -505,7 +505,7 @@ class _PlanBuilder:
                 self._namespace(here, namespace, cause, peer)
         if item.direction != "egress":
             return
-        self._calls.append((item, cluster, prep.subject))
+        self._calls.append((item, here, prep.subject))
         if remote:
             runs_here = service.domain == cluster.domain and cluster.name in service.clusters
             for ref in remote:
@@ -699,20 +699,22 @@ class _PlanBuilder:
         """Warn where a client's peers admit only some of the clusters its copy of a global
         Service load-balances to. Every requirement selecting the same pods (same namespace
         and selector) counts: Cilium unions their allows."""
+        calls, self._calls = self._calls, []  # consumed here (a fleet has many)
         admitted: dict[tuple[ClusterRef, Hashable, int], set[str]] = {}
-        calls = []
-        for item, cluster, subject in self._calls:
-            client = ClusterRef(cluster.domain, cluster.name)
+        for item, client, subject in calls:
             group = (client, subject, id(item.target.service))
-            admitted.setdefault(group, set()).update(item.target.clusters)
-            calls.append((group, item))
+            found = admitted.get(group)
+            if found is None:
+                admitted[group] = set(item.target.clusters)
+            else:
+                found.update(item.target.clusters)
         seen: set[tuple[Location, int, ClusterRef]] = set()
-        for group, item in calls:
-            client, service = group[0], item.target.service
+        for item, client, subject in calls:
+            service = item.target.service
             if len(item.target.clusters) == len(service.clusters):
                 continue  # every cluster of the service admitted: nothing can be lost
             backends = self._backend_clusters(service, client)
-            allowed = admitted[group]
+            allowed = admitted[(client, subject, id(service))]
             if all(c in allowed for c in backends):
                 continue
             once = (item.peer.location, id(service), client)
