@@ -140,6 +140,9 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
         diagnostics.extend(problems)
         if kind is not None and not has_errors(problems):
             requirements.append(build_requirement(folder, doc))
+    # The records hold what they need of the documents (values, locations): free the parsed
+    # trees and their position tables before refinement allocates the objects (peak memory).
+    del inputs
     inventory = with_implied_namespaces(Inventory(tuple(domains), tuple(requirements), gitops,
                                                   mesh))
     diagnostics.extend(check_inventory(inventory, frozenset(broken_domains)))
