@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import datetime as dt
 import gc
+import importlib
 import json
 import math
 import os
@@ -50,7 +51,8 @@ DEFAULT_SIZES = ("S", "M", "L")
 COMMANDS = ("run", "run-one", "generate", "profile", "growth")
 
 # (name in meshplan.pipeline, stage) - the stage functions render_repository calls through the
-# pipeline module's globals; wrapping them there times the real code path.
+# pipeline module's globals; wrapping them there times the real code path. "module:name" for
+# the ones pipeline imports only when it needs them (from their module at that moment).
 STAGE_HOOKS = (
     ("load_repository", "load"),
     ("check_inventory_document", "schema"),
@@ -62,16 +64,17 @@ STAGE_HOOKS = (
     ("check_inventory", "check"),
     ("refine", "refine"),
     ("check_mesh_inputs", "mesh"),  # the mesh plan (sizes with +mesh): its checks and plan
-    ("plan_mesh", "mesh"),
-    ("check_mesh_plan", "mesh"),
-    ("with_mesh_objects", "mesh"),
-    ("plan_identity", "mesh"),  # the identity layer (sizes with +istio)
-    ("with_identity_objects", "mesh"),
-    ("check_observability_inputs", "mesh"),  # and its monitoring (sizes with +obs)
-    ("plan_observability", "mesh"),
-    ("check_observability_plan", "mesh"),
-    ("with_observability_objects", "mesh"),
-    ("render", "render"),
+    ("meshplan.mesh.plan:plan_mesh", "mesh"),
+    ("meshplan.mesh.check:check_mesh_plan", "mesh"),
+    ("meshplan.mesh.render:with_mesh_objects", "mesh"),
+    ("meshplan.mesh.identity:plan_identity", "mesh"),  # the identity layer (sizes with +istio)
+    ("meshplan.mesh.identity:with_identity_objects", "mesh"),
+    # and its monitoring (sizes with +obs)
+    ("meshplan.observability.check:check_observability_inputs", "mesh"),
+    ("meshplan.observability.plan:plan_observability", "mesh"),
+    ("meshplan.observability.check:check_observability_plan", "mesh"),
+    ("meshplan.observability.render:with_observability_objects", "mesh"),
+    ("meshplan.render:render", "render"),
 )
 STAGES = ("load", "schema", "model", "check", "refine", "mesh", "render", "write")
 
@@ -114,8 +117,16 @@ class StageHooks:
         self.profilers: dict[str, Any] | None = None
         self.cpu_total = 0.0
         self.active: Any = None
-        self.missing = [name for name, _ in STAGE_HOOKS if not hasattr(pipeline, name)]
+        self.missing = [name for name, _ in STAGE_HOOKS if self._home(name)[1] is None]
         self._originals: dict[str, Callable[..., Any]] = {}
+
+    def _home(self, name: str) -> tuple[Any, Any]:
+        """(module, function) of a STAGE_HOOKS name; function None when there is none."""
+        module: Any = self.pipeline
+        if ":" in name:
+            module_name, _, name = name.partition(":")
+            module = importlib.import_module(module_name)
+        return module, getattr(module, name, None)
 
     def reset(self) -> None:
         self.seconds = dict.fromkeys(STAGES, 0.0)
@@ -128,16 +139,17 @@ class StageHooks:
     def install(self) -> StageHooks:
         self.reset()
         for name, stage in STAGE_HOOKS:
-            original = getattr(self.pipeline, name, None)
+            module, original = self._home(name)
             if original is None:
                 continue
             self._originals[name] = original
-            setattr(self.pipeline, name, self._wrap(original, stage, capture=name == "render"))
+            setattr(module, name.rpartition(":")[2],
+                    self._wrap(original, stage, capture=stage == "render"))
         return self
 
     def uninstall(self) -> None:
         for name, original in self._originals.items():
-            setattr(self.pipeline, name, original)
+            setattr(self._home(name)[0], name.rpartition(":")[2], original)
         self._originals.clear()
 
     def timed(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:

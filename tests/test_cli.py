@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from meshplan import __version__, cli
+from meshplan import __version__, cli, pipeline
 
 from tests.support.cli import run_cli
 
@@ -41,7 +41,7 @@ def bug(*_args: object, **_kwargs: object) -> None:
 def test_an_internal_bug_exits_3_with_a_hint_and_no_traceback(
     example_repo: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli, "validate", bug)  # fault injection: a bug inside the pipeline
+    monkeypatch.setattr(pipeline, "validate", bug)  # fault injection: a bug inside the pipeline
     monkeypatch.delenv("MESHPLAN_DEBUG", raising=False)
     code, _, err = run_cli(["validate", "--repo", str(example_repo)])
 
@@ -54,7 +54,7 @@ def test_an_internal_bug_exits_3_with_a_hint_and_no_traceback(
 def test_the_traceback_is_printed_only_when_asked(
     example_repo: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli, "validate", bug)
+    monkeypatch.setattr(pipeline, "validate", bug)
     monkeypatch.setenv("MESHPLAN_DEBUG", "1")
     code, _, err = run_cli(["validate", "--repo", str(example_repo)])
 

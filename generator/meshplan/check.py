@@ -10,7 +10,6 @@ match nothing.
 from __future__ import annotations
 
 import bisect
-import difflib
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
@@ -66,6 +65,8 @@ def check_inventory(
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
+    import difflib  # only when there is a mistake to word (start-up time)
+
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -252,6 +253,35 @@ class PodNetworks:
         blocks.sort()
         self.blocks = blocks
         self.starts = [(b.version, b.start) for b in blocks]
+        # Requirements repeat a few blocks (10.0.0.0/8 over every pod network of the fleet):
+        # each answer is computed once. (version, first, last, holes) -> the pod CIDRs.
+        self._covered: dict[tuple[int, int, int, tuple[str, ...]], list[_PodBlock]] = {}
+
+    def covered(self, network: Network, excepts: tuple[str, ...]) -> list[_PodBlock]:
+        """The pod CIDRs ``network`` overlaps that none of its ``excepts`` (as written; the
+        unreadable ones are reported elsewhere) contains, in address order."""
+        memo = (network.version, int(network.network_address), int(network.broadcast_address),
+                excepts)
+        found = self._covered.get(memo)
+        if found is None:
+            found = self._covered[memo] = self._uncovered(self.overlapping(network), excepts)
+        return found
+
+    @staticmethod
+    def _uncovered(blocks: list[_PodBlock], excepts: tuple[str, ...]) -> list[_PodBlock]:
+        holes = []  # (version, first, last address) of each readable except
+        for text in excepts if blocks else ():
+            try:
+                hole = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                continue
+            holes.append((hole.version, int(hole.network_address),
+                          int(hole.broadcast_address)))
+        if not holes:
+            return blocks
+        return [b for b in blocks if not any(
+            version == b.version and first <= b.start and b.end <= last
+            for version, first, last in holes)]
 
     def overlapping(self, network: Network) -> list[_PodBlock]:
         """The pod CIDRs ``network`` overlaps, in address order."""
@@ -566,16 +596,7 @@ class RequirementChecker:
                           path: str) -> Iterator[Diagnostic]:
         """Cilium never matches an endpoint that has an identity (any pod of the mesh) by
         CIDR: a block over a pod network reaches none of its pods."""
-        overlapping = self.pod_networks.overlapping(network)
-        holes = []
-        for text in cidr.excepts if overlapping else ():
-            try:
-                holes.append(ipaddress.ip_network(text, strict=False))
-            except ValueError:
-                continue
-        covered = [b for b in overlapping if not any(
-            b.version == h.version and b.network.subnet_of(h)  # type: ignore[arg-type]
-            for h in holes)]
+        covered = self.pod_networks.covered(network, cidr.excepts)
         if not covered:
             return
         shown = "; ".join(f"{b.network} of {b.owner} ({_first_seen(b.where)})"

@@ -5,30 +5,23 @@ Exit codes: 0 ok, 1 input (or environment) problem, 2 usage error, 3 internal bu
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from . import __version__
-from .diagnostics import Diagnostic, InputError, MeshplanError, Severity
-from .mesh.ids import proposal_lines, proposal_patch
-from .outputs import DEFAULT_OUTPUT_DIR, clusters_of
-from .pipeline import (
-    diff_repository,
-    propose_mesh_ids,
-    publish_repository,
-    render_repository,
-    validate,
-    verify_repository,
-)
-from .write import diff_against, write_tree
+
+# Start-up time (issue 14): a command imports the stages it runs when it runs, so that
+# `meshplan --version` costs little more than importing click, and `validate` never imports the
+# renderer, the verifier, the mesh renderer or jsonschema (only an invalid document needs it).
+# tests/test_startup.py guards which modules each command loads.
+if TYPE_CHECKING:
+    from .diagnostics import Diagnostic
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,6 +49,8 @@ def progress(message: str) -> None:
 
 
 def print_diagnostics(diagnostics: Iterable[Diagnostic], *, quiet_notices: bool = False) -> None:
+    from .diagnostics import Severity
+
     for diagnostic in diagnostics:
         if quiet_notices and diagnostic.severity is Severity.NOTICE:
             continue
@@ -63,6 +58,10 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic], *, quiet_notices: bool 
 
 
 def diagnostics_json(diagnostics: tuple[Diagnostic, ...], ok: bool) -> str:
+    import json
+
+    from .diagnostics import Severity
+
     counts = {s.value: sum(d.severity is s for d in diagnostics) for s in Severity}
     return json.dumps(
         {"ok": ok, "counts": counts, "diagnostics": [d.to_json() for d in diagnostics]},
@@ -76,6 +75,8 @@ def guarded(command: F) -> F:
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> int:
+        from .diagnostics import InputError, MeshplanError
+
         try:
             code = command(*args, **kwargs)
         except InputError as exc:
@@ -90,6 +91,8 @@ def guarded(command: F) -> F:
         except Exception as exc:
             click.echo(f"meshplan: internal error: {type(exc).__name__}: {exc}", err=True)
             if os.environ.get("MESHPLAN_DEBUG"):
+                import traceback
+
                 traceback.print_exc()
             else:
                 click.echo("This is a bug in meshplan. Re-run with MESHPLAN_DEBUG=1 for the "
@@ -125,6 +128,9 @@ def validate_command(repo: Path, output_format: str) -> int:
 
     Exit 0 when valid (warnings allowed), 1 when there are errors.
     """
+    from .diagnostics import Severity
+    from .pipeline import validate
+
     inventory, diagnostics = validate(repo)
     ok = inventory is not None
     if output_format == "json":
@@ -156,6 +162,11 @@ def render_command(repo: Path, out: Path | None, check: bool) -> int:
     The output folder is replaced atomically: it appears whole or not at all, and files whose
     content did not change are left untouched.
     """
+    from .diagnostics import Severity
+    from .outputs import DEFAULT_OUTPUT_DIR
+    from .pipeline import render_repository
+    from .write import diff_against, write_tree
+
     out = out if out is not None else repo / DEFAULT_OUTPUT_DIR
     progress(f"reading, checking and refining {repo} ...")
     rendered, diagnostics = render_repository(repo)
@@ -229,6 +240,8 @@ def publish_command(repo: Path, branch: str | None, remote: str, push: bool,
     No commit when the output did not change; a source commit older than the one already
     published is refused. Exit 0 published or up to date, 1 refused or git failed.
     """
+    from .outputs import clusters_of
+    from .pipeline import publish_repository
     from .publish import PublishOptions
 
     progress("rendering the checked-out commit and publishing it ...")
@@ -265,7 +278,9 @@ def diff_command(repo: Path, base: str, output_format: str, exit_code: bool) -> 
     by object, with a unified diff of each changed object and a summary table. Exit 0 whether
     or not there are changes (1 with --exit-code when there are), 1 on invalid inputs.
     """
+    from .diagnostics import Severity
     from .gitdiff import format_markdown, format_text
+    from .pipeline import diff_repository
 
     progress(f"rendering {base} and the working tree ...")
     report, diagnostics = diff_repository(repo, base, with_flows=output_format == "markdown")
@@ -299,6 +314,9 @@ def verify_command(repo: Path, rendered: Path | None, output_format: str) -> int
     as is an egress-restricted pod that cannot reach kube-dns. Half-open intents across domains
     are warnings. Exit 0 when output and requirements agree, 1 otherwise or on invalid inputs.
     """
+    from .diagnostics import Severity
+    from .pipeline import verify_repository
+
     progress("evaluating the rendered policies against the requirements ...")
     report = verify_repository(repo, rendered)
     if output_format == "json":
@@ -339,6 +357,7 @@ def graph_command(repo: Path, rendered: Path | None, output_format: str, domain:
     """
     from .diagnostics import UsageError
     from .graph import connectivity_graph, render_graph
+    from .pipeline import verify_repository
 
     progress("evaluating the rendered policies against the requirements ...")
     report = verify_repository(repo, rendered)
@@ -390,6 +409,9 @@ def propose_ids_command(repo: Path, output_format: str) -> int:
     inputs always give the same proposal. Exit 0 with a proposal (or nothing to do), 1 on
     invalid inputs or when the ID space is exhausted.
     """
+    from .mesh.ids import proposal_lines, proposal_patch
+    from .pipeline import propose_mesh_ids
+
     proposals = propose_mesh_ids(repo)
     if proposals is None:
         click.echo("meshplan: nothing to propose: no Mesh document with spec.cilium", err=True)

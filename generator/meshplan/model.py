@@ -644,3 +644,10 @@ def _rules(
         rules.append(Rule(direction, peers, cidrs, ports, doc.location(here),
                           peers_key in rule, cidrs_key in rule, format_path(here)))
     return tuple(rules)
+
+
+def find_cluster(inventory: Inventory, path: str) -> Cluster | None:
+    """The cluster written as ``<domain>/<cluster>``, if the inventory has it."""
+    domain, _, name = path.partition("/")
+    found = inventory.domain_by_name.get(domain)
+    return None if found is None else found.cluster_by_name.get(name)

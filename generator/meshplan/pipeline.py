@@ -26,12 +26,7 @@ from .diagnostics import (
     sorted_diagnostics,
 )
 from .load.repository import load_repository
-from .mesh.check import check_mesh_inputs, check_mesh_plan
-from .mesh.identity import plan_identity, with_identity_objects
-from .mesh.ids import IdProposal, propose_ids
-from .mesh.model import Mesh, build_mesh
-from .mesh.plan import MeshPlan, plan_mesh
-from .mesh.render import with_mesh_objects
+from .mesh.check import check_mesh_inputs
 from .model import (
     Domain,
     GitOps,
@@ -43,12 +38,8 @@ from .model import (
     build_requirement,
     with_implied_namespaces,
 )
-from .observability.check import check_observability_inputs, check_observability_plan
-from .observability.plan import plan_observability
-from .observability.render import with_observability_objects
-from .outputs import DEFAULT_OUTPUT_DIR, read_tree
+from .outputs import DEFAULT_OUTPUT_DIR
 from .refine import Plan, refine
-from .render import Rendered, render
 from .schema import (
     DOMAIN,
     GITOPS,
@@ -59,7 +50,11 @@ from .schema import (
 
 if TYPE_CHECKING:  # the commands below import their modules when they run (start-up time)
     from .gitdiff import DiffReport
+    from .mesh.ids import IdProposal
+    from .mesh.model import Mesh
+    from .mesh.plan import MeshPlan
     from .publish import PublishOptions, PublishResult
+    from .render import Rendered
     from .verify.report import VerifyReport
 
 
@@ -130,8 +125,10 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
             first_seen[kind.name] = doc.location(("kind",))
             if kind is GITOPS:
                 gitops = None if has_errors(problems) else build_gitops(doc)
-            else:
-                mesh = None if has_errors(problems) else build_mesh(doc)
+            elif not has_errors(problems):
+                from .mesh.model import build_mesh  # only with a Mesh document
+
+                mesh = build_mesh(doc)
             continue
         if kind is None or has_errors(problems):
             broken_domains.update(declared_domain_names(doc.data))
@@ -143,17 +140,32 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
         diagnostics.extend(problems)
         if kind is not None and not has_errors(problems):
             requirements.append(build_requirement(folder, doc))
+    # The records hold what they need of the documents (values, locations): free the parsed
+    # trees and their position tables before refinement allocates the objects (peak memory).
+    del inputs
     inventory = with_implied_namespaces(Inventory(tuple(domains), tuple(requirements), gitops,
                                                   mesh))
     diagnostics.extend(check_inventory(inventory, frozenset(broken_domains)))
     diagnostics.extend(check_destinations(inventory))
     diagnostics.extend(check_mesh_inputs(inventory, ids_optional=proposing_ids))
+    from .observability.check import check_observability_inputs  # start-up: see check.py
+
     diagnostics.extend(check_observability_inputs(inventory))
     if has_errors(diagnostics):
         return Analysis(None, None, sorted_diagnostics(diagnostics))
     plan = refine(inventory)
-    mesh_plan = plan_mesh(inventory)
-    if mesh_plan is not None:
+    mesh_plan: MeshPlan | None = None
+    if inventory.mesh is not None:  # the mesh modules below only with a Mesh document
+        from .mesh.check import check_mesh_plan
+        from .mesh.identity import plan_identity, with_identity_objects
+        from .mesh.plan import plan_mesh
+        from .mesh.render import with_mesh_objects
+        from .observability.check import check_observability_plan
+        from .observability.plan import plan_observability
+        from .observability.render import with_observability_objects
+
+        mesh_plan = plan_mesh(inventory)
+        assert mesh_plan is not None  # there is a Mesh document
         diagnostics.extend(check_mesh_plan(mesh_plan, ids_optional=proposing_ids))
         plan = with_mesh_objects(plan, mesh_plan)
         identity = plan_identity(inventory)
@@ -214,6 +226,8 @@ def render_analysis(analysis: Analysis) -> Rendered:
     """The output files of an analysis; raises :class:`InputError` if it found errors."""
     if analysis.inventory is None or analysis.plan is None:
         raise InputError(analysis.diagnostics)
+    from .render import render  # not needed by validate (start-up time)
+
     with without_cyclic_gc():
         return render(analysis.plan, analysis.inventory, analysis.mesh)
 
@@ -228,6 +242,8 @@ def propose_mesh_ids(repo: Path) -> tuple[IdProposal, ...] | None:
     The inputs are checked as for a render, except that members may lack an ID. Raises
     :class:`InputError` when they are invalid or the ID space is exhausted.
     """
+    from .mesh.ids import propose_ids
+
     analysis = analyse(repo, proposing_ids=True)
     if analysis.inventory is None:
         raise InputError(analysis.diagnostics)
@@ -241,6 +257,7 @@ def propose_mesh_ids(repo: Path) -> tuple[IdProposal, ...] | None:
 
 def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
     """Validate the inputs (raises InputError when invalid), then verify the rendered tree."""
+    from .outputs import read_tree
     from .verify.report import display_root_for, verify
 
     inventory, _ = validated(repo)

@@ -270,7 +270,7 @@ class _PlanBuilder:
         self._dns_rules: dict[str, dict[str, Any]] = {}
         # (connection, client cluster, whose pods call) of every egress flow to a service,
         # for the load-balancing check once every Service is known.
-        self._calls: list[tuple[_Connection, Cluster, Hashable]] = []
+        self._calls: list[tuple[_Connection, ClusterRef, Hashable]] = []
         self._keys = _Keys()
         self._backends: dict[tuple[int, ClusterRef], tuple[str, ...]] = {}
         # Istio members on several networks reach each other through east-west gateways.
@@ -510,7 +510,7 @@ class _PlanBuilder:
                 self._namespace(here, namespace, cause, peer)
         if item.direction != "egress":
             return
-        self._calls.append((item, cluster, prep.subject))
+        self._calls.append((item, here, prep.subject))
         if remote:
             runs_here = service.domain == cluster.domain and cluster.name in service.clusters
             for ref in remote:
@@ -704,20 +704,22 @@ class _PlanBuilder:
         """Warn where a client's peers admit only some of the clusters its copy of a global
         Service load-balances to. Every requirement selecting the same pods (same namespace
         and selector) counts: Cilium unions their allows."""
+        calls, self._calls = self._calls, []  # consumed here (a fleet has many)
         admitted: dict[tuple[ClusterRef, Hashable, int], set[str]] = {}
-        calls = []
-        for item, cluster, subject in self._calls:
-            client = ClusterRef(cluster.domain, cluster.name)
+        for item, client, subject in calls:
             group = (client, subject, id(item.target.service))
-            admitted.setdefault(group, set()).update(item.target.clusters)
-            calls.append((group, item))
+            found = admitted.get(group)
+            if found is None:
+                admitted[group] = set(item.target.clusters)
+            else:
+                found.update(item.target.clusters)
         seen: set[tuple[Location, int, ClusterRef]] = set()
-        for group, item in calls:
-            client, service = group[0], item.target.service
+        for item, client, subject in calls:
+            service = item.target.service
             if len(item.target.clusters) == len(service.clusters):
                 continue  # every cluster of the service admitted: nothing can be lost
             backends = self._backend_clusters(service, client)
-            allowed = admitted[group]
+            allowed = admitted[(client, subject, id(service))]
             if all(c in allowed for c in backends):
                 continue
             once = (item.peer.location, id(service), client)
@@ -845,6 +847,8 @@ class _Keys:
 
     def unique(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``items`` without repeats (equal bodies), first occurrences in order."""
+        if len(items) <= _PAIRWISE_MAX:
+            return _unique_pairwise(items)
         seen: set[Hashable] = set()
         out: list[dict[str, Any]] = []
         for item in items:
@@ -853,6 +857,21 @@ class _Keys:
                 seen.add(key)
                 out.append(item)
         return out
+
+
+# Up to this many rules (nearly every policy) repeats are found by comparing every rule with
+# the ones kept: dicts compare in C, faster than building keys for rules not seen before, and
+# no key is kept. Rule bodies hold only text (names, labels, ports and CIDRs as strings), for
+# which == and _Keys agree.
+_PAIRWISE_MAX = 16
+
+
+def _unique_pairwise(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if item not in out:  # identity first, then ==
+            out.append(item)
+    return out
 
 
 def _at(location: Location | None) -> str:

@@ -8,19 +8,14 @@ becomes a diagnostic located at the offending key or value, worded as "expected 
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .admission import LABEL_VALUE, SelectorProblem, selector_problems
 from .diagnostics import Diagnostic, error, notice
@@ -33,6 +28,10 @@ from .vocabulary import (
     REQUIREMENT_ANNOTATIONS,
     WILDCARD,
 )
+
+if TYPE_CHECKING:  # jsonschema is imported only when a document is invalid (start-up time)
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
 
 SCHEMA_FILES = ("common", "domain", "requirement", "domain-request", "gitops", "mesh")
 SCHEMA_URL = "https://meshplan.dev/schemas/{name}.schema.json"
@@ -54,14 +53,36 @@ MESH = DocumentKind("Mesh", "mesh")
 REQUIREMENT_KINDS = ("Requirement", *POLICY_KINDS)
 
 
+SCHEMA_DIR = Path(__file__).parent / "schemas"  # package data (pyproject.toml), beside us
+
+
 @cache
 def schema_text(name: str) -> str:
-    """The text of a shipped schema (``name`` without ``.schema.json``)."""
-    return resources.files("meshplan").joinpath(f"schemas/{name}.schema.json").read_text("utf-8")
+    """The text of a shipped schema (``name`` without ``.schema.json``).
+
+    Read beside this module rather than through importlib.resources, whose import (tempfile,
+    shutil, zipfile) costs more than the read; meshplan is never imported from a zip.
+    """
+    return (SCHEMA_DIR / f"{name}.schema.json").read_text("utf-8")
+
+
+def close_matches(word: str, candidates: Iterable[str]) -> list[str]:
+    """The one candidate closest to a misspelt ``word`` (difflib, imported when needed)."""
+    import difflib
+
+    return difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
 
 
 @cache
-def _validator(name: str) -> jsonschema.protocols.Validator:
+def _validator(name: str) -> Validator:
+    """The jsonschema validator of schema ``name``, which words the located diagnostics.
+
+    Imported here, not at module level: jsonschema and referencing take about as long to
+    import as click, and the fast path below decides alone for valid documents.
+    """
+    import jsonschema
+    from referencing import Registry, Resource
+
     resources_ = [
         (SCHEMA_URL.format(name=n), Resource.from_contents(json.loads(schema_text(n))))
         for n in SCHEMA_FILES
@@ -93,12 +114,22 @@ FAST_VALIDATOR_MODULE: Any = _import_fast_validator()
 
 
 @cache
+def _rust_schemas() -> dict[str, Any]:
+    """Every shipped schema in Rust's regex dialect, rewritten once for all validators."""
+    return {n: rust_dialect(json.loads(schema_text(n))) for n in SCHEMA_FILES}
+
+
+@cache
+def _rust_registry() -> Any:
+    rs = FAST_VALIDATOR_MODULE
+    return rs.Registry([(SCHEMA_URL.format(name=n), s) for n, s in _rust_schemas().items()])
+
+
+@cache
 def fast_validator(name: str) -> Any:
     """The compiled jsonschema-rs validator of schema ``name`` (needs FAST_VALIDATOR_MODULE)."""
     rs = FAST_VALIDATOR_MODULE
-    schemas = {n: rust_dialect(json.loads(schema_text(n))) for n in SCHEMA_FILES}
-    registry = rs.Registry([(SCHEMA_URL.format(name=n), s) for n, s in schemas.items()])
-    return rs.validator_for(schemas[name], registry=registry,
+    return rs.validator_for(_rust_schemas()[name], registry=_rust_registry(),
                             pattern_options=rs.FancyRegexOptions())
 
 
@@ -187,7 +218,7 @@ def _meshplan_annotation_problems(doc: Document) -> Iterator[Diagnostic]:
         return
     for key in annotations:
         if str(key).startswith("meshplan.dev/") and key not in REQUIREMENT_ANNOTATIONS:
-            hint = difflib.get_close_matches(str(key), REQUIREMENT_ANNOTATIONS, n=1, cutoff=0.6)
+            hint = close_matches(str(key), REQUIREMENT_ANNOTATIONS)
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
             path: PathKey = ("metadata", "annotations", key)
             yield error(doc.key_location(path), format_path(path), "expected one of the "
@@ -246,7 +277,7 @@ def domain_request_diagnostics(doc: Document) -> Iterator[Diagnostic]:
     known = [s["name"] for s in services]
     for key in services_map if isinstance(services_map, dict) else ():
         if key not in known:
-            hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = close_matches(str(key), known)
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
             path = ("servicesMap", key)
             yield error(doc.key_location(path), format_path(path), "expected the name of a "
@@ -435,7 +466,7 @@ def _unknown_keys(doc: Document, err: ValidationError, path: PathKey) -> Iterato
     for key in instance:
         if key in known:
             continue
-        hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = close_matches(str(key), known)
         suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
         expected = ", ".join(known) if known else "no keys"
         yield error(doc.key_location((*path, key)), format_path((*path, key)),

@@ -14,10 +14,6 @@ from typing import Any
 
 import yaml
 import yaml.nodes
-from ruamel.yaml import YAML as RuamelYAML
-from ruamel.yaml.composer import Composer as RuamelComposer
-from ruamel.yaml.error import MarkedYAMLError as RuamelMarkedError
-from ruamel.yaml.error import YAMLError as RuamelError
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
@@ -31,6 +27,7 @@ from ..diagnostics import Diagnostic, Location, error
 from .document import KEY, Document, PathKey, format_path
 
 HAS_LIBYAML = _LibyamlParser is not None
+YAML_ERRORS: tuple[type[Exception], ...] = (yaml.YAMLError,)
 MAX_NODES_PER_FILE = 2_000_000  # nodes visited, aliases counted each time they are expanded
 MAX_JSON_NODES = 100_000  # the pure-Python YAML 1.2 parser needs ~50 us per node
 MAX_DEPTH = 200
@@ -111,22 +108,6 @@ if _LibyamlParser is not None:
     _YAML_LOADER = _LibyamlLoader
 
 
-class _GuardedRuamelComposer(RuamelComposer):
-    """ruamel.yaml's composer with a node budget and a depth limit (its own raises late)."""
-
-    def __init__(self, loader: Any = None) -> None:
-        super().__init__(loader)
-        self.budget = _Budget(MAX_JSON_NODES)
-        self.warn_double_anchors = False  # a redefined anchor is valid YAML, not a warning
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self.budget.enter(self.parser.peek_event().start_mark)
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.budget.leave()
-
-
 def parse_yaml(relpath: str, text: str) -> tuple[list[Document], list[Diagnostic]]:
     """Parse a (multi-document) YAML text safely (libyaml's parser when present).
 
@@ -146,7 +127,8 @@ def _parse_composed(relpath: str, text: str) -> tuple[list[Document], list[Diagn
     """Compose nodes, size them with aliases expanded, then build data (any YAML file)."""
     loader = _YAML_LOADER(text)
     try:
-        return _compose_all(relpath, _pyyaml_nodes(loader), _pyyaml_scalar(loader), text)
+        return _compose_all(relpath, _pyyaml_nodes(loader), _pyyaml_scalar(loader), text,
+                            YAML_ERRORS, "YAML")
     finally:
         loader.dispose()
 
@@ -156,16 +138,19 @@ def parse_json_like(relpath: str, text: str) -> tuple[list[Document], list[Diagn
 
     JSON is a subset of YAML 1.2, not of the YAML 1.1 that PyYAML implements (tabs, for one,
     cannot separate tokens in YAML 1.1); the thesis' DomainRequest files are tab-indented and
-    carry unquoted values, which YAML 1.2 reads as plain strings.
+    carry unquoted values, which YAML 1.2 reads as plain strings. ruamel.yaml is imported here,
+    when a JSON file is read, not at start-up (:mod:`.yaml12`).
     """
-    parser = RuamelYAML(typ="safe", pure=True)
-    parser.Composer = _GuardedRuamelComposer
+    from .yaml12 import RUAMEL_ERRORS, json_parser
+
+    parser = json_parser(lambda: _Budget(MAX_JSON_NODES))
     constructor = parser.constructor
 
     def scalar(node: Any) -> Any:
         return constructor.construct_object(node, deep=True)
 
-    return _compose_all(relpath, parser.compose_all(text), scalar, text)
+    return _compose_all(relpath, parser.compose_all(text), scalar, text, RUAMEL_ERRORS,
+                        "JSON/YAML 1.2")
 
 
 def _pyyaml_nodes(loader: Any) -> Iterator[Any]:
@@ -183,8 +168,10 @@ def _pyyaml_scalar(loader: Any) -> Callable[[Any], Any]:
 
 
 def _compose_all(
-    relpath: str, nodes: Iterator[Any], scalar: Callable[[Any], Any], text: str = ""
+    relpath: str, nodes: Iterator[Any], scalar: Callable[[Any], Any], text: str,
+    syntax_errors: tuple[type[Exception], ...], language: str,
 ) -> tuple[list[Document], list[Diagnostic]]:
+    """``syntax_errors``: the parser's exceptions for bad input; ``language``: its name."""
     documents: list[Document] = []
     diagnostics: list[Diagnostic] = []
     index = 0
@@ -198,7 +185,7 @@ def _compose_all(
                     f"expected at most {MAX_NODES_PER_FILE:,} YAML nodes once aliases are "
                     "expanded, found more (aliases expand to too much data: a YAML alias bomb?)"))
                 break
-            builder = _TreeBuilder(relpath, scalar)
+            builder = _TreeBuilder(relpath, scalar, syntax_errors)
             builder.budget = budget
             data = builder.build(node, (), 0)
             budget -= expanded
@@ -206,8 +193,8 @@ def _compose_all(
             if data is not None and not builder.fatal:
                 documents.append(Document(relpath, index, data, builder.marks))
             index += 1
-    except (yaml.YAMLError, RuamelError) as exc:
-        diagnostics.append(_syntax_error(relpath, exc, text))
+    except syntax_errors as exc:
+        diagnostics.append(_syntax_error(relpath, exc, text, language))
     except _LimitExceeded as exc:
         line, column = (exc.mark.line + 1, exc.mark.column + 1) if exc.mark else (1, 1)
         diagnostics.append(error(Location(relpath, line, column), "", exc.message))
@@ -242,7 +229,8 @@ def _expanded_size(root: Any, limit: int) -> int:
     return size(root)
 
 
-def _syntax_error(relpath: str, exc: Exception, text: str = "") -> Diagnostic:
+def _syntax_error(relpath: str, exc: Exception, text: str = "", language: str = "YAML"
+                  ) -> Diagnostic:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
@@ -252,8 +240,7 @@ def _syntax_error(relpath: str, exc: Exception, text: str = "") -> Diagnostic:
     if mark is not None and 0 <= mark.line < len(lines) and \
             lines[mark.line][mark.column:mark.column + 1] == "\t":
         detail += "; a tab cannot indent YAML, use spaces"
-    kind = "JSON/YAML 1.2" if isinstance(exc, (RuamelError, RuamelMarkedError)) else "YAML"
-    return error(Location(relpath, line, column), "", f"expected valid {kind}, found a syntax "
+    return error(Location(relpath, line, column), "", f"expected valid {language}, found a syntax "
                  f"error ({detail})")
 
 
@@ -309,9 +296,15 @@ class _DataBuilder:
 class _TreeBuilder(_DataBuilder):
     """Converts a composed node graph into plain data, recording positions on the way."""
 
-    def __init__(self, relpath: str, scalar: Callable[[Any], Any]) -> None:
+    def __init__(self, relpath: str, scalar: Callable[[Any], Any],
+                 syntax_errors: tuple[type[Exception], ...] = ()) -> None:
         super().__init__(relpath)
         self.scalar = scalar
+        # A value its constructor refuses: ValueError e.g. for an integer of more than 4,300
+        # digits (Python's conversion limit); LookupError from PyYAML's constructors on e.g.
+        # "!!int ''" or "!!bool maybe"; the parser's own errors.
+        self.scalar_errors: tuple[type[Exception], ...] = (
+            yaml.YAMLError, *syntax_errors, ValueError, OverflowError, LookupError)
         self.budget = MAX_NODES_PER_FILE
         self._open: set[int] = set()  # collections being built (an alias to one is recursive)
 
@@ -350,9 +343,7 @@ class _TreeBuilder(_DataBuilder):
     def _scalar(self, node: Any, path: PathKey) -> Any:
         try:
             return self.scalar(node)
-        except (yaml.YAMLError, RuamelError, ValueError, OverflowError, LookupError) as exc:
-            # ValueError: e.g. an integer of more than 4,300 digits (Python's conversion limit);
-            # LookupError: PyYAML's constructors on e.g. "!!int ''" or "!!bool maybe"
+        except self.scalar_errors as exc:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             self._stop(node, path, f"expected a plain YAML value, found {node.tag!r} ({problem})")
             return None

@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ..check import _first_seen, _repeated, parse_network
 from ..diagnostics import Diagnostic, error, warning
 from ..model import Cluster, Inventory
 from ..refine import ClusterRef
-from .model import CILIUM_CA_SECRET, ISTIO_CA_SECRET, CiliumSettings, IstioSettings, Mesh
-from .plan import MeshPlan, gateway_sources, ref_of
+
+if TYPE_CHECKING:  # the Mesh document's and the plan's modules only with a Mesh document
+    from .model import CiliumSettings, IstioSettings, Mesh
+    from .plan import MeshPlan
 
 RESERVED_CLUSTER_NAME = "default"  # the chart refuses it for any cluster.id other than 0
 DEFAULT_MAX_CLUSTERS = 255
@@ -131,6 +134,8 @@ def _section(mesh: Mesh, name: str, settings: CiliumSettings | IstioSettings | N
 
 
 def _cilium_settings(cilium: CiliumSettings) -> Iterator[Diagnostic]:
+    from .model import CILIUM_CA_SECRET
+
     if cilium.ca_secret is None and cilium.ca_issuer is None:
         yield error(cilium.location, "spec.cilium.ca", "expected the shared ClusterMesh CA "
                     f"(ca: {{existingSecret: {CILIUM_CA_SECRET}}} or ca: {{certManagerIssuer: "
@@ -234,6 +239,8 @@ def _unique_addresses(members: list[Cluster]) -> Iterator[Diagnostic]:
 
 
 def _istio_settings(mesh: Mesh) -> Iterator[Diagnostic]:
+    from .model import ISTIO_CA_SECRET
+
     istio = mesh.istio
     assert istio is not None
     if istio.root_ca_secret is None:
@@ -357,6 +364,8 @@ def _connected_set_sizes(plan: MeshPlan, cilium: CiliumSettings) -> Iterator[Dia
 def _ids_unique_among_peers(plan: MeshPlan) -> Iterator[Diagnostic]:
     """IDs must differ within every member's closed neighbourhood (itself and its peers): an
     agent holds the identities of all the clusters it connects to, keyed by cluster ID."""
+    from .plan import ref_of
+
     reported: set[tuple[ClusterRef, ClusterRef]] = set()
     if not plan.peers_needed:
         groups: Iterable[tuple[Cluster | None, tuple[Cluster, ...]]] = [(None,
@@ -429,6 +438,8 @@ def _gateway_addresses(plan: MeshPlan) -> Iterator[Diagnostic]:
     address on 15443 and the remote gateway's policy must admit the client cluster's source
     addresses. Both come from the inventory; a flow that needs one that is missing is an
     error at the first requirement intending a flow between the two clusters."""
+    from .plan import gateway_sources
+
     missing: set[tuple[ClusterRef, str]] = set()
     for (source, destination), cause in sorted(plan.flows.causes.items()):
         if not plan.gateway_route(source, destination):

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from ..check import did_you_mean
 from ..diagnostics import Diagnostic, error, warning
-from ..model import Cluster, Inventory
-from .plan import ObservabilityPlan, find_cluster
+from ..model import Cluster, Inventory, find_cluster
+
+if TYPE_CHECKING:  # the plan (and the mesh modules) only where there is a Mesh document
+    from .plan import ObservabilityPlan
 
 CENTRAL_PATH = "spec.observability.centralCluster"
 SCRAPE_TIMEOUT_SECONDS = 10  # Prometheus' default scrape_timeout: an interval must not be less

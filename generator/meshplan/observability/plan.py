@@ -24,7 +24,7 @@ from ..mesh.identity import mesh_wide_strict, participating_namespaces, strict_n
 from ..mesh.model import ObservabilitySettings
 from ..mesh.plan import MeshPlan, ref_of
 from ..mesh.values import istio_cluster_name
-from ..model import Cluster, Inventory, Requirement
+from ..model import Cluster, Inventory, Requirement, find_cluster
 from ..refine import ClusterRef
 from ..vocabulary import ISTIO_ROOT_NAMESPACE
 
@@ -115,13 +115,6 @@ class ObservabilityPlan:
 
     def watch_of(self, cluster: Cluster) -> Watch | None:
         return next((w for w in self.watches if w.cluster is cluster), None)
-
-
-def find_cluster(inventory: Inventory, path: str) -> Cluster | None:
-    """The cluster written as ``<domain>/<cluster>``, if the inventory has it."""
-    domain, _, name = path.partition("/")
-    found = inventory.domain_by_name.get(domain)
-    return None if found is None else found.cluster_by_name.get(name)
 
 
 def plan_observability(mesh: MeshPlan) -> ObservabilityPlan | None:
