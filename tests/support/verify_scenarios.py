@@ -169,10 +169,10 @@ def record(path: Path) -> None:
                 before, (inventory, {f.path: f.content for f in result.files}))
             print(name, file=sys.stderr)
             shutil.rmtree(root)
-        for k, files in enumerate(random_specs()):
+        for k, inputs in enumerate(random_specs()):
             name = f"random/{k}"
-            root = write_files(Path(tmp) / name, files)
-            out["random_inputs"].append(files)
+            root = write_files(Path(tmp) / name, inputs)
+            out["random_inputs"].append(inputs)
             out["verify"][name] = verify_answer(*rendered_files(root))
             print(name, file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
