@@ -300,10 +300,8 @@ class _PolicyReader:
     # -- what it enforces ----------------------------------------------------------------
 
     def _subjects(self, selector: LabelSelector) -> list[int]:
-        return [i for i, e in enumerate(self.owner.model.endpoints)
-                if e.is_pod and e.domain == self.domain and e.cluster == self.cluster
-                and (self.namespace is None or e.namespace == self.namespace)
-                and selector.matches(e.identity)]
+        index = self.owner.model.index
+        return index.select(selector, index.in_place(self.domain, self.cluster, self.namespace))
 
     def _subject_namespace(self, path: PathKey, data: Any) -> None:
         """Cilium overwrites a ``k8s:`` namespace in a namespaced policy's subject with the
@@ -431,8 +429,7 @@ class _PolicyReader:
         for j, data in enumerate(peers):
             selector = self._peer_selector(data, (*path, j))
             if selector is not None:
-                selected.update(i for i, e in enumerate(self.owner.model.endpoints)
-                                if e.is_pod and selector.matches(e.identity))
+                selected.update(self.owner.model.index.select(selector))
         return frozenset(selected)
 
     def _peer_selector(self, data: Any, path: PathKey) -> LabelSelector | None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from ..diagnostics import Location
 from .addresses import Block
-from .endpoints import Endpoint
+from .endpoints import Endpoint, EndpointIndex
 from .ports import ALL_PORTS, NO_PORTS, PortSet
 
 Direction = Literal["egress", "ingress"]
@@ -96,6 +97,10 @@ class Connectivity:
         self.endpoints = tuple(endpoints)
         self.egress = [Stance() for _ in self.endpoints]
         self.ingress = [Stance() for _ in self.endpoints]
+
+    @cached_property
+    def index(self) -> EndpointIndex:
+        return EndpointIndex(self.endpoints)
 
     def stance(self, direction: Direction, index: int) -> Stance:
         return (self.egress if direction == "egress" else self.ingress)[index]
