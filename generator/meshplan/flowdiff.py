@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 from .graph import EXTERNAL, mermaid_text
 from .model import Inventory
-from .outputs import OutputFile
-from .verify.connectivity import DIRECTIONS, Connectivity, Direction
+from .outputs import OutputFile, split_cluster_path
+from .verify.connectivity import DIRECTIONS, Connectivity, Direction, sparse_pairs
 from .verify.endpoints import Endpoint, inventory_endpoints, is_dns_flow
+from .verify.gateways import gateway_hops
 from .verify.layers import Layers, read_layers
 
 Render = tuple[Inventory, Iterable[OutputFile] | Mapping[str, bytes]]
+Pair = tuple[int, int]
+Where = tuple[str, str]  # (domain, cluster)
 
 
 @dataclass(frozen=True, order=True)
@@ -97,25 +100,158 @@ def _clusters(inventory: Inventory) -> set[tuple[str, str]]:
 
 
 def connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
-    """Every flow and every endpoint stance the change alters (see the module docstring)."""
+    """Every flow and every endpoint stance the change alters (see the module docstring).
+
+    By classes, as verify compares (:func:`.verify.connectivity.sparse_pairs`): a subject's
+    verdicts come from its own cluster's folder only, so a cluster whose files are the same on
+    both sides changes no verdict of its endpoints. The clusters the change touches are read
+    first, on both sides; the flows that can have changed are those their endpoints' rules name
+    (every flow of a class whose default changed); then only the clusters of those flows are
+    read to evaluate them. When the inventories differ as verify reads them, both trees are read
+    whole.
+    """
     union: dict[str, Endpoint] = {}
     for inventory, _ in (after, before):
         for endpoint in inventory_endpoints(inventory):
             union.setdefault(endpoint.title, endpoint)
     common = _clusters(before[0]) & _clusters(after[0])
     shared = {t: e for t, e in union.items() if not e.is_pod or (e.domain, e.cluster) in common}
-    models = []
-    for inventory, files in (before, after):
-        endpoints = _endpoints(inventory, common, shared)
-        models.append(read_layers(inventory, endpoints, _files(files), "").layers)
-    old, new = models
-    return ConnectivityChanges(tuple(sorted(_flow_changes(old, new))),
-                               tuple(sorted(_stance_changes(old.cilium, new.cilium))))
+    sides = [(inventory, _endpoints(inventory, common, shared), _files(files))
+             for inventory, files in (before, after)]
+    old_files, new_files, new_endpoints = sides[0][2], sides[1][2], sides[1][1]
+    if not _same_reading(sides[0][:2], sides[1][:2]):
+        old, new = (read_layers(i, e, f, "").layers for i, e, f in sides)
+        return ConnectivityChanges(
+            tuple(sorted(_flow_changes(old, new, new.pairs()))),
+            tuple(sorted(_stance_changes(old.cilium, new.cilium, range(len(new_endpoints))))))
+    changed = _changed_clusters(old_files, new_files, common)
+    touched = [read_layers(i, e, f, "", only=changed).layers for i, e, f in sides]
+    candidates = _candidates(touched[0], touched[1], changed)
+    if candidates is None:
+        needed: set[Where] | None = None
+        candidates = list(touched[1].pairs())
+    else:
+        needed = set(changed)
+        for i, j in candidates:
+            for k in (i, j):
+                e = new_endpoints[k]
+                if e.is_pod:
+                    needed.add((e.domain, e.cluster))
+    old, new = (read_layers(i, e, f, "", only=needed).layers for i, e, f in sides)
+    in_changed = [k for k, e in enumerate(new_endpoints) if (e.domain, e.cluster) in changed]
+    return ConnectivityChanges(
+        tuple(sorted(_flow_changes(old, new, candidates))),
+        tuple(sorted(_stance_changes(touched[0].cilium, touched[1].cilium, in_changed))))
 
 
-def _flow_changes(old: Layers, new: Layers) -> Iterable[FlowChange]:
+def _same_reading(old: tuple[Inventory, list[Endpoint]],
+                  new: tuple[Inventory, list[Endpoint]]) -> bool:
+    """Whether verify reads a cluster's folder the same way under both inventories: the same
+    endpoints, Istio members and trust domains, and gateway hops."""
+    return old[1] == new[1] and _members(old[0]) == _members(new[0]) and \
+        gateway_hops(old[0], old[1]) == gateway_hops(new[0], new[1])
+
+
+def _members(inventory: Inventory) -> dict[Where, str | None]:
+    return {(d.name, c.name): (c.istio.trust_domain if c.istio is not None else None)
+            for d in inventory.domains for c in d.clusters if inventory.is_istio_member(c)}
+
+
+def _changed_clusters(old: Mapping[str, bytes], new: Mapping[str, bytes],
+                      clusters: set[Where]) -> set[Where]:
+    """The clusters (of both sides) whose rendered folder differs."""
+    by: dict[Where, list[dict[str, bytes]]] = {}
+    for side, files in enumerate((old, new)):
+        for path, content in files.items():
+            split = split_cluster_path(path)
+            if split is not None and (split[0], split[1]) in clusters:
+                by.setdefault((split[0], split[1]), [{}, {}])[side][path] = content
+    return {where for where, (a, b) in by.items() if a != b}
+
+
+def _candidates(old: Layers, new: Layers, changed: set[Where]) -> list[Pair] | None:
+    """The flows that can differ between two renders whose only differences are the folders
+    of ``changed`` (both read from those folders alone), or None when they may be any flow."""
     endpoints = new.cilium.endpoints
-    for i, j in new.pairs():
+    found: set[Pair] = set()
+    every_flow = False
+
+    def defaults_differ(direction: Direction, subject: int) -> bool:
+        nonlocal every_flow
+        differ = old.cilium.default(direction, subject) != new.cilium.default(direction, subject)
+        every_flow |= differ
+        return False
+
+    found.update(sparse_pairs((old.cilium, new.cilium), defaults_differ))
+    if every_flow:
+        return None
+    routed = _routed_changes(old, new, changed)
+    identity = _identity_changes(old, new, changed)
+    if routed is None or identity is None:
+        return None
+    found |= routed | identity
+    return sorted((i, j) for i, j in found if i != j
+                  and (endpoints[i].is_pod or endpoints[j].is_pod)
+                  and not (endpoints[i].infrastructure or endpoints[j].infrastructure))
+
+
+def _routed_changes(old: Layers, new: Layers, changed: set[Where]) -> set[Pair] | None:
+    """Routed flows (between Istio networks) that can differ: from a client of a changed
+    cluster whose egress to a remote gateway's address changed, every workload there; into a
+    changed cluster whose gateway chain changed, any client (None)."""
+    hops = new.hops
+    if not hops.active:
+        return set()
+    endpoints = new.cilium.endpoints
+    workloads: dict[Where, list[int]] = {}
+    for j, e in enumerate(endpoints):
+        if e.is_workload and not e.infrastructure:
+            workloads.setdefault((e.domain, e.cluster), []).append(j)
+    hop = hops.hop_ports()
+    for there in changed & set(hops.gateway):
+        gateway = hops.gateway[there]
+        sources = {s for found in hops.sources.values() for s in found}
+        if any(old.cilium.flow(s, gateway).covers(hop) != new.cilium.flow(s, gateway).covers(hop)
+               for s in sources):
+            return None
+        if any(old.cilium.flow(gateway, j) != new.cilium.flow(gateway, j)
+               for j in workloads.get(there, ())):
+            return None
+    found: set[Pair] = set()
+    for here in changed & set(hops.network):
+        for i in workloads.get(here, ()):
+            for there, address in hops.address.items():
+                if hops.network.get(there) in (None, hops.network[here]):
+                    continue
+                if old.cilium.flow(i, address).covers(hop) != \
+                        new.cilium.flow(i, address).covers(hop):
+                    found.update((i, j) for j in workloads.get(there, ()))
+    return found
+
+
+def _identity_changes(old: Layers, new: Layers, changed: set[Where]) -> set[Pair] | None:
+    """Flows into workloads of changed clusters the identity layers may decide differently:
+    the clients either side's policies name; any client (None) when the unnamed ones' verdicts
+    differ."""
+    a, b = old.identity, new.identity
+    if not (a.active or b.active):
+        return set()
+    found: set[Pair] = set()
+    for j, e in enumerate(new.cilium.endpoints):
+        if (e.domain, e.cluster) not in changed or not (a.applies(j) or b.applies(j)):
+            continue
+        if any(a.unnamed(j, m) != b.unnamed(j, m) for m in (True, False)):
+            return None
+        named = [layer.named_clients(j) for layer in (a, b)]
+        if named[0] is None or named[1] is None:
+            return None
+        found.update((i, j) for i in named[0] | named[1])
+    return found
+
+
+def _flow_changes(old: Layers, new: Layers, pairs: Iterable[Pair]) -> Iterable[FlowChange]:
+    endpoints = new.cilium.endpoints
+    for i, j in pairs:
         src, dst = endpoints[i], endpoints[j]
         if is_dns_flow(src, dst):
             continue
@@ -127,8 +263,10 @@ def _flow_changes(old: Layers, new: Layers) -> Iterable[FlowChange]:
                          str(opened) if opened else "", str(closed) if closed else "")
 
 
-def _stance_changes(old: Connectivity, new: Connectivity) -> Iterable[StanceChange]:
-    for i, endpoint in enumerate(new.endpoints):
+def _stance_changes(old: Connectivity, new: Connectivity,
+                    subjects: Iterable[int]) -> Iterable[StanceChange]:
+    for i in subjects:
+        endpoint = new.endpoints[i]
         if endpoint.kind not in ("service", "client"):
             continue
         for direction in DIRECTIONS:

@@ -96,6 +96,11 @@ def group_of(path: str) -> tuple[str, bool] | None:
     return path, False
 
 
+def _group_name(path: str) -> str | None:
+    where = group_of(path)
+    return None if where is None else where[0]
+
+
 def split_documents(text: str) -> list[str]:
     """The documents of a rendered file, without the leading comment header."""
     documents: list[list[str]] = [[]]
@@ -152,9 +157,24 @@ def cluster_groups(files: Iterable[OutputFile]) -> set[str]:
             if (split := split_cluster_path(f.path)) is not None and "/" not in split[2]}
 
 
+def unchanged_groups(old_files: Iterable[OutputFile], new_files: Iterable[OutputFile]
+                     ) -> set[str]:
+    """The groups whose files are byte for byte the same on both sides (their objects are
+    too, so they are not parsed: a one-requirement change touches a few clusters of a fleet)."""
+    contents: dict[str, list[dict[str, bytes]]] = {}
+    for side, files in enumerate((old_files, new_files)):
+        for output in files:
+            where = group_of(output.path)
+            if where is not None:
+                contents.setdefault(where[0], [{}, {}])[side][output.path] = output.content
+    return {name for name, (old, new) in contents.items() if old == new}
+
+
 def compare(old_files: Iterable[OutputFile], new_files: Iterable[OutputFile]) -> list[GroupChanges]:
     old_files, new_files = tuple(old_files), tuple(new_files)
-    old, new = objects_by_group(old_files), objects_by_group(new_files)
+    same = unchanged_groups(old_files, new_files)
+    old = objects_by_group(f for f in old_files if _group_name(f.path) not in same)
+    new = objects_by_group(f for f in new_files if _group_name(f.path) not in same)
     clusters = cluster_groups(old_files) | cluster_groups(new_files)
     changes = []
     for name in sorted(old.keys() | new.keys(), key=lambda n: (n not in clusters, n)):

@@ -5,7 +5,8 @@ looks at: per subject the peers its rules name, and a whole class of unnamed pee
 its verdicts differ (:func:`meshplan.verify.connectivity.sparse_pairs`, and the identity
 layer's and the gateway hop's candidates in :mod:`meshplan.verify.layers`). Inside
 :func:`pairwise`, every one of them is every pair again, as the pairwise evaluator looked at
-them, so the two answers can be compared on any input.
+them, and the picture of a change reads both trees whole and compares every pair, so the two
+answers can be compared on any input.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 from unittest import mock
 
+import meshplan.flowdiff as flowdiff_module
 import meshplan.verify.compare as compare_module
 import meshplan.verify.layers as layers_module
 from meshplan.verify.connectivity import Connectivity, Direction
@@ -38,4 +40,7 @@ def pairwise() -> Iterator[None]:
                                               _every_layer_pair))
         stack.enter_context(mock.patch.object(layers_module, "_routed_candidates",
                                               _every_layer_pair))
+        # the picture of a change: both trees read whole, every pair compared
+        stack.enter_context(mock.patch.object(flowdiff_module, "_same_reading",
+                                              lambda old, new: False))
         yield

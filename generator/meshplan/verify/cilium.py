@@ -21,7 +21,7 @@ What the model leaves out is reported, not ignored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..admission import MAX_PORTS_PER_PORT_RULE, selector_problems, split_source
@@ -81,8 +81,10 @@ class _ActualBuilder:
     """Reads the rendered tree and fills a :class:`Connectivity` with Cilium's semantics."""
 
     def __init__(self, inventory: Inventory, endpoints: Sequence[Endpoint],
-                 files: Mapping[str, bytes], display_root: str) -> None:
+                 files: Mapping[str, bytes], display_root: str,
+                 only: Collection[tuple[str, str]] | None = None) -> None:
         self.inventory = inventory
+        self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints)
         self.files = files
         self.root = display_root.rstrip("/")
@@ -105,6 +107,8 @@ class _ActualBuilder:
             for cluster in domain.clusters:
                 base = cluster_dir(domain.name, cluster.name)
                 known.add(base)
+                if self.only is not None and (domain.name, cluster.name) not in self.only:
+                    continue
                 if base not in dirs:
                     self.problems.append(error(
                         Location(self.display(base) + "/"), "", "expected the rendered "
@@ -565,10 +569,14 @@ class ActualConnectivity(NamedTuple):
 
 def actual_connectivity(
     inventory: Inventory, endpoints: Sequence[Endpoint], files: Mapping[str, bytes],
-    display_root: str = DEFAULT_OUTPUT_DIR,
+    display_root: str = DEFAULT_OUTPUT_DIR, only: Collection[tuple[str, str]] | None = None,
 ) -> ActualConnectivity:
-    """The connectivity the rendered files allow; problems reading them; what was read."""
-    builder = _ActualBuilder(inventory, endpoints, files, display_root)
+    """The connectivity the rendered files allow; problems reading them; what was read.
+
+    ``only``: read just these clusters' folders (the pull-request picture reads the clusters a
+    change touches and the ones their flows need); the others enforce nothing in the model.
+    """
+    builder = _ActualBuilder(inventory, endpoints, files, display_root, only)
     model = builder.build()
     return ActualConnectivity(model, tuple(builder.problems), builder.policies,
                               tuple(builder.services), tuple(builder.istio_documents))

@@ -21,7 +21,7 @@ masks say so too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -98,11 +98,11 @@ class ReadLayers(NamedTuple):
 
 
 def read_layers(inventory: Inventory, endpoints: Sequence[Endpoint],
-                files: Mapping[str, bytes], display_root: str = DEFAULT_OUTPUT_DIR
-                ) -> ReadLayers:
+                files: Mapping[str, bytes], display_root: str = DEFAULT_OUTPUT_DIR,
+                only: Collection[Where] | None = None) -> ReadLayers:
     """Both layers of a rendered tree, over ``endpoints`` (verify, and the pull-request
-    picture of a change)."""
-    cilium = actual_connectivity(inventory, endpoints, files, display_root)
+    picture of a change); ``only`` these clusters' folders when given."""
+    cilium = actual_connectivity(inventory, endpoints, files, display_root, only)
     identity, problems = read_identity_layer(inventory, endpoints, cilium.istio_documents)
     layers = Layers(cilium.model, gateway_hops(inventory, endpoints), identity)
     return ReadLayers(layers, cilium, tuple(problems))
