@@ -12,7 +12,7 @@ allowed as new. The hops of the mesh (east-west gateways and their addresses) ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .graph import EXTERNAL, mermaid_text
@@ -38,6 +38,8 @@ class FlowChange:
     target: str
     opened: str  # ports allowed now and not before ("" = none)
     closed: str  # ports allowed before and not now ("" = none)
+    source_service: str = ""  # the endpoint without its cluster (Endpoint.service_level)
+    target_service: str = ""
 
 
 @dataclass(frozen=True, order=True)
@@ -260,7 +262,8 @@ def _flow_changes(old: Layers, new: Layers, pairs: Iterable[Pair]) -> Iterable[F
             continue
         opened, closed = now - was, was - now
         yield FlowChange(src.group, src.title, dst.group, dst.title,
-                         str(opened) if opened else "", str(closed) if closed else "")
+                         str(opened) if opened else "", str(closed) if closed else "",
+                         src.service_level, dst.service_level)
 
 
 def _stance_changes(old: Connectivity, new: Connectivity,
@@ -277,50 +280,124 @@ def _stance_changes(old: Connectivity, new: Connectivity,
 
 # --------------------------------------------------------------------------- picture
 
-MAX_DIFF_EDGES = 200
+MAX_DIFF_EDGES = 200  # a picture with more edges is unreadable: it is aggregated instead
+
+
+@dataclass(frozen=True)
+class Picture:
+    mermaid: str  # "" when no flow changed
+    note: str | None = None  # how the picture is aggregated, when it is (markdown)
+
+
+# kind (opened, closed), source group, source, target group, target, label
+Edge = tuple[str, str, str, str, str, str]
+
+
+def picture(changes: ConnectivityChanges, limit: int = MAX_DIFF_EDGES) -> Picture:
+    """The flows opened (green, thick) and closed (red, dotted), at any size.
+
+    One edge per changed flow when they fit in ``limit`` edges; else one edge per pair of
+    services (a service's clusters together; its label counts the flows and names their
+    ports), else one per pair of domains (addresses stay one group), else the ``limit``
+    domain pairs with the most flows and a note naming how many more. Whenever it aggregates,
+    the note says so: nothing is dropped silently.
+    """
+    flows = changes.flows
+    if not flows:
+        return Picture("")
+    levels: tuple[tuple[str, Callable[[FlowChange], tuple[str, str, str, str]]], ...] = (
+        ("flow", lambda f: (f.source_group, f.source, f.target_group, f.target)),
+        ("service", lambda f: (_domain(f.source_group), f.source_service or f.source,
+                               _domain(f.target_group), f.target_service or f.target)),
+        ("domain", lambda f: (_domain(f.source_group), _domain(f.source_group),
+                              _domain(f.target_group), _domain(f.target_group))),
+    )
+    for level, key in levels:
+        edges = _edges(flows, key, single=level == "flow")
+        if len(edges) <= limit:
+            break
+    total = len(edges)
+    if level == "flow":
+        return Picture(mermaid_text_of(edges))
+    edges = sorted(edges, key=lambda e: -_count(e[5]))[:limit]
+    what = {"service": "service (a service's clusters together)",
+            "domain": "domain (each domain's services and clients together)"}[level]
+    note = (f"{len(flows):,} flows changed, more than a readable picture holds "
+            f"({limit} edges): it shows them per {what}; each edge counts its flows.")
+    if total > limit:
+        note += (f" Only the {limit} domain pairs with the most changed flows are drawn; "
+                 f"{total - limit:,} more domain pairs changed too (`meshplan graph --domain` "
+                 "shows one domain).")
+    return Picture(mermaid_text_of(edges, grouped=level == "domain"), note)
+
+
+def _domain(group: str) -> str:
+    return group.split("/", 1)[0]
+
+
+def _count(label: str) -> int:
+    return int(label.split(" ", 2)[1].replace(",", ""))
+
+
+def _edges(flows: Sequence[FlowChange], key: Callable[[FlowChange], tuple[str, str, str, str]],
+           *, single: bool) -> list[Edge]:
+    """One edge per key and kind (opened, closed): the ports of one flow, or, aggregated,
+    how many flows and the union of their ports' text."""
+    found: dict[tuple[str, str, str, str, str], list[str]] = {}
+    for kind in ("opened", "closed"):
+        for f in flows:
+            changed = f.opened if kind == "opened" else f.closed
+            if changed:
+                found.setdefault((kind, *key(f)), []).append(changed)
+    out: list[Edge] = []
+    for (kind, sg, source, tg, target), ports in found.items():
+        sign = "+" if kind == "opened" else "-"
+        if single:
+            label = f"{sign} {ports[0]}"
+        else:
+            named = sorted(set(ports))
+            shown = "; ".join(named[:2]) + (f"; and {len(named) - 2} more" if len(named) > 2
+                                            else "")
+            label = f"{sign} {len(ports):,} flow{'s' if len(ports) > 1 else ''}: {shown}"
+        out.append((kind, sg, source, tg, target, label))
+    return out
 
 
 def mermaid_changes(changes: ConnectivityChanges) -> str:
-    """A Mermaid flowchart of the flows opened (green, thick) and closed (red, dotted).
+    """The Mermaid text of :func:`picture` ("" when no flow changed)."""
+    return picture(changes).mermaid
 
-    A pair whose ports changed both ways gets one edge of each. Returns "" when no flow
-    changed; beyond :data:`MAX_DIFF_EDGES` edges only the first are drawn (a comment line says
-    how many were left out).
-    """
-    edges = [("opened", f, f.opened) for f in changes.flows if f.opened]
-    edges += [("closed", f, f.closed) for f in changes.flows if f.closed]
-    if not edges:
-        return ""
-    left_out = max(0, len(edges) - MAX_DIFF_EDGES)
-    edges = edges[:MAX_DIFF_EDGES]
+
+def mermaid_text_of(edges: Sequence[Edge], *, grouped: bool = False) -> str:
+    """A Mermaid flowchart of ``edges``: nodes in one subgraph per group (none per domain)."""
     ids: dict[tuple[str, str], str] = {}
     groups: dict[str, list[str]] = {}
-    for _, f, _ in edges:
-        for group, title in ((f.source_group, f.source), (f.target_group, f.target)):
+    for _, sg, source, tg, target, _ in edges:
+        for group, title in ((sg, source), (tg, target)):
             if (group, title) not in ids:
                 ids[(group, title)] = f"n{len(ids)}"
                 groups.setdefault(group, []).append(title)
     lines = ["flowchart LR"]
     for k, group in enumerate(sorted(groups)):
+        if grouped:
+            lines.extend(f'  {ids[(group, t)]}["{mermaid_text(t)}"]' for t in groups[group])
+            continue
         lines.append(f'  subgraph g{k}["{mermaid_text(group)}"]')
         for title in groups[group]:
             short = title.split("/", 1)[1] if "/" in title and group != EXTERNAL else title
             lines.append(f'    {ids[(group, title)]}["{mermaid_text(short)}"]')
         lines.append("  end")
     styles = []
-    for k, (kind, f, ports) in enumerate(edges):
-        a, b = ids[(f.source_group, f.source)], ids[(f.target_group, f.target)]
+    for k, (kind, sg, source, tg, target, label) in enumerate(edges):
+        a, b = ids[(sg, source)], ids[(tg, target)]
         if kind == "opened":
-            lines.append(f'  {a} ==>|"+ {mermaid_text(ports)}"| {b}')
+            lines.append(f'  {a} ==>|"{mermaid_text(label)}"| {b}')
             styles.append(f"  linkStyle {k} stroke:#1a7f37,stroke-width:3px,color:#1a7f37")
         else:
-            lines.append(f'  {a} -.->|"- {mermaid_text(ports)}"| {b}')
+            lines.append(f'  {a} -.->|"{mermaid_text(label)}"| {b}')
             styles.append(f"  linkStyle {k} stroke:#cf222e,stroke-width:2px,color:#cf222e")
-    lines += styles
-    if left_out:
-        lines.append(f"  %% {left_out} more changed flow(s) not drawn")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + styles) + "\n"
 
 
-__all__: Sequence[str] = ("ConnectivityChanges", "FlowChange", "StanceChange",
-                          "connectivity_changes", "mermaid_changes")
+__all__: Sequence[str] = ("ConnectivityChanges", "FlowChange", "Picture", "StanceChange",
+                          "connectivity_changes", "mermaid_changes", "picture")
