@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from .graph import EXTERNAL, mermaid_text
 from .model import Inventory
 from .outputs import OutputFile, split_cluster_path
+from .verify.cilium import ParseCache
 from .verify.connectivity import DIRECTIONS, Connectivity, Direction, sparse_pairs
 from .verify.endpoints import Endpoint, inventory_endpoints, is_dns_flow
 from .verify.gateways import gateway_hops
+from .verify.istio import IdentityLayer
 from .verify.layers import Layers, read_layers
 
 Render = tuple[Inventory, Iterable[OutputFile] | Mapping[str, bytes]]
@@ -121,13 +123,15 @@ def connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
     sides = [(inventory, _endpoints(inventory, common, shared), _files(files))
              for inventory, files in (before, after)]
     old_files, new_files, new_endpoints = sides[0][2], sides[1][2], sides[1][1]
+    parsed: ParseCache = {}  # a file both sides share is parsed once
     if not _same_reading(sides[0][:2], sides[1][:2]):
-        old, new = (read_layers(i, e, f, "").layers for i, e, f in sides)
+        old, new = (read_layers(i, e, f, "", parsed=parsed).layers for i, e, f in sides)
         return ConnectivityChanges(
             tuple(sorted(_flow_changes(old, new, new.pairs()))),
             tuple(sorted(_stance_changes(old.cilium, new.cilium, range(len(new_endpoints))))))
     changed = _changed_clusters(old_files, new_files, common)
-    touched = [read_layers(i, e, f, "", only=changed).layers for i, e, f in sides]
+    touched = [read_layers(i, e, f, "", only=changed, parsed=parsed).layers
+               for i, e, f in sides]
     candidates = _candidates(touched[0], touched[1], changed)
     if candidates is None:
         needed: set[Where] | None = None
@@ -139,11 +143,29 @@ def connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
                 e = new_endpoints[k]
                 if e.is_pod:
                     needed.add((e.domain, e.cluster))
-    old, new = (read_layers(i, e, f, "", only=needed).layers for i, e, f in sides)
+    old = read_layers(*sides[0], "", only=needed, parsed=parsed).layers
+    new = _merged(touched[1], old, changed, sides[1][0])
     in_changed = [k for k, e in enumerate(new_endpoints) if (e.domain, e.cluster) in changed]
     return ConnectivityChanges(
         tuple(sorted(_flow_changes(old, new, candidates))),
         tuple(sorted(_stance_changes(touched[0].cilium, touched[1].cilium, in_changed))))
+
+
+def _merged(changed_side: Layers, unchanged_side: Layers, changed: set[Where],
+            inventory: Inventory) -> Layers:
+    """One side's layers: its own reading of the ``changed`` clusters, and the other side's
+    of the rest (their folders are the same, so is their reading: read once)."""
+    model = Connectivity(changed_side.cilium.endpoints)
+    for k, e in enumerate(model.endpoints):
+        source = changed_side if (e.domain, e.cluster) in changed else unchanged_side
+        model.egress[k], model.ingress[k] = source.cilium.egress[k], source.cilium.ingress[k]
+    policies = {**unchanged_side.identity.policies,
+                **{w: p for w, p in changed_side.identity.policies.items() if w in changed}}
+    for where in changed:
+        if where not in changed_side.identity.policies:
+            policies.pop(where, None)
+    identity = IdentityLayer(inventory, model.endpoints, policies)
+    return Layers(model, changed_side.hops, identity)
 
 
 def _same_reading(old: tuple[Inventory, list[Endpoint]],

@@ -77,13 +77,19 @@ PORT_RULE_KEYS = {"ports"}
 NOTED_PORT_RULE_KEYS = {"rules", "serverNames", "listener", "terminatingTLS", "originatingTLS"}
 
 
+# (displayed path, content) -> the file's documents and the problems parsing it found
+ParseCache = dict[tuple[str, bytes], tuple[list[Document], list[Diagnostic]]]
+
+
 class _ActualBuilder:
     """Reads the rendered tree and fills a :class:`Connectivity` with Cilium's semantics."""
 
     def __init__(self, inventory: Inventory, endpoints: Sequence[Endpoint],
                  files: Mapping[str, bytes], display_root: str,
-                 only: Collection[tuple[str, str]] | None = None) -> None:
+                 only: Collection[tuple[str, str]] | None = None,
+                 parsed: ParseCache | None = None) -> None:
         self.inventory = inventory
+        self.parsed = parsed
         self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints)
         self.files = files
@@ -153,11 +159,14 @@ class _ActualBuilder:
         return out
 
     def _documents(self, relpath: str) -> list[Document]:
-        text = decode_utf8(self.display(relpath), self.files[relpath])
-        if isinstance(text, Diagnostic):
-            self.problems.append(text)
-            return []
-        docs, problems = parse_yaml(self.display(relpath), text)
+        key = (self.display(relpath), self.files[relpath])
+        found = self.parsed.get(key) if self.parsed is not None else None
+        if found is None:
+            text = decode_utf8(key[0], key[1])
+            found = ([], [text]) if isinstance(text, Diagnostic) else parse_yaml(key[0], text)
+            if self.parsed is not None:
+                self.parsed[key] = found
+        docs, problems = found
         self.problems.extend(problems)
         return docs
 
@@ -570,13 +579,15 @@ class ActualConnectivity(NamedTuple):
 def actual_connectivity(
     inventory: Inventory, endpoints: Sequence[Endpoint], files: Mapping[str, bytes],
     display_root: str = DEFAULT_OUTPUT_DIR, only: Collection[tuple[str, str]] | None = None,
+    parsed: ParseCache | None = None,
 ) -> ActualConnectivity:
     """The connectivity the rendered files allow; problems reading them; what was read.
 
     ``only``: read just these clusters' folders (the pull-request picture reads the clusters a
     change touches and the ones their flows need); the others enforce nothing in the model.
+    ``parsed``: files already parsed (by path and content), shared by several readings.
     """
-    builder = _ActualBuilder(inventory, endpoints, files, display_root, only)
+    builder = _ActualBuilder(inventory, endpoints, files, display_root, only, parsed)
     model = builder.build()
     return ActualConnectivity(model, tuple(builder.problems), builder.policies,
                               tuple(builder.services), tuple(builder.istio_documents))

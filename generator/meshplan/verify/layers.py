@@ -28,7 +28,7 @@ from typing import NamedTuple
 from ..diagnostics import Diagnostic, Location, error, warning
 from ..model import Inventory
 from ..outputs import DEFAULT_OUTPUT_DIR
-from .cilium import ActualConnectivity, actual_connectivity
+from .cilium import ActualConnectivity, ParseCache, actual_connectivity
 from .compare import Mismatch
 from .connectivity import Connectivity, Origin, allowed
 from .endpoints import Endpoint, is_dns_flow
@@ -99,10 +99,12 @@ class ReadLayers(NamedTuple):
 
 def read_layers(inventory: Inventory, endpoints: Sequence[Endpoint],
                 files: Mapping[str, bytes], display_root: str = DEFAULT_OUTPUT_DIR,
-                only: Collection[Where] | None = None) -> ReadLayers:
+                only: Collection[Where] | None = None,
+                parsed: ParseCache | None = None) -> ReadLayers:
     """Both layers of a rendered tree, over ``endpoints`` (verify, and the pull-request
-    picture of a change); ``only`` these clusters' folders when given."""
-    cilium = actual_connectivity(inventory, endpoints, files, display_root, only)
+    picture of a change); ``only`` these clusters' folders when given; files found in
+    ``parsed`` are not parsed again."""
+    cilium = actual_connectivity(inventory, endpoints, files, display_root, only, parsed)
     identity, problems = read_identity_layer(inventory, endpoints, cilium.istio_documents)
     layers = Layers(cilium.model, gateway_hops(inventory, endpoints), identity)
     return ReadLayers(layers, cilium, tuple(problems))
