@@ -24,7 +24,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ..admission import MAX_PORTS_PER_PORT_RULE, selector_problems, split_source
+from ..admission import (
+    MAX_PORTS_PER_PORT_RULE,
+    SelectorProblem,
+    selector_problems,
+    split_source,
+)
 from ..diagnostics import Diagnostic, Location, error, notice, warning
 from ..load.document import Document, PathKey, format_path
 from ..load.files import decode_utf8
@@ -90,6 +95,7 @@ class _ActualBuilder:
                  parsed: ParseCache | None = None) -> None:
         self.inventory = inventory
         self.parsed = parsed
+        self._selector_problems: dict[str, tuple[SelectorProblem, ...]] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints)
         self.files = files
@@ -101,6 +107,15 @@ class _ActualBuilder:
         self.pod_networks = [(block, f"{d.name}/{c.name}") for d in inventory.domains
                              for c in d.clusters for text, _ in c.pod_cidrs
                              for block in _blocks_or_none(text)]
+
+    def selector_problems(self, data: Any) -> Sequence[SelectorProblem]:
+        """:func:`~meshplan.admission.selector_problems`, once per distinct selector text (the
+        same peers, kube-dns for one, recur in most policies of a fleet)."""
+        key = repr(data)
+        found = self._selector_problems.get(key)
+        if found is None:
+            found = self._selector_problems[key] = tuple(selector_problems(data))
+        return found
 
     def display(self, relpath: str) -> str:
         return f"{self.root}/{relpath}" if self.root else relpath
@@ -292,7 +307,8 @@ class _PolicyReader:
         return out
 
     def _selector_rejections(self, path: PathKey, data: Any) -> list[tuple[PathKey, str]]:
-        return [((*path, *p.path), p.message) for p in selector_problems(data) if p.rejected]
+        return [((*path, *p.path), p.message) for p in self.owner.selector_problems(data)
+                if p.rejected]
 
     def _reject(self, specs: Sequence[tuple[PathKey, Any]],
                 rejected: Sequence[tuple[PathKey, str]]) -> None:
@@ -334,7 +350,7 @@ class _PolicyReader:
                              "only (or none), never of the namespace written")
 
     def _warn_unknown_sources(self, path: PathKey, data: Any) -> None:
-        for p in selector_problems(data):
+        for p in self.owner.selector_problems(data):
             if not p.rejected:
                 self.problem((*path, *p.path), p.message, severity="warning")
 
