@@ -58,6 +58,7 @@ class Stance:
     denies: list[Grant] = field(default_factory=list)
     _compiled: tuple[dict[int, PortSet], PortSet, dict[int, PortSet], PortSet] | None = field(
         default=None, repr=False, compare=False)
+    _default: PortSet | None = field(default=None, repr=False, compare=False)
 
     @property
     def restricted(self) -> bool:
@@ -65,9 +66,13 @@ class Stance:
 
     def default(self) -> PortSet:
         """What it allows to (or from) every peer none of its rules names: its class of
-        unnamed peers (wildcard rules aside, everything when unrestricted, else nothing)."""
-        _, allow_any, _, deny_any = self.compiled()
-        return (allow_any if self.restricted else ALL_PORTS) - deny_any
+        unnamed peers (wildcard rules aside, everything when unrestricted, else nothing).
+
+        Computed once, like :meth:`compiled` (a stance is not changed after the build)."""
+        if self._default is None:
+            _, allow_any, _, deny_any = self.compiled()
+            self._default = (allow_any if self.restricted else ALL_PORTS) - deny_any
+        return self._default
 
     def compiled(self) -> tuple[dict[int, PortSet], PortSet, dict[int, PortSet], PortSet]:
         """Per peer pod: the union of allowed ports, of wildcard ports, of denied ports, ...

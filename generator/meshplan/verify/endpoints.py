@@ -27,7 +27,7 @@ from ..vocabulary import (
     POD_NAMESPACE_LABEL,
 )
 from .addresses import Block, block_of
-from .selectors import LabelSelector
+from .selectors import LabelSelector, Term
 
 DNS_LABELS: Labels = ((DNS_APP_LABEL, DNS_APP),)
 
@@ -256,15 +256,21 @@ class EndpointIndex:
     def select(self, selector: LabelSelector, within: Sequence[int] | None = None
                ) -> list[int]:
         """The pods ``selector`` matches (of ``within`` when given), in index order."""
-        candidates: Sequence[int] | None = within
+        # The In term naming the fewest pods (counted, not gathered: kube-dns's label names a
+        # pod in every cluster of the fleet), unless the place has fewer still.
+        best: tuple[int, Term] | None = None
         for term in selector.terms:
-            if term.operator != "In" or term.key is None:
-                continue
+            if term.operator == "In" and term.key is not None:
+                size = sum(len(self.labels.get((term.key, v), ())) for v in set(term.values))
+                if best is None or size < best[0]:
+                    best = (size, term)
+        candidates: Sequence[int]
+        if best is not None and (within is None or best[0] < len(within)):
+            size, term = best
             named = sorted({i for value in term.values
-                            for i in self.labels.get((term.key, value), ())})
-            if candidates is None or len(named) < len(candidates):
-                candidates = named if within is None else sorted(set(named) & set(within))
-        if candidates is None:
-            candidates = self.pods
+                            for i in self.labels.get((str(term.key), value), ())})
+            candidates = named if within is None else sorted(set(named) & set(within))
+        else:
+            candidates = self.pods if within is None else within
         endpoints = self.endpoints
         return [i for i in candidates if selector.matches(endpoints[i].identity)]
