@@ -3,6 +3,7 @@ renders (an endpoint no policy restricts allows everything in that direction).""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,11 @@ from meshplan.flowdiff import (
     MAX_DIFF_EDGES,
     ConnectivityChanges,
     FlowChange,
+    Picture,
     Render,
     connectivity_changes,
     mermaid_changes,
+    picture,
 )
 from meshplan.pipeline import render_with_inventory
 
@@ -106,17 +109,49 @@ def test_a_new_cluster_is_not_compared(example: Render, tmp_path: Path) -> None:
     assert all("@cl5" not in f.source + f.target for f in changes.flows)
 
 
-def test_the_picture_draws_both_kinds_and_caps_its_size() -> None:
+def test_the_picture_draws_each_flow_when_they_fit() -> None:
     both = ConnectivityChanges((FlowChange("a/b", "a/x@b", "external", "1.2.3.0/24", "TCP/1",
                                            "UDP/1"),), ())
-    text = mermaid_changes(both)
-    assert '==>|"+ TCP/1"|' in text and '-.->|"- UDP/1"|' in text
-    assert text.count("linkStyle") == 2
-    many = ConnectivityChanges(tuple(FlowChange("a/b", f"a/x{i}@b", "a/b", "a/y@b", "any", "")
-                                     for i in range(MAX_DIFF_EDGES + 5)), ())
-    text = mermaid_changes(many)
-    assert text.count("==>") == MAX_DIFF_EDGES
-    assert text.endswith("  %% 5 more changed flow(s) not drawn\n")
+    drawn = picture(both)
+    assert '==>|"+ TCP/1"|' in drawn.mermaid and '-.->|"- UDP/1"|' in drawn.mermaid
+    assert drawn.mermaid.count("linkStyle") == 2
+    assert drawn.note is None  # one edge per flow: nothing to explain
+    assert picture(ConnectivityChanges((), ())) == Picture("")
+
+
+def fleet_changes(domains: int, services: int, clusters: int) -> ConnectivityChanges:
+    """Every service of domain d0 newly calls every service of every domain, in each of
+    ``clusters`` clusters (one port)."""
+    return ConnectivityChanges(tuple(
+        FlowChange(f"d0/c{k}", f"d0/s{a}@c{k}", f"d{d}/c{k}", f"d{d}/t{b}@c{k}", "TCP/80", "",
+                   f"d0/s{a}", f"d{d}/t{b}")
+        for k in range(clusters) for d in range(domains) for a in range(services)
+        for b in range(services)), ())
+
+
+def test_a_picture_too_big_to_read_is_aggregated_per_service_and_says_so() -> None:
+    changes = fleet_changes(domains=2, services=6, clusters=5)  # 360 flows, 72 service pairs
+    drawn = picture(changes)
+    edges = re.findall(r'==>\|"([^"]*)"\|', drawn.mermaid)
+    assert len(edges) == 72 <= MAX_DIFF_EDGES
+    assert all(label == "+ 5 flows: TCP/80" for label in edges)
+    assert drawn.note is not None and "360 flows changed" in drawn.note
+    assert "per service" in drawn.note
+    assert 'subgraph g0["d0"]\n    n0["s0"]' in drawn.mermaid  # per domain, its clusters together
+    assert "@c" not in drawn.mermaid
+
+
+def test_a_fleet_sized_picture_is_aggregated_per_domain_and_never_dropped() -> None:
+    changes = fleet_changes(domains=20, services=5, clusters=2)  # 500 service pairs
+    drawn = picture(changes)
+    edges = re.findall(r'(n\d+) ==>\|"([^"]*)"\| (n\d+)', drawn.mermaid)
+    assert len(edges) == 20  # d0 -> each domain
+    assert {label for _, label, _ in edges} == {"+ 50 flows: TCP/80"}
+    assert drawn.note is not None and "per domain" in drawn.note
+    assert "1,000 flows changed" in drawn.note
+    few = picture(changes, limit=5)  # beyond even the domain pairs: the biggest, and a count
+    assert few.mermaid.count("==>") == 5
+    assert few.note is not None and "15 more domain pairs" in few.note
 
 
 def test_with_istio_a_flow_is_what_both_layers_allow(tmp_path: Path) -> None:

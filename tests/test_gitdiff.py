@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from meshplan.gitdiff import (
     COMMENT_MARKER,
+    BaseRender,
     DiffReport,
     GroupChanges,
     ObjectChange,
+    diff_report,
     fence_for,
     format_markdown,
     inline_code,
 )
+from meshplan.pipeline import render_with_inventory
 
+from benchmarks.workload import generate, mutate_one_requirement, read_inventory
 from tests.support.cli import run_cli
 from tests.support.gitserver import commit_all, git, isolate_git
 from tests.support.repos import REBEL_REQUIREMENT, copy_example
@@ -313,3 +319,44 @@ def test_diff_analyses_each_side_once(tmp_path: Path, monkeypatch: pytest.Monkey
 
     assert code == 0, err
     assert len(runs) == 2  # base and working tree; the flow picture reuses their inventories
+
+
+# --------------------------------------------------------------------------- picture at any size
+
+
+def fleet_diff(root: Path, change: Callable[[Path], object]) -> str:
+    """The markdown of a diff of a generated fleet (above the 400 service endpoints beyond
+    which the picture used to be dropped) before and after ``change``."""
+    base = render_with_inventory(root)
+    change(root)
+    inventory, rendered, _ = render_with_inventory(root)
+    before = BaseRender("0" * 40, base[1].files, inventory=base[0])
+    report = diff_report("main", before, inventory, rendered.files, with_flows=True)
+    return format_markdown(report)
+
+
+def test_a_fleet_diff_draws_a_one_requirement_change_flow_by_flow(tmp_path: Path) -> None:
+    root = tmp_path / "fleet"
+    generate("10x3x30x120", 1, root)
+    assert sum(len(s["clusters"]) for d in read_inventory(root).values()
+               for s in d["services"].values()) > 400
+    out = fleet_diff(root, mutate_one_requirement)
+    picture = out.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert re.search(r'==>\|"\+ [^"]*"\|', picture)  # the flows the new peer opens
+    assert "flows changed, more than a readable picture holds" not in out
+    assert "skipped" not in out
+
+
+@pytest.mark.slow
+def test_a_fleet_diff_too_big_to_draw_is_aggregated_and_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "fleet"
+    generate("10x3x30x120", 1, root)
+
+    def drop_a_domain_of_requirements(repo: Path) -> None:
+        shutil.rmtree(repo / "requirements" / "team-00")
+
+    out = fleet_diff(root, drop_a_domain_of_requirements)
+    assert "more than a readable picture holds (200 edges): it shows them per" in out
+    picture = out.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert 0 < picture.count("-->") + picture.count("==>") <= 200
+    assert re.search(r'\|"\+ [\d,]+ flows?: ', picture)

@@ -12,17 +12,22 @@ allowed as new. The hops of the mesh (east-west gateways and their addresses) ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .graph import EXTERNAL, mermaid_text
 from .model import Inventory
-from .outputs import OutputFile
-from .verify.connectivity import DIRECTIONS, Connectivity, Direction
+from .outputs import OutputFile, split_cluster_path
+from .verify.cilium import ParseCache
+from .verify.connectivity import DIRECTIONS, Connectivity, Direction, sparse_pairs
 from .verify.endpoints import Endpoint, inventory_endpoints, is_dns_flow
+from .verify.gateways import gateway_hops
+from .verify.istio import IdentityLayer
 from .verify.layers import Layers, read_layers
 
 Render = tuple[Inventory, Iterable[OutputFile] | Mapping[str, bytes]]
+Pair = tuple[int, int]
+Where = tuple[str, str]  # (domain, cluster)
 
 
 @dataclass(frozen=True, order=True)
@@ -35,6 +40,8 @@ class FlowChange:
     target: str
     opened: str  # ports allowed now and not before ("" = none)
     closed: str  # ports allowed before and not now ("" = none)
+    source_service: str = ""  # the endpoint without its cluster (Endpoint.service_level)
+    target_service: str = ""
 
 
 @dataclass(frozen=True, order=True)
@@ -97,25 +104,178 @@ def _clusters(inventory: Inventory) -> set[tuple[str, str]]:
 
 
 def connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
-    """Every flow and every endpoint stance the change alters (see the module docstring)."""
+    """Every flow and every endpoint stance the change alters (see the module docstring).
+
+    By classes, as verify compares (:func:`.verify.connectivity.sparse_pairs`): a subject's
+    verdicts come from its own cluster's folder only, so a cluster whose files are the same on
+    both sides changes no verdict of its endpoints. The clusters the change touches are read
+    first, on both sides; the flows that can have changed are those their endpoints' rules name
+    (every flow of a class whose default changed); then only the clusters of those flows are
+    read to evaluate them. When the inventories differ as verify reads them, both trees are read
+    whole.
+    """
     union: dict[str, Endpoint] = {}
     for inventory, _ in (after, before):
         for endpoint in inventory_endpoints(inventory):
             union.setdefault(endpoint.title, endpoint)
     common = _clusters(before[0]) & _clusters(after[0])
     shared = {t: e for t, e in union.items() if not e.is_pod or (e.domain, e.cluster) in common}
-    models = []
-    for inventory, files in (before, after):
-        endpoints = _endpoints(inventory, common, shared)
-        models.append(read_layers(inventory, endpoints, _files(files), "").layers)
-    old, new = models
-    return ConnectivityChanges(tuple(sorted(_flow_changes(old, new))),
-                               tuple(sorted(_stance_changes(old.cilium, new.cilium))))
+    sides = [(inventory, _endpoints(inventory, common, shared), _files(files))
+             for inventory, files in (before, after)]
+    old_files, new_files, new_endpoints = sides[0][2], sides[1][2], sides[1][1]
+    parsed: ParseCache = {}  # a file both sides share is parsed once
+    if not _same_reading(sides[0][:2], sides[1][:2]):
+        old, new = (read_layers(i, e, f, "", parsed=parsed).layers for i, e, f in sides)
+        return ConnectivityChanges(
+            tuple(sorted(_flow_changes(old, new, new.pairs()))),
+            tuple(sorted(_stance_changes(old.cilium, new.cilium, range(len(new_endpoints))))))
+    changed = _changed_clusters(old_files, new_files, common)
+    touched = [read_layers(i, e, f, "", only=changed, parsed=parsed).layers
+               for i, e, f in sides]
+    candidates = _candidates(touched[0], touched[1], changed)
+    if candidates is None:
+        needed: set[Where] | None = None
+        candidates = list(touched[1].pairs())
+    else:
+        needed = set(changed)
+        for i, j in candidates:
+            for k in (i, j):
+                e = new_endpoints[k]
+                if e.is_pod:
+                    needed.add((e.domain, e.cluster))
+    old = read_layers(*sides[0], "", only=needed, parsed=parsed).layers
+    new = _merged(touched[1], old, changed, sides[1][0])
+    in_changed = [k for k, e in enumerate(new_endpoints) if (e.domain, e.cluster) in changed]
+    return ConnectivityChanges(
+        tuple(sorted(_flow_changes(old, new, candidates))),
+        tuple(sorted(_stance_changes(touched[0].cilium, touched[1].cilium, in_changed))))
 
 
-def _flow_changes(old: Layers, new: Layers) -> Iterable[FlowChange]:
+def _merged(changed_side: Layers, unchanged_side: Layers, changed: set[Where],
+            inventory: Inventory) -> Layers:
+    """One side's layers: its own reading of the ``changed`` clusters, and the other side's
+    of the rest (their folders are the same, so is their reading: read once)."""
+    model = Connectivity(changed_side.cilium.endpoints)
+    for k, e in enumerate(model.endpoints):
+        source = changed_side if (e.domain, e.cluster) in changed else unchanged_side
+        model.egress[k], model.ingress[k] = source.cilium.egress[k], source.cilium.ingress[k]
+    policies = {**unchanged_side.identity.policies,
+                **{w: p for w, p in changed_side.identity.policies.items() if w in changed}}
+    for where in changed:
+        if where not in changed_side.identity.policies:
+            policies.pop(where, None)
+    identity = IdentityLayer(inventory, model.endpoints, policies)
+    return Layers(model, changed_side.hops, identity)
+
+
+def _same_reading(old: tuple[Inventory, list[Endpoint]],
+                  new: tuple[Inventory, list[Endpoint]]) -> bool:
+    """Whether verify reads a cluster's folder the same way under both inventories: the same
+    endpoints, Istio members and trust domains, and gateway hops."""
+    return old[1] == new[1] and _members(old[0]) == _members(new[0]) and \
+        gateway_hops(old[0], old[1]) == gateway_hops(new[0], new[1])
+
+
+def _members(inventory: Inventory) -> dict[Where, str | None]:
+    return {(d.name, c.name): (c.istio.trust_domain if c.istio is not None else None)
+            for d in inventory.domains for c in d.clusters if inventory.is_istio_member(c)}
+
+
+def _changed_clusters(old: Mapping[str, bytes], new: Mapping[str, bytes],
+                      clusters: set[Where]) -> set[Where]:
+    """The clusters (of both sides) whose rendered folder differs."""
+    by: dict[Where, list[dict[str, bytes]]] = {}
+    for side, files in enumerate((old, new)):
+        for path, content in files.items():
+            split = split_cluster_path(path)
+            if split is not None and (split[0], split[1]) in clusters:
+                by.setdefault((split[0], split[1]), [{}, {}])[side][path] = content
+    return {where for where, (a, b) in by.items() if a != b}
+
+
+def _candidates(old: Layers, new: Layers, changed: set[Where]) -> list[Pair] | None:
+    """The flows that can differ between two renders whose only differences are the folders
+    of ``changed`` (both read from those folders alone), or None when they may be any flow."""
     endpoints = new.cilium.endpoints
-    for i, j in new.pairs():
+    found: set[Pair] = set()
+    every_flow = False
+
+    def defaults_differ(direction: Direction, subject: int) -> bool:
+        nonlocal every_flow
+        differ = old.cilium.default(direction, subject) != new.cilium.default(direction, subject)
+        every_flow |= differ
+        return False
+
+    found.update(sparse_pairs((old.cilium, new.cilium), defaults_differ))
+    if every_flow:
+        return None
+    routed = _routed_changes(old, new, changed)
+    identity = _identity_changes(old, new, changed)
+    if routed is None or identity is None:
+        return None
+    found |= routed | identity
+    return sorted((i, j) for i, j in found if i != j
+                  and (endpoints[i].is_pod or endpoints[j].is_pod)
+                  and not (endpoints[i].infrastructure or endpoints[j].infrastructure))
+
+
+def _routed_changes(old: Layers, new: Layers, changed: set[Where]) -> set[Pair] | None:
+    """Routed flows (between Istio networks) that can differ: from a client of a changed
+    cluster whose egress to a remote gateway's address changed, every workload there; into a
+    changed cluster whose gateway chain changed, any client (None)."""
+    hops = new.hops
+    if not hops.active:
+        return set()
+    endpoints = new.cilium.endpoints
+    workloads: dict[Where, list[int]] = {}
+    for j, e in enumerate(endpoints):
+        if e.is_workload and not e.infrastructure:
+            workloads.setdefault((e.domain, e.cluster), []).append(j)
+    hop = hops.hop_ports()
+    for there in changed & set(hops.gateway):
+        gateway = hops.gateway[there]
+        sources = {s for found in hops.sources.values() for s in found}
+        if any(old.cilium.flow(s, gateway).covers(hop) != new.cilium.flow(s, gateway).covers(hop)
+               for s in sources):
+            return None
+        if any(old.cilium.flow(gateway, j) != new.cilium.flow(gateway, j)
+               for j in workloads.get(there, ())):
+            return None
+    found: set[Pair] = set()
+    for here in changed & set(hops.network):
+        for i in workloads.get(here, ()):
+            for there, address in hops.address.items():
+                if hops.network.get(there) in (None, hops.network[here]):
+                    continue
+                if old.cilium.flow(i, address).covers(hop) != \
+                        new.cilium.flow(i, address).covers(hop):
+                    found.update((i, j) for j in workloads.get(there, ()))
+    return found
+
+
+def _identity_changes(old: Layers, new: Layers, changed: set[Where]) -> set[Pair] | None:
+    """Flows into workloads of changed clusters the identity layers may decide differently:
+    the clients either side's policies name; any client (None) when the unnamed ones' verdicts
+    differ."""
+    a, b = old.identity, new.identity
+    if not (a.active or b.active):
+        return set()
+    found: set[Pair] = set()
+    for j, e in enumerate(new.cilium.endpoints):
+        if (e.domain, e.cluster) not in changed or not (a.applies(j) or b.applies(j)):
+            continue
+        if any(a.unnamed(j, m) != b.unnamed(j, m) for m in (True, False)):
+            return None
+        named = [layer.named_clients(j) for layer in (a, b)]
+        if named[0] is None or named[1] is None:
+            return None
+        found.update((i, j) for i in named[0] | named[1])
+    return found
+
+
+def _flow_changes(old: Layers, new: Layers, pairs: Iterable[Pair]) -> Iterable[FlowChange]:
+    endpoints = new.cilium.endpoints
+    for i, j in pairs:
         src, dst = endpoints[i], endpoints[j]
         if is_dns_flow(src, dst):
             continue
@@ -124,11 +284,14 @@ def _flow_changes(old: Layers, new: Layers) -> Iterable[FlowChange]:
             continue
         opened, closed = now - was, was - now
         yield FlowChange(src.group, src.title, dst.group, dst.title,
-                         str(opened) if opened else "", str(closed) if closed else "")
+                         str(opened) if opened else "", str(closed) if closed else "",
+                         src.service_level, dst.service_level)
 
 
-def _stance_changes(old: Connectivity, new: Connectivity) -> Iterable[StanceChange]:
-    for i, endpoint in enumerate(new.endpoints):
+def _stance_changes(old: Connectivity, new: Connectivity,
+                    subjects: Iterable[int]) -> Iterable[StanceChange]:
+    for i in subjects:
+        endpoint = new.endpoints[i]
         if endpoint.kind not in ("service", "client"):
             continue
         for direction in DIRECTIONS:
@@ -139,50 +302,124 @@ def _stance_changes(old: Connectivity, new: Connectivity) -> Iterable[StanceChan
 
 # --------------------------------------------------------------------------- picture
 
-MAX_DIFF_EDGES = 200
+MAX_DIFF_EDGES = 200  # a picture with more edges is unreadable: it is aggregated instead
+
+
+@dataclass(frozen=True)
+class Picture:
+    mermaid: str  # "" when no flow changed
+    note: str | None = None  # how the picture is aggregated, when it is (markdown)
+
+
+# kind (opened, closed), source group, source, target group, target, label
+Edge = tuple[str, str, str, str, str, str]
+
+
+def picture(changes: ConnectivityChanges, limit: int = MAX_DIFF_EDGES) -> Picture:
+    """The flows opened (green, thick) and closed (red, dotted), at any size.
+
+    One edge per changed flow when they fit in ``limit`` edges; else one edge per pair of
+    services (a service's clusters together; its label counts the flows and names their
+    ports), else one per pair of domains (addresses stay one group), else the ``limit``
+    domain pairs with the most flows and a note naming how many more. Whenever it aggregates,
+    the note says so: nothing is dropped silently.
+    """
+    flows = changes.flows
+    if not flows:
+        return Picture("")
+    levels: tuple[tuple[str, Callable[[FlowChange], tuple[str, str, str, str]]], ...] = (
+        ("flow", lambda f: (f.source_group, f.source, f.target_group, f.target)),
+        ("service", lambda f: (_domain(f.source_group), f.source_service or f.source,
+                               _domain(f.target_group), f.target_service or f.target)),
+        ("domain", lambda f: (_domain(f.source_group), _domain(f.source_group),
+                              _domain(f.target_group), _domain(f.target_group))),
+    )
+    for level, key in levels:
+        edges = _edges(flows, key, single=level == "flow")
+        if len(edges) <= limit:
+            break
+    total = len(edges)
+    if level == "flow":
+        return Picture(mermaid_text_of(edges))
+    edges = sorted(edges, key=lambda e: -_count(e[5]))[:limit]
+    what = {"service": "service (a service's clusters together)",
+            "domain": "domain (each domain's services and clients together)"}[level]
+    note = (f"{len(flows):,} flows changed, more than a readable picture holds "
+            f"({limit} edges): it shows them per {what}; each edge counts its flows.")
+    if total > limit:
+        note += (f" Only the {limit} domain pairs with the most changed flows are drawn; "
+                 f"{total - limit:,} more domain pairs changed too (`meshplan graph --domain` "
+                 "shows one domain).")
+    return Picture(mermaid_text_of(edges, grouped=level == "domain"), note)
+
+
+def _domain(group: str) -> str:
+    return group.split("/", 1)[0]
+
+
+def _count(label: str) -> int:
+    return int(label.split(" ", 2)[1].replace(",", ""))
+
+
+def _edges(flows: Sequence[FlowChange], key: Callable[[FlowChange], tuple[str, str, str, str]],
+           *, single: bool) -> list[Edge]:
+    """One edge per key and kind (opened, closed): the ports of one flow, or, aggregated,
+    how many flows and the union of their ports' text."""
+    found: dict[tuple[str, str, str, str, str], list[str]] = {}
+    for kind in ("opened", "closed"):
+        for f in flows:
+            changed = f.opened if kind == "opened" else f.closed
+            if changed:
+                found.setdefault((kind, *key(f)), []).append(changed)
+    out: list[Edge] = []
+    for (kind, sg, source, tg, target), ports in found.items():
+        sign = "+" if kind == "opened" else "-"
+        if single:
+            label = f"{sign} {ports[0]}"
+        else:
+            named = sorted(set(ports))
+            shown = "; ".join(named[:2]) + (f"; and {len(named) - 2} more" if len(named) > 2
+                                            else "")
+            label = f"{sign} {len(ports):,} flow{'s' if len(ports) > 1 else ''}: {shown}"
+        out.append((kind, sg, source, tg, target, label))
+    return out
 
 
 def mermaid_changes(changes: ConnectivityChanges) -> str:
-    """A Mermaid flowchart of the flows opened (green, thick) and closed (red, dotted).
+    """The Mermaid text of :func:`picture` ("" when no flow changed)."""
+    return picture(changes).mermaid
 
-    A pair whose ports changed both ways gets one edge of each. Returns "" when no flow
-    changed; beyond :data:`MAX_DIFF_EDGES` edges only the first are drawn (a comment line says
-    how many were left out).
-    """
-    edges = [("opened", f, f.opened) for f in changes.flows if f.opened]
-    edges += [("closed", f, f.closed) for f in changes.flows if f.closed]
-    if not edges:
-        return ""
-    left_out = max(0, len(edges) - MAX_DIFF_EDGES)
-    edges = edges[:MAX_DIFF_EDGES]
+
+def mermaid_text_of(edges: Sequence[Edge], *, grouped: bool = False) -> str:
+    """A Mermaid flowchart of ``edges``: nodes in one subgraph per group (none per domain)."""
     ids: dict[tuple[str, str], str] = {}
     groups: dict[str, list[str]] = {}
-    for _, f, _ in edges:
-        for group, title in ((f.source_group, f.source), (f.target_group, f.target)):
+    for _, sg, source, tg, target, _ in edges:
+        for group, title in ((sg, source), (tg, target)):
             if (group, title) not in ids:
                 ids[(group, title)] = f"n{len(ids)}"
                 groups.setdefault(group, []).append(title)
     lines = ["flowchart LR"]
     for k, group in enumerate(sorted(groups)):
+        if grouped:
+            lines.extend(f'  {ids[(group, t)]}["{mermaid_text(t)}"]' for t in groups[group])
+            continue
         lines.append(f'  subgraph g{k}["{mermaid_text(group)}"]')
         for title in groups[group]:
             short = title.split("/", 1)[1] if "/" in title and group != EXTERNAL else title
             lines.append(f'    {ids[(group, title)]}["{mermaid_text(short)}"]')
         lines.append("  end")
     styles = []
-    for k, (kind, f, ports) in enumerate(edges):
-        a, b = ids[(f.source_group, f.source)], ids[(f.target_group, f.target)]
+    for k, (kind, sg, source, tg, target, label) in enumerate(edges):
+        a, b = ids[(sg, source)], ids[(tg, target)]
         if kind == "opened":
-            lines.append(f'  {a} ==>|"+ {mermaid_text(ports)}"| {b}')
+            lines.append(f'  {a} ==>|"{mermaid_text(label)}"| {b}')
             styles.append(f"  linkStyle {k} stroke:#1a7f37,stroke-width:3px,color:#1a7f37")
         else:
-            lines.append(f'  {a} -.->|"- {mermaid_text(ports)}"| {b}')
+            lines.append(f'  {a} -.->|"{mermaid_text(label)}"| {b}')
             styles.append(f"  linkStyle {k} stroke:#cf222e,stroke-width:2px,color:#cf222e")
-    lines += styles
-    if left_out:
-        lines.append(f"  %% {left_out} more changed flow(s) not drawn")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + styles) + "\n"
 
 
-__all__: Sequence[str] = ("ConnectivityChanges", "FlowChange", "StanceChange",
-                          "connectivity_changes", "mermaid_changes")
+__all__: Sequence[str] = ("ConnectivityChanges", "FlowChange", "Picture", "StanceChange",
+                          "connectivity_changes", "mermaid_changes", "picture")

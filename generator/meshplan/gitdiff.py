@@ -21,7 +21,7 @@ import jinja2
 import yaml
 
 from .diagnostics import Diagnostic, InputError, OperationError, Severity
-from .flowdiff import connectivity_changes, mermaid_changes
+from .flowdiff import connectivity_changes, picture
 from .gitrepo import detached_worktree, resolve_commit, toplevel
 from .graph import mermaid_block
 from .model import Inventory
@@ -68,7 +68,7 @@ class DiffReport:
     base_note: str | None = None  # why the base could not be rendered
     base_diagnostics: tuple[Diagnostic, ...] = field(default=())
     flow_diff: str = ""  # Mermaid picture of the flows opened/closed ("" = none or not drawn)
-    flow_note: str | None = None  # why no picture was drawn
+    flow_note: str | None = None  # why no picture was drawn, or how it is aggregated
     flow_summary: tuple[str, ...] = ()  # what changes for connectivity, in words (markdown)
 
     @property
@@ -94,6 +94,11 @@ def group_of(path: str) -> tuple[str, bool] | None:
             return None
         return f"{split[0]}/{split[1]}", True
     return path, False
+
+
+def _group_name(path: str) -> str | None:
+    where = group_of(path)
+    return None if where is None else where[0]
 
 
 def split_documents(text: str) -> list[str]:
@@ -152,9 +157,24 @@ def cluster_groups(files: Iterable[OutputFile]) -> set[str]:
             if (split := split_cluster_path(f.path)) is not None and "/" not in split[2]}
 
 
+def unchanged_groups(old_files: Iterable[OutputFile], new_files: Iterable[OutputFile]
+                     ) -> set[str]:
+    """The groups whose files are byte for byte the same on both sides (their objects are
+    too, so they are not parsed: a one-requirement change touches a few clusters of a fleet)."""
+    contents: dict[str, list[dict[str, bytes]]] = {}
+    for side, files in enumerate((old_files, new_files)):
+        for output in files:
+            where = group_of(output.path)
+            if where is not None:
+                contents.setdefault(where[0], [{}, {}])[side][output.path] = output.content
+    return {name for name, (old, new) in contents.items() if old == new}
+
+
 def compare(old_files: Iterable[OutputFile], new_files: Iterable[OutputFile]) -> list[GroupChanges]:
     old_files, new_files = tuple(old_files), tuple(new_files)
-    old, new = objects_by_group(old_files), objects_by_group(new_files)
+    same = unchanged_groups(old_files, new_files)
+    old = objects_by_group(f for f in old_files if _group_name(f.path) not in same)
+    new = objects_by_group(f for f in new_files if _group_name(f.path) not in same)
     clusters = cluster_groups(old_files) | cluster_groups(new_files)
     changes = []
     for name in sorted(old.keys() | new.keys(), key=lambda n: (n not in clusters, n)):
@@ -191,15 +211,6 @@ class BaseRender:
     note: str | None = None
     diagnostics: tuple[Diagnostic, ...] = ()
     inventory: Inventory | None = None  # kept for the flow picture
-
-
-# The flow picture runs the connectivity model, which compares every pair of endpoints:
-# beyond this many (service, cluster) endpoints it is skipped rather than slowing every PR.
-MAX_FLOW_ENDPOINTS = 400
-
-
-def flow_endpoints(inventory: Inventory) -> int:
-    return sum(len(s.clusters) for d in inventory.domains for s in d.services)
 
 
 def git_root(project: Path) -> Path:
@@ -250,15 +261,12 @@ def diff_report(base_ref: str, before: BaseRender, inventory: Inventory,
     compared = len(cluster_groups(before.files) | cluster_groups(files))
     flow_diff, flow_note, summary = "", None, tuple[str, ...]()
     if with_flows:
-        sizes = [flow_endpoints(i) for i in (inventory, before.inventory) if i is not None]
         if before.inventory is None:
             flow_note = "flow picture skipped: the base has no rendered output to compare with"
-        elif max(sizes) > MAX_FLOW_ENDPOINTS:
-            flow_note = (f"flow picture skipped: more than {MAX_FLOW_ENDPOINTS} service "
-                         "endpoints (run `meshplan graph` for one cluster or domain)")
-        else:
+        else:  # at any size: aggregated (and said so) when too many flows changed to draw
             changes = connectivity_changes((before.inventory, before.files), (inventory, files))
-            flow_diff, summary = mermaid_changes(changes), tuple(changes.summary())
+            drawn = picture(changes)
+            flow_diff, flow_note, summary = drawn.mermaid, drawn.note, tuple(changes.summary())
     return DiffReport(base_ref, before.sha, tuple(groups), compared, before.note,
                       before.diagnostics, flow_diff, flow_note, summary)
 

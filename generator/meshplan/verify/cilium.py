@@ -21,10 +21,15 @@ What the model leaves out is reported, not ignored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ..admission import MAX_PORTS_PER_PORT_RULE, selector_problems, split_source
+from ..admission import (
+    MAX_PORTS_PER_PORT_RULE,
+    SelectorProblem,
+    selector_problems,
+    split_source,
+)
 from ..diagnostics import Diagnostic, Location, error, notice, warning
 from ..load.document import Document, PathKey, format_path
 from ..load.files import decode_utf8
@@ -77,12 +82,21 @@ PORT_RULE_KEYS = {"ports"}
 NOTED_PORT_RULE_KEYS = {"rules", "serverNames", "listener", "terminatingTLS", "originatingTLS"}
 
 
+# (displayed path, content) -> the file's documents and the problems parsing it found
+ParseCache = dict[tuple[str, bytes], tuple[list[Document], list[Diagnostic]]]
+
+
 class _ActualBuilder:
     """Reads the rendered tree and fills a :class:`Connectivity` with Cilium's semantics."""
 
     def __init__(self, inventory: Inventory, endpoints: Sequence[Endpoint],
-                 files: Mapping[str, bytes], display_root: str) -> None:
+                 files: Mapping[str, bytes], display_root: str,
+                 only: Collection[tuple[str, str]] | None = None,
+                 parsed: ParseCache | None = None) -> None:
         self.inventory = inventory
+        self.parsed = parsed
+        self._selector_problems: dict[str, tuple[SelectorProblem, ...]] = {}
+        self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints)
         self.files = files
         self.root = display_root.rstrip("/")
@@ -93,6 +107,15 @@ class _ActualBuilder:
         self.pod_networks = [(block, f"{d.name}/{c.name}") for d in inventory.domains
                              for c in d.clusters for text, _ in c.pod_cidrs
                              for block in _blocks_or_none(text)]
+
+    def selector_problems(self, data: Any) -> Sequence[SelectorProblem]:
+        """:func:`~meshplan.admission.selector_problems`, once per distinct selector text (the
+        same peers, kube-dns for one, recur in most policies of a fleet)."""
+        key = repr(data)
+        found = self._selector_problems.get(key)
+        if found is None:
+            found = self._selector_problems[key] = tuple(selector_problems(data))
+        return found
 
     def display(self, relpath: str) -> str:
         return f"{self.root}/{relpath}" if self.root else relpath
@@ -105,6 +128,8 @@ class _ActualBuilder:
             for cluster in domain.clusters:
                 base = cluster_dir(domain.name, cluster.name)
                 known.add(base)
+                if self.only is not None and (domain.name, cluster.name) not in self.only:
+                    continue
                 if base not in dirs:
                     self.problems.append(error(
                         Location(self.display(base) + "/"), "", "expected the rendered "
@@ -149,11 +174,14 @@ class _ActualBuilder:
         return out
 
     def _documents(self, relpath: str) -> list[Document]:
-        text = decode_utf8(self.display(relpath), self.files[relpath])
-        if isinstance(text, Diagnostic):
-            self.problems.append(text)
-            return []
-        docs, problems = parse_yaml(self.display(relpath), text)
+        key = (self.display(relpath), self.files[relpath])
+        found = self.parsed.get(key) if self.parsed is not None else None
+        if found is None:
+            text = decode_utf8(key[0], key[1])
+            found = ([], [text]) if isinstance(text, Diagnostic) else parse_yaml(key[0], text)
+            if self.parsed is not None:
+                self.parsed[key] = found
+        docs, problems = found
         self.problems.extend(problems)
         return docs
 
@@ -279,7 +307,8 @@ class _PolicyReader:
         return out
 
     def _selector_rejections(self, path: PathKey, data: Any) -> list[tuple[PathKey, str]]:
-        return [((*path, *p.path), p.message) for p in selector_problems(data) if p.rejected]
+        return [((*path, *p.path), p.message) for p in self.owner.selector_problems(data)
+                if p.rejected]
 
     def _reject(self, specs: Sequence[tuple[PathKey, Any]],
                 rejected: Sequence[tuple[PathKey, str]]) -> None:
@@ -300,10 +329,8 @@ class _PolicyReader:
     # -- what it enforces ----------------------------------------------------------------
 
     def _subjects(self, selector: LabelSelector) -> list[int]:
-        return [i for i, e in enumerate(self.owner.model.endpoints)
-                if e.is_pod and e.domain == self.domain and e.cluster == self.cluster
-                and (self.namespace is None or e.namespace == self.namespace)
-                and selector.matches(e.identity)]
+        index = self.owner.model.index
+        return index.select(selector, index.in_place(self.domain, self.cluster, self.namespace))
 
     def _subject_namespace(self, path: PathKey, data: Any) -> None:
         """Cilium overwrites a ``k8s:`` namespace in a namespaced policy's subject with the
@@ -323,7 +350,7 @@ class _PolicyReader:
                              "only (or none), never of the namespace written")
 
     def _warn_unknown_sources(self, path: PathKey, data: Any) -> None:
-        for p in selector_problems(data):
+        for p in self.owner.selector_problems(data):
             if not p.rejected:
                 self.problem((*path, *p.path), p.message, severity="warning")
 
@@ -431,8 +458,7 @@ class _PolicyReader:
         for j, data in enumerate(peers):
             selector = self._peer_selector(data, (*path, j))
             if selector is not None:
-                selected.update(i for i, e in enumerate(self.owner.model.endpoints)
-                                if e.is_pod and selector.matches(e.identity))
+                selected.update(self.owner.model.index.select(selector))
         return frozenset(selected)
 
     def _peer_selector(self, data: Any, path: PathKey) -> LabelSelector | None:
@@ -568,10 +594,16 @@ class ActualConnectivity(NamedTuple):
 
 def actual_connectivity(
     inventory: Inventory, endpoints: Sequence[Endpoint], files: Mapping[str, bytes],
-    display_root: str = DEFAULT_OUTPUT_DIR,
+    display_root: str = DEFAULT_OUTPUT_DIR, only: Collection[tuple[str, str]] | None = None,
+    parsed: ParseCache | None = None,
 ) -> ActualConnectivity:
-    """The connectivity the rendered files allow; problems reading them; what was read."""
-    builder = _ActualBuilder(inventory, endpoints, files, display_root)
+    """The connectivity the rendered files allow; problems reading them; what was read.
+
+    ``only``: read just these clusters' folders (the pull-request picture reads the clusters a
+    change touches and the ones their flows need); the others enforce nothing in the model.
+    ``parsed``: files already parsed (by path and content), shared by several readings.
+    """
+    builder = _ActualBuilder(inventory, endpoints, files, display_root, only, parsed)
     model = builder.build()
     return ActualConnectivity(model, tuple(builder.problems), builder.policies,
                               tuple(builder.services), tuple(builder.istio_documents))

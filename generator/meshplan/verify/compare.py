@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..diagnostics import Diagnostic, Location, error, warning
-from .connectivity import Connectivity, Grant, Origin, Verdict
+from .connectivity import Connectivity, Direction, Grant, Origin, Verdict, sparse_pairs
 from .endpoints import Endpoint, is_dns_flow
 from .gateways import NO_HOPS, GatewayHops
 from .ports import DNS_PORTS, PortSet
@@ -42,11 +42,19 @@ def compare(actual: Connectivity, intended: Connectivity,
             hops: GatewayHops = NO_HOPS) -> list[Mismatch]:
     """Every flow the output allows but nothing intends, and every intended flow it blocks.
 
+    By classes of peers (:func:`.connectivity.sparse_pairs`): a flow on which both models say
+    their defaults, equal ones, is as intended and not looked at; where a subject's defaults
+    differ, every flow of its unnamed class is looked at, one by one, and reported.
+
     Flows between Istio networks are compared hop by hop (:mod:`.gateways`): the pod-to-pod
     pair is no flow Cilium sees."""
     out: list[Mismatch] = []
     endpoints = actual.endpoints
-    for i, j in actual.pairs():
+
+    def defaults_differ(direction: Direction, subject: int) -> bool:
+        return actual.default(direction, subject) != intended.default(direction, subject)
+
+    for i, j in sparse_pairs((actual, intended), defaults_differ):
         src, dst = endpoints[i], endpoints[j]
         if is_dns_flow(src, dst) or hops.routed(src, dst):
             continue
@@ -185,7 +193,12 @@ def half_open(intended: Connectivity) -> list[Diagnostic]:
     groups: dict[tuple[str, str, str, str, str], list[str]] = {}
     where: dict[tuple[str, str, str, str, str], Location] = {}
     endpoints = intended.endpoints
-    for i, j in intended.pairs():
+
+    def grants_unnamed(direction: Direction, subject: int) -> bool:
+        stance = intended.stance(direction, subject)
+        return stance.restricted and bool(stance.default())
+
+    for i, j in sparse_pairs((intended,), grants_unnamed):
         src, dst = endpoints[i], endpoints[j]
         if not (src.is_pod and dst.is_pod) or is_dns_flow(src, dst) or src.domain == dst.domain:
             continue

@@ -6,11 +6,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from ..diagnostics import Location
 from .addresses import Block
-from .endpoints import Endpoint
+from .endpoints import Endpoint, EndpointIndex
 from .ports import ALL_PORTS, NO_PORTS, PortSet
 
 Direction = Literal["egress", "ingress"]
@@ -57,10 +58,21 @@ class Stance:
     denies: list[Grant] = field(default_factory=list)
     _compiled: tuple[dict[int, PortSet], PortSet, dict[int, PortSet], PortSet] | None = field(
         default=None, repr=False, compare=False)
+    _default: PortSet | None = field(default=None, repr=False, compare=False)
 
     @property
     def restricted(self) -> bool:
         return bool(self.default_deny)
+
+    def default(self) -> PortSet:
+        """What it allows to (or from) every peer none of its rules names: its class of
+        unnamed peers (wildcard rules aside, everything when unrestricted, else nothing).
+
+        Computed once, like :meth:`compiled` (a stance is not changed after the build)."""
+        if self._default is None:
+            _, allow_any, _, deny_any = self.compiled()
+            self._default = (allow_any if self.restricted else ALL_PORTS) - deny_any
+        return self._default
 
     def compiled(self) -> tuple[dict[int, PortSet], PortSet, dict[int, PortSet], PortSet]:
         """Per peer pod: the union of allowed ports, of wildcard ports, of denied ports, ...
@@ -96,9 +108,46 @@ class Connectivity:
         self.endpoints = tuple(endpoints)
         self.egress = [Stance() for _ in self.endpoints]
         self.ingress = [Stance() for _ in self.endpoints]
+        self._block_peers: dict[int, tuple[int, ...]] = {}
+        self._grants_kept: list[Grant] = []
+
+    @cached_property
+    def index(self) -> EndpointIndex:
+        return EndpointIndex(self.endpoints)
 
     def stance(self, direction: Direction, index: int) -> Stance:
         return (self.egress if direction == "egress" else self.ingress)[index]
+
+    def default(self, direction: Direction, subject: int) -> PortSet:
+        """The verdict of ``subject`` on every peer outside :meth:`named`."""
+        return self.stance(direction, subject).default()
+
+    def named(self, direction: Direction, subject: int) -> frozenset[int]:
+        """The peers whose verdict may differ from :meth:`default`: the pods its allows and
+        denies select, and the address endpoints their CIDRs overlap.
+
+        Every other peer is in one class, the stance's unnamed peers, and gets exactly
+        :meth:`default` from :meth:`verdict` (a pod no grant selects gets the wildcard ports,
+        an address no CIDR overlaps only the wildcard grants' too).
+        """
+        stance = self.stance(direction, subject)
+        allow, _, deny, _ = stance.compiled()
+        found = set(allow) | set(deny)
+        for grant in (*stance.allows, *stance.denies):
+            if grant.blocks:
+                found.update(self._overlapping(grant))
+        return frozenset(found)
+
+    def _overlapping(self, grant: Grant) -> tuple[int, ...]:
+        """The address endpoints a grant's CIDRs overlap (cached per grant object: a rule's
+        grant is shared by every subject of the rule)."""
+        found = self._block_peers.get(id(grant))
+        if found is None:
+            found = tuple(i for i in self.index.cidrs for v, lo, hi in (self.endpoints[i].block,)
+                          if any(gv == v and a <= hi and b >= lo for gv, a, b in grant.blocks))
+            self._block_peers[id(grant)] = found
+            self._grants_kept.append(grant)  # keeps id(grant) unique while cached
+        return found
 
     def verdict(self, direction: Direction, subject: int, peer: int, *,
                 grants: bool = True) -> Verdict:
@@ -164,6 +213,36 @@ class Connectivity:
     def flows(self) -> dict[tuple[int, int], PortSet]:
         """Every allowed flow (non-empty port set)."""
         return allowed(self.pairs(), self.flow)
+
+
+def sparse_pairs(models: Sequence[Connectivity],
+                 everyone: Callable[[Direction, int], bool]) -> list[tuple[int, int]]:
+    """The flows (as :meth:`Connectivity.pairs` yields them, in its order) on which the
+    ``models`` may say anything but their defaults: a subject's named peers in any model, and
+    every peer of a subject for which ``everyone(direction, subject)`` holds (its class of
+    unnamed peers must be looked at one by one, say because the models' defaults differ).
+
+    A flow outside them gets :meth:`Connectivity.default` on both sides in every model.
+    """
+    first = models[0]
+    endpoints = first.endpoints
+    every = range(len(endpoints))
+    found: set[tuple[int, int]] = set()
+    for subject in every:
+        for direction in DIRECTIONS:
+            if everyone(direction, subject):
+                peers: Iterable[int] = every
+            else:
+                named: set[int] = set()
+                for model in models:
+                    named |= model.named(direction, subject)
+                peers = named
+            if direction == "egress":
+                found.update((subject, peer) for peer in peers)
+            else:
+                found.update((peer, subject) for peer in peers)
+    return sorted((i, j) for i, j in found
+                  if i != j and (endpoints[i].is_pod or endpoints[j].is_pod))
 
 
 def allowed(pairs: Iterable[tuple[int, int]],

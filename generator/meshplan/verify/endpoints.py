@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -27,6 +27,7 @@ from ..vocabulary import (
     POD_NAMESPACE_LABEL,
 )
 from .addresses import Block, block_of
+from .selectors import LabelSelector, Term
 
 DNS_LABELS: Labels = ((DNS_APP_LABEL, DNS_APP),)
 
@@ -217,3 +218,59 @@ def _gateway_hops(inventory: Inventory, add: Callable[[Endpoint], None],
                 continue  # reported by validate
             cidrs.setdefault(network, Endpoint("cidr", "", "", "", "", network, (),
                                                infrastructure=True))
+
+
+class EndpointIndex:
+    """The pods of an endpoint tuple by place and by identity label, so that selecting the pods
+    a selector matches costs the candidates one of its ``In`` terms names, not every endpoint.
+
+    Exact: candidates are always filtered by the selector itself (an ``In`` term must hold for
+    a match, so the pods it names are a superset of the matches); a selector without an
+    ``In`` term is evaluated on every pod of the place.
+    """
+
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        self.endpoints = tuple(endpoints)
+        self.pods = tuple(i for i, e in enumerate(self.endpoints) if e.is_pod)
+        places: dict[tuple[str, str], list[int]] = {}
+        namespaces: dict[tuple[str, str, str], list[int]] = {}
+        labels: dict[tuple[str, str], list[int]] = {}
+        for i in self.pods:
+            e = self.endpoints[i]
+            places.setdefault((e.domain, e.cluster), []).append(i)
+            namespaces.setdefault((e.domain, e.cluster, e.namespace), []).append(i)
+            for item in e.identity.items():
+                labels.setdefault(item, []).append(i)
+        self.places = {k: tuple(v) for k, v in places.items()}
+        self.namespaces = {k: tuple(v) for k, v in namespaces.items()}
+        self.labels = {k: tuple(v) for k, v in labels.items()}
+        self.cidrs = tuple(i for i, e in enumerate(self.endpoints) if not e.is_pod)
+
+    def in_place(self, domain: str, cluster: str, namespace: str | None = None
+                 ) -> tuple[int, ...]:
+        """The pods of one cluster (of one of its namespaces), in index order."""
+        if namespace is None:
+            return self.places.get((domain, cluster), ())
+        return self.namespaces.get((domain, cluster, namespace), ())
+
+    def select(self, selector: LabelSelector, within: Sequence[int] | None = None
+               ) -> list[int]:
+        """The pods ``selector`` matches (of ``within`` when given), in index order."""
+        # The In term naming the fewest pods (counted, not gathered: kube-dns's label names a
+        # pod in every cluster of the fleet), unless the place has fewer still.
+        best: tuple[int, Term] | None = None
+        for term in selector.terms:
+            if term.operator == "In" and term.key is not None:
+                size = sum(len(self.labels.get((term.key, v), ())) for v in set(term.values))
+                if best is None or size < best[0]:
+                    best = (size, term)
+        candidates: Sequence[int]
+        if best is not None and (within is None or best[0] < len(within)):
+            size, term = best
+            named = sorted({i for value in term.values
+                            for i in self.labels.get((str(term.key), value), ())})
+            candidates = named if within is None else sorted(set(named) & set(within))
+        else:
+            candidates = self.pods if within is None else within
+        endpoints = self.endpoints
+        return [i for i in candidates if selector.matches(endpoints[i].identity)]

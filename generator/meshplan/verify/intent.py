@@ -98,25 +98,13 @@ class _IntentBuilder:
                     stance.allows.extend(grants)
 
     def _subjects(self, cluster: str) -> list[int]:
-        out = []
+        index = self.model.index
         if self.protected is not None:
-            wanted = dict(self.protected.selector)
-            for i, e in enumerate(self.model.endpoints):
-                if (e.is_pod and e.domain == self.req.domain and e.cluster == cluster
-                        and e.namespace == self.protected.namespace
-                        and all(dict(e.labels).get(k) == v for k, v in wanted.items())):
-                    out.append(i)
-            return out
+            return _with_labels(self.model.endpoints, index.in_place(
+                self.req.domain, cluster, self.protected.namespace), self.protected.selector)
         selector = LabelSelector.from_model(self.req.endpoint_selector)
         namespace = self.inventory.policy_namespace(self.req)
-        for i, e in enumerate(self.model.endpoints):
-            if not e.is_pod or e.domain != self.req.domain or e.cluster != cluster:
-                continue
-            if namespace is not None and e.namespace != namespace:
-                continue
-            if selector.matches(e.identity):
-                out.append(i)
-        return out
+        return index.select(selector, index.in_place(self.req.domain, cluster, namespace))
 
     def _grants(self, rule: Rule, direction: str, cluster: str) -> Iterator[Grant]:
         explicit = requirement_ports(rule.ports) if rule.ports is not None else None
@@ -175,12 +163,10 @@ class _IntentBuilder:
             yield Grant(frozenset((self.hops.gateway[here],)), (), ports, origin)
 
     def _service_pods(self, service: Service, clusters: Sequence[str]) -> frozenset[int]:
-        wanted = dict(service.selector)
-        return frozenset(
-            i for i, e in enumerate(self.model.endpoints)
-            if e.is_pod and e.domain == service.domain and e.cluster in clusters
-            and e.namespace == service.namespace
-            and all(dict(e.labels).get(k) == v for k, v in wanted.items()))
+        index = self.model.index
+        return frozenset(i for cluster in set(clusters) for i in _with_labels(
+            self.model.endpoints, index.in_place(service.domain, cluster, service.namespace),
+            service.selector))
 
     def _raw_pods(self, selector: Selector, cluster: str) -> frozenset[int]:
         """Raw pod labels: the requirement's own cluster, its namespace unless the peer names
@@ -190,10 +176,15 @@ class _IntentBuilder:
         if namespace is not None and not labels.has_key(POD_NAMESPACE_LABEL) and \
                 not labels.has_key_prefix(NAMESPACE_LABELS_PREFIX):
             labels = labels.also(Term(POD_NAMESPACE_LABEL, "In", (namespace,)))
-        return frozenset(
-            i for i, e in enumerate(self.model.endpoints)
-            if e.is_pod and e.domain == self.req.domain and e.cluster == cluster
-            and labels.matches(e.identity))
+        index = self.model.index
+        return frozenset(index.select(labels, index.in_place(self.req.domain, cluster)))
+
+
+def _with_labels(endpoints: Sequence[Endpoint], candidates: Sequence[int],
+                 wanted: Sequence[tuple[str, str]]) -> list[int]:
+    """The candidates whose own labels include every ``wanted`` one (a service's selector)."""
+    return [i for i in candidates
+            if all(dict(endpoints[i].labels).get(k) == v for k, v in wanted)]
 
 
 # --------------------------------------------------------------------------- identity layer

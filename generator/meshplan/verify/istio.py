@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from ..diagnostics import Diagnostic, Location, error, notice, warning
@@ -226,6 +227,8 @@ class IdentityLayer:
                         cluster.istio.trust_domain or DEFAULT_CLUSTER_DOMAIN
         self._modes: dict[int, tuple[str, dict[int, str]]] = {}
         self._applicable: dict[int, tuple[list[AuthzPolicy], list[AuthzPolicy], bool]] = {}
+        self._named_cache: dict[tuple[int, str], frozenset[int] | None] = {}
+        self._kept: list[AuthzPolicy] = []
 
     @property
     def active(self) -> bool:
@@ -369,6 +372,78 @@ class IdentityLayer:
             return NO_PORTS
         return self.strict_ports(destination)
 
+    # -- classes of clients -----------------------------------------------------------------
+    #
+    # To a destination's policies, a client is its identity (mTLS or not, trust domain,
+    # namespace, service account, addresses). The clients no rule source of those policies
+    # can match form one class per mTLS-or-not: they all get :meth:`unnamed`. The others are
+    # found through an index of principals for the sources meshplan writes (exact principals
+    # only); any other source (patterns, namespaces, negations, addresses) names every client.
+
+    @cached_property
+    def _principals(self) -> dict[str, tuple[int, ...]]:
+        found: dict[str, list[int]] = {}
+        for i in range(len(self.endpoints)):
+            client = self.client(i)
+            if client.mtls and client.service_account is not None:
+                found.setdefault(f"{client.trust_domain}/ns/{client.namespace}/sa/"
+                                 f"{client.service_account}", []).append(i)
+        return {k: tuple(v) for k, v in found.items()}
+
+    def named_clients(self, destination: int) -> frozenset[int] | None:
+        """The clients some rule source of ``destination``'s policies may match (None: every
+        client may be)."""
+        e = self.endpoints[destination]
+        local = self.trust_domains[(e.domain, e.cluster)]
+        denies, allows, _ = self._policies(destination)
+        found: set[int] = set()
+        for policy in (*denies, *allows):
+            named = self._named_by_policy(policy, local)
+            if named is None:
+                return None
+            found |= named
+        return frozenset(found)
+
+    def _named_by_policy(self, policy: AuthzPolicy, local: str) -> frozenset[int] | None:
+        key = (id(policy), local)
+        if key not in self._named_cache:
+            self._named_cache[key] = _clients_named(policy, local, self._principals)
+            self._kept.append(policy)  # keeps id(policy) unique while cached
+        return self._named_cache[key]
+
+    def _authorize_unnamed(self, destination: int) -> PortSet:
+        """:meth:`authorize` for a client no rule source matches: only rules without ``from``
+        (every source) apply."""
+        denies, allows, _ = self._policies(destination)
+        denied = NO_PORTS
+        for policy in denies:
+            for rule in policy.rules:
+                if rule.sources is None:
+                    denied |= rule.ports
+        allowed = TCP if not allows else NO_PORTS
+        for policy in allows:
+            for rule in policy.rules:
+                if rule.sources is None and not (rule.http or rule.conditional):
+                    allowed |= rule.ports
+        return allowed - denied
+
+    def unnamed(self, destination: int, mtls: bool) -> PortSet:
+        """:meth:`flow` from every client outside :meth:`named_clients` that uses mutual TLS
+        (``mtls``) or does not."""
+        if not self.applies(destination):
+            return ALL_PORTS
+        anyone = self._authorize_unnamed(destination)
+        allowed = NOT_TCP
+        for mode, ports in self._ports_by_mode(destination).items():
+            if not ports:
+                continue
+            if mtls and mode != "DISABLE":
+                allowed |= anyone & ports
+            elif mode != "STRICT":
+                plain = self.authorize(destination, PLAINTEXT) if mtls else anyone
+                allowed |= plain & ports
+        return allowed
+
     def origins(self, destination: int) -> list[Origin]:
         """The policies that decide who reaches ``destination`` (for messages)."""
         denies, allows, _ = self._policies(destination)
@@ -376,6 +451,26 @@ class IdentityLayer:
 
     def custom(self, destination: int) -> bool:
         return self._policies(destination)[2]
+
+
+def _clients_named(policy: AuthzPolicy, local_trust_domain: str,
+                   principals: Mapping[str, tuple[int, ...]]) -> frozenset[int] | None:
+    """The clients a policy's rule sources can match, by exact principal (None: any client,
+    for any source that is not a list of exact principals)."""
+    found: set[int] = set()
+    for rule in policy.rules:
+        for source in rule.sources or ():
+            if "requestPrincipals" in source.fields:
+                continue  # never matches a TCP connection
+            patterns = source.fields.get("principals")
+            if set(source.fields) != {"principals"} or source.blocks or patterns is None or \
+                    any("*" in p for p in patterns):
+                return None
+            for pattern in patterns:
+                if pattern.startswith(DEFAULT_CLUSTER_DOMAIN + "/"):
+                    pattern = local_trust_domain + pattern[len(DEFAULT_CLUSTER_DOMAIN):]
+                found.update(principals.get(pattern, ()))
+    return frozenset(found)
 
 
 def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:

@@ -21,14 +21,14 @@ masks say so too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from ..diagnostics import Diagnostic, Location, error, warning
 from ..model import Inventory
 from ..outputs import DEFAULT_OUTPUT_DIR
-from .cilium import ActualConnectivity, actual_connectivity
+from .cilium import ActualConnectivity, ParseCache, actual_connectivity
 from .compare import Mismatch
 from .connectivity import Connectivity, Origin, allowed
 from .endpoints import Endpoint, is_dns_flow
@@ -37,6 +37,7 @@ from .istio import TCP, IdentityLayer, read_identity_layer
 from .ports import PortSet
 
 Pair = tuple[int, int]
+Where = tuple[str, str]  # (domain, cluster)
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,13 @@ class ReadLayers(NamedTuple):
 
 
 def read_layers(inventory: Inventory, endpoints: Sequence[Endpoint],
-                files: Mapping[str, bytes], display_root: str = DEFAULT_OUTPUT_DIR
-                ) -> ReadLayers:
+                files: Mapping[str, bytes], display_root: str = DEFAULT_OUTPUT_DIR,
+                only: Collection[Where] | None = None,
+                parsed: ParseCache | None = None) -> ReadLayers:
     """Both layers of a rendered tree, over ``endpoints`` (verify, and the pull-request
-    picture of a change)."""
-    cilium = actual_connectivity(inventory, endpoints, files, display_root)
+    picture of a change); ``only`` these clusters' folders when given; files found in
+    ``parsed`` are not parsed again."""
+    cilium = actual_connectivity(inventory, endpoints, files, display_root, only, parsed)
     identity, problems = read_identity_layer(inventory, endpoints, cilium.istio_documents)
     layers = Layers(cilium.model, gateway_hops(inventory, endpoints), identity)
     return ReadLayers(layers, cilium, tuple(problems))
@@ -118,7 +121,7 @@ def identity_problems(layers: Layers, intended: IdentityLayer) -> list[Diagnosti
         return []
     out: list[Diagnostic] = []
     endpoints = actual.endpoints
-    for i, j in layers.pairs():
+    for i, j in _identity_candidates(layers, intended):
         src, dst = endpoints[i], endpoints[j]
         if is_dns_flow(src, dst) or not (actual.applies(j) or intended.applies(j)):
             continue
@@ -133,6 +136,30 @@ def identity_problems(layers: Layers, intended: IdentityLayer) -> list[Diagnosti
             out.append(_refused(layers, intended, dst, i, j, missing, cilium))
     out += _strict_problems(layers, intended)
     return out
+
+
+def _identity_candidates(layers: Layers, intended: IdentityLayer) -> list[Pair]:
+    """The flows (of :meth:`Layers.pairs`, in its order) on which the two identity layers may
+    disagree, by classes of clients: per destination, the clients either layer's policies name,
+    and every client of a class (mTLS or plaintext) whose unnamed verdicts differ."""
+    actual = layers.identity
+    endpoints = actual.endpoints
+    every = range(len(endpoints))
+    mtls = [actual.client(i).mtls for i in every]
+    found: set[Pair] = set()
+    for j in every:
+        if not (actual.applies(j) or intended.applies(j)):
+            continue
+        named = [layer.named_clients(j) for layer in (actual, intended)]
+        differ = {m for m in (True, False) if actual.unnamed(j, m) != intended.unnamed(j, m)}
+        if named[0] is None or named[1] is None:
+            clients: Iterable[int] = every
+        else:
+            clients = named[0] | named[1] | {i for i in every if mtls[i] in differ} \
+                if differ else named[0] | named[1]
+        found.update((i, j) for i in clients)
+    return sorted((i, j) for i, j in found if i != j and not (
+        endpoints[i].infrastructure or endpoints[j].infrastructure))
 
 
 def _who(layer: IdentityLayer, index: int) -> str:
@@ -216,7 +243,7 @@ def gateway_egress_warnings(layers: Layers, intended: Connectivity) -> list[Diag
     if not hops.active:
         return []
     groups: dict[tuple[int, str], list[str]] = {}
-    for i, j in layers.pairs():
+    for i, j in _routed_candidates(layers, intended):
         src, dst = cilium.endpoints[i], cilium.endpoints[j]
         if not hops.routed(src, dst) or not intended.egress[i].restricted:
             continue
@@ -235,6 +262,35 @@ def gateway_egress_warnings(layers: Layers, intended: Connectivity) -> list[Diag
                            "gateway, so the destinations' own ingress must refuse it (admit "
                            "only their peers with a requirement)"))
     return out
+
+
+def _routed_candidates(layers: Layers, intended: Connectivity) -> Iterator[Pair]:
+    """The routed flows (in :meth:`Layers.pairs` order) of egress-restricted clients that may
+    pass both layers: a client reaches workloads of another network only through a remote
+    gateway address its egress allows (a named one, unless its default allows the hop) whose
+    gateway admits its cluster; every workload there is then a candidate."""
+    hops, cilium = layers.hops, layers.cilium
+    endpoints = cilium.endpoints
+    hop = hops.hop_ports()
+    by_address: dict[int, list[Where]] = {}
+    for where, address in hops.address.items():
+        by_address.setdefault(address, []).append(where)
+    workloads: dict[Where, list[int]] = {}
+    for j, e in enumerate(endpoints):
+        if e.is_workload and not e.infrastructure and (e.domain, e.cluster) in hops.network:
+            workloads.setdefault((e.domain, e.cluster), []).append(j)
+    for i, src in enumerate(endpoints):
+        here = (src.domain, src.cluster)
+        if not src.is_workload or src.infrastructure or here not in hops.network or \
+                not intended.egress[i].restricted:
+            continue
+        if cilium.default("egress", i).covers(hop):
+            theres: Iterable[Where] = hops.address
+        else:
+            theres = {w for a in cilium.named("egress", i) for w in by_address.get(a, ())}
+        for there in sorted(theres):
+            if hops.network.get(there) not in (None, hops.network[here]):
+                yield from ((i, j) for j in workloads.get(there, ()))
 
 
 def annotate_cilium(mismatches: Iterable[Mismatch], layers: Layers) -> list[Diagnostic]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, sorted_diagnostics
@@ -26,20 +27,38 @@ from .services import load_balancing_problems
 
 @dataclass(frozen=True)
 class VerifyReport:
+    """What verify found. The problems are computed by classes of endpoints; the allowed flows
+    pair by pair, so only when asked for (``meshplan graph``, tests): every pair of a fleet is
+    far more than verify's own work."""
+
     endpoints: tuple[Endpoint, ...]
     actual: Connectivity  # the Cilium layer, as the rendered CiliumNetworkPolicies make it
     intended: Connectivity
-    flows: Mapping[tuple[int, int], PortSet]  # allowed by the output (both layers)
+    layers: Layers  # both layers: Cilium (actual), the gateway hops, the identity layer
     mismatches: tuple[Mismatch, ...]
     diagnostics: tuple[Diagnostic, ...]  # sorted: mismatches, DNS, half-open, reading problems
     policies: int
-    layers: Layers | None = None  # with the identity layer and the gateway hops
-    cilium_flows: Mapping[tuple[int, int], PortSet] = field(default_factory=dict)  # pod to pod
-    protected: Mapping[tuple[int, int], PortSet] = field(default_factory=dict)  # mTLS ports
 
     @property
     def ok(self) -> bool:
         return not any(d.severity.value == "error" for d in self.diagnostics)
+
+    @cached_property
+    def cilium_flows(self) -> Mapping[tuple[int, int], PortSet]:
+        """Every flow the Cilium layer allows pod to pod (no gateway hop)."""
+        return self.actual.flows()
+
+    @cached_property
+    def flows(self) -> Mapping[tuple[int, int], PortSet]:
+        """Every flow the output allows (both layers; DNS and the mesh's hops included)."""
+        layers = self.layers
+        return layers.flows() if (layers.hops.active or layers.identity.active) \
+            else self.cilium_flows
+
+    @cached_property
+    def protected(self) -> Mapping[tuple[int, int], PortSet]:
+        """Of :attr:`flows`, the ports carried over mutual TLS the server requires."""
+        return self.layers.protected(self.flows)
 
     def flow_lines(self, *, include_dns: bool = False) -> list[str]:
         """``source -> destination ports`` for every allowed flow (for tests and tables)."""
@@ -58,7 +77,7 @@ class VerifyReport:
             src, dst = self.endpoints[i], self.endpoints[j]
             if is_dns_flow(src, dst):
                 continue
-            if (self.layers is not None and self.layers.restricts(i, j)) or \
+            if self.layers.restricts(i, j) or \
                     self.actual.egress[i].restricted or self.actual.ingress[j].restricted:
                 out[(i, j)] = ports
         return out
@@ -70,7 +89,7 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
     Cilium layer and, with Istio members, the identity layer."""
     endpoints = inventory_endpoints(inventory)
     layers, cilium, identity_reading = read_layers(inventory, endpoints, files, display_root)
-    actual, hops, identity = layers.cilium, layers.hops, layers.identity
+    actual, hops = layers.cilium, layers.hops
     intended = intended_connectivity(inventory, endpoints, hops)
     mismatches = compare(actual, intended, hops)
     diagnostics = [*cilium.problems, *identity_reading, *annotate_cilium(mismatches, layers),
@@ -78,11 +97,8 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
                    *gateway_egress_warnings(layers, intended),
                    *dns_problems(actual), *half_open(intended),
                    *load_balancing_problems(actual, cilium.services)]
-    cilium_flows = actual.flows()
-    flows = layers.flows() if (hops.active or identity.active) else cilium_flows
-    return VerifyReport(endpoints, actual, intended, flows, tuple(mismatches),
-                        sorted_diagnostics(diagnostics), cilium.policies, layers, cilium_flows,
-                        layers.protected(flows))
+    return VerifyReport(endpoints, actual, intended, layers, tuple(mismatches),
+                        sorted_diagnostics(diagnostics), cilium.policies)
 
 
 def display_root_for(repo: Path, rendered: Path) -> str:

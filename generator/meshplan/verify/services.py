@@ -12,7 +12,7 @@ not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh tes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..diagnostics import Diagnostic, Location, warning
@@ -75,6 +75,7 @@ def load_balancing_problems(actual: Connectivity,
         if e.kind in ("service", "client"):
             clients.setdefault((e.domain, e.cluster), []).append(i)
     groups: dict[tuple[ServiceCopy, str], tuple[set[str], set[str]]] = {}
+    named: dict[int, frozenset[int]] = {}
     for copy, picked in backends(copies, endpoints).items():
         if len(picked) < 2 or not copy.ports:
             continue
@@ -82,7 +83,15 @@ def load_balancing_problems(actual: Connectivity,
             client = endpoints[i]
             if i in picked:
                 continue
-            allowed = {b for b in picked if actual.flow(i, b) & copy.ports}
+            # By classes: a backend its egress rules do not name gets the egress default,
+            # so when that allows none of the ports only the named backends can be allowed.
+            if actual.default("egress", i) & copy.ports:
+                reachable: Iterable[int] = picked
+            else:
+                if i not in named:
+                    named[i] = actual.named("egress", i)
+                reachable = [b for b in picked if b in named[i]]
+            allowed = {b for b in reachable if actual.flow(i, b) & copy.ports}
             if not allowed or len(allowed) == len(picked):
                 continue
             reached, dropped = groups.setdefault((copy, client.service_level), (set(), set()))
