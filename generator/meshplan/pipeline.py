@@ -9,11 +9,11 @@ import this one.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .bootstrap import check_destinations
 from .check import check_inventory
@@ -25,6 +25,7 @@ from .diagnostics import (
     has_errors,
     sorted_diagnostics,
 )
+from .load.document import Document
 from .load.repository import load_repository
 from .mesh.check import check_mesh_inputs, check_mesh_plan
 from .mesh.identity import plan_identity, with_identity_objects
@@ -44,7 +45,7 @@ from .model import (
     with_implied_namespaces,
 )
 from .outputs import DEFAULT_OUTPUT_DIR, read_tree
-from .refine import Plan, refine
+from .refine import ClusterRef, Plan, SettledCopies, refine
 from .render import Rendered, render
 from .schema import (
     DOMAIN,
@@ -55,7 +56,9 @@ from .schema import (
 )
 
 if TYPE_CHECKING:  # the commands below import their modules when they run (start-up time)
+    from .cache import RenderCache
     from .gitdiff import DiffReport
+    from .incremental import IncrementalResult, InputFiles, RequirementRecord, Snapshot
     from .publish import PublishOptions, PublishResult
     from .verify.report import VerifyReport
 
@@ -110,12 +113,37 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
     ``render`` would.
     """
     inputs, diagnostics = load_repository(repo)
+    model = model_inventory(inputs.inventory)
+    requirements = model_requirements(inputs.requirements)
+    return analyse_model(model, requirements, diagnostics, proposing_ids=proposing_ids)
+
+
+@dataclass(frozen=True)
+class InventoryModel:
+    """The inventory documents checked and built: domains, the GitOps and Mesh documents."""
+
+    domains: tuple[Domain, ...]
+    gitops: GitOps | None
+    mesh: Mesh | None
+    broken_domains: frozenset[str]  # declared by documents that failed their structural check
+    diagnostics: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True)
+class RequirementsModel:
+    requirements: tuple[Requirement, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def model_inventory(documents: Iterable[Document]) -> InventoryModel:
+    """Check the structure of the inventory documents and build the valid ones."""
+    diagnostics: list[Diagnostic] = []
     domains: list[Domain] = []
     broken_domains: set[str] = set()
     gitops: GitOps | None = None
     mesh: Mesh | None = None
     first_seen: dict[str, Location] = {}  # kind -> the one GitOps / Mesh document
-    for doc in inputs.inventory:
+    for doc in documents:
         kind, problems = check_inventory_document(doc)
         diagnostics.extend(problems)
         if kind is GITOPS or kind is MESH:  # at most one each, counting invalid ones too
@@ -134,20 +162,35 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
             broken_domains.update(declared_domain_names(doc.data))
             continue
         domains.append(build_domain(doc) if kind is DOMAIN else build_domain_request(doc))
+    return InventoryModel(tuple(domains), gitops, mesh, frozenset(broken_domains),
+                          tuple(diagnostics))
+
+
+def model_requirements(documents: Iterable[tuple[str, Document]]) -> RequirementsModel:
+    """Check the structure of requirement documents (domain folder, document); build the valid."""
+    diagnostics: list[Diagnostic] = []
     requirements: list[Requirement] = []
-    for folder, doc in inputs.requirements:
+    for folder, doc in documents:
         kind, problems = check_requirement_document(doc)
         diagnostics.extend(problems)
         if kind is not None and not has_errors(problems):
             requirements.append(build_requirement(folder, doc))
-    inventory = with_implied_namespaces(Inventory(tuple(domains), tuple(requirements), gitops,
-                                                  mesh))
-    diagnostics.extend(check_inventory(inventory, frozenset(broken_domains)))
+    return RequirementsModel(tuple(requirements), tuple(diagnostics))
+
+
+def analyse_model(model: InventoryModel, requirements: RequirementsModel,
+                  load_diagnostics: Iterable[Diagnostic], *, proposing_ids: bool = False,
+                  settled: SettledCopies | None = None) -> Analysis:
+    """Check meaning, refine and plan the mesh; ``settled``: see :func:`meshplan.refine.refine`."""
+    diagnostics = [*load_diagnostics, *model.diagnostics, *requirements.diagnostics]
+    inventory = with_implied_namespaces(Inventory(model.domains, requirements.requirements,
+                                                  model.gitops, model.mesh))
+    diagnostics.extend(check_inventory(inventory, model.broken_domains))
     diagnostics.extend(check_destinations(inventory))
     diagnostics.extend(check_mesh_inputs(inventory, ids_optional=proposing_ids))
     if has_errors(diagnostics):
         return Analysis(None, None, sorted_diagnostics(diagnostics))
-    plan = refine(inventory)
+    plan = refine(inventory, settled)
     mesh_plan = plan_mesh(inventory)
     if mesh_plan is not None:
         diagnostics.extend(check_mesh_plan(mesh_plan, ids_optional=proposing_ids))
@@ -268,3 +311,305 @@ def publish_repository(options: PublishOptions) -> PublishResult:
     target = choose_target(options, source, gitops.branch if gitops is not None else None)
     rendered = render_analysis(analysis)
     return publish_output(options, source, target, rendered.files, analysis.diagnostics)
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
+                  previous: Snapshot | None = None) -> IncrementalResult:
+    """:func:`render_repository` through the render cache (:mod:`meshplan.incremental`): only
+    what changed since the snapshot is analysed and rendered again; byte for byte the output
+    of a full render. ``previous``: start from this snapshot instead of the slot's (``meshplan
+    diff`` renders the head from the base's). The new snapshot is written to the slot (default:
+    the repository's own). Raises :class:`InputError` on any input error.
+    """
+    from .cache import slot_for
+    from .incremental import Fallback, list_inputs, snapshot_bytes, snapshot_from_bytes
+
+    root = repo.resolve()
+    slot = slot if slot is not None else slot_for(root)
+    with without_cyclic_gc():
+        if previous is None:
+            payload = cache.read_state(slot)
+            previous = snapshot_from_bytes(payload) if payload is not None else None
+        inputs = list_inputs(root)
+        try:
+            result = _render_incrementally(root, inputs, cache, previous)
+        except Fallback as why:
+            result = _render_fully(root, inputs, f"full ({why})")
+    if result.mode == "unchanged":
+        cache.touch_state(slot)  # used again: kept longest when pruning
+    elif result.snapshot is not None:
+        cache.write_blobs(result.new_blobs)
+        cache.write_state(slot, snapshot_bytes(result.snapshot))
+    return result
+
+
+def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResult:
+    """A full run that also takes the snapshot of its result (none with a Mesh document)."""
+    from .cache import digest
+    from .incremental import IncrementalResult, inventory_domains, snapshot_of
+
+    loaded, load_diagnostics = load_repository(root)
+    model = model_inventory(loaded.inventory)
+    analysis = analyse_model(model, model_requirements(loaded.requirements), load_diagnostics)
+    rendered = render_analysis(analysis)
+    assert analysis.inventory is not None and analysis.plan is not None
+    if analysis.mesh is not None or model.mesh is not None:
+        return IncrementalResult(rendered, analysis.diagnostics, None, mode)
+    snapshot = snapshot_of(inputs, analysis.inventory, analysis.plan, rendered,
+                           analysis.diagnostics, inventory_domains(loaded.inventory))
+    blobs = tuple((digest(f.content), f.content) for f in rendered.files)
+    return IncrementalResult(rendered, analysis.diagnostics, snapshot, mode,
+                             len(inputs.requirements), rendered.summary.clusters,
+                             (*blobs, *_requirement_blobs(root, inputs.requirements)))
+
+
+def _requirement_blobs(root: Path, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    """The requirement files as they are now: a later run compares a changed one's objects
+    with this version's (``_changed_puts``)."""
+    from .cache import digest
+
+    for relpath in paths:
+        try:
+            content = (root / relpath).read_bytes()
+        except OSError:
+            continue
+        yield digest(content), content
+
+
+def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
+                          previous: Snapshot | None) -> IncrementalResult:
+    """The incremental run; raises ``Fallback`` when the change cannot be sliced safely."""
+    from .cache import digest
+    from .incremental import (
+        PODS,
+        Fallback,
+        FileRecord,
+        IncrementalResult,
+        Snapshot,
+        assemble,
+        cached_files,
+        callers,
+        changed_copies,
+        cluster_record,
+        copy_annotations,
+        inventory_domains,
+        other_outputs,
+        plan_work,
+        pods_digest,
+        read_requirement_documents,
+        render_stale,
+        shared_global_names,
+        split_diagnostics,
+        summary_of,
+        with_companions,
+    )
+    from .load.repository import read_documents
+
+    if previous is None:
+        raise Fallback("no snapshot of an earlier render")
+    if has_errors(inputs.diagnostics):
+        raise Fallback("problems finding the input files")
+    old = previous.requirement_files
+    digests = inputs.digests
+    changed = {p for p in inputs.requirements if p not in old or old[p].digest != digests[p]}
+    removed = [p for p in old if p not in digests]
+    changed_inventory = [p for p in (*inputs.inventory, *previous.inventory_files)
+                         if previous.inventory_files.get(p, ("",))[0] != digests.get(p)]
+    if not changed and not removed and not changed_inventory \
+            and inputs.diagnostics == previous.listing_diagnostics:
+        return _unchanged(inputs, cache, previous)
+
+    documents: list[Document] = []
+    problems: list[Diagnostic] = []
+    for relpath in inputs.inventory:
+        docs, found = read_documents(root, relpath)
+        documents.extend(docs)
+        problems.extend(found)
+    model = model_inventory(documents)
+    if has_errors((*problems, *model.diagnostics)):
+        raise Fallback("problems in the inventory")
+    if model.mesh is not None:
+        raise Fallback("a Mesh document: the mesh plan spans the fleet")
+    base = Inventory(model.domains, (), model.gitops, None)
+    if shared_global_names(base):
+        raise Fallback("services of two domains share a namespace and name")
+    declared = inventory_domains(documents)
+    changed_domains: set[str] = set()
+    for relpath in changed_inventory:
+        changed_domains.update(previous.inventory_files.get(relpath, ("", ()))[1])
+        changed_domains.update(declared.get(relpath, ()))
+    if pods_digest(base) != previous.pods:
+        changed_domains.add(PODS)
+    dirty = [p for p in inputs.requirements if p in changed or any(
+        not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
+
+    # The dirty files' new records say which clusters they reach now.
+    dirty_docs, found = read_requirement_documents(root, dirty)
+    dirty_model = model_requirements(dirty_docs)
+    if has_errors((*found, *dirty_model.diagnostics)):
+        raise Fallback("problems in a changed requirement")
+    seen = with_implied_namespaces(Inventory(model.domains, dirty_model.requirements,
+                                             model.gitops, None))
+    records = _records_by_file(seen, dirty)
+    clusters = [f"{d.name}/{c.name}" for d in model.domains for c in d.clusters]
+    changed_puts = {} if changed_domains else _changed_puts(
+        cache, model, {p: old[p].digest for p in dirty if p in old}, dirty_docs)
+    work = plan_work(previous, inputs, changed_domains, records, clusters, changed_puts)
+
+    # Analyse the requirements that put objects into a stale cluster (and their companions)
+    # with the whole inventory; the Service copies of the other clusters come from the snapshot.
+    def settled(ref: ClusterRef, namespace: str, name: str) -> Mapping[str, Any] | None:
+        if ref.path in work.stale_clusters:
+            return None
+        record = previous.clusters.get(ref.path)
+        return copy_annotations(record, namespace, name) if record is not None else {}
+
+    preloaded: dict[str, list[tuple[str, Document]]] = {}
+    for item in dirty_docs:
+        preloaded.setdefault(item[1].file, []).append(item)
+    selected = {*work.reanalysed, *work.companions}
+    analysis, inventory = _analyse_selected(root, inputs, model, selected, preloaded,
+                                            (*inputs.diagnostics, *problems, *found), settled)
+    assert analysis.plan is not None
+    fresh = render_stale(analysis.plan, work.stale_clusters)
+    outputs = other_outputs(inventory)
+    new_blobs = [(digest(f.content), f.content) for f in outputs]
+    cluster_records = {}
+    files = list(outputs)
+    for name in clusters:
+        if name in fresh:
+            plan_cluster, cluster_files = fresh[name]
+            cluster_records[name] = cluster_record(plan_cluster, cluster_files)
+            files.extend(cluster_files)
+            new_blobs.extend((digest(f.content), f.content) for f in cluster_files)
+        elif name in previous.clusters:
+            cluster_records[name] = previous.clusters[name]
+            files.extend(cached_files(cache, previous.clusters[name].files))
+        else:
+            raise Fallback(f"no snapshot of cluster {name}")
+
+    requirement_set = set(inputs.requirements)
+    trusted = dict.fromkeys(work.reanalysed, inventory)
+    by_file, other = split_diagnostics(analysis.diagnostics, requirement_set)
+    # A Service copy that changed changes the load-balancing warnings of every caller: the
+    # callers not analysed above are analysed once more, with the new copies everywhere.
+    names = changed_copies(previous, cluster_records)
+    readers = callers(previous, inputs, names, set(trusted)) if names else ()
+    if readers:
+        def renewed(ref: ClusterRef, namespace: str, name: str) -> Mapping[str, Any]:
+            record = cluster_records.get(ref.path)
+            return copy_annotations(record, namespace, name) if record is not None else {}
+
+        chosen = {*readers, *with_companions(previous, inputs, {}, readers)}
+        again, again_inventory = _analyse_selected(root, inputs, model, chosen, {}, (),
+                                                   renewed)
+        again_by_file, _ = split_diagnostics(again.diagnostics, requirement_set)
+        for relpath in readers:
+            trusted[relpath] = again_inventory
+            by_file[relpath] = again_by_file.get(relpath, [])
+
+    keys: set[tuple[str, str, bool]] = set()
+    diagnostics = list(other)
+    requirement_files = {}
+    new_records = {p: _records_by_file(i, [p])[p] for p, i in trusted.items()}
+    for relpath in inputs.requirements:
+        if relpath in trusted:
+            record = FileRecord(digests[relpath], new_records[relpath],
+                                tuple(by_file.get(relpath, ())))
+        else:
+            record = old[relpath]
+        for rec in record.requirements:
+            if rec.key in keys:
+                raise Fallback("a requirement name repeats")
+            keys.add(rec.key)
+        requirement_files[relpath] = record
+        diagnostics.extend(record.diagnostics)
+    snapshot = Snapshot({p: (digests[p], declared.get(p, ())) for p in inputs.inventory},
+                        requirement_files, cluster_records,
+                        tuple((f.path, digest(f.content)) for f in outputs),
+                        pods_digest(inventory), tuple(other), inputs.diagnostics)
+    rendered = Rendered(assemble(files), summary_of(cluster_records[c] for c in clusters))
+    new_blobs.extend(_requirement_blobs(root, (p for p in dirty if p in changed)))
+    return IncrementalResult(rendered, sorted_diagnostics(diagnostics), snapshot, "incremental",
+                             len(selected) + len(readers), len(fresh), tuple(new_blobs))
+
+
+def _changed_puts(cache: RenderCache, model: InventoryModel, changed: Mapping[str, str],
+                  documents: Sequence[tuple[str, Document]]) -> dict[str, set[str]]:
+    """For requirement files changed while the inventory did not (``changed``: path -> the
+    digest of the version the snapshot holds, whose bytes the cache keeps): the clusters where
+    their objects differ between that version and this one.
+
+    Each version is refined alone: a requirement's objects do not depend on the others' (they
+    only meet when merged). A version that is gone or does not refine cleanly leaves the file
+    out: the caller then takes every cluster it puts objects into, before and now.
+    """
+    from .incremental import differing_clusters, domain_folder, objects_by_cluster
+    from .load.parse import parse_yaml
+
+    quiet = replace(model, diagnostics=())
+    out: dict[str, set[str]] = {}
+    for relpath, old_digest in changed.items():
+        raw = cache.read_blob(old_digest)
+        folder = domain_folder(relpath)
+        if raw is None or folder is None:
+            continue
+        try:
+            old_docs, problems = parse_yaml(relpath, raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            continue
+        new_docs = [item for item in documents if item[1].file == relpath]
+        before = analyse_model(quiet, model_requirements((folder, d) for d in old_docs), problems)
+        after = analyse_model(quiet, model_requirements(new_docs), ())
+        if before.plan is None or after.plan is None:
+            continue
+        out[relpath] = differing_clusters(objects_by_cluster(before.plan),
+                                          objects_by_cluster(after.plan))
+    return out
+
+
+def _analyse_selected(root: Path, inputs: InputFiles, model: InventoryModel, selected: set[str],
+                      preloaded: Mapping[str, list[tuple[str, Document]]],
+                      diagnostics: Iterable[Diagnostic], settled: SettledCopies
+                      ) -> tuple[Analysis, Inventory]:
+    """Check and refine the ``selected`` requirement files (in input order) with the whole
+    inventory; raises ``Fallback`` on any error (a full run reports errors exactly)."""
+    from .incremental import Fallback, read_requirement_documents
+
+    wanted = [p for p in inputs.requirements if p in selected]
+    more, found = read_requirement_documents(root, [p for p in wanted if p not in preloaded])
+    by_path = dict(preloaded)
+    for item in more:
+        by_path.setdefault(item[1].file, []).append(item)
+    ordered = [item for p in wanted for item in by_path.get(p, ())]
+    analysis = analyse_model(model, model_requirements(ordered), (*diagnostics, *found),
+                             settled=settled)
+    if analysis.inventory is None or analysis.plan is None:
+        raise Fallback("problems in the inputs")
+    return analysis, analysis.inventory
+
+
+def _unchanged(inputs: InputFiles, cache: RenderCache, previous: Snapshot) -> IncrementalResult:
+    """No input changed: the previous result, read back from the cache."""
+    from .incremental import IncrementalResult, assemble, cached_files, summary_of
+
+    entries = [*previous.other_files, *(f for c in previous.clusters.values() for f in c.files)]
+    files = assemble(cached_files(cache, entries))
+    diagnostics = sorted_diagnostics((*previous.other_diagnostics, *(
+        d for r in previous.requirement_files.values() for d in r.diagnostics)))
+    rendered = Rendered(files, summary_of(previous.clusters.values()))
+    return IncrementalResult(rendered, diagnostics, previous, "unchanged")
+
+
+def _records_by_file(inventory: Inventory, paths: Iterable[str]
+                     ) -> dict[str, tuple[RequirementRecord, ...]]:
+    from .incremental import requirement_record
+
+    out: dict[str, list[RequirementRecord]] = {p: [] for p in paths}
+    for requirement in inventory.requirements:
+        if requirement.file in out:
+            out[requirement.file].append(requirement_record(inventory, requirement))
+    return {p: tuple(recs) for p, recs in out.items()}
