@@ -283,18 +283,50 @@ def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
     return verify(inventory, read_tree(out), display_root_for(repo, out))
 
 
-def diff_repository(project: Path, base: str, *,
-                    with_flows: bool = False) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
+def diff_repository(project: Path, base: str, *, with_flows: bool = False,
+                    cache: RenderCache | None = None
+                    ) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
     """Render ``base`` (in a temporary worktree) and the working tree, and compare them.
 
-    Raises :class:`InputError` when the working tree's inputs are invalid (an invalid base is
-    a note in the report).
+    With a ``cache``, the base renders incrementally from the last base this project
+    compared with, and the working tree incrementally from the base: a pull request pays for
+    what it changes. Raises :class:`InputError` when the working tree's inputs are invalid (an
+    invalid base is a note in the report).
     """
     from .gitdiff import diff_report, render_ref
 
-    inventory, rendered, diagnostics = render_with_inventory(project)
-    before = render_ref(project, base, render_with_inventory, with_flows=with_flows)
-    return diff_report(base, before, inventory, rendered.files, with_flows=with_flows), diagnostics
+    if cache is None:
+        inventory, rendered, diagnostics = render_with_inventory(project)
+        before = render_ref(project, base, render_with_inventory, with_flows=with_flows)
+        return (diff_report(base, before, inventory, rendered.files, with_flows=with_flows),
+                diagnostics)
+    from .cache import slot_for
+
+    base_snapshot: list[Snapshot | None] = [None]
+
+    def render_base(checkout: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
+        result = render_cached(checkout, cache, slot=slot_for(project, "diff-base"))
+        base_snapshot[0] = result.snapshot
+        return _flow_inventory(checkout, with_flows), result.rendered, result.diagnostics
+
+    before = render_ref(project, base, render_base, with_flows=with_flows)
+    head = render_cached(project, cache, previous=base_snapshot[0])
+    inventory = _flow_inventory(project, with_flows)
+    return (diff_report(base, before, inventory, head.rendered.files, with_flows=with_flows),
+            head.diagnostics)
+
+
+def _flow_inventory(repo: Path, with_flows: bool) -> Inventory:
+    """The model the flow picture reads (inputs already validated by the render), or an empty
+    one when there is no picture to draw."""
+    if not with_flows:
+        return Inventory(())
+    with without_cyclic_gc():
+        loaded, _ = load_repository(repo)
+        model = model_inventory(loaded.inventory)
+        requirements = model_requirements(loaded.requirements)
+        return with_implied_namespaces(Inventory(model.domains, requirements.requirements,
+                                                 model.gitops, model.mesh))
 
 
 def publish_repository(options: PublishOptions) -> PublishResult:
