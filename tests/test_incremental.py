@@ -21,7 +21,8 @@ from meshplan.diagnostics import Diagnostic, InputError
 from meshplan.pipeline import render_cached, render_repository
 from meshplan.render import Rendered
 
-from benchmarks.workload import generate
+from benchmarks.goal_incremental import ServiceChange
+from benchmarks.workload import generate, mutate_one_requirement
 from tests.support.ci import examples
 
 Edit = Callable[[Path], None]
@@ -36,8 +37,10 @@ def full(repo: Path) -> Outcome:
 
 
 def cached(repo: Path, cache: RenderCache) -> tuple[Outcome, str]:
+    """Sliced however much a change reaches (``full_above=1``: never a full render because
+    it would be cheaper), so the slicing is what is tested."""
     try:
-        result = render_cached(repo, cache)
+        result = render_cached(repo, cache, full_above=1.0)
     except InputError as exc:
         return (None, exc.diagnostics), "error"
     return (result.rendered, result.diagnostics), result.mode
@@ -317,7 +320,7 @@ def test_cached_render_equals_full_render_after_any_edits(
 @pytest.fixture
 def medium(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
-    generate("4x3x6x40", 3, repo)
+    generate("5x3x8x100", 3, repo)
     return repo
 
 
@@ -325,13 +328,18 @@ def test_one_requirement_change_is_incremental_and_exact(medium: Path, tmp_path:
     cache = RenderCache.at(tmp_path / "cache")
     assert render_cached(medium, cache).mode.startswith("full (no snapshot")
     assert render_cached(medium, cache).mode == "unchanged"
-    add_peer(5, 11, False)(medium)
-    result = render_cached(medium, cache)
+    mutate_one_requirement(medium)  # one more egress peer (the benchmark's change)
+    result = render_cached(medium, cache, full_above=1.0)
     assert result.mode == "incremental"
-    assert result.reanalysed < 40 and result.rerendered < 12
+    assert result.reanalysed < 100 and result.rerendered < 15  # of 100 and 15
     assert assert_same(medium, cache) == "unchanged"
-    edit_service(2, 2)(medium)
-    assert assert_same(medium, cache) == "incremental"
+    ServiceChange(medium).apply()  # one service's port (the benchmark's change)
+    result = render_cached(medium, cache, full_above=1.0)
+    assert result.mode == "incremental" and result.reanalysed < 100
+    assert assert_same(medium, cache) == "unchanged"
+    edit_service(2, 4)(medium)  # a namespace moves: nearly everything is stale
+    assert render_cached(medium, cache, full_above=0.1).mode == (
+        "full (the change reaches most requirements)")
 
 
 def test_cached_render_rewrites_nothing_on_a_no_op(medium: Path, tmp_path: Path) -> None:
@@ -424,7 +432,7 @@ def test_a_stale_state_of_another_input_renders_exactly(medium: Path, tmp_path: 
     cache = RenderCache.at(tmp_path / "cache")
     render_cached(medium, cache)
     other = tmp_path / "other"
-    generate("4x3x6x40", 4, other)  # another seed: nearly every file differs
+    generate("5x3x8x100", 1, other)  # another seed: nearly every file differs
     for top in ("inventory", "requirements"):
         shutil.rmtree(medium / top)
         shutil.copytree(other / top, medium / top)

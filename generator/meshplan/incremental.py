@@ -48,7 +48,7 @@ from .diagnostics import Diagnostic, Location, Severity
 from .load.document import Document
 from .load.files import INVENTORY_SUFFIXES, YAML_SUFFIXES, input_files
 from .load.repository import read_documents
-from .model import Inventory, Requirement
+from .model import Cluster, Domain, Inventory, Requirement, Service
 from .outputs import OUTPUT_MARKER, OutputFile
 from .refine import ClusterPlan, Plan, selector_body
 from .render import MARKER_TEXT, Rendered, RenderSummary, render_cluster, summarize
@@ -56,12 +56,13 @@ from .vocabulary import (
     DOMAIN_KEY,
     GLOBAL_SERVICE_ANNOTATION,
     K8S_POD_NAMESPACE_LABEL,
+    SERVICE_KEY,
     SERVICE_KIND,
     SHARED_SERVICE_ANNOTATION,
 )
 from .yamltext import SharedText
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 PODS = "@pods"  # the footprint entry of requirements that depend on every pod network
 
 
@@ -76,6 +77,7 @@ class RequirementRecord(NamedTuple):
     puts: tuple[str, ...]  # "domain/cluster" it may put objects into
     calls: tuple[str, ...]  # "namespace/name" of the services it calls (it reads their copies)
     subject: str  # digest of whose pods it selects (namespace and endpoint selector)
+    reads: tuple[str, ...] = ()  # "domain/service" it looks up ("domain/*": all of them)
 
 
 class FileRecord(NamedTuple):
@@ -112,6 +114,7 @@ class IncrementalResult:
     reanalysed: int = 0  # requirement files analysed again
     rerendered: int = 0  # clusters refined and rendered again
     new_blobs: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+    inventory: Inventory | None = field(default=None, repr=False)  # a full run's, whole
 
 
 class Fallback(Exception):
@@ -157,6 +160,7 @@ def requirement_record(inventory: Inventory, requirement: Requirement) -> Requir
     footprint = {requirement.domain}
     puts = {f"{requirement.domain}/{c.name}" for c in inventory.requirement_scope(requirement)}
     calls = set()
+    reads = {f"{requirement.domain}/{requirement.selected_service or '*'}"}
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
         if rule.cidrs:
             footprint.add(PODS)
@@ -166,6 +170,7 @@ def requirement_record(inventory: Inventory, requirement: Requirement) -> Requir
             named = peer.selector.label(DOMAIN_KEY)
             if named is not None:
                 footprint.add(named)
+            reads.add(f"{named or requirement.domain}/{peer.selector.label(SERVICE_KEY) or '*'}")
             for target in inventory.resolve_peer(peer.selector, requirement.domain,
                                                  direction=rule.direction):
                 called = target.service
@@ -184,7 +189,7 @@ def requirement_record(inventory: Inventory, requirement: Requirement) -> Requir
     key = (requirement.domain, f"{requirement.namespace}/{requirement.name}",
            requirement.cluster_wide)
     return RequirementRecord(key, tuple(sorted(footprint)), tuple(sorted(puts)),
-                             tuple(sorted(calls)), subject)
+                             tuple(sorted(calls)), subject, tuple(sorted(reads)))
 
 
 def objects_by_cluster(plan: Plan) -> dict[str, dict[Any, Any]]:
@@ -196,6 +201,52 @@ def objects_by_cluster(plan: Plan) -> dict[str, dict[Any, Any]]:
 def differing_clusters(before: Mapping[str, Mapping[Any, Any]],
                        after: Mapping[str, Mapping[Any, Any]]) -> set[str]:
     return {c for c in before.keys() | after.keys() if before.get(c) != after.get(c)}
+
+
+def changed_services(before: Sequence[Domain], after: Sequence[Domain]) -> set[str] | None:
+    """The services ("domain/name") that differ between two inventories whose domains and
+    clusters are the same (where things are written aside), or None when anything else
+    differs: the domains, their order or form, or a cluster."""
+    if [(d.name, d.form) for d in before] != [(d.name, d.form) for d in after]:
+        return None
+    changed: set[str] = set()
+    for old, new in zip(before, after, strict=True):
+        if [_cluster_facts(c) for c in old.clusters] != [_cluster_facts(c) for c in new.clusters]:
+            return None
+        if [s.name for s in old.services] != [s.name for s in new.services]:
+            # services added, removed or reordered: the order decides which of two with one
+            # name is reported; stay simple and call every service of the domain changed
+            changed.add(f"{new.name}/*")
+        olds = {s.name: _service_facts(s) for s in old.services}
+        news = {s.name: _service_facts(s) for s in new.services}
+        changed.update(f"{new.name}/{n}" for n in olds.keys() | news.keys()
+                       if olds.get(n) != news.get(n))
+    return changed
+
+
+def _cluster_facts(cluster: Cluster) -> tuple[Any, ...]:
+    return (cluster.name, cluster.mesh_name, cluster.mesh_id,
+            tuple(text for text, _ in cluster.pod_cidrs), cluster.cluster_domain,
+            cluster.argocd_name, cluster.argocd_server, cluster.flux_namespace, cluster.path,
+            cluster.mesh_name_key, cluster.clustermesh is not None, cluster.istio is not None)
+
+
+def _service_facts(service: Service) -> tuple[Any, ...]:
+    return (service.name, service.namespace, service.selector, service.ports, service.clusters,
+            service.export_to, service.path, service.clusters_path, service.service_account)
+
+
+def reads_changed(records: Iterable[RequirementRecord], services: set[str]) -> bool:
+    """Whether a requirement looks up one of the changed ``services`` (or, through a
+    wildcard, any service of a domain where one changed)."""
+    domains = {s.split("/", 1)[0] for s in services}
+    for record in records:
+        for read in record.reads:
+            domain, _, name = read.partition("/")
+            if read in services or f"{domain}/*" in services or (
+                    name == "*" and domain in domains):
+                return True
+    return False
 
 
 def pods_digest(inventory: Inventory) -> str:
@@ -395,7 +446,8 @@ def snapshot_bytes(snapshot: Snapshot) -> bytes:
         "format": SNAPSHOT_FORMAT,
         "inventory_files": {p: [d, list(n)] for p, (d, n) in snapshot.inventory_files.items()},
         "requirement_files": {p: [r.digest, [[list(q.key), list(q.footprint), list(q.puts),
-                                              list(q.calls), q.subject] for q in r.requirements],
+                                              list(q.calls), q.subject, list(q.reads)]
+                                             for q in r.requirements],
                                   [_diagnostic_json(d) for d in r.diagnostics]]
                               for p, r in snapshot.requirement_files.items()},
         "clusters": {c: [[list(f) for f in r.files], list(r.counts),
@@ -418,8 +470,8 @@ def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
             {p: (str(d), tuple(n)) for p, (d, n) in data["inventory_files"].items()},
             {p: FileRecord(str(d), tuple(
                 RequirementRecord((str(k[0]), str(k[1]), bool(k[2])), tuple(f), tuple(r),
-                                  tuple(c), str(s))
-                for k, f, r, c, s in recs), tuple(_diagnostic(x) for x in diags))
+                                  tuple(c), str(s), tuple(x))
+                for k, f, r, c, s, x in recs), tuple(_diagnostic(x) for x in diags))
              for p, (d, recs, diags) in data["requirement_files"].items()},
             {c: ClusterRecord(tuple((str(p), str(h)) for p, h in files),
                               (int(counts[0]), int(counts[1]), int(counts[2])),

@@ -307,20 +307,22 @@ def diff_repository(project: Path, base: str, *, with_flows: bool = False,
     def render_base(checkout: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
         result = render_cached(checkout, cache, slot=slot_for(project, "diff-base"))
         base_snapshot[0] = result.snapshot
-        return _flow_inventory(checkout, with_flows), result.rendered, result.diagnostics
+        return _flow_inventory(checkout, with_flows, result), result.rendered, result.diagnostics
 
     before = render_ref(project, base, render_base, with_flows=with_flows)
     head = render_cached(project, cache, previous=base_snapshot[0])
-    inventory = _flow_inventory(project, with_flows)
+    inventory = _flow_inventory(project, with_flows, head)
     return (diff_report(base, before, inventory, head.rendered.files, with_flows=with_flows),
             head.diagnostics)
 
 
-def _flow_inventory(repo: Path, with_flows: bool) -> Inventory:
-    """The model the flow picture reads (inputs already validated by the render), or an empty
-    one when there is no picture to draw."""
+def _flow_inventory(repo: Path, with_flows: bool, rendered: IncrementalResult) -> Inventory:
+    """The model the flow picture reads (inputs already validated by the render; a full
+    render's own), or an empty one when there is no picture to draw."""
     if not with_flows:
         return Inventory(())
+    if rendered.inventory is not None:
+        return rendered.inventory
     with without_cyclic_gc():
         loaded, _ = load_repository(repo)
         model = model_inventory(loaded.inventory)
@@ -349,12 +351,15 @@ def publish_repository(options: PublishOptions) -> PublishResult:
 
 
 def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
-                  previous: Snapshot | None = None) -> IncrementalResult:
+                  previous: Snapshot | None = None, full_above: float = 0.5
+                  ) -> IncrementalResult:
     """:func:`render_repository` through the render cache (:mod:`meshplan.incremental`): only
     what changed since the snapshot is analysed and rendered again; byte for byte the output
     of a full render. ``previous``: start from this snapshot instead of the slot's (``meshplan
     diff`` renders the head from the base's). The new snapshot is written to the slot (default:
-    the repository's own). Raises :class:`InputError` on any input error.
+    the repository's own). ``full_above``: render in full when a change reaches more than
+    this share of the requirement files (a full render is then cheaper). Raises
+    :class:`InputError` on any input error.
     """
     from .cache import slot_for
     from .incremental import Fallback, list_inputs, snapshot_bytes, snapshot_from_bytes
@@ -367,7 +372,7 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
             previous = snapshot_from_bytes(payload) if payload is not None else None
         inputs = list_inputs(root)
         try:
-            result = _render_incrementally(root, inputs, cache, previous)
+            result = _render_incrementally(root, inputs, cache, previous, full_above)
         except Fallback as why:
             result = _render_fully(root, inputs, f"full ({why})")
     if result.mode == "unchanged":
@@ -389,18 +394,21 @@ def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResul
     rendered = render_analysis(analysis)
     assert analysis.inventory is not None and analysis.plan is not None
     if analysis.mesh is not None or model.mesh is not None:
-        return IncrementalResult(rendered, analysis.diagnostics, None, mode)
+        return IncrementalResult(rendered, analysis.diagnostics, None, mode,
+                                 inventory=analysis.inventory)
     snapshot = snapshot_of(inputs, analysis.inventory, analysis.plan, rendered,
                            analysis.diagnostics, inventory_domains(loaded.inventory))
     blobs = tuple((digest(f.content), f.content) for f in rendered.files)
     return IncrementalResult(rendered, analysis.diagnostics, snapshot, mode,
                              len(inputs.requirements), rendered.summary.clusters,
-                             (*blobs, *_requirement_blobs(root, inputs.requirements)))
+                             (*blobs, *_requirement_blobs(root, (*inputs.inventory,
+                                                                 *inputs.requirements))),
+                             analysis.inventory)
 
 
 def _requirement_blobs(root: Path, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-    """The requirement files as they are now: a later run compares a changed one's objects
-    with this version's (``_changed_puts``)."""
+    """Input files as they are now: a later run compares a changed requirement's objects with
+    this version's, and a changed inventory with this one (``_changed_puts``)."""
     from .cache import digest
 
     for relpath in paths:
@@ -412,7 +420,7 @@ def _requirement_blobs(root: Path, paths: Iterable[str]) -> Iterator[tuple[str, 
 
 
 def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
-                          previous: Snapshot | None) -> IncrementalResult:
+                          previous: Snapshot | None, full_above: float) -> IncrementalResult:
     """The incremental run; raises ``Fallback`` when the change cannot be sliced safely."""
     from .cache import digest
     from .incremental import (
@@ -425,6 +433,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         cached_files,
         callers,
         changed_copies,
+        changed_services,
         cluster_record,
         copy_annotations,
         inventory_domains,
@@ -432,6 +441,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         plan_work,
         pods_digest,
         read_requirement_documents,
+        reads_changed,
         render_stale,
         shared_global_names,
         split_diagnostics,
@@ -475,8 +485,22 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         changed_domains.update(declared.get(relpath, ()))
     if pods_digest(base) != previous.pods:
         changed_domains.add(PODS)
-    dirty = [p for p in inputs.requirements if p in changed or any(
-        not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
+    # Only services changed (the usual inventory edit): the requirements looking them up are
+    # dirty, not every requirement reading their domains.
+    old_model = (_previous_inventory(cache, previous, changed_inventory, documents)
+                 if changed_inventory else model)
+    services = (changed_services(old_model.domains, model.domains)
+                if old_model is not None and changed_inventory else None)
+    if services is not None:
+        changed_domains.difference_update(d.name for d in model.domains)
+        dirty = [p for p in inputs.requirements if p in changed or reads_changed(
+            old[p].requirements, services) or any(
+            not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
+    else:
+        dirty = [p for p in inputs.requirements if p in changed or any(
+            not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
+    if len(dirty) > len(inputs.requirements) * full_above:
+        raise Fallback("the change reaches most requirements")  # a full render is cheaper
 
     # The dirty files' new records say which clusters they reach now.
     dirty_docs, found = read_requirement_documents(root, dirty)
@@ -487,8 +511,11 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
                                              model.gitops, None))
     records = _records_by_file(seen, dirty)
     clusters = [f"{d.name}/{c.name}" for d in model.domains for c in d.clusters]
-    changed_puts = {} if changed_domains else _changed_puts(
-        cache, model, {p: old[p].digest for p in dirty if p in old}, dirty_docs)
+    changed_puts = {}
+    if old_model is not None and (services is not None or not changed_inventory) and (
+            not changed_domains or changed_domains == {PODS}):
+        changed_puts = _changed_puts(cache, old_model, model,
+                                     {p: old[p].digest for p in dirty if p in old}, dirty_docs)
     work = plan_work(previous, inputs, changed_domains, records, clusters, changed_puts)
 
     # Analyse the requirements that put objects into a stale cluster (and their companions)
@@ -503,6 +530,8 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     for item in dirty_docs:
         preloaded.setdefault(item[1].file, []).append(item)
     selected = {*work.reanalysed, *work.companions}
+    if len(selected) > len(inputs.requirements) * full_above:
+        raise Fallback("the change reaches most requirements")  # a full render is cheaper
     analysis, inventory = _analyse_selected(root, inputs, model, selected, preloaded,
                                             (*inputs.diagnostics, *problems, *found), settled)
     assert analysis.plan is not None
@@ -564,16 +593,48 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
                         tuple((f.path, digest(f.content)) for f in outputs),
                         pods_digest(inventory), tuple(other), inputs.diagnostics)
     rendered = Rendered(assemble(files), summary_of(cluster_records[c] for c in clusters))
-    new_blobs.extend(_requirement_blobs(root, (p for p in dirty if p in changed)))
+    new_blobs.extend(_requirement_blobs(root, (*(p for p in dirty if p in changed),
+                                               *(p for p in changed_inventory if p in digests))))
     return IncrementalResult(rendered, sorted_diagnostics(diagnostics), snapshot, "incremental",
                              len(selected) + len(readers), len(fresh), tuple(new_blobs))
 
 
-def _changed_puts(cache: RenderCache, model: InventoryModel, changed: Mapping[str, str],
-                  documents: Sequence[tuple[str, Document]]) -> dict[str, set[str]]:
-    """For requirement files changed while the inventory did not (``changed``: path -> the
-    digest of the version the snapshot holds, whose bytes the cache keeps): the clusters where
-    their objects differ between that version and this one.
+def _previous_inventory(cache: RenderCache, previous: Snapshot, changed: Sequence[str],
+                        documents: Sequence[Document]) -> InventoryModel | None:
+    """The inventory the snapshot was taken of: the changed files as the cache keeps them, the
+    others as they are; None when a version is gone (or unreadable)."""
+    from .load.parse import parse_json_like, parse_yaml
+
+    current: dict[str, list[Document]] = {}
+    for doc in documents:
+        current.setdefault(doc.file, []).append(doc)
+    old_documents: list[Document] = []
+    for relpath in sorted(previous.inventory_files):
+        if relpath not in changed:
+            old_documents.extend(current.get(relpath, ()))
+            continue
+        raw = cache.read_blob(previous.inventory_files[relpath][0])
+        if raw is None:
+            return None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        parse = parse_json_like if relpath.endswith(".json") else parse_yaml
+        docs, problems = parse(relpath, text)
+        if has_errors(problems):
+            return None
+        old_documents.extend(docs)
+    old = model_inventory(old_documents)
+    return None if has_errors(old.diagnostics) or old.mesh is not None else old
+
+
+def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: InventoryModel,
+                  changed: Mapping[str, str], documents: Sequence[tuple[str, Document]]
+                  ) -> dict[str, set[str]]:
+    """For dirty requirement files (``changed``: path -> the digest of the version the snapshot
+    holds, whose bytes the cache keeps): the clusters where their objects differ between that
+    version with the snapshot's inventory (``old_model``) and this one with this inventory.
 
     Each version is refined alone: a requirement's objects do not depend on the others' (they
     only meet when merged). A version that is gone or does not refine cleanly leaves the file
@@ -582,7 +643,7 @@ def _changed_puts(cache: RenderCache, model: InventoryModel, changed: Mapping[st
     from .incremental import differing_clusters, domain_folder, objects_by_cluster
     from .load.parse import parse_yaml
 
-    quiet = replace(model, diagnostics=())
+    quiet, old_quiet = replace(model, diagnostics=()), replace(old_model, diagnostics=())
     out: dict[str, set[str]] = {}
     for relpath, old_digest in changed.items():
         raw = cache.read_blob(old_digest)
@@ -594,7 +655,8 @@ def _changed_puts(cache: RenderCache, model: InventoryModel, changed: Mapping[st
         except UnicodeDecodeError:
             continue
         new_docs = [item for item in documents if item[1].file == relpath]
-        before = analyse_model(quiet, model_requirements((folder, d) for d in old_docs), problems)
+        before = analyse_model(old_quiet, model_requirements((folder, d) for d in old_docs),
+                               problems)
         after = analyse_model(quiet, model_requirements(new_docs), ())
         if before.plan is None or after.plan is None:
             continue
