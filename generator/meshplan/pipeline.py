@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,7 @@ from .schema import (
 
 if TYPE_CHECKING:  # the commands below import their modules when they run (start-up time)
     from .cache import RenderCache
+    from .check import PodNetworks
     from .gitdiff import DiffReport
     from .incremental import IncrementalResult, InputFiles, RequirementRecord, Snapshot
     from .publish import PublishOptions, PublishResult
@@ -640,10 +641,11 @@ def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: Inventor
     only meet when merged). A version that is gone or does not refine cleanly leaves the file
     out: the caller then takes every cluster it puts objects into, before and now.
     """
-    from .incremental import differing_clusters, domain_folder, objects_by_cluster
+    from .check import PodNetworks
+    from .incremental import differing_clusters, domain_folder
     from .load.parse import parse_yaml
 
-    quiet, old_quiet = replace(model, diagnostics=()), replace(old_model, diagnostics=())
+    old_pods, new_pods = (PodNetworks(Inventory(m.domains)) for m in (old_model, model))
     out: dict[str, set[str]] = {}
     for relpath, old_digest in changed.items():
         raw = cache.read_blob(old_digest)
@@ -654,15 +656,34 @@ def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: Inventor
             old_docs, problems = parse_yaml(relpath, raw.decode("utf-8"))
         except UnicodeDecodeError:
             continue
-        new_docs = [item for item in documents if item[1].file == relpath]
-        before = analyse_model(old_quiet, model_requirements((folder, d) for d in old_docs),
-                               problems)
-        after = analyse_model(quiet, model_requirements(new_docs), ())
-        if before.plan is None or after.plan is None:
+        if has_errors(problems):
             continue
-        out[relpath] = differing_clusters(objects_by_cluster(before.plan),
-                                          objects_by_cluster(after.plan))
+        before = _objects_alone(old_model, [(folder, d) for d in old_docs], old_pods)
+        after = _objects_alone(model, [item for item in documents if item[1].file == relpath],
+                               new_pods)
+        if before is not None and after is not None:
+            out[relpath] = differing_clusters(before, after)
     return out
+
+
+def _objects_alone(model: InventoryModel, documents: Sequence[tuple[str, Document]],
+                   pods: PodNetworks) -> dict[str, dict[Any, Any]] | None:
+    """The objects of these requirements refined alone, per cluster; None when one is invalid
+    (checked on its own: the checks across requirements do not change its objects)."""
+    from .check import RequirementChecker
+    from .incremental import objects_by_cluster
+
+    requirements = model_requirements(documents)
+    if has_errors(requirements.diagnostics):
+        return None
+    inventory = with_implied_namespaces(Inventory(model.domains, requirements.requirements,
+                                                  model.gitops, None))
+    for requirement in inventory.requirements:
+        checker = RequirementChecker(inventory, requirement, model.broken_domains, pods)
+        if has_errors(checker.problems()):
+            return None
+    plan = refine(inventory)
+    return None if has_errors(plan.diagnostics) else objects_by_cluster(plan)
 
 
 def _analyse_selected(root: Path, inputs: InputFiles, model: InventoryModel, selected: set[str],
