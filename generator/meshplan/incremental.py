@@ -50,12 +50,13 @@ from .load.files import INVENTORY_SUFFIXES, YAML_SUFFIXES, input_files
 from .load.repository import read_documents
 from .model import Cluster, Domain, Inventory, Requirement, Service
 from .outputs import OUTPUT_MARKER, OutputFile
-from .refine import ClusterPlan, Plan, selector_body
+from .refine import ClusterPlan, ClusterRef, Manifest, ObjectKey, Plan, output_order, selector_body
 from .render import MARKER_TEXT, Rendered, RenderSummary, render_cluster, summarize
 from .vocabulary import (
     DOMAIN_KEY,
     GLOBAL_SERVICE_ANNOTATION,
     K8S_POD_NAMESPACE_LABEL,
+    REQUIRED_BY_ANNOTATION,
     SERVICE_KEY,
     SERVICE_KIND,
     SHARED_SERVICE_ANNOTATION,
@@ -115,6 +116,7 @@ class IncrementalResult:
     rerendered: int = 0  # clusters refined and rendered again
     new_blobs: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
     inventory: Inventory | None = field(default=None, repr=False)  # a full run's, whole
+    patched: int = 0  # stale clusters patched from their cached objects (not refined again)
 
 
 class Fallback(Exception):
@@ -192,9 +194,13 @@ def requirement_record(inventory: Inventory, requirement: Requirement) -> Requir
                              tuple(sorted(calls)), subject, tuple(sorted(reads)))
 
 
-def objects_by_cluster(plan: Plan) -> dict[str, dict[Any, Any]]:
-    """A plan's objects, per cluster: object key -> body (to compare two plans)."""
-    return {c.cluster.path: {m.key: m.body for m in c.objects} for c in plan.clusters
+ObjectsByCluster = dict[str, dict[ObjectKey, Manifest]]  # "domain/cluster" -> key -> object
+
+
+def objects_by_cluster(plan: Plan) -> ObjectsByCluster:
+    """A plan's objects, per cluster: object key -> manifest (body and causes), to compare two
+    plans and to patch a cached cluster (:func:`patched_cluster`)."""
+    return {c.cluster.path: {m.key: m for m in c.objects} for c in plan.clusters
             if c.objects}
 
 
@@ -338,6 +344,21 @@ def plan_work(previous: Snapshot, inputs: InputFiles, changed_domains: set[str],
                 with_companions(previous, inputs, dirty_records, reanalysed))
 
 
+def subject_work(previous: Snapshot, inputs: InputFiles,
+                 dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
+                 stale: frozenset[str]) -> Work:
+    """The work when the stale clusters are patched (their objects are known): only the dirty
+    files and those selecting the same pods are analysed again (for their warnings)."""
+    old = previous.requirement_files
+    subjects = {rec.subject for records in dirty_records.values() for rec in records}
+    subjects.update(rec.subject for p in dirty_records if p in old
+                    for rec in old[p].requirements)  # and those it selected before
+    reanalysed = [p for p in inputs.requirements if p in dirty_records or any(
+        rec.subject in subjects for rec in old[p].requirements)]
+    return Work(stale, tuple(reanalysed),
+                with_companions(previous, inputs, dirty_records, reanalysed))
+
+
 def with_companions(previous: Snapshot, inputs: InputFiles,
                     dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
                     chosen: Sequence[str]) -> tuple[str, ...]:
@@ -374,6 +395,85 @@ def callers(previous: Snapshot, inputs: InputFiles, names: set[str],
     old = previous.requirement_files
     return tuple(p for p in inputs.requirements if p not in skip and any(
         not names.isdisjoint(rec.calls) for rec in old[p].requirements))
+
+
+# --------------------------------------------------------------------------- patching
+
+
+def cached_objects(ref: ClusterRef, files: Iterable[OutputFile]) -> list[Manifest] | None:
+    """A cluster's objects read back from its cached files (None: a file does not parse into
+    objects meshplan writes)."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    out = []
+    for f in files:
+        if f.path.endswith("/kustomization.yaml"):
+            continue
+        try:
+            bodies = list(yaml.load_all(f.content.decode("utf-8"), Loader=loader))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return None
+        for body in bodies:
+            try:
+                metadata = body["metadata"]
+                causes = metadata["annotations"][REQUIRED_BY_ANNOTATION]
+                key = ObjectKey(ref, body["kind"], metadata.get("namespace", ""),
+                                metadata["name"])
+            except (KeyError, TypeError):
+                return None
+            out.append(Manifest(key, body, tuple(causes.split(","))))
+    return out
+
+
+def patched_cluster(cluster: ClusterPlan, dirty_causes: set[str],
+                    contributed: Iterable[Manifest]) -> ClusterPlan | None:
+    """``cluster`` (its objects read back from the cache) without what the ``dirty_causes``
+    (requirement keys) contributed, with what they contribute now (``contributed``: their
+    objects refined alone). None when that is ambiguous: an object they contribute differs
+    from the one another requirement puts there (a full run reports that).
+
+    An object is the same whoever puts it (refinement checks that); its ``required-by``
+    annotation names every requirement that does, so removing and adding causes is exact.
+    """
+    bodies: dict[ObjectKey, dict[str, Any]] = {}
+    causes: dict[ObjectKey, set[str]] = {}
+    for manifest in cluster.objects:
+        rest = set(manifest.required_by) - dirty_causes
+        if rest:
+            bodies[manifest.key] = without_required_by(manifest.body)
+            causes[manifest.key] = rest
+    for manifest in contributed:
+        body = without_required_by(manifest.body)
+        known = bodies.get(manifest.key)
+        if known is None:
+            bodies[manifest.key] = body
+            causes[manifest.key] = set(manifest.required_by)
+        elif known != body or json.dumps(known) != json.dumps(body):  # order is output too
+            return None
+        else:
+            causes[manifest.key].update(manifest.required_by)
+    manifests = []
+    for key, body in bodies.items():
+        required_by = tuple(sorted(causes[key]))
+        metadata = body["metadata"]
+        annotations = {**metadata.get("annotations", {}),
+                       REQUIRED_BY_ANNOTATION: ",".join(required_by)}
+        manifests.append(Manifest(key, {**body, "metadata": {**metadata,
+                                                              "annotations": annotations}},
+                                  required_by))
+    manifests.sort(key=output_order)
+    return ClusterPlan(cluster.cluster, cluster.mesh_name, tuple(manifests))
+
+
+def without_required_by(body: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = body["metadata"]
+    annotations = {k: v for k, v in metadata.get("annotations", {}).items()
+                   if k != REQUIRED_BY_ANNOTATION}
+    slim = {k: v for k, v in metadata.items() if k != "annotations"}
+    if annotations:
+        slim = {**metadata, "annotations": annotations}
+    return {**body, "metadata": slim}
 
 
 # --------------------------------------------------------------------------- snapshots

@@ -45,7 +45,7 @@ from .model import (
     with_implied_namespaces,
 )
 from .outputs import DEFAULT_OUTPUT_DIR, read_tree
-from .refine import ClusterRef, Plan, SettledCopies, refine
+from .refine import ClusterPlan, ClusterRef, Plan, SettledCopies, refine
 from .render import Rendered, render
 from .schema import (
     DOMAIN,
@@ -59,7 +59,14 @@ if TYPE_CHECKING:  # the commands below import their modules when they run (star
     from .cache import RenderCache
     from .check import PodNetworks
     from .gitdiff import DiffReport
-    from .incremental import IncrementalResult, InputFiles, RequirementRecord, Snapshot
+    from .incremental import (
+        IncrementalResult,
+        InputFiles,
+        ObjectsByCluster,
+        RequirementRecord,
+        Snapshot,
+    )
+    from .outputs import OutputFile
     from .publish import PublishOptions, PublishResult
     from .verify.report import VerifyReport
 
@@ -426,6 +433,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     from .cache import digest
     from .incremental import (
         PODS,
+        ClusterRecord,
         Fallback,
         FileRecord,
         IncrementalResult,
@@ -446,6 +454,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         render_stale,
         shared_global_names,
         split_diagnostics,
+        subject_work,
         summary_of,
         with_companions,
     )
@@ -512,19 +521,36 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
                                              model.gitops, None))
     records = _records_by_file(seen, dirty)
     clusters = [f"{d.name}/{c.name}" for d in model.domains for c in d.clusters]
-    changed_puts = {}
+    alone: dict[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]] = {}
     if old_model is not None and (services is not None or not changed_inventory) and (
             not changed_domains or changed_domains == {PODS}):
-        changed_puts = _changed_puts(cache, old_model, model,
-                                     {p: old[p].digest for p in dirty if p in old}, dirty_docs)
+        alone = _changed_puts(cache, old_model, model,
+                              {p: old[p].digest for p in dirty if p in old}, dirty_docs)
+    changed_puts = {p: found[0] for p, found in alone.items()}
     work = plan_work(previous, inputs, changed_domains, records, clusters, changed_puts)
+    # Every dirty file's objects are known before and now: patch the stale clusters' cached
+    # objects with them, and analyse only the dirty files (and those selecting the same pods)
+    # for their warnings. When that is ambiguous, analyse every file putting objects there.
+    fresh = None
+    if dirty and not removed and not changed_domains and alone.keys() == set(dirty):
+        fresh = _patched_clusters(cache, previous, model, work.stale_clusters, alone)
+    if fresh is not None:
+        work = subject_work(previous, inputs, records, work.stale_clusters)
+    cluster_records: dict[str, ClusterRecord] = {}
+    cluster_files: dict[str, list[OutputFile]] = {}
+    for name, (plan_cluster, its_files) in (fresh or {}).items():
+        cluster_records[name] = cluster_record(plan_cluster, its_files)
+        cluster_files[name] = its_files
 
     # Analyse the requirements that put objects into a stale cluster (and their companions)
-    # with the whole inventory; the Service copies of the other clusters come from the snapshot.
+    # with the whole inventory; the Service copies of the other clusters come from the snapshot
+    # (of every cluster, from the patched records, when the stale clusters were patched).
     def settled(ref: ClusterRef, namespace: str, name: str) -> Mapping[str, Any] | None:
-        if ref.path in work.stale_clusters:
-            return None
-        record = previous.clusters.get(ref.path)
+        record = cluster_records.get(ref.path)
+        if record is None:
+            if ref.path in work.stale_clusters:
+                return None
+            record = previous.clusters.get(ref.path)
         return copy_annotations(record, namespace, name) if record is not None else {}
 
     preloaded: dict[str, list[tuple[str, Document]]] = {}
@@ -536,17 +562,18 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     analysis, inventory = _analyse_selected(root, inputs, model, selected, preloaded,
                                             (*inputs.diagnostics, *problems, *found), settled)
     assert analysis.plan is not None
-    fresh = render_stale(analysis.plan, work.stale_clusters)
+    if fresh is None:
+        for name, (plan_cluster, its_files) in render_stale(analysis.plan,
+                                                            work.stale_clusters).items():
+            cluster_records[name] = cluster_record(plan_cluster, its_files)
+            cluster_files[name] = its_files
     outputs = other_outputs(inventory)
     new_blobs = [(digest(f.content), f.content) for f in outputs]
-    cluster_records = {}
     files = list(outputs)
     for name in clusters:
-        if name in fresh:
-            plan_cluster, cluster_files = fresh[name]
-            cluster_records[name] = cluster_record(plan_cluster, cluster_files)
-            files.extend(cluster_files)
-            new_blobs.extend((digest(f.content), f.content) for f in cluster_files)
+        if name in cluster_files:
+            files.extend(cluster_files[name])
+            new_blobs.extend((digest(f.content), f.content) for f in cluster_files[name])
         elif name in previous.clusters:
             cluster_records[name] = previous.clusters[name]
             files.extend(cached_files(cache, previous.clusters[name].files))
@@ -597,7 +624,48 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     new_blobs.extend(_requirement_blobs(root, (*(p for p in dirty if p in changed),
                                                *(p for p in changed_inventory if p in digests))))
     return IncrementalResult(rendered, sorted_diagnostics(diagnostics), snapshot, "incremental",
-                             len(selected) + len(readers), len(fresh), tuple(new_blobs))
+                             len(selected) + len(readers), len(cluster_files),
+                             tuple(new_blobs), patched=len(fresh or ()))
+
+
+def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryModel,
+                      stale: Iterable[str],
+                      alone: Mapping[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]]
+                      ) -> dict[str, tuple[ClusterPlan, list[OutputFile]]] | None:
+    """The stale clusters' objects and files: their cached objects without what the dirty
+    files put there before, with what they put there now (``alone``: their objects before and
+    now, refined alone). None when a cluster cannot be patched exactly: its cached files do not
+    read back into exactly themselves, or an object is ambiguous."""
+    from .incremental import assemble, cached_files, cached_objects, patched_cluster
+    from .render import render_cluster
+    from .yamltext import SharedText
+
+    dirty_causes = {cause for _, before, after in alone.values() for side in (before, after)
+                    for objects in side.values() for m in objects.values()
+                    for cause in m.required_by}
+    mesh_names = {f"{d.name}/{c.name}": c.mesh_name for d in model.domains for c in d.clusters}
+    memo = SharedText()
+    out = {}
+    for name in sorted(stale):
+        record = previous.clusters.get(name)
+        if record is None or name not in mesh_names:
+            return None
+        cached = list(cached_files(cache, record.files))
+        domain, _, cluster = name.partition("/")
+        ref = ClusterRef(domain, cluster)
+        objects = cached_objects(ref, cached)
+        if objects is None:
+            return None
+        before = ClusterPlan(ref, mesh_names[name], tuple(objects))
+        if assemble(render_cluster(before, SharedText())) != assemble(cached):
+            return None  # the files do not read back exactly: do not build on them
+        contributed = [m for _, _, after in alone.values()
+                       for m in after.get(name, {}).values()]
+        patched = patched_cluster(before, dirty_causes, contributed)
+        if patched is None:
+            return None
+        out[name] = (patched, render_cluster(patched, memo))
+    return out
 
 
 def _previous_inventory(cache: RenderCache, previous: Snapshot, changed: Sequence[str],
@@ -632,7 +700,7 @@ def _previous_inventory(cache: RenderCache, previous: Snapshot, changed: Sequenc
 
 def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: InventoryModel,
                   changed: Mapping[str, str], documents: Sequence[tuple[str, Document]]
-                  ) -> dict[str, set[str]]:
+                  ) -> dict[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]]:
     """For dirty requirement files (``changed``: path -> the digest of the version the snapshot
     holds, whose bytes the cache keeps): the clusters where their objects differ between that
     version with the snapshot's inventory (``old_model``) and this one with this inventory.
@@ -640,13 +708,14 @@ def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: Inventor
     Each version is refined alone: a requirement's objects do not depend on the others' (they
     only meet when merged). A version that is gone or does not refine cleanly leaves the file
     out: the caller then takes every cluster it puts objects into, before and now.
+    Per file: those clusters, and its objects before and now.
     """
     from .check import PodNetworks
     from .incremental import differing_clusters, domain_folder
     from .load.parse import parse_yaml
 
     old_pods, new_pods = (PodNetworks(Inventory(m.domains)) for m in (old_model, model))
-    out: dict[str, set[str]] = {}
+    out: dict[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]] = {}
     for relpath, old_digest in changed.items():
         raw = cache.read_blob(old_digest)
         folder = domain_folder(relpath)
@@ -662,12 +731,12 @@ def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: Inventor
         after = _objects_alone(model, [item for item in documents if item[1].file == relpath],
                                new_pods)
         if before is not None and after is not None:
-            out[relpath] = differing_clusters(before, after)
+            out[relpath] = (differing_clusters(before, after), before, after)
     return out
 
 
 def _objects_alone(model: InventoryModel, documents: Sequence[tuple[str, Document]],
-                   pods: PodNetworks) -> dict[str, dict[Any, Any]] | None:
+                   pods: PodNetworks) -> ObjectsByCluster | None:
     """The objects of these requirements refined alone, per cluster; None when one is invalid
     (checked on its own: the checks across requirements do not change its objects)."""
     from .check import RequirementChecker
