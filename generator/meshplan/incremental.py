@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,9 +50,26 @@ from .load.document import Document
 from .load.files import INVENTORY_SUFFIXES, YAML_SUFFIXES, input_files
 from .load.repository import read_documents
 from .model import Cluster, Domain, Inventory, Requirement, Service
-from .outputs import OUTPUT_MARKER, OutputFile
-from .refine import ClusterPlan, ClusterRef, Manifest, ObjectKey, Plan, output_order, selector_body
-from .render import MARKER_TEXT, Rendered, RenderSummary, render_cluster, summarize
+from .outputs import KUSTOMIZATION, OUTPUT_MARKER, OutputFile
+from .refine import (
+    KIND_ORDER,
+    ClusterPlan,
+    Manifest,
+    ObjectKey,
+    Plan,
+    output_order,
+    selector_body,
+)
+from .render import (
+    FILE_FOR_KIND,
+    MARKER_TEXT,
+    Rendered,
+    RenderSummary,
+    cluster_files,
+    header,
+    render_cluster,
+    summarize,
+)
 from .vocabulary import (
     DOMAIN_KEY,
     GLOBAL_SERVICE_ANNOTATION,
@@ -61,7 +79,7 @@ from .vocabulary import (
     SERVICE_KIND,
     SHARED_SERVICE_ANNOTATION,
 )
-from .yamltext import SharedText
+from .yamltext import SharedText, dump_document
 
 SNAPSHOT_FORMAT = 2
 PODS = "@pods"  # the footprint entry of requirements that depend on every pod network
@@ -400,30 +418,105 @@ def callers(previous: Snapshot, inputs: InputFiles, names: set[str],
 # --------------------------------------------------------------------------- patching
 
 
-def cached_objects(ref: ClusterRef, files: Iterable[OutputFile]) -> list[Manifest] | None:
-    """A cluster's objects read back from its cached files (None: a file does not parse into
-    objects meshplan writes)."""
+# How meshplan writes the head of every object it renders (refine builds the bodies in this
+# order; the dumper leaves such plain names unquoted): the key of a document without parsing it.
+_DOCUMENT_HEAD = re.compile(r"apiVersion: [^\n]+\nkind: ([A-Za-z]+)\nmetadata:\n"
+                            r"  name: ([a-z0-9][-a-z0-9.]*)\n"
+                            r"(?:  namespace: ([a-z0-9][-a-z0-9.]*)\n)?")
+_SEPARATOR = re.compile(r"(?m)^---\n")
+
+
+class CachedDocument(NamedTuple):
+    key: ObjectKey
+    text: str  # as rendered, without the separator
+
+
+def cached_documents(cluster: ClusterPlan, files: Iterable[OutputFile]
+                     ) -> list[CachedDocument] | None:
+    """A cluster's cached objects as their text and key (None: a file is not as meshplan
+    renders it). Only the objects a change touches are parsed (:func:`patch_documents`)."""
+    out = []
+    for f in files:
+        name = f.path.rsplit("/", 1)[-1]
+        if name == KUSTOMIZATION:
+            continue
+        head = header(cluster, name.removesuffix(".yaml").capitalize())
+        try:
+            text = f.content.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if not text.startswith(head):
+            return None
+        for document in _SEPARATOR.split(text[len(head):]):
+            match = _DOCUMENT_HEAD.match(document)
+            if match is None or FILE_FOR_KIND.get(match[1]) != name:
+                return None
+            out.append(CachedDocument(ObjectKey(cluster.cluster, match[1], match[3] or "",
+                                                match[2]), document))
+    return out
+
+
+def parsed_manifest(document: CachedDocument) -> Manifest | None:
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    out = []
-    for f in files:
-        if f.path.endswith("/kustomization.yaml"):
-            continue
-        try:
-            bodies = list(yaml.load_all(f.content.decode("utf-8"), Loader=loader))
-        except (yaml.YAMLError, UnicodeDecodeError):
-            return None
-        for body in bodies:
-            try:
-                metadata = body["metadata"]
-                causes = metadata["annotations"][REQUIRED_BY_ANNOTATION]
-                key = ObjectKey(ref, body["kind"], metadata.get("namespace", ""),
-                                metadata["name"])
-            except (KeyError, TypeError):
+    try:
+        body = yaml.load(document.text, Loader=loader)  # a safe loader
+        metadata = body["metadata"]
+        causes = metadata["annotations"][REQUIRED_BY_ANNOTATION]
+        key = ObjectKey(document.key.cluster, body["kind"], metadata.get("namespace", ""),
+                        metadata["name"])
+    except (yaml.YAMLError, KeyError, TypeError):
+        return None
+    if key != document.key or not isinstance(causes, str):
+        return None
+    return Manifest(key, body, tuple(causes.split(",")))
+
+
+def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
+                    dirty_causes: set[str], contributed: Sequence[Manifest],
+                    previous: ClusterRecord, memo: SharedText, touch: set[ObjectKey]
+                    ) -> tuple[ClusterRecord, list[OutputFile]] | None:
+    """The cluster's files and record after the change: the documents it touches (their keys
+    are the dirty files' objects before and now, or they name a dirty cause) are parsed and
+    patched (:func:`patched_cluster`); every other document is kept as it is. ``touch``: the
+    keys of the dirty files' objects before and now."""
+    touched_keys = touch | {m.key for m in contributed}
+    kept: list[tuple[Any, str]] = []
+    touched: list[Manifest] = []
+    for document in documents:
+        if document.key in touched_keys or any(c in document.text for c in dirty_causes):
+            manifest = parsed_manifest(document)
+            if manifest is None:
                 return None
-            out.append(Manifest(key, body, tuple(causes.split(","))))
-    return out
+            touched.append(manifest)
+        else:
+            kept.append((output_order(Manifest(document.key, {}, ())), document.text))
+    patched = patched_cluster(ClusterPlan(cluster.cluster, cluster.mesh_name, tuple(touched)),
+                              dirty_causes, contributed)
+    if patched is None:
+        return None
+    copies = {k: v for k, v in previous.copies.items()
+              if not any(m.key.kind == SERVICE_KIND and f"{m.key.namespace}/{m.key.name}" == k
+                         for m in touched)}
+    for manifest in patched.objects:
+        kept.append((output_order(manifest), dump_document(manifest.body, memo)))
+        if manifest.key.kind == SERVICE_KIND:
+            annotations = manifest.body["metadata"].get("annotations", {})
+            copies[f"{manifest.key.namespace}/{manifest.key.name}"] = (
+                annotations.get(GLOBAL_SERVICE_ANNOTATION),
+                annotations.get(SHARED_SERVICE_ANNOTATION))
+    kept.sort(key=lambda item: item[0])
+    texts: dict[str, list[str]] = {}
+    for order, text in kept:
+        texts.setdefault(FILE_FOR_KIND[KIND_ORDER[order[0]]], []).append(text)
+    files = cluster_files(cluster, {name: "---\n".join(t) for name, t in texts.items()})
+    counts = {name: len(texts.get(f"{name}.yaml", ())) for name in ("policies", "services",
+                                                                      "namespaces")}
+    record = ClusterRecord(tuple((f.path, digest(f.content)) for f in files),
+                           (counts["policies"], counts["services"], counts["namespaces"]),
+                           {k: copies[k] for k in sorted(copies)})
+    return record, files
 
 
 def patched_cluster(cluster: ClusterPlan, dirty_causes: set[str],

@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # the commands below import their modules when they run (star
     from .check import PodNetworks
     from .gitdiff import DiffReport
     from .incremental import (
+        ClusterRecord,
         IncrementalResult,
         InputFiles,
         ObjectsByCluster,
@@ -433,7 +434,6 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     from .cache import digest
     from .incremental import (
         PODS,
-        ClusterRecord,
         Fallback,
         FileRecord,
         IncrementalResult,
@@ -538,8 +538,8 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         work = subject_work(previous, inputs, records, work.stale_clusters)
     cluster_records: dict[str, ClusterRecord] = {}
     cluster_files: dict[str, list[OutputFile]] = {}
-    for name, (plan_cluster, its_files) in (fresh or {}).items():
-        cluster_records[name] = cluster_record(plan_cluster, its_files)
+    for name, (patched_record, its_files) in (fresh or {}).items():
+        cluster_records[name] = patched_record
         cluster_files[name] = its_files
 
     # Analyse the requirements that put objects into a stale cluster (and their companions)
@@ -631,13 +631,12 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
 def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryModel,
                       stale: Iterable[str],
                       alone: Mapping[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]]
-                      ) -> dict[str, tuple[ClusterPlan, list[OutputFile]]] | None:
-    """The stale clusters' objects and files: their cached objects without what the dirty
+                      ) -> dict[str, tuple[ClusterRecord, list[OutputFile]]] | None:
+    """The stale clusters' records and files: their cached objects without what the dirty
     files put there before, with what they put there now (``alone``: their objects before and
-    now, refined alone). None when a cluster cannot be patched exactly: its cached files do not
-    read back into exactly themselves, or an object is ambiguous."""
-    from .incremental import assemble, cached_files, cached_objects, patched_cluster
-    from .render import render_cluster
+    now, refined alone). None when a cluster cannot be patched exactly: its cached files are
+    not as meshplan renders them, or an object is ambiguous."""
+    from .incremental import cached_documents, cached_files, patch_documents
     from .yamltext import SharedText
 
     dirty_causes = {cause for _, before, after in alone.values() for side in (before, after)
@@ -650,21 +649,17 @@ def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryMo
         record = previous.clusters.get(name)
         if record is None or name not in mesh_names:
             return None
-        cached = list(cached_files(cache, record.files))
-        domain, _, cluster = name.partition("/")
-        ref = ClusterRef(domain, cluster)
-        objects = cached_objects(ref, cached)
-        if objects is None:
+        domain, _, cluster_name = name.partition("/")
+        cluster = ClusterPlan(ClusterRef(domain, cluster_name), mesh_names[name], ())
+        documents = cached_documents(cluster, cached_files(cache, record.files))
+        if documents is None:
             return None
-        before = ClusterPlan(ref, mesh_names[name], tuple(objects))
-        if assemble(render_cluster(before, SharedText())) != assemble(cached):
-            return None  # the files do not read back exactly: do not build on them
-        contributed = [m for _, _, after in alone.values()
-                       for m in after.get(name, {}).values()]
-        patched = patched_cluster(before, dirty_causes, contributed)
+        before = {key for _, objects, _ in alone.values() for key in objects.get(name, {})}
+        now = [m for _, _, after in alone.values() for m in after.get(name, {}).values()]
+        patched = patch_documents(cluster, documents, dirty_causes, now, record, memo, before)
         if patched is None:
             return None
-        out[name] = (patched, render_cluster(patched, memo))
+        out[name] = patched
     return out
 
 
