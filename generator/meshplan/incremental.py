@@ -424,6 +424,7 @@ _DOCUMENT_HEAD = re.compile(r"apiVersion: [^\n]+\nkind: ([A-Za-z]+)\nmetadata:\n
                             r"  name: ([a-z0-9][-a-z0-9.]*)\n"
                             r"(?:  namespace: ([a-z0-9][-a-z0-9.]*)\n)?")
 _SEPARATOR = re.compile(r"(?m)^---\n")
+_REQUIRED_BY = re.compile(rf"(?m)^    {re.escape(REQUIRED_BY_ANNOTATION)}: ([-a-z0-9./,]+)$")
 
 
 class CachedDocument(NamedTuple):
@@ -482,10 +483,14 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
     patched (:func:`patched_cluster`); every other document is kept as it is. ``touch``: the
     keys of the dirty files' objects before and now."""
     touched_keys = touch | {m.key for m in contributed}
+    naming = re.compile("|".join(re.escape(c) for c in sorted(dirty_causes)) or "(?!)")
     kept: list[tuple[Any, str]] = []
     touched: list[Manifest] = []
     for document in documents:
-        if document.key in touched_keys or any(c in document.text for c in dirty_causes):
+        if document.key in touched_keys or naming.search(document.text):
+            causes = _REQUIRED_BY.findall(document.text)
+            if len(causes) == 1 and dirty_causes.issuperset(causes[0].split(",")):
+                continue  # only the dirty files put it here: what they put now is added below
             manifest = parsed_manifest(document)
             if manifest is None:
                 return None
