@@ -26,6 +26,14 @@ every other cluster's files come from the cache (checked against their SHA-256).
 inventory is always read whole (it is small next to the requirements, and many checks span
 it).
 
+When every dirty file's objects before and now are known (each version refined alone), the
+stale clusters are *patched* instead (:func:`patch_documents`): their cached files are split
+into documents, the documents the change touches are parsed, the dirty requirements' causes
+are taken out of their ``required-by`` and what they put there now is added; every other
+document is kept as text. Only the dirty files and those selecting the same pods are then
+analysed again (for their warnings). An object another requirement puts there differently,
+or a cached file not exactly as meshplan renders it, falls back to the re-analysis above.
+
 Anything the slicing does not model falls back to a full render (and says why, in
 :attr:`IncrementalResult.mode`): no usable snapshot, a Mesh document (the mesh plan and the
 identity layer span the fleet), a problem in the inputs (a full run reports every error
