@@ -14,6 +14,7 @@ Commands:
   stage and of the whole run, and can save the pstats.
 * ``growth``: validate and render one requirement with N rules for several N, and the growth
   exponent of their time (:mod:`benchmarks.growth`).
+* ``goals``: issue 14's goals as ratios, each goal module on each size (:mod:`benchmarks.goals`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ README_MD = BENCH_DIR / "README.md"
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
 DEFAULT_SIZES = ("S", "M", "L")
-COMMANDS = ("run", "run-one", "generate", "profile", "growth")
+COMMANDS = ("run", "run-one", "generate", "profile", "growth", "goals", "goals-one")
 
 # (name in meshplan.pipeline, stage) - the stage functions render_repository calls through the
 # pipeline module's globals; wrapping them there times the real code path. "module:name" for
@@ -837,6 +838,10 @@ def growth(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     given = list(argv)
+    if argv and argv[0] in ("goals", "goals-one"):  # issue 14's goals (benchmarks/goals.py)
+        from .goals import main as goals_main
+
+        return goals_main(argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
     args = parser().parse_args(argv)

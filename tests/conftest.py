@@ -25,3 +25,11 @@ def cli() -> RunCli:
 @pytest.fixture
 def example_repo(tmp_path: Path) -> Path:
     return copy_example(tmp_path / "repo")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _render_cache_outside_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Commands the tests run keep their render cache in a temporary folder, not ~/.cache."""
+    import os
+
+    os.environ["MESHPLAN_CACHE_DIR"] = str(tmp_path_factory.mktemp("render-cache"))

@@ -6,6 +6,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from meshplan.gitdiff import (
@@ -315,7 +316,7 @@ def test_diff_analyses_each_side_once(tmp_path: Path, monkeypatch: pytest.Monkey
         return real(project)
 
     monkeypatch.setattr(pipeline, "_analyse", counted)
-    code, _out, err = diff_cli(repo, "--base", "HEAD~1", "--format", "markdown")
+    code, _out, err = diff_cli(repo, "--base", "HEAD~1", "--format", "markdown", "--no-cache")
 
     assert code == 0, err
     assert len(runs) == 2  # base and working tree; the flow picture reuses their inventories
@@ -360,3 +361,35 @@ def test_a_fleet_diff_too_big_to_draw_is_aggregated_and_says_so(tmp_path: Path) 
     picture = out.split("```mermaid\n", 1)[1].split("```", 1)[0]
     assert 0 < picture.count("-->") + picture.count("==>") <= 200
     assert re.search(r'\|"\+ [\d,]+ flows?: ', picture)
+
+
+@pytest.mark.parametrize("output_format", ["text", "markdown"])
+def test_diff_through_the_render_cache_reports_what_a_full_diff_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output_format: str) -> None:
+    """The base renders from the cache (filled by the first diff), the working tree
+    incrementally from the base; the report is the one of rendering both from scratch."""
+    from meshplan import pipeline
+
+    repo = tmp_path / "repo"
+    make_history(repo)
+    (repo / "requirements" / "domain1" / "backend.yaml").write_text(
+        (repo / "requirements" / "domain1" / "backend.yaml").read_text(encoding="utf-8")
+        .replace("{service: service1}", "{service: service1, cluster: cl1}"), encoding="utf-8")
+    args = ("--base", "HEAD~1", "--format", output_format)
+    expected = diff_cli(repo, *args, "--no-cache")
+    cache = ("--cache-dir", str(tmp_path / "cache"))
+    assert diff_cli(repo, *args, *cache) == expected  # fills the cache
+    modes: list[str] = []
+    real = pipeline.render_cached
+
+    def recorded(*call: Any, **options: Any) -> Any:
+        result = real(*call, **options)
+        modes.append(result.mode)
+        return result
+
+    monkeypatch.setattr(pipeline, "render_cached", recorded)
+    assert diff_cli(repo, *args, *cache) == expected
+    # the base from the cache; the head from the base's snapshot (on this small example the
+    # change reaches most requirements, so it renders in full by choice, not for want of one)
+    assert modes[0] == "unchanged"
+    assert modes[1] in ("incremental", "full (the change reaches most requirements)")

@@ -28,8 +28,8 @@ LAYERS = (
     ("check", "refine", "bootstrap"),  # stages 4 and 5, GitOps bootstrap from the model
     ("mesh",),  # the mesh plan: from the model and refinement, its files collected by render
     ("observability",),  # monitoring from the mesh plan, its objects collected by render
-    ("render", "write", "verify", "gitrepo"),  # output, its verification, git access
-    ("graph", "publish"),
+    ("render", "write", "verify", "gitrepo", "cache"),  # output, verification, git, the cache
+    ("graph", "publish", "incremental"),  # incremental: the slicing of an incremental render
     ("flowdiff",),  # what a change does to connectivity (the pull-request picture)
     ("gitdiff",),
     ("pipeline",),  # stage sequencing, and only here

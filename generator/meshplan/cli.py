@@ -21,6 +21,7 @@ from . import __version__
 # renderer, the verifier, the mesh renderer or jsonschema (only an invalid document needs it).
 # tests/test_startup.py guards which modules each command loads.
 if TYPE_CHECKING:
+    from .cache import RenderCache
     from .diagnostics import Diagnostic
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,6 +41,26 @@ FORMAT_OPTION = click.option(
     show_default=True,
     help="text for people, json for tools (see README: 'Diagnostics as JSON').",
 )
+
+
+def cache_options(command: F) -> F:
+    """``--cache-dir`` and ``--no-cache``: the render cache (incremental render)."""
+    command = click.option(
+        "--no-cache", is_flag=True,
+        help="Render everything from scratch and leave the render cache alone.")(command)
+    return click.option(
+        "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="The render cache, outside the repository: it lets a render redo only what the "
+        "inputs changed.  [default: $MESHPLAN_CACHE_DIR, else $XDG_CACHE_HOME/meshplan, else "
+        "~/.cache/meshplan]")(command)
+
+
+def open_cache(cache_dir: Path | None, no_cache: bool) -> RenderCache | None:
+    from .cache import RenderCache, default_cache_dir
+
+    if no_cache:
+        return None
+    return RenderCache.at(cache_dir if cache_dir is not None else default_cache_dir())
 
 
 def progress(message: str) -> None:
@@ -155,21 +176,33 @@ def validate_command(repo: Path, output_format: str) -> int:
               help="Output folder.  [default: <repo>/rendered]")
 @click.option("--check", is_flag=True,
               help="Render to memory and exit 1 if the output folder differs (CI drift check).")
+@cache_options
 @guarded
-def render_command(repo: Path, out: Path | None, check: bool) -> int:
+def render_command(repo: Path, out: Path | None, check: bool, cache_dir: Path | None,
+                   no_cache: bool) -> int:
     """Validate, refine and write one Kustomize directory per cluster.
 
     The output folder is replaced atomically: it appears whole or not at all, and files whose
-    content did not change are left untouched.
+    content did not change are left untouched. The render cache (see --cache-dir) lets a
+    render redo only what changed since the last one; the output is byte for byte that of a
+    full render, and a cache that does not check out is ignored.
     """
     from .diagnostics import Severity
     from .outputs import DEFAULT_OUTPUT_DIR
-    from .pipeline import render_repository
+    from .pipeline import render_cached, render_repository
     from .write import diff_against, write_tree
 
     out = out if out is not None else repo / DEFAULT_OUTPUT_DIR
     progress(f"reading, checking and refining {repo} ...")
-    rendered, diagnostics = render_repository(repo)
+    cache = open_cache(cache_dir, no_cache)
+    if cache is None:
+        rendered, diagnostics = render_repository(repo)
+    else:
+        cached = render_cached(repo, cache)
+        rendered, diagnostics = cached.rendered, cached.diagnostics
+        progress(f"render cache: {cached.mode}" + (
+            f"; {cached.reanalysed} requirement file(s) analysed, {cached.rerendered} "
+            "cluster(s) rendered" if cached.mode == "incremental" else ""))
     print_diagnostics(diagnostics)
     warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
     if check:
@@ -270,20 +303,25 @@ def publish_command(repo: Path, branch: str | None, remote: str, push: bool,
               default="text", show_default=True,
               help="text for terminals, markdown for PR comments and $GITHUB_STEP_SUMMARY.")
 @click.option("--exit-code", is_flag=True, help="Exit 1 when the rendered output changes.")
+@cache_options
 @guarded
-def diff_command(repo: Path, base: str, output_format: str, exit_code: bool) -> int:
+def diff_command(repo: Path, base: str, output_format: str, exit_code: bool,
+                 cache_dir: Path | None, no_cache: bool) -> int:
     """Show, per cluster, the objects a change adds, removes and changes.
 
     Renders BASE (in a temporary git worktree) and the working tree and compares them object
-    by object, with a unified diff of each changed object and a summary table. Exit 0 whether
-    or not there are changes (1 with --exit-code when there are), 1 on invalid inputs.
+    by object (with the render cache: the base from the last base compared, the working tree
+    from the base, each redoing only what changed), with a unified diff of each changed object
+    and a summary table. Exit 0 whether or not there are changes (1 with --exit-code when
+    there are), 1 on invalid inputs.
     """
     from .diagnostics import Severity
     from .gitdiff import format_markdown, format_text
     from .pipeline import diff_repository
 
     progress(f"rendering {base} and the working tree ...")
-    report, diagnostics = diff_repository(repo, base, with_flows=output_format == "markdown")
+    report, diagnostics = diff_repository(repo, base, with_flows=output_format == "markdown",
+                                          cache=open_cache(cache_dir, no_cache))
     print_diagnostics(diagnostics, quiet_notices=True)
     if report.base_note:
         for problem in report.base_diagnostics:

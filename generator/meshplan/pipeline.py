@@ -9,11 +9,11 @@ import this one.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .bootstrap import check_destinations
 from .check import check_inventory
@@ -25,6 +25,7 @@ from .diagnostics import (
     has_errors,
     sorted_diagnostics,
 )
+from .load.document import Document
 from .load.repository import load_repository
 from .mesh.check import check_mesh_inputs
 from .model import (
@@ -38,8 +39,8 @@ from .model import (
     build_requirement,
     with_implied_namespaces,
 )
-from .outputs import DEFAULT_OUTPUT_DIR
-from .refine import Plan, refine
+from .outputs import DEFAULT_OUTPUT_DIR, read_tree
+from .refine import ClusterPlan, ClusterRef, Plan, SettledCopies, refine
 from .schema import (
     DOMAIN,
     GITOPS,
@@ -49,10 +50,21 @@ from .schema import (
 )
 
 if TYPE_CHECKING:  # the commands below import their modules when they run (start-up time)
+    from .cache import RenderCache
+    from .check import PodNetworks
     from .gitdiff import DiffReport
+    from .incremental import (
+        ClusterRecord,
+        IncrementalResult,
+        InputFiles,
+        ObjectsByCluster,
+        RequirementRecord,
+        Snapshot,
+    )
     from .mesh.ids import IdProposal
     from .mesh.model import Mesh
     from .mesh.plan import MeshPlan
+    from .outputs import OutputFile
     from .publish import PublishOptions, PublishResult
     from .render import Rendered
     from .verify.report import VerifyReport
@@ -108,12 +120,40 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
     ``render`` would.
     """
     inputs, diagnostics = load_repository(repo)
+    model = model_inventory(inputs.inventory)
+    requirements = model_requirements(inputs.requirements)
+    # The records hold what they need of the documents (values, locations): free the parsed
+    # trees and their position tables before refinement allocates the objects (peak memory).
+    del inputs
+    return analyse_model(model, requirements, diagnostics, proposing_ids=proposing_ids)
+
+
+@dataclass(frozen=True)
+class InventoryModel:
+    """The inventory documents checked and built: domains, the GitOps and Mesh documents."""
+
+    domains: tuple[Domain, ...]
+    gitops: GitOps | None
+    mesh: Mesh | None
+    broken_domains: frozenset[str]  # declared by documents that failed their structural check
+    diagnostics: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True)
+class RequirementsModel:
+    requirements: tuple[Requirement, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def model_inventory(documents: Iterable[Document]) -> InventoryModel:
+    """Check the structure of the inventory documents and build the valid ones."""
+    diagnostics: list[Diagnostic] = []
     domains: list[Domain] = []
     broken_domains: set[str] = set()
     gitops: GitOps | None = None
     mesh: Mesh | None = None
     first_seen: dict[str, Location] = {}  # kind -> the one GitOps / Mesh document
-    for doc in inputs.inventory:
+    for doc in documents:
         kind, problems = check_inventory_document(doc)
         diagnostics.extend(problems)
         if kind is GITOPS or kind is MESH:  # at most one each, counting invalid ones too
@@ -134,18 +174,30 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
             broken_domains.update(declared_domain_names(doc.data))
             continue
         domains.append(build_domain(doc) if kind is DOMAIN else build_domain_request(doc))
+    return InventoryModel(tuple(domains), gitops, mesh, frozenset(broken_domains),
+                          tuple(diagnostics))
+
+
+def model_requirements(documents: Iterable[tuple[str, Document]]) -> RequirementsModel:
+    """Check the structure of requirement documents (domain folder, document); build the valid."""
+    diagnostics: list[Diagnostic] = []
     requirements: list[Requirement] = []
-    for folder, doc in inputs.requirements:
+    for folder, doc in documents:
         kind, problems = check_requirement_document(doc)
         diagnostics.extend(problems)
         if kind is not None and not has_errors(problems):
             requirements.append(build_requirement(folder, doc))
-    # The records hold what they need of the documents (values, locations): free the parsed
-    # trees and their position tables before refinement allocates the objects (peak memory).
-    del inputs
-    inventory = with_implied_namespaces(Inventory(tuple(domains), tuple(requirements), gitops,
-                                                  mesh))
-    diagnostics.extend(check_inventory(inventory, frozenset(broken_domains)))
+    return RequirementsModel(tuple(requirements), tuple(diagnostics))
+
+
+def analyse_model(model: InventoryModel, requirements: RequirementsModel,
+                  load_diagnostics: Iterable[Diagnostic], *, proposing_ids: bool = False,
+                  settled: SettledCopies | None = None) -> Analysis:
+    """Check meaning, refine and plan the mesh; ``settled``: see :func:`meshplan.refine.refine`."""
+    diagnostics = [*load_diagnostics, *model.diagnostics, *requirements.diagnostics]
+    inventory = with_implied_namespaces(Inventory(model.domains, requirements.requirements,
+                                                  model.gitops, model.mesh))
+    diagnostics.extend(check_inventory(inventory, model.broken_domains))
     diagnostics.extend(check_destinations(inventory))
     diagnostics.extend(check_mesh_inputs(inventory, ids_optional=proposing_ids))
     from .observability.check import check_observability_inputs  # start-up: see check.py
@@ -153,7 +205,7 @@ def _analyse(repo: Path, *, proposing_ids: bool = False) -> Analysis:
     diagnostics.extend(check_observability_inputs(inventory))
     if has_errors(diagnostics):
         return Analysis(None, None, sorted_diagnostics(diagnostics))
-    plan = refine(inventory)
+    plan = refine(inventory, settled)
     mesh_plan: MeshPlan | None = None
     if inventory.mesh is not None:  # the mesh modules below only with a Mesh document
         from .mesh.check import check_mesh_plan
@@ -257,7 +309,6 @@ def propose_mesh_ids(repo: Path) -> tuple[IdProposal, ...] | None:
 
 def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
     """Validate the inputs (raises InputError when invalid), then verify the rendered tree."""
-    from .outputs import read_tree
     from .verify.report import display_root_for, verify
 
     inventory, _ = validated(repo)
@@ -265,18 +316,52 @@ def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
     return verify(inventory, read_tree(out), display_root_for(repo, out))
 
 
-def diff_repository(project: Path, base: str, *,
-                    with_flows: bool = False) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
+def diff_repository(project: Path, base: str, *, with_flows: bool = False,
+                    cache: RenderCache | None = None
+                    ) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
     """Render ``base`` (in a temporary worktree) and the working tree, and compare them.
 
-    Raises :class:`InputError` when the working tree's inputs are invalid (an invalid base is
-    a note in the report).
+    With a ``cache``, the base renders incrementally from the last base this project
+    compared with, and the working tree incrementally from the base: a pull request pays for
+    what it changes. Raises :class:`InputError` when the working tree's inputs are invalid (an
+    invalid base is a note in the report).
     """
     from .gitdiff import diff_report, render_ref
 
-    inventory, rendered, diagnostics = render_with_inventory(project)
-    before = render_ref(project, base, render_with_inventory, with_flows=with_flows)
-    return diff_report(base, before, inventory, rendered.files, with_flows=with_flows), diagnostics
+    if cache is None:
+        inventory, rendered, diagnostics = render_with_inventory(project)
+        before = render_ref(project, base, render_with_inventory, with_flows=with_flows)
+        return (diff_report(base, before, inventory, rendered.files, with_flows=with_flows),
+                diagnostics)
+    from .cache import slot_for
+
+    base_snapshot: list[Snapshot | None] = [None]
+
+    def render_base(checkout: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
+        result = render_cached(checkout, cache, slot=slot_for(project, "diff-base"))
+        base_snapshot[0] = result.snapshot
+        return _flow_inventory(checkout, with_flows, result), result.rendered, result.diagnostics
+
+    before = render_ref(project, base, render_base, with_flows=with_flows)
+    head = render_cached(project, cache, previous=base_snapshot[0])
+    inventory = _flow_inventory(project, with_flows, head)
+    return (diff_report(base, before, inventory, head.rendered.files, with_flows=with_flows),
+            head.diagnostics)
+
+
+def _flow_inventory(repo: Path, with_flows: bool, rendered: IncrementalResult) -> Inventory:
+    """The model the flow picture reads (inputs already validated by the render; a full
+    render's own), or an empty one when there is no picture to draw."""
+    if not with_flows:
+        return Inventory(())
+    if rendered.inventory is not None:
+        return rendered.inventory
+    with without_cyclic_gc():
+        loaded, _ = load_repository(repo)
+        model = model_inventory(loaded.inventory)
+        requirements = model_requirements(loaded.requirements)
+        return with_implied_namespaces(Inventory(model.domains, requirements.requirements,
+                                                 model.gitops, model.mesh))
 
 
 def publish_repository(options: PublishOptions) -> PublishResult:
@@ -293,3 +378,441 @@ def publish_repository(options: PublishOptions) -> PublishResult:
     target = choose_target(options, source, gitops.branch if gitops is not None else None)
     rendered = render_analysis(analysis)
     return publish_output(options, source, target, rendered.files, analysis.diagnostics)
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
+                  previous: Snapshot | None = None, full_above: float = 0.5
+                  ) -> IncrementalResult:
+    """:func:`render_repository` through the render cache (:mod:`meshplan.incremental`): only
+    what changed since the snapshot is analysed and rendered again; byte for byte the output
+    of a full render. ``previous``: start from this snapshot instead of the slot's (``meshplan
+    diff`` renders the head from the base's). The new snapshot is written to the slot (default:
+    the repository's own). ``full_above``: render in full when a change reaches more than
+    this share of the requirement files (a full render is then cheaper). Raises
+    :class:`InputError` on any input error.
+    """
+    from .cache import slot_for
+    from .incremental import Fallback, list_inputs, snapshot_bytes, snapshot_from_bytes
+
+    root = repo.resolve()
+    slot = slot if slot is not None else slot_for(root)
+    with without_cyclic_gc():
+        if previous is None:
+            payload = cache.read_state(slot)
+            previous = snapshot_from_bytes(payload) if payload is not None else None
+        inputs = list_inputs(root)
+        try:
+            result = _render_incrementally(root, inputs, cache, previous, full_above)
+        except Fallback as why:
+            result = _render_fully(root, inputs, f"full ({why})")
+    if result.mode == "unchanged":
+        cache.touch_state(slot)  # used again: kept longest when pruning
+    elif result.snapshot is not None:
+        cache.write_blobs(result.new_blobs)
+        cache.write_state(slot, snapshot_bytes(result.snapshot))
+    return result
+
+
+def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResult:
+    """A full run that also takes the snapshot of its result (none with a Mesh document)."""
+    from .cache import digest
+    from .incremental import IncrementalResult, inventory_domains, snapshot_of
+
+    loaded, load_diagnostics = load_repository(root)
+    model = model_inventory(loaded.inventory)
+    analysis = analyse_model(model, model_requirements(loaded.requirements), load_diagnostics)
+    rendered = render_analysis(analysis)
+    assert analysis.inventory is not None and analysis.plan is not None
+    if analysis.mesh is not None or model.mesh is not None:
+        return IncrementalResult(rendered, analysis.diagnostics, None, mode,
+                                 inventory=analysis.inventory)
+    snapshot = snapshot_of(inputs, analysis.inventory, analysis.plan, rendered,
+                           analysis.diagnostics, inventory_domains(loaded.inventory))
+    blobs = tuple((digest(f.content), f.content) for f in rendered.files)
+    return IncrementalResult(rendered, analysis.diagnostics, snapshot, mode,
+                             len(inputs.requirements), rendered.summary.clusters,
+                             (*blobs, *_requirement_blobs(root, (*inputs.inventory,
+                                                                 *inputs.requirements))),
+                             analysis.inventory)
+
+
+def _requirement_blobs(root: Path, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    """Input files as they are now: a later run compares a changed requirement's objects with
+    this version's, and a changed inventory with this one (``_changed_puts``)."""
+    from .cache import digest
+
+    for relpath in paths:
+        try:
+            content = (root / relpath).read_bytes()
+        except OSError:
+            continue
+        yield digest(content), content
+
+
+def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
+                          previous: Snapshot | None, full_above: float) -> IncrementalResult:
+    """The incremental run; raises ``Fallback`` when the change cannot be sliced safely."""
+    from .cache import digest
+    from .incremental import (
+        PODS,
+        Fallback,
+        FileRecord,
+        IncrementalResult,
+        Snapshot,
+        assemble,
+        cached_files,
+        callers,
+        changed_copies,
+        changed_services,
+        cluster_record,
+        copy_annotations,
+        inventory_domains,
+        other_outputs,
+        plan_work,
+        pods_digest,
+        read_requirement_documents,
+        reads_changed,
+        render_stale,
+        shared_global_names,
+        split_diagnostics,
+        subject_work,
+        summary_of,
+        with_companions,
+    )
+    from .load.repository import read_documents
+
+    if previous is None:
+        raise Fallback("no snapshot of an earlier render")
+    if has_errors(inputs.diagnostics):
+        raise Fallback("problems finding the input files")
+    old = previous.requirement_files
+    digests = inputs.digests
+    changed = {p for p in inputs.requirements if p not in old or old[p].digest != digests[p]}
+    removed = [p for p in old if p not in digests]
+    changed_inventory = [p for p in (*inputs.inventory, *previous.inventory_files)
+                         if previous.inventory_files.get(p, ("",))[0] != digests.get(p)]
+    if not changed and not removed and not changed_inventory \
+            and inputs.diagnostics == previous.listing_diagnostics:
+        return _unchanged(inputs, cache, previous)
+
+    documents: list[Document] = []
+    problems: list[Diagnostic] = []
+    for relpath in inputs.inventory:
+        docs, found = read_documents(root, relpath)
+        documents.extend(docs)
+        problems.extend(found)
+    model = model_inventory(documents)
+    if has_errors((*problems, *model.diagnostics)):
+        raise Fallback("problems in the inventory")
+    if model.mesh is not None:
+        raise Fallback("a Mesh document: the mesh plan spans the fleet")
+    base = Inventory(model.domains, (), model.gitops, None)
+    if shared_global_names(base):
+        raise Fallback("services of two domains share a namespace and name")
+    declared = inventory_domains(documents)
+    changed_domains: set[str] = set()
+    for relpath in changed_inventory:
+        changed_domains.update(previous.inventory_files.get(relpath, ("", ()))[1])
+        changed_domains.update(declared.get(relpath, ()))
+    if pods_digest(base) != previous.pods:
+        changed_domains.add(PODS)
+    # Only services changed (the usual inventory edit): the requirements looking them up are
+    # dirty, not every requirement reading their domains.
+    old_model = (_previous_inventory(cache, previous, changed_inventory, documents)
+                 if changed_inventory else model)
+    services = (changed_services(old_model.domains, model.domains)
+                if old_model is not None and changed_inventory else None)
+    if services is not None:
+        changed_domains.difference_update(d.name for d in model.domains)
+        dirty = [p for p in inputs.requirements if p in changed or reads_changed(
+            old[p].requirements, services) or any(
+            not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
+    else:
+        dirty = [p for p in inputs.requirements if p in changed or any(
+            not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
+    if len(dirty) > len(inputs.requirements) * full_above:
+        raise Fallback("the change reaches most requirements")  # a full render is cheaper
+
+    # The dirty files' new records say which clusters they reach now.
+    dirty_docs, found = read_requirement_documents(root, dirty)
+    dirty_model = model_requirements(dirty_docs)
+    if has_errors((*found, *dirty_model.diagnostics)):
+        raise Fallback("problems in a changed requirement")
+    seen = with_implied_namespaces(Inventory(model.domains, dirty_model.requirements,
+                                             model.gitops, None))
+    records = _records_by_file(seen, dirty)
+    clusters = [f"{d.name}/{c.name}" for d in model.domains for c in d.clusters]
+    alone: dict[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]] = {}
+    if old_model is not None and (services is not None or not changed_inventory) and (
+            not changed_domains or changed_domains == {PODS}):
+        alone = _changed_puts(cache, old_model, model,
+                              {p: old[p].digest for p in dirty if p in old}, dirty_docs)
+    changed_puts = {p: found[0] for p, found in alone.items()}
+    work = plan_work(previous, inputs, changed_domains, records, clusters, changed_puts)
+    # Every dirty file's objects are known before and now: patch the stale clusters' cached
+    # objects with them, and analyse only the dirty files (and those selecting the same pods)
+    # for their warnings. When that is ambiguous, analyse every file putting objects there.
+    fresh = None
+    if dirty and not removed and not changed_domains and alone.keys() == set(dirty):
+        fresh = _patched_clusters(cache, previous, model, work.stale_clusters, alone)
+    if fresh is not None:
+        work = subject_work(previous, inputs, records, work.stale_clusters)
+    cluster_records: dict[str, ClusterRecord] = {}
+    cluster_files: dict[str, list[OutputFile]] = {}
+    for name, (patched_record, its_files) in (fresh or {}).items():
+        cluster_records[name] = patched_record
+        cluster_files[name] = its_files
+
+    # Analyse the requirements that put objects into a stale cluster (and their companions)
+    # with the whole inventory; the Service copies of the other clusters come from the snapshot
+    # (of every cluster, from the patched records, when the stale clusters were patched).
+    def settled(ref: ClusterRef, namespace: str, name: str) -> Mapping[str, Any] | None:
+        record = cluster_records.get(ref.path)
+        if record is None:
+            if ref.path in work.stale_clusters:
+                return None
+            record = previous.clusters.get(ref.path)
+        return copy_annotations(record, namespace, name) if record is not None else {}
+
+    preloaded: dict[str, list[tuple[str, Document]]] = {}
+    for item in dirty_docs:
+        preloaded.setdefault(item[1].file, []).append(item)
+    selected = {*work.reanalysed, *work.companions}
+    if len(selected) > len(inputs.requirements) * full_above:
+        raise Fallback("the change reaches most requirements")  # a full render is cheaper
+    analysis, inventory = _analyse_selected(root, inputs, model, selected, preloaded,
+                                            (*inputs.diagnostics, *problems, *found), settled)
+    assert analysis.plan is not None
+    if fresh is None:
+        for name, (plan_cluster, its_files) in render_stale(analysis.plan,
+                                                            work.stale_clusters).items():
+            cluster_records[name] = cluster_record(plan_cluster, its_files)
+            cluster_files[name] = its_files
+    outputs = other_outputs(inventory)
+    new_blobs = [(digest(f.content), f.content) for f in outputs]
+    files = list(outputs)
+    for name in clusters:
+        if name in cluster_files:
+            files.extend(cluster_files[name])
+            new_blobs.extend((digest(f.content), f.content) for f in cluster_files[name])
+        elif name in previous.clusters:
+            cluster_records[name] = previous.clusters[name]
+            files.extend(cached_files(cache, previous.clusters[name].files))
+        else:
+            raise Fallback(f"no snapshot of cluster {name}")
+
+    requirement_set = set(inputs.requirements)
+    trusted = dict.fromkeys(work.reanalysed, inventory)
+    by_file, other = split_diagnostics(analysis.diagnostics, requirement_set)
+    # A Service copy that changed changes the load-balancing warnings of every caller: the
+    # callers not analysed above are analysed once more, with the new copies everywhere.
+    names = changed_copies(previous, cluster_records)
+    readers = callers(previous, inputs, names, set(trusted)) if names else ()
+    if readers:
+        def renewed(ref: ClusterRef, namespace: str, name: str) -> Mapping[str, Any]:
+            record = cluster_records.get(ref.path)
+            return copy_annotations(record, namespace, name) if record is not None else {}
+
+        chosen = {*readers, *with_companions(previous, inputs, {}, readers)}
+        again, again_inventory = _analyse_selected(root, inputs, model, chosen, {}, (),
+                                                   renewed)
+        again_by_file, _ = split_diagnostics(again.diagnostics, requirement_set)
+        for relpath in readers:
+            trusted[relpath] = again_inventory
+            by_file[relpath] = again_by_file.get(relpath, [])
+
+    keys: set[tuple[str, str, bool]] = set()
+    diagnostics = list(other)
+    requirement_files = {}
+    new_records = {p: _records_by_file(i, [p])[p] for p, i in trusted.items()}
+    for relpath in inputs.requirements:
+        if relpath in trusted:
+            record = FileRecord(digests[relpath], new_records[relpath],
+                                tuple(by_file.get(relpath, ())))
+        else:
+            record = old[relpath]
+        for rec in record.requirements:
+            if rec.key in keys:
+                raise Fallback("a requirement name repeats")
+            keys.add(rec.key)
+        requirement_files[relpath] = record
+        diagnostics.extend(record.diagnostics)
+    snapshot = Snapshot({p: (digests[p], declared.get(p, ())) for p in inputs.inventory},
+                        requirement_files, cluster_records,
+                        tuple((f.path, digest(f.content)) for f in outputs),
+                        pods_digest(inventory), tuple(other), inputs.diagnostics)
+    rendered = Rendered(assemble(files), summary_of(cluster_records[c] for c in clusters))
+    new_blobs.extend(_requirement_blobs(root, (*(p for p in dirty if p in changed),
+                                               *(p for p in changed_inventory if p in digests))))
+    return IncrementalResult(rendered, sorted_diagnostics(diagnostics), snapshot, "incremental",
+                             len(selected) + len(readers), len(cluster_files),
+                             tuple(new_blobs), patched=len(fresh or ()))
+
+
+def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryModel,
+                      stale: Iterable[str],
+                      alone: Mapping[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]]
+                      ) -> dict[str, tuple[ClusterRecord, list[OutputFile]]] | None:
+    """The stale clusters' records and files: their cached objects without what the dirty
+    files put there before, with what they put there now (``alone``: their objects before and
+    now, refined alone). None when a cluster cannot be patched exactly: its cached files are
+    not as meshplan renders them, or an object is ambiguous."""
+    from .incremental import cached_documents, cached_files, patch_documents
+    from .yamltext import SharedText
+
+    dirty_causes = {cause for _, before, after in alone.values() for side in (before, after)
+                    for objects in side.values() for m in objects.values()
+                    for cause in m.required_by}
+    mesh_names = {f"{d.name}/{c.name}": c.mesh_name for d in model.domains for c in d.clusters}
+    memo = SharedText()
+    out = {}
+    for name in sorted(stale):
+        record = previous.clusters.get(name)
+        if record is None or name not in mesh_names:
+            return None
+        domain, _, cluster_name = name.partition("/")
+        cluster = ClusterPlan(ClusterRef(domain, cluster_name), mesh_names[name], ())
+        documents = cached_documents(cluster, cached_files(cache, record.files))
+        if documents is None:
+            return None
+        before = {key for _, objects, _ in alone.values() for key in objects.get(name, {})}
+        now = [m for _, _, after in alone.values() for m in after.get(name, {}).values()]
+        patched = patch_documents(cluster, documents, dirty_causes, now, record, memo, before)
+        if patched is None:
+            return None
+        out[name] = patched
+    return out
+
+
+def _previous_inventory(cache: RenderCache, previous: Snapshot, changed: Sequence[str],
+                        documents: Sequence[Document]) -> InventoryModel | None:
+    """The inventory the snapshot was taken of: the changed files as the cache keeps them, the
+    others as they are; None when a version is gone (or unreadable)."""
+    from .load.parse import parse_json_like, parse_yaml
+
+    current: dict[str, list[Document]] = {}
+    for doc in documents:
+        current.setdefault(doc.file, []).append(doc)
+    old_documents: list[Document] = []
+    for relpath in sorted(previous.inventory_files):
+        if relpath not in changed:
+            old_documents.extend(current.get(relpath, ()))
+            continue
+        raw = cache.read_blob(previous.inventory_files[relpath][0])
+        if raw is None:
+            return None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        parse = parse_json_like if relpath.endswith(".json") else parse_yaml
+        docs, problems = parse(relpath, text)
+        if has_errors(problems):
+            return None
+        old_documents.extend(docs)
+    old = model_inventory(old_documents)
+    return None if has_errors(old.diagnostics) or old.mesh is not None else old
+
+
+def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: InventoryModel,
+                  changed: Mapping[str, str], documents: Sequence[tuple[str, Document]]
+                  ) -> dict[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]]:
+    """For dirty requirement files (``changed``: path -> the digest of the version the snapshot
+    holds, whose bytes the cache keeps): the clusters where their objects differ between that
+    version with the snapshot's inventory (``old_model``) and this one with this inventory.
+
+    Each version is refined alone: a requirement's objects do not depend on the others' (they
+    only meet when merged). A version that is gone or does not refine cleanly leaves the file
+    out: the caller then takes every cluster it puts objects into, before and now.
+    Per file: those clusters, and its objects before and now.
+    """
+    from .check import PodNetworks
+    from .incremental import differing_clusters, domain_folder
+    from .load.parse import parse_yaml
+
+    old_pods, new_pods = (PodNetworks(Inventory(m.domains)) for m in (old_model, model))
+    out: dict[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]] = {}
+    for relpath, old_digest in changed.items():
+        raw = cache.read_blob(old_digest)
+        folder = domain_folder(relpath)
+        if raw is None or folder is None:
+            continue
+        try:
+            old_docs, problems = parse_yaml(relpath, raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            continue
+        if has_errors(problems):
+            continue
+        before = _objects_alone(old_model, [(folder, d) for d in old_docs], old_pods)
+        after = _objects_alone(model, [item for item in documents if item[1].file == relpath],
+                               new_pods)
+        if before is not None and after is not None:
+            out[relpath] = (differing_clusters(before, after), before, after)
+    return out
+
+
+def _objects_alone(model: InventoryModel, documents: Sequence[tuple[str, Document]],
+                   pods: PodNetworks) -> ObjectsByCluster | None:
+    """The objects of these requirements refined alone, per cluster; None when one is invalid
+    (checked on its own: the checks across requirements do not change its objects)."""
+    from .check import RequirementChecker
+    from .incremental import objects_by_cluster
+
+    requirements = model_requirements(documents)
+    if has_errors(requirements.diagnostics):
+        return None
+    inventory = with_implied_namespaces(Inventory(model.domains, requirements.requirements,
+                                                  model.gitops, None))
+    for requirement in inventory.requirements:
+        checker = RequirementChecker(inventory, requirement, model.broken_domains, pods)
+        if has_errors(checker.problems()):
+            return None
+    plan = refine(inventory)
+    return None if has_errors(plan.diagnostics) else objects_by_cluster(plan)
+
+
+def _analyse_selected(root: Path, inputs: InputFiles, model: InventoryModel, selected: set[str],
+                      preloaded: Mapping[str, list[tuple[str, Document]]],
+                      diagnostics: Iterable[Diagnostic], settled: SettledCopies
+                      ) -> tuple[Analysis, Inventory]:
+    """Check and refine the ``selected`` requirement files (in input order) with the whole
+    inventory; raises ``Fallback`` on any error (a full run reports errors exactly)."""
+    from .incremental import Fallback, read_requirement_documents
+
+    wanted = [p for p in inputs.requirements if p in selected]
+    more, found = read_requirement_documents(root, [p for p in wanted if p not in preloaded])
+    by_path = dict(preloaded)
+    for item in more:
+        by_path.setdefault(item[1].file, []).append(item)
+    ordered = [item for p in wanted for item in by_path.get(p, ())]
+    analysis = analyse_model(model, model_requirements(ordered), (*diagnostics, *found),
+                             settled=settled)
+    if analysis.inventory is None or analysis.plan is None:
+        raise Fallback("problems in the inputs")
+    return analysis, analysis.inventory
+
+
+def _unchanged(inputs: InputFiles, cache: RenderCache, previous: Snapshot) -> IncrementalResult:
+    """No input changed: the previous result, read back from the cache."""
+    from .incremental import IncrementalResult, assemble, cached_files, summary_of
+
+    entries = [*previous.other_files, *(f for c in previous.clusters.values() for f in c.files)]
+    files = assemble(cached_files(cache, entries))
+    diagnostics = sorted_diagnostics((*previous.other_diagnostics, *(
+        d for r in previous.requirement_files.values() for d in r.diagnostics)))
+    rendered = Rendered(files, summary_of(previous.clusters.values()))
+    return IncrementalResult(rendered, diagnostics, previous, "unchanged")
+
+
+def _records_by_file(inventory: Inventory, paths: Iterable[str]
+                     ) -> dict[str, tuple[RequirementRecord, ...]]:
+    from .incremental import requirement_record
+
+    out: dict[str, list[RequirementRecord]] = {p: [] for p in paths}
+    for requirement in inventory.requirements:
+        if requirement.file in out:
+            out[requirement.file].append(requirement_record(inventory, requirement))
+    return {p: tuple(recs) for p, recs in out.items()}

@@ -9,7 +9,7 @@ lists every cause, and two different bodies for one key are a clash naming both 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -109,9 +109,20 @@ class Plan:
     diagnostics: tuple[Diagnostic, ...]
 
 
-def refine(inventory: Inventory) -> Plan:
-    """The whole refinement: every requirement, every cluster in its scope."""
-    builder = _PlanBuilder(inventory)
+# The annotations of the Service meshplan emits as (cluster, namespace, name), for the clusters
+# an incremental render does not refine again ({} if none; None: refined in this run).
+SettledCopies = Callable[[ClusterRef, str, str], Mapping[str, Any] | None]
+
+
+def refine(inventory: Inventory, settled: SettledCopies | None = None) -> Plan:
+    """The whole refinement: every requirement, every cluster in its scope.
+
+    ``settled`` (incremental render, :mod:`meshplan.incremental`): the inventory holds only the
+    requirements whose objects or warnings may change; the Service copies of the clusters it
+    does not refine again come from the previous render instead of from this run's (partial)
+    objects. Only the load-balancing check reads other clusters' objects.
+    """
+    builder = _PlanBuilder(inventory, settled)
     for requirement in inventory.requirements:
         if requirement.egress is None and requirement.ingress is None:
             continue  # restricts nothing (the checker warns); such a policy is not even valid
@@ -253,8 +264,9 @@ class _Prepared:
 
 
 class _PlanBuilder:
-    def __init__(self, inventory: Inventory) -> None:
+    def __init__(self, inventory: Inventory, settled: SettledCopies | None = None) -> None:
         self.inventory = inventory
+        self.settled = settled
         self.objects: dict[ObjectKey, _Pending] = {}
         self.diagnostics: list[Diagnostic] = []
         # (namespace, name) -> (owner's key, owner's location, owner)
@@ -697,6 +709,10 @@ class _PlanBuilder:
 
     def _service_copy(self, ref: ClusterRef, service: Service) -> Mapping[str, Any]:
         """The annotations of the Service meshplan emits for ``service`` in ``ref`` ({} if none)."""
+        if self.settled is not None:
+            known = self.settled(ref, service.namespace, service.name)
+            if known is not None:
+                return known
         pending = self.objects.get(ObjectKey(ref, "Service", service.namespace, service.name))
         return pending.body["metadata"]["annotations"] if pending is not None else {}
 

@@ -91,7 +91,14 @@ def render_cluster(cluster: ClusterPlan, memo: SharedText | None = None) -> list
     groups: dict[str, list[Manifest]] = {}
     for manifest in cluster.objects:
         groups.setdefault(FILE_FOR_KIND[manifest.key.kind], []).append(manifest)
-    names = [name for name in FILE_ORDER if name in groups]
+    return cluster_files(cluster, {name: dump_documents((m.body for m in manifests), memo)
+                                   for name, manifests in groups.items()})
+
+
+def cluster_files(cluster: ClusterPlan, texts: dict[str, str]) -> list[OutputFile]:
+    """The files of one cluster from the text of each of its object files (``FILE_FOR_KIND``
+    names; the incremental render patches these texts, :mod:`meshplan.incremental`)."""
+    names = [name for name in FILE_ORDER if name in texts]
     base = cluster_dir(cluster.cluster.domain, cluster.cluster.name)
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -103,8 +110,7 @@ def render_cluster(cluster: ClusterPlan, memo: SharedText | None = None) -> list
                         .encode())]
     for name in names:
         what = name.removesuffix(".yaml").replace("-", " ").capitalize()
-        text = header(cluster, what, FILE_NOTES.get(name, "")) + dump_documents(
-            (m.body for m in groups[name]), memo)
+        text = header(cluster, what, FILE_NOTES.get(name, "")) + texts[name]
         files.append(OutputFile(f"{base}/{name}", text.encode()))
     return files
 

@@ -1,0 +1,762 @@
+"""Incremental render: a change re-analyses and re-renders only what it can reach, and the
+result is byte for byte what a full render gives (tests/test_incremental.py checks that on
+random edit sequences against full renders).
+
+The unit of work is the input file. A :class:`Snapshot` (the cache's state, the input and
+the output of this stage) records for every requirement file its digest, what each of its
+requirements reads and reaches, and its diagnostics, and for every cluster the digests of its
+output files and the Service copies it holds. What a requirement depends on is syntactic:
+
+* its *footprint*: the inventory domains it reads -- its own (``requirements/<domain>/``) and
+  every domain its peers name (``domain: d``; a peer without one resolves in its own domain,
+  :meth:`meshplan.model.Inventory.resolve_peer`), plus the pod networks of every cluster when
+  it has CIDR rules (the warning about CIDRs over pod networks names them);
+* its *reach*: the clusters it may put objects into or read objects of -- the clusters of its
+  scope and every cluster of every service its peers resolve to (policies, mirror and global
+  Services, namespaces and ExternalNames all go there; the load-balancing check reads the
+  Service copies there). A superset is always safe: it only means more work.
+
+A run then (:func:`plan_work`): requirement files whose bytes or footprint changed are
+*dirty*; the clusters they reached before or reach now, and every cluster of a changed
+domain, are *stale*; every requirement reaching a stale cluster is analysed again (its
+objects there, its warnings) together with the requirements selecting the same pods (Cilium
+unions their allows: the load-balancing warning counts them all); stale clusters are refined
+and rendered again from exactly the requirements that put objects into them, in input order;
+every other cluster's files come from the cache (checked against their SHA-256). The
+inventory is always read whole (it is small next to the requirements, and many checks span
+it).
+
+When every dirty file's objects before and now are known (each version refined alone), the
+stale clusters are *patched* instead (:func:`patch_documents`): their cached files are split
+into documents, the documents the change touches are parsed, the dirty requirements' causes
+are taken out of their ``required-by`` and what they put there now is added; every other
+document is kept as text. Only the dirty files and those selecting the same pods are then
+analysed again (for their warnings). An object another requirement puts there differently,
+or a cached file not exactly as meshplan renders it, falls back to the re-analysis above.
+
+Anything the slicing does not model falls back to a full render (and says why, in
+:attr:`IncrementalResult.mode`): no usable snapshot, a Mesh document (the mesh plan and the
+identity layer span the fleet), a problem in the inputs (a full run reports every error
+exactly), two domains with a service of the same namespace and name (one global Service
+across the mesh), a requirement name that may repeat, a cache entry that does not check out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .bootstrap import bootstrap_files
+from .cache import RenderCache, digest
+from .diagnostics import Diagnostic, Location, Severity
+from .load.document import Document
+from .load.files import INVENTORY_SUFFIXES, YAML_SUFFIXES, input_files
+from .load.repository import read_documents
+from .model import Cluster, Domain, Inventory, Requirement, Service
+from .outputs import KUSTOMIZATION, OUTPUT_MARKER, OutputFile
+from .refine import (
+    KIND_ORDER,
+    ClusterPlan,
+    Manifest,
+    ObjectKey,
+    Plan,
+    output_order,
+    selector_body,
+)
+from .render import (
+    FILE_FOR_KIND,
+    MARKER_TEXT,
+    Rendered,
+    RenderSummary,
+    cluster_files,
+    header,
+    render_cluster,
+    summarize,
+)
+from .vocabulary import (
+    DOMAIN_KEY,
+    GLOBAL_SERVICE_ANNOTATION,
+    K8S_POD_NAMESPACE_LABEL,
+    REQUIRED_BY_ANNOTATION,
+    SERVICE_KEY,
+    SERVICE_KIND,
+    SHARED_SERVICE_ANNOTATION,
+)
+from .yamltext import SharedText, dump_document
+
+SNAPSHOT_FORMAT = 2
+PODS = "@pods"  # the footprint entry of requirements that depend on every pod network
+
+
+# --------------------------------------------------------------------------- records
+
+
+class RequirementRecord(NamedTuple):
+    """What one requirement document depends on."""
+
+    key: tuple[str, str, bool]  # (domain, "namespace/name", cluster-wide): unique per domain
+    footprint: tuple[str, ...]  # domains it reads (and PODS)
+    puts: tuple[str, ...]  # "domain/cluster" it may put objects into
+    calls: tuple[str, ...]  # "namespace/name" of the services it calls (it reads their copies)
+    subject: str  # digest of whose pods it selects (namespace and endpoint selector)
+    reads: tuple[str, ...] = ()  # "domain/service" it looks up ("domain/*": all of them)
+
+
+class FileRecord(NamedTuple):
+    digest: str
+    requirements: tuple[RequirementRecord, ...]
+    diagnostics: tuple[Diagnostic, ...]  # located in this file
+
+
+class ClusterRecord(NamedTuple):
+    files: tuple[tuple[str, str], ...]  # (path, sha256) of the cluster's output files
+    counts: tuple[int, int, int]  # policies, services, namespaces (RenderSummary)
+    copies: Mapping[str, tuple[str | None, str | None]]  # "ns/name" -> (global, shared)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a later run needs from this one (see the module docstring)."""
+
+    inventory_files: Mapping[str, tuple[str, tuple[str, ...]]]  # path -> (sha256, domains)
+    requirement_files: Mapping[str, FileRecord]
+    clusters: Mapping[str, ClusterRecord]  # "domain/cluster"
+    other_files: tuple[tuple[str, str], ...]  # marker and bootstrap: (path, sha256)
+    pods: str  # digest of every cluster's pod networks (and where they are written)
+    other_diagnostics: tuple[Diagnostic, ...]  # those not located in a requirement file
+    listing_diagnostics: tuple[Diagnostic, ...]  # of finding the input files
+
+
+@dataclass(frozen=True)
+class IncrementalResult:
+    rendered: Rendered
+    diagnostics: tuple[Diagnostic, ...]
+    snapshot: Snapshot | None  # None when the inputs cannot be sliced (a Mesh document)
+    mode: str  # "unchanged", "incremental", or "full (<why>)"
+    reanalysed: int = 0  # requirement files analysed again
+    rerendered: int = 0  # clusters refined and rendered again
+    new_blobs: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+    inventory: Inventory | None = field(default=None, repr=False)  # a full run's, whole
+    patched: int = 0  # stale clusters patched from their cached objects (not refined again)
+
+
+class Fallback(Exception):
+    """The change cannot be sliced safely: render in full (the message says why)."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+class InputFiles(NamedTuple):
+    """The input files of a repository, as the load stage finds them, with their digests."""
+
+    inventory: tuple[str, ...]
+    requirements: tuple[str, ...]
+    digests: Mapping[str, str]
+    diagnostics: tuple[Diagnostic, ...]  # of the listing (e.g. a file meshplan does not read)
+
+
+def list_inputs(root: Path) -> InputFiles:
+    diagnostics: list[Diagnostic] = []
+    inventory = tuple(input_files(root, "inventory", INVENTORY_SUFFIXES, diagnostics))
+    requirements = tuple(input_files(root, "requirements", YAML_SUFFIXES, diagnostics))
+    digests = {}
+    base = str(root)
+    for relpath in (*inventory, *requirements):
+        try:
+            with open(os.path.join(base, relpath), "rb") as handle:  # noqa: PTH118, PTH123 - hot path
+                digests[relpath] = digest(handle.read())
+        except OSError:
+            digests[relpath] = ""  # the load stage reports it (and the run falls back)
+    return InputFiles(inventory, requirements, digests, tuple(diagnostics))
+
+
+def domain_folder(relpath: str) -> str | None:
+    parts = relpath.split("/")
+    return parts[1] if len(parts) >= 3 else None
+
+
+# --------------------------------------------------------------------------- dependencies
+
+
+def requirement_record(inventory: Inventory, requirement: Requirement) -> RequirementRecord:
+    footprint = {requirement.domain}
+    puts = {f"{requirement.domain}/{c.name}" for c in inventory.requirement_scope(requirement)}
+    calls = set()
+    reads = {f"{requirement.domain}/{requirement.selected_service or '*'}"}
+    for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
+        if rule.cidrs:
+            footprint.add(PODS)
+        for peer in rule.endpoints:
+            if not peer.is_abstract:
+                continue
+            named = peer.selector.label(DOMAIN_KEY)
+            if named is not None:
+                footprint.add(named)
+            reads.add(f"{named or requirement.domain}/{peer.selector.label(SERVICE_KEY) or '*'}")
+            for target in inventory.resolve_peer(peer.selector, requirement.domain,
+                                                 direction=rule.direction):
+                called = target.service
+                puts.update(f"{called.domain}/{c}" for c in target.clusters)
+                if rule.direction == "egress":
+                    calls.add(f"{called.namespace}/{called.name}")
+    namespace = inventory.policy_namespace(requirement)
+    service = inventory.service_selected_by(requirement)
+    if service is None:
+        selector: Any = selector_body(requirement.endpoint_selector)
+    else:
+        selector = {"matchLabels": dict(service.selector)}
+        if namespace is None:
+            selector["matchLabels"][K8S_POD_NAMESPACE_LABEL] = service.namespace
+    subject = digest(json.dumps([namespace, selector], sort_keys=True).encode())
+    key = (requirement.domain, f"{requirement.namespace}/{requirement.name}",
+           requirement.cluster_wide)
+    return RequirementRecord(key, tuple(sorted(footprint)), tuple(sorted(puts)),
+                             tuple(sorted(calls)), subject, tuple(sorted(reads)))
+
+
+ObjectsByCluster = dict[str, dict[ObjectKey, Manifest]]  # "domain/cluster" -> key -> object
+
+
+def objects_by_cluster(plan: Plan) -> ObjectsByCluster:
+    """A plan's objects, per cluster: object key -> manifest (body and causes), to compare two
+    plans and to patch a cached cluster (:func:`patched_cluster`)."""
+    return {c.cluster.path: {m.key: m for m in c.objects} for c in plan.clusters
+            if c.objects}
+
+
+def differing_clusters(before: Mapping[str, Mapping[Any, Any]],
+                       after: Mapping[str, Mapping[Any, Any]]) -> set[str]:
+    return {c for c in before.keys() | after.keys() if before.get(c) != after.get(c)}
+
+
+def changed_services(before: Sequence[Domain], after: Sequence[Domain]) -> set[str] | None:
+    """The services ("domain/name") that differ between two inventories whose domains and
+    clusters are the same (where things are written aside), or None when anything else
+    differs: the domains, their order or form, or a cluster."""
+    if [(d.name, d.form) for d in before] != [(d.name, d.form) for d in after]:
+        return None
+    changed: set[str] = set()
+    for old, new in zip(before, after, strict=True):
+        if [_cluster_facts(c) for c in old.clusters] != [_cluster_facts(c) for c in new.clusters]:
+            return None
+        if [s.name for s in old.services] != [s.name for s in new.services]:
+            # services added, removed or reordered: the order decides which of two with one
+            # name is reported; stay simple and call every service of the domain changed
+            changed.add(f"{new.name}/*")
+        olds = {s.name: _service_facts(s) for s in old.services}
+        news = {s.name: _service_facts(s) for s in new.services}
+        changed.update(f"{new.name}/{n}" for n in olds.keys() | news.keys()
+                       if olds.get(n) != news.get(n))
+    return changed
+
+
+def _cluster_facts(cluster: Cluster) -> tuple[Any, ...]:
+    return (cluster.name, cluster.mesh_name, cluster.mesh_id,
+            tuple(text for text, _ in cluster.pod_cidrs), cluster.cluster_domain,
+            cluster.argocd_name, cluster.argocd_server, cluster.flux_namespace, cluster.path,
+            cluster.mesh_name_key, cluster.clustermesh is not None, cluster.istio is not None)
+
+
+def _service_facts(service: Service) -> tuple[Any, ...]:
+    return (service.name, service.namespace, service.selector, service.ports, service.clusters,
+            service.export_to, service.path, service.clusters_path, service.service_account)
+
+
+def reads_changed(records: Iterable[RequirementRecord], services: set[str]) -> bool:
+    """Whether a requirement looks up one of the changed ``services`` (or, through a
+    wildcard, any service of a domain where one changed)."""
+    domains = {s.split("/", 1)[0] for s in services}
+    for record in records:
+        for read in record.reads:
+            domain, _, name = read.partition("/")
+            if read in services or f"{domain}/*" in services or (
+                    name == "*" and domain in domains):
+                return True
+    return False
+
+
+def pods_digest(inventory: Inventory) -> str:
+    """Every cluster's pod networks and where they are written (CIDR warnings quote both)."""
+    facts = [(d.name, c.name, [(text, str(where)) for text, where in c.pod_cidrs])
+             for d in inventory.domains for c in d.clusters]
+    return digest(json.dumps(facts).encode())
+
+
+def shared_global_names(inventory: Inventory) -> bool:
+    """Whether services of two domains share a namespace and name (one global Service for
+    Cilium, checked across the whole fleet by refinement)."""
+    owners: dict[tuple[str, str], str] = {}
+    for domain in inventory.domains:
+        for service in domain.services:
+            owner = owners.setdefault((service.namespace, service.name), domain.name)
+            if owner != domain.name:
+                return True
+    return False
+
+
+def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile]) -> ClusterRecord:
+    summary = summarize((cluster,))
+    copies = {}
+    for manifest in cluster.objects:
+        if manifest.key.kind == SERVICE_KIND:
+            annotations = manifest.body["metadata"].get("annotations", {})
+            copies[f"{manifest.key.namespace}/{manifest.key.name}"] = (
+                annotations.get(GLOBAL_SERVICE_ANNOTATION),
+                annotations.get(SHARED_SERVICE_ANNOTATION))
+    return ClusterRecord(tuple((f.path, digest(f.content)) for f in files),
+                         (summary.policies, summary.services, summary.namespaces), copies)
+
+
+def copy_annotations(record: ClusterRecord, namespace: str, name: str) -> dict[str, str]:
+    found = record.copies.get(f"{namespace}/{name}")
+    if found is None:
+        return {}
+    out = {}
+    if found[0] is not None:
+        out[GLOBAL_SERVICE_ANNOTATION] = found[0]
+    if found[1] is not None:
+        out[SHARED_SERVICE_ANNOTATION] = found[1]
+    return out
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one incremental run analyses and renders again."""
+
+    stale_clusters: frozenset[str]
+    reanalysed: tuple[str, ...]  # requirement files analysed again, their results trusted
+    companions: tuple[str, ...]  # files analysed along (same pods), their results not kept
+
+
+def plan_work(previous: Snapshot, inputs: InputFiles, changed_domains: set[str],
+              dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
+              clusters: Iterable[str], changed_puts: Mapping[str, set[str]]) -> Work:
+    """The stale clusters and the requirement files to analyse (see the module docstring).
+
+    ``dirty_records``: the new records of the dirty requirement files (those changed, added,
+    or whose footprint changed); ``changed_puts``: for some of them, exactly the clusters
+    where their objects changed (else: every cluster they put objects into, before or now).
+    """
+    old = previous.requirement_files
+    present = set(inputs.requirements)
+    stale: set[str] = set()
+    for path in (*dirty_records, *(p for p in old if p not in present)):
+        if path in changed_puts:
+            stale.update(changed_puts[path])
+            continue
+        if path in old:
+            stale.update(r for rec in old[path].requirements for r in rec.puts)
+        if path in dirty_records:
+            stale.update(r for rec in dirty_records[path] for r in rec.puts)
+    for cluster in (*previous.clusters, *clusters):  # those of a changed domain, old and new
+        if cluster.split("/", 1)[0] in changed_domains:
+            stale.add(cluster)
+    dirty_subjects = {rec.subject for records in dirty_records.values() for rec in records}
+    dirty_subjects.update(rec.subject for p in old if p not in present
+                          for rec in old[p].requirements)
+    reanalysed = [p for p in inputs.requirements if p in dirty_records or any(
+        not stale.isdisjoint(rec.puts) or rec.subject in dirty_subjects
+        for rec in old[p].requirements)]
+    return Work(frozenset(stale), tuple(reanalysed),
+                with_companions(previous, inputs, dirty_records, reanalysed))
+
+
+def subject_work(previous: Snapshot, inputs: InputFiles,
+                 dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
+                 stale: frozenset[str]) -> Work:
+    """The work when the stale clusters are patched (their objects are known): only the dirty
+    files and those selecting the same pods are analysed again (for their warnings)."""
+    old = previous.requirement_files
+    subjects = {rec.subject for records in dirty_records.values() for rec in records}
+    subjects.update(rec.subject for p in dirty_records if p in old
+                    for rec in old[p].requirements)  # and those it selected before
+    reanalysed = [p for p in inputs.requirements if p in dirty_records or any(
+        rec.subject in subjects for rec in old[p].requirements)]
+    return Work(stale, tuple(reanalysed),
+                with_companions(previous, inputs, dirty_records, reanalysed))
+
+
+def with_companions(previous: Snapshot, inputs: InputFiles,
+                    dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
+                    chosen: Sequence[str]) -> tuple[str, ...]:
+    """The files selecting the same pods as ``chosen`` (Cilium unions the allows of every
+    policy selecting the same pods; the load-balancing check counts them all)."""
+    old = previous.requirement_files
+
+    def records_of(path: str) -> tuple[RequirementRecord, ...]:
+        return dirty_records[path] if path in dirty_records else old[path].requirements
+
+    picked = set(chosen)
+    subjects = {rec.subject for p in chosen for rec in records_of(p)}
+    return tuple(p for p in inputs.requirements if p not in picked and any(
+        rec.subject in subjects for rec in records_of(p)))
+
+
+def changed_copies(previous: Snapshot, records: Mapping[str, ClusterRecord]) -> set[str]:
+    """The services ("namespace/name") whose Service copy changed in some cluster."""
+    names: set[str] = set()
+    for cluster in previous.clusters.keys() | records.keys():
+        before = previous.clusters.get(cluster)
+        after = records.get(cluster)
+        if before is after:
+            continue
+        old = before.copies if before is not None else {}
+        new = after.copies if after is not None else {}
+        names.update(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return names
+
+
+def callers(previous: Snapshot, inputs: InputFiles, names: set[str],
+            skip: set[str]) -> tuple[str, ...]:
+    """The files (not in ``skip``) calling one of the services ``names``."""
+    old = previous.requirement_files
+    return tuple(p for p in inputs.requirements if p not in skip and any(
+        not names.isdisjoint(rec.calls) for rec in old[p].requirements))
+
+
+# --------------------------------------------------------------------------- patching
+
+
+# How meshplan writes the head of every object it renders (refine builds the bodies in this
+# order; the dumper leaves such plain names unquoted): the key of a document without parsing it.
+_DOCUMENT_HEAD = re.compile(r"apiVersion: [^\n]+\nkind: ([A-Za-z]+)\nmetadata:\n"
+                            r"  name: ([a-z0-9][-a-z0-9.]*)\n"
+                            r"(?:  namespace: ([a-z0-9][-a-z0-9.]*)\n)?")
+_SEPARATOR = re.compile(r"(?m)^---\n")
+_REQUIRED_BY = re.compile(rf"(?m)^    {re.escape(REQUIRED_BY_ANNOTATION)}: ([-a-z0-9./,]+)$")
+
+
+class CachedDocument(NamedTuple):
+    key: ObjectKey
+    text: str  # as rendered, without the separator
+
+
+def cached_documents(cluster: ClusterPlan, files: Iterable[OutputFile]
+                     ) -> list[CachedDocument] | None:
+    """A cluster's cached objects as their text and key (None: a file is not as meshplan
+    renders it). Only the objects a change touches are parsed (:func:`patch_documents`)."""
+    out = []
+    for f in files:
+        name = f.path.rsplit("/", 1)[-1]
+        if name == KUSTOMIZATION:
+            continue
+        head = header(cluster, name.removesuffix(".yaml").capitalize())
+        try:
+            text = f.content.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if not text.startswith(head):
+            return None
+        for document in _SEPARATOR.split(text[len(head):]):
+            match = _DOCUMENT_HEAD.match(document)
+            if match is None or FILE_FOR_KIND.get(match[1]) != name:
+                return None
+            out.append(CachedDocument(ObjectKey(cluster.cluster, match[1], match[3] or "",
+                                                match[2]), document))
+    return out
+
+
+def parsed_manifest(document: CachedDocument) -> Manifest | None:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        body = yaml.load(document.text, Loader=loader)  # a safe loader
+        metadata = body["metadata"]
+        causes = metadata["annotations"][REQUIRED_BY_ANNOTATION]
+        key = ObjectKey(document.key.cluster, body["kind"], metadata.get("namespace", ""),
+                        metadata["name"])
+    except (yaml.YAMLError, KeyError, TypeError):
+        return None
+    if key != document.key or not isinstance(causes, str):
+        return None
+    return Manifest(key, body, tuple(causes.split(",")))
+
+
+def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
+                    dirty_causes: set[str], contributed: Sequence[Manifest],
+                    previous: ClusterRecord, memo: SharedText, touch: set[ObjectKey]
+                    ) -> tuple[ClusterRecord, list[OutputFile]] | None:
+    """The cluster's files and record after the change: the documents it touches (their keys
+    are the dirty files' objects before and now, or they name a dirty cause) are parsed and
+    patched (:func:`patched_cluster`); every other document is kept as it is. ``touch``: the
+    keys of the dirty files' objects before and now."""
+    touched_keys = touch | {m.key for m in contributed}
+    naming = re.compile("|".join(re.escape(c) for c in sorted(dirty_causes)) or "(?!)")
+    kept: list[tuple[Any, str]] = []
+    touched: list[Manifest] = []
+    for document in documents:
+        if document.key in touched_keys or naming.search(document.text):
+            causes = _REQUIRED_BY.findall(document.text)
+            if len(causes) == 1 and dirty_causes.issuperset(causes[0].split(",")):
+                continue  # only the dirty files put it here: what they put now is added below
+            manifest = parsed_manifest(document)
+            if manifest is None:
+                return None
+            touched.append(manifest)
+        else:
+            kept.append((output_order(Manifest(document.key, {}, ())), document.text))
+    patched = patched_cluster(ClusterPlan(cluster.cluster, cluster.mesh_name, tuple(touched)),
+                              dirty_causes, contributed)
+    if patched is None:
+        return None
+    copies = {k: v for k, v in previous.copies.items()
+              if not any(m.key.kind == SERVICE_KIND and f"{m.key.namespace}/{m.key.name}" == k
+                         for m in touched)}
+    for manifest in patched.objects:
+        kept.append((output_order(manifest), dump_document(manifest.body, memo)))
+        if manifest.key.kind == SERVICE_KIND:
+            annotations = manifest.body["metadata"].get("annotations", {})
+            copies[f"{manifest.key.namespace}/{manifest.key.name}"] = (
+                annotations.get(GLOBAL_SERVICE_ANNOTATION),
+                annotations.get(SHARED_SERVICE_ANNOTATION))
+    kept.sort(key=lambda item: item[0])
+    texts: dict[str, list[str]] = {}
+    for order, text in kept:
+        texts.setdefault(FILE_FOR_KIND[KIND_ORDER[order[0]]], []).append(text)
+    files = cluster_files(cluster, {name: "---\n".join(t) for name, t in texts.items()})
+    counts = {name: len(texts.get(f"{name}.yaml", ())) for name in ("policies", "services",
+                                                                      "namespaces")}
+    record = ClusterRecord(tuple((f.path, digest(f.content)) for f in files),
+                           (counts["policies"], counts["services"], counts["namespaces"]),
+                           {k: copies[k] for k in sorted(copies)})
+    return record, files
+
+
+def patched_cluster(cluster: ClusterPlan, dirty_causes: set[str],
+                    contributed: Iterable[Manifest]) -> ClusterPlan | None:
+    """``cluster`` (its objects read back from the cache) without what the ``dirty_causes``
+    (requirement keys) contributed, with what they contribute now (``contributed``: their
+    objects refined alone). None when that is ambiguous: an object they contribute differs
+    from the one another requirement puts there (a full run reports that).
+
+    An object is the same whoever puts it (refinement checks that); its ``required-by``
+    annotation names every requirement that does, so removing and adding causes is exact.
+    """
+    bodies: dict[ObjectKey, dict[str, Any]] = {}
+    causes: dict[ObjectKey, set[str]] = {}
+    for manifest in cluster.objects:
+        rest = set(manifest.required_by) - dirty_causes
+        if rest:
+            bodies[manifest.key] = without_required_by(manifest.body)
+            causes[manifest.key] = rest
+    for manifest in contributed:
+        body = without_required_by(manifest.body)
+        known = bodies.get(manifest.key)
+        if known is None:
+            bodies[manifest.key] = body
+            causes[manifest.key] = set(manifest.required_by)
+        elif known != body or json.dumps(known) != json.dumps(body):  # order is output too
+            return None
+        else:
+            causes[manifest.key].update(manifest.required_by)
+    manifests = []
+    for key, body in bodies.items():
+        required_by = tuple(sorted(causes[key]))
+        metadata = body["metadata"]
+        annotations = {**metadata.get("annotations", {}),
+                       REQUIRED_BY_ANNOTATION: ",".join(required_by)}
+        manifests.append(Manifest(key, {**body, "metadata": {**metadata,
+                                                              "annotations": annotations}},
+                                  required_by))
+    manifests.sort(key=output_order)
+    return ClusterPlan(cluster.cluster, cluster.mesh_name, tuple(manifests))
+
+
+def without_required_by(body: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = body["metadata"]
+    annotations = {k: v for k, v in metadata.get("annotations", {}).items()
+                   if k != REQUIRED_BY_ANNOTATION}
+    slim = {k: v for k, v in metadata.items() if k != "annotations"}
+    if annotations:
+        slim = {**metadata, "annotations": annotations}
+    return {**body, "metadata": slim}
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
+                rendered: Rendered, diagnostics: Iterable[Diagnostic],
+                inventory_domains: Mapping[str, tuple[str, ...]]) -> Snapshot:
+    """The snapshot of a full run (``inventory`` with every requirement)."""
+    by_file: dict[str, list[RequirementRecord]] = {p: [] for p in inputs.requirements}
+    for requirement in inventory.requirements:
+        by_file[requirement.file].append(requirement_record(inventory, requirement))
+    requirement_diagnostics, other = split_diagnostics(diagnostics, set(inputs.requirements))
+    files_of = files_by_cluster(rendered.files)
+    clusters = {c.cluster.path: cluster_record(c, files_of.get(c.cluster.path, ()))
+                for c in plan.clusters}
+    return Snapshot(
+        {p: (inputs.digests[p], inventory_domains.get(p, ())) for p in inputs.inventory},
+        {p: FileRecord(inputs.digests[p], tuple(by_file[p]),
+                       tuple(requirement_diagnostics.get(p, ()))) for p in inputs.requirements},
+        clusters, other_files(rendered.files), pods_digest(inventory), tuple(other),
+        inputs.diagnostics)
+
+
+def split_diagnostics(diagnostics: Iterable[Diagnostic], requirement_files: set[str]
+                      ) -> tuple[dict[str, list[Diagnostic]], list[Diagnostic]]:
+    by_file: dict[str, list[Diagnostic]] = {}
+    other: list[Diagnostic] = []
+    for d in diagnostics:
+        if d.location.file in requirement_files:
+            by_file.setdefault(d.location.file, []).append(d)
+        else:
+            other.append(d)
+    return by_file, other
+
+
+def files_by_cluster(files: Iterable[OutputFile]) -> dict[str, list[OutputFile]]:
+    out: dict[str, list[OutputFile]] = {}
+    for f in files:
+        parts = f.path.split("/", 3)
+        if len(parts) == 4 and parts[0] == "clusters":
+            out.setdefault(f"{parts[1]}/{parts[2]}", []).append(f)
+    return out
+
+
+def other_files(files: Iterable[OutputFile]) -> tuple[tuple[str, str], ...]:
+    return tuple((f.path, digest(f.content)) for f in files if not f.path.startswith("clusters/"))
+
+
+def inventory_domains(documents: Iterable[Document]) -> dict[str, tuple[str, ...]]:
+    """The domain names each inventory file declares."""
+    out: dict[str, set[str]] = {}
+    for doc in documents:
+        names = out.setdefault(doc.file, set())
+        data = doc.data
+        if isinstance(data, dict):
+            for section in ("metadata", "domain"):
+                holder = data.get(section)
+                if isinstance(holder, dict) and isinstance(holder.get("name"), str):
+                    names.add(holder["name"])
+                    break
+    return {p: tuple(sorted(n)) for p, n in out.items()}
+
+
+# -- (de)serialization: JSON, read back defensively (a bad entry means: no snapshot) --------
+
+
+def snapshot_bytes(snapshot: Snapshot) -> bytes:
+    data = {
+        "format": SNAPSHOT_FORMAT,
+        "inventory_files": {p: [d, list(n)] for p, (d, n) in snapshot.inventory_files.items()},
+        "requirement_files": {p: [r.digest, [[list(q.key), list(q.footprint), list(q.puts),
+                                              list(q.calls), q.subject, list(q.reads)]
+                                             for q in r.requirements],
+                                  [_diagnostic_json(d) for d in r.diagnostics]]
+                              for p, r in snapshot.requirement_files.items()},
+        "clusters": {c: [[list(f) for f in r.files], list(r.counts),
+                         {k: list(v) for k, v in r.copies.items()}]
+                     for c, r in snapshot.clusters.items()},
+        "other_files": [list(f) for f in snapshot.other_files],
+        "pods": snapshot.pods,
+        "other_diagnostics": [_diagnostic_json(d) for d in snapshot.other_diagnostics],
+        "listing_diagnostics": [_diagnostic_json(d) for d in snapshot.listing_diagnostics],
+    }
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
+    try:
+        data = json.loads(payload)
+        if data["format"] != SNAPSHOT_FORMAT:
+            return None
+        return Snapshot(
+            {p: (str(d), tuple(n)) for p, (d, n) in data["inventory_files"].items()},
+            {p: FileRecord(str(d), tuple(
+                RequirementRecord((str(k[0]), str(k[1]), bool(k[2])), tuple(f), tuple(r),
+                                  tuple(c), str(s), tuple(x))
+                for k, f, r, c, s, x in recs), tuple(_diagnostic(x) for x in diags))
+             for p, (d, recs, diags) in data["requirement_files"].items()},
+            {c: ClusterRecord(tuple((str(p), str(h)) for p, h in files),
+                              (int(counts[0]), int(counts[1]), int(counts[2])),
+                              {k: (v[0], v[1]) for k, v in copies.items()})
+             for c, (files, counts, copies) in data["clusters"].items()},
+            tuple((str(p), str(h)) for p, h in data["other_files"]),
+            str(data["pods"]),
+            tuple(_diagnostic(x) for x in data["other_diagnostics"]),
+            tuple(_diagnostic(x) for x in data["listing_diagnostics"]),
+        )
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def _diagnostic_json(d: Diagnostic) -> list[Any]:
+    loc = d.location
+    return [d.severity.value, loc.file, loc.line, loc.column, d.path, d.message]
+
+
+def _diagnostic(x: Sequence[Any]) -> Diagnostic:
+    severity, file, line, column, path, message = x
+    return Diagnostic(Severity(severity), Location(str(file), int(line), int(column)), str(path),
+                      str(message))
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def cached_files(cache: RenderCache, entries: Iterable[tuple[str, str]]) -> Iterator[OutputFile]:
+    """The cached output files; :class:`Fallback` when one is missing or corrupt."""
+    for path, name in entries:
+        content = cache.read_blob(name)
+        if content is None:
+            raise Fallback(f"the cached content of {path} is missing or corrupt")
+        yield OutputFile(path, content)
+
+
+def assemble(files: Iterable[OutputFile]) -> tuple[OutputFile, ...]:
+    return tuple(sorted(files, key=lambda f: f.path))
+
+
+def summary_of(clusters: Iterable[ClusterRecord]) -> RenderSummary:
+    total = policies = services = namespaces = 0
+    for record in clusters:
+        total += 1
+        policies += record.counts[0]
+        services += record.counts[1]
+        namespaces += record.counts[2]
+    return RenderSummary(total, policies, services, namespaces)
+
+
+def render_stale(plan: Plan, stale: frozenset[str]) -> dict[str, tuple[ClusterPlan,
+                                                                     list[OutputFile]]]:
+    """The files of the stale clusters (one text memo, as a full render shares it)."""
+    memo = SharedText()
+    out = {}
+    for cluster in plan.clusters:
+        if cluster.cluster.path in stale:
+            out[cluster.cluster.path] = (cluster, render_cluster(cluster, memo))
+    return out
+
+
+def marker_file() -> OutputFile:
+    return OutputFile(OUTPUT_MARKER, MARKER_TEXT.encode())
+
+
+def other_outputs(inventory: Inventory) -> list[OutputFile]:
+    return [marker_file(), *bootstrap_files(inventory)]
+
+
+def read_requirement_documents(root: Path, paths: Iterable[str]
+                               ) -> tuple[list[tuple[str, Document]], list[Diagnostic]]:
+    documents: list[tuple[str, Document]] = []
+    problems: list[Diagnostic] = []
+    for relpath in paths:
+        folder = domain_folder(relpath)
+        if folder is None:
+            raise Fallback(f"{relpath} is not inside a domain folder")
+        docs, found = read_documents(root, relpath)
+        documents.extend((folder, doc) for doc in docs)
+        problems.extend(found)
+    return documents, problems

@@ -1,0 +1,446 @@
+"""Incremental render (meshplan.incremental, pipeline.render_cached): after any sequence of
+edits, the cached render gives byte for byte the files, summary and diagnostics of a full
+render (or the same input errors); and a cache that is corrupt, truncated, stale or foreign is
+detected and ignored, never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from meshplan.cache import MAGIC, RenderCache, slot_for
+from meshplan.diagnostics import Diagnostic, InputError
+from meshplan.pipeline import render_cached, render_repository
+from meshplan.render import Rendered
+
+from benchmarks.goal_incremental import ServiceChange
+from benchmarks.workload import generate, mutate_one_requirement
+from tests.support.ci import examples
+
+Edit = Callable[[Path], None]
+Outcome = tuple[Rendered | None, tuple[Diagnostic, ...]]
+
+
+def full(repo: Path) -> Outcome:
+    try:
+        return render_repository(repo)
+    except InputError as exc:
+        return None, exc.diagnostics
+
+
+def cached(repo: Path, cache: RenderCache) -> tuple[Outcome, str]:
+    """Sliced however much a change reaches (``full_above=1``: never a full render because
+    it would be cheaper), so the slicing is what is tested. The mode says "patched" when the
+    stale clusters were patched from their cached objects."""
+    try:
+        result = render_cached(repo, cache, full_above=1.0)
+    except InputError as exc:
+        return (None, exc.diagnostics), "error"
+    mode = "incremental, patched" if result.patched else result.mode
+    return (result.rendered, result.diagnostics), mode
+
+
+def assert_same(repo: Path, cache: RenderCache) -> str:
+    """The cached render equals the full render; the mode it took."""
+    expected = full(repo)
+    got, mode = cached(repo, cache)
+    assert got[1] == expected[1], set(got[1]) ^ set(expected[1])
+    if expected[0] is None:
+        assert got[0] is None
+        return mode
+    assert got[0] is not None
+    assert got[0].summary == expected[0].summary
+    assert [f.path for f in got[0].files] == [f.path for f in expected[0].files]
+    differing = [f.path for f, g in zip(got[0].files, expected[0].files, strict=True) if f != g]
+    assert not differing, f"{mode}: {differing}"
+    return mode
+
+
+# --------------------------------------------------------------------------- edits
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def dump(path: Path, data: Any) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def requirement_files(repo: Path) -> list[Path]:
+    return sorted((repo / "requirements").glob("*/*.yaml"))
+
+
+def domain_files(repo: Path) -> list[Path]:
+    return sorted(p for p in (repo / "inventory").glob("*.yaml")
+                  if (load(p) or {}).get("kind") == "Domain")
+
+
+def services_of(repo: Path) -> list[tuple[str, str]]:
+    """(domain, service) of the inventory."""
+    out = []
+    for path in domain_files(repo):
+        data = load(path)
+        out += [(data["metadata"]["name"], s["name"]) for s in data["spec"].get("services", [])]
+    return out
+
+
+def pick(items: list[Any], n: int) -> Any:
+    return items[n % len(items)] if items else None
+
+
+def add_peer(n: int, m: int, across: bool) -> Edit:
+    def edit(repo: Path) -> None:
+        path = pick(requirement_files(repo), n)
+        services = services_of(repo)
+        if path is None or not services:
+            return
+        data = load(path)
+        domain, service = pick(services, m)
+        peer: dict[str, Any] = {"service": service}
+        if across or domain != path.parent.name:
+            peer["domain"] = domain
+        direction = "egress" if n % 2 else "ingress"
+        key = "toEndpoints" if direction == "egress" else "fromEndpoints"
+        data["spec"].setdefault(direction, []).append({key: [{"matchLabels": peer}]})
+        dump(path, data)
+    edit.__name__ = f"add_peer({n},{m},{across})"
+    return edit
+
+
+def drop_rule(n: int) -> Edit:
+    def edit(repo: Path) -> None:
+        path = pick(requirement_files(repo), n)
+        if path is None:
+            return
+        data = load(path)
+        for direction in ("egress", "ingress"):
+            rules = data["spec"].get(direction)
+            if rules and len(rules) > 1:
+                rules.pop()
+                dump(path, data)
+                return
+    edit.__name__ = f"drop_rule({n})"
+    return edit
+
+
+def set_ports(n: int, port: int) -> Edit:
+    def edit(repo: Path) -> None:
+        path = pick(requirement_files(repo), n)
+        if path is None:
+            return
+        data = load(path)
+        for rule in data["spec"].get("egress") or []:
+            if "toEndpoints" in rule:
+                rule["toPorts"] = [{"ports": [{"port": str(port), "protocol": "TCP"}]}]
+                dump(path, data)
+                return
+    edit.__name__ = f"set_ports({n},{port})"
+    return edit
+
+
+def remove_requirement(n: int) -> Edit:
+    def edit(repo: Path) -> None:
+        files = requirement_files(repo)
+        if len(files) > 1:
+            pick(files, n).unlink()
+    edit.__name__ = f"remove_requirement({n})"
+    return edit
+
+
+def copy_requirement(n: int, serial: int) -> Edit:
+    def edit(repo: Path) -> None:
+        path = pick(requirement_files(repo), n)
+        if path is None:
+            return
+        data = load(path)
+        data["metadata"]["name"] = f"copy-{serial}-{data['metadata']['name']}"[:60]
+        dump(path.with_name(f"copy-{serial}-{path.name}"), data)
+    edit.__name__ = f"copy_requirement({n},{serial})"
+    return edit
+
+
+def rename_requirement(n: int, m: int) -> Edit:
+    """A new name, sometimes another requirement's (an error both renders must report)."""
+    def edit(repo: Path) -> None:
+        files = requirement_files(repo)
+        if not files:
+            return
+        path, other = pick(files, n), pick(files, m)
+        data = load(path)
+        data["metadata"]["name"] = (load(other)["metadata"]["name"] if m % 3 == 0
+                                    else f"renamed-{m}")
+        dump(path, data)
+    edit.__name__ = f"rename_requirement({n},{m})"
+    return edit
+
+
+def touch_comment(n: int) -> Edit:
+    def edit(repo: Path) -> None:
+        files = [*requirement_files(repo), *domain_files(repo)]
+        path = pick(files, n)
+        if path is not None:
+            path.write_text(f"# edited {n}\n" + path.read_text(encoding="utf-8"),
+                            encoding="utf-8")
+    edit.__name__ = f"touch_comment({n})"
+    return edit
+
+
+def edit_service(n: int, how: int) -> Edit:
+    """A one-service inventory change: its clusters, ports, exports or namespace."""
+    def edit(repo: Path) -> None:
+        path = pick(domain_files(repo), n)
+        if path is None:
+            return
+        data = load(path)
+        services = data["spec"].get("services") or []
+        clusters = [c["name"] for c in data["spec"]["clusters"]]
+        if not services:
+            return
+        service = pick(services, n // 3)
+        kind = how % 5
+        if kind == 0:
+            missing = [c for c in clusters if c not in service["clusters"]]
+            if missing:
+                service["clusters"].append(missing[0])
+        elif kind == 1 and len(service["clusters"]) > 1:
+            service["clusters"].pop()
+        elif kind == 2:
+            service["ports"] = [{"port": 8000 + how % 50, "protocol": "TCP", "name": "http"}]
+        elif kind == 3:
+            service["exportTo"] = ["*"] if service.get("exportTo") != ["*"] else []
+            if not service["exportTo"]:
+                del service["exportTo"]
+        else:
+            service["namespace"] = f"{data['metadata']['name']}-moved"
+        dump(path, data)
+    edit.__name__ = f"edit_service({n},{how})"
+    return edit
+
+
+def add_cluster(n: int, serial: int) -> Edit:
+    def edit(repo: Path) -> None:
+        path = pick(domain_files(repo), n)
+        if path is None:
+            return
+        data = load(path)
+        template = dict(data["spec"]["clusters"][0])
+        name = f"extra-{serial}"
+        if any(c["name"] == name for c in data["spec"]["clusters"]):
+            return
+        template = {"name": name, "podCIDRs": [f"10.{200 + serial % 50}.{n % 16 * 16}.0/20"]}
+        data["spec"]["clusters"].append(template)
+        services = data["spec"].get("services") or []
+        if services:
+            services[0]["clusters"].append(name)
+        dump(path, data)
+    edit.__name__ = f"add_cluster({n},{serial})"
+    return edit
+
+
+def remove_cluster(n: int) -> Edit:
+    """Drop a domain's last cluster where services name it (an error unless none does)."""
+    def edit(repo: Path) -> None:
+        path = pick(domain_files(repo), n)
+        if path is None:
+            return
+        data = load(path)
+        if len(data["spec"]["clusters"]) < 2:
+            return
+        gone = data["spec"]["clusters"].pop()["name"]
+        for service in data["spec"].get("services") or []:
+            if gone in service["clusters"] and len(service["clusters"]) > 1:
+                service["clusters"].remove(gone)
+        dump(path, data)
+    edit.__name__ = f"remove_cluster({n})"
+    return edit
+
+
+small = st.integers(0, 1000)
+EDITS = st.one_of(
+    st.builds(add_peer, small, small, st.booleans()),
+    st.builds(drop_rule, small),
+    st.builds(set_ports, small, st.integers(1, 65535)),
+    st.builds(remove_requirement, small),
+    st.builds(copy_requirement, small, small),
+    st.builds(rename_requirement, small, small),
+    st.builds(touch_comment, small),
+    st.builds(edit_service, small, small),
+    st.builds(add_cluster, small, small),
+    st.builds(remove_cluster, small),
+)
+
+SIZES = ("S", "3x3x5x24", "4x2x4x30", "3x3x5x20+mesh+istio", "3x2x4x16+istio")
+
+
+@pytest.fixture(scope="module")
+def workloads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("workloads")
+    out = {}
+    for size in SIZES:
+        generate(size, 7, root / size)
+        out[size] = root / size
+    return out
+
+
+@pytest.mark.slow
+@settings(max_examples=examples(60), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
+@given(size=st.sampled_from(SIZES), edits=st.lists(EDITS, min_size=1, max_size=6))
+def test_cached_render_equals_full_render_after_any_edits(
+        workloads: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, size: str,
+        edits: list[Edit]) -> None:
+    work = tmp_path_factory.mktemp("edit")
+    repo = work / "repo"
+    shutil.copytree(workloads[size], repo)
+    cache = RenderCache.at(work / "cache")
+    assert_same(repo, cache)  # fills the cache
+    for edit in edits:
+        edit(repo)
+        mode = assert_same(repo, cache)
+        event(f"{size}: {mode.split(' (')[0]}")
+    again = assert_same(repo, cache)  # nothing changed since the last render
+    if "+mesh" in size or "+istio" in size:
+        assert again.startswith("full (") or again == "error"  # the mesh plan spans the fleet
+    else:
+        assert again in ("unchanged", "error")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- fast tier
+
+
+@pytest.fixture
+def medium(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    generate("5x3x8x100", 3, repo)
+    return repo
+
+
+def test_one_requirement_change_is_incremental_and_exact(medium: Path, tmp_path: Path) -> None:
+    cache = RenderCache.at(tmp_path / "cache")
+    assert render_cached(medium, cache).mode.startswith("full (no snapshot")
+    assert render_cached(medium, cache).mode == "unchanged"
+    mutate_one_requirement(medium)  # one more egress peer (the benchmark's change)
+    result = render_cached(medium, cache, full_above=1.0)
+    assert result.mode == "incremental"
+    assert result.reanalysed < 100 and result.rerendered < 15  # of 100 and 15
+    # its clusters are patched: only the changed file (and any selecting the same pods) is
+    # analysed again, not every file putting objects into those clusters
+    assert result.patched == result.rerendered and result.reanalysed < 10
+    assert assert_same(medium, cache) == "unchanged"
+    ServiceChange(medium).apply()  # one service's port (the benchmark's change)
+    result = render_cached(medium, cache, full_above=1.0)
+    assert result.mode == "incremental" and result.reanalysed < 100
+    assert result.patched == result.rerendered > 0
+    assert assert_same(medium, cache) == "unchanged"
+    edit_service(2, 4)(medium)  # a namespace moves: nearly everything is stale
+    assert render_cached(medium, cache, full_above=0.1).mode == (
+        "full (the change reaches most requirements)")
+
+
+def test_cached_render_rewrites_nothing_on_a_no_op(medium: Path, tmp_path: Path) -> None:
+    cache = RenderCache.at(tmp_path / "cache")
+    first = render_cached(medium, cache)
+    again = render_cached(medium, cache)
+    assert again.mode == "unchanged" and again.rendered == first.rendered
+    assert again.new_blobs == ()
+
+
+def test_the_cache_lives_outside_the_repository(medium: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshplan.cache import default_cache_dir
+
+    monkeypatch.delenv("MESHPLAN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "meshplan"
+    before = sorted(p.relative_to(medium) for p in medium.rglob("*"))
+    render_cached(medium, RenderCache.at(default_cache_dir()))
+    assert sorted(p.relative_to(medium) for p in medium.rglob("*")) == before
+    assert (tmp_path / "xdg" / "meshplan" / "states").is_dir()
+
+
+def state_file(cache: RenderCache, repo: Path) -> Path:
+    return cache.root / "states" / f"{slot_for(repo)}.state"
+
+
+def spoil_truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def spoil_flip(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-50] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def spoil_garbage(path: Path) -> None:
+    path.write_bytes(b"not a cache at all\n")
+
+
+def spoil_version(path: Path) -> None:
+    """A well-formed state written by another build of meshplan (its code fingerprint)."""
+    raw = path.read_bytes()
+    end = raw.index(b"\n", len(MAGIC))
+    header = json.loads(raw[len(MAGIC):end])
+    header["code"] = "0" * 64
+    header["meshplan"] = "0.0.0-other"
+    path.write_bytes(MAGIC + json.dumps(header).encode() + raw[end:])
+
+
+def spoil_payload_consistently(path: Path) -> None:
+    """A state whose frame checks out but whose payload is not a snapshot (a foreign tool)."""
+    cache = RenderCache.at(path.parent.parent)
+    path.write_bytes(cache.frame(b'{"format": 99}'))
+
+
+@pytest.mark.parametrize("spoil", [spoil_truncate, spoil_flip, spoil_garbage, spoil_version,
+                                   spoil_payload_consistently])
+def test_a_bad_state_is_ignored_and_recomputed(medium: Path, tmp_path: Path,
+                                               spoil: Callable[[Path], None]) -> None:
+    cache = RenderCache.at(tmp_path / "cache")
+    render_cached(medium, cache)
+    spoil(state_file(cache, medium))
+    add_peer(3, 7, True)(medium)
+    assert assert_same(medium, cache).startswith("full (no snapshot")
+    assert assert_same(medium, cache) == "unchanged"  # and the state was written again
+
+
+@pytest.mark.parametrize("how", ["missing", "corrupt", "foreign"])
+def test_a_bad_output_blob_is_never_trusted(medium: Path, tmp_path: Path, how: str) -> None:
+    cache = RenderCache.at(tmp_path / "cache")
+    expected = render_cached(medium, cache).rendered
+    blobs = sorted((cache.root / "blobs").glob("*/*"))
+    outputs = {f.path: f.content for f in expected.files}
+    victim = next(b for b in blobs if b.read_bytes() in outputs.values())
+    if how == "missing":
+        victim.unlink()
+    elif how == "corrupt":
+        victim.write_bytes(victim.read_bytes()[:-1] + b"X")
+    else:
+        victim.write_bytes(b"apiVersion: v1\nkind: Secret\n")
+    result = render_cached(medium, cache)
+    assert result.mode.startswith("full (the cached content")
+    assert result.rendered == expected
+
+
+def test_a_stale_state_of_another_input_renders_exactly(medium: Path, tmp_path: Path) -> None:
+    """A snapshot taken of other inputs (another branch) is a start, never the answer."""
+    cache = RenderCache.at(tmp_path / "cache")
+    render_cached(medium, cache)
+    other = tmp_path / "other"
+    generate("5x3x8x100", 1, other)  # another seed: nearly every file differs
+    for top in ("inventory", "requirements"):
+        shutil.rmtree(medium / top)
+        shutil.copytree(other / top, medium / top)
+    assert_same(medium, cache)
+    assert assert_same(medium, cache) == "unchanged"
