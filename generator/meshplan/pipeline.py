@@ -483,6 +483,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         with_companions,
     )
     from .load.repository import read_documents
+    from .render import Rendered
 
     if previous is None:
         raise Fallback("no snapshot of an earlier render")
@@ -798,6 +799,7 @@ def _analyse_selected(root: Path, inputs: InputFiles, model: InventoryModel, sel
 def _unchanged(inputs: InputFiles, cache: RenderCache, previous: Snapshot) -> IncrementalResult:
     """No input changed: the previous result, read back from the cache."""
     from .incremental import IncrementalResult, assemble, cached_files, summary_of
+    from .render import Rendered
 
     entries = [*previous.other_files, *(f for c in previous.clusters.values() for f in c.files)]
     files = assemble(cached_files(cache, entries))
