@@ -40,7 +40,7 @@ from typing import Any
 
 from .growth import DEFAULT_RULES, measure
 from .growth import table as growth_table
-from .workload import REPO_ROOT, describe, generate, mutate_one_requirement, parse_size
+from .workload import REPO_ROOT, describe, generate, mutate_one_requirement, parse_size, snapshot
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_WORKDIR = BENCH_DIR / ".work"
@@ -211,17 +211,6 @@ class GcClock:
 
 
 # --------------------------------------------------------------------------- run-one
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """path -> (inode, mtime_ns, size) of every file under ``root``."""
-    found = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath) / name
-            st = path.stat()
-            found[path.relative_to(root).as_posix()] = (st.st_ino, st.st_mtime_ns, st.st_size)
-    return found
 
 
 def touched(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

@@ -29,23 +29,12 @@ from typing import Any
 
 from .goal_startup import meshplan_command
 from .goals import GoalResult
-from .workload import REPO_ROOT, generate
+from .workload import REPO_ROOT, generate, snapshot
 
 CSAFE = "CSafeDumper on the same documents"
 RENDER_LIMIT = 0.3
 RSS_LIMIT_MIB = 768.0
 GROWTH_LIMIT = 1.2
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """path -> (inode, mtime_ns, size) of every file under ``root``."""
-    found = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath) / name
-            st = path.stat()
-            found[str(path)] = (st.st_ino, st.st_mtime_ns, st.st_size)
-    return found
 
 
 def whole_process(cmd: list[str]) -> tuple[float, float]:

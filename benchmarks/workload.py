@@ -36,6 +36,7 @@ so no two domains' services become the same global Service.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -731,3 +732,14 @@ def _mutable(doc: Any) -> bool:
     if list(labels) != ["service"] or labels["service"] == "*":
         return False
     return any("toEndpoints" in r for r in spec.get("egress") or [])
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """path -> (inode, mtime_ns, size) of every file under ``root``."""
+    found = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            st = path.stat()
+            found[path.relative_to(root).as_posix()] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return found
