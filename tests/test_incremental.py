@@ -444,3 +444,46 @@ def test_a_stale_state_of_another_input_renders_exactly(medium: Path, tmp_path: 
         shutil.copytree(other / top, medium / top)
     assert_same(medium, cache)
     assert assert_same(medium, cache) == "unchanged"
+
+
+def _forge(state: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite a state's snapshot and frame it again, as anyone who can write the cache can."""
+    cache = RenderCache.at(state.parent.parent)
+    payload = cache.unframe(state.read_bytes())
+    assert payload is not None
+    data = json.loads(payload)
+    edit(data)
+    state.write_bytes(cache.frame(json.dumps(data).encode()))
+
+
+def _escape_cluster_file(data: dict[str, Any]) -> None:
+    name, (files, *_) = next(iter(data["clusters"].items()))
+    files[0][0] = f"clusters/{name}/../../../escaped.yaml"
+
+
+def _absolute_other_file(data: dict[str, Any]) -> None:
+    data["other_files"][0][0] = "/tmp/escaped.yaml"
+
+
+def _file_of_another_cluster(data: dict[str, Any]) -> None:
+    names = list(data["clusters"])
+    data["clusters"][names[0]][0][0][0] = f"clusters/{names[1]}/policies.yaml"
+
+
+def _blob_name_a_path(data: dict[str, Any]) -> None:
+    data["other_files"][0][1] = "/dev/zero"
+
+
+@pytest.mark.parametrize("edit", [_escape_cluster_file, _absolute_other_file,
+                                  _file_of_another_cluster, _blob_name_a_path])
+def test_a_state_naming_unsafe_paths_is_never_trusted(
+        medium: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """A well-framed state whose output paths leave the output folder (or their cluster's
+    folder), or whose blob names are not digests, is ignored: its paths would reach the
+    writer as they are."""
+    cache = RenderCache.at(tmp_path / "cache")
+    expected = render_cached(medium, cache).rendered
+    _forge(state_file(cache, medium), edit)
+    result = render_cached(medium, cache)
+    assert result.mode.startswith("full (no snapshot")
+    assert result.rendered == expected

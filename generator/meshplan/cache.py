@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -127,7 +128,10 @@ class RenderCache:
         return self.root / "blobs" / name[:2] / name
 
     def read_blob(self, name: str) -> bytes | None:
-        """The content whose SHA-256 is ``name``, or None when absent or corrupt."""
+        """The content whose SHA-256 is ``name``, or None when absent or corrupt (or when
+        ``name``, read from a state, is not a SHA-256: it would name a path outside the cache)."""
+        if not _SHA256.fullmatch(name):
+            return None
         try:
             # os.path, not pathlib: thousands of files on the hot path
             with open(os.path.join(self.root, "blobs", name[:2], name), "rb") as handle:  # noqa: PTH118, PTH123
@@ -162,6 +166,9 @@ class RenderCache:
                 blob.unlink(missing_ok=True)
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -170,8 +177,6 @@ def _mtime(path: Path) -> float:
 
 
 def _hex_names(raw: bytes) -> set[str]:
-    import re
-
     return {m.decode() for m in re.findall(rb"[0-9a-f]{64}", raw)}
 
 

@@ -679,17 +679,34 @@ def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
                                   tuple(c), str(s), tuple(x))
                 for k, f, r, c, s, x in recs), tuple(_diagnostic(x) for x in diags))
              for p, (d, recs, diags) in data["requirement_files"].items()},
-            {c: ClusterRecord(tuple((str(p), str(h)) for p, h in files),
+            {c: ClusterRecord(tuple(_output_entry(p, h, f"clusters/{c}/") for p, h in files),
                               (int(counts[0]), int(counts[1]), int(counts[2])),
                               {k: (v[0], v[1]) for k, v in copies.items()})
              for c, (files, counts, copies) in data["clusters"].items()},
-            tuple((str(p), str(h)) for p, h in data["other_files"]),
+            tuple(_output_entry(p, h) for p, h in data["other_files"]),
             str(data["pods"]),
             tuple(_diagnostic(x) for x in data["other_diagnostics"]),
             tuple(_diagnostic(x) for x in data["listing_diagnostics"]),
         )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
+
+
+_BLOB_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def _output_entry(path: Any, name: Any, under: str = "") -> tuple[str, str]:
+    """An output file of a snapshot, (path, sha256), checked before it is trusted: the path
+    is relative, stays inside the output folder (and inside ``under``, its cluster's folder)
+    and the blob name is a SHA-256. A state can be written by anyone who can write the cache
+    (a cache shared between CI runs): its paths go to the writer as they are. ValueError
+    otherwise (the snapshot is then ignored)."""
+    path, name = str(path), str(name)
+    parts = path.split("/")
+    if not path.startswith(under) or any(p in ("", ".", "..") for p in parts) \
+            or "\\" in path or "\0" in path or not _BLOB_NAME.fullmatch(name):
+        raise ValueError(f"not a safe cached output file: {path!r}")
+    return path, name
 
 
 def _diagnostic_json(d: Diagnostic) -> list[Any]:
