@@ -58,7 +58,7 @@ from .load.document import Document
 from .load.files import INVENTORY_SUFFIXES, YAML_SUFFIXES, input_files
 from .load.repository import read_documents
 from .model import Cluster, Domain, Inventory, Requirement, Service
-from .outputs import KUSTOMIZATION, OUTPUT_MARKER, OutputFile
+from .outputs import KUSTOMIZATION, OUTPUT_MARKER, OutputFile, split_cluster_path
 from .refine import (
     KIND_ORDER,
     ClusterPlan,
@@ -302,15 +302,25 @@ def shared_global_names(inventory: Inventory) -> bool:
 
 def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile]) -> ClusterRecord:
     summary = summarize((cluster,))
-    copies = {}
-    for manifest in cluster.objects:
+    copies = dict(service_copies(cluster.objects))
+    return ClusterRecord(file_digests(files),
+                         (summary.policies, summary.services, summary.namespaces), copies)
+
+
+def service_copies(manifests: Iterable[Manifest]
+                   ) -> Iterator[tuple[str, tuple[str | None, str | None]]]:
+    """("namespace/name", (global, shared)) of each Service copy: what callers' checks read."""
+    for manifest in manifests:
         if manifest.key.kind == SERVICE_KIND:
             annotations = manifest.body["metadata"].get("annotations", {})
-            copies[f"{manifest.key.namespace}/{manifest.key.name}"] = (
-                annotations.get(GLOBAL_SERVICE_ANNOTATION),
-                annotations.get(SHARED_SERVICE_ANNOTATION))
-    return ClusterRecord(tuple((f.path, digest(f.content)) for f in files),
-                         (summary.policies, summary.services, summary.namespaces), copies)
+            yield (f"{manifest.key.namespace}/{manifest.key.name}",
+                   (annotations.get(GLOBAL_SERVICE_ANNOTATION),
+                    annotations.get(SHARED_SERVICE_ANNOTATION)))
+
+
+def file_digests(files: Iterable[OutputFile]) -> tuple[tuple[str, str], ...]:
+    """(path, sha256) of each file: how a snapshot names output files in the cache."""
+    return tuple((f.path, digest(f.content)) for f in files)
 
 
 def copy_annotations(record: ClusterRecord, namespace: str, name: str) -> dict[str, str]:
@@ -514,11 +524,7 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
                          for m in touched)}
     for manifest in patched.objects:
         kept.append((output_order(manifest), dump_document(manifest.body, memo)))
-        if manifest.key.kind == SERVICE_KIND:
-            annotations = manifest.body["metadata"].get("annotations", {})
-            copies[f"{manifest.key.namespace}/{manifest.key.name}"] = (
-                annotations.get(GLOBAL_SERVICE_ANNOTATION),
-                annotations.get(SHARED_SERVICE_ANNOTATION))
+    copies.update(service_copies(patched.objects))
     kept.sort(key=lambda item: item[0])
     texts: dict[str, list[str]] = {}
     for order, text in kept:
@@ -526,7 +532,7 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
     files = cluster_files(cluster, {name: "---\n".join(t) for name, t in texts.items()})
     counts = {name: len(texts.get(f"{name}.yaml", ())) for name in ("policies", "services",
                                                                       "namespaces")}
-    record = ClusterRecord(tuple((f.path, digest(f.content)) for f in files),
+    record = ClusterRecord(file_digests(files),
                            (counts["policies"], counts["services"], counts["namespaces"]),
                            {k: copies[k] for k in sorted(copies)})
     return record, files
@@ -619,14 +625,14 @@ def split_diagnostics(diagnostics: Iterable[Diagnostic], requirement_files: set[
 def files_by_cluster(files: Iterable[OutputFile]) -> dict[str, list[OutputFile]]:
     out: dict[str, list[OutputFile]] = {}
     for f in files:
-        parts = f.path.split("/", 3)
-        if len(parts) == 4 and parts[0] == "clusters":
-            out.setdefault(f"{parts[1]}/{parts[2]}", []).append(f)
+        split = split_cluster_path(f.path)
+        if split is not None:
+            out.setdefault(f"{split[0]}/{split[1]}", []).append(f)
     return out
 
 
 def other_files(files: Iterable[OutputFile]) -> tuple[tuple[str, str], ...]:
-    return tuple((f.path, digest(f.content)) for f in files if not f.path.startswith("clusters/"))
+    return file_digests(f for f in files if split_cluster_path(f.path) is None)
 
 
 def inventory_domains(documents: Iterable[Document]) -> dict[str, tuple[str, ...]]:

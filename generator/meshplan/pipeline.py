@@ -469,6 +469,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         changed_services,
         cluster_record,
         copy_annotations,
+        file_digests,
         inventory_domains,
         other_outputs,
         plan_work,
@@ -643,7 +644,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         diagnostics.extend(record.diagnostics)
     snapshot = Snapshot({p: (digests[p], declared.get(p, ())) for p in inputs.inventory},
                         requirement_files, cluster_records,
-                        tuple((f.path, digest(f.content)) for f in outputs),
+                        file_digests(outputs),
                         pods_digest(inventory), tuple(other), inputs.diagnostics)
     rendered = Rendered(assemble(files), summary_of(cluster_records[c] for c in clusters))
     new_blobs.extend(_requirement_blobs(root, (*(p for p in dirty if p in changed),
