@@ -154,7 +154,7 @@ def cluster_labels(cluster: Cluster) -> dict[str, str]:
     """The labels every series and alert of a cluster carries."""
     return {PROM_CLUSTER_LABEL: istio_cluster_name(cluster),
             PROM_DOMAIN_LABEL: cluster.domain,
-            PROM_MESHPLAN_CLUSTER_LABEL: f"{cluster.domain}/{cluster.name}"}
+            PROM_MESHPLAN_CLUSTER_LABEL: where(cluster)}
 
 
 def where(cluster: Cluster) -> str:
