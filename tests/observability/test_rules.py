@@ -38,7 +38,7 @@ from tests.support.promtool import (
     write_rule_file,
 )
 from tests.support.rendered import documents, render_files
-from tests.support.repos import REPO_ROOT
+from tests.support.repos import REPO_ROOT, committed_rendered
 
 EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 EVERY_ALERT = {*SITUATIONS, "MeshplanIstioCACertificateExpiresSoon"}
@@ -287,8 +287,7 @@ def test_an_alert_reads_only_its_own_clusters_series(tmp_path: Path) -> None:
     """The central Prometheus (boutique/aks in the example) also holds the recording rules'
     series it federates from the members, with their own ``cluster``: its alerts must not
     fire on them (under the central cluster's labels)."""
-    files = {p.relative_to(EXAMPLE / "rendered").as_posix(): p.read_bytes()
-             for p in (EXAMPLE / "rendered").rglob("*.yaml")}
+    files = committed_rendered(EXAMPLE)
     spec = {"groups": [g for doc in prometheus_rules(files)["clusters/boutique/aks"]
                        for g in doc["spec"]["groups"]]}
     write_rule_file(spec, tmp_path / "rules.yaml")
