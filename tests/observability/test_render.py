@@ -24,7 +24,7 @@ from tests.support.k8s import kustomize_build, validate_object
 from tests.support.mesh_fixture import mesh_repo
 from tests.support.observability_fixture import SELECTOR, observed_repo
 from tests.support.rendered import documents, render_files
-from tests.support.repos import REPO_ROOT, copy_example
+from tests.support.repos import REPO_ROOT, committed_rendered, copy_example
 
 EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 MONITORING_FILES = ("prometheus-rules.yaml", "scrape-configs.yaml", "dashboards.yaml")
@@ -83,8 +83,7 @@ def test_only_the_monitoring_files_change(files: dict[str, bytes], tmp_path: Pat
 
 
 def test_the_istio_example_renders_its_monitoring() -> None:
-    committed = {p.relative_to(EXAMPLE / "rendered").as_posix(): p.read_bytes()
-                 for p in (EXAMPLE / "rendered").rglob("*.yaml")}
+    committed = committed_rendered(EXAMPLE)
     assert monitoring(committed) == [
         "clusters/boutique/aks/dashboards.yaml", "clusters/boutique/aks/prometheus-rules.yaml",
         "clusters/boutique/aks/scrape-configs.yaml", "clusters/boutique/gcp/dashboards.yaml",

@@ -38,7 +38,7 @@ from tests.support.promtool import (
     write_rule_file,
 )
 from tests.support.rendered import documents, render_files
-from tests.support.repos import REPO_ROOT
+from tests.support.repos import REPO_ROOT, committed_rendered
 
 EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 EVERY_ALERT = {*SITUATIONS, "MeshplanIstioCACertificateExpiresSoon"}
@@ -152,7 +152,7 @@ BROKEN = [
      "destination_workload_namespace=~"),  # the mesh-wide one: into the others' namespaces
     ("MeshplanPlaintextBetweenClusters", "> 0 or", "> 10 or"),
     ("MeshplanWorkloadCertificateExpiresSoon", " < ", " > "),
-    ("MeshplanIstioCACertificateExpiresSoon", "hours < ", "hours > "),
+    ("MeshplanIstioCACertificateExpiresSoon", " < ", " > "),
     ("MeshplanClusterMeshPeerNotReady", "< 1", "< 0"),
     ("MeshplanClusterMeshPeerMissing", " unless ", " and "),
     ("MeshplanClusterMeshPeerNotReady", "group_left", "group_right"),
@@ -281,3 +281,33 @@ def test_strict_alerts_are_the_rendered_peer_authentications(
     assert set(expected) == {(f"clusters/{ref.domain}/{ref.name}", ns)
                              for ref, namespaces in strict_namespaces(inventory).items()
                              for ns in namespaces}
+
+
+def test_an_alert_reads_only_its_own_clusters_series(tmp_path: Path) -> None:
+    """The central Prometheus (boutique/aks in the example) also holds the recording rules'
+    series it federates from the members, with their own ``cluster``: its alerts must not
+    fire on them (under the central cluster's labels)."""
+    files = committed_rendered(EXAMPLE)
+    spec = {"groups": [g for doc in prometheus_rules(files)["clusters/boutique/aks"]
+                       for g in doc["spec"]["groups"]]}
+    write_rule_file(spec, tmp_path / "rules.yaml")
+    federated = 'cluster="cluster2", meshplan_domain="boutique", meshplan_cluster="boutique/gcp"'
+    watched = ["MeshplanWorkloadCertificateExpiresSoon", "MeshplanIstioCACertificateExpiresSoon",
+               "MeshplanPlaintextIntoStrictNamespace"]
+    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            {"series": f'meshplan:istio_agent_cert_expiry:hours{{{federated}, namespace="x"}}',
+             "values": "1x60"},
+            {"series": f'meshplan:istiod_cert_expiry:hours{{{federated}, certificate="root"}}',
+             "values": "1x60"},
+            {"series": ("meshplan:istio_requests:rate5m{" + federated + ', source_cluster='
+                        '"cluster1", destination_cluster="cluster2", '
+                        'destination_workload_namespace="online-boutique", '
+                        'connection_security_policy="none"}'),
+             "values": "1x60"}],
+        "alert_rule_test": [{"eval_time": "50m", "alertname": name, "exp_alerts": []}
+                            for name in watched]}]}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False), "utf-8")
+    proc = run_rule_tests(tmp_path / "tests.yaml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr

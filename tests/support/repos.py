@@ -39,6 +39,12 @@ def copy_example(dest: Path) -> Path:
     return copy_tree(REPO_ROOT, dest)
 
 
+def committed_rendered(root: Path) -> dict[str, bytes]:
+    """The YAML files committed under ``root/rendered``, by their path inside it."""
+    return {p.relative_to(root / "rendered").as_posix(): p.read_bytes()
+            for p in (root / "rendered").rglob("*.yaml")}
+
+
 def write_text(root: Path, relpath: str, text: str) -> Path:
     """Write ``text`` to ``root/relpath`` (folders created); the path."""
     path = root / relpath

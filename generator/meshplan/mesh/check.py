@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from ..check import _first_seen, _repeated, parse_network
-from ..diagnostics import Diagnostic, error, warning
+from ..diagnostics import Diagnostic, Location, error, warning
 from ..model import Cluster, Inventory
 from ..refine import ClusterRef
 
@@ -231,10 +231,17 @@ def _pod_cidrs_routed(cilium: CiliumSettings, cluster: Cluster) -> Iterator[Diag
 def _unique_addresses(members: list[Cluster]) -> Iterator[Diagnostic]:
     entries = [(c, c.clustermesh.address, c.clustermesh.address_location)
                for c in members if c.clustermesh and c.clustermesh.address]
+    yield from _distinct_addresses(entries, "clustermesh.address",
+                                   "a clustermesh-apiserver address of its own for each member")
+
+
+def _distinct_addresses(entries: list[tuple[Cluster, str, Location]], key_path: str,
+                        expected: str) -> Iterator[Diagnostic]:
+    """An error at each address a member repeats (compared case-insensitively: DNS names
+    are), pointing at the first member that has it."""
     for (cluster, address, where), first in _repeated(
             entries, key=lambda e: e[1].lower(), where=lambda e: e[2]):
-        yield error(where, f"{cluster.path}.clustermesh.address", "expected a "
-                    "clustermesh-apiserver address of its own for each member, found "
+        yield error(where, f"{cluster.path}.{key_path}", f"expected {expected}, found "
                     f"'{address}' again (first at {_first_seen(first)})")
 
 
@@ -281,11 +288,9 @@ def _istio_member(cluster: Cluster) -> Iterator[Diagnostic]:
 def _unique_gateway_addresses(members: list[Cluster]) -> Iterator[Diagnostic]:
     entries = [(c, c.istio.gateway_address, c.istio.gateway_location or c.istio.location)
                for c in members if c.istio and c.istio.gateway_address]
-    for (cluster, address, where), first in _repeated(
-            entries, key=lambda e: e[1].lower(), where=lambda e: e[2]):
-        yield error(where, f"{cluster.path}.istio.eastWestGateway.address", "expected an "
-                    "east-west gateway address of its own for each Istio member, found "
-                    f"'{address}' again (first at {_first_seen(first)})")
+    yield from _distinct_addresses(
+        entries, "istio.eastWestGateway.address",
+        "an east-west gateway address of its own for each Istio member")
 
 
 def _istio_shared_settings(members: list[Cluster]) -> Iterator[Diagnostic]:

@@ -119,6 +119,13 @@ def number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def own(watch: Watch, name: str, **matchers: str) -> str:
+    """A recording rule's series of this cluster only: the central Prometheus also holds the
+    members' series it federates (honor_labels keeps their ``cluster``), which its own
+    alerts must neither read as its own nor join on (many-to-many)."""
+    return selector(name, **{PROM_CLUSTER_LABEL: watch.name}, **matchers)
+
+
 def rate(metric: str, **matchers: str) -> str:
     return f"rate({selector(metric, **matchers)}[{RATE_WINDOW}])"
 
@@ -147,7 +154,7 @@ def cluster_labels(cluster: Cluster) -> dict[str, str]:
     """The labels every series and alert of a cluster carries."""
     return {PROM_CLUSTER_LABEL: istio_cluster_name(cluster),
             PROM_DOMAIN_LABEL: cluster.domain,
-            PROM_MESHPLAN_CLUSTER_LABEL: f"{cluster.domain}/{cluster.name}"}
+            PROM_MESHPLAN_CLUSTER_LABEL: where(cluster)}
 
 
 def where(cluster: Cluster) -> str:
@@ -284,9 +291,9 @@ def _hubble_record(protection: Protection, labels: Mapping[str, str]) -> Rule:
 # --------------------------------------------------------------------------- mutual TLS
 
 
-def _plaintext(by: str, **matchers: str) -> str:
+def _plaintext(watch: Watch, by: str, **matchers: str) -> str:
     """Plaintext requests or TCP connections (either, per second) into this cluster."""
-    parts = [f"sum by ({by}) ({selector(name, **{SECURITY_POLICY_LABEL: PLAINTEXT}, **matchers)})"
+    parts = [f"sum by ({by}) ({own(watch, name, **{SECURITY_POLICY_LABEL: PLAINTEXT}, **matchers)})"
              " > 0" for name in (REQUESTS, TCP_OPENED)]
     return " or ".join(parts)
 
@@ -313,7 +320,7 @@ def _plaintext_into_strict(plan: ObservabilityPlan, watch: Watch,
            else "(the identity layer's rule)")
     return alert(
         "MeshplanPlaintextIntoStrictNamespace",
-        _plaintext(f"{SOURCE_CLUSTER_LABEL}, {DESTINATION_NAMESPACE_LABEL}",
+        _plaintext(watch, f"{SOURCE_CLUSTER_LABEL}, {DESTINATION_NAMESPACE_LABEL}",
                    **{DESTINATION_NAMESPACE_LABEL: strict.namespace}),
         plan.settings.durations["plaintext"], labels,
         {"summary": f"Plaintext traffic into STRICT namespace {strict.namespace} of "
@@ -342,7 +349,7 @@ def _plaintext_into_mesh_wide_strict(plan: ObservabilityPlan, watch: Watch,
     assert istio is not None, "mesh-wide STRICT needs spec.istio"
     return alert(
         "MeshplanPlaintextIntoStrictNamespace",
-        _plaintext(f"{SOURCE_CLUSTER_LABEL}, {DESTINATION_NAMESPACE_LABEL}", **matchers),
+        _plaintext(watch, f"{SOURCE_CLUSTER_LABEL}, {DESTINATION_NAMESPACE_LABEL}", **matchers),
         plan.settings.durations["plaintext"], labels,
         {"summary": ("Plaintext traffic into namespace {{ $labels.destination_workload_namespace "
                      f"}}}} of {where(watch.cluster)} (STRICT mesh-wide)"),
@@ -366,7 +373,7 @@ def _plaintext_from(plan: ObservabilityPlan, watch: Watch, flow: IncomingFlow) -
                                   **{SOURCE_CLUSTER_LABEL: istio_cluster_name(source)})
     return alert(
         "MeshplanPlaintextBetweenClusters",
-        _plaintext(f"{SOURCE_CLUSTER_LABEL}, {DESTINATION_CLUSTER_LABEL}",
+        _plaintext(watch, f"{SOURCE_CLUSTER_LABEL}, {DESTINATION_CLUSTER_LABEL}",
                    **{SOURCE_CLUSTER_LABEL: istio_cluster_name(source)}),
         plan.settings.durations["plaintext"], labels,
         {"summary": f"Plaintext traffic from {where(source)} into {where(watch.cluster)}",
@@ -388,7 +395,7 @@ def _plaintext_from_elsewhere(plan: ObservabilityPlan, watch: Watch,
     excluded = alternatives(["", UNKNOWN, watch.name, *sorted(covered)])
     return alert(
         "MeshplanPlaintextBetweenClusters",
-        _plaintext(f"{SOURCE_CLUSTER_LABEL}, {DESTINATION_CLUSTER_LABEL}",
+        _plaintext(watch, f"{SOURCE_CLUSTER_LABEL}, {DESTINATION_CLUSTER_LABEL}",
                    **{SOURCE_CLUSTER_LABEL: f"!~{excluded}"}),
         plan.settings.durations["plaintext"], labels,
         {"summary": ("Plaintext traffic from cluster {{ $labels.source_cluster }} into "
@@ -413,8 +420,8 @@ def _certificate_alerts(plan: ObservabilityPlan, watch: Watch) -> Iterator[Rule]
     hours = number(settings.thresholds["workloadCertificateHours"])
     labels, annotations = context(watch, "critical")
     yield alert(
-        "MeshplanWorkloadCertificateExpiresSoon", f"{WORKLOAD_CERT_HOURS} < {hours}", duration,
-        labels,
+        "MeshplanWorkloadCertificateExpiresSoon", f"{own(watch, WORKLOAD_CERT_HOURS)} < {hours}",
+        duration, labels,
         {"summary": ("Workload certificates in {{ $labels.namespace }} of "
                      f"{where(cluster)} expire in {{{{ $value | humanize }}}} hours"),
          "description": (
@@ -429,8 +436,8 @@ def _certificate_alerts(plan: ObservabilityPlan, watch: Watch) -> Iterator[Rule]
     ca_hours = number(settings.thresholds["caCertificateHours"])
     labels, annotations = context(watch, "warning")
     yield alert(
-        "MeshplanIstioCACertificateExpiresSoon", f"{ISTIOD_CERT_HOURS} < {ca_hours}", duration,
-        labels,
+        "MeshplanIstioCACertificateExpiresSoon", f"{own(watch, ISTIOD_CERT_HOURS)} < {ca_hours}",
+        duration, labels,
         {"summary": ("istiod's {{ $labels.certificate }} certificate in "
                      f"{where(cluster)} expires in {{{{ $value | humanize }}}} hours"),
          "description": (
@@ -468,7 +475,7 @@ def _drop_alerts(plan: ObservabilityPlan, watch: Watch) -> Iterator[Rule]:
     if settings.hubble:
         labels, annotations = context(watch, "warning")
         yield alert(
-            "MeshplanPolicyDropsForRequirement", f"{HUBBLE_POLICY_DROPS} > {threshold}",
+            "MeshplanPolicyDropsForRequirement", f"{own(watch, HUBBLE_POLICY_DROPS)} > {threshold}",
             duration, labels,
             {"summary": ("Policy drops at {{ $labels.direction }} of "
                          "{{ with $labels.namespace }}namespace {{ . }}{{ else }}every "
@@ -483,7 +490,7 @@ def _drop_alerts(plan: ObservabilityPlan, watch: Watch) -> Iterator[Rule]:
         return
     labels, annotations = context(watch, "warning")
     yield alert(
-        "MeshplanPolicyDrops", f"{CILIUM_POLICY_DROPS} > {threshold}", duration, labels,
+        "MeshplanPolicyDrops", f"{own(watch, CILIUM_POLICY_DROPS)} > {threshold}", duration, labels,
         {"summary": ("Cilium drops {{ $value | humanize }} packets per second at "
                      f"{{{{ $labels.direction }}}} by policy in {where(cluster)}"),
          "description": (
@@ -506,9 +513,10 @@ def _clustermesh_alerts(plan: ObservabilityPlan, watch: Watch) -> Iterator[Rule]
     intended = (f"{{{{ with $labels.{PROM_REQUIREMENT_LABEL} }}}} (flows intended by "
                 "{{ . }}){{ end }}")
     join = f"on ({TARGET_CLUSTER_LABEL}) group_left ({PROM_PEER_LABEL}, {PROM_REQUIREMENT_LABEL})"
+    readiness, info = own(watch, PEER_READINESS), own(watch, PEER_INFO)
     labels, annotations = context(watch, "critical")
     yield alert(
-        "MeshplanClusterMeshPeerNotReady", f"({PEER_READINESS} < 1) * {join} {PEER_INFO}",
+        "MeshplanClusterMeshPeerNotReady", f"({readiness} < 1) * {join} {info}",
         duration, labels,
         {"summary": f"ClusterMesh peer {{{{ $labels.{PROM_PEER_LABEL} }}}} is not ready in "
                     f"{where(cluster)}",
@@ -523,7 +531,7 @@ def _clustermesh_alerts(plan: ObservabilityPlan, watch: Watch) -> Iterator[Rule]
     labels, annotations = context(watch, "warning")
     yield alert(
         "MeshplanClusterMeshPeerMissing",
-        f"{PEER_INFO} unless on ({TARGET_CLUSTER_LABEL}) {CILIUM_PEER_READINESS}",
+        f"{info} unless on ({TARGET_CLUSTER_LABEL}) {CILIUM_PEER_READINESS}",
         duration, labels,
         {"summary": (f"No ClusterMesh readiness for peer {{{{ $labels.{PROM_PEER_LABEL} }}}} in "
                      f"{where(cluster)}"),
