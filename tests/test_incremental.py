@@ -419,16 +419,17 @@ def test_a_bad_state_is_ignored_and_recomputed(medium: Path, tmp_path: Path,
 def test_a_bad_output_blob_is_never_trusted(medium: Path, tmp_path: Path, how: str) -> None:
     cache = RenderCache.at(tmp_path / "cache")
     expected = render_cached(medium, cache).rendered
-    blobs = sorted((cache.root / "blobs").glob("*/*"))
-    outputs = {f.path: f.content for f in expected.files}
-    victim = next(b for b in blobs if b.read_bytes() in outputs.values())
+    (pack,) = (cache.root / "packs").glob("*.pack")  # one run, one pack
+    raw = pack.read_bytes()
+    victim = max(expected.files, key=lambda f: len(f.content)).content
+    at = raw.index(victim)
     if how == "missing":
-        victim.unlink()
+        pack.unlink()
     elif how == "corrupt":
-        victim.write_bytes(victim.read_bytes()[:-1] + b"X")
-    else:
-        victim.write_bytes(b"apiVersion: v1\nkind: Secret\n")
-    result = render_cached(medium, cache)
+        pack.write_bytes(raw[:at + 10] + b"X" + raw[at + 11:])
+    else:  # the same length, other content
+        pack.write_bytes(raw[:at] + b"#" * len(victim) + raw[at + len(victim):])
+    result = render_cached(medium, RenderCache.at(cache.root))  # a new run
     assert result.mode.startswith("full (the cached content")
     assert result.rendered == expected
 

@@ -76,7 +76,6 @@ from .render import (
     cluster_files,
     header,
     render_cluster,
-    summarize,
 )
 from .vocabulary import (
     DOMAIN_KEY,
@@ -159,6 +158,7 @@ class InputFiles(NamedTuple):
     requirements: tuple[str, ...]
     digests: Mapping[str, str]
     diagnostics: tuple[Diagnostic, ...]  # of the listing (e.g. a file meshplan does not read)
+    contents: Mapping[str, bytes] = {}  # as digested: what the cache keeps of changed inputs
 
 
 def list_inputs(root: Path) -> InputFiles:
@@ -166,14 +166,17 @@ def list_inputs(root: Path) -> InputFiles:
     inventory = tuple(input_files(root, "inventory", INVENTORY_SUFFIXES, diagnostics))
     requirements = tuple(input_files(root, "requirements", YAML_SUFFIXES, diagnostics))
     digests = {}
+    contents = {}
     base = str(root)
     for relpath in (*inventory, *requirements):
         try:
             with open(os.path.join(base, relpath), "rb") as handle:  # noqa: PTH118, PTH123 - hot path
-                digests[relpath] = digest(handle.read())
+                contents[relpath] = handle.read()
         except OSError:
             digests[relpath] = ""  # the load stage reports it (and the run falls back)
-    return InputFiles(inventory, requirements, digests, tuple(diagnostics))
+        else:
+            digests[relpath] = digest(contents[relpath])
+    return InputFiles(inventory, requirements, digests, tuple(diagnostics), contents)
 
 
 def domain_folder(relpath: str) -> str | None:
@@ -184,10 +187,17 @@ def domain_folder(relpath: str) -> str | None:
 # --------------------------------------------------------------------------- dependencies
 
 
-def requirement_record(inventory: Inventory, requirement: Requirement) -> RequirementRecord:
+PeerReach = dict[tuple[Any, str, str], tuple[tuple[str, ...], tuple[str, ...]]]
+
+
+def requirement_record(inventory: Inventory, requirement: Requirement,
+                       memo: PeerReach | None = None) -> RequirementRecord:
+    """``memo``: the clusters and calls of peers already resolved (a snapshot resolves the same
+    peers for thousands of requirements)."""
+    memo = {} if memo is None else memo
     footprint = {requirement.domain}
     puts = {f"{requirement.domain}/{c.name}" for c in inventory.requirement_scope(requirement)}
-    calls = set()
+    calls: set[str] = set()
     reads = {f"{requirement.domain}/{requirement.selected_service or '*'}"}
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
         if rule.cidrs:
@@ -195,16 +205,22 @@ def requirement_record(inventory: Inventory, requirement: Requirement) -> Requir
         for peer in rule.endpoints:
             if not peer.is_abstract:
                 continue
-            named = peer.selector.label(DOMAIN_KEY)
+            labels = dict(peer.selector.match_labels)
+            named = labels.get(DOMAIN_KEY)
             if named is not None:
                 footprint.add(named)
-            reads.add(f"{named or requirement.domain}/{peer.selector.label(SERVICE_KEY) or '*'}")
-            for target in inventory.resolve_peer(peer.selector, requirement.domain,
-                                                 direction=rule.direction):
-                called = target.service
-                puts.update(f"{called.domain}/{c}" for c in target.clusters)
-                if rule.direction == "egress":
-                    calls.add(f"{called.namespace}/{called.name}")
+            reads.add(f"{named or requirement.domain}/{labels.get(SERVICE_KEY) or '*'}")
+            asked = (peer.selector, requirement.domain, rule.direction)
+            reach = memo.get(asked)
+            if reach is None:
+                targets = inventory.resolve_peer(peer.selector, requirement.domain,
+                                                 direction=rule.direction)
+                reach = memo[asked] = (
+                    tuple(f"{t.service.domain}/{c}" for t in targets for c in t.clusters),
+                    tuple(f"{t.service.namespace}/{t.service.name}" for t in targets
+                          if rule.direction == "egress"))
+            puts.update(reach[0])
+            calls.update(reach[1])
     namespace = inventory.policy_namespace(requirement)
     service = inventory.service_selected_by(requirement)
     if service is None:
@@ -301,10 +317,17 @@ def shared_global_names(inventory: Inventory) -> bool:
 
 
 def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile]) -> ClusterRecord:
-    summary = summarize((cluster,))
-    copies = dict(service_copies(cluster.objects))
-    return ClusterRecord(file_digests(files),
-                         (summary.policies, summary.services, summary.namespaces), copies)
+    counts = {"policies.yaml": 0, "services.yaml": 0, "namespaces.yaml": 0}
+    services = []
+    for manifest in cluster.objects:  # summarize((cluster,)) and service_copies, in one pass
+        name = FILE_FOR_KIND[manifest.key.kind]
+        if name in counts:  # the mesh plan's Istio objects are not counted (as summarize)
+            counts[name] += 1
+        if manifest.key.kind == SERVICE_KIND:
+            services.append(manifest)
+    return ClusterRecord(file_digests(files), (counts["policies.yaml"], counts["services.yaml"],
+                                               counts["namespaces.yaml"]),
+                         dict(service_copies(services)))
 
 
 def service_copies(manifests: Iterable[Manifest]
@@ -596,8 +619,9 @@ def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
                 inventory_domains: Mapping[str, tuple[str, ...]]) -> Snapshot:
     """The snapshot of a full run (``inventory`` with every requirement)."""
     by_file: dict[str, list[RequirementRecord]] = {p: [] for p in inputs.requirements}
+    memo: PeerReach = {}
     for requirement in inventory.requirements:
-        by_file[requirement.file].append(requirement_record(inventory, requirement))
+        by_file[requirement.file].append(requirement_record(inventory, requirement, memo))
     requirement_diagnostics, other = split_diagnostics(diagnostics, set(inputs.requirements))
     files_of = files_by_cluster(rendered.files)
     clusters = {c.cluster.path: cluster_record(c, files_of.get(c.cluster.path, ()))
@@ -654,18 +678,17 @@ def inventory_domains(documents: Iterable[Document]) -> dict[str, tuple[str, ...
 
 
 def snapshot_bytes(snapshot: Snapshot) -> bytes:
+    # The records are (named) tuples of strings, numbers and tuples: JSON arrays as they are
+    # (the C encoder writes them without building lists first; they are most of the payload).
     data = {
         "format": SNAPSHOT_FORMAT,
-        "inventory_files": {p: [d, list(n)] for p, (d, n) in snapshot.inventory_files.items()},
-        "requirement_files": {p: [r.digest, [[list(q.key), list(q.footprint), list(q.puts),
-                                              list(q.calls), q.subject, list(q.reads)]
-                                             for q in r.requirements],
-                                  [_diagnostic_json(d) for d in r.diagnostics]]
+        "inventory_files": snapshot.inventory_files,
+        "requirement_files": {p: (r.digest, r.requirements,
+                                  [_diagnostic_json(d) for d in r.diagnostics] if r.diagnostics
+                                  else ())
                               for p, r in snapshot.requirement_files.items()},
-        "clusters": {c: [[list(f) for f in r.files], list(r.counts),
-                         {k: list(v) for k, v in r.copies.items()}]
-                     for c, r in snapshot.clusters.items()},
-        "other_files": [list(f) for f in snapshot.other_files],
+        "clusters": snapshot.clusters,
+        "other_files": snapshot.other_files,
         "pods": snapshot.pods,
         "other_diagnostics": [_diagnostic_json(d) for d in snapshot.other_diagnostics],
         "listing_diagnostics": [_diagnostic_json(d) for d in snapshot.listing_diagnostics],

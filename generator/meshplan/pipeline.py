@@ -408,11 +408,12 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
             result = _render_incrementally(root, inputs, cache, previous, full_above)
         except Fallback as why:
             result = _render_fully(root, inputs, f"full ({why})")
-    if result.mode == "unchanged":
-        cache.touch_state(slot)  # used again: kept longest when pruning
-    elif result.snapshot is not None:
-        cache.write_blobs(result.new_blobs)
-        cache.write_state(slot, snapshot_bytes(result.snapshot))
+        # still without the cyclic GC: its collections would scan the whole run's objects
+        if result.mode == "unchanged":
+            cache.touch_state(slot)  # used again: kept longest when pruning
+        elif result.snapshot is not None:
+            cache.write_blobs(result.new_blobs)
+            cache.write_state(slot, snapshot_bytes(result.snapshot))
     return result
 
 
@@ -423,33 +424,35 @@ def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResul
 
     loaded, load_diagnostics = load_repository(root)
     model = model_inventory(loaded.inventory)
-    analysis = analyse_model(model, model_requirements(loaded.requirements), load_diagnostics)
+    requirements = model_requirements(loaded.requirements)
+    declared = inventory_domains(loaded.inventory)
+    del loaded  # free the parsed trees before refinement allocates the objects (as _analyse)
+    analysis = analyse_model(model, requirements, load_diagnostics)
+    del requirements
     rendered = render_analysis(analysis)
     assert analysis.inventory is not None and analysis.plan is not None
     if analysis.mesh is not None or model.mesh is not None:
         return IncrementalResult(rendered, analysis.diagnostics, None, mode,
                                  inventory=analysis.inventory)
     snapshot = snapshot_of(inputs, analysis.inventory, analysis.plan, rendered,
-                           analysis.diagnostics, inventory_domains(loaded.inventory))
-    blobs = tuple((digest(f.content), f.content) for f in rendered.files)
+                           analysis.diagnostics, declared)
+    names = {path: name for record in snapshot.clusters.values() for path, name in record.files}
+    names.update(snapshot.other_files)  # the snapshot digested every output file already
+    blobs = tuple((names.get(f.path) or digest(f.content), f.content) for f in rendered.files)
     return IncrementalResult(rendered, analysis.diagnostics, snapshot, mode,
                              len(inputs.requirements), rendered.summary.clusters,
-                             (*blobs, *_requirement_blobs(root, (*inputs.inventory,
-                                                                 *inputs.requirements))),
+                             (*blobs, *_input_blobs(inputs, (*inputs.inventory,
+                                                             *inputs.requirements))),
                              analysis.inventory)
 
 
-def _requirement_blobs(root: Path, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-    """Input files as they are now: a later run compares a changed requirement's objects with
-    this version's, and a changed inventory with this one (``_changed_puts``)."""
-    from .cache import digest
-
+def _input_blobs(inputs: InputFiles, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    """Input files as they are now (as digested): a later run compares a changed requirement's
+    objects with this version's, and a changed inventory with this one (``_changed_puts``)."""
     for relpath in paths:
-        try:
-            content = (root / relpath).read_bytes()
-        except OSError:
-            continue
-        yield digest(content), content
+        content = inputs.contents.get(relpath)
+        if content is not None:
+            yield inputs.digests[relpath], content
 
 
 def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
@@ -647,7 +650,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
                         file_digests(outputs),
                         pods_digest(inventory), tuple(other), inputs.diagnostics)
     rendered = Rendered(assemble(files), summary_of(cluster_records[c] for c in clusters))
-    new_blobs.extend(_requirement_blobs(root, (*(p for p in dirty if p in changed),
+    new_blobs.extend(_input_blobs(inputs, (*(p for p in dirty if p in changed),
                                                *(p for p in changed_inventory if p in digests))))
     return IncrementalResult(rendered, sorted_diagnostics(diagnostics), snapshot, "incremental",
                              len(selected) + len(readers), len(cluster_files),
