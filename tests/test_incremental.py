@@ -7,6 +7,7 @@ detected and ignored, never trusted.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -432,6 +433,32 @@ def test_a_bad_output_blob_is_never_trusted(medium: Path, tmp_path: Path, how: s
     result = render_cached(medium, RenderCache.at(cache.root))  # a new run
     assert result.mode.startswith("full (the cached content")
     assert result.rendered == expected
+
+
+def test_the_cache_stays_bounded_over_many_runs(medium: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run that changes something writes a pack; past a few, the packs no kept state
+    names go and the rest are compacted into one, and renders stay exact."""
+    import meshplan.cache
+
+    monkeypatch.setattr(meshplan.cache, "PACKS_KEPT", 4)
+    monkeypatch.setattr(meshplan.cache, "PACK_GRACE_SECONDS", -1.0)  # no run writes meanwhile
+    cache = RenderCache.at(tmp_path / "cache")
+    render_cached(medium, cache)
+    for step in range(8):
+        mutation = mutate_one_requirement(medium)
+        assert_same(medium, RenderCache.at(cache.root))
+        if step % 2:
+            mutation.undo(medium)
+        packs = list((cache.root / "packs").glob("*.pack"))
+        assert len(packs) <= 4 + 1
+    assert_same(medium, RenderCache.at(cache.root))
+    assert assert_same(medium, RenderCache.at(cache.root)) == "unchanged"
+    live = {name for state in (cache.root / "states").glob("*.state")
+            for name in re.findall(r"[0-9a-f]{64}", state.read_text("utf-8"))}
+    stored = set(RenderCache.at(cache.root)._packs()) - {""}
+    # (states also name other digests: subjects, pods) what no state names is dropped
+    assert len(stored - live) < len(stored & live) / 4, (len(stored - live), len(stored & live))
 
 
 def test_a_stale_state_of_another_input_renders_exactly(medium: Path, tmp_path: Path) -> None:

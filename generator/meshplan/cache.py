@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +38,8 @@ MAGIC = b"meshplan-render-cache\n"
 PACK_MAGIC = b"meshplan-render-pack\n"
 CACHE_DIR_ENV = "MESHPLAN_CACHE_DIR"
 STATES_KEPT = 8  # state files kept (most recently used first); packs only they name survive
-PACKS_KEPT = 32  # more packs than this: those no kept state names go at once
+PACKS_KEPT = 32  # more packs than this: those no kept state names go, the rest are compacted
+PACK_GRACE_SECONDS = 600.0  # a younger pack is left alone: a run may be writing its state
 
 
 def default_cache_dir() -> Path:
@@ -175,16 +176,23 @@ class RenderCache:
         for name, content in contents:
             if name not in known and _SHA256.fullmatch(name):
                 new.setdefault(name, content)
-        if not new:
-            return
+        if new:
+            self._write_pack([(name, len(content)) for name, content in new.items()],
+                             iter(new.values()))
+
+    def _write_pack(self, entries: Sequence[tuple[str, int]], contents: Iterator[bytes]
+                    ) -> None:
+        """A new pack of ``contents`` (streamed: not all in memory at once), whose names and
+        lengths are ``entries``."""
         index: dict[str, list[int]] = {}
         offset = 0
-        for name, content in new.items():
-            index[name] = [offset, len(content)]
-            offset += len(content)
+        for name, length in entries:
+            index[name] = [offset, length]
+            offset += length
         head = PACK_MAGIC + json.dumps(index, separators=(",", ":")).encode() + b"\n"
         path = self.root / "packs" / f"{os.getpid()}-{os.urandom(8).hex()}.pack"
-        _write_atomically(path, head, *new.values())
+        _write_atomically(path, head, contents)
+        known = self._packs()
         for name, (start, length) in index.items():
             known[name] = (str(path), len(head) + start, length)
 
@@ -204,12 +212,47 @@ class RenderCache:
         for kept in states[:STATES_KEPT]:
             with contextlib.suppress(OSError):
                 live.update(_hex_names(kept.read_bytes()))
-        young = time.time() - 600  # a run may still be writing the state naming these
+        young = time.time() - PACK_GRACE_SECONDS
+        live_packs: list[tuple[Path, dict[str, tuple[int, int]]]] = []
         for pack in self.root.glob("packs/*.pack"):
             found = _pack_index(pack)
-            if (found is None or live.isdisjoint(found)) and _mtime(pack) < young:
+            if _mtime(pack) >= young:
+                continue
+            if found is None or live.isdisjoint(found):
                 pack.unlink(missing_ok=True)
+            else:
+                live_packs.append((pack, found))
+        if len(live_packs) > PACKS_KEPT // 2:
+            self._compact(live_packs, live)
         self.index.clear()
+
+    def _compact(self, packs: list[tuple[Path, dict[str, tuple[int, int]]]],
+                 live: set[str]) -> None:
+        """Copy the live blobs of ``packs`` into one new pack and remove them (what no state
+        names any more is dropped): the cache stays within about the size of its states'
+        outputs, however many incremental runs wrote a pack each."""
+        where: dict[str, tuple[Path, int, int]] = {}
+        for pack, found in packs:
+            for name, (offset, length) in found.items():
+                if name in live:
+                    where.setdefault(name, (pack, offset, length))
+
+        def contents() -> Iterator[bytes]:
+            for pack, offset, length in where.values():
+                with pack.open("rb") as handle:
+                    handle.seek(offset)
+                    content = handle.read(length)  # checked against its name when read
+                if len(content) != length:
+                    raise OSError(f"{pack} is shorter than its header says")
+                yield content
+
+        try:
+            self._write_pack([(name, length) for name, (_, _, length) in where.items()],
+                             contents())
+        except OSError:
+            return  # a pack went away meanwhile: compact another time
+        for pack, _ in packs:
+            pack.unlink(missing_ok=True)
 
 
 def _pack_index(pack: Path) -> dict[str, tuple[int, int]] | None:
@@ -255,12 +298,13 @@ def _hex_names(raw: bytes) -> set[str]:
     return {m.decode() for m in re.findall(rb"[0-9a-f]{64}", raw)}
 
 
-def _write_atomically(path: Path, *contents: bytes) -> None:
+def _write_atomically(path: Path, head: bytes, rest: Iterable[bytes] = ()) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            for content in contents:
+            handle.write(head)
+            for content in rest:
                 handle.write(content)
         Path(temporary).replace(path)
     except BaseException:
