@@ -41,10 +41,12 @@ def existing_files(root: Path) -> dict[str, Path]:
     if not root.is_dir():
         return {}
     found = {}
-    for dirpath, _dirnames, filenames in os.walk(root):
+    base = str(root)
+    for dirpath, _dirnames, filenames in os.walk(base):
+        rel = os.path.relpath(dirpath, base).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
         for name in filenames:
-            path = Path(dirpath) / name
-            found[path.relative_to(root).as_posix()] = path
+            found[prefix + name] = Path(dirpath, name)
     return found
 
 
@@ -118,16 +120,22 @@ def _folder_mode(root: Path) -> int:
 
 
 def _fill(staging: Path, old_root: Path, files: tuple[OutputFile, ...], changed: set[str]) -> None:
+    # os.path on strings, each folder made once: thousands of files on the re-render path
+    made: set[str] = set()
+    new, old = str(staging), str(old_root)
     for output in files:
-        target = staging / output.path
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.join(new, output.path)  # noqa: PTH118
+        folder = os.path.dirname(target)  # noqa: PTH120
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)  # noqa: PTH103
+            made.add(folder)
         if output.path not in changed:
             try:
-                os.link(old_root / output.path, target)
+                os.link(os.path.join(old, output.path), target)  # noqa: PTH118
                 continue
             except OSError:
                 pass  # another file system: fall back to writing the bytes
-        target.write_bytes(output.content)
+        Path(target).write_bytes(output.content)
 
 
 def _swap_in(staging: Path, root: Path) -> None:
