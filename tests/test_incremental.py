@@ -46,6 +46,8 @@ def cached(repo: Path, cache: RenderCache) -> tuple[Outcome, str]:
     except InputError as exc:
         return (None, exc.diagnostics), "error"
     mode = "incremental, patched" if result.patched else result.mode
+    if result.sliced:
+        mode += ", sliced inventory"
     return (result.rendered, result.diagnostics), mode
 
 
@@ -338,6 +340,7 @@ def test_one_requirement_change_is_incremental_and_exact(medium: Path, tmp_path:
     # its clusters are patched: only the changed file (and any selecting the same pods) is
     # analysed again, not every file putting objects into those clusters
     assert result.patched == result.rerendered and result.reanalysed < 10
+    assert result.sliced  # no inventory file changed: only the domains it reads were read
     assert assert_same(medium, cache) == "unchanged"
     ServiceChange(medium).apply()  # one service's port (the benchmark's change)
     result = render_cached(medium, cache, full_above=1.0)

@@ -88,7 +88,7 @@ from .vocabulary import (
 )
 from .yamltext import SharedText, dump_document
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3  # 3: sliceable
 PODS = "@pods"  # the footprint entry of requirements that depend on every pod network
 
 
@@ -129,6 +129,9 @@ class Snapshot:
     pods: str  # digest of every cluster's pod networks (and where they are written)
     other_diagnostics: tuple[Diagnostic, ...]  # those not located in a requirement file
     listing_diagnostics: tuple[Diagnostic, ...]  # of finding the input files
+    # no two domains' services share a namespace and name (else every run reads the whole
+    # inventory, and falls back: one global Service spans the fleet)
+    sliceable: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class IncrementalResult:
     new_blobs: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
     inventory: Inventory | None = field(default=None, repr=False)  # a full run's, whole
     patched: int = 0  # stale clusters patched from their cached objects (not refined again)
+    sliced: bool = False  # only the inventory domains the change reads were read
 
 
 class Fallback(Exception):
@@ -195,20 +199,15 @@ def requirement_record(inventory: Inventory, requirement: Requirement,
     """``memo``: the clusters and calls of peers already resolved (a snapshot resolves the same
     peers for thousands of requirements)."""
     memo = {} if memo is None else memo
-    footprint = {requirement.domain}
     puts = {f"{requirement.domain}/{c.name}" for c in inventory.requirement_scope(requirement)}
     calls: set[str] = set()
     reads = {f"{requirement.domain}/{requirement.selected_service or '*'}"}
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
-        if rule.cidrs:
-            footprint.add(PODS)
         for peer in rule.endpoints:
             if not peer.is_abstract:
                 continue
             labels = dict(peer.selector.match_labels)
             named = labels.get(DOMAIN_KEY)
-            if named is not None:
-                footprint.add(named)
             reads.add(f"{named or requirement.domain}/{labels.get(SERVICE_KEY) or '*'}")
             asked = (peer.selector, requirement.domain, rule.direction)
             reach = memo.get(asked)
@@ -232,8 +231,23 @@ def requirement_record(inventory: Inventory, requirement: Requirement,
     subject = digest(json.dumps([namespace, selector], sort_keys=True).encode())
     key = (requirement.domain, f"{requirement.namespace}/{requirement.name}",
            requirement.cluster_wide)
-    return RequirementRecord(key, tuple(sorted(footprint)), tuple(sorted(puts)),
+    return RequirementRecord(key, tuple(sorted(footprint_of(requirement))), tuple(sorted(puts)),
                              tuple(sorted(calls)), subject, tuple(sorted(reads)))
+
+
+def footprint_of(requirement: Requirement) -> set[str]:
+    """The domains a requirement reads (see the module docstring): read off its text, so known
+    before the inventory is."""
+    footprint = {requirement.domain}
+    for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
+        if rule.cidrs:
+            footprint.add(PODS)
+        for peer in rule.endpoints:
+            if peer.is_abstract:
+                named = peer.selector.label(DOMAIN_KEY)
+                if named is not None:
+                    footprint.add(named)
+    return footprint
 
 
 ObjectsByCluster = dict[str, dict[ObjectKey, Manifest]]  # "domain/cluster" -> key -> object
@@ -631,7 +645,7 @@ def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
         {p: FileRecord(inputs.digests[p], tuple(by_file[p]),
                        tuple(requirement_diagnostics.get(p, ()))) for p in inputs.requirements},
         clusters, other_files(rendered.files), pods_digest(inventory), tuple(other),
-        inputs.diagnostics)
+        inputs.diagnostics, not shared_global_names(inventory))
 
 
 def split_diagnostics(diagnostics: Iterable[Diagnostic], requirement_files: set[str]
@@ -692,6 +706,7 @@ def snapshot_bytes(snapshot: Snapshot) -> bytes:
         "pods": snapshot.pods,
         "other_diagnostics": [_diagnostic_json(d) for d in snapshot.other_diagnostics],
         "listing_diagnostics": [_diagnostic_json(d) for d in snapshot.listing_diagnostics],
+        "sliceable": snapshot.sliceable,
     }
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -716,6 +731,7 @@ def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
             str(data["pods"]),
             tuple(_diagnostic(x) for x in data["other_diagnostics"]),
             tuple(_diagnostic(x) for x in data["listing_diagnostics"]),
+            data["sliceable"] is True,
         )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
