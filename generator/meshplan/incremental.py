@@ -22,9 +22,12 @@ domain, are *stale*; every requirement reaching a stale cluster is analysed agai
 objects there, its warnings) together with the requirements selecting the same pods (Cilium
 unions their allows: the load-balancing warning counts them all); stale clusters are refined
 and rendered again from exactly the requirements that put objects into them, in input order;
-every other cluster's files come from the cache (checked against their SHA-256). The
-inventory is always read whole (it is small next to the requirements, and many checks span
-it).
+every other cluster's files come from the cache (checked against their SHA-256). When an
+inventory file changed, the inventory is read whole (many checks span it); when none did, only
+the inventory files declaring the domains the analysed requirements read (their footprints)
+are read, and what is taken of the inventory whole -- its diagnostics, the pod networks, the
+bootstrap files -- comes from the snapshot. A footprint reaching every pod network, or a
+re-analysis of whole clusters, reads the whole inventory again.
 
 When every dirty file's objects before and now are known (each version refined alone), the
 stale clusters are *patched* instead (:func:`patch_documents`): their cached files are split
