@@ -152,21 +152,37 @@ class RenderCache:
     def read_blob(self, name: str) -> bytes | None:
         """The content whose SHA-256 is ``name``, or None when absent or corrupt (or when
         ``name``, read from a state, is not a SHA-256)."""
-        if not _SHA256.fullmatch(name):
-            return None
-        where = self._packs().get(name)
-        if where is None:
-            return None
-        pack, offset, length = where
+        return self.read_blobs([name])[0]
+
+    def read_blobs(self, names: Sequence[str]) -> list[bytes | None]:
+        """:meth:`read_blob` of each name, opening each pack once."""
+        index = self._packs()
+        handles: dict[str, int | None] = {}
+        out: list[bytes | None] = []
         try:
-            fd = os.open(pack, os.O_RDONLY)
-            try:
-                content = os.pread(fd, length, offset)
-            finally:
-                os.close(fd)
-        except OSError:
-            return None
-        return content if len(content) == length and digest(content) == name else None
+            for name in names:
+                where = index.get(name) if _SHA256.fullmatch(name) else None
+                if where is None:
+                    out.append(None)
+                    continue
+                pack, offset, length = where
+                if pack not in handles:
+                    try:
+                        handles[pack] = os.open(pack, os.O_RDONLY)
+                    except OSError:
+                        handles[pack] = None
+                fd = handles[pack]
+                try:
+                    content = os.pread(fd, length, offset) if fd is not None else b""
+                except OSError:
+                    content = b""
+                out.append(content if len(content) == length and digest(content) == name
+                           else None)
+        finally:
+            for fd in handles.values():
+                if fd is not None:
+                    os.close(fd)
+        return out
 
     def write_blobs(self, contents: Iterable[tuple[str, bytes]]) -> None:
         """Store each (sha256, content) not stored yet, all in one new pack: one file per

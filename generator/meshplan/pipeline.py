@@ -685,15 +685,17 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         new_blobs = []
         other_files = previous.other_files
     files = list(outputs)
+    unchanged_files: list[tuple[str, str]] = []
     for name in clusters:
         if name in cluster_files:
             files.extend(cluster_files[name])
             new_blobs.extend((digest(f.content), f.content) for f in cluster_files[name])
         elif name in previous.clusters:
             cluster_records[name] = previous.clusters[name]
-            files.extend(cached_files(cache, previous.clusters[name].files))
+            unchanged_files.extend(previous.clusters[name].files)
         else:
             raise Fallback(f"no snapshot of cluster {name}")
+    files.extend(cached_files(cache, unchanged_files))  # one read per pack
 
     requirement_set = set(inputs.requirements)
     trusted = dict.fromkeys(work.reanalysed, inventory)

@@ -38,6 +38,11 @@ class WriteResult:
 
 def existing_files(root: Path) -> dict[str, Path]:
     """Relative path -> path of every file under ``root`` (empty if it does not exist)."""
+    return {rel: Path(path) for rel, path in _existing(root).items()}
+
+
+def _existing(root: Path) -> dict[str, str]:
+    # strings, not Paths: thousands of files on every render
     if not root.is_dir():
         return {}
     found = {}
@@ -46,13 +51,13 @@ def existing_files(root: Path) -> dict[str, Path]:
         rel = os.path.relpath(dirpath, base).replace(os.sep, "/")
         prefix = "" if rel == "." else rel + "/"
         for name in filenames:
-            found[prefix + name] = Path(dirpath, name)
+            found[prefix + name] = os.path.join(dirpath, name)  # noqa: PTH118
     return found
 
 
 def diff_against(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     """What writing ``files`` to ``root`` would change."""
-    old = existing_files(root)
+    old = _existing(root)
     new = {f.path: f.content for f in files}
     changed = sorted(p for p, content in new.items()
                      if p not in old or not _same_content(old[p], content))
@@ -60,9 +65,12 @@ def diff_against(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     return WriteResult(tuple(changed), tuple(removed))
 
 
-def _same_content(path: Path, content: bytes) -> bool:
+def _same_content(path: str, content: bytes) -> bool:
     """Whether ``path`` holds ``content``; the size decides most cases without a read."""
-    return path.stat().st_size == len(content) and path.read_bytes() == content
+    if os.stat(path).st_size != len(content):  # noqa: PTH116
+        return False
+    with open(path, "rb") as handle:  # noqa: PTH123
+        return handle.read() == content
 
 
 def ensure_replaceable(root: Path) -> None:
