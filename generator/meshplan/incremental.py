@@ -91,7 +91,7 @@ from .vocabulary import (
 )
 from .yamltext import SharedText, dump_document
 
-SNAPSHOT_FORMAT = 3  # 3: sliceable
+SNAPSHOT_FORMAT = 4  # 3: sliceable; 4: no Service copies without annotations
 PODS = "@pods"  # the footprint entry of requirements that depend on every pod network
 
 
@@ -349,13 +349,16 @@ def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile]) -> Cluster
 
 def service_copies(manifests: Iterable[Manifest]
                    ) -> Iterator[tuple[str, tuple[str | None, str | None]]]:
-    """("namespace/name", (global, shared)) of each Service copy: what callers' checks read."""
+    """("namespace/name", (global, shared)) of each Service copy with either annotation: what
+    callers' checks read (a copy with neither reads as no copy: :func:`copy_annotations` gives
+    {} for both, so a snapshot leaves them out -- half of all copies)."""
     for manifest in manifests:
         if manifest.key.kind == SERVICE_KIND:
             annotations = manifest.body["metadata"].get("annotations", {})
-            yield (f"{manifest.key.namespace}/{manifest.key.name}",
-                   (annotations.get(GLOBAL_SERVICE_ANNOTATION),
-                    annotations.get(SHARED_SERVICE_ANNOTATION)))
+            found = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
+                     annotations.get(SHARED_SERVICE_ANNOTATION))
+            if found != (None, None):
+                yield f"{manifest.key.namespace}/{manifest.key.name}", found
 
 
 def file_digests(files: Iterable[OutputFile]) -> tuple[tuple[str, str], ...]:
