@@ -7,6 +7,7 @@ detected and ignored, never trusted.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,8 @@ def cached(repo: Path, cache: RenderCache) -> tuple[Outcome, str]:
     except InputError as exc:
         return (None, exc.diagnostics), "error"
     mode = "incremental, patched" if result.patched else result.mode
+    if result.sliced:
+        mode += ", sliced inventory"
     return (result.rendered, result.diagnostics), mode
 
 
@@ -337,6 +340,7 @@ def test_one_requirement_change_is_incremental_and_exact(medium: Path, tmp_path:
     # its clusters are patched: only the changed file (and any selecting the same pods) is
     # analysed again, not every file putting objects into those clusters
     assert result.patched == result.rerendered and result.reanalysed < 10
+    assert result.sliced  # no inventory file changed: only the domains it reads were read
     assert assert_same(medium, cache) == "unchanged"
     ServiceChange(medium).apply()  # one service's port (the benchmark's change)
     result = render_cached(medium, cache, full_above=1.0)
@@ -419,18 +423,45 @@ def test_a_bad_state_is_ignored_and_recomputed(medium: Path, tmp_path: Path,
 def test_a_bad_output_blob_is_never_trusted(medium: Path, tmp_path: Path, how: str) -> None:
     cache = RenderCache.at(tmp_path / "cache")
     expected = render_cached(medium, cache).rendered
-    blobs = sorted((cache.root / "blobs").glob("*/*"))
-    outputs = {f.path: f.content for f in expected.files}
-    victim = next(b for b in blobs if b.read_bytes() in outputs.values())
+    (pack,) = (cache.root / "packs").glob("*.pack")  # one run, one pack
+    raw = pack.read_bytes()
+    victim = max(expected.files, key=lambda f: len(f.content)).content
+    at = raw.index(victim)
     if how == "missing":
-        victim.unlink()
+        pack.unlink()
     elif how == "corrupt":
-        victim.write_bytes(victim.read_bytes()[:-1] + b"X")
-    else:
-        victim.write_bytes(b"apiVersion: v1\nkind: Secret\n")
-    result = render_cached(medium, cache)
+        pack.write_bytes(raw[:at + 10] + b"X" + raw[at + 11:])
+    else:  # the same length, other content
+        pack.write_bytes(raw[:at] + b"#" * len(victim) + raw[at + len(victim):])
+    result = render_cached(medium, RenderCache.at(cache.root))  # a new run
     assert result.mode.startswith("full (the cached content")
     assert result.rendered == expected
+
+
+def test_the_cache_stays_bounded_over_many_runs(medium: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run that changes something writes a pack; past a few, the packs no kept state
+    names go and the rest are compacted into one, and renders stay exact."""
+    import meshplan.cache
+
+    monkeypatch.setattr(meshplan.cache, "PACKS_KEPT", 4)
+    monkeypatch.setattr(meshplan.cache, "PACK_GRACE_SECONDS", -1.0)  # no run writes meanwhile
+    cache = RenderCache.at(tmp_path / "cache")
+    render_cached(medium, cache)
+    for step in range(8):
+        mutation = mutate_one_requirement(medium)
+        assert_same(medium, RenderCache.at(cache.root))
+        if step % 2:
+            mutation.undo(medium)
+        packs = list((cache.root / "packs").glob("*.pack"))
+        assert len(packs) <= 4 + 1
+    assert_same(medium, RenderCache.at(cache.root))
+    assert assert_same(medium, RenderCache.at(cache.root)) == "unchanged"
+    live = {name for state in (cache.root / "states").glob("*.state")
+            for name in re.findall(r"[0-9a-f]{64}", state.read_text("utf-8"))}
+    stored = set(RenderCache.at(cache.root)._packs()) - {""}
+    # (states also name other digests: subjects, pods) what no state names is dropped
+    assert len(stored - live) < len(stored & live) / 4, (len(stored - live), len(stored & live))
 
 
 def test_a_stale_state_of_another_input_renders_exactly(medium: Path, tmp_path: Path) -> None:

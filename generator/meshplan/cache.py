@@ -4,7 +4,11 @@ Layout of the cache folder (``--cache-dir``, else ``$MESHPLAN_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/meshplan``, else ``~/.cache/meshplan``)::
 
     states/<slot>.state          # the last snapshot (meshplan.incremental) of one repository
-    blobs/<ab>/<sha256>          # output file contents, named by their SHA-256
+    packs/<pid>-<random>.pack    # blobs (output and input file contents, named by SHA-256)
+
+A pack holds the blobs one run stored, after a header naming each blob's offset and length:
+one file per run, as creating thousands of small files would cost a cold render more than a
+tenth of its time. A pack goes when no kept state names any of its blobs.
 
 Nothing in it is trusted: a state file carries a header with the cache format, meshplan's
 version and a fingerprint of meshplan's own code, and the SHA-256 and length of its payload;
@@ -20,17 +24,22 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: blobs in packs
 MAGIC = b"meshplan-render-cache\n"
+PACK_MAGIC = b"meshplan-render-pack\n"
 CACHE_DIR_ENV = "MESHPLAN_CACHE_DIR"
-STATES_KEPT = 8  # state files kept (most recently used first); blobs only they name survive
+STATES_KEPT = 8  # state files kept (most recently used first); packs only they name survive
+PACKS_KEPT = 32  # more packs than this: those no kept state names go, the rest are compacted
+PACK_GRACE_SECONDS = 600.0  # a younger pack is left alone: a run may be writing its state
 
 
 def default_cache_dir() -> Path:
@@ -70,6 +79,9 @@ class RenderCache:
 
     root: Path
     fingerprint: str
+    # where each stored blob is (see _packs): filled on first use, extended by write_blobs
+    index: dict[str, tuple[str, int, int]] = field(default_factory=dict, compare=False,
+                                                   repr=False)
 
     @classmethod
     def at(cls, root: Path) -> RenderCache:
@@ -91,7 +103,7 @@ class RenderCache:
     def write_state(self, slot: str, payload: bytes) -> None:
         path = self._state_path(slot)
         _write_atomically(path, self.frame(payload))
-        self._prune()
+        self._prune(force=sum(1 for _ in self.root.glob("packs/*.pack")) > PACKS_KEPT)
 
     def touch_state(self, slot: str) -> None:
         with contextlib.suppress(OSError):
@@ -124,46 +136,168 @@ class RenderCache:
 
     # -- blobs ----------------------------------------------------------------------------
 
-    def _blob_path(self, name: str) -> Path:
-        return self.root / "blobs" / name[:2] / name
+    def _packs(self) -> dict[str, tuple[str, int, int]]:
+        """Where each stored blob is: name -> (pack path, offset, length); read once per run
+        from the packs' headers (a pack that does not check out is left out)."""
+        if self.index:
+            return self.index
+        for pack in sorted((self.root / "packs").glob("*.pack")):
+            found = _pack_index(pack)
+            if found is not None:
+                for name, (offset, length) in found.items():
+                    self.index.setdefault(name, (str(pack), offset, length))
+        self.index.setdefault("", ("", 0, 0))  # read: an empty cache is not read again
+        return self.index
 
     def read_blob(self, name: str) -> bytes | None:
         """The content whose SHA-256 is ``name``, or None when absent or corrupt (or when
-        ``name``, read from a state, is not a SHA-256: it would name a path outside the cache)."""
-        if not _SHA256.fullmatch(name):
-            return None
+        ``name``, read from a state, is not a SHA-256)."""
+        return self.read_blobs([name])[0]
+
+    def read_blobs(self, names: Sequence[str]) -> list[bytes | None]:
+        """:meth:`read_blob` of each name, opening each pack once."""
+        index = self._packs()
+        handles: dict[str, int | None] = {}
+        out: list[bytes | None] = []
         try:
-            # os.path, not pathlib: thousands of files on the hot path
-            with open(os.path.join(self.root, "blobs", name[:2], name), "rb") as handle:  # noqa: PTH118, PTH123
-                content = handle.read()
-        except OSError:
-            return None
-        return content if digest(content) == name else None
+            for name in names:
+                where = index.get(name) if _SHA256.fullmatch(name) else None
+                if where is None:
+                    out.append(None)
+                    continue
+                pack, offset, length = where
+                if pack not in handles:
+                    try:
+                        handles[pack] = os.open(pack, os.O_RDONLY)
+                    except OSError:
+                        handles[pack] = None
+                fd = handles[pack]
+                try:
+                    content = os.pread(fd, length, offset) if fd is not None else b""
+                except OSError:
+                    content = b""
+                out.append(content if len(content) == length and digest(content) == name
+                           else None)
+        finally:
+            for fd in handles.values():
+                if fd is not None:
+                    os.close(fd)
+        return out
 
     def write_blobs(self, contents: Iterable[tuple[str, bytes]]) -> None:
-        """Store each (sha256, content) not stored yet."""
+        """Store each (sha256, content) not stored yet, all in one new pack: one file per
+        run, not one per blob (creating files is what costs, at thousands of them)."""
+        known = self._packs()
+        new: dict[str, bytes] = {}
         for name, content in contents:
-            path = self._blob_path(name)
-            if not path.is_file():
-                _write_atomically(path, content)
+            if name not in known and _SHA256.fullmatch(name):
+                new.setdefault(name, content)
+        if new:
+            self._write_pack([(name, len(content)) for name, content in new.items()],
+                             iter(new.values()))
+
+    def _write_pack(self, entries: Sequence[tuple[str, int]], contents: Iterator[bytes]
+                    ) -> None:
+        """A new pack of ``contents`` (streamed: not all in memory at once), whose names and
+        lengths are ``entries``."""
+        index: dict[str, list[int]] = {}
+        offset = 0
+        for name, length in entries:
+            index[name] = [offset, length]
+            offset += length
+        head = PACK_MAGIC + json.dumps(index, separators=(",", ":")).encode() + b"\n"
+        path = self.root / "packs" / f"{os.getpid()}-{os.urandom(8).hex()}.pack"
+        _write_atomically(path, head, contents)
+        known = self._packs()
+        for name, (start, length) in index.items():
+            known[name] = (str(path), len(head) + start, length)
 
     # -- housekeeping ---------------------------------------------------------------------
 
-    def _prune(self) -> None:
-        """Keep the most recently written states; blobs go when no kept state names them
-        (states are JSON naming blobs by digest, so a text search finds the live ones)."""
+    def _prune(self, *, force: bool = False) -> None:
+        """Keep the most recently written states; a pack goes when no kept state names any
+        of its blobs (states are JSON naming blobs by digest, so a text search finds the live
+        ones). Packs are pruned when there are too many states, or too many packs."""
         states = sorted(self.root.glob("states/*.state"), key=_mtime, reverse=True)
-        if len(states) <= STATES_KEPT:
+        if len(states) <= STATES_KEPT and not force:
             return
         for stale in states[STATES_KEPT:]:
             stale.unlink(missing_ok=True)
+        shutil.rmtree(self.root / "blobs", ignore_errors=True)  # format 1's loose blobs
         live: set[str] = set()
         for kept in states[:STATES_KEPT]:
             with contextlib.suppress(OSError):
                 live.update(_hex_names(kept.read_bytes()))
-        for blob in self.root.glob("blobs/*/*"):
-            if blob.name not in live:
-                blob.unlink(missing_ok=True)
+        young = time.time() - PACK_GRACE_SECONDS
+        live_packs: list[tuple[Path, dict[str, tuple[int, int]]]] = []
+        for pack in self.root.glob("packs/*.pack"):
+            found = _pack_index(pack)
+            if _mtime(pack) >= young:
+                continue
+            if found is None or live.isdisjoint(found):
+                pack.unlink(missing_ok=True)
+            else:
+                live_packs.append((pack, found))
+        if len(live_packs) > PACKS_KEPT // 2:
+            self._compact(live_packs, live)
+        self.index.clear()
+
+    def _compact(self, packs: list[tuple[Path, dict[str, tuple[int, int]]]],
+                 live: set[str]) -> None:
+        """Copy the live blobs of ``packs`` into one new pack and remove them (what no state
+        names any more is dropped): the cache stays within about the size of its states'
+        outputs, however many incremental runs wrote a pack each."""
+        where: dict[str, tuple[Path, int, int]] = {}
+        for pack, found in packs:
+            for name, (offset, length) in found.items():
+                if name in live:
+                    where.setdefault(name, (pack, offset, length))
+
+        def contents() -> Iterator[bytes]:
+            for pack, offset, length in where.values():
+                with pack.open("rb") as handle:
+                    handle.seek(offset)
+                    content = handle.read(length)  # checked against its name when read
+                if len(content) != length:
+                    raise OSError(f"{pack} is shorter than its header says")
+                yield content
+
+        try:
+            self._write_pack([(name, length) for name, (_, _, length) in where.items()],
+                             contents())
+        except OSError:
+            return  # a pack went away meanwhile: compact another time
+        for pack, _ in packs:
+            pack.unlink(missing_ok=True)
+
+
+def _pack_index(pack: Path) -> dict[str, tuple[int, int]] | None:
+    """A pack's blobs: name -> (offset in the file, length); None when its header does not
+    check out (each blob's content is still checked against its name when read)."""
+    try:
+        with pack.open("rb") as handle:
+            if handle.readline() != PACK_MAGIC:
+                return None
+            header = handle.readline()
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return None
+    try:
+        index = json.loads(header)
+    except ValueError:
+        return None
+    if not isinstance(index, dict):
+        return None
+    start = len(PACK_MAGIC) + len(header)
+    out = {}
+    for name, entry in index.items():
+        if not (isinstance(entry, list) and len(entry) == 2
+                and all(type(x) is int and x >= 0 for x in entry)):
+            return None
+        if start + entry[0] + entry[1] > size:
+            return None
+        out[name] = (start + entry[0], entry[1])
+    return out
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -180,12 +314,14 @@ def _hex_names(raw: bytes) -> set[str]:
     return {m.decode() for m in re.findall(rb"[0-9a-f]{64}", raw)}
 
 
-def _write_atomically(path: Path, content: bytes) -> None:
+def _write_atomically(path: Path, head: bytes, rest: Iterable[bytes] = ()) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
+            handle.write(head)
+            for content in rest:
+                handle.write(content)
         Path(temporary).replace(path)
     except BaseException:
         with contextlib.suppress(OSError):

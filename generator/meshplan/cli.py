@@ -203,6 +203,7 @@ def render_command(repo: Path, out: Path | None, check: bool, cache_dir: Path | 
         progress(f"render cache: {cached.mode}" + (
             f"; {cached.reanalysed} requirement file(s) analysed, {cached.rerendered} "
             "cluster(s) rendered" if cached.mode == "incremental" else ""))
+        del cached  # its model and blobs: not needed to write (peak memory)
     print_diagnostics(diagnostics)
     warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
     if check:

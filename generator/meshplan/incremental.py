@@ -22,9 +22,12 @@ domain, are *stale*; every requirement reaching a stale cluster is analysed agai
 objects there, its warnings) together with the requirements selecting the same pods (Cilium
 unions their allows: the load-balancing warning counts them all); stale clusters are refined
 and rendered again from exactly the requirements that put objects into them, in input order;
-every other cluster's files come from the cache (checked against their SHA-256). The
-inventory is always read whole (it is small next to the requirements, and many checks span
-it).
+every other cluster's files come from the cache (checked against their SHA-256). When an
+inventory file changed, the inventory is read whole (many checks span it); when none did, only
+the inventory files declaring the domains the analysed requirements read (their footprints)
+are read, and what is taken of the inventory whole -- its diagnostics, the pod networks, the
+bootstrap files -- comes from the snapshot. A footprint reaching every pod network, or a
+re-analysis of whole clusters, reads the whole inventory again.
 
 When every dirty file's objects before and now are known (each version refined alone), the
 stale clusters are *patched* instead (:func:`patch_documents`): their cached files are split
@@ -76,7 +79,6 @@ from .render import (
     cluster_files,
     header,
     render_cluster,
-    summarize,
 )
 from .vocabulary import (
     DOMAIN_KEY,
@@ -89,7 +91,7 @@ from .vocabulary import (
 )
 from .yamltext import SharedText, dump_document
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 4  # 3: sliceable; 4: no Service copies without annotations
 PODS = "@pods"  # the footprint entry of requirements that depend on every pod network
 
 
@@ -130,6 +132,9 @@ class Snapshot:
     pods: str  # digest of every cluster's pod networks (and where they are written)
     other_diagnostics: tuple[Diagnostic, ...]  # those not located in a requirement file
     listing_diagnostics: tuple[Diagnostic, ...]  # of finding the input files
+    # no two domains' services share a namespace and name (else every run reads the whole
+    # inventory, and falls back: one global Service spans the fleet)
+    sliceable: bool = True
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,7 @@ class IncrementalResult:
     new_blobs: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
     inventory: Inventory | None = field(default=None, repr=False)  # a full run's, whole
     patched: int = 0  # stale clusters patched from their cached objects (not refined again)
+    sliced: bool = False  # only the inventory domains the change reads were read
 
 
 class Fallback(Exception):
@@ -159,6 +165,7 @@ class InputFiles(NamedTuple):
     requirements: tuple[str, ...]
     digests: Mapping[str, str]
     diagnostics: tuple[Diagnostic, ...]  # of the listing (e.g. a file meshplan does not read)
+    contents: Mapping[str, bytes] = {}  # as digested: what the cache keeps of changed inputs
 
 
 def list_inputs(root: Path) -> InputFiles:
@@ -166,14 +173,17 @@ def list_inputs(root: Path) -> InputFiles:
     inventory = tuple(input_files(root, "inventory", INVENTORY_SUFFIXES, diagnostics))
     requirements = tuple(input_files(root, "requirements", YAML_SUFFIXES, diagnostics))
     digests = {}
+    contents = {}
     base = str(root)
     for relpath in (*inventory, *requirements):
         try:
             with open(os.path.join(base, relpath), "rb") as handle:  # noqa: PTH118, PTH123 - hot path
-                digests[relpath] = digest(handle.read())
+                contents[relpath] = handle.read()
         except OSError:
             digests[relpath] = ""  # the load stage reports it (and the run falls back)
-    return InputFiles(inventory, requirements, digests, tuple(diagnostics))
+        else:
+            digests[relpath] = digest(contents[relpath])
+    return InputFiles(inventory, requirements, digests, tuple(diagnostics), contents)
 
 
 def domain_folder(relpath: str) -> str | None:
@@ -184,27 +194,35 @@ def domain_folder(relpath: str) -> str | None:
 # --------------------------------------------------------------------------- dependencies
 
 
-def requirement_record(inventory: Inventory, requirement: Requirement) -> RequirementRecord:
-    footprint = {requirement.domain}
+PeerReach = dict[tuple[Any, str, str], tuple[tuple[str, ...], tuple[str, ...]]]
+
+
+def requirement_record(inventory: Inventory, requirement: Requirement,
+                       memo: PeerReach | None = None) -> RequirementRecord:
+    """``memo``: the clusters and calls of peers already resolved (a snapshot resolves the same
+    peers for thousands of requirements)."""
+    memo = {} if memo is None else memo
     puts = {f"{requirement.domain}/{c.name}" for c in inventory.requirement_scope(requirement)}
-    calls = set()
+    calls: set[str] = set()
     reads = {f"{requirement.domain}/{requirement.selected_service or '*'}"}
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
-        if rule.cidrs:
-            footprint.add(PODS)
         for peer in rule.endpoints:
             if not peer.is_abstract:
                 continue
-            named = peer.selector.label(DOMAIN_KEY)
-            if named is not None:
-                footprint.add(named)
-            reads.add(f"{named or requirement.domain}/{peer.selector.label(SERVICE_KEY) or '*'}")
-            for target in inventory.resolve_peer(peer.selector, requirement.domain,
-                                                 direction=rule.direction):
-                called = target.service
-                puts.update(f"{called.domain}/{c}" for c in target.clusters)
-                if rule.direction == "egress":
-                    calls.add(f"{called.namespace}/{called.name}")
+            labels = dict(peer.selector.match_labels)
+            named = labels.get(DOMAIN_KEY)
+            reads.add(f"{named or requirement.domain}/{labels.get(SERVICE_KEY) or '*'}")
+            asked = (peer.selector, requirement.domain, rule.direction)
+            reach = memo.get(asked)
+            if reach is None:
+                targets = inventory.resolve_peer(peer.selector, requirement.domain,
+                                                 direction=rule.direction)
+                reach = memo[asked] = (
+                    tuple(f"{t.service.domain}/{c}" for t in targets for c in t.clusters),
+                    tuple(f"{t.service.namespace}/{t.service.name}" for t in targets
+                          if rule.direction == "egress"))
+            puts.update(reach[0])
+            calls.update(reach[1])
     namespace = inventory.policy_namespace(requirement)
     service = inventory.service_selected_by(requirement)
     if service is None:
@@ -216,8 +234,23 @@ def requirement_record(inventory: Inventory, requirement: Requirement) -> Requir
     subject = digest(json.dumps([namespace, selector], sort_keys=True).encode())
     key = (requirement.domain, f"{requirement.namespace}/{requirement.name}",
            requirement.cluster_wide)
-    return RequirementRecord(key, tuple(sorted(footprint)), tuple(sorted(puts)),
+    return RequirementRecord(key, tuple(sorted(footprint_of(requirement))), tuple(sorted(puts)),
                              tuple(sorted(calls)), subject, tuple(sorted(reads)))
+
+
+def footprint_of(requirement: Requirement) -> set[str]:
+    """The domains a requirement reads (see the module docstring): read off its text, so known
+    before the inventory is."""
+    footprint = {requirement.domain}
+    for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
+        if rule.cidrs:
+            footprint.add(PODS)
+        for peer in rule.endpoints:
+            if peer.is_abstract:
+                named = peer.selector.label(DOMAIN_KEY)
+                if named is not None:
+                    footprint.add(named)
+    return footprint
 
 
 ObjectsByCluster = dict[str, dict[ObjectKey, Manifest]]  # "domain/cluster" -> key -> object
@@ -301,21 +334,31 @@ def shared_global_names(inventory: Inventory) -> bool:
 
 
 def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile]) -> ClusterRecord:
-    summary = summarize((cluster,))
-    copies = dict(service_copies(cluster.objects))
-    return ClusterRecord(file_digests(files),
-                         (summary.policies, summary.services, summary.namespaces), copies)
+    counts = {"policies.yaml": 0, "services.yaml": 0, "namespaces.yaml": 0}
+    services = []
+    for manifest in cluster.objects:  # summarize((cluster,)) and service_copies, in one pass
+        name = FILE_FOR_KIND[manifest.key.kind]
+        if name in counts:  # the mesh plan's Istio objects are not counted (as summarize)
+            counts[name] += 1
+        if manifest.key.kind == SERVICE_KIND:
+            services.append(manifest)
+    return ClusterRecord(file_digests(files), (counts["policies.yaml"], counts["services.yaml"],
+                                               counts["namespaces.yaml"]),
+                         dict(service_copies(services)))
 
 
 def service_copies(manifests: Iterable[Manifest]
                    ) -> Iterator[tuple[str, tuple[str | None, str | None]]]:
-    """("namespace/name", (global, shared)) of each Service copy: what callers' checks read."""
+    """("namespace/name", (global, shared)) of each Service copy with either annotation: what
+    callers' checks read (a copy with neither reads as no copy: :func:`copy_annotations` gives
+    {} for both, so a snapshot leaves them out -- half of all copies)."""
     for manifest in manifests:
         if manifest.key.kind == SERVICE_KIND:
             annotations = manifest.body["metadata"].get("annotations", {})
-            yield (f"{manifest.key.namespace}/{manifest.key.name}",
-                   (annotations.get(GLOBAL_SERVICE_ANNOTATION),
-                    annotations.get(SHARED_SERVICE_ANNOTATION)))
+            found = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
+                     annotations.get(SHARED_SERVICE_ANNOTATION))
+            if found != (None, None):
+                yield f"{manifest.key.namespace}/{manifest.key.name}", found
 
 
 def file_digests(files: Iterable[OutputFile]) -> tuple[tuple[str, str], ...]:
@@ -596,8 +639,9 @@ def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
                 inventory_domains: Mapping[str, tuple[str, ...]]) -> Snapshot:
     """The snapshot of a full run (``inventory`` with every requirement)."""
     by_file: dict[str, list[RequirementRecord]] = {p: [] for p in inputs.requirements}
+    memo: PeerReach = {}
     for requirement in inventory.requirements:
-        by_file[requirement.file].append(requirement_record(inventory, requirement))
+        by_file[requirement.file].append(requirement_record(inventory, requirement, memo))
     requirement_diagnostics, other = split_diagnostics(diagnostics, set(inputs.requirements))
     files_of = files_by_cluster(rendered.files)
     clusters = {c.cluster.path: cluster_record(c, files_of.get(c.cluster.path, ()))
@@ -607,7 +651,7 @@ def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
         {p: FileRecord(inputs.digests[p], tuple(by_file[p]),
                        tuple(requirement_diagnostics.get(p, ()))) for p in inputs.requirements},
         clusters, other_files(rendered.files), pods_digest(inventory), tuple(other),
-        inputs.diagnostics)
+        inputs.diagnostics, not shared_global_names(inventory))
 
 
 def split_diagnostics(diagnostics: Iterable[Diagnostic], requirement_files: set[str]
@@ -654,21 +698,21 @@ def inventory_domains(documents: Iterable[Document]) -> dict[str, tuple[str, ...
 
 
 def snapshot_bytes(snapshot: Snapshot) -> bytes:
+    # The records are (named) tuples of strings, numbers and tuples: JSON arrays as they are
+    # (the C encoder writes them without building lists first; they are most of the payload).
     data = {
         "format": SNAPSHOT_FORMAT,
-        "inventory_files": {p: [d, list(n)] for p, (d, n) in snapshot.inventory_files.items()},
-        "requirement_files": {p: [r.digest, [[list(q.key), list(q.footprint), list(q.puts),
-                                              list(q.calls), q.subject, list(q.reads)]
-                                             for q in r.requirements],
-                                  [_diagnostic_json(d) for d in r.diagnostics]]
+        "inventory_files": snapshot.inventory_files,
+        "requirement_files": {p: (r.digest, r.requirements,
+                                  [_diagnostic_json(d) for d in r.diagnostics] if r.diagnostics
+                                  else ())
                               for p, r in snapshot.requirement_files.items()},
-        "clusters": {c: [[list(f) for f in r.files], list(r.counts),
-                         {k: list(v) for k, v in r.copies.items()}]
-                     for c, r in snapshot.clusters.items()},
-        "other_files": [list(f) for f in snapshot.other_files],
+        "clusters": snapshot.clusters,
+        "other_files": snapshot.other_files,
         "pods": snapshot.pods,
         "other_diagnostics": [_diagnostic_json(d) for d in snapshot.other_diagnostics],
         "listing_diagnostics": [_diagnostic_json(d) for d in snapshot.listing_diagnostics],
+        "sliceable": snapshot.sliceable,
     }
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -693,6 +737,7 @@ def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
             str(data["pods"]),
             tuple(_diagnostic(x) for x in data["other_diagnostics"]),
             tuple(_diagnostic(x) for x in data["listing_diagnostics"]),
+            data["sliceable"] is True,
         )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
@@ -731,8 +776,9 @@ def _diagnostic(x: Sequence[Any]) -> Diagnostic:
 
 def cached_files(cache: RenderCache, entries: Iterable[tuple[str, str]]) -> Iterator[OutputFile]:
     """The cached output files; :class:`Fallback` when one is missing or corrupt."""
-    for path, name in entries:
-        content = cache.read_blob(name)
+    entries = list(entries)
+    for (path, _), content in zip(entries, cache.read_blobs([n for _, n in entries]),
+                                  strict=True):
         if content is None:
             raise Fallback(f"the cached content of {path} is missing or corrupt")
         yield OutputFile(path, content)

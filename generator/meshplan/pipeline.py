@@ -192,17 +192,29 @@ def model_requirements(documents: Iterable[tuple[str, Document]]) -> Requirement
 
 def analyse_model(model: InventoryModel, requirements: RequirementsModel,
                   load_diagnostics: Iterable[Diagnostic], *, proposing_ids: bool = False,
-                  settled: SettledCopies | None = None) -> Analysis:
-    """Check meaning, refine and plan the mesh; ``settled``: see :func:`meshplan.refine.refine`."""
+                  settled: SettledCopies | None = None, whole: bool = True) -> Analysis:
+    """Check meaning, refine and plan the mesh; ``settled``: see :func:`meshplan.refine.refine`.
+
+    ``whole=False``: ``model`` is only the part of an unchanged, already checked inventory that
+    the requirements read (an incremental render): only the requirements are checked.
+    """
     diagnostics = [*load_diagnostics, *model.diagnostics, *requirements.diagnostics]
     inventory = with_implied_namespaces(Inventory(model.domains, requirements.requirements,
                                                   model.gitops, model.mesh))
-    diagnostics.extend(check_inventory(inventory, model.broken_domains))
-    diagnostics.extend(check_destinations(inventory))
-    diagnostics.extend(check_mesh_inputs(inventory, ids_optional=proposing_ids))
-    from .observability.check import check_observability_inputs  # start-up: see check.py
+    if whole:
+        diagnostics.extend(check_inventory(inventory, model.broken_domains))
+        diagnostics.extend(check_destinations(inventory))
+        diagnostics.extend(check_mesh_inputs(inventory, ids_optional=proposing_ids))
+        from .observability.check import check_observability_inputs  # start-up: see check.py
 
-    diagnostics.extend(check_observability_inputs(inventory))
+        diagnostics.extend(check_observability_inputs(inventory))
+    else:
+        from .check import PodNetworks, RequirementChecker
+
+        pods = PodNetworks(inventory)
+        for requirement in inventory.requirements:
+            diagnostics.extend(RequirementChecker(inventory, requirement, model.broken_domains,
+                                                  pods).problems())
     if has_errors(diagnostics):
         return Analysis(None, None, sorted_diagnostics(diagnostics))
     plan = refine(inventory, settled)
@@ -405,14 +417,18 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
             previous = snapshot_from_bytes(payload) if payload is not None else None
         inputs = list_inputs(root)
         try:
-            result = _render_incrementally(root, inputs, cache, previous, full_above)
+            try:
+                result = _render_incrementally(root, inputs, cache, previous, full_above, True)
+            except _WholeInventory:
+                result = _render_incrementally(root, inputs, cache, previous, full_above, False)
         except Fallback as why:
             result = _render_fully(root, inputs, f"full ({why})")
-    if result.mode == "unchanged":
-        cache.touch_state(slot)  # used again: kept longest when pruning
-    elif result.snapshot is not None:
-        cache.write_blobs(result.new_blobs)
-        cache.write_state(slot, snapshot_bytes(result.snapshot))
+        # still without the cyclic GC: its collections would scan the whole run's objects
+        if result.mode == "unchanged":
+            cache.touch_state(slot)  # used again: kept longest when pruning
+        elif result.snapshot is not None:
+            cache.write_blobs(result.new_blobs)
+            cache.write_state(slot, snapshot_bytes(result.snapshot))
     return result
 
 
@@ -423,38 +439,89 @@ def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResul
 
     loaded, load_diagnostics = load_repository(root)
     model = model_inventory(loaded.inventory)
-    analysis = analyse_model(model, model_requirements(loaded.requirements), load_diagnostics)
+    requirements = model_requirements(loaded.requirements)
+    declared = inventory_domains(loaded.inventory)
+    del loaded  # free the parsed trees before refinement allocates the objects (as _analyse)
+    analysis = analyse_model(model, requirements, load_diagnostics)
+    del requirements
     rendered = render_analysis(analysis)
     assert analysis.inventory is not None and analysis.plan is not None
     if analysis.mesh is not None or model.mesh is not None:
         return IncrementalResult(rendered, analysis.diagnostics, None, mode,
                                  inventory=analysis.inventory)
     snapshot = snapshot_of(inputs, analysis.inventory, analysis.plan, rendered,
-                           analysis.diagnostics, inventory_domains(loaded.inventory))
-    blobs = tuple((digest(f.content), f.content) for f in rendered.files)
+                           analysis.diagnostics, declared)
+    names = {path: name for record in snapshot.clusters.values() for path, name in record.files}
+    names.update(snapshot.other_files)  # the snapshot digested every output file already
+    blobs = tuple((names.get(f.path) or digest(f.content), f.content) for f in rendered.files)
     return IncrementalResult(rendered, analysis.diagnostics, snapshot, mode,
                              len(inputs.requirements), rendered.summary.clusters,
-                             (*blobs, *_requirement_blobs(root, (*inputs.inventory,
-                                                                 *inputs.requirements))),
+                             (*blobs, *_input_blobs(inputs, (*inputs.inventory,
+                                                             *inputs.requirements))),
                              analysis.inventory)
 
 
-def _requirement_blobs(root: Path, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-    """Input files as they are now: a later run compares a changed requirement's objects with
-    this version's, and a changed inventory with this one (``_changed_puts``)."""
-    from .cache import digest
-
+def _input_blobs(inputs: InputFiles, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    """Input files as they are now (as digested): a later run compares a changed requirement's
+    objects with this version's, and a changed inventory with this one (``_changed_puts``)."""
     for relpath in paths:
-        try:
-            content = (root / relpath).read_bytes()
-        except OSError:
-            continue
-        yield digest(content), content
+        content = inputs.contents.get(relpath)
+        if content is not None:
+            yield inputs.digests[relpath], content
+
+
+class _WholeInventory(Exception):
+    """The part of the inventory a sliced run read does not cover the change: run again with
+    the whole inventory."""
+
+
+class _InventorySlice:
+    """The inventory files declaring some domains (and those declaring none: the GitOps
+    document), parsed and modelled: when no inventory file changed, a run reads only the
+    domains its requirements read; what is taken of the inventory whole (its diagnostics, the
+    bootstrap files, the pod networks) is the snapshot's."""
+
+    def __init__(self, root: Path, inventory: Sequence[str], previous: Snapshot) -> None:
+        self.root = root
+        self.order = inventory
+        self.declared = {p: previous.inventory_files[p][1] for p in inventory}
+        self.documents: dict[str, list[Document]] = {}
+        self.domains: set[str] = set()
+        self.model: InventoryModel | None = None
+
+    def covering(self, domains: set[str]) -> InventoryModel:
+        """The model of at least ``domains``; ``_WholeInventory`` when the slice cannot give
+        it (the pod networks of every cluster, a domain no inventory file declares)."""
+        from .incremental import PODS
+        from .load.repository import read_documents
+
+        if PODS in domains:
+            raise _WholeInventory
+        missing = domains - self.domains
+        if self.model is not None and not missing:
+            return self.model
+        wanted = [p for p in self.order if p not in self.documents and (
+            not self.declared[p] or not missing.isdisjoint(self.declared[p]))]
+        self.domains.update(n for p in wanted for n in self.declared[p])
+        if not domains <= self.domains:
+            raise _WholeInventory
+        for relpath in wanted:
+            docs, problems = read_documents(self.root, relpath)
+            if has_errors(problems):
+                raise _WholeInventory
+            self.documents[relpath] = docs
+        self.model = model_inventory(d for p in self.order for d in self.documents.get(p, ()))
+        if has_errors(self.model.diagnostics) or self.model.mesh is not None:
+            raise _WholeInventory
+        return self.model
 
 
 def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
-                          previous: Snapshot | None, full_above: float) -> IncrementalResult:
-    """The incremental run; raises ``Fallback`` when the change cannot be sliced safely."""
+                          previous: Snapshot | None, full_above: float, sliced: bool
+                          ) -> IncrementalResult:
+    """The incremental run; raises ``Fallback`` when the change cannot be sliced safely.
+    ``sliced``: read only the inventory domains the change reaches when no inventory file
+    changed (raises ``_WholeInventory`` when that does not cover it)."""
     from .cache import digest
     from .incremental import (
         PODS,
@@ -470,11 +537,11 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         cluster_record,
         copy_annotations,
         file_digests,
+        footprint_of,
         inventory_domains,
         other_outputs,
         plan_work,
         pods_digest,
-        read_requirement_documents,
         reads_changed,
         render_stale,
         shared_global_names,
@@ -499,54 +566,65 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     if not changed and not removed and not changed_inventory \
             and inputs.diagnostics == previous.listing_diagnostics:
         return _unchanged(inputs, cache, previous)
-
-    documents: list[Document] = []
-    problems: list[Diagnostic] = []
-    for relpath in inputs.inventory:
-        docs, found = read_documents(root, relpath)
-        documents.extend(docs)
-        problems.extend(found)
-    model = model_inventory(documents)
-    if has_errors((*problems, *model.diagnostics)):
-        raise Fallback("problems in the inventory")
-    if model.mesh is not None:
-        raise Fallback("a Mesh document: the mesh plan spans the fleet")
-    base = Inventory(model.domains, (), model.gitops, None)
-    if shared_global_names(base):
-        raise Fallback("services of two domains share a namespace and name")
-    declared = inventory_domains(documents)
-    changed_domains: set[str] = set()
-    for relpath in changed_inventory:
-        changed_domains.update(previous.inventory_files.get(relpath, ("", ()))[1])
-        changed_domains.update(declared.get(relpath, ()))
-    if pods_digest(base) != previous.pods:
-        changed_domains.add(PODS)
-    # Only services changed (the usual inventory edit): the requirements looking them up are
-    # dirty, not every requirement reading their domains.
-    old_model = (_previous_inventory(cache, previous, changed_inventory, documents)
-                 if changed_inventory else model)
-    services = (changed_services(old_model.domains, model.domains)
-                if old_model is not None and changed_inventory else None)
-    if services is not None:
-        changed_domains.difference_update(d.name for d in model.domains)
-        dirty = [p for p in inputs.requirements if p in changed or reads_changed(
-            old[p].requirements, services) or any(
-            not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
+    piece: _InventorySlice | None = None
+    if sliced and not changed_inventory and not removed and previous.sliceable \
+            and inputs.diagnostics == previous.listing_diagnostics:
+        # No inventory file changed: read only the domains the changed files read.
+        piece = _InventorySlice(root, inputs.inventory, previous)
+        dirty = [p for p in inputs.requirements if p in changed]
+        dirty_docs, found, dirty_model = _dirty_requirements(root, inputs, dirty, full_above)
+        old_model: InventoryModel | None
+        model = old_model = piece.covering({
+            *(d for r in dirty_model.requirements for d in footprint_of(r)),
+            *(d for p in dirty if p in old for rec in old[p].requirements
+              for d in rec.footprint)})
+        problems: list[Diagnostic] = []
+        declared = dict(piece.declared)
+        changed_domains: set[str] = set()
+        services: set[str] | None = None
     else:
-        dirty = [p for p in inputs.requirements if p in changed or any(
-            not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
-    if len(dirty) > len(inputs.requirements) * full_above:
-        raise Fallback("the change reaches most requirements")  # a full render is cheaper
-
-    # The dirty files' new records say which clusters they reach now.
-    dirty_docs, found = read_requirement_documents(root, dirty)
-    dirty_model = model_requirements(dirty_docs)
-    if has_errors((*found, *dirty_model.diagnostics)):
-        raise Fallback("problems in a changed requirement")
+        documents: list[Document] = []
+        problems = []
+        for relpath in inputs.inventory:
+            docs, found = read_documents(root, relpath)
+            documents.extend(docs)
+            problems.extend(found)
+        model = model_inventory(documents)
+        if has_errors((*problems, *model.diagnostics)):
+            raise Fallback("problems in the inventory")
+        if model.mesh is not None:
+            raise Fallback("a Mesh document: the mesh plan spans the fleet")
+        base = Inventory(model.domains, (), model.gitops, None)
+        if shared_global_names(base):
+            raise Fallback("services of two domains share a namespace and name")
+        declared = inventory_domains(documents)
+        changed_domains = set()
+        for relpath in changed_inventory:
+            changed_domains.update(previous.inventory_files.get(relpath, ("", ()))[1])
+            changed_domains.update(declared.get(relpath, ()))
+        if pods_digest(base) != previous.pods:
+            changed_domains.add(PODS)
+        # Only services changed (the usual inventory edit): the requirements looking them up
+        # are dirty, not every requirement reading their domains.
+        old_model = (_previous_inventory(cache, previous, changed_inventory, documents)
+                     if changed_inventory else model)
+        services = (changed_services(old_model.domains, model.domains)
+                    if old_model is not None and changed_inventory else None)
+        if services is not None:
+            changed_domains.difference_update(d.name for d in model.domains)
+            dirty = [p for p in inputs.requirements if p in changed or reads_changed(
+                old[p].requirements, services) or any(
+                not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
+        else:
+            dirty = [p for p in inputs.requirements if p in changed or any(
+                not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
+        # The dirty files' new records say which clusters they reach now.
+        dirty_docs, found, dirty_model = _dirty_requirements(root, inputs, dirty, full_above)
     seen = with_implied_namespaces(Inventory(model.domains, dirty_model.requirements,
                                              model.gitops, None))
     records = _records_by_file(seen, dirty)
-    clusters = [f"{d.name}/{c.name}" for d in model.domains for c in d.clusters]
+    clusters = (list(previous.clusters) if piece is not None
+                else [f"{d.name}/{c.name}" for d in model.domains for c in d.clusters])
     alone: dict[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]] = {}
     if old_model is not None and (services is not None or not changed_inventory) and (
             not changed_domains or changed_domains == {PODS}):
@@ -562,6 +640,8 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         fresh = _patched_clusters(cache, previous, model, work.stale_clusters, alone)
     if fresh is not None:
         work = subject_work(previous, inputs, records, work.stale_clusters)
+    elif piece is not None:
+        raise _WholeInventory  # re-analysing whole clusters reads every putter's domains
     cluster_records: dict[str, ClusterRecord] = {}
     cluster_files: dict[str, list[OutputFile]] = {}
     for name, (patched_record, its_files) in (fresh or {}).items():
@@ -585,26 +665,37 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     selected = {*work.reanalysed, *work.companions}
     if len(selected) > len(inputs.requirements) * full_above:
         raise Fallback("the change reaches most requirements")  # a full render is cheaper
+    if piece is not None:
+        model = piece.covering(_footprints(previous, records, selected))
     analysis, inventory = _analyse_selected(root, inputs, model, selected, preloaded,
-                                            (*inputs.diagnostics, *problems, *found), settled)
+                                            (*inputs.diagnostics, *problems, *found), settled,
+                                            whole=piece is None)
     assert analysis.plan is not None
     if fresh is None:
         for name, (plan_cluster, its_files) in render_stale(analysis.plan,
                                                             work.stale_clusters).items():
             cluster_records[name] = cluster_record(plan_cluster, its_files)
             cluster_files[name] = its_files
-    outputs = other_outputs(inventory)
-    new_blobs = [(digest(f.content), f.content) for f in outputs]
+    if piece is None:
+        outputs = other_outputs(inventory)
+        new_blobs = [(digest(f.content), f.content) for f in outputs]
+        other_files = file_digests(outputs)
+    else:  # the marker and the bootstrap files: of the inventory, which did not change
+        outputs = list(cached_files(cache, previous.other_files))
+        new_blobs = []
+        other_files = previous.other_files
     files = list(outputs)
+    unchanged_files: list[tuple[str, str]] = []
     for name in clusters:
         if name in cluster_files:
             files.extend(cluster_files[name])
             new_blobs.extend((digest(f.content), f.content) for f in cluster_files[name])
         elif name in previous.clusters:
             cluster_records[name] = previous.clusters[name]
-            files.extend(cached_files(cache, previous.clusters[name].files))
+            unchanged_files.extend(previous.clusters[name].files)
         else:
             raise Fallback(f"no snapshot of cluster {name}")
+    files.extend(cached_files(cache, unchanged_files))  # one read per pack
 
     requirement_set = set(inputs.requirements)
     trusted = dict.fromkeys(work.reanalysed, inventory)
@@ -619,13 +710,17 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
             return copy_annotations(record, namespace, name) if record is not None else {}
 
         chosen = {*readers, *with_companions(previous, inputs, {}, readers)}
+        if piece is not None:
+            model = piece.covering(_footprints(previous, records, chosen))
         again, again_inventory = _analyse_selected(root, inputs, model, chosen, {}, (),
-                                                   renewed)
+                                                   renewed, whole=piece is None)
         again_by_file, _ = split_diagnostics(again.diagnostics, requirement_set)
         for relpath in readers:
             trusted[relpath] = again_inventory
             by_file[relpath] = again_by_file.get(relpath, [])
 
+    if piece is not None:  # the inventory's own diagnostics: it did not change
+        other = list(previous.other_diagnostics)
     keys: set[tuple[str, str, bool]] = set()
     diagnostics = list(other)
     requirement_files = {}
@@ -643,15 +738,15 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         requirement_files[relpath] = record
         diagnostics.extend(record.diagnostics)
     snapshot = Snapshot({p: (digests[p], declared.get(p, ())) for p in inputs.inventory},
-                        requirement_files, cluster_records,
-                        file_digests(outputs),
-                        pods_digest(inventory), tuple(other), inputs.diagnostics)
+                        requirement_files, cluster_records, other_files,
+                        previous.pods if piece is not None else pods_digest(inventory),
+                        tuple(other), inputs.diagnostics)
     rendered = Rendered(assemble(files), summary_of(cluster_records[c] for c in clusters))
-    new_blobs.extend(_requirement_blobs(root, (*(p for p in dirty if p in changed),
+    new_blobs.extend(_input_blobs(inputs, (*(p for p in dirty if p in changed),
                                                *(p for p in changed_inventory if p in digests))))
     return IncrementalResult(rendered, sorted_diagnostics(diagnostics), snapshot, "incremental",
                              len(selected) + len(readers), len(cluster_files),
-                             tuple(new_blobs), patched=len(fresh or ()))
+                             tuple(new_blobs), patched=len(fresh or ()), sliced=piece is not None)
 
 
 def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryModel,
@@ -776,12 +871,37 @@ def _objects_alone(model: InventoryModel, documents: Sequence[tuple[str, Documen
     return None if has_errors(plan.diagnostics) else objects_by_cluster(plan)
 
 
+def _dirty_requirements(root: Path, inputs: InputFiles, dirty: Sequence[str], full_above: float
+                        ) -> tuple[list[tuple[str, Document]], list[Diagnostic],
+                                   RequirementsModel]:
+    """The dirty requirement files read and built; ``Fallback`` when they are too many (a full
+    render is cheaper) or have a problem (a full run reports it exactly)."""
+    from .incremental import Fallback, read_requirement_documents
+
+    if len(dirty) > len(inputs.requirements) * full_above:
+        raise Fallback("the change reaches most requirements")
+    documents, found = read_requirement_documents(root, dirty)
+    built = model_requirements(documents)
+    if has_errors((*found, *built.diagnostics)):
+        raise Fallback("problems in a changed requirement")
+    return documents, found, built
+
+
+def _footprints(previous: Snapshot, records: Mapping[str, tuple[RequirementRecord, ...]],
+                paths: Iterable[str]) -> set[str]:
+    """The domains these requirement files read (their new records, else the snapshot's)."""
+    old = previous.requirement_files
+    return {d for p in paths for rec in (records[p] if p in records else old[p].requirements)
+            for d in rec.footprint}
+
+
 def _analyse_selected(root: Path, inputs: InputFiles, model: InventoryModel, selected: set[str],
                       preloaded: Mapping[str, list[tuple[str, Document]]],
-                      diagnostics: Iterable[Diagnostic], settled: SettledCopies
-                      ) -> tuple[Analysis, Inventory]:
-    """Check and refine the ``selected`` requirement files (in input order) with the whole
-    inventory; raises ``Fallback`` on any error (a full run reports errors exactly)."""
+                      diagnostics: Iterable[Diagnostic], settled: SettledCopies, *,
+                      whole: bool = True) -> tuple[Analysis, Inventory]:
+    """Check and refine the ``selected`` requirement files (in input order) with the inventory
+    (``whole=False``: the part of it they read, see :func:`analyse_model`); raises
+    ``Fallback`` on any error (a full run reports errors exactly)."""
     from .incremental import Fallback, read_requirement_documents
 
     wanted = [p for p in inputs.requirements if p in selected]
@@ -791,7 +911,7 @@ def _analyse_selected(root: Path, inputs: InputFiles, model: InventoryModel, sel
         by_path.setdefault(item[1].file, []).append(item)
     ordered = [item for p in wanted for item in by_path.get(p, ())]
     analysis = analyse_model(model, model_requirements(ordered), (*diagnostics, *found),
-                             settled=settled)
+                             settled=settled, whole=whole)
     if analysis.inventory is None or analysis.plan is None:
         raise Fallback("problems in the inputs")
     return analysis, analysis.inventory

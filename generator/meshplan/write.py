@@ -38,19 +38,26 @@ class WriteResult:
 
 def existing_files(root: Path) -> dict[str, Path]:
     """Relative path -> path of every file under ``root`` (empty if it does not exist)."""
+    return {rel: Path(path) for rel, path in _existing(root).items()}
+
+
+def _existing(root: Path) -> dict[str, str]:
+    # strings, not Paths: thousands of files on every render
     if not root.is_dir():
         return {}
     found = {}
-    for dirpath, _dirnames, filenames in os.walk(root):
+    base = str(root)
+    for dirpath, _dirnames, filenames in os.walk(base):
+        rel = os.path.relpath(dirpath, base).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
         for name in filenames:
-            path = Path(dirpath) / name
-            found[path.relative_to(root).as_posix()] = path
+            found[prefix + name] = os.path.join(dirpath, name)  # noqa: PTH118
     return found
 
 
 def diff_against(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     """What writing ``files`` to ``root`` would change."""
-    old = existing_files(root)
+    old = _existing(root)
     new = {f.path: f.content for f in files}
     changed = sorted(p for p, content in new.items()
                      if p not in old or not _same_content(old[p], content))
@@ -58,9 +65,12 @@ def diff_against(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     return WriteResult(tuple(changed), tuple(removed))
 
 
-def _same_content(path: Path, content: bytes) -> bool:
+def _same_content(path: str, content: bytes) -> bool:
     """Whether ``path`` holds ``content``; the size decides most cases without a read."""
-    return path.stat().st_size == len(content) and path.read_bytes() == content
+    if os.stat(path).st_size != len(content):  # noqa: PTH116
+        return False
+    with open(path, "rb") as handle:  # noqa: PTH123
+        return handle.read() == content
 
 
 def ensure_replaceable(root: Path) -> None:
@@ -118,16 +128,22 @@ def _folder_mode(root: Path) -> int:
 
 
 def _fill(staging: Path, old_root: Path, files: tuple[OutputFile, ...], changed: set[str]) -> None:
+    # os.path on strings, each folder made once: thousands of files on the re-render path
+    made: set[str] = set()
+    new, old = str(staging), str(old_root)
     for output in files:
-        target = staging / output.path
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.join(new, output.path)  # noqa: PTH118
+        folder = os.path.dirname(target)  # noqa: PTH120
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)  # noqa: PTH103
+            made.add(folder)
         if output.path not in changed:
             try:
-                os.link(old_root / output.path, target)
+                os.link(os.path.join(old, output.path), target)  # noqa: PTH118
                 continue
             except OSError:
                 pass  # another file system: fall back to writing the bytes
-        target.write_bytes(output.content)
+        Path(target).write_bytes(output.content)
 
 
 def _swap_in(staging: Path, root: Path) -> None:
