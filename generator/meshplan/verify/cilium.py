@@ -31,9 +31,8 @@ from ..admission import (
     split_source,
 )
 from ..diagnostics import Diagnostic, Location, error, notice, warning
+from ..load.canonical import RenderedReader
 from ..load.document import Document, PathKey, format_path
-from ..load.files import decode_utf8
-from ..load.parse import parse_yaml
 from ..model import Inventory
 from ..outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, split_cluster_path
 from ..vocabulary import (
@@ -92,9 +91,11 @@ class _ActualBuilder:
     def __init__(self, inventory: Inventory, endpoints: Sequence[Endpoint],
                  files: Mapping[str, bytes], display_root: str,
                  only: Collection[tuple[str, str]] | None = None,
-                 parsed: ParseCache | None = None) -> None:
+                 parsed: ParseCache | None = None, reader: RenderedReader | None = None
+                 ) -> None:
         self.inventory = inventory
         self.parsed = parsed
+        self.reader = reader if reader is not None else RenderedReader(None)
         self._selector_problems: dict[str, tuple[SelectorProblem, ...]] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints)
@@ -177,8 +178,7 @@ class _ActualBuilder:
         key = (self.display(relpath), self.files[relpath])
         found = self.parsed.get(key) if self.parsed is not None else None
         if found is None:
-            text = decode_utf8(key[0], key[1])
-            found = ([], [text]) if isinstance(text, Diagnostic) else parse_yaml(key[0], text)
+            found = self.reader.documents(key[0], key[1])
             if self.parsed is not None:
                 self.parsed[key] = found
         docs, problems = found
@@ -595,15 +595,16 @@ class ActualConnectivity(NamedTuple):
 def actual_connectivity(
     inventory: Inventory, endpoints: Sequence[Endpoint], files: Mapping[str, bytes],
     display_root: str = DEFAULT_OUTPUT_DIR, only: Collection[tuple[str, str]] | None = None,
-    parsed: ParseCache | None = None,
+    parsed: ParseCache | None = None, reader: RenderedReader | None = None,
 ) -> ActualConnectivity:
     """The connectivity the rendered files allow; problems reading them; what was read.
 
     ``only``: read just these clusters' folders (the pull-request picture reads the clusters a
     change touches and the ones their flows need); the others enforce nothing in the model.
     ``parsed``: files already parsed (by path and content), shared by several readings.
+    ``reader``: how files are read (default: the positioned parser, no cache).
     """
-    builder = _ActualBuilder(inventory, endpoints, files, display_root, only, parsed)
+    builder = _ActualBuilder(inventory, endpoints, files, display_root, only, parsed, reader)
     model = builder.build()
     return ActualConnectivity(model, tuple(builder.problems), builder.policies,
                               tuple(builder.services), tuple(builder.istio_documents))
