@@ -40,6 +40,28 @@ class Document:
         return self.location(path)
 
 
+@dataclass(frozen=True, eq=False)
+class Spot:
+    """A place in a document, turned into a :class:`Location` only when asked: the marks of a
+    document read from the cache are computed on demand (:mod:`.canonical`), and most places
+    a reader keeps are never shown. Equal when they name the same document and path."""
+
+    document: Document
+    path: PathKey
+
+    def location(self) -> Location:
+        return self.document.location(self.path)
+
+    def _key(self) -> tuple[str, int, PathKey]:
+        return self.document.file, self.document.index, self.path
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Spot) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
 def format_path(path: PathKey) -> str:
     """``("spec", "clusters", 0, "name")`` -> ``spec.clusters[0].name``."""
     out = ""

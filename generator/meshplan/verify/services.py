@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..diagnostics import Diagnostic, Location, warning
+from ..load.document import Spot
 from .connectivity import Connectivity
 from .endpoints import Endpoint
 from .ports import PortSet
@@ -33,7 +34,11 @@ class ServiceCopy:
     is_global: bool
     shared: bool
     ports: PortSet  # the ports a client calls (targetPort = port: meshplan writes no other)
-    location: Location
+    where: Location | Spot  # a Spot is looked up when shown (compared as its document)
+
+    @property
+    def location(self) -> Location:
+        return self.where if isinstance(self.where, Location) else self.where.location()
 
 
 def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint]) -> dict[
