@@ -194,6 +194,17 @@ class Connectivity:
         matched = tuple(g for g in stance.allows if g.selects(peer)) if grants else ()
         return Verdict(allowed, stance.restricted, matched)
 
+    def verdict_ports(self, direction: Direction, subject: int, peer: int) -> PortSet:
+        """``verdict(...).ports`` without building a :class:`Verdict` (the bulk of pairs)."""
+        stance = (self.egress if direction == "egress" else self.ingress)[subject]
+        endpoint = self.endpoints[peer]
+        if endpoint.kind == "cidr":
+            return self._block_verdict(stance, endpoint.block).ports
+        allow, allow_any, deny, deny_any = stance.compiled()
+        allowed = (allow.get(peer, NO_PORTS) | allow_any) if stance.restricted else ALL_PORTS
+        denied = deny.get(peer, NO_PORTS) | deny_any
+        return allowed - denied if denied else allowed
+
     def _block_verdict(self, stance: Stance, block: Block) -> Verdict:
         version, lo, hi = block
         relevant = [g for g in (*stance.allows, *stance.denies)
@@ -225,8 +236,8 @@ class Connectivity:
         return Verdict(result or NO_PORTS, stance.restricted, tuple(used))
 
     def flow(self, source: int, destination: int) -> PortSet:
-        return (self.verdict("egress", source, destination, grants=False).ports
-                & self.verdict("ingress", destination, source, grants=False).ports)
+        return (self.verdict_ports("egress", source, destination)
+                & self.verdict_ports("ingress", destination, source))
 
     def pairs(self) -> Iterator[tuple[int, int]]:
         """Every (source, destination) that is a flow: pod to anything else, address to pod."""
