@@ -31,8 +31,8 @@ json_values = st.recursive(
 json_documents = st.lists(st.dictionaries(strings, json_values, max_size=5), max_size=3)
 
 
-def entry(documents: list[dict[str, Any]]) -> Any:
-    return json.loads(json.dumps(documents))
+def entry(documents: Any) -> bytes:
+    return json.dumps(documents).encode()
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,7 +55,7 @@ def test_marks_of_the_writers_layouts() -> None:
                                    "é😀": "é😀", "z": {}}, {}, {"q": [[]]}]
     text = HEADER + dump_documents(docs)
     parsed, _ = parse_yaml("f.yaml", text)
-    found = verified_documents("f.yaml", text, docs)
+    found = verified_documents("f.yaml", text, entry(docs))
     assert found is not None
     assert [dict(d.marks) for d in found] == [dict(d.marks) for d in parsed]
     assert canonical_marks(docs[0], 3) == parsed[0].marks
@@ -63,15 +63,16 @@ def test_marks_of_the_writers_layouts() -> None:
 
 def test_a_candidate_that_does_not_write_back_is_refused() -> None:
     text = HEADER + "a: 1\n---\nb: x\n"
-    assert verified_documents("f.yaml", text, [{"a": 1}, {"b": "x"}]) is not None
-    assert verified_documents("f.yaml", text, [{"a": "1"}, {"b": "x"}]) is None  # wrong type
-    assert verified_documents("f.yaml", text, [{"a": 1}]) is None  # a document short
-    assert verified_documents("f.yaml", text, [{"a": 1.0}, {"b": "x"}]) is None  # a float
-    assert verified_documents("f.yaml", text, {"a": 1}) is None
-    assert verified_documents("f.yaml", text, None) is None
+    assert verified_documents("f.yaml", text, entry([{"a": 1}, {"b": "x"}])) is not None
+    assert verified_documents("f.yaml", text, entry([{"a": "1"}, {"b": "x"}])) is None  # wrong type
+    assert verified_documents("f.yaml", text, entry([{"a": 1}])) is None  # a document short
+    assert verified_documents("f.yaml", text, entry([{"a": 1.0}, {"b": "x"}])) is None  # a float
+    assert verified_documents("f.yaml", text, entry({"a": 1})) is None
+    assert verified_documents("f.yaml", text, entry(None)) is None
     # a "comment" line whose carriage return starts content is not a comment line
     assert verified_documents("f.yaml", "# x\rc: 1\na: 1\n---\nb: x\n",
-                              [{"a": 1}, {"b": "x"}]) is None
+                              entry([{"a": 1}, {"b": "x"}])) is None
+    assert verified_documents("f.yaml", text, b"[{") is None
 
 
 def test_deep_nesting_is_left_to_the_parser() -> None:
@@ -79,7 +80,7 @@ def test_deep_nesting_is_left_to_the_parser() -> None:
     for _ in range(70):
         deep = {"k": deep}
     text = dump_documents([deep])
-    assert verified_documents("f.yaml", text, [deep]) is None
+    assert verified_documents("f.yaml", text, entry([deep])) is None
     assert parse_yaml("f.yaml", text)[0]
 
 

@@ -56,10 +56,12 @@ def canonical_body(text: str) -> str | None:
     return body
 
 
-def verified_documents(relpath: str, text: str, candidate: Any) -> list[Document] | None:
-    """``candidate`` as the documents of ``text`` when they write back to exactly that text,
-    else None. Their marks are computed on first use (:class:`LazyMarks`)."""
+def verified_documents(relpath: str, text: str, entry: bytes) -> list[Document] | None:
+    """The documents of the JSON ``entry`` as those of ``text`` when they write back to
+    exactly that text, else None. Their marks are computed on first use (:class:`LazyMarks`,
+    which keeps the entry, not the data)."""
     body = canonical_body(text)
+    candidate = _loads(entry) if body is not None else None
     if body is None or not isinstance(candidate, list) or \
             any(type(d) is not dict for d in candidate):
         return None
@@ -72,24 +74,27 @@ def verified_documents(relpath: str, text: str, candidate: Any) -> list[Document
     line = text.count("\n", 0, len(text) - len(body)) + 1  # after the comment lines
     documents = []
     for i, (data, written) in enumerate(zip(candidate, texts, strict=True)):
-        documents.append(Document(relpath, i, data, LazyMarks(data, line)))
+        documents.append(Document(relpath, i, data, LazyMarks(entry, i, line)))
         line += written.count("\n") + 1  # and the "---" line
     return documents
 
 
 class LazyMarks(Mapping[PathKey, tuple[int, int]]):
-    """The marks of one document of a verified file, computed when first asked for."""
+    """The marks of one document of a verified file, computed when first asked for from the
+    file's entry (read again: keeping every document's data for the few a report names would
+    hold the whole rendered tree in memory)."""
 
-    __slots__ = ("_data", "_line", "_marks")
+    __slots__ = ("_entry", "_index", "_line", "_marks")
 
-    def __init__(self, data: dict[str, Any], line: int) -> None:
-        self._data = data
+    def __init__(self, entry: bytes, index: int, line: int) -> None:
+        self._entry = entry  # verified: it loads to the same documents again
+        self._index = index
         self._line = line  # where the document starts
         self._marks: dict[PathKey, tuple[int, int]] | None = None
 
     def _computed(self) -> dict[PathKey, tuple[int, int]]:
         if self._marks is None:
-            self._marks = canonical_marks(self._data, self._line)
+            self._marks = canonical_marks(json.loads(self._entry)[self._index], self._line)
         return self._marks
 
     def __getitem__(self, path: PathKey) -> tuple[int, int]:
@@ -186,7 +191,7 @@ class RenderedReader:
         if self.store is not None:
             entry = self.store.read_parsed(name, ENTRY_GROWTH * len(raw) + 4096)
             if entry is not None:
-                found = verified_documents(relpath, text, _loads(entry))
+                found = verified_documents(relpath, text, entry)
                 if found is not None:
                     self.accepted += 1
                     return found, []
@@ -204,7 +209,7 @@ class RenderedReader:
                                separators=(",", ":")).encode()
         except (TypeError, ValueError, RecursionError):
             return
-        if verified_documents(relpath, text, _loads(entry)) is not None:
+        if verified_documents(relpath, text, entry) is not None:
             self.pending.append((name, entry))
 
     def save(self) -> None:

@@ -32,7 +32,7 @@ from ..admission import (
 )
 from ..diagnostics import Diagnostic, Location, error, notice, warning
 from ..load.canonical import RenderedReader
-from ..load.document import Document, PathKey, Spot, format_path
+from ..load.document import Document, PathKey, format_path, place
 from ..model import Inventory
 from ..outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, split_cluster_path
 from ..vocabulary import (
@@ -413,7 +413,7 @@ class _PolicyReader:
                         f"{direction} stays open", severity="warning")
                 continue
             default_deny = enforced if explicit is None else bool(explicit)
-            origin = Origin(Spot(self.doc, (*path, direction)), self.label)
+            origin = Origin(place(self.doc, (*path, direction)), self.label)
             grants = [g for i, r in enumerate(allows)
                       if (g := self._grant(r, direction, (*path, direction, i))) is not None]
             deny_grants = [g for i, r in enumerate(denies)
@@ -439,7 +439,7 @@ class _PolicyReader:
         if not reading.read:
             return None
         return Grant(reading.pods, reading.blocks, reading.ports,
-                     Origin(Spot(self.doc, path), self.label), reading.wildcard)
+                     Origin(place(self.doc, path), self.label), reading.wildcard)
 
     def _read_rule(self, rule: Any, direction: Direction) -> _RuleReading:
         findings: list[Finding] = []
@@ -626,7 +626,7 @@ def service_copy(doc: Document, domain: str, cluster: str) -> ServiceCopy | None
         if isinstance(selector, dict) else None,
         annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true",
         annotations.get(SHARED_SERVICE_ANNOTATION) != "false", ports,
-        Spot(doc, ("metadata", "name")))
+        place(doc, ("metadata", "name")))
 
 
 class RenderedDocument(NamedTuple):

@@ -43,7 +43,7 @@ from functools import cached_property
 from typing import Any
 
 from ..diagnostics import Diagnostic, Location, error, notice, warning
-from ..load.document import Document, PathKey, Spot, format_path
+from ..load.document import Document, PathKey, format_path, place
 from ..model import Inventory
 from ..vocabulary import (
     AUTHORIZATION_POLICY_KIND,
@@ -537,7 +537,7 @@ class _Reader:
         if spec is None:
             spec = {}
         cluster = self.policies.setdefault(where, ClusterPolicies())
-        origin = Origin(Spot(doc, ("metadata", "name")), label)
+        origin = Origin(place(doc, ("metadata", "name")), label)
         if kind == PEER_AUTHENTICATION_KIND:
             found = _peer_authentication(str(namespace), spec, origin, report)
             if found is not None:
