@@ -11,7 +11,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from meshplan.cache import RenderCache
-from meshplan.load.canonical import RenderedReader, canonical_marks, verified_documents
+from meshplan.load.canonical import (
+    RenderedReader,
+    canonical_marks,
+    entry_of,
+    verified_documents,
+)
 from meshplan.load.parse import parse_yaml
 from meshplan.yamltext import LiteralText, dump_documents
 
@@ -32,7 +37,9 @@ json_documents = st.lists(st.dictionaries(strings, json_values, max_size=5), max
 
 
 def entry(documents: Any) -> bytes:
-    return json.dumps(documents).encode()
+    if not isinstance(documents, list):
+        return json.dumps(documents).encode()
+    return entry_of(documents)
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,10 +129,12 @@ def test_a_literal_block_is_not_stored() -> None:
 
 
 def forged_cases(raw: bytes) -> list[bytes]:
-    good = json.dumps([{"a": [1, "b"]}]).encode()
+    good = entry_of([{"a": [1, "b"]}])
     return [
-        json.dumps([{"a": [1, "c"]}]).encode(),  # valid JSON, other documents
-        json.dumps([{"a": [1, "b"], "extra": True}]).encode(),
+        entry_of([{"a": [1, "c"]}]),  # valid JSON, other documents
+        entry_of([{"a": [1, "b"], "extra": True}]),
+        entry_of([{"a": [1, "b"]}, {}]),  # a document more
+        json.dumps([{"a": [1, "b"]}]).encode(),  # a list: one document that is no mapping
         good[: len(good) // 2],  # truncated
         b"\x00\xff not json",  # corrupt
         b"[" * 100_000 + b"]" * 100_000,  # nested beyond the JSON reader
@@ -156,7 +165,7 @@ def test_the_cache_folder_round_trip(tmp_path: Path) -> None:
     again = RenderedReader(cache)
     assert [d.data for d in again.documents("f.yaml", raw)[0]] == [{"a": 1}]
     assert again.accepted == 1
-    stored[0].write_bytes(b"[{\"a\": 2}]")  # forged in place: refused, parsed
+    stored[0].write_bytes(b"{\"a\": 2}")  # forged in place: refused, parsed
     third = RenderedReader(cache)
     assert [d.data for d in third.documents("f.yaml", raw)[0]] == [{"a": 1}]
     assert (third.accepted, third.parsed) == (0, 1)

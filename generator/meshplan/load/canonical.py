@@ -94,7 +94,8 @@ class LazyMarks(Mapping[PathKey, tuple[int, int]]):
 
     def _computed(self) -> dict[PathKey, tuple[int, int]]:
         if self._marks is None:
-            self._marks = canonical_marks(json.loads(self._entry)[self._index], self._line)
+            document = json.loads(self._entry.split(b"\n")[self._index])
+            self._marks = canonical_marks(document, self._line)
         return self._marks
 
     def __getitem__(self, path: PathKey) -> tuple[int, int]:
@@ -205,8 +206,7 @@ class RenderedReader:
         """Keep an entry for a parsed file, when it will check out (a ConfigMap's literal
         block, a date or a float will not)."""
         try:
-            entry = json.dumps([d.data for d in documents], ensure_ascii=False,
-                               separators=(",", ":")).encode()
+            entry = entry_of(d.data for d in documents)
         except (TypeError, ValueError, RecursionError):
             return
         if verified_documents(relpath, text, entry) is not None:
@@ -219,9 +219,18 @@ class RenderedReader:
         self.pending = []
 
 
+def entry_of(documents: Iterable[Any]) -> bytes:
+    """The entry of a file's documents: one JSON text per line (JSON escapes line breaks), so
+    that one document can be read again on its own (:class:`LazyMarks`)."""
+    return b"\n".join(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+                      for data in documents)
+
+
 def _loads(entry: bytes) -> Any:
-    """An entry's JSON (json.loads builds only plain data: safe on any input), or None."""
+    """An entry's documents (json.loads builds only plain data: safe on any input), or None."""
+    if not entry:
+        return []
     try:
-        return json.loads(entry)
+        return [json.loads(line) for line in entry.split(b"\n")]
     except (ValueError, RecursionError):  # not JSON (or not UTF-8), nested too deeply
         return None
