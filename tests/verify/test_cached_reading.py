@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -20,22 +19,11 @@ from meshplan.model import Inventory
 from meshplan.verify.report import verify
 from meshplan.yamltext import dump_documents
 
+from tests.load.test_canonical import MemoryStore
 from tests.support.cli import run_cli
 from tests.support.flows import Files, rendered_files
 from tests.support.mutations import CASES, Mutation, parsed
 from tests.support.repos import REPO_ROOT, copy_example
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.entries: dict[str, bytes] = {}
-
-    def read_parsed(self, name: str, limit: int) -> bytes | None:
-        found = self.entries.get(name)
-        return found if found is not None and len(found) <= limit else None
-
-    def write_parsed(self, entries: Iterable[tuple[str, bytes]]) -> None:
-        self.entries.update(entries)
 
 
 @pytest.fixture(scope="module")
