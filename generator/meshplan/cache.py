@@ -5,6 +5,7 @@ Layout of the cache folder (``--cache-dir``, else ``$MESHPLAN_CACHE_DIR``, else
 
     states/<slot>.state          # the last snapshot (meshplan.incremental) of one repository
     packs/<pid>-<random>.pack    # blobs (output and input file contents, named by SHA-256)
+    parsed/<code>/<ab>/<sha256>.json  # the documents of a rendered file (meshplan.load.canonical)
 
 A pack holds the blobs one run stored, after a header naming each blob's offset and length:
 one file per run, as creating thousands of small files would cost a cold render more than a
@@ -15,6 +16,11 @@ version and a fingerprint of meshplan's own code, and the SHA-256 and length of 
 a blob must hash to its name. Anything that does not check out (truncated, corrupt, written
 by another version, or not a cache file at all) is ignored and the work is done again. Writes
 go to a temporary file renamed into place, so a killed run leaves no half-written entry.
+
+A parsed entry (``parsed/``, named by the SHA-256 of a rendered file's bytes, in a folder of
+the code fingerprint) is only a candidate: the reader accepts it when writing it out again
+gives exactly the file's bytes (:mod:`meshplan.load.canonical`), so a stale or forged entry can
+cost time but never change what is read.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ CACHE_DIR_ENV = "MESHPLAN_CACHE_DIR"
 STATES_KEPT = 8  # state files kept (most recently used first); packs only they name survive
 PACKS_KEPT = 32  # more packs than this: those no kept state names go, the rest are compacted
 PACK_GRACE_SECONDS = 600.0  # a younger pack is left alone: a run may be writing its state
+PARSED_KEPT = 60_000  # parsed entries kept (the newest); a 1,000-cluster render writes ~4,000
 
 
 def default_cache_dir() -> Path:
@@ -211,6 +218,52 @@ class RenderCache:
         known = self._packs()
         for name, (start, length) in index.items():
             known[name] = (str(path), len(head) + start, length)
+
+    # -- parsed documents (meshplan.load.canonical) ---------------------------------------
+
+    def _parsed_folder(self) -> str:
+        return os.path.join(self.root, "parsed", self.fingerprint[:32])  # noqa: PTH118
+
+    def read_parsed(self, name: str, limit: int) -> bytes | None:
+        """The entry of the file whose SHA-256 is ``name``, or None (absent, unreadable, or
+        larger than ``limit`` bytes)."""
+        if not _SHA256.fullmatch(name):
+            return None
+        try:
+            with open(os.path.join(self._parsed_folder(), name[:2], name + ".json"),  # noqa: PTH118, PTH123
+                      "rb") as handle:
+                entry = handle.read(limit + 1)
+        except OSError:
+            return None
+        return entry if len(entry) <= limit else None
+
+    def write_parsed(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Store each (sha256 of a file, entry) not stored yet; entries of other builds of
+        meshplan go, and the oldest beyond :data:`PARSED_KEPT`. Never raises on a full or
+        read-only cache folder: the cache only saves time."""
+        folder = self._parsed_folder()
+        wrote = False
+        with contextlib.suppress(OSError):
+            for name, entry in entries:
+                if not _SHA256.fullmatch(name):
+                    continue
+                path = Path(folder, name[:2], name + ".json")
+                if not path.is_file():
+                    _write_atomically(path, entry)
+                    wrote = True
+            if wrote:
+                self._prune_parsed(Path(folder))
+
+    def _prune_parsed(self, current: Path) -> None:
+        for other in current.parent.iterdir():
+            if other != current and other.is_dir():
+                shutil.rmtree(other, ignore_errors=True)
+        entries = list(current.glob("*/*.json"))
+        if len(entries) <= PARSED_KEPT:
+            return
+        entries.sort(key=_mtime, reverse=True)
+        for stale in entries[PARSED_KEPT:]:
+            stale.unlink(missing_ok=True)
 
     # -- housekeeping ---------------------------------------------------------------------
 

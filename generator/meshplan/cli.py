@@ -343,8 +343,16 @@ RENDERED_OPTION = click.option(
 @REPO_OPTION
 @RENDERED_OPTION
 @FORMAT_OPTION
+@click.option("--no-cache", is_flag=True,
+              help="Parse every rendered file and leave the cache alone.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The cache, outside the repository: it keeps the documents of rendered "
+              "files it has read, each used only when it writes back to exactly the file's "
+              "bytes.  [default: $MESHPLAN_CACHE_DIR, else $XDG_CACHE_HOME/meshplan, else "
+              "~/.cache/meshplan]")
 @guarded
-def verify_command(repo: Path, rendered: Path | None, output_format: str) -> int:
+def verify_command(repo: Path, rendered: Path | None, output_format: str,
+                   cache_dir: Path | None, no_cache: bool) -> int:
     """Check that the rendered policies allow exactly what the requirements intend.
 
     Evaluates the rendered Cilium policies with Cilium's semantics over every service, raw-label
@@ -357,7 +365,7 @@ def verify_command(repo: Path, rendered: Path | None, output_format: str) -> int
     from .pipeline import verify_repository
 
     progress("evaluating the rendered policies against the requirements ...")
-    report = verify_repository(repo, rendered)
+    report = verify_repository(repo, rendered, open_cache(cache_dir, no_cache))
     if output_format == "json":
         click.echo(diagnostics_json(report.diagnostics, report.ok))
     else:

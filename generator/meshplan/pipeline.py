@@ -319,13 +319,24 @@ def propose_mesh_ids(repo: Path) -> tuple[IdProposal, ...] | None:
     return proposals
 
 
-def verify_repository(repo: Path, rendered: Path | None = None) -> VerifyReport:
-    """Validate the inputs (raises InputError when invalid), then verify the rendered tree."""
+def verify_repository(repo: Path, rendered: Path | None = None,
+                      cache: RenderCache | None = None) -> VerifyReport:
+    """Validate the inputs (raises InputError when invalid), then verify the rendered tree.
+
+    With a ``cache``, rendered files are read through its parsed-document entries, each
+    accepted only when it writes back to exactly the file's bytes (:mod:`.load.canonical`),
+    and the files parsed are added to it.
+    """
+    from .load.canonical import RenderedReader
     from .verify.report import display_root_for, verify
 
-    inventory, _ = validated(repo)
-    out = rendered if rendered is not None else repo / DEFAULT_OUTPUT_DIR
-    return verify(inventory, read_tree(out), display_root_for(repo, out))
+    reader = RenderedReader(cache)
+    with without_cyclic_gc():
+        inventory, _ = validated(repo)
+        out = rendered if rendered is not None else repo / DEFAULT_OUTPUT_DIR
+        report = verify(inventory, read_tree(out), display_root_for(repo, out), reader)
+    reader.save()
+    return report
 
 
 def diff_repository(project: Path, base: str, *, with_flows: bool = False,

@@ -29,7 +29,7 @@ _SPECIAL_WORDS = frozenset(
 )
 # YAML readers (libyaml, PyYAML, ruamel.yaml, Go's yaml) refuse an implicit ``key:`` longer than
 # this many characters (YAML 1.2 section 7.4.2); longer keys are written explicitly (``? key``).
-_MAX_IMPLICIT_KEY = 1024
+MAX_IMPLICIT_KEY = 1024
 # Characters YAML does not allow raw in a double-quoted scalar, or reads as line breaks.
 _UNSAFE_IN_QUOTES = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
 # A literal block (``|`` or ``|-``) keeps text exactly when its lines are printable ASCII
@@ -96,7 +96,7 @@ def _new_string(value: str) -> str:
 def _key(key: str, indent: str) -> str:
     """``key:``, or ``? key`` and ``:`` on the next line when the key is too long to be implicit."""
     text = scalar_text(key)
-    if len(text) <= _MAX_IMPLICIT_KEY:
+    if len(text) <= MAX_IMPLICIT_KEY:
         return f"{indent}{text}:"
     return f"{indent}? {text}\n{indent}:"
 

@@ -23,14 +23,7 @@ class Document:
 
     def location(self, path: PathKey = ()) -> Location:
         """The closest known position for ``path`` (falls back to the nearest parent)."""
-        probe = tuple(path)
-        while True:
-            mark = self.marks.get(probe)
-            if mark is not None:
-                return Location(self.file, mark[0], mark[1])
-            if not probe:
-                return Location(self.file, 1, 1)
-            probe = probe[:-1]
+        return _closest(self.file, self.marks, path)
 
     def key_location(self, path: PathKey) -> Location:
         """Position of the key that holds ``path`` (or of the value if unknown)."""
@@ -38,6 +31,50 @@ class Document:
         if mark is not None:
             return Location(self.file, mark[0], mark[1])
         return self.location(path)
+
+
+def _closest(file: str, marks: Mapping[PathKey, tuple[int, int]], path: PathKey) -> Location:
+    probe = tuple(path)
+    while True:
+        mark = marks.get(probe)
+        if mark is not None:
+            return Location(file, mark[0], mark[1])
+        if not probe:
+            return Location(file, 1, 1)
+        probe = probe[:-1]
+
+
+@dataclass(frozen=True, eq=False)
+class Spot:
+    """A place in a document, turned into a :class:`Location` only when asked: the marks of a
+    document read from the cache are computed on demand (:mod:`.canonical`), and most places
+    a reader keeps are never shown. It keeps the document's marks, not its data. Equal when
+    they name the same document and path."""
+
+    file: str
+    index: int
+    marks: Mapping[PathKey, tuple[int, int]]
+    path: PathKey
+
+    def location(self) -> Location:
+        return _closest(self.file, self.marks, self.path)
+
+    def _key(self) -> tuple[str, int, PathKey]:
+        return self.file, self.index, self.path
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Spot) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+def place(document: Document, path: PathKey) -> Location | Spot:
+    """Where ``path`` is: its location now when the document's marks are at hand (the parser's
+    dict), else a :class:`Spot` that finds it when asked."""
+    if isinstance(document.marks, dict):
+        return document.location(path)
+    return Spot(document.file, document.index, document.marks, path)
 
 
 def format_path(path: PathKey) -> str:

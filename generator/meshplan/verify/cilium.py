@@ -31,9 +31,8 @@ from ..admission import (
     split_source,
 )
 from ..diagnostics import Diagnostic, Location, error, notice, warning
-from ..load.document import Document, PathKey, format_path
-from ..load.files import decode_utf8
-from ..load.parse import parse_yaml
+from ..load.canonical import RenderedReader
+from ..load.document import Document, PathKey, format_path, place
 from ..model import Inventory
 from ..outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, split_cluster_path
 from ..vocabulary import (
@@ -84,6 +83,20 @@ NOTED_PORT_RULE_KEYS = {"rules", "serverNames", "listener", "terminatingTLS", "o
 
 # (displayed path, content) -> the file's documents and the problems parsing it found
 ParseCache = dict[tuple[str, bytes], tuple[list[Document], list[Diagnostic]]]
+# A problem found in a rule, its path relative to the rule: (path, message, severity)
+Finding = tuple[PathKey, str, str]
+
+
+class _RuleReading(NamedTuple):
+    """What one allow or deny rule grants, without its place (:meth:`_PolicyReader._grant`)."""
+
+    pods: frozenset[int]
+    blocks: tuple[Block, ...]
+    ports: PortSet
+    wildcard: bool
+    read: bool  # False: the rule is ignored (it grants nothing)
+    findings: tuple[Finding, ...]
+    mesh: str | None  # the mesh name the reading depends on (a peer without a cluster label)
 
 
 class _ActualBuilder:
@@ -92,10 +105,15 @@ class _ActualBuilder:
     def __init__(self, inventory: Inventory, endpoints: Sequence[Endpoint],
                  files: Mapping[str, bytes], display_root: str,
                  only: Collection[tuple[str, str]] | None = None,
-                 parsed: ParseCache | None = None) -> None:
+                 parsed: ParseCache | None = None, reader: RenderedReader | None = None
+                 ) -> None:
         self.inventory = inventory
         self.parsed = parsed
+        self.reader = reader if reader is not None else RenderedReader(None)
         self._selector_problems: dict[str, tuple[SelectorProblem, ...]] = {}
+        # (direction, policy namespace, rule text) -> its reading: the same requirement renders
+        # the same rules into every cluster of its scope
+        self.rule_readings: dict[tuple[str, str | None, str], _RuleReading] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints)
         self.files = files
@@ -177,8 +195,7 @@ class _ActualBuilder:
         key = (self.display(relpath), self.files[relpath])
         found = self.parsed.get(key) if self.parsed is not None else None
         if found is None:
-            text = decode_utf8(key[0], key[1])
-            found = ([], [text]) if isinstance(text, Diagnostic) else parse_yaml(key[0], text)
+            found = self.reader.documents(key[0], key[1])
             if self.parsed is not None:
                 self.parsed[key] = found
         docs, problems = found
@@ -228,8 +245,13 @@ class _PolicyReader:
         source = annotations.get(SOURCE_ANNOTATION)
         self.label = (f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
                       f" in {domain}/{cluster}" + (f" (from {source})" if source else ""))
+        self._findings: list[Finding] | None = None  # set while a rule is read on its own
+        self._used_mesh = False
 
     def problem(self, path: PathKey, message: str, *, severity: str = "error") -> None:
+        if self._findings is not None:
+            self._findings.append((path, message, severity))
+            return
         make = {"error": error, "warning": warning, "notice": notice}[severity]
         self.owner.problems.append(make(self.doc.location(path), format_path(path),
                                         f"{self.label}: {message}"))
@@ -391,7 +413,7 @@ class _PolicyReader:
                         f"{direction} stays open", severity="warning")
                 continue
             default_deny = enforced if explicit is None else bool(explicit)
-            origin = Origin(self.doc.location((*path, direction)), self.label)
+            origin = Origin(place(self.doc, (*path, direction)), self.label)
             grants = [g for i, r in enumerate(allows)
                       if (g := self._grant(r, direction, (*path, direction, i))) is not None]
             deny_grants = [g for i, r in enumerate(denies)
@@ -405,6 +427,34 @@ class _PolicyReader:
                 stance.denies.extend(deny_grants)
 
     def _grant(self, rule: Any, direction: Direction, path: PathKey) -> Grant | None:
+        """One rule's grant, read once per (direction, policy namespace, rule text) and mesh
+        name when it matters: what it grants depends on nothing else (the peers are selected
+        from the whole fleet), and its problems are reported again at each place."""
+        key = (direction, self.namespace, repr(rule))
+        reading = self.owner.rule_readings.get(key)
+        if reading is None or (reading.mesh is not None and reading.mesh != self.mesh):
+            reading = self.owner.rule_readings[key] = self._read_rule(rule, direction)
+        for where, message, severity in reading.findings:
+            self.problem((*path, *where), message, severity=severity)
+        if not reading.read:
+            return None
+        return Grant(reading.pods, reading.blocks, reading.ports,
+                     Origin(place(self.doc, path), self.label), reading.wildcard)
+
+    def _read_rule(self, rule: Any, direction: Direction) -> _RuleReading:
+        findings: list[Finding] = []
+        self._findings, self._used_mesh = findings, False
+        try:
+            grant = self._read_grant(rule, direction, ())
+        finally:
+            self._findings = None
+        mesh = self.mesh if self._used_mesh else None
+        if grant is None:
+            return _RuleReading(frozenset(), (), NO_PORTS, False, False, tuple(findings), mesh)
+        return _RuleReading(grant.pods, grant.blocks, grant.ports, grant.wildcard, True,
+                            tuple(findings), mesh)
+
+    def _read_grant(self, rule: Any, direction: Direction, path: PathKey) -> Grant | None:
         if not isinstance(rule, dict):
             self.problem(path, "expected a rule mapping")
             return None
@@ -447,8 +497,7 @@ class _PolicyReader:
         self._cidrs_over_pods(blocks, path)
         ports = self._ports(rule.get("toPorts"), (*path, "toPorts")) if "toPorts" in rule \
             else ALL_PORTS
-        return Grant(pods, tuple(blocks), ports, Origin(self.doc.location(path), self.label),
-                     wildcard)
+        return Grant(pods, tuple(blocks), ports, _NO_ORIGIN, wildcard)
 
     def _peers(self, peers: Any, path: PathKey) -> frozenset[int]:
         if not isinstance(peers, list):
@@ -483,6 +532,7 @@ class _PolicyReader:
             elif not selector.has_key_prefix(NAMESPACE_LABELS_PREFIX):
                 selector = selector.also(Term(POD_NAMESPACE_LABEL, "In", (self.namespace,)))
         if not selector.has_key(CILIUM_CLUSTER_LABEL):
+            self._used_mesh = True
             self.problem(path, f"expected the peer to name its cluster ({CILIUM_CLUSTER_LABEL})"
                          f", found none: Cilium 1.19 reads it as the local cluster "
                          f"({self.mesh}; option policy-default-local-cluster, on by default), "
@@ -543,6 +593,9 @@ class _PolicyReader:
         return ports_of(protocol, number, int(end) if isinstance(end, int) else None)
 
 
+_NO_ORIGIN = Origin(Location("(rule)"), "")  # replaced by the rule's place (_grant)
+
+
 def _blocks_or_none(text: str) -> tuple[Block, ...]:
     try:
         return cidr_blocks(text)
@@ -573,7 +626,7 @@ def service_copy(doc: Document, domain: str, cluster: str) -> ServiceCopy | None
         if isinstance(selector, dict) else None,
         annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true",
         annotations.get(SHARED_SERVICE_ANNOTATION) != "false", ports,
-        doc.location(("metadata", "name")))
+        place(doc, ("metadata", "name")))
 
 
 class RenderedDocument(NamedTuple):
@@ -595,15 +648,16 @@ class ActualConnectivity(NamedTuple):
 def actual_connectivity(
     inventory: Inventory, endpoints: Sequence[Endpoint], files: Mapping[str, bytes],
     display_root: str = DEFAULT_OUTPUT_DIR, only: Collection[tuple[str, str]] | None = None,
-    parsed: ParseCache | None = None,
+    parsed: ParseCache | None = None, reader: RenderedReader | None = None,
 ) -> ActualConnectivity:
     """The connectivity the rendered files allow; problems reading them; what was read.
 
     ``only``: read just these clusters' folders (the pull-request picture reads the clusters a
     change touches and the ones their flows need); the others enforce nothing in the model.
     ``parsed``: files already parsed (by path and content), shared by several readings.
+    ``reader``: how files are read (default: the positioned parser, no cache).
     """
-    builder = _ActualBuilder(inventory, endpoints, files, display_root, only, parsed)
+    builder = _ActualBuilder(inventory, endpoints, files, display_root, only, parsed, reader)
     model = builder.build()
     return ActualConnectivity(model, tuple(builder.problems), builder.policies,
                               tuple(builder.services), tuple(builder.istio_documents))

@@ -58,11 +58,8 @@ def compare(actual: Connectivity, intended: Connectivity,
         src, dst = endpoints[i], endpoints[j]
         if is_dns_flow(src, dst) or hops.routed(src, dst):
             continue
-        a_e = actual.verdict("egress", i, j, grants=False)
-        a_i = actual.verdict("ingress", j, i, grants=False)
-        n_e = intended.verdict("egress", i, j, grants=False)
-        n_i = intended.verdict("ingress", j, i, grants=False)
-        if a_e.ports == n_e.ports and a_i.ports == n_i.ports:
+        if actual.verdict_ports("egress", i, j) == intended.verdict_ports("egress", i, j) and \
+                actual.verdict_ports("ingress", j, i) == intended.verdict_ports("ingress", j, i):
             continue  # both sides as intended: the flow is too
         a_e, a_i = actual.verdict("egress", i, j), actual.verdict("ingress", j, i)
         n_e, n_i = intended.verdict("egress", i, j), intended.verdict("ingress", j, i)

@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Literal
 
 from ..diagnostics import Location
+from ..load.document import Spot
 from .addresses import Block
 from .endpoints import Endpoint, EndpointIndex
 from .ports import ALL_PORTS, NO_PORTS, PortSet
@@ -18,12 +19,36 @@ Direction = Literal["egress", "ingress"]
 DIRECTIONS: tuple[Direction, Direction] = ("egress", "ingress")
 
 
-@dataclass(frozen=True)
 class Origin:
-    """Where an allow or a restriction comes from: a rendered rule or a requirement line."""
+    """Where an allow or a restriction comes from: a rendered rule or a requirement line.
 
-    location: Location
-    what: str
+    A rendered rule's place is a :class:`Spot`, looked up only when a report shows it (or
+    origins are compared, which only reports do); equal origins have equal locations."""
+
+    __slots__ = ("_where", "what")
+
+    def __init__(self, where: Location | Spot, what: str) -> None:
+        self._where = where
+        self.what = what
+
+    @property
+    def location(self) -> Location:
+        where = self._where
+        if isinstance(where, Spot):
+            where = self._where = where.location()
+        return where
+
+    def _key(self) -> tuple[Location, str]:
+        return self.location, self.what
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Origin) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Origin({self._where!r}, {self.what!r})"
 
     def __str__(self) -> str:
         where = f"{self.location.file}:{self.location.line}" if self.location.line else \
@@ -169,6 +194,17 @@ class Connectivity:
         matched = tuple(g for g in stance.allows if g.selects(peer)) if grants else ()
         return Verdict(allowed, stance.restricted, matched)
 
+    def verdict_ports(self, direction: Direction, subject: int, peer: int) -> PortSet:
+        """``verdict(...).ports`` without building a :class:`Verdict` (the bulk of pairs)."""
+        stance = (self.egress if direction == "egress" else self.ingress)[subject]
+        endpoint = self.endpoints[peer]
+        if endpoint.kind == "cidr":
+            return self._block_verdict(stance, endpoint.block).ports
+        allow, allow_any, deny, deny_any = stance.compiled()
+        allowed = (allow.get(peer, NO_PORTS) | allow_any) if stance.restricted else ALL_PORTS
+        denied = deny.get(peer, NO_PORTS) | deny_any
+        return allowed - denied if denied else allowed
+
     def _block_verdict(self, stance: Stance, block: Block) -> Verdict:
         version, lo, hi = block
         relevant = [g for g in (*stance.allows, *stance.denies)
@@ -200,8 +236,8 @@ class Connectivity:
         return Verdict(result or NO_PORTS, stance.restricted, tuple(used))
 
     def flow(self, source: int, destination: int) -> PortSet:
-        return (self.verdict("egress", source, destination, grants=False).ports
-                & self.verdict("ingress", destination, source, grants=False).ports)
+        return (self.verdict_ports("egress", source, destination)
+                & self.verdict_ports("ingress", destination, source))
 
     def pairs(self) -> Iterator[tuple[int, int]]:
         """Every (source, destination) that is a flow: pod to anything else, address to pod."""

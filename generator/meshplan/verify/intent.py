@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from ..diagnostics import Location
 from ..mesh.flows import intended_cluster_flows
 from ..mesh.identity import all_authorizations, strict_namespace_causes
-from ..model import Inventory, Requirement, Rule, Selector, Service
+from ..model import Inventory, PeerTarget, Requirement, Rule, Selector, Service
 from ..refine import ClusterRef
 from ..vocabulary import NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL
 from .addresses import cidr_blocks
@@ -82,6 +82,10 @@ class _IntentBuilder:
         self.protected = inventory.service_selected_by(req)
         self.scope = [c.name for c in inventory.requirement_scope(req)]
         self.origin = Origin(req.location, f"requirement {req.key}")
+        # what a CIDR or a service peer grants is the same in every cluster of the scope
+        # (only its gateway hops differ): read once per (rule part, direction)
+        self._cidr_grants: dict[tuple[int, str], Grant] = {}
+        self._peer_grants: dict[tuple[int, str], list[tuple[Grant, PeerTarget]]] = {}
 
     def build(self) -> None:
         for cluster in self.scope:
@@ -111,31 +115,46 @@ class _IntentBuilder:
         into_service = service_ports(self.protected) if (
             self.protected is not None and direction == "ingress") else None
         for cidr in rule.cidrs:
-            yield Grant(frozenset(), cidr_blocks(cidr.cidr, cidr.excepts),
-                        explicit or into_service or ALL_PORTS,
-                        Origin(cidr.location, f"requirement {self.req.key}, {direction} CIDR"))
+            key = (id(cidr), direction)
+            grant = self._cidr_grants.get(key)
+            if grant is None:
+                grant = self._cidr_grants[key] = Grant(
+                    frozenset(), cidr_blocks(cidr.cidr, cidr.excepts),
+                    explicit or into_service or ALL_PORTS,
+                    Origin(cidr.location, f"requirement {self.req.key}, {direction} CIDR"))
+            yield grant
         for peer in rule.endpoints:
             origin = Origin(peer.location, f"requirement {self.req.key}, {direction} peer")
             if peer.is_abstract:
-                for target in self.inventory.resolve_peer(peer.selector, self.req.domain,
-                                                          direction=rule.direction):
-                    ports = explicit
-                    if ports is None:
-                        if direction == "egress":
-                            ports = service_ports(target.service)
-                        else:
-                            ports = (service_ports(self.protected) if self.protected
-                                     else ALL_PORTS)
-                    yield Grant(self._service_pods(target.service, target.clusters), (),
-                                ports, origin)
+                key = (id(peer), direction)
+                if key not in self._peer_grants:
+                    self._peer_grants[key] = list(self._service_grants(
+                        rule, peer.selector, direction, explicit, origin))
+                for grant, target in self._peer_grants[key]:
+                    yield grant
                     yield from self._hops(cluster, target.service.domain, target.clusters,
-                                          direction, ports, origin)
+                                          direction, grant.ports, grant.origin)
                 continue
             ports = explicit
             if ports is None:
                 protected = self.protected if direction == "ingress" else None
                 ports = service_ports(protected) if protected else ALL_PORTS
             yield Grant(self._raw_pods(peer.selector, cluster), (), ports, origin)
+
+    def _service_grants(self, rule: Rule, selector: Selector, direction: str,
+                        explicit: PortSet | None, origin: Origin
+                        ) -> Iterator[tuple[Grant, PeerTarget]]:
+        """Each service a peer resolves to: its pods on the ports, and the resolved target."""
+        for target in self.inventory.resolve_peer(selector, self.req.domain,
+                                                  direction=rule.direction):
+            ports = explicit
+            if ports is None:
+                if direction == "egress":
+                    ports = service_ports(target.service)
+                else:
+                    ports = service_ports(self.protected) if self.protected else ALL_PORTS
+            yield Grant(self._service_pods(target.service, target.clusters), (), ports,
+                        origin), target
 
     def _hops(self, cluster: str, domain: str, clusters: Sequence[str], direction: str,
               ports: PortSet, origin: Origin) -> Iterator[Grant]:

@@ -43,7 +43,7 @@ from functools import cached_property
 from typing import Any
 
 from ..diagnostics import Diagnostic, Location, error, notice, warning
-from ..load.document import Document, PathKey, format_path
+from ..load.document import Document, PathKey, format_path, place
 from ..model import Inventory
 from ..vocabulary import (
     AUTHORIZATION_POLICY_KIND,
@@ -498,7 +498,7 @@ class _Reader:
         self.policies: dict[Where, ClusterPolicies] = {}
         self.problems: list[Diagnostic] = []
         # (cluster, namespace, selector-or-None) -> the PeerAuthentications at that scope
-        self.scopes: dict[tuple[Where, str, str], list[tuple[str, Location]]] = {}
+        self.scopes: dict[tuple[Where, str, str], list[tuple[str, Origin]]] = {}
 
     def finish(self) -> list[Diagnostic]:
         for (where, namespace, scope), found in sorted(self.scopes.items()):
@@ -507,7 +507,7 @@ class _Reader:
             names = ", ".join(name for name, _ in found)
             what = "mesh" if namespace == ISTIO_ROOT_NAMESPACE else f"namespace {namespace}"
             self.problems.append(error(
-                found[1][1], "", f"expected one PeerAuthentication at the {what} scope of "
+                found[1][1].location, "", f"expected one PeerAuthentication at the {what} scope of "
                 f"{where[0]}/{where[1]}, found {len(found)} ({names}): Istio applies the "
                 "oldest, which rendered YAML cannot tell; verify assumes the weakest"))
         return self.problems
@@ -537,14 +537,14 @@ class _Reader:
         if spec is None:
             spec = {}
         cluster = self.policies.setdefault(where, ClusterPolicies())
-        origin = Origin(doc.location(("metadata", "name")), label)
+        origin = Origin(place(doc, ("metadata", "name")), label)
         if kind == PEER_AUTHENTICATION_KIND:
             found = _peer_authentication(str(namespace), spec, origin, report)
             if found is not None:
                 cluster.authentications.append(found)
                 scope = "" if found.selector is None else repr(sorted(found.selector.items()))
                 self.scopes.setdefault((where, str(namespace), scope), []).append(
-                    (name, doc.location(("metadata", "name"))))
+                    (name, origin))
         elif kind == AUTHORIZATION_POLICY_KIND:
             policy = _authorization_policy(str(namespace), spec, origin, report)
             if policy is not None:

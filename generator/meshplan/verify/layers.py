@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from ..diagnostics import Diagnostic, Location, error, warning
+from ..load.canonical import RenderedReader
 from ..model import Inventory
 from ..outputs import DEFAULT_OUTPUT_DIR
 from .cilium import ActualConnectivity, ParseCache, actual_connectivity
@@ -100,11 +101,13 @@ class ReadLayers(NamedTuple):
 def read_layers(inventory: Inventory, endpoints: Sequence[Endpoint],
                 files: Mapping[str, bytes], display_root: str = DEFAULT_OUTPUT_DIR,
                 only: Collection[Where] | None = None,
-                parsed: ParseCache | None = None) -> ReadLayers:
+                parsed: ParseCache | None = None,
+                reader: RenderedReader | None = None) -> ReadLayers:
     """Both layers of a rendered tree, over ``endpoints`` (verify, and the pull-request
     picture of a change); ``only`` these clusters' folders when given; files found in
-    ``parsed`` are not parsed again."""
-    cilium = actual_connectivity(inventory, endpoints, files, display_root, only, parsed)
+    ``parsed`` are not parsed again; ``reader`` reads the others (default: the parser)."""
+    cilium = actual_connectivity(inventory, endpoints, files, display_root, only, parsed,
+                                 reader)
     identity, problems = read_identity_layer(inventory, endpoints, cilium.istio_documents)
     layers = Layers(cilium.model, gateway_hops(inventory, endpoints), identity)
     return ReadLayers(layers, cilium, tuple(problems))

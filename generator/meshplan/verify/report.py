@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, sorted_diagnostics
+from ..load.canonical import RenderedReader
 from ..model import Inventory
 from ..outputs import DEFAULT_OUTPUT_DIR
 from .compare import Mismatch, compare, dns_problems, half_open
@@ -84,11 +85,14 @@ class VerifyReport:
 
 
 def verify(inventory: Inventory, files: Mapping[str, bytes],
-           display_root: str = DEFAULT_OUTPUT_DIR) -> VerifyReport:
+           display_root: str = DEFAULT_OUTPUT_DIR,
+           reader: RenderedReader | None = None) -> VerifyReport:
     """Compare the rendered files (relative to the output root) with the requirements: the
-    Cilium layer and, with Istio members, the identity layer."""
+    Cilium layer and, with Istio members, the identity layer. ``reader``: how the files are
+    read (:mod:`meshplan.load.canonical`; default: the positioned parser)."""
     endpoints = inventory_endpoints(inventory)
-    layers, cilium, identity_reading = read_layers(inventory, endpoints, files, display_root)
+    layers, cilium, identity_reading = read_layers(inventory, endpoints, files, display_root,
+                                                   reader=reader)
     actual, hops = layers.cilium, layers.hops
     intended = intended_connectivity(inventory, endpoints, hops)
     mismatches = compare(actual, intended, hops)

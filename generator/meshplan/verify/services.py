@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..diagnostics import Diagnostic, Location, warning
-from .connectivity import Connectivity
+from ..load.document import Spot
+from .connectivity import Connectivity, Direction
 from .endpoints import Endpoint
 from .ports import PortSet
 
@@ -33,7 +34,11 @@ class ServiceCopy:
     is_global: bool
     shared: bool
     ports: PortSet  # the ports a client calls (targetPort = port: meshplan writes no other)
-    location: Location
+    where: Location | Spot  # a Spot is looked up when shown (compared as its document)
+
+    @property
+    def location(self) -> Location:
+        return self.where if isinstance(self.where, Location) else self.where.location()
 
 
 def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint]) -> dict[
@@ -75,7 +80,21 @@ def load_balancing_problems(actual: Connectivity,
         if e.kind in ("service", "client"):
             clients.setdefault((e.domain, e.cluster), []).append(i)
     groups: dict[tuple[ServiceCopy, str], tuple[set[str], set[str]]] = {}
-    named: dict[int, frozenset[int]] = {}
+    named: dict[tuple[Direction, int], frozenset[int]] = {}
+
+    def named_by(direction: Direction, subject: int) -> frozenset[int]:
+        found = named.get((direction, subject))
+        if found is None:
+            found = named[(direction, subject)] = actual.named(direction, subject)
+        return found
+
+    def flow(client: int, backend: int) -> PortSet:
+        # By classes: a pod neither side's rules name gets both defaults (Connectivity.named)
+        if backend not in named_by("egress", client) and \
+                client not in named_by("ingress", backend):
+            return actual.default("egress", client) & actual.default("ingress", backend)
+        return actual.flow(client, backend)
+
     for copy, picked in backends(copies, endpoints).items():
         if len(picked) < 2 or not copy.ports:
             continue
@@ -88,10 +107,8 @@ def load_balancing_problems(actual: Connectivity,
             if actual.default("egress", i) & copy.ports:
                 reachable: Iterable[int] = picked
             else:
-                if i not in named:
-                    named[i] = actual.named("egress", i)
-                reachable = [b for b in picked if b in named[i]]
-            allowed = {b for b in reachable if actual.flow(i, b) & copy.ports}
+                reachable = [b for b in picked if b in named_by("egress", i)]
+            allowed = {b for b in reachable if flow(i, b) & copy.ports}
             if not allowed or len(allowed) == len(picked):
                 continue
             reached, dropped = groups.setdefault((copy, client.service_level), (set(), set()))

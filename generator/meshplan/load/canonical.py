@@ -1,0 +1,236 @@
+"""Reading meshplan's own rendered files fast, without trusting anything that is not checked.
+
+Parsing rendered YAML with positions costs several times what rendering it did. Most rendered
+files are exactly what :mod:`meshplan.yamltext` writes, though, and for those a cheaper proof
+exists: a *candidate* list of documents (from the parsed-document cache, keyed by the SHA-256
+of the file's bytes) is accepted only when writing it out again with
+:func:`~meshplan.yamltext.dump_documents`, after the file's leading ``#`` comment lines, gives
+exactly the file's text. By the writer's round-trip property (``tests/test_yamltext.py``, and
+``tests/load/test_canonical.py`` for this parser) every YAML reader reads those documents from
+that text, so a stale, corrupt or forged entry can cost time but never change what is read:
+anything else takes :func:`~meshplan.load.parse.parse_yaml`, the positioned parser.
+
+Positions (:attr:`Document.marks`) of an accepted document are computed only when a report
+first asks for one, from its data and the writer's layout (:func:`canonical_marks`: the line
+and column of every node and key, the same as the parser's, property-tested against it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+from ..diagnostics import Diagnostic
+from ..yamltext import MAX_IMPLICIT_KEY, dump_document, scalar_text
+from .document import KEY, Document, PathKey
+from .files import decode_utf8
+from .parse import MAX_NODES_PER_FILE, parse_yaml
+
+# Leading comment lines, as the renderer writes them: no character any YAML reader takes for
+# a line break (\r, NEL, LS, PS) inside, or the rest of the "comment" would be content.
+_HEADER = re.compile(r"(?:#[^\r\n\x85\u2028\u2029]*\n)*")
+# Deep indentation: nesting that could approach the parser's depth limit (MAX_DEPTH = 200; the
+# writer indents every second level at least by two), read by the parser to report it the same.
+_DEEP = "\n" + " " * 120
+ENTRY_GROWTH = 8  # an entry larger than this many times its file (plus 4 KiB) is not read
+
+
+class EntryStore(Protocol):
+    """Where candidate documents are kept (:class:`meshplan.cache.RenderCache`)."""
+
+    def read_parsed(self, name: str, limit: int) -> bytes | None: ...
+
+    def write_parsed(self, entries: Iterable[tuple[str, bytes]]) -> None: ...
+
+
+def canonical_body(text: str) -> str | None:
+    """The text after the leading comment lines, or None when it is too large or too deeply
+    indented to be read without the parser's limits."""
+    match = _HEADER.match(text)
+    body = text[match.end():] if match else text
+    if len(body) >= MAX_NODES_PER_FILE or _DEEP in body:
+        return None
+    return body
+
+
+def verified_documents(relpath: str, text: str, entry: bytes) -> list[Document] | None:
+    """The documents of the JSON ``entry`` as those of ``text`` when they write back to
+    exactly that text, else None. Their marks are computed on first use (:class:`LazyMarks`,
+    which keeps the entry, not the data)."""
+    body = canonical_body(text)
+    candidate = _loads(entry) if body is not None else None
+    if body is None or not isinstance(candidate, list) or \
+            any(type(d) is not dict for d in candidate):
+        return None
+    try:
+        texts = [dump_document(d) for d in candidate]
+    except (TypeError, ValueError, RecursionError):  # a float, a huge or too deep value
+        return None
+    if "---\n".join(texts) != body:
+        return None
+    line = text.count("\n", 0, len(text) - len(body)) + 1  # after the comment lines
+    documents = []
+    for i, (data, written) in enumerate(zip(candidate, texts, strict=True)):
+        documents.append(Document(relpath, i, data, LazyMarks(entry, i, line)))
+        line += written.count("\n") + 1  # and the "---" line
+    return documents
+
+
+class LazyMarks(Mapping[PathKey, tuple[int, int]]):
+    """The marks of one document of a verified file, computed when first asked for from the
+    file's entry (read again: keeping every document's data for the few a report names would
+    hold the whole rendered tree in memory)."""
+
+    __slots__ = ("_entry", "_index", "_line", "_marks")
+
+    def __init__(self, entry: bytes, index: int, line: int) -> None:
+        self._entry = entry  # verified: it loads to the same documents again
+        self._index = index
+        self._line = line  # where the document starts
+        self._marks: dict[PathKey, tuple[int, int]] | None = None
+
+    def _computed(self) -> dict[PathKey, tuple[int, int]]:
+        if self._marks is None:
+            document = json.loads(self._entry.split(b"\n")[self._index])
+            self._marks = canonical_marks(document, self._line)
+        return self._marks
+
+    def __getitem__(self, path: PathKey) -> tuple[int, int]:
+        return self._computed()[path]
+
+    def __iter__(self) -> Iterator[PathKey]:
+        return iter(self._computed())
+
+    def __len__(self) -> int:
+        return len(self._computed())
+
+
+def canonical_marks(data: dict[str, Any], line: int) -> dict[PathKey, tuple[int, int]]:
+    """The marks the parser records for the document ``dump_document(data)`` written from
+    ``line`` on: the layout rules of :mod:`meshplan.yamltext`, for the data JSON can hold
+    (mappings with text keys, lists, text, integers, booleans, null)."""
+    layout = _Layout(line)
+    layout.marks[()] = (line, 1)
+    if data:
+        layout.mapping(data, 0, ())
+    return layout.marks
+
+
+class _Layout:
+    """Walks data as :func:`meshplan.yamltext.dump_documents` writes it, line by line."""
+
+    def __init__(self, line: int) -> None:
+        self.line = line  # the line being written (1-based)
+        self.marks: dict[PathKey, tuple[int, int]] = {}
+
+    def mapping(self, data: dict[str, Any], indent: int, path: PathKey) -> None:
+        marks = self.marks
+        for key, value in data.items():
+            text = scalar_text(key)
+            child = (*path, key)
+            if len(text) <= MAX_IMPLICIT_KEY:
+                marks[(*child, KEY)] = (self.line, indent + 1)
+                column = indent + len(text) + 3  # after "key: "
+            else:  # "? key" then ":" on the next line
+                marks[(*child, KEY)] = (self.line, indent + 3)
+                self.line += 1
+                column = indent + 3
+            self.value(value, indent, child, column)
+
+    def value(self, value: Any, indent: int, path: PathKey, column: int) -> None:
+        """A mapping's value; ``column``: where it starts if on the key's line."""
+        kind = type(value)
+        if kind is dict and value:
+            self.line += 1
+            self.marks[path] = (self.line, indent + 3)
+            self.mapping(value, indent + 2, path)
+        elif kind is list and value:
+            self.line += 1
+            self.marks[path] = (self.line, indent + 1)  # the sequence's first "-"
+            self.sequence(value, indent, path)
+        else:  # a scalar, {} or []
+            self.marks[path] = (self.line, column)
+            self.line += 1
+
+    def sequence(self, items: list[Any], indent: int, path: PathKey) -> None:
+        """Items at ``indent``: "- item" lines, a list item as "-" then its own items."""
+        for i, item in enumerate(items):
+            child = (*path, i)
+            kind = type(item)
+            if kind is dict and item:
+                self.marks[child] = (self.line, indent + 3)
+                self.mapping(item, indent + 2, child)
+            elif kind is list and item:
+                self.line += 1
+                self.marks[child] = (self.line, indent + 3)
+                self.sequence(item, indent + 2, child)
+            else:
+                self.marks[child] = (self.line, indent + 3)
+                self.line += 1
+
+
+class RenderedReader:
+    """Reads rendered files: through the store's candidates when one checks out, else with
+    the positioned parser; remembers the files it parsed, to store them (:meth:`save`)."""
+
+    def __init__(self, store: EntryStore | None) -> None:
+        self.store = store
+        self.pending: list[tuple[str, bytes]] = []
+        self.accepted = 0  # files read from a candidate
+        self.parsed = 0  # files read by the parser
+
+    def documents(self, relpath: str, raw: bytes) -> tuple[list[Document], list[Diagnostic]]:
+        """Documents and problems of the file ``relpath`` (as messages name it), exactly as
+        :func:`parse_yaml` reads them, positions included."""
+        text = decode_utf8(relpath, raw)
+        if isinstance(text, Diagnostic):
+            return [], [text]
+        name = hashlib.sha256(raw).hexdigest() if self.store is not None else ""
+        if self.store is not None:
+            entry = self.store.read_parsed(name, ENTRY_GROWTH * len(raw) + 4096)
+            if entry is not None:
+                found = verified_documents(relpath, text, entry)
+                if found is not None:
+                    self.accepted += 1
+                    return found, []
+        documents, problems = parse_yaml(relpath, text)
+        self.parsed += 1
+        if self.store is not None and not problems:
+            self._remember(name, relpath, text, documents)
+        return documents, problems
+
+    def _remember(self, name: str, relpath: str, text: str, documents: list[Document]) -> None:
+        """Keep an entry for a parsed file, when it will check out (a ConfigMap's literal
+        block, a date or a float will not)."""
+        try:
+            entry = entry_of(d.data for d in documents)
+        except (TypeError, ValueError, RecursionError):
+            return
+        if verified_documents(relpath, text, entry) is not None:
+            self.pending.append((name, entry))
+
+    def save(self) -> None:
+        """Store the entries of the files parsed so far."""
+        if self.store is not None and self.pending:
+            self.store.write_parsed(self.pending)
+        self.pending = []
+
+
+def entry_of(documents: Iterable[Any]) -> bytes:
+    """The entry of a file's documents: one JSON text per line (JSON escapes line breaks), so
+    that one document can be read again on its own (:class:`LazyMarks`)."""
+    return b"\n".join(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+                      for data in documents)
+
+
+def _loads(entry: bytes) -> Any:
+    """An entry's documents (json.loads builds only plain data: safe on any input), or None."""
+    if not entry:
+        return []
+    try:
+        return [json.loads(line) for line in entry.split(b"\n")]
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), nested too deeply
+        return None
