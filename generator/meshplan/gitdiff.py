@@ -146,8 +146,9 @@ _END_OF_BLOCK = re.compile(r"(?m)^(?=[^ #\n])")  # a comment does not end a bloc
 @cache
 def _plain_string(value: str) -> bool:
     """Whether YAML reads this plain scalar as a string (not a number, bool, null...)."""
-    return yaml.resolver.Resolver().resolve(yaml.ScalarNode, value, (True, False)) == \
-        "tag:yaml.org,2002:str"
+    tag: str = yaml.resolver.Resolver().resolve(  # type: ignore[no-untyped-call]
+        yaml.ScalarNode, value, (True, False))
+    return tag == "tag:yaml.org,2002:str"
 
 
 def head_key(document: str) -> tuple[str, str] | None:
