@@ -13,7 +13,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from meshplan.diagnostics import InputError
-from meshplan.flowdiff import Render, connectivity_changes, whole_connectivity_changes
+from meshplan.flowdiff import (
+    Render,
+    _parsed_by_document,
+    connectivity_changes,
+    whole_connectivity_changes,
+)
+from meshplan.load.parse import parse_yaml
 from meshplan.pipeline import render_with_inventory
 
 from benchmarks.workload import generate, mutate_one_requirement
@@ -120,3 +126,18 @@ def test_the_benchmark_change_opens_flows_to_the_added_peer_only(tmp_path: Path)
     assert changes == whole_connectivity_changes(before, after)
     assert changes.flows and all(f.opened and not f.closed for f in changes.flows)
     assert {f.target_service.rsplit("/", 1)[-1] for f in changes.flows} == {mutation.added_service}
+
+
+@pytest.mark.parametrize("size", ["3x3x5x20+mesh+istio", "4x2x4x30"])
+def test_a_file_parsed_a_document_at_a_time_is_the_file_parsed_whole(
+        workloads: dict[str, tuple[Path, Render]], size: str) -> None:
+    _, (inventory, files) = workloads[size]
+    tree = {f.path: f.content for f in files}
+    clusters = {(d.name, c.name) for d in inventory.domains for c in d.clusters}
+    pieces = _parsed_by_document(tree, {}, clusters)
+    assert len(pieces) > 10
+    for (path, content), (documents, problems) in pieces.items():
+        whole, whole_problems = parse_yaml(path, content.decode("utf-8"))
+        assert problems == whole_problems == []
+        assert [(d.file, d.index, d.data) for d in documents] == \
+            [(d.file, d.index, d.data) for d in whole]

@@ -12,14 +12,19 @@ allowed as new. The hops of the mesh (east-west gateways and their addresses) ar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from .diagnostics import Diagnostic
 from .graph import EXTERNAL, mermaid_text
+from .load.document import Document
+from .load.files import decode_utf8
+from .load.parse import parse_yaml
 from .model import Inventory
 from .outputs import OutputFile, split_cluster_path
 from .verify.cilium import ParseCache
-from .verify.connectivity import DIRECTIONS, Connectivity, Direction, sparse_pairs
+from .verify.connectivity import DIRECTIONS, Connectivity, Direction
 from .verify.endpoints import Endpoint, inventory_endpoints, is_dns_flow
 from .verify.gateways import gateway_hops
 from .verify.istio import IdentityLayer
@@ -159,6 +164,7 @@ def _changes_of_changed_clusters(sides: list[Side]) -> ConnectivityChanges:
     common = _clusters(sides[0][0]) & _clusters(sides[1][0])
     parsed: ParseCache = {}  # a file both sides share is parsed once
     changed = _changed_clusters(old_files, new_files, common)
+    parsed.update(_parsed_by_document(old_files, new_files, changed))
     touched = [read_layers(i, e, f, "", only=changed, parsed=parsed).layers
                for i, e, f in sides]
     candidates = _candidates(touched[0], touched[1], changed)
@@ -224,23 +230,51 @@ def _changed_clusters(old: Mapping[str, bytes], new: Mapping[str, bytes],
     return {where for where, (a, b) in by.items() if a != b}
 
 
+_SEPARATOR = re.compile(r"(?m)^(?=---\r?\n)")  # a document marker begins a document
+
+
+def _parsed_by_document(old: Mapping[str, bytes], new: Mapping[str, bytes],
+                        changed: set[Where]) -> ParseCache:
+    """The files of ``changed`` clusters that differ, parsed a document at a time, each
+    distinct document once: the two versions of a changed file share most documents.
+
+    A file is cut before each ``---`` line, the only place a document can start in the
+    output meshplan renders (its scalars never hold such a line); a file whose documents
+    report any problem is left to the reader, which parses it whole. The documents' marks
+    are relative to their own text: the picture reports no position.
+    """
+    memo: dict[tuple[str, str], list[Document] | None] = {}
+    out: ParseCache = {}
+    for path, content in (*old.items(), *new.items()):
+        split = split_cluster_path(path)
+        if split is None or (split[0], split[1]) not in changed or old.get(path) == new.get(path):
+            continue
+        text = decode_utf8(path, content)
+        if isinstance(text, Diagnostic):
+            continue
+        documents: list[Document] = []
+        for part in _SEPARATOR.split(text):
+            if (path, part) not in memo:
+                found, problems = parse_yaml(path, part)
+                memo[(path, part)] = None if problems else found
+            parsed = memo[(path, part)]
+            if parsed is None:
+                break
+            documents.extend(replace(d, index=len(documents) + k) for k, d in enumerate(parsed))
+        else:
+            out[(path, content)] = (documents, [])
+    return out
+
+
 def _candidates(old: Layers, new: Layers, changed: set[Where]) -> list[Pair] | None:
     """The flows that can differ between two renders whose only differences are the folders
     of ``changed`` (both read from those folders alone), or None when they may be any flow."""
     endpoints = new.cilium.endpoints
-    found: set[Pair] = set()
-    every_flow = False
-
-    def defaults_differ(direction: Direction, subject: int) -> bool:
-        nonlocal every_flow
-        differ = old.cilium.default(direction, subject) != new.cilium.default(direction, subject)
-        every_flow |= differ
-        return False
-
-    named = sparse_pairs((old.cilium, new.cilium), defaults_differ)
-    if every_flow:
+    named = _named_pairs(old.cilium, new.cilium, [k for k, e in enumerate(endpoints)
+                                                  if (e.domain, e.cluster) in changed])
+    if named is None:
         return None
-    found.update(pair for pair in named if _verdicts_differ(old.cilium, new.cilium, *pair))
+    found = {pair for pair in named if _verdicts_differ(old.cilium, new.cilium, *pair)}
     routed = _routed_changes(old, new, changed)
     identity = _identity_changes(old, new, changed)
     if routed is None or identity is None:
@@ -249,6 +283,24 @@ def _candidates(old: Layers, new: Layers, changed: set[Where]) -> list[Pair] | N
     return sorted((i, j) for i, j in found if i != j
                   and (endpoints[i].is_pod or endpoints[j].is_pod)
                   and not (endpoints[i].infrastructure or endpoints[j].infrastructure))
+
+
+def _named_pairs(old: Connectivity, new: Connectivity, subjects: Iterable[int]
+                 ) -> set[Pair] | None:
+    """The flows on which ``subjects`` may say anything but their defaults on either side
+    (:func:`.verify.connectivity.sparse_pairs` over these subjects: the others were not read,
+    so they have no policy on either side), or None when a subject's default changed (every
+    flow of its class of unnamed peers may have)."""
+    endpoints = old.endpoints
+    found: set[Pair] = set()
+    for subject in subjects:
+        for direction in DIRECTIONS:
+            if old.default(direction, subject) != new.default(direction, subject):
+                return None
+            peers = old.named(direction, subject) | new.named(direction, subject)
+            found.update((subject, peer) if direction == "egress" else (peer, subject)
+                         for peer in peers)
+    return {(i, j) for i, j in found if i != j and (endpoints[i].is_pod or endpoints[j].is_pod)}
 
 
 def _verdicts_differ(old: Connectivity, new: Connectivity, source: int,
