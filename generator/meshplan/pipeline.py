@@ -326,6 +326,12 @@ def diff_repository(project: Path, base: str, *, with_flows: bool = False,
     what it changes. Raises :class:`InputError` when the working tree's inputs are invalid (an
     invalid base is a note in the report).
     """
+    with without_cyclic_gc():  # the comparison and picture too, over both renders' objects
+        return _diff_repository(project, base, with_flows, cache)
+
+
+def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCache | None
+                     ) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
     from .gitdiff import diff_report, render_ref
 
     if cache is None:
