@@ -162,9 +162,8 @@ def _changes_of_changed_clusters(sides: list[Side]) -> ConnectivityChanges:
     flows that may have changed reach (see :func:`connectivity_changes`)."""
     old_files, new_files, new_endpoints = sides[0][2], sides[1][2], sides[1][1]
     common = _clusters(sides[0][0]) & _clusters(sides[1][0])
-    parsed: ParseCache = {}  # a file both sides share is parsed once
     changed = _changed_clusters(old_files, new_files, common)
-    parsed.update(_parsed_by_document(old_files, new_files, changed))
+    parsed = _parsed_by_document((old_files, new_files), changed)
     touched = [read_layers(i, e, f, "", only=changed, parsed=parsed).layers
                for i, e, f in sides]
     candidates = _candidates(touched[0], touched[1], changed)
@@ -179,6 +178,7 @@ def _changes_of_changed_clusters(sides: list[Side]) -> ConnectivityChanges:
                 if e.is_pod:
                     needed.add((e.domain, e.cluster))
     # The other clusters the candidates reach are the same on both sides: read them once.
+    parsed.update(_parsed_by_document((old_files,), needed - changed))
     rest = read_layers(*sides[0], "", only=needed - changed, parsed=parsed).layers
     old = _merged(touched[0], rest, changed, sides[0][0])
     new = _merged(touched[1], rest, changed, sides[1][0])
@@ -231,12 +231,19 @@ def _changed_clusters(old: Mapping[str, bytes], new: Mapping[str, bytes],
 
 
 _SEPARATOR = re.compile(r"(?m)^(?=---\r?\n)")  # a document marker begins a document
+# A document the picture does not read, by the head meshplan writes: a Service copy (verify's
+# load-balancing check reads those) or a Namespace. No later top-level key may change its kind.
+_UNREAD_HEAD = re.compile(r"(?:(?:#[^\n]*|---[ \t]*|[ \t]*)\n)*apiVersion: [^\n]+\n"
+                          r"kind: (?:Service|Namespace)\n")
+_TOP_KIND = re.compile(r"(?m)^[\"']?(?:kind|<<)[\"']?[ \t]*:")
 
 
-def _parsed_by_document(old: Mapping[str, bytes], new: Mapping[str, bytes],
-                        changed: set[Where]) -> ParseCache:
-    """The files of ``changed`` clusters that differ, parsed a document at a time, each
-    distinct document once: the two versions of a changed file share most documents.
+def _parsed_by_document(sides: Iterable[Mapping[str, bytes]], clusters: set[Where]
+                        ) -> ParseCache:
+    """The files of ``clusters`` on every side, parsed a document at a time, each distinct
+    document once (the two versions of a changed file share most documents), without the
+    documents the picture does not read (Service copies, Namespaces: verify's Cilium reader
+    takes nothing else from them into the layers).
 
     A file is cut before each ``---`` line, the only place a document can start in the
     output meshplan renders (its scalars never hold such a line); a file whose documents
@@ -245,25 +252,35 @@ def _parsed_by_document(old: Mapping[str, bytes], new: Mapping[str, bytes],
     """
     memo: dict[tuple[str, str], list[Document] | None] = {}
     out: ParseCache = {}
-    for path, content in (*old.items(), *new.items()):
-        split = split_cluster_path(path)
-        if split is None or (split[0], split[1]) not in changed or old.get(path) == new.get(path):
-            continue
-        text = decode_utf8(path, content)
-        if isinstance(text, Diagnostic):
-            continue
-        documents: list[Document] = []
-        for part in _SEPARATOR.split(text):
-            if (path, part) not in memo:
-                found, problems = parse_yaml(path, part)
-                memo[(path, part)] = None if problems else found
-            parsed = memo[(path, part)]
-            if parsed is None:
-                break
-            documents.extend(replace(d, index=len(documents) + k) for k, d in enumerate(parsed))
-        else:
-            out[(path, content)] = (documents, [])
+    for files in sides:
+        for path, content in files.items():
+            split = split_cluster_path(path)
+            if split is None or (split[0], split[1]) not in clusters or (path, content) in out:
+                continue
+            text = decode_utf8(path, content)
+            if isinstance(text, Diagnostic):
+                continue
+            documents = _documents(path, text, memo)
+            if documents is not None:
+                out[(path, content)] = (documents, [])
     return out
+
+
+def _documents(path: str, text: str, memo: dict[tuple[str, str], list[Document] | None]
+               ) -> list[Document] | None:
+    documents: list[Document] = []
+    for part in _SEPARATOR.split(text):
+        head = _UNREAD_HEAD.match(part)
+        if head is not None and not _TOP_KIND.search(part, head.end()):
+            continue
+        if (path, part) not in memo:
+            found, problems = parse_yaml(path, part)
+            memo[(path, part)] = None if problems else found
+        parsed = memo[(path, part)]
+        if parsed is None:
+            return None
+        documents.extend(replace(d, index=len(documents) + k) for k, d in enumerate(parsed))
+    return documents
 
 
 def _candidates(old: Layers, new: Layers, changed: set[Where]) -> list[Pair] | None:
