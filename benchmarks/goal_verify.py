@@ -112,10 +112,12 @@ def measure(size: str, repo: Path, workdir: Path) -> list[GoalResult]:
 def diff_comparison(base: Any, head: Any) -> str:
     """``meshplan diff --format markdown`` after its two renders: compare, picture, markdown."""
     from meshplan.gitdiff import BaseRender, diff_report, format_markdown
+    from meshplan.pipeline import without_cyclic_gc
 
     inventory, rendered, _ = base
     before = BaseRender("0" * 40, rendered.files, inventory=inventory)
-    report = diff_report("base", before, head[0], head[1].files, with_flows=True)
+    with without_cyclic_gc():  # as pipeline.diff_repository runs it
+        report = diff_report("base", before, head[0], head[1].files, with_flows=True)
     return format_markdown(report)
 
 

@@ -12,14 +12,19 @@ allowed as new. The hops of the mesh (east-west gateways and their addresses) ar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from .diagnostics import Diagnostic
 from .graph import EXTERNAL, mermaid_text
+from .load.document import Document
+from .load.files import decode_utf8
+from .load.parse import parse_yaml
 from .model import Inventory
 from .outputs import OutputFile, split_cluster_path
 from .verify.cilium import ParseCache
-from .verify.connectivity import DIRECTIONS, Connectivity, Direction, sparse_pairs
+from .verify.connectivity import DIRECTIONS, Connectivity, Direction
 from .verify.endpoints import Endpoint, inventory_endpoints, is_dns_flow
 from .verify.gateways import gateway_hops
 from .verify.istio import IdentityLayer
@@ -87,10 +92,11 @@ def _reach(direction: Direction) -> str:
             else "may now be reached by anything whose egress allows it")
 
 
-def _endpoints(inventory: Inventory, clusters: set[tuple[str, str]],
+def _endpoints(endpoints: Iterable[Endpoint], clusters: set[tuple[str, str]],
                union: Mapping[str, Endpoint]) -> list[Endpoint]:
-    """The union's endpoints that exist on this side (its own where it has them)."""
-    own = {e.title: e for e in inventory_endpoints(inventory)}
+    """The union's endpoints that exist on this side (its own, ``endpoints``, where it has
+    them)."""
+    own = {e.title: e for e in endpoints}
     return [own.get(title, endpoint) for title, endpoint in union.items()
             if not endpoint.is_pod or (endpoint.domain, endpoint.cluster) in clusters]
 
@@ -110,31 +116,59 @@ def connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
     verdicts come from its own cluster's folder only, so a cluster whose files are the same on
     both sides changes no verdict of its endpoints. The clusters the change touches are read
     first, on both sides; the flows that can have changed are those their endpoints' rules name
-    (every flow of a class whose default changed); then only the clusters of those flows are
-    read to evaluate them. When the inventories differ as verify reads them, both trees are read
-    whole.
+    (every flow of a class whose default changed) on which one end's verdict changed; then only
+    the other clusters of those flows are read, once (they are the same on both sides), to
+    evaluate them. When the inventories differ as verify reads them, both trees are read whole.
     """
+    sides = _sides(before, after)
+    if not _same_reading(sides[0][:2], sides[1][:2]):
+        return _every_change(sides)
+    return _changes_of_changed_clusters(sides)
+
+
+def whole_connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
+    """:func:`connectivity_changes` the slow way, as the reference the tests compare it with:
+    both trees read whole, every flow and every stance compared."""
+    return _every_change(_sides(before, after))
+
+
+Side = tuple[Inventory, list[Endpoint], dict[str, bytes]]
+
+
+def _sides(before: Render, after: Render) -> list[Side]:
+    """Each side's inventory, endpoints (the same list on both sides, in the clusters both
+    have) and rendered files."""
+    own = [inventory_endpoints(inventory) for inventory, _ in (before, after)]
     union: dict[str, Endpoint] = {}
-    for inventory, _ in (after, before):
-        for endpoint in inventory_endpoints(inventory):
+    for endpoints in reversed(own):  # the head's first
+        for endpoint in endpoints:
             union.setdefault(endpoint.title, endpoint)
     common = _clusters(before[0]) & _clusters(after[0])
     shared = {t: e for t, e in union.items() if not e.is_pod or (e.domain, e.cluster) in common}
-    sides = [(inventory, _endpoints(inventory, common, shared), _files(files))
-             for inventory, files in (before, after)]
-    old_files, new_files, new_endpoints = sides[0][2], sides[1][2], sides[1][1]
+    return [(inventory, _endpoints(endpoints, common, shared), _files(files))
+            for (inventory, files), endpoints in zip((before, after), own, strict=True)]
+
+
+def _every_change(sides: list[Side]) -> ConnectivityChanges:
     parsed: ParseCache = {}  # a file both sides share is parsed once
-    if not _same_reading(sides[0][:2], sides[1][:2]):
-        old, new = (read_layers(i, e, f, "", parsed=parsed).layers for i, e, f in sides)
-        return ConnectivityChanges(
-            tuple(sorted(_flow_changes(old, new, new.pairs()))),
-            tuple(sorted(_stance_changes(old.cilium, new.cilium, range(len(new_endpoints))))))
+    old, new = (read_layers(i, e, f, "", parsed=parsed).layers for i, e, f in sides)
+    return ConnectivityChanges(
+        tuple(sorted(_flow_changes(old, new, new.pairs()))),
+        tuple(sorted(_stance_changes(old.cilium, new.cilium, range(len(sides[1][1]))))))
+
+
+def _changes_of_changed_clusters(sides: list[Side]) -> ConnectivityChanges:
+    """Both sides read the same way: only the clusters whose folders differ, and the ones the
+    flows that may have changed reach (see :func:`connectivity_changes`)."""
+    old_files, new_files, new_endpoints = sides[0][2], sides[1][2], sides[1][1]
+    common = _clusters(sides[0][0]) & _clusters(sides[1][0])
     changed = _changed_clusters(old_files, new_files, common)
+    parsed = _parsed_by_document((old_files, new_files), changed)
     touched = [read_layers(i, e, f, "", only=changed, parsed=parsed).layers
                for i, e, f in sides]
     candidates = _candidates(touched[0], touched[1], changed)
     if candidates is None:
-        needed: set[Where] | None = None
+        needed = _clusters(sides[0][0])
         candidates = list(touched[1].pairs())
     else:
         needed = set(changed)
@@ -143,8 +177,11 @@ def connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
                 e = new_endpoints[k]
                 if e.is_pod:
                     needed.add((e.domain, e.cluster))
-    old = read_layers(*sides[0], "", only=needed, parsed=parsed).layers
-    new = _merged(touched[1], old, changed, sides[1][0])
+    # The other clusters the candidates reach are the same on both sides: read them once.
+    parsed.update(_parsed_by_document((old_files,), needed - changed))
+    rest = read_layers(*sides[0], "", only=needed - changed, parsed=parsed).layers
+    old = _merged(touched[0], rest, changed, sides[0][0])
+    new = _merged(touched[1], rest, changed, sides[1][0])
     in_changed = [k for k, e in enumerate(new_endpoints) if (e.domain, e.cluster) in changed]
     return ConnectivityChanges(
         tuple(sorted(_flow_changes(old, new, candidates))),
@@ -193,22 +230,68 @@ def _changed_clusters(old: Mapping[str, bytes], new: Mapping[str, bytes],
     return {where for where, (a, b) in by.items() if a != b}
 
 
+_SEPARATOR = re.compile(r"(?m)^(?=---\r?\n)")  # a document marker begins a document
+# A document the picture does not read, by the head meshplan writes: a Service copy (verify's
+# load-balancing check reads those) or a Namespace. No later top-level key may change its kind.
+_UNREAD_HEAD = re.compile(r"(?:(?:#[^\n]*|---[ \t]*|[ \t]*)\n)*apiVersion: [^\n]+\n"
+                          r"kind: (?:Service|Namespace)\n")
+_TOP_KIND = re.compile(r"(?m)^[\"']?(?:kind|<<)[\"']?[ \t]*:")
+
+
+def _parsed_by_document(sides: Iterable[Mapping[str, bytes]], clusters: set[Where]
+                        ) -> ParseCache:
+    """The files of ``clusters`` on every side, parsed a document at a time, each distinct
+    document once (the two versions of a changed file share most documents), without the
+    documents the picture does not read (Service copies, Namespaces: verify's Cilium reader
+    takes nothing else from them into the layers).
+
+    A file is cut before each ``---`` line, the only place a document can start in the
+    output meshplan renders (its scalars never hold such a line); a file whose documents
+    report any problem is left to the reader, which parses it whole. The documents' marks
+    are relative to their own text: the picture reports no position.
+    """
+    memo: dict[tuple[str, str], list[Document] | None] = {}
+    out: ParseCache = {}
+    for files in sides:
+        for path, content in files.items():
+            split = split_cluster_path(path)
+            if split is None or (split[0], split[1]) not in clusters or (path, content) in out:
+                continue
+            text = decode_utf8(path, content)
+            if isinstance(text, Diagnostic):
+                continue
+            documents = _documents(path, text, memo)
+            if documents is not None:
+                out[(path, content)] = (documents, [])
+    return out
+
+
+def _documents(path: str, text: str, memo: dict[tuple[str, str], list[Document] | None]
+               ) -> list[Document] | None:
+    documents: list[Document] = []
+    for part in _SEPARATOR.split(text):
+        head = _UNREAD_HEAD.match(part)
+        if head is not None and not _TOP_KIND.search(part, head.end()):
+            continue
+        if (path, part) not in memo:
+            found, problems = parse_yaml(path, part)
+            memo[(path, part)] = None if problems else found
+        parsed = memo[(path, part)]
+        if parsed is None:
+            return None
+        documents.extend(replace(d, index=len(documents) + k) for k, d in enumerate(parsed))
+    return documents
+
+
 def _candidates(old: Layers, new: Layers, changed: set[Where]) -> list[Pair] | None:
     """The flows that can differ between two renders whose only differences are the folders
     of ``changed`` (both read from those folders alone), or None when they may be any flow."""
     endpoints = new.cilium.endpoints
-    found: set[Pair] = set()
-    every_flow = False
-
-    def defaults_differ(direction: Direction, subject: int) -> bool:
-        nonlocal every_flow
-        differ = old.cilium.default(direction, subject) != new.cilium.default(direction, subject)
-        every_flow |= differ
-        return False
-
-    found.update(sparse_pairs((old.cilium, new.cilium), defaults_differ))
-    if every_flow:
+    named = _named_pairs(old.cilium, new.cilium, [k for k, e in enumerate(endpoints)
+                                                  if (e.domain, e.cluster) in changed])
+    if named is None:
         return None
+    found = {pair for pair in named if _verdicts_differ(old.cilium, new.cilium, *pair)}
     routed = _routed_changes(old, new, changed)
     identity = _identity_changes(old, new, changed)
     if routed is None or identity is None:
@@ -217,6 +300,39 @@ def _candidates(old: Layers, new: Layers, changed: set[Where]) -> list[Pair] | N
     return sorted((i, j) for i, j in found if i != j
                   and (endpoints[i].is_pod or endpoints[j].is_pod)
                   and not (endpoints[i].infrastructure or endpoints[j].infrastructure))
+
+
+def _named_pairs(old: Connectivity, new: Connectivity, subjects: Iterable[int]
+                 ) -> set[Pair] | None:
+    """The flows on which ``subjects`` may say anything but their defaults on either side
+    (:func:`.verify.connectivity.sparse_pairs` over these subjects: the others were not read,
+    so they have no policy on either side), or None when a subject's default changed (every
+    flow of its class of unnamed peers may have)."""
+    endpoints = old.endpoints
+    found: set[Pair] = set()
+    for subject in subjects:
+        for direction in DIRECTIONS:
+            if old.default(direction, subject) != new.default(direction, subject):
+                return None
+            peers = old.named(direction, subject) | new.named(direction, subject)
+            found.update((subject, peer) if direction == "egress" else (peer, subject)
+                         for peer in peers)
+    return {(i, j) for i, j in found if i != j and (endpoints[i].is_pod or endpoints[j].is_pod)}
+
+
+def _verdicts_differ(old: Connectivity, new: Connectivity, source: int,
+                     destination: int) -> bool:
+    """Whether the source's egress to the destination or the destination's ingress from the
+    source differs: when neither does, so does not their flow (the only pod-to-pod one).
+
+    Only these pairs need the other end's cluster read: a subject's verdicts come from its own
+    cluster's folder, so a peer in an unchanged cluster keeps its half of the flow.
+    """
+    halves: tuple[tuple[Direction, int, int], ...] = (("egress", source, destination),
+                                                     ("ingress", destination, source))
+    return any(old.verdict(direction, subject, peer, grants=False).ports
+               != new.verdict(direction, subject, peer, grants=False).ports
+               for direction, subject, peer in halves)
 
 
 def _routed_changes(old: Layers, new: Layers, changed: set[Where]) -> set[Pair] | None:
@@ -422,4 +538,5 @@ def mermaid_text_of(edges: Sequence[Edge], *, grouped: bool = False) -> str:
 
 
 __all__: Sequence[str] = ("ConnectivityChanges", "FlowChange", "Picture", "StanceChange",
-                          "connectivity_changes", "mermaid_changes", "picture")
+                          "connectivity_changes", "mermaid_changes", "picture",
+                          "whole_connectivity_changes")

@@ -133,7 +133,70 @@ def object_key(data: Any, fallback: str) -> tuple[str, str]:
     return f"{data.get('apiVersion')}|{kind}|{namespace or ''}|{name}", label
 
 
-def objects_by_group(files: Iterable[OutputFile]) -> dict[str, dict[str, RenderedObject]]:
+# How meshplan writes the head of an object: its key can be read from the text. Only plain
+# scalars in this order; :func:`head_key` checks the rest of the document cannot change them.
+_HEAD = re.compile(r"apiVersion: ([A-Za-z0-9][-A-Za-z0-9./]*)\nkind: ([A-Za-z][A-Za-z0-9]*)\n"
+                   r"metadata:\n  name: ([a-z0-9][-a-z0-9.]*)\n"
+                   r"(?:  namespace: ([a-z0-9][-a-z0-9.]*)\n)?")
+_TOP_KEY = re.compile(r"(?m)^[\"']?(?:apiVersion|kind|metadata|<<)[\"']?[ \t]*:")
+_METADATA_KEY = re.compile(r"(?m)^  [\"']?(?:name|namespace|<<)[\"']?[ \t]*:")
+_END_OF_BLOCK = re.compile(r"(?m)^(?=[^ #\n])")  # a comment does not end a block
+
+
+@cache
+def _plain_string(value: str) -> bool:
+    """Whether YAML reads this plain scalar as a string (not a number, bool, null...)."""
+    tag: str = yaml.resolver.Resolver().resolve(  # type: ignore[no-untyped-call]
+        yaml.ScalarNode, value, (True, False))
+    return tag == "tag:yaml.org,2002:str"
+
+
+def head_key(document: str) -> tuple[str, str] | None:
+    """:func:`object_key` of a document as meshplan renders it, read from its first lines
+    without parsing it; None when the document is written any other way (then it is parsed).
+
+    Exact for a well-formed YAML document, which is all :func:`compare` reads (both sides are
+    rendered by this meshplan's dumper): the head's values are plain strings, and no later key
+    of the document or of its metadata (a repeated key wins in YAML, a merge key adds one)
+    can change apiVersion, kind, name or namespace.
+    """
+    head = _HEAD.match(document)
+    if head is None or not all(_plain_string(v) for v in head.groups() if v is not None):
+        return None
+    rest = document[head.end():]
+    block = _END_OF_BLOCK.search(rest)
+    metadata, after = (rest, "") if block is None else (rest[:block.start()], rest[block.start():])
+    if _METADATA_KEY.search(metadata) or _TOP_KEY.search(after):
+        return None
+    api_version, kind, name, namespace = head.groups()
+    label = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+    return f"{api_version}|{kind}|{namespace or ''}|{name}", label
+
+
+class ObjectKeys:
+    """:func:`object_key` of documents, each distinct text read once (both sides of a diff
+    share most documents of a changed cluster)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[str, str] | None] = {}  # None: not a mapping
+
+    def of(self, document: str, fallback: str) -> tuple[str, str]:
+        if document not in self._known:
+            found = head_key(document)
+            if found is None:
+                try:
+                    data = yaml.load(document,
+                                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                except yaml.YAMLError:
+                    data = None
+                found = object_key(data, "") if isinstance(data, dict) else None
+            self._known[document] = found
+        return self._known[document] or (fallback, fallback)
+
+
+def objects_by_group(files: Iterable[OutputFile], keys: ObjectKeys | None = None
+                     ) -> dict[str, dict[str, RenderedObject]]:
+    keys = keys or ObjectKeys()
     groups: dict[str, dict[str, RenderedObject]] = {}
     for output in files:
         where = group_of(output.path)
@@ -142,12 +205,7 @@ def objects_by_group(files: Iterable[OutputFile]) -> dict[str, dict[str, Rendere
         objects = groups.setdefault(where[0], {})
         text = output.content.decode("utf-8", errors="replace")
         for index, document in enumerate(split_documents(text)):
-            fallback = f"{output.path}#{index}"
-            try:
-                data = yaml.load(document, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-            except yaml.YAMLError:
-                data = None
-            key, label = object_key(data, fallback)
+            key, label = keys.of(document, f"{output.path}#{index}")
             objects[key] = RenderedObject(label, document)
     return groups
 
@@ -173,8 +231,9 @@ def unchanged_groups(old_files: Iterable[OutputFile], new_files: Iterable[Output
 def compare(old_files: Iterable[OutputFile], new_files: Iterable[OutputFile]) -> list[GroupChanges]:
     old_files, new_files = tuple(old_files), tuple(new_files)
     same = unchanged_groups(old_files, new_files)
-    old = objects_by_group(f for f in old_files if _group_name(f.path) not in same)
-    new = objects_by_group(f for f in new_files if _group_name(f.path) not in same)
+    keys = ObjectKeys()
+    old = objects_by_group((f for f in old_files if _group_name(f.path) not in same), keys)
+    new = objects_by_group((f for f in new_files if _group_name(f.path) not in same), keys)
     clusters = cluster_groups(old_files) | cluster_groups(new_files)
     changes = []
     for name in sorted(old.keys() | new.keys(), key=lambda n: (n not in clusters, n)):

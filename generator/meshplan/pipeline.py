@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -349,6 +349,12 @@ def diff_repository(project: Path, base: str, *, with_flows: bool = False,
     what it changes. Raises :class:`InputError` when the working tree's inputs are invalid (an
     invalid base is a note in the report).
     """
+    with without_cyclic_gc():  # the comparison and picture too, over both renders' objects
+        return _diff_repository(project, base, with_flows, cache)
+
+
+def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCache | None
+                     ) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
     from .gitdiff import diff_report, render_ref
 
     if cache is None:
@@ -358,18 +364,110 @@ def diff_repository(project: Path, base: str, *, with_flows: bool = False,
                 diagnostics)
     from .cache import slot_for
 
+    flows = _FlowInputs(project) if with_flows else None
     base_snapshot: list[Snapshot | None] = [None]
 
     def render_base(checkout: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
         result = render_cached(checkout, cache, slot=slot_for(project, "diff-base"))
         base_snapshot[0] = result.snapshot
-        return _flow_inventory(checkout, with_flows, result), result.rendered, result.diagnostics
+        if flows is not None:
+            flows.read_base(checkout, result)
+        return Inventory(()), result.rendered, result.diagnostics
 
     before = render_ref(project, base, render_base, with_flows=with_flows)
     head = render_cached(project, cache, previous=base_snapshot[0])
-    inventory = _flow_inventory(project, with_flows, head)
+    inventory = Inventory(())
+    if flows is not None and before.inventory is not None:  # the base was rendered
+        old, inventory = flows.inventories(head)
+        before = replace(before, inventory=old)
     return (diff_report(base, before, inventory, head.rendered.files, with_flows=with_flows),
             head.diagnostics)
+
+
+# A change of more requirement files than this has both sides' inputs loaded in full for the
+# flow picture (deriving one side's model from the other's is for the usual small change).
+DERIVE_AT_MOST = 64
+
+
+class _FlowInputs:
+    """The models the flow picture reads, for both sides of ``meshplan diff`` with the render
+    cache: whichever side a full render already modelled (else the head, loaded), and the
+    other side derived from it when only requirement files differ, by modelling just those
+    (their endpoints are all the picture takes from the requirements). Anything else has both
+    sides loaded in full, the base while its checkout exists.
+    """
+
+    def __init__(self, project: Path) -> None:
+        self.project = project
+        self.changed: tuple[str, ...] | None = None  # requirement files that differ
+        self.base: Inventory | None = None  # the base's own, when modelled in full
+        self.base_documents: list[tuple[str, Document]] = []  # its versions of ``changed``
+
+    def read_base(self, checkout: Path, result: IncrementalResult) -> None:
+        from .incremental import list_inputs
+
+        self.changed = _changed_requirement_files(result.snapshot, list_inputs(self.project))
+        if result.inventory is not None or self.changed is None:
+            self.base = _flow_inventory(checkout, True, result)
+        if self.changed is not None:
+            self.base_documents = _requirement_documents(checkout, self.changed)
+
+    def inventories(self, head: IncrementalResult) -> tuple[Inventory, Inventory]:
+        """(base, head)."""
+        if self.changed is None:
+            assert self.base is not None
+            return self.base, _flow_inventory(self.project, True, head)
+        if self.base is not None and head.inventory is None:
+            documents = _requirement_documents(self.project, self.changed)
+            return self.base, _with_requirements(self.base, self.changed, documents)
+        now = _flow_inventory(self.project, True, head)
+        if self.base is not None:
+            return self.base, now
+        return _with_requirements(now, self.changed, self.base_documents), now
+
+
+def _changed_requirement_files(snapshot: Snapshot | None, head: InputFiles
+                               ) -> tuple[str, ...] | None:
+    """The requirement files whose bytes differ between a render's snapshot and ``head``'s
+    inputs, when nothing else does (same inventory files) and they are few; else None."""
+    if snapshot is None or head.diagnostics:
+        return None
+    if {p: d for p, (d, _) in snapshot.inventory_files.items()} != \
+            {p: head.digests[p] for p in head.inventory}:
+        return None
+    before = {p: record.digest for p, record in snapshot.requirement_files.items()}
+    after = {p: head.digests[p] for p in head.requirements}
+    changed = tuple(sorted(p for p in before.keys() | after.keys()
+                           if before.get(p) != after.get(p)))
+    return changed if len(changed) <= DERIVE_AT_MOST and all(changed) else None
+
+
+def _requirement_documents(root: Path, relpaths: Iterable[str]) -> list[tuple[str, Document]]:
+    """(domain folder, document) of the requirement files of ``root`` among ``relpaths``, as
+    :func:`.load.repository.load_repository` reads them (a missing one: none)."""
+    from .load.repository import read_documents
+
+    found: list[tuple[str, Document]] = []
+    for relpath in relpaths:
+        parts = relpath.split("/")
+        if len(parts) >= 3 and (root / relpath).is_file():
+            documents, _ = read_documents(root.resolve(), relpath)
+            found.extend((parts[1], d) for d in documents)
+    return found
+
+
+def _with_requirements(inventory: Inventory, files: Sequence[str],
+                       documents: Iterable[tuple[str, Document]]) -> Inventory:
+    """``inventory`` with the requirements of ``files`` replaced by those of ``documents``
+    (the same inventory files: a requirement's implied namespace is the same on both sides)."""
+    with without_cyclic_gc():
+        kept = [r for r in inventory.requirements if r.file not in set(files)]
+        added = model_requirements(documents).requirements
+        implied = with_implied_namespaces(Inventory(inventory.domains, added, inventory.gitops,
+                                                    inventory.mesh)).requirements
+        order = {path: k for k, path in enumerate(sorted({*files, *(r.file for r in kept)}))}
+        requirements = sorted((*kept, *implied), key=lambda r: order[r.file])  # stable
+        return replace(inventory, requirements=tuple(requirements))
 
 
 def _flow_inventory(repo: Path, with_flows: bool, rendered: IncrementalResult) -> Inventory:
