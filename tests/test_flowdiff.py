@@ -19,7 +19,7 @@ from meshplan.flowdiff import (
 )
 from meshplan.pipeline import render_with_inventory
 
-from tests.support.repos import REPO_ROOT, copy_example, copy_tree
+from tests.support.repos import ISTIO_EXAMPLE, REPO_ROOT, copy_example, copy_tree
 
 
 def render(root: Path) -> Render:
@@ -158,7 +158,7 @@ def test_with_istio_a_flow_is_what_both_layers_allow(tmp_path: Path) -> None:
     """In the Istio example, currencyservice stops admitting checkout: the picture shows the
     cross-cloud flow closed (pod to pod, as both layers decide it; the gateway hops are not
     drawn), and a widened principal alone opens nothing Cilium still blocks."""
-    source = REPO_ROOT / "examples" / "istio-multicloud"
+    source = ISTIO_EXAMPLE
     before = render(source)
     root = copy_tree(source, tmp_path / "after")
     path = root / "requirements/boutique/currencyservice.yaml"

@@ -40,7 +40,7 @@ from meshplan.verify.report import VerifyReport, verify
 from tests.support.browser import CHROMIUM_FLAGS, chromium
 from tests.support.ci import missing_tool
 from tests.support.cli import run_cli
-from tests.support.repos import REPO_ROOT, copy_example
+from tests.support.repos import ISTIO_EXAMPLE, REPO_ROOT, copy_example
 
 DEFAULT_MERMAID = (Path(__file__).resolve().parents[1]
                    / ".ci/npm/node_modules/mermaid/dist/mermaid.min.js")
@@ -348,7 +348,7 @@ def test_cli_graph_notes_a_failing_verify(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def istio_report() -> VerifyReport:
-    root = REPO_ROOT / "examples" / "istio-multicloud"
+    root = ISTIO_EXAMPLE
     inventory, _ = validated(root)
     rendered, _ = render_repository(root)
     return verify(inventory, {f.path: f.content for f in rendered.files})

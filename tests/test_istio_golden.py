@@ -20,9 +20,9 @@ from meshplan.refine import ClusterRef
 from meshplan.verify.report import VerifyReport, verify
 
 from tests.support.flows import Files, rendered_files
-from tests.support.repos import REPO_ROOT
+from tests.support.repos import ISTIO_EXAMPLE
 
-EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
+EXAMPLE = ISTIO_EXAMPLE
 AKS, GCP = "aks.boutique.example", "gcp.boutique.example"
 
 

@@ -27,9 +27,9 @@ from meshplan.write import diff_against, write_tree
 from tests.support.k8s import kustomize_build, validate_object
 from tests.support.mesh_fixture import mesh_repo
 from tests.support.rendered import documents, render_files
-from tests.support.repos import REPO_ROOT, copy_example
+from tests.support.repos import ISTIO_EXAMPLE, REPO_ROOT, copy_example
 
-EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
+EXAMPLE = ISTIO_EXAMPLE
 
 
 

@@ -19,10 +19,10 @@ import yaml
 from meshplan.pipeline import render_repository
 
 from tests.support.mesh_fixture import MeshRepo, mesh_repo
-from tests.support.repos import REPO_ROOT, TESTS_DIR
+from tests.support.repos import ISTIO_EXAMPLE, TESTS_DIR
 
 SCHEMAS = TESTS_DIR / "schemas" / "helm"
-EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
+EXAMPLE = ISTIO_EXAMPLE
 # The fields of one clustermesh.config.clusters entry the 1.19 chart reads
 # (templates/_helpers.tpl "clustermesh-clusters"; tls.* is deprecated and never written).
 PEER_ENTRY_KEYS = {"enabled", "address", "port", "ips"}

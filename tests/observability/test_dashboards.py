@@ -33,9 +33,9 @@ from tests.support.k8s import SCHEMA_DIR
 from tests.support.observability_fixture import observed_repo
 from tests.support.promtool import check_rules, prometheus_rules, write_rule_file
 from tests.support.rendered import render_files
-from tests.support.repos import REPO_ROOT
+from tests.support.repos import ISTIO_EXAMPLE
 
-EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
+EXAMPLE = ISTIO_EXAMPLE
 GRAFANA_DIR = SCHEMA_DIR / "grafana"
 GRID_WIDTH = 24
 VARIABLES = {"$cluster": ".+", "$namespace": ".+", "${datasource}": "prometheus"}

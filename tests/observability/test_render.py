@@ -24,9 +24,9 @@ from tests.support.k8s import kustomize_build, validate_object
 from tests.support.mesh_fixture import mesh_repo
 from tests.support.observability_fixture import SELECTOR, observed_repo
 from tests.support.rendered import documents, render_files
-from tests.support.repos import REPO_ROOT, committed_rendered, copy_example
+from tests.support.repos import ISTIO_EXAMPLE, committed_rendered, copy_example
 
-EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
+EXAMPLE = ISTIO_EXAMPLE
 MONITORING_FILES = ("prometheus-rules.yaml", "scrape-configs.yaml", "dashboards.yaml")
 
 

@@ -38,9 +38,9 @@ from tests.support.promtool import (
     write_rule_file,
 )
 from tests.support.rendered import documents, render_files
-from tests.support.repos import REPO_ROOT, committed_rendered
+from tests.support.repos import ISTIO_EXAMPLE, committed_rendered
 
-EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
+EXAMPLE = ISTIO_EXAMPLE
 EVERY_ALERT = {*SITUATIONS, "MeshplanIstioCACertificateExpiresSoon"}
 
 

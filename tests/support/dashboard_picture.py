@@ -19,13 +19,13 @@ from typing import Any
 import yaml
 
 from .browser import screenshot
-from .repos import REPO_ROOT
+from .repos import ISTIO_EXAMPLE, REPO_ROOT
 
 COLUMN = 56  # pixels per grid column
 UNIT = 30  # pixels per grid unit of height (Grafana's)
 MARGIN = 16
 HEADER = 86
-EXAMPLE_DASHBOARDS = (REPO_ROOT / "examples" / "istio-multicloud" / "rendered" / "clusters"
+EXAMPLE_DASHBOARDS = (ISTIO_EXAMPLE / "rendered" / "clusters"
                       / "boutique" / "aks" / "dashboards.yaml")
 PICTURE = REPO_ROOT / "docs" / "observability-dashboard.png"
 STYLE = """

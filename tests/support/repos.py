@@ -8,6 +8,8 @@ from pathlib import Path
 TESTS_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = TESTS_DIR.parent
 THESIS_DIR = TESTS_DIR / "fixtures" / "thesis"
+# The second bundled example: two clouds joined by Istio multi-primary (mesh, identity, monitoring).
+ISTIO_EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 
 # A requirement to add to the bundled example whose own objects all land in domain2/cl3
 # (rebel-base and service3 run there only): the small change of the git-history tests.

@@ -28,11 +28,10 @@ from typing import Any
 from meshplan.model import Inventory
 
 from tests.support.flows import Files, rendered_files
-from tests.support.repos import REPO_ROOT, THESIS_DIR
+from tests.support.repos import ISTIO_EXAMPLE, REPO_ROOT, THESIS_DIR
 
 RECORDED = Path(__file__).resolve().parent.parent / "verify" / "recorded" / \
     "pairwise-b48cd97.json.gz"
-ISTIO_EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 # Workloads of the benchmark generator (deterministic for a size and a seed).
 WORKLOADS = (
     *(("3x3x8x30", s) for s in (1, 2, 3, 4)),

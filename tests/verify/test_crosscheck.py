@@ -26,7 +26,7 @@ from tests.support import netpol
 from tests.support.ci import examples, missing_tool
 from tests.support.mutations import CASES, NCA_CASES, Mutation, mutated
 from tests.support.netpol import Spans, nca_flows, run_nca, translate, virtual_cluster
-from tests.support.repos import REPO_ROOT, THESIS_DIR
+from tests.support.repos import ISTIO_EXAMPLE, REPO_ROOT, THESIS_DIR
 from tests.support.strategies import RepoSpec, repos
 
 pytestmark = pytest.mark.slow  # differential against nca, end to end: the full tier only
@@ -94,7 +94,7 @@ def test_thesis_fixtures_agree_with_nca(fixture: str, tmp_path: Path) -> None:
 def test_the_istio_example_cilium_layer_agrees_with_nca(tmp_path: Path) -> None:
     """With the gateway hops: clients to the remote gateway's address, gateways from the other
     network's address, gateways to the servers."""
-    inventory, files = rendered(REPO_ROOT / "examples" / "istio-multicloud")
+    inventory, files = rendered(ISTIO_EXAMPLE)
     assert cross_check(inventory, files, tmp_path) == []
     titles = [e.title for e in verify(inventory, files).endpoints]
     assert "boutique/istio-eastwestgateway@aks" in titles and "198.51.100.7/32" in titles

@@ -19,10 +19,8 @@ from meshplan.model import Inventory
 from tests.support.flows import Files, rendered_files
 from tests.support.identity_mutations import CASES, NCA_CASES
 from tests.support.mutations import Mutation
-from tests.support.repos import REPO_ROOT
+from tests.support.repos import ISTIO_EXAMPLE
 from tests.verify.test_mutations import reported, verify_mutated
-
-ISTIO_EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 
 
 @pytest.fixture(scope="module")

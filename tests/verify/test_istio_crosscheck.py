@@ -29,12 +29,11 @@ from tests.support.flows import Files, rendered_files
 from tests.support.identity_mutations import CASES, NCA_CASES
 from tests.support.mesh_fixture import mesh_repo
 from tests.support.mutations import Mutation, mutated
-from tests.support.repos import REPO_ROOT, THESIS_DIR, as_istio_mesh, copy_tree
+from tests.support.repos import ISTIO_EXAMPLE, REPO_ROOT, THESIS_DIR, as_istio_mesh, copy_tree
 from tests.support.strategies import RepoSpec, repos
 
 pytestmark = pytest.mark.slow  # differential against nca: the full tier only
 
-ISTIO_EXAMPLE = REPO_ROOT / "examples" / "istio-multicloud"
 
 
 @pytest.fixture(autouse=True)
