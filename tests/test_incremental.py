@@ -352,6 +352,19 @@ def test_one_requirement_change_is_incremental_and_exact(medium: Path, tmp_path:
         "full (the change reaches most requirements)")
 
 
+def test_a_new_file_beside_a_changed_service_copy(tmp_path: Path) -> None:
+    """A Service copy changes (its callers are analysed once more, with their companions)
+    while a new requirement file appears: the new file's records are the fresh ones, not a
+    snapshot's it is not in (once a KeyError; found by the property test)."""
+    repo = tmp_path / "repo"
+    generate("4x2x4x30", 7, repo)
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(repo, cache)
+    edit_service(27, 0)(repo)  # the service runs in one more cluster: a new Service copy
+    copy_requirement(189, 1)(repo)
+    assert assert_same(repo, cache).startswith("incremental")
+
+
 def test_cached_render_rewrites_nothing_on_a_no_op(medium: Path, tmp_path: Path) -> None:
     cache = RenderCache.at(tmp_path / "cache")
     first = render_cached(medium, cache)

@@ -818,7 +818,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
             record = cluster_records.get(ref.path)
             return copy_annotations(record, namespace, name) if record is not None else {}
 
-        chosen = {*readers, *with_companions(previous, inputs, {}, readers)}
+        chosen = {*readers, *with_companions(previous, inputs, records, readers)}
         if piece is not None:
             model = piece.covering(_footprints(previous, records, chosen))
         again, again_inventory = _analyse_selected(root, inputs, model, chosen, {}, (),
