@@ -49,23 +49,22 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint]) -> di
     for i, e in enumerate(endpoints):
         if e.is_pod:
             pods.setdefault((e.domain, e.cluster, e.namespace), []).append((i, dict(e.labels)))
-    local: dict[ServiceCopy, tuple[int, ...]] = {}
+    local: list[tuple[int, ...]] = []
+    shared: dict[tuple[str, str], set[int]] = {}  # the pods global, shared copies give
     for copy in copies:
         selector = copy.selector
         candidates = pods.get((copy.domain, copy.cluster, copy.namespace), [])
-        local[copy] = () if selector is None else tuple(
+        mine = () if selector is None else tuple(
             i for i, labels in candidates if all(labels.get(k) == v for k, v in selector))
-    by_name: dict[tuple[str, str], list[ServiceCopy]] = {}
-    for copy in copies:
-        by_name.setdefault((copy.namespace, copy.name), []).append(copy)
+        local.append(mine)
+        if copy.is_global and copy.shared:
+            shared.setdefault((copy.namespace, copy.name), set()).update(mine)
     out: dict[ServiceCopy, tuple[int, ...]] = {}
-    for copy in copies:
-        found = set(local[copy])
-        if copy.is_global:
-            for other in by_name[(copy.namespace, copy.name)]:
-                if other is not copy and other.is_global and other.shared:
-                    found.update(local[other])
-        out[copy] = tuple(sorted(found))
+    for copy, mine in zip(copies, local, strict=True):
+        # local pods are in index order already; a global copy also gets every global and
+        # shared copy's (its own among them when it is shared)
+        out[copy] = tuple(sorted(shared.get((copy.namespace, copy.name), set()).union(mine))) \
+            if copy.is_global else mine
     return out
 
 
