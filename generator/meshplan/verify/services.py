@@ -46,14 +46,23 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint]) -> di
     """Every copy's backends (endpoint indices): its local pods, plus, for a global copy, the
     local pods of every other global and shared copy of the same namespace/name."""
     pods: dict[tuple[str, str, str], list[tuple[int, dict[str, str]]]] = {}
+    # the pods of a namespace by one label: candidates for a selector with that label
+    by_label: dict[tuple[str, str, str, str, str], list[tuple[int, dict[str, str]]]] = {}
     for i, e in enumerate(endpoints):
         if e.is_pod:
-            pods.setdefault((e.domain, e.cluster, e.namespace), []).append((i, dict(e.labels)))
+            pod = (i, dict(e.labels))
+            pods.setdefault((e.domain, e.cluster, e.namespace), []).append(pod)
+            for k, v in pod[1].items():
+                by_label.setdefault((e.domain, e.cluster, e.namespace, k, v), []).append(pod)
     local: list[tuple[int, ...]] = []
     shared: dict[tuple[str, str], set[int]] = {}  # the pods global, shared copies give
     for copy in copies:
         selector = copy.selector
-        candidates = pods.get((copy.domain, copy.cluster, copy.namespace), [])
+        if not selector:
+            candidates = pods.get((copy.domain, copy.cluster, copy.namespace), [])
+        else:
+            candidates = by_label.get((copy.domain, copy.cluster, copy.namespace,
+                                       *selector[0]), [])
         mine = () if selector is None else tuple(
             i for i, labels in candidates if all(labels.get(k) == v for k, v in selector))
         local.append(mine)
