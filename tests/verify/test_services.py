@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from meshplan.diagnostics import Location, Severity
+from meshplan.diagnostics import Diagnostic, Location, Severity
 from meshplan.pipeline import validate
+from meshplan.verify.connectivity import Connectivity
 from meshplan.verify.endpoints import Endpoint
 from meshplan.verify.ports import PortSet
 from meshplan.verify.services import ServiceCopy, backends
@@ -76,3 +77,61 @@ def test_dropped_connections_behind_a_global_service_are_reported(tmp_path: Path
     [early] = [d for d in diagnostics if d.severity is Severity.WARNING]
     assert str(early.location) == "requirements/domain1/allow-cluster1.yaml:23:11"
     assert "found cluster2 not admitted" in early.message
+
+
+def reference_load_balancing(actual: Connectivity, copies: list[ServiceCopy]) -> list[str]:
+    """The load-balancing warnings by their definition, pair by pair (no classes)."""
+    endpoints = actual.endpoints
+    groups: dict[tuple[ServiceCopy, str], tuple[set[str], set[str]]] = {}
+    for copy, picked in backends(copies, endpoints).items():
+        if len(picked) < 2 or not copy.ports:
+            continue
+        for i, client in enumerate(endpoints):
+            if client.kind not in ("service", "client") or i in picked or \
+                    (client.domain, client.cluster) != (copy.domain, copy.cluster):
+                continue
+            allowed = {b for b in picked if actual.flow(i, b) & copy.ports}
+            if allowed and len(allowed) < len(picked):
+                reached, dropped = groups.setdefault((copy, client.service_level),
+                                                     (set(), set()))
+                reached.update(endpoints[b].title for b in allowed)
+                dropped.update(endpoints[b].title for b in picked if b not in allowed)
+    return sorted(f"{copy.location} {caller} {sorted(dropped)} {sorted(reached)}"
+                  for (copy, caller), (reached, dropped) in groups.items())
+
+
+def test_load_balancing_by_classes_agrees_with_every_pair(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a generated fleet (clients restricted or not at egress, named by backends' ingress
+    or not), the warnings found by classes of clients are those of every pair."""
+    import meshplan.verify.report as report_module
+    from meshplan.verify.services import load_balancing_problems
+
+    from benchmarks.workload import generate
+
+    generate("3x4x16x60", 1, tmp_path / "repo")
+    seen: list[tuple[Connectivity, list[ServiceCopy]]] = []
+
+    def capture(actual: Connectivity, copies: list[ServiceCopy]) -> list[Diagnostic]:
+        seen.append((actual, list(copies)))
+        return []
+
+    monkeypatch.setattr(report_module, "load_balancing_problems", capture)
+    verify_repo(tmp_path / "repo")
+    [(actual, copies)] = seen
+    expected = reference_load_balancing(actual, copies)
+    assert len(expected) >= 5  # the fleet has some
+    found = []
+    for d in load_balancing_problems(actual, copies):
+        caller = d.message.split(" to be allowed for ")[1].split(", which may call")[0]
+        blocked, allowed = _lists(d.message)
+        found.append(f"{d.location} {caller} {blocked} {allowed}")
+    assert sorted(found) == expected
+
+
+def _lists(message: str) -> tuple[list[str], list[str]]:
+    """The blocked and the allowed backends a load-balancing warning names."""
+    found = message.split(", found ")[1]
+    blocked, rest = found.split(" blocked and ")
+    allowed = rest.split(" allowed: ")[0]
+    return blocked.split(", "), allowed.split(", ")

@@ -12,7 +12,7 @@ not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh tes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..diagnostics import Diagnostic, Location, warning
@@ -45,28 +45,35 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint]) -> di
         ServiceCopy, tuple[int, ...]]:
     """Every copy's backends (endpoint indices): its local pods, plus, for a global copy, the
     local pods of every other global and shared copy of the same namespace/name."""
-    pods: dict[tuple[str, str, str], list[int]] = {}
+    pods: dict[tuple[str, str, str], list[tuple[int, dict[str, str]]]] = {}
+    # the pods of a namespace by one label: candidates for a selector with that label
+    by_label: dict[tuple[str, str, str, str, str], list[tuple[int, dict[str, str]]]] = {}
     for i, e in enumerate(endpoints):
         if e.is_pod:
-            pods.setdefault((e.domain, e.cluster, e.namespace), []).append(i)
-    local: dict[ServiceCopy, tuple[int, ...]] = {}
+            pod = (i, dict(e.labels))
+            pods.setdefault((e.domain, e.cluster, e.namespace), []).append(pod)
+            for k, v in pod[1].items():
+                by_label.setdefault((e.domain, e.cluster, e.namespace, k, v), []).append(pod)
+    local: list[tuple[int, ...]] = []
+    shared: dict[tuple[str, str], set[int]] = {}  # the pods global, shared copies give
     for copy in copies:
         selector = copy.selector
-        candidates = pods.get((copy.domain, copy.cluster, copy.namespace), [])
-        local[copy] = () if selector is None else tuple(
-            i for i in candidates
-            if all(dict(endpoints[i].labels).get(k) == v for k, v in selector))
-    by_name: dict[tuple[str, str], list[ServiceCopy]] = {}
-    for copy in copies:
-        by_name.setdefault((copy.namespace, copy.name), []).append(copy)
+        if not selector:
+            candidates = pods.get((copy.domain, copy.cluster, copy.namespace), [])
+        else:
+            candidates = by_label.get((copy.domain, copy.cluster, copy.namespace,
+                                       *selector[0]), [])
+        mine = () if selector is None else tuple(
+            i for i, labels in candidates if all(labels.get(k) == v for k, v in selector))
+        local.append(mine)
+        if copy.is_global and copy.shared:
+            shared.setdefault((copy.namespace, copy.name), set()).update(mine)
     out: dict[ServiceCopy, tuple[int, ...]] = {}
-    for copy in copies:
-        found = set(local[copy])
-        if copy.is_global:
-            for other in by_name[(copy.namespace, copy.name)]:
-                if other is not copy and other.is_global and other.shared:
-                    found.update(local[other])
-        out[copy] = tuple(sorted(found))
+    for copy, mine in zip(copies, local, strict=True):
+        # local pods are in index order already; a global copy also gets every global and
+        # shared copy's (its own among them when it is shared)
+        out[copy] = tuple(sorted(shared.get((copy.namespace, copy.name), set()).union(mine))) \
+            if copy.is_global else mine
     return out
 
 
@@ -95,25 +102,58 @@ def load_balancing_problems(actual: Connectivity,
             return actual.default("egress", client) & actual.default("ingress", backend)
         return actual.flow(client, backend)
 
+    def add(copy: ServiceCopy, client: int, picked: Sequence[int],
+            allowed: Collection[int]) -> None:
+        reached, dropped = groups.setdefault((copy, endpoints[client].service_level),
+                                             (set(), set()))
+        reached.update(endpoints[b].title for b in allowed)
+        dropped.update(endpoints[b].title for b in picked if b not in allowed)
+
+    # The clients of each cluster by their egress default, and who names a pod at egress.
+    # A client that no backend's ingress rules name, and whose egress rules name no backend,
+    # gets both defaults from every backend (Connectivity.named): the backends it is allowed
+    # then depend only on its egress default, and are found once per copy and default.
+    by_default: dict[tuple[str, str], dict[PortSet, list[int]]] = {}
+    egress_namers: dict[int, list[int]] = {}
+    for key, members in clients.items():
+        classes = by_default[key] = {}
+        for i in members:
+            classes.setdefault(actual.default("egress", i), []).append(i)
+            for b in named_by("egress", i):
+                egress_namers.setdefault(b, []).append(i)
+
     for copy, picked in backends(copies, endpoints).items():
         if len(picked) < 2 or not copy.ports:
             continue
-        for i in clients.get((copy.domain, copy.cluster), ()):
-            client = endpoints[i]
-            if i in picked:
+        key = (copy.domain, copy.cluster)
+        if key not in clients:
+            continue
+        ports = copy.ports
+        picked_set = frozenset(picked)
+        special: set[int] = set()  # named by a backend's ingress or naming one at egress
+        for b in picked:
+            special.update(named_by("ingress", b))
+            special.update(egress_namers.get(b, ()))
+        for egress_default, members in by_default[key].items():
+            if not egress_default & ports:
+                continue  # no backend allowed to a client that names none
+            allowed: Collection[int] = [b for b in picked if egress_default & actual.default(
+                "ingress", b) & ports]
+            if not allowed or len(allowed) == len(picked):
                 continue
+            for i in members:
+                if i not in special and i not in picked_set:
+                    add(copy, i, picked, allowed)
+        for i in special.intersection(clients[key]) - picked_set:
             # By classes: a backend its egress rules do not name gets the egress default,
             # so when that allows none of the ports only the named backends can be allowed.
-            if actual.default("egress", i) & copy.ports:
+            if actual.default("egress", i) & ports:
                 reachable: Iterable[int] = picked
             else:
                 reachable = [b for b in picked if b in named_by("egress", i)]
-            allowed = {b for b in reachable if flow(i, b) & copy.ports}
-            if not allowed or len(allowed) == len(picked):
-                continue
-            reached, dropped = groups.setdefault((copy, client.service_level), (set(), set()))
-            reached.update(endpoints[b].title for b in allowed)
-            dropped.update(endpoints[b].title for b in picked if b not in allowed)
+            allowed = {b for b in reachable if flow(i, b) & ports}
+            if allowed and len(allowed) != len(picked):
+                add(copy, i, picked, allowed)
     out = []
     for (copy, caller), (reached, dropped) in sorted(groups.items(), key=lambda g: (
             g[0][0].location, g[0][1])):
