@@ -690,6 +690,7 @@ def profile(args: argparse.Namespace) -> int:
     hooks = StageHooks().install()
     hooks.profilers = {stage: cProfile.Profile() for stage in STAGES}
     whole = cProfile.Profile()
+    workdir.mkdir(parents=True, exist_ok=True)  # with --repo nothing was generated into it
     scratch = Path(tempfile.mkdtemp(prefix=f"profile-{args.size}-", dir=workdir))
     try:
         hooks.reset()

@@ -9,8 +9,9 @@ lists every cause, and two different bodies for one key are a clash naming both 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .admission import MAX_PORTS_PER_PORT_RULE, bare_key, valid_external_name
@@ -94,6 +95,10 @@ class Manifest:
     key: ObjectKey
     body: Mapping[str, Any]
     required_by: tuple[str, ...]  # requirement keys, sorted
+    # The body refinement built once for several objects (a Service's copy, a Namespace), of
+    # which ``body`` is ``with_required_by(shared, required_by)``: the writer writes it once,
+    # then only each object's required-by value (meshplan.render). None for any other object.
+    shared: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -753,11 +758,13 @@ class _PlanBuilder:
         self._load_balancing_warnings()
         by_cluster: dict[ClusterRef, list[Manifest]] = {}
         objects, self.objects = self.objects, {}
+        uses = Counter(id(pending.body) for pending in objects.values())
         while objects:  # popping frees each pending record as soon as its Manifest exists
             key, pending = objects.popitem()
             causes = tuple(sorted(pending.causes))
-            body = _with_required_by(pending.body, causes)
-            by_cluster.setdefault(key.cluster, []).append(Manifest(key, body, causes))
+            body = with_required_by(pending.body, causes)
+            shared = pending.body if uses[id(pending.body)] > 1 else None
+            by_cluster.setdefault(key.cluster, []).append(Manifest(key, body, causes, shared))
         plans = []
         for domain in self.inventory.domains:
             for cluster in domain.clusters:
@@ -820,7 +827,7 @@ def _service_port(port: int, protocol: str, name: str | None) -> dict[str, Any]:
     return {**({"name": name} if name else {}), "port": port, "protocol": protocol}
 
 
-def _with_required_by(body: Mapping[str, Any], causes: tuple[str, ...]) -> dict[str, Any]:
+def with_required_by(body: Mapping[str, Any], causes: tuple[str, ...]) -> dict[str, Any]:
     """The final body: new top-level, metadata and annotations mappings, everything else shared
     with the (memoized) body refinement built."""
     metadata = body["metadata"]

@@ -19,16 +19,16 @@ prune what is gone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .bootstrap import bootstrap_files
 from .model import Inventory
 from .observability.render import FILE_FOR_KIND as MONITORING_FILES
 from .observability.render import FILE_NOTES
 from .outputs import ISTIO_SECURITY_FILE, KUSTOMIZATION, OUTPUT_MARKER, OutputFile, cluster_dir
-from .refine import ClusterPlan, Manifest, Plan
+from .refine import ClusterPlan, Manifest, Plan, with_required_by
 from .vocabulary import (
     AUTHORIZATION_POLICY_KIND,
     CLUSTERWIDE_POLICY_KIND,
@@ -37,9 +37,10 @@ from .vocabulary import (
     NAMESPACE_KIND,
     NETWORK_POLICY_KIND,
     PEER_AUTHENTICATION_KIND,
+    REQUIRED_BY_ANNOTATION,
     SERVICE_KIND,
 )
-from .yamltext import SharedText, dump_document, dump_documents
+from .yamltext import SharedText, dump_document, scalar_text
 
 if TYPE_CHECKING:
     from .mesh.plan import MeshPlan
@@ -86,12 +87,55 @@ def header(cluster: ClusterPlan, what: str, note: str = "") -> str:
     )
 
 
+# A plain scalar standing for a shared body's required-by value while its text is written.
+_PLACEHOLDER = "meshplan-required-by-placeholder-7f3a9c"
+
+
+class ObjectTexts(SharedText):
+    """:class:`SharedText` that also writes each body refinement shares between objects
+    (``Manifest.shared``: a Service's copy, a Namespace) once, around a placeholder for its
+    required-by value, the only part that differs from object to object; each object's text
+    is then that text with its own value, exactly what writing the object would give (the
+    writer is line by line: a value's spelling depends on the value alone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # id(shared body) -> (the body, kept so its id stays its own; text before the value,
+        # text after it), or None texts when another line also ends in the placeholder
+        self.around: dict[int, tuple[Mapping[str, Any], str | None, str | None]] = {}
+
+    def document(self, manifest: Manifest) -> str:
+        shared = manifest.shared
+        if shared is not None:
+            found = self.around.get(id(shared))
+            if found is None or found[0] is not shared:
+                found = self.around[id(shared)] = (shared, *self._split(shared))
+            if found[1] is not None and found[2] is not None:
+                value = manifest.body["metadata"]["annotations"][REQUIRED_BY_ANNOTATION]
+                if type(value) is str:
+                    return found[1] + scalar_text(value) + found[2]
+        return dump_document(manifest.body, self)
+
+    def _split(self, shared: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        text = dump_document(with_required_by(shared, (_PLACEHOLDER,)), self)
+        mark = f": {_PLACEHOLDER}\n"
+        if text.count(mark) != 1:  # the value's line is the only one ending so: else in full
+            return None, None
+        before, after = text.split(mark)
+        return before + ": ", "\n" + after
+
+
 def render_cluster(cluster: ClusterPlan, memo: SharedText | None = None) -> list[OutputFile]:
     """The files of one cluster; ``memo`` (one per render) reuses the text of shared parts."""
     groups: dict[str, list[Manifest]] = {}
     for manifest in cluster.objects:
         groups.setdefault(FILE_FOR_KIND[manifest.key.kind], []).append(manifest)
-    return cluster_files(cluster, {name: dump_documents((m.body for m in manifests), memo)
+    if isinstance(memo, ObjectTexts):
+        write = memo.document
+    else:
+        def write(manifest: Manifest) -> str:
+            return dump_document(manifest.body, memo)
+    return cluster_files(cluster, {name: "---\n".join(write(m) for m in manifests)
                                    for name, manifests in groups.items()})
 
 
@@ -120,7 +164,7 @@ def render(plan: Plan, inventory: Inventory | None = None, mesh: MeshPlan | None
     """All output files; with ``inventory``, also its GitOps bootstrap files (``bootstrap/``);
     with ``mesh``, the mesh plan's files (``mesh/``, see :mod:`meshplan.mesh.render`)."""
     files = [OutputFile(OUTPUT_MARKER, MARKER_TEXT.encode())]
-    memo = SharedText()  # the plan's objects are immutable and alive for the whole render
+    memo = ObjectTexts()  # the plan's objects are immutable and alive for the whole render
     for cluster in plan.clusters:
         files.extend(render_cluster(cluster, memo))
     if inventory is not None:
