@@ -183,9 +183,9 @@ def render_command(repo: Path, out: Path | None, check: bool, cache_dir: Path | 
     """Validate, refine and write one Kustomize directory per cluster.
 
     Only the files whose content changed are rewritten, each atomically (never a partly
-    written file); a large change swaps the whole output folder in at once. The render cache (see --cache-dir) lets a
-    render redo only what changed since the last one; the output is byte for byte that of a
-    full render, and a cache that does not check out is ignored.
+    written file); a large change swaps the whole output folder in at once. The render cache
+    (see --cache-dir) lets a render redo only what changed since the last one; the output is
+    byte for byte that of a full render, and a cache that does not check out is ignored.
     """
     from .diagnostics import Severity
     from .outputs import DEFAULT_OUTPUT_DIR
