@@ -491,13 +491,21 @@ def test_a_stale_state_of_another_input_renders_exactly(medium: Path, tmp_path: 
 
 
 def _forge(state: Path, edit: Callable[[dict[str, Any]], None]) -> None:
-    """Rewrite a state's snapshot and frame it again, as anyone who can write the cache can."""
+    """Rewrite a state's snapshot and frame it again, as anyone who can write the cache can.
+    ``edit`` sees the head's fields and the cluster records as {"clusters": {name: [files,
+    counts, copies]}, ...}."""
     cache = RenderCache.at(state.parent.parent)
     payload = cache.unframe(state.read_bytes())
     assert payload is not None
-    data = json.loads(payload)
+    head_line, *lines = payload.decode().split("\n")
+    data = json.loads(head_line)
+    records = [json.loads(line) for line in lines if line]
+    data["clusters"] = {r[1]: r[2:] for r in records if r[0] == "C"}
     edit(data)
-    state.write_bytes(cache.frame(json.dumps(data).encode()))
+    out = [json.dumps({**data, "clusters": len(data["clusters"])})]
+    out += [json.dumps(r) for r in records if r[0] == "R"]
+    out += [json.dumps(["C", name, *rest]) for name, rest in data["clusters"].items()]
+    state.write_bytes(cache.frame("\n".join([*out, ""]).encode()))
 
 
 def _escape_cluster_file(data: dict[str, Any]) -> None:
@@ -531,3 +539,68 @@ def test_a_state_naming_unsafe_paths_is_never_trusted(
     result = render_cached(medium, cache)
     assert result.mode.startswith("full (no snapshot")
     assert result.rendered == expected
+
+
+def _payload_lines(state: Path) -> tuple[RenderCache, list[bytes]]:
+    cache = RenderCache.at(state.parent.parent)
+    payload = cache.unframe(state.read_bytes())
+    assert payload is not None
+    return cache, payload.split(b"\n")
+
+
+def _record_cut_short(lines: list[bytes]) -> None:
+    lines[1] = lines[1][:-2] + b"]"  # the file's record without its diagnostics
+
+
+def _record_not_json(lines: list[bytes]) -> None:
+    lines[1] = lines[1][:-1]
+
+
+def _record_twice(lines: list[bytes]) -> None:
+    lines[2] = lines[1]
+
+
+def _record_missing(lines: list[bytes]) -> None:
+    del lines[1]
+
+
+def _cluster_as_file(lines: list[bytes]) -> None:
+    lines[-2] = b'["R"' + lines[-2][4:]
+
+
+@pytest.mark.parametrize("edit", [_record_cut_short, _record_not_json, _record_twice,
+                                  _record_missing, _cluster_as_file])
+def test_a_malformed_record_line_means_a_full_render(
+        medium: Path, tmp_path: Path, edit: Callable[[list[bytes]], None]) -> None:
+    """The snapshot is a line a record: a well-framed state with one bad line is ignored as
+    a whole (a full render), never partly trusted."""
+    cache = RenderCache.at(tmp_path / "cache")
+    render_cached(medium, cache)
+    state = state_file(cache, medium)
+    cache, lines = _payload_lines(state)
+    edit(lines)
+    state.write_bytes(cache.frame(b"\n".join(lines)))
+    mutate_one_requirement(medium)
+    assert assert_same(medium, cache).startswith("full (no snapshot")
+    assert assert_same(medium, cache) == "unchanged"
+
+
+def test_a_small_change_writes_other_records_back_verbatim(medium: Path, tmp_path: Path) -> None:
+    """After a one-requirement change the state reads back as the snapshot serialized anew,
+    and the lines of the records it did not change are those of the previous state."""
+    from meshplan.incremental import snapshot_bytes, snapshot_from_bytes
+
+    cache = RenderCache.at(tmp_path / "cache")
+    render_cached(medium, cache)
+    state = state_file(cache, medium)
+    _, before = _payload_lines(state)
+    mutation = mutate_one_requirement(medium)
+    result = render_cached(medium, cache, full_above=1.0)
+    assert result.mode == "incremental" and result.snapshot is not None
+    _, after = _payload_lines(state)
+    fresh = snapshot_from_bytes(snapshot_bytes(result.snapshot))
+    assert fresh is not None
+    assert snapshot_from_bytes(b"\n".join(after)) == fresh == result.snapshot
+    changed = [line for line in after if line not in set(before)]
+    assert 1 <= len(changed) <= 1 + 1 + result.rerendered  # head, the file, its clusters
+    assert any(json.dumps(mutation.file).encode() in line for line in changed)

@@ -118,10 +118,14 @@ def leftovers(parent: Path, name: str) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}.meshplan-"))
 
 
+@pytest.mark.parametrize("how", ["in place", "swapped"])
 def test_failure_mid_write_leaves_the_old_output(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 how: str) -> None:
     repo, out = example(tmp_path), tmp_path / "out"
     assert render(repo, out)[0] == 0
+    if how == "swapped":
+        monkeypatch.setattr(write, "IN_PLACE_AT_MOST", 0.0)
     before_bytes, before = read_tree(out), stats(out)
     edit_requirement(repo)
     files = files_of(repo)
@@ -160,6 +164,7 @@ def changed_repo_without_renameat2(
     before_bytes = read_tree(out)
     edit_requirement(repo)
     monkeypatch.setattr(write, "_rename_exchange", lambda a, b: False)
+    monkeypatch.setattr(write, "IN_PLACE_AT_MOST", 0.0)  # a change to swap the whole tree in
     return repo, out, before_bytes
 
 
@@ -189,6 +194,7 @@ def test_two_rename_fallback_gives_the_same_tree(tmp_path: Path,
     assert render(repo, out)[0] == 0
     edit_requirement(repo)
     monkeypatch.setattr(write, "_rename_exchange", lambda a, b: False)
+    monkeypatch.setattr(write, "IN_PLACE_AT_MOST", 0.0)
     result = write_tree(out, files_of(repo))
     assert len(result.changed) == 2
     assert read_tree(out) == render_files(repo)[0]
@@ -291,3 +297,53 @@ def test_an_output_on_another_file_system_is_a_clear_error(
     assert code == 1, err
     assert "cross-device" in err and "mount point" in err and "Traceback" not in err
     assert read_tree(out) == before_bytes
+
+
+def test_an_in_place_write_on_another_file_system_leaves_the_old_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    before_bytes, before = read_tree(out), stats(out)
+    edit_requirement(repo)
+    files = files_of(repo)
+
+    def cross_device(self: Path, target: str | os.PathLike[str]) -> Path:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(Path, "replace", cross_device)
+    with pytest.raises(OperationError, match=r"cross-device.*mount point"):
+        write_tree(out, files)
+    monkeypatch.undo()
+    assert read_tree(out) == before_bytes and stats(out) == before
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_a_tampered_output_file_is_detected_and_rewritten(tmp_path: Path) -> None:
+    """A file edited by hand since the last render (same size, other bytes) differs from
+    what is rendered: it is rewritten, in place, and nothing else is touched."""
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    expected, before = read_tree(out), stats(out)
+    victim = out / "clusters/domain1/cl1/policies.yaml"
+    victim.write_bytes(victim.read_bytes().replace(b"domain1", b"domainX", 1))
+    tampered = stats(out)
+    result = write_tree(out, files_of(repo))
+    assert result.changed == ("clusters/domain1/cl1/policies.yaml",) and not result.removed
+    assert read_tree(out) == expected
+    after = stats(out)
+    assert after[""][0] == before[""][0]  # written in place: the same folder
+    assert {p for p in after if after[p] != tampered[p]} <= {
+        "", "clusters/domain1/cl1", "clusters/domain1/cl1/policies.yaml"}
+
+
+def test_a_folder_where_a_file_goes_is_replaced_whole(tmp_path: Path) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    expected = read_tree(out)
+    victim = out / "clusters/domain1/cl1/policies.yaml"
+    victim.unlink()
+    (victim / "inside").mkdir(parents=True)
+    write_tree(out, files_of(repo))
+    assert read_tree(out) == expected
+    assert leftovers(tmp_path, "out") == []

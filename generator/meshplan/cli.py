@@ -182,10 +182,10 @@ def render_command(repo: Path, out: Path | None, check: bool, cache_dir: Path | 
                    no_cache: bool) -> int:
     """Validate, refine and write one Kustomize directory per cluster.
 
-    The output folder is replaced atomically: it appears whole or not at all, and files whose
-    content did not change are left untouched. The render cache (see --cache-dir) lets a
-    render redo only what changed since the last one; the output is byte for byte that of a
-    full render, and a cache that does not check out is ignored.
+    Only the files whose content changed are rewritten, each atomically (never a partly
+    written file); a large change swaps the whole output folder in at once. The render cache
+    (see --cache-dir) lets a render redo only what changed since the last one; the output is
+    byte for byte that of a full render, and a cache that does not check out is ignored.
     """
     from .diagnostics import Severity
     from .outputs import DEFAULT_OUTPUT_DIR

@@ -91,7 +91,7 @@ from .vocabulary import (
 )
 from .yamltext import SharedText, dump_document
 
-SNAPSHOT_FORMAT = 4  # 3: sliceable; 4: no Service copies without annotations
+SNAPSHOT_FORMAT = 5  # 3: sliceable; 4: no Service copies without annotations; 5: a line a record
 PODS = "@pods"  # the footprint entry of requirements that depend on every pod network
 
 
@@ -135,6 +135,10 @@ class Snapshot:
     # no two domains' services share a namespace and name (else every run reads the whole
     # inventory, and falls back: one global Service spans the fleet)
     sliceable: bool = True
+    # the serialized line of each record as read (see snapshot_bytes): "R"+path or "C"+name
+    # -> (record, line); a later save writes a record that is still the same object verbatim
+    lines: Mapping[str, tuple[object, bytes]] = field(default_factory=dict, compare=False,
+                                                      repr=False)
 
 
 @dataclass(frozen=True)
@@ -694,50 +698,95 @@ def inventory_domains(documents: Iterable[Document]) -> dict[str, tuple[str, ...
     return {p: tuple(sorted(n)) for p, n in out.items()}
 
 
-# -- (de)serialization: JSON, read back defensively (a bad entry means: no snapshot) --------
+# -- (de)serialization: a line a record, read back defensively (a bad entry: no snapshot) --
+#
+# The first line is a JSON object (the format, the inventory files, the other outputs and
+# diagnostics, and how many records follow); then one JSON array a line per requirement file
+# (["R", path, digest, records, diagnostics]) and per cluster (["C", name, files, counts,
+# copies]). A run that changes a few records writes every other line back as it read it,
+# instead of serializing thousands of records again.
 
 
-def snapshot_bytes(snapshot: Snapshot) -> bytes:
-    # The records are (named) tuples of strings, numbers and tuples: JSON arrays as they are
-    # (the C encoder writes them without building lists first; they are most of the payload).
-    data = {
+def snapshot_bytes(snapshot: Snapshot, reuse: Snapshot | None = None) -> bytes:
+    """``reuse``: the snapshot this one was computed from (its records' lines are reused)."""
+    known = reuse.lines if reuse is not None else {}
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    head = {
         "format": SNAPSHOT_FORMAT,
         "inventory_files": snapshot.inventory_files,
-        "requirement_files": {p: (r.digest, r.requirements,
-                                  [_diagnostic_json(d) for d in r.diagnostics] if r.diagnostics
-                                  else ())
-                              for p, r in snapshot.requirement_files.items()},
-        "clusters": snapshot.clusters,
         "other_files": snapshot.other_files,
         "pods": snapshot.pods,
         "other_diagnostics": [_diagnostic_json(d) for d in snapshot.other_diagnostics],
         "listing_diagnostics": [_diagnostic_json(d) for d in snapshot.listing_diagnostics],
         "sliceable": snapshot.sliceable,
+        "requirement_files": len(snapshot.requirement_files),
+        "clusters": len(snapshot.clusters),
     }
-    return json.dumps(data, separators=(",", ":")).encode()
+    lines = [dumps(head).encode()]
+    for path, record in snapshot.requirement_files.items():
+        old = known.get("R" + path)
+        if old is not None and old[0] is record:
+            lines.append(old[1])
+            continue
+        # (named) tuples of strings, numbers and tuples: JSON arrays as they are
+        lines.append(dumps(("R", path, record.digest, record.requirements,
+                            [_diagnostic_json(d) for d in record.diagnostics])).encode())
+    for name, cluster in snapshot.clusters.items():
+        old = known.get("C" + name)
+        if old is not None and old[0] is cluster:
+            lines.append(old[1])
+            continue
+        lines.append(dumps(("C", name, *cluster)).encode())
+    lines.append(b"")
+    return b"\n".join(lines)
 
 
 def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
+    """The snapshot in ``payload``, or None when anything about it does not check out."""
     try:
-        data = json.loads(payload)
-        if data["format"] != SNAPSHOT_FORMAT:
+        head_line, _, rest = payload.partition(b"\n")
+        head = json.loads(head_line)
+        if head["format"] != SNAPSHOT_FORMAT:
             return None
-        return Snapshot(
-            {p: (str(d), tuple(n)) for p, (d, n) in data["inventory_files"].items()},
-            {p: FileRecord(str(d), tuple(
+        raw = rest.split(b"\n")
+        if raw.pop() != b"" or len(raw) != head["requirement_files"] + head["clusters"]:
+            return None
+        entries = json.loads(b"[" + b",".join(raw) + b"]") if raw else []
+        lines: dict[str, tuple[object, bytes]] = {}
+        requirement_files: dict[str, FileRecord] = {}
+        clusters: dict[str, ClusterRecord] = {}
+        count = head["requirement_files"]
+        for entry, line in zip(entries[:count], raw[:count], strict=True):
+            tag, path, file_digest, recs, diags = entry
+            key = "R" + str(path)
+            if tag != "R" or key in lines:
+                return None  # a cluster among the files, or a file twice: not meshplan's
+            file_record = FileRecord(str(file_digest), tuple(
                 RequirementRecord((str(k[0]), str(k[1]), bool(k[2])), tuple(f), tuple(r),
                                   tuple(c), str(s), tuple(x))
                 for k, f, r, c, s, x in recs), tuple(_diagnostic(x) for x in diags))
-             for p, (d, recs, diags) in data["requirement_files"].items()},
-            {c: ClusterRecord(tuple(_output_entry(p, h, f"clusters/{c}/") for p, h in files),
-                              (int(counts[0]), int(counts[1]), int(counts[2])),
-                              {k: (v[0], v[1]) for k, v in copies.items()})
-             for c, (files, counts, copies) in data["clusters"].items()},
-            tuple(_output_entry(p, h) for p, h in data["other_files"]),
-            str(data["pods"]),
-            tuple(_diagnostic(x) for x in data["other_diagnostics"]),
-            tuple(_diagnostic(x) for x in data["listing_diagnostics"]),
-            data["sliceable"] is True,
+            requirement_files[str(path)] = file_record
+            lines[key] = (file_record, line)
+        for entry, line in zip(entries[count:], raw[count:], strict=True):
+            tag, name, files, counts, copies = entry
+            key = "C" + str(name)
+            if tag != "C" or key in lines:
+                return None
+            cluster = ClusterRecord(
+                tuple(_output_entry(p, h, f"clusters/{name}/") for p, h in files),
+                (int(counts[0]), int(counts[1]), int(counts[2])),
+                {k: (v[0], v[1]) for k, v in copies.items()})
+            clusters[str(name)] = cluster
+            lines[key] = (cluster, line)
+        return Snapshot(
+            {p: (str(d), tuple(n)) for p, (d, n) in head["inventory_files"].items()},
+            requirement_files, clusters,
+            tuple(_output_entry(p, h) for p, h in head["other_files"]),
+            str(head["pods"]),
+            tuple(_diagnostic(x) for x in head["other_diagnostics"]),
+            tuple(_diagnostic(x) for x in head["listing_diagnostics"]),
+            head["sliceable"] is True,
+            lines,
         )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None

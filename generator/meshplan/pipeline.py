@@ -537,7 +537,7 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
             cache.touch_state(slot)  # used again: kept longest when pruning
         elif result.snapshot is not None:
             cache.write_blobs(result.new_blobs)
-            cache.write_state(slot, snapshot_bytes(result.snapshot))
+            cache.write_state(slot, snapshot_bytes(result.snapshot, previous))
     return result
 
 

@@ -1,9 +1,15 @@
-"""Stage 7 — write: put a rendered tree on disk, whole or not at all.
+"""Stage 7 — write: put a rendered tree on disk, never a partly written file.
 
-The new tree is built in a temporary folder beside the output, then swapped in with one
-atomic ``renameat2(RENAME_EXCHANGE)`` (Linux) or, elsewhere, two renames. Files whose bytes
-did not change are hard-linked from the old tree, so they keep their inode and timestamps:
-an unchanged render touches nothing, and a change rewrites only the files it changes.
+A change to a few of the files (at most :data:`IN_PLACE_AT_MOST` of them) is written in
+place: the new contents are first written whole to a temporary folder beside the output (a
+failure there, e.g. a full disk, leaves the output as it was), then each is renamed over
+its file (one atomic rename a file) and the files no longer generated are removed. Any
+other change builds the new tree in a temporary folder beside the output and swaps it in
+with one atomic ``renameat2(RENAME_EXCHANGE)`` (Linux) or, elsewhere, two renames; files
+whose bytes did not change are hard-linked from the old tree. Either way the files that did
+not change keep their inode and timestamps: an unchanged render touches nothing, and a
+change rewrites only the files it changes (re-staging thousands of links for a change to a
+handful of files would cost a re-render more than the change itself).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from .diagnostics import OperationError
 from .outputs import OUTPUT_MARKER, OutputFile
 
+IN_PLACE_AT_MOST = 0.25  # share of the files a change may write or remove and be written in place
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -95,6 +102,9 @@ def write_tree(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     _remove_stale_staging(root)
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(root), dir=root.parent))
     try:
+        if _in_place(root, files, result):
+            _update_in_place(staging, root, files, result)
+            return result
         staging.chmod(_folder_mode(root))  # mkdtemp's 0700 would become the output's mode
         _fill(staging, root, files, set(result.changed))
         _swap_in(staging, root)
@@ -105,6 +115,54 @@ def write_tree(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _in_place(root: Path, files: tuple[OutputFile, ...], result: WriteResult) -> bool:
+    """Whether the change is small enough to write in place, and every changed file's place
+    is free for a file (no folder where a file goes, no file where a folder goes)."""
+    if not root.is_dir() or (len(result.changed) + len(result.removed)
+                             > IN_PLACE_AT_MOST * max(len(files), 1)):
+        return False
+    base = str(root)
+    for relpath in result.changed:
+        target = os.path.join(base, relpath)  # noqa: PTH118
+        if os.path.isdir(target) and not os.path.islink(target):  # noqa: PTH112, PTH114
+            return False
+        parts = relpath.split("/")[:-1]
+        for n in range(1, len(parts) + 1):
+            folder = os.path.join(base, *parts[:n])  # noqa: PTH118
+            if os.path.lexists(folder) and not (
+                    os.path.isdir(folder) and not os.path.islink(folder)):  # noqa: PTH112, PTH114
+                return False
+    return True
+
+
+def _update_in_place(staging: Path, root: Path, files: tuple[OutputFile, ...],
+                     result: WriteResult) -> None:
+    """Write the changed files whole into ``staging``, then rename each over its file, then
+    remove the files no longer generated (and the folders that leaves empty)."""
+    changed = set(result.changed)
+    staged: list[tuple[Path, str]] = []
+    new, base = str(staging), str(root)
+    for output in files:
+        if output.path in changed:
+            temporary = Path(new, str(len(staged)))
+            temporary.write_bytes(output.content)
+            staged.append((temporary, os.path.join(base, output.path)))  # noqa: PTH118
+    for temporary, target in staged:
+        os.makedirs(os.path.dirname(target), exist_ok=True)  # noqa: PTH103, PTH120
+        temporary.replace(target)
+    folders: set[str] = set()
+    for relpath in result.removed:
+        os.unlink(os.path.join(base, relpath))  # noqa: PTH108, PTH118
+        folders.add(os.path.dirname(relpath))  # noqa: PTH120
+    for folder in sorted(folders, key=len, reverse=True):
+        while folder:
+            try:
+                os.rmdir(os.path.join(base, folder))  # noqa: PTH106, PTH118
+            except OSError:
+                break  # not empty (or gone already)
+            folder = os.path.dirname(folder)  # noqa: PTH120
 
 
 def _staging_prefix(root: Path) -> str:
