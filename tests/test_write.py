@@ -52,6 +52,13 @@ def edit_requirement(repo: Path) -> None:
                     encoding="utf-8")
 
 
+def undo_edit(repo: Path) -> None:
+    path = repo / "requirements" / "domain1" / "backend.yaml"
+    text = path.read_text("utf-8")
+    path.write_text(text.replace("spec:\n  description: edited\n", "spec:\n", 1),
+                    encoding="utf-8")
+
+
 def files_of(repo: Path) -> tuple[OutputFile, ...]:
     files, _ = render_files(repo)
     return tuple(OutputFile(p, c) for p, c in sorted(files.items()))
@@ -406,10 +413,10 @@ def test_a_tampered_spare_file_is_detected_and_rewritten(
     if when == "just after its record":  # whole-second timestamps: the edit keeps the ctime
         coarse_timestamps(monkeypatch)
     repo, out, spares, v1 = with_a_spare(tmp_path)
-    files = third_version(repo)
-    new = {f.path: f.content for f in files}
-    # a file left as it is, were the spare trusted blindly
-    victim = next(p for p in sorted(new) if p.startswith("clusters/") and v1.get(p) == new[p])
+    undo_edit(repo)  # v3 is v1: the spare holds it already, by its record
+    files = files_of(repo)
+    victim = "clusters/domain1/cl1/policies.yaml"  # changed in v2, recorded with v1's digest
+    assert {f.path: f.content for f in files} == v1 != read_tree(out)
     if when == "long after its record":
         monkeypatch.setattr(write, "RACY_NS", -10**18)  # the stat alone decides: never read
         time.sleep(0.05)  # past the file system's timestamp granularity
@@ -417,7 +424,7 @@ def test_a_tampered_spare_file_is_detected_and_rewritten(
     seen = exchanges(monkeypatch)
     write_tree(out, files, spares=spares)
     assert seen == [(the_spare(spares) / "tree", out)]  # written through the spare
-    assert read_tree(out) == new
+    assert read_tree(out) == v1
 
 
 def coarse_timestamps(monkeypatch: pytest.MonkeyPatch) -> None:

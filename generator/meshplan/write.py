@@ -71,7 +71,10 @@ def _existing(root: Path) -> dict[str, str]:
 
 def diff_against(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     """What writing ``files`` to ``root`` would change."""
-    old = _existing(root)
+    return _diff(_existing(root), files)
+
+
+def _diff(old: dict[str, str], files: Iterable[OutputFile]) -> WriteResult:
     new = {f.path: f.content for f in files}
     changed = sorted(p for p, content in new.items()
                      if p not in old or not _same_content(old[p], content))
@@ -107,16 +110,17 @@ def write_tree(root: Path, files: Iterable[OutputFile], *,
     files = tuple(files)
     root = root.resolve()  # a symlinked output folder: replace what it points at
     ensure_replaceable(root)
-    result = diff_against(root, files)
+    listing = _existing(root)
+    result = _diff(listing, files)
     if result.unchanged:
         return result
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(root)
     spare = _spare_folder(root, spares)
     try:
-        if spare is not None and _write_through_spare(spare, root, files, result):
+        if spare is not None and _write_through_spare(spare, root, files, result, listing):
             return result
-        _swap_whole(root, files, result, spare)
+        _swap_whole(root, files, result, spare, listing)
     except OSError as exc:
         raise OperationError(f"could not replace {root}: {exc.strerror or exc} (the previous "
                              "output is unchanged; is the folder a mount point or read-only?)"
@@ -125,7 +129,7 @@ def write_tree(root: Path, files: Iterable[OutputFile], *,
 
 
 def _swap_whole(root: Path, files: tuple[OutputFile, ...], result: WriteResult,
-                spare: Path | None) -> None:
+                spare: Path | None, listing: dict[str, str]) -> None:
     """Build the new tree beside the output, swap it in, keep the old tree as the spare."""
     existed = root.is_dir()
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(root), dir=root.parent))
@@ -138,7 +142,7 @@ def _swap_whole(root: Path, files: tuple[OutputFile, ...], result: WriteResult,
             spare.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(OSError):
                 staging.rename(spare / _SPARE_TREE)
-                _record_spare(spare, files, result, {})
+                _record_spare(spare, result, listing)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -201,32 +205,38 @@ def _read_record(spare: Path) -> tuple[int, dict[str, tuple[int, int, int, int, 
         taken = int(head[2])
         for line in lines[1:-1]:
             dev, ino, size, mtime, ctime, sha, relpath = line.split(" ", 6)
-            if len(sha) != 64 or not relpath:
+            if (sha != "-" and (len(sha) != 64 or int(sha, 16) < 0)) or not relpath:
                 raise _Odd
-            entries[relpath] = (int(dev), int(ino), int(size), int(mtime), int(ctime), sha)
+            entries[relpath] = (int(dev), int(ino), int(size), int(mtime), int(ctime),
+                                "" if sha == "-" else sha)
     except ValueError as exc:
         raise _Odd from exc
     return taken, entries
 
 
-def _record_spare(spare: Path, files: tuple[OutputFile, ...], result: WriteResult,
-                  digests: dict[str, str]) -> None:
-    """Record the spare tree (the old output): each file's stat and digest. A file the new
-    output holds unchanged has the new content's digest; the others are read."""
+def _record_spare(spare: Path, result: WriteResult, listing: dict[str, str]) -> None:
+    """Record the spare tree (the old output just swapped out): each file's stat, and the
+    digest of those that differ from the new output (read again). The others are the new
+    output's own files (hard links): recorded without a digest, known next time by being the
+    output's file, else rewritten. ``listing``: the files of the old output (a file that
+    appeared since goes unrecorded: unknown, so rewritten or removed next time)."""
     tree = spare / _SPARE_TREE
     differing = set(result.changed) | set(result.removed)
-    content = {f.path: f.content for f in files}
     lines = []
-    for relpath, path in _existing(tree).items():
-        st = _lstat(path)
+    base = str(tree)
+    for relpath in listing:
+        path = os.path.join(base, relpath)  # noqa: PTH118
+        try:
+            st = _lstat(path)
+        except FileNotFoundError:
+            continue
         if not stat.S_ISREG(st.st_mode) or "\n" in relpath:
             _discard(spare)
             return
-        if relpath in differing or relpath not in content:
+        sha = "-"
+        if relpath in differing:
             with open(path, "rb") as handle:  # noqa: PTH123
                 sha = _sha(handle.read())
-        else:
-            sha = digests.get(relpath) or _sha(content[relpath])
         lines.append(f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
                      f"{sha} {relpath}\n")
     record = spare / _SPARE_RECORD
@@ -251,7 +261,7 @@ def _prune_spares(current: Path) -> None:
 
 
 def _write_through_spare(spare: Path, root: Path, files: tuple[OutputFile, ...],
-                         result: WriteResult) -> bool:
+                         result: WriteResult, listing: dict[str, str]) -> bool:
     """Bring the spare tree to ``files`` and exchange it with ``root``; False (the spare
     discarded) when there is no usable spare."""
     if not root.is_dir() or not (spare / _SPARE_TREE).exists():
@@ -259,8 +269,8 @@ def _write_through_spare(spare: Path, root: Path, files: tuple[OutputFile, ...],
     try:
         taken, entries = _read_record(spare)
         (spare / _SPARE_RECORD).unlink()  # from here on the spare is not what it records
-        digests = _update_spare(spare / _SPARE_TREE, root, files, taken, entries)
-    except _Odd:
+        _update_spare(spare / _SPARE_TREE, root, files, result, taken, entries)
+    except (_Odd, OSError):  # e.g. too many links to a file: build the tree beside instead
         _discard(spare)
         return False
     tree = spare / _SPARE_TREE
@@ -268,45 +278,41 @@ def _write_through_spare(spare: Path, root: Path, files: tuple[OutputFile, ...],
     if not _rename_exchange(tree, root):
         _discard(spare)
         return False
-    _record_spare(spare, files, result, digests)
+    _record_spare(spare, result, listing)
     return True
 
 
-def _update_spare(tree: Path, root: Path, files: tuple[OutputFile, ...], taken: int,
-                  entries: dict[str, tuple[int, int, int, int, int, str]]) -> dict[str, str]:
-    """Make ``tree`` hold exactly ``files``, writing only what differs from its record;
-    returns the digests it computed of the new contents."""
+def _update_spare(tree: Path, root: Path, files: tuple[OutputFile, ...], result: WriteResult,
+                  taken: int, entries: dict[str, tuple[int, int, int, int, int, str]]) -> None:
+    """Make ``tree`` hold exactly ``files``, writing only what it does not hold already.
+
+    A file the output holds unchanged (``diff_against`` read its bytes) is, in the spare, that
+    very file (a hard link of it; linked again if not). A file that changes is kept only when
+    its stat matches its record exactly (and, changed close to the record, its bytes hash to
+    the recorded digest) and that digest is the new content's; otherwise it is written.
+    """
     st = os.lstat(tree)
     if not stat.S_ISDIR(st.st_mode) or st.st_dev != _device(root):
         raise _Odd
-    base = str(tree)
-    known: dict[str, str] = {}  # relative path -> digest of what the spare file holds
+    base, out = str(tree), str(root)
+    found: dict[str, os.stat_result] = {}
     folders: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(base):
-        rel = os.path.relpath(dirpath, base).replace(os.sep, "/")
-        prefix = "" if rel == "." else rel + "/"
-        folders.extend(prefix + name for name in dirnames)
-        for name in dirnames:
-            if os.path.islink(os.path.join(dirpath, name)):  # noqa: PTH114, PTH118
-                raise _Odd
-        for name in filenames:
-            path = os.path.join(dirpath, name)  # noqa: PTH118
-            fst = _lstat(path)
-            if not stat.S_ISREG(fst.st_mode):
-                raise _Odd
-            relpath = prefix + name
-            entry = entries.get(relpath)
-            if entry is None or entry[:5] != (fst.st_dev, fst.st_ino, fst.st_size,
-                                              fst.st_mtime_ns, fst.st_ctime_ns):
-                known[relpath] = ""  # unknown: rewritten if generated, else removed
-            elif fst.st_ctime_ns >= taken - RACY_NS:  # changed too close to the record
-                with open(path, "rb") as handle:  # noqa: PTH123
-                    data = handle.read()
-                known[relpath] = entry[5] if _sha(data) == entry[5] else ""
-            else:
-                known[relpath] = entry[5]
+    pending = [("", base)]
+    while pending:
+        prefix, folder = pending.pop()
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                relpath = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(relpath)
+                    pending.append((relpath + "/", entry.path))
+                    continue
+                fst = _lstat(entry.path)
+                if not stat.S_ISREG(fst.st_mode):
+                    raise _Odd  # a symlink, a device, ...
+                found[relpath] = fst
     new = {f.path: f.content for f in files}
-    for relpath in known:
+    for relpath in found:
         if relpath not in new:
             os.unlink(os.path.join(base, relpath))  # noqa: PTH108, PTH118
     needed: set[str] = set()  # the folders the new tree has
@@ -319,26 +325,46 @@ def _update_spare(tree: Path, root: Path, files: tuple[OutputFile, ...], taken: 
                 os.rmdir(os.path.join(base, folder))  # noqa: PTH106, PTH118
             except OSError as exc:
                 raise _Odd from exc
-    digests: dict[str, str] = {}
+    changed = set(result.changed)
     made: set[str] = set()
     temporary = os.path.join(base, ".meshplan-writing")  # noqa: PTH118
     for relpath, content in new.items():
         target = os.path.join(base, relpath)  # noqa: PTH118
-        had = known.get(relpath)
-        if had:  # recorded: compare digests (a size that differs decides without hashing)
-            size = entries[relpath][2]
-            if size == len(content):
-                digests[relpath] = _sha(content)
-                if digests[relpath] == had:
-                    continue
+        have = found.get(relpath)
+        link = None
+        if relpath not in changed:  # the output holds exactly these bytes
+            source = os.path.join(out, relpath)  # noqa: PTH118
+            ost = _lstat(source)
+            if have is not None and (have.st_dev, have.st_ino) == (ost.st_dev, ost.st_ino):
+                continue  # the output's very file
+            if stat.S_ISREG(ost.st_mode):
+                link = source
+        elif have is not None and _holds(target, have, entries.get(relpath), taken, content):
+            continue
         folder = os.path.dirname(target)  # noqa: PTH120
         if folder not in made:
             os.makedirs(folder, exist_ok=True)  # noqa: PTH103
             made.add(folder)
-        with open(temporary, "wb") as handle:  # noqa: PTH123
-            handle.write(content)
+        if link is not None:
+            os.link(link, temporary)
+        else:
+            with open(temporary, "wb") as handle:  # noqa: PTH123
+                handle.write(content)
         os.replace(temporary, target)  # noqa: PTH105
-    return digests
+
+
+def _holds(path: str, st: os.stat_result, entry: tuple[int, int, int, int, int, str] | None,
+           taken: int, content: bytes) -> bool:
+    """Whether the spare file ``path`` (stat ``st``) holds ``content``, by its record."""
+    if entry is None or not entry[5] or entry[:5] != (
+            st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        return False  # unknown
+    if len(content) != st.st_size or _sha(content) != entry[5]:
+        return False
+    if st.st_ctime_ns >= taken - RACY_NS:  # changed too close to the record to tell by stat
+        with open(path, "rb") as handle:  # noqa: PTH123
+            return _sha(handle.read()) == entry[5]
+    return True
 
 
 def _staging_prefix(root: Path) -> str:
