@@ -6,14 +6,17 @@ meant to be, never a mix. Nothing is written when nothing changed.
 
 Where the new tree is built depends on what is at hand. With a spare folder (``spares``, in
 the render cache) the tree the previous run swapped out is kept there, with a record of each
-of its files (device, inode, size, mtime, ctime, SHA-256); the next run brings that spare
-tree to the new contents, writing only the files whose recorded digest differs from the new
-content's (a temporary file renamed into place) and removing those no longer generated, then
-exchanges it with the output. The spare then holds the old output, recorded again. A re-render
-so costs what its change costs, not the thousands of files of the tree. The spare is never
-trusted unchecked: a file whose stat does not match its record exactly is read again (or
-rewritten), an unrecorded file is removed, and anything odd (a missing or unreadable record,
-a symlink, a folder where a file goes, another file system than the output's) discards the
+of its files (device, inode, size, mtime, ctime, and the SHA-256 of those that differ from the
+output; the others are the output's own files, hard links); the next run brings that spare
+tree to the new contents, writing only the files it does not hold already (a temporary file
+renamed into place; a file the output holds unchanged is linked from it) and removing those
+no longer generated, then exchanges it with the output. The spare then holds the old output,
+recorded again. A re-render so costs what its change costs, not the thousands of files of
+the tree. The spare is never trusted unchecked: a file kept for its record must match it
+exactly (stat, and its bytes' digest when it changed close to the record), a file kept as
+the output's must be the output's very file (inode), anything else is rewritten, an
+unrecorded or no longer generated file is removed, and anything odd (a missing or malformed
+record, a symlink, a failed write, another file system than the output's) discards the
 spare. Without a usable spare the new tree is built in a temporary folder beside the output,
 hard-linking the files whose bytes did not change from the old tree.
 """
