@@ -54,10 +54,16 @@ def re_renderer(cache_dir: Path) -> Callable[[Path, Path], tuple[float, str]]:
 
     cache = RenderCache.at(cache_dir)
 
+    import inspect
+
+    # as meshplan render does: the tree swapped out is kept in the cache (where supported)
+    spares = ({"spares": cache_dir / "spares"}
+              if "spares" in inspect.signature(write_tree).parameters else {})
+
     def cached(repo: Path, out: Path) -> tuple[float, str]:
         start = time.perf_counter()
         result = pipeline.render_cached(repo, cache)
-        write_tree(out, result.rendered.files)
+        write_tree(out, result.rendered.files, **spares)
         return time.perf_counter() - start, result.mode
     return cached
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from meshplan import write
@@ -46,6 +49,13 @@ def edit_requirement(repo: Path) -> None:
     path = repo / "requirements" / "domain1" / "backend.yaml"
     text = path.read_text("utf-8")
     path.write_text(text.replace("spec:\n", "spec:\n  description: edited\n", 1),
+                    encoding="utf-8")
+
+
+def undo_edit(repo: Path) -> None:
+    path = repo / "requirements" / "domain1" / "backend.yaml"
+    text = path.read_text("utf-8")
+    path.write_text(text.replace("spec:\n  description: edited\n", "spec:\n", 1),
                     encoding="utf-8")
 
 
@@ -118,14 +128,10 @@ def leftovers(parent: Path, name: str) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}.meshplan-"))
 
 
-@pytest.mark.parametrize("how", ["in place", "swapped"])
 def test_failure_mid_write_leaves_the_old_output(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch,
-                                                 how: str) -> None:
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     repo, out = example(tmp_path), tmp_path / "out"
     assert render(repo, out)[0] == 0
-    if how == "swapped":
-        monkeypatch.setattr(write, "IN_PLACE_AT_MOST", 0.0)
     before_bytes, before = read_tree(out), stats(out)
     edit_requirement(repo)
     files = files_of(repo)
@@ -164,7 +170,6 @@ def changed_repo_without_renameat2(
     before_bytes = read_tree(out)
     edit_requirement(repo)
     monkeypatch.setattr(write, "_rename_exchange", lambda a, b: False)
-    monkeypatch.setattr(write, "IN_PLACE_AT_MOST", 0.0)  # a change to swap the whole tree in
     return repo, out, before_bytes
 
 
@@ -194,7 +199,6 @@ def test_two_rename_fallback_gives_the_same_tree(tmp_path: Path,
     assert render(repo, out)[0] == 0
     edit_requirement(repo)
     monkeypatch.setattr(write, "_rename_exchange", lambda a, b: False)
-    monkeypatch.setattr(write, "IN_PLACE_AT_MOST", 0.0)
     result = write_tree(out, files_of(repo))
     assert len(result.changed) == 2
     assert read_tree(out) == render_files(repo)[0]
@@ -299,32 +303,12 @@ def test_an_output_on_another_file_system_is_a_clear_error(
     assert read_tree(out) == before_bytes
 
 
-def test_an_in_place_write_on_another_file_system_leaves_the_old_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    repo, out = example(tmp_path), tmp_path / "out"
-    assert render(repo, out)[0] == 0
-    before_bytes, before = read_tree(out), stats(out)
-    edit_requirement(repo)
-    files = files_of(repo)
-
-    def cross_device(self: Path, target: str | os.PathLike[str]) -> Path:
-        raise OSError(18, "Invalid cross-device link")
-
-    monkeypatch.setattr(Path, "replace", cross_device)
-    with pytest.raises(OperationError, match=r"cross-device.*mount point"):
-        write_tree(out, files)
-    monkeypatch.undo()
-    assert read_tree(out) == before_bytes and stats(out) == before
-    assert leftovers(tmp_path, "out") == []
-
-
 def test_a_tampered_output_file_is_detected_and_rewritten(tmp_path: Path) -> None:
     """A file edited by hand since the last render (same size, other bytes) differs from
-    what is rendered: it is rewritten, in place, and nothing else is touched."""
+    what is rendered: it is rewritten, and nothing else is touched."""
     repo, out = example(tmp_path), tmp_path / "out"
     assert render(repo, out)[0] == 0
-    expected, before = read_tree(out), stats(out)
+    expected = read_tree(out)
     victim = out / "clusters/domain1/cl1/policies.yaml"
     victim.write_bytes(victim.read_bytes().replace(b"domain1", b"domainX", 1))
     tampered = stats(out)
@@ -332,7 +316,6 @@ def test_a_tampered_output_file_is_detected_and_rewritten(tmp_path: Path) -> Non
     assert result.changed == ("clusters/domain1/cl1/policies.yaml",) and not result.removed
     assert read_tree(out) == expected
     after = stats(out)
-    assert after[""][0] == before[""][0]  # written in place: the same folder
     assert {p for p in after if after[p] != tampered[p]} <= {
         "", "clusters/domain1/cl1", "clusters/domain1/cl1/policies.yaml"}
 
@@ -347,3 +330,198 @@ def test_a_folder_where_a_file_goes_is_replaced_whole(tmp_path: Path) -> None:
     write_tree(out, files_of(repo))
     assert read_tree(out) == expected
     assert leftovers(tmp_path, "out") == []
+
+
+# --------------------------------------------------------------------------- the spare tree
+
+
+def the_spare(spares: Path) -> Path:
+    (folder,) = list(spares.iterdir())
+    return folder
+
+
+def with_a_spare(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, bytes]]:
+    """An output written twice through ``spares``: the output holds v2 (one requirement
+    edited), the spare holds v1. Returns (repo, out, spares, v1's bytes)."""
+    repo, out, spares = example(tmp_path), tmp_path / "out", tmp_path / "spares"
+    write_tree(out, files_of(repo), spares=spares)
+    v1 = read_tree(out)
+    edit_requirement(repo)
+    write_tree(out, files_of(repo), spares=spares)
+    assert read_tree(the_spare(spares) / "tree") == v1
+    return repo, out, spares, v1
+
+
+def third_version(repo: Path) -> tuple[OutputFile, ...]:
+    """v3: v2 without domain2's frontend (the spare's v1 needs writes and removals)."""
+    (repo / "requirements" / "domain2" / "frontend.yaml").unlink()
+    return files_of(repo)
+
+
+def exchanges(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, Path]]:
+    """Record the folders exchanged (and still exchange them)."""
+    seen: list[tuple[Path, Path]] = []
+    real = write._rename_exchange
+
+    def spy(a: Path, b: Path) -> bool:
+        seen.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(write, "_rename_exchange", spy)
+    return seen
+
+
+def test_the_spare_is_brought_to_the_new_tree_and_exchanged_with_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo, out, spares, v1 = with_a_spare(tmp_path)
+    v2, before = read_tree(out), stats(out)
+    files = third_version(repo)
+    seen = exchanges(monkeypatch)
+    result = write_tree(out, files, spares=spares)
+    spare = the_spare(spares)
+    assert seen == [(spare / "tree", out)]  # one exchange, of the spare
+    assert read_tree(out) == {f.path: f.content for f in files}  # exactly the new tree
+    assert not any(p.is_dir() and not any(p.iterdir()) for p in out.rglob("*"))  # no empty dir
+    assert read_tree(spare / "tree") == v2  # the spare holds the old output, recorded
+    assert (spare / "record").is_file()
+    assert set(result.removed) == set(v2) - {f.path for f in files}
+    after = stats(out)
+    kept = [p for p in after if p and v1.get(p) == v2[p] == (out / p).read_bytes()]
+    assert kept
+    for path in kept:  # what no version changed keeps its file (hard-linked once, then kept)
+        assert after[path] == before[path], path
+    # ... and unchanged again: nothing written, nothing exchanged
+    seen.clear()
+    assert write_tree(out, files, spares=spares).unchanged and seen == []
+
+
+def tamper(path: Path) -> None:
+    """Other bytes of the same size, the mtime put back: only the ctime tells."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+@pytest.mark.parametrize("when", ["long after its record", "just after its record"])
+def test_a_tampered_spare_file_is_detected_and_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str,
+) -> None:
+    if when == "just after its record":  # whole-second timestamps: the edit keeps the ctime
+        coarse_timestamps(monkeypatch)
+    repo, out, spares, v1 = with_a_spare(tmp_path)
+    undo_edit(repo)  # v3 is v1: the spare holds it already, by its record
+    files = files_of(repo)
+    victim = "clusters/domain1/cl1/policies.yaml"  # changed in v2, recorded with v1's digest
+    assert {f.path: f.content for f in files} == v1 != read_tree(out)
+    if when == "long after its record":
+        monkeypatch.setattr(write, "RACY_NS", -10**18)  # the stat alone decides: never read
+        time.sleep(0.05)  # past the file system's timestamp granularity
+    tamper(the_spare(spares) / "tree" / victim)
+    seen = exchanges(monkeypatch)
+    write_tree(out, files, spares=spares)
+    assert seen == [(the_spare(spares) / "tree", out)]  # written through the spare
+    assert read_tree(out) == v1
+
+
+def coarse_timestamps(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = write._lstat
+
+    def lstat(path: str) -> Any:
+        st = real(path)
+        whole = {name: getattr(st, name) // 10**9 * 10**9 for name in ("st_mtime_ns",
+                                                                      "st_ctime_ns")}
+        return SimpleNamespace(st_mode=st.st_mode, st_dev=st.st_dev, st_ino=st.st_ino,
+                               st_size=st.st_size, **whole)
+
+    monkeypatch.setattr(write, "_lstat", lstat)
+
+
+def fake_devices(monkeypatch: pytest.MonkeyPatch, spares: Path) -> None:
+    real = write._device
+
+    def device(path: Path) -> int:
+        inside = Path(path) == spares or spares in Path(path).parents
+        return real(path) + (1 if inside else 0)
+
+    monkeypatch.setattr(write, "_device", device)
+
+
+@pytest.mark.parametrize("damage", ["another device", "missing record", "corrupt record",
+                                    "bad record line"])
+def test_an_unusable_spare_falls_back_to_the_whole_swap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str,
+) -> None:
+    repo, out, spares, _v1 = with_a_spare(tmp_path)
+    spare = the_spare(spares)
+    tamper(spare / "tree" / "clusters/domain1/cl1/kustomization.yaml")  # (a hard link of out's)
+    v2 = read_tree(out)
+    record = spare / "record"
+    if damage == "another device":
+        monkeypatch.setattr(write, "RACY_NS", 0)
+        fake_devices(monkeypatch, spares)
+    elif damage == "missing record":
+        record.unlink()
+    elif damage == "corrupt record":
+        record.write_bytes(b"\xff\x00 not a record")
+    else:
+        lines = record.read_text("utf-8").splitlines(keepends=True)
+        record.write_text(lines[0] + "1 2 three 4 5 " + "0" * 64 + " x\n" + "".join(lines[1:]),
+                          encoding="utf-8")
+    files = third_version(repo)
+    seen = exchanges(monkeypatch)
+    write_tree(out, files, spares=spares)
+    assert read_tree(out) == {f.path: f.content for f in files}
+    assert len(seen) == 1 and not str(seen[0][0]).startswith(str(spares))  # built beside
+    assert leftovers(tmp_path, "out") == []
+    if damage == "another device":
+        assert read_tree(spare / "tree") != v2  # left alone, not used
+    else:
+        assert read_tree(the_spare(spares) / "tree") == v2  # the old output is the new spare
+
+
+class Killed(BaseException):
+    pass
+
+
+def test_a_crash_before_the_exchange_leaves_the_output_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo, out, spares, _v1 = with_a_spare(tmp_path)
+    v2, before = read_tree(out), stats(out)
+    files = third_version(repo)
+    real_replace = os.replace
+    calls = 0
+
+    def dying_replace(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Killed
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "replace", dying_replace)
+    with pytest.raises(Killed):
+        write_tree(out, files, spares=spares)
+    monkeypatch.undo()
+    assert calls == 2
+    assert read_tree(out) == v2 and stats(out) == before
+    # ... the half-updated spare is not trusted again: the next run gives the new tree
+    write_tree(out, files, spares=spares)
+    assert read_tree(out) == {f.path: f.content for f in files}
+
+
+def test_spares_are_kept_one_per_output_and_bounded(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(write, "SPARES_KEPT", 2)
+    repo, spares = example(tmp_path), tmp_path / "spares"
+    first = files_of(repo)
+    edit_requirement(repo)
+    second = files_of(repo)
+    for name in ("a", "b", "c"):
+        for files in (first, second, first):
+            write_tree(tmp_path / name, files, spares=spares)
+    assert len(list(spares.iterdir())) == 2

@@ -6,6 +6,7 @@ Layout of the cache folder (``--cache-dir``, else ``$MESHPLAN_CACHE_DIR``, else
     states/<slot>.state          # the last snapshot (meshplan.incremental) of one repository
     packs/<pid>-<random>.pack    # blobs (output and input file contents, named by SHA-256)
     parsed/<code>/<ab>/<sha256>.json  # the documents of a rendered file (meshplan.load.canonical)
+    spares/<key>/tree, record    # the output tree a render swapped out (meshplan.write)
 
 A pack holds the blobs one run stored, after a header naming each blob's offset and length:
 one file per run, as creating thousands of small files would cost a cold render more than a

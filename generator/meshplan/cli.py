@@ -182,10 +182,11 @@ def render_command(repo: Path, out: Path | None, check: bool, cache_dir: Path | 
                    no_cache: bool) -> int:
     """Validate, refine and write one Kustomize directory per cluster.
 
-    Only the files whose content changed are rewritten, each atomically (never a partly
-    written file); a large change swaps the whole output folder in at once. The render cache
-    (see --cache-dir) lets a render redo only what changed since the last one; the output is
-    byte for byte that of a full render, and a cache that does not check out is ignored.
+    The new output folder is swapped in whole, at once (never a partly written tree), and
+    only if something changed. The render cache (see --cache-dir) lets a render redo only
+    what changed since the last one, and keeps the folder swapped out to write the next one
+    in; the output is byte for byte that of a full render, and a cache that does not check
+    out is ignored.
     """
     from .diagnostics import Severity
     from .outputs import DEFAULT_OUTPUT_DIR
@@ -217,7 +218,8 @@ def render_command(repo: Path, out: Path | None, check: bool, cache_dir: Path | 
             click.echo(f"not generated any more: {out / path}")
         click.echo(f"{out} is out of date: run `meshplan render`", err=True)
         return 1
-    result = write_tree(out, rendered.files)
+    result = write_tree(out, rendered.files,
+                        spares=None if cache is None else cache.root / "spares")
     s = rendered.summary
     state = ("unchanged" if result.unchanged
              else f"{len(result.changed)} file(s) written, {len(result.removed)} removed")

@@ -1,15 +1,24 @@
-"""Stage 7 — write: put a rendered tree on disk, never a partly written file.
+"""Stage 7 — write: put a rendered tree on disk, whole or not at all.
 
-A change to a few of the files (at most :data:`IN_PLACE_AT_MOST` of them) is written in
-place: the new contents are first written whole to a temporary folder beside the output (a
-failure there, e.g. a full disk, leaves the output as it was), then each is renamed over
-its file (one atomic rename a file) and the files no longer generated are removed. Any
-other change builds the new tree in a temporary folder beside the output and swaps it in
-with one atomic ``renameat2(RENAME_EXCHANGE)`` (Linux) or, elsewhere, two renames; files
-whose bytes did not change are hard-linked from the old tree. Either way the files that did
-not change keep their inode and timestamps: an unchanged render touches nothing, and a
-change rewrites only the files it changes (re-staging thousands of links for a change to a
-handful of files would cost a re-render more than the change itself).
+The new tree is swapped in with one atomic ``renameat2(RENAME_EXCHANGE)`` (Linux) or,
+elsewhere, two renames: a run killed at any point leaves the output as it was or as it is
+meant to be, never a mix. Nothing is written when nothing changed.
+
+Where the new tree is built depends on what is at hand. With a spare folder (``spares``, in
+the render cache) the tree the previous run swapped out is kept there, with a record of each
+of its files (device, inode, size, mtime, ctime, and the SHA-256 of those that differ from the
+output; the others are the output's own files, hard links); the next run brings that spare
+tree to the new contents, writing only the files it does not hold already (a temporary file
+renamed into place; a file the output holds unchanged is linked from it) and removing those
+no longer generated, then exchanges it with the output. The spare then holds the old output,
+recorded again. A re-render so costs what its change costs, not the thousands of files of
+the tree. The spare is never trusted unchecked: a file kept for its record must match it
+exactly (stat, and its bytes' digest when it changed close to the record), a file kept as
+the output's must be the output's very file (inode), anything else is rewritten, an
+unrecorded or no longer generated file is removed, and anything odd (a missing or malformed
+record, a symlink, a failed write, another file system than the output's) discards the
+spare. Without a usable spare the new tree is built in a temporary folder beside the output,
+hard-linking the files whose bytes did not change from the old tree.
 """
 
 from __future__ import annotations
@@ -17,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
 import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +39,6 @@ from pathlib import Path
 from .diagnostics import OperationError
 from .outputs import OUTPUT_MARKER, OutputFile
 
-IN_PLACE_AT_MOST = 0.25  # share of the files a change may write or remove and be written in place
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -64,7 +74,10 @@ def _existing(root: Path) -> dict[str, str]:
 
 def diff_against(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     """What writing ``files`` to ``root`` would change."""
-    old = _existing(root)
+    return _diff(_existing(root), files)
+
+
+def _diff(old: dict[str, str], files: Iterable[OutputFile]) -> WriteResult:
     new = {f.path: f.content for f in files}
     changed = sorted(p for p, content in new.items()
                      if p not in old or not _same_content(old[p], content))
@@ -90,79 +103,271 @@ def ensure_replaceable(root: Path) -> None:
             f"(no {OUTPUT_MARKER}); refusing to replace it")
 
 
-def write_tree(root: Path, files: Iterable[OutputFile]) -> WriteResult:
-    """Make ``root`` hold exactly ``files``; atomically, and only if something changed."""
+def write_tree(root: Path, files: Iterable[OutputFile], *,
+               spares: Path | None = None) -> WriteResult:
+    """Make ``root`` hold exactly ``files``; atomically, and only if something changed.
+
+    ``spares``: a folder (on the output's file system) where the tree swapped out is kept to
+    build the next one in (see the module's doc); None builds each new tree beside the output.
+    """
     files = tuple(files)
     root = root.resolve()  # a symlinked output folder: replace what it points at
     ensure_replaceable(root)
-    result = diff_against(root, files)
+    listing = _existing(root)
+    result = _diff(listing, files)
     if result.unchanged:
         return result
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(root)
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(root), dir=root.parent))
+    spare = _spare_folder(root, spares)
     try:
-        if _in_place(root, files, result):
-            _update_in_place(staging, root, files, result)
+        if spare is not None and _write_through_spare(spare, root, files, result, listing):
             return result
-        staging.chmod(_folder_mode(root))  # mkdtemp's 0700 would become the output's mode
-        _fill(staging, root, files, set(result.changed))
-        _swap_in(staging, root)
+        _swap_whole(root, files, result, spare, listing)
     except OSError as exc:
         raise OperationError(f"could not replace {root}: {exc.strerror or exc} (the previous "
                              "output is unchanged; is the folder a mount point or read-only?)"
                              ) from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return result
 
 
-def _in_place(root: Path, files: tuple[OutputFile, ...], result: WriteResult) -> bool:
-    """Whether the change is small enough to write in place, and every changed file's place
-    is free for a file (no folder where a file goes, no file where a folder goes)."""
-    if not root.is_dir() or (len(result.changed) + len(result.removed)
-                             > IN_PLACE_AT_MOST * max(len(files), 1)):
+def _swap_whole(root: Path, files: tuple[OutputFile, ...], result: WriteResult,
+                spare: Path | None, listing: dict[str, str]) -> None:
+    """Build the new tree beside the output, swap it in, keep the old tree as the spare."""
+    existed = root.is_dir()
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(root), dir=root.parent))
+    try:
+        staging.chmod(_folder_mode(root))  # mkdtemp's 0700 would become the output's mode
+        _fill(staging, root, files, set(result.changed))
+        _swap_in(staging, root)
+        if spare is not None and existed:
+            _discard(spare)
+            spare.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                staging.rename(spare / _SPARE_TREE)
+                _record_spare(spare, result, listing)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# -- the spare tree ----------------------------------------------------------------------
+
+_SPARE_TREE = "tree"
+_SPARE_RECORD = "record"
+_RECORD_MAGIC = "meshplan-spare 1"
+SPARES_KEPT = 4  # spare trees kept (one per output folder; the most recently used)
+RACY_NS = 2_000_000_000  # a file changed this close to its record is read again, not trusted
+
+
+class _Odd(Exception):
+    """The spare is not what its record says in a way not worth repairing: discard it."""
+
+
+def _spare_folder(root: Path, spares: Path | None) -> Path | None:
+    """This output's spare folder, when ``spares`` is on the output's file system."""
+    if spares is None:
+        return None
+    try:
+        spares.mkdir(parents=True, exist_ok=True)
+        if _device(spares) != _device(root.parent):
+            return None
+    except OSError:
+        return None
+    key = hashlib.sha256(os.fsencode(str(root))).hexdigest()[:32]
+    return spares / key
+
+
+def _lstat(path: str) -> os.stat_result:
+    return os.lstat(path)
+
+
+def _device(path: Path) -> int:
+    return os.stat(path).st_dev  # noqa: PTH116
+
+
+def _discard(spare: Path) -> None:
+    shutil.rmtree(spare, ignore_errors=True)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_record(spare: Path) -> tuple[int, dict[str, tuple[int, int, int, int, int, str]]]:
+    """(when it was taken, relative path -> (dev, inode, size, mtime_ns, ctime_ns, digest))."""
+    try:
+        text = (spare / _SPARE_RECORD).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Odd from exc
+    lines = text.split("\n")
+    head = lines[0].split(" ")
+    if len(head) != 3 or " ".join(head[:2]) != _RECORD_MAGIC or lines[-1] != "":
+        raise _Odd
+    entries = {}
+    try:
+        taken = int(head[2])
+        for line in lines[1:-1]:
+            dev, ino, size, mtime, ctime, sha, relpath = line.split(" ", 6)
+            if (sha != "-" and (len(sha) != 64 or int(sha, 16) < 0)) or not relpath:
+                raise _Odd
+            entries[relpath] = (int(dev), int(ino), int(size), int(mtime), int(ctime),
+                                "" if sha == "-" else sha)
+    except ValueError as exc:
+        raise _Odd from exc
+    return taken, entries
+
+
+def _record_spare(spare: Path, result: WriteResult, listing: dict[str, str]) -> None:
+    """Record the spare tree (the old output just swapped out): each file's stat, and the
+    digest of those that differ from the new output (read again). The others are the new
+    output's own files (hard links): recorded without a digest, known next time by being the
+    output's file, else rewritten. ``listing``: the files of the old output (a file that
+    appeared since goes unrecorded: unknown, so rewritten or removed next time)."""
+    tree = spare / _SPARE_TREE
+    differing = set(result.changed) | set(result.removed)
+    lines = []
+    base = str(tree)
+    for relpath in listing:
+        path = os.path.join(base, relpath)  # noqa: PTH118
+        try:
+            st = _lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or "\n" in relpath:
+            _discard(spare)
+            return
+        sha = "-"
+        if relpath in differing:
+            with open(path, "rb") as handle:  # noqa: PTH123
+                sha = _sha(handle.read())
+        lines.append(f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
+                     f"{sha} {relpath}\n")
+    record = spare / _SPARE_RECORD
+    temporary = spare / (_SPARE_RECORD + ".tmp")
+    temporary.write_text(f"{_RECORD_MAGIC} {time.time_ns()}\n" + "".join(lines),
+                         encoding="utf-8")
+    temporary.replace(record)
+    _prune_spares(spare)
+
+
+def _prune_spares(current: Path) -> None:
+    """Keep the :data:`SPARES_KEPT` most recently recorded spares (this one among them)."""
+    def recorded(folder: Path) -> float:
+        try:
+            return (folder / _SPARE_RECORD).stat().st_mtime
+        except OSError:
+            return 0.0
+    others = sorted((f for f in current.parent.iterdir() if f != current),
+                    key=recorded, reverse=True)
+    for folder in others[SPARES_KEPT - 1:]:
+        _discard(folder)
+
+
+def _write_through_spare(spare: Path, root: Path, files: tuple[OutputFile, ...],
+                         result: WriteResult, listing: dict[str, str]) -> bool:
+    """Bring the spare tree to ``files`` and exchange it with ``root``; False (the spare
+    discarded) when there is no usable spare."""
+    if not root.is_dir() or not (spare / _SPARE_TREE).exists():
         return False
-    base = str(root)
-    for relpath in result.changed:
-        target = os.path.join(base, relpath)  # noqa: PTH118
-        if os.path.isdir(target) and not os.path.islink(target):  # noqa: PTH112, PTH114
-            return False
-        parts = relpath.split("/")[:-1]
-        for n in range(1, len(parts) + 1):
-            folder = os.path.join(base, *parts[:n])  # noqa: PTH118
-            if os.path.lexists(folder) and not (
-                    os.path.isdir(folder) and not os.path.islink(folder)):  # noqa: PTH112, PTH114
-                return False
+    try:
+        taken, entries = _read_record(spare)
+        (spare / _SPARE_RECORD).unlink()  # from here on the spare is not what it records
+        _update_spare(spare / _SPARE_TREE, root, files, result, taken, entries)
+    except (_Odd, OSError):  # e.g. too many links to a file: build the tree beside instead
+        _discard(spare)
+        return False
+    tree = spare / _SPARE_TREE
+    tree.chmod(_folder_mode(root))
+    if not _rename_exchange(tree, root):
+        _discard(spare)
+        return False
+    _record_spare(spare, result, listing)
     return True
 
 
-def _update_in_place(staging: Path, root: Path, files: tuple[OutputFile, ...],
-                     result: WriteResult) -> None:
-    """Write the changed files whole into ``staging``, then rename each over its file, then
-    remove the files no longer generated (and the folders that leaves empty)."""
-    changed = set(result.changed)
-    staged: list[tuple[Path, str]] = []
-    new, base = str(staging), str(root)
-    for output in files:
-        if output.path in changed:
-            temporary = Path(new, str(len(staged)))
-            temporary.write_bytes(output.content)
-            staged.append((temporary, os.path.join(base, output.path)))  # noqa: PTH118
-    for temporary, target in staged:
-        os.makedirs(os.path.dirname(target), exist_ok=True)  # noqa: PTH103, PTH120
-        temporary.replace(target)
-    folders: set[str] = set()
-    for relpath in result.removed:
-        os.unlink(os.path.join(base, relpath))  # noqa: PTH108, PTH118
-        folders.add(os.path.dirname(relpath))  # noqa: PTH120
-    for folder in sorted(folders, key=len, reverse=True):
-        while folder:
+def _update_spare(tree: Path, root: Path, files: tuple[OutputFile, ...], result: WriteResult,
+                  taken: int, entries: dict[str, tuple[int, int, int, int, int, str]]) -> None:
+    """Make ``tree`` hold exactly ``files``, writing only what it does not hold already.
+
+    A file the output holds unchanged (``diff_against`` read its bytes) is, in the spare, that
+    very file (a hard link of it; linked again if not). A file that changes is kept only when
+    its stat matches its record exactly (and, changed close to the record, its bytes hash to
+    the recorded digest) and that digest is the new content's; otherwise it is written.
+    """
+    st = os.lstat(tree)
+    if not stat.S_ISDIR(st.st_mode) or st.st_dev != _device(root):
+        raise _Odd
+    base, out = str(tree), str(root)
+    found: dict[str, os.stat_result] = {}
+    folders: list[str] = []
+    pending = [("", base)]
+    while pending:
+        prefix, folder = pending.pop()
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                relpath = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(relpath)
+                    pending.append((relpath + "/", entry.path))
+                    continue
+                fst = _lstat(entry.path)
+                if not stat.S_ISREG(fst.st_mode):
+                    raise _Odd  # a symlink, a device, ...
+                found[relpath] = fst
+    new = {f.path: f.content for f in files}
+    for relpath in found:
+        if relpath not in new:
+            os.unlink(os.path.join(base, relpath))  # noqa: PTH108, PTH118
+    needed: set[str] = set()  # the folders the new tree has
+    for relpath in new:
+        parts = relpath.split("/")[:-1]
+        needed.update("/".join(parts[:n]) for n in range(1, len(parts) + 1))
+    for folder in sorted(folders, key=lambda f: f.count("/"), reverse=True):
+        if folder not in needed:  # emptied above (a file of the new tree may go there)
             try:
                 os.rmdir(os.path.join(base, folder))  # noqa: PTH106, PTH118
-            except OSError:
-                break  # not empty (or gone already)
-            folder = os.path.dirname(folder)  # noqa: PTH120
+            except OSError as exc:
+                raise _Odd from exc
+    changed = set(result.changed)
+    made: set[str] = set()
+    temporary = os.path.join(base, ".meshplan-writing")  # noqa: PTH118
+    for relpath, content in new.items():
+        target = os.path.join(base, relpath)  # noqa: PTH118
+        have = found.get(relpath)
+        link = None
+        if relpath not in changed:  # the output holds exactly these bytes
+            source = os.path.join(out, relpath)  # noqa: PTH118
+            ost = _lstat(source)
+            if have is not None and (have.st_dev, have.st_ino) == (ost.st_dev, ost.st_ino):
+                continue  # the output's very file
+            if stat.S_ISREG(ost.st_mode):
+                link = source
+        elif have is not None and _holds(target, have, entries.get(relpath), taken, content):
+            continue
+        folder = os.path.dirname(target)  # noqa: PTH120
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)  # noqa: PTH103
+            made.add(folder)
+        if link is not None:
+            os.link(link, temporary)
+        else:
+            with open(temporary, "wb") as handle:  # noqa: PTH123
+                handle.write(content)
+        os.replace(temporary, target)  # noqa: PTH105
+
+
+def _holds(path: str, st: os.stat_result, entry: tuple[int, int, int, int, int, str] | None,
+           taken: int, content: bytes) -> bool:
+    """Whether the spare file ``path`` (stat ``st``) holds ``content``, by its record."""
+    if entry is None or not entry[5] or entry[:5] != (
+            st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        return False  # unknown
+    if len(content) != st.st_size or _sha(content) != entry[5]:
+        return False
+    if st.st_ctime_ns >= taken - RACY_NS:  # changed too close to the record to tell by stat
+        with open(path, "rb") as handle:  # noqa: PTH123
+            return _sha(handle.read()) == entry[5]
+    return True
 
 
 def _staging_prefix(root: Path) -> str:
