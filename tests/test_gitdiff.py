@@ -393,3 +393,32 @@ def test_diff_through_the_render_cache_reports_what_a_full_diff_does(
     # change reaches most requirements, so it renders in full by choice, not for want of one)
     assert modes[0] == "unchanged"
     assert modes[1] in ("incremental", "full (the change reaches most requirements)")
+
+
+def checkout_files(checkout: Path) -> dict[str, bytes]:
+    return {p.relative_to(checkout).as_posix(): p.read_bytes()
+            for p in sorted(checkout.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("attributes", [False, True])
+def test_the_base_checkout_links_what_the_working_tree_holds_unchanged(
+        tmp_path: Path, attributes: bool) -> None:
+    from meshplan.gitrepo import base_checkout, detached_worktree
+
+    repo = tmp_path / "repo"
+    first, _ = make_history(repo)
+    if attributes:  # git may transform what it checks out: the plain worktree
+        git(repo, "config", "core.autocrlf", "input")
+    (repo / "requirements" / "domain1" / "uncommitted.yaml").write_text("x: 1\n", "utf-8")
+    with detached_worktree(repo, first) as worktree:
+        expected = checkout_files(worktree / "requirements")
+    backend = "domain1/backend.yaml"
+    with base_checkout(repo, first, "requirements") as checkout:
+        assert checkout_files(checkout) == expected  # the base's bytes, not the working tree's
+        unchanged = next(p for p in expected if p != backend)
+        linked = (checkout / unchanged).stat().st_ino == (
+            repo / "requirements" / unchanged).stat().st_ino
+        assert linked is not attributes
+        assert (checkout / backend).stat().st_ino != (
+            repo / "requirements" / backend).stat().st_ino
+    assert len(worktrees(repo)) == 1

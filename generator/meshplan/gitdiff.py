@@ -22,7 +22,7 @@ import yaml
 
 from .diagnostics import Diagnostic, InputError, OperationError, Severity
 from .flowdiff import connectivity_changes, picture
-from .gitrepo import detached_worktree, resolve_commit, toplevel
+from .gitrepo import base_checkout, resolve_commit, toplevel
 from .graph import mermaid_block
 from .model import Inventory
 from .outputs import KUSTOMIZATION, OutputFile, split_cluster_path
@@ -290,12 +290,11 @@ def base_commit(root: Path, ref: str) -> str:
 
 def render_ref(project: Path, ref: str, render: RenderRepository, *,
                with_flows: bool = False) -> BaseRender:
-    """Render ``ref`` from a temporary worktree; a base that cannot be rendered is empty."""
+    """Render ``ref`` from a temporary checkout; a base that cannot be rendered is empty."""
     root = git_root(project)
     sha = base_commit(root, ref)
     relative = project.resolve().relative_to(root)
-    with detached_worktree(root, sha) as checkout:
-        base_project = checkout / relative
+    with base_checkout(root, sha, relative.as_posix()) as base_project:
         if not (base_project / "inventory").is_dir():
             return BaseRender(sha, (), f"base {ref} ({sha[:12]}) has no "
                               f"{(relative / 'inventory').as_posix()}/ folder: every "

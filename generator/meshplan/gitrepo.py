@@ -311,3 +311,101 @@ def detached_worktree(root: Path, sha: str) -> Iterator[Path]:
         finally:
             run_git(["worktree", "remove", "--force", str(checkout)], root, check=False)
             run_git(["worktree", "prune"], root, check=False)
+
+
+@contextmanager
+def base_checkout(root: Path, sha: str, relative: str) -> Iterator[Path]:
+    """The files of ``sha`` under ``relative`` (a folder of the repository, "." for all) in
+    a temporary folder, removed afterwards: what :func:`detached_worktree` would check out
+    there, made mostly of hard links. A file of the working tree whose bytes are the base's
+    blob is linked (a link costs the kernel far less than a new file: a cold ``meshplan
+    diff`` checked out every input file of the fleet to read them once); only the others are
+    written, from git's objects. Falls back to :func:`detached_worktree` (the checkout is then
+    its ``relative`` folder) when git would transform the files it checks out (attributes,
+    line-end or filter settings), the folder holds symbolic links or submodules, or a link
+    cannot be made (another file system)."""
+    with tempfile.TemporaryDirectory(prefix="meshplan-diff-") as tmp:
+        checkout = Path(tmp) / "base"
+        if _link_checkout(root, sha, relative, checkout):
+            yield checkout
+            return
+    with detached_worktree(root, sha) as worktree:
+        yield worktree / relative
+
+
+_TRANSFORMING = re.compile(r"^(core\.(autocrlf|eol|attributesfile)|filter\.)", re.IGNORECASE)
+
+
+def _link_checkout(root: Path, sha: str, relative: str, checkout: Path) -> bool:
+    import hashlib
+
+    config = run_git(["config", "--list"], root, check=False).stdout
+    if any(_TRANSFORMING.match(line) for line in config.splitlines()):
+        return False
+    common = run_git(["rev-parse", "--git-common-dir"], root).stdout.strip()
+    if (root / common / "info" / "attributes").exists():
+        return False
+    listing = run_git(["ls-tree", "-r", "-z", "--full-tree", sha], root).stdout
+    prefix = "" if relative in ("", ".") else relative.rstrip("/") + "/"
+    entries: list[tuple[str, str]] = []  # (blob, path inside the checkout)
+    for entry in listing.split("\0"):
+        if not entry:
+            continue
+        meta, _, path = entry.partition("\t")
+        mode, _, blob = meta.split(" ")
+        if path.rsplit("/", 1)[-1] == ".gitattributes":
+            return False
+        if not path.startswith(prefix):
+            continue
+        if mode not in ("100644", "100755"):
+            return False  # a symbolic link or submodule: as git checks it out
+        entries.append((blob, path[len(prefix):]))
+    new = hashlib.sha256 if len(sha) == 64 else hashlib.sha1
+    source = root / prefix
+    to_write: list[tuple[str, str]] = []
+    made: set[Path] = set()
+    for blob, path in entries:
+        here, there = source / path, checkout / path
+        if there.parent not in made:
+            there.parent.mkdir(parents=True, exist_ok=True)
+            made.add(there.parent)
+        try:
+            if here.is_symlink():
+                raise OSError
+            data = here.read_bytes()
+        except OSError:
+            to_write.append((blob, path))
+            continue
+        if new(b"blob %d\0" % len(data) + data).hexdigest() != blob:
+            to_write.append((blob, path))
+            continue
+        try:
+            os.link(here, there)
+        except OSError:
+            return False
+    if to_write:
+        contents = _blobs(root, [blob for blob, _ in to_write])
+        for (_, path), data in zip(to_write, contents, strict=True):
+            (checkout / path).write_bytes(data)
+    return True
+
+
+def _blobs(root: Path, blobs: Sequence[str]) -> list[bytes]:
+    """The contents of ``blobs`` (one ``git cat-file --batch``)."""
+    proc = subprocess.run(
+        ["git", "cat-file", "--batch"], cwd=root, input="".join(f"{b}\n" for b in blobs).encode(),
+        capture_output=True, check=False, timeout=GIT_TIMEOUT,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"})
+    if proc.returncode != 0:
+        raise GitFailure(f"git cat-file failed: {proc.stderr.decode(errors='replace').strip()}",
+                         proc.stderr.decode(errors="replace"))
+    out, at, contents = proc.stdout, 0, []
+    for blob in blobs:
+        end = out.index(b"\n", at)
+        name, kind, size = out[at:end].split(b" ")
+        if name.decode() != blob or kind != b"blob":
+            raise GitFailure(f"git cat-file: no blob {blob}")
+        start = end + 1
+        contents.append(out[start:start + int(size)])
+        at = start + int(size) + 1
+    return contents
