@@ -100,15 +100,16 @@ class ObjectTexts(SharedText):
 
     def __init__(self) -> None:
         super().__init__()
-        # id(shared body) -> (the body, kept so its id stays its own; text before the value,
-        # text after it), or None texts when another line also ends in the placeholder
+        # id(shared body) -> (the body, held so that no other object can take its id; text
+        # before the value, text after it), or None texts when another line also ends in the
+        # placeholder
         self.around: dict[int, tuple[Mapping[str, Any], str | None, str | None]] = {}
 
     def document(self, manifest: Manifest) -> str:
         shared = manifest.shared
         if shared is not None:
             found = self.around.get(id(shared))
-            if found is None or found[0] is not shared:
+            if found is None:
                 found = self.around[id(shared)] = (shared, *self._split(shared))
             if found[1] is not None and found[2] is not None:
                 value = manifest.body["metadata"]["annotations"][REQUIRED_BY_ANNOTATION]
