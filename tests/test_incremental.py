@@ -604,3 +604,31 @@ def test_a_small_change_writes_other_records_back_verbatim(medium: Path, tmp_pat
     changed = [line for line in after if line not in set(before)]
     assert 1 <= len(changed) <= 1 + 1 + result.rerendered  # head, the file, its clusters
     assert any(json.dumps(mutation.file).encode() in line for line in changed)
+
+
+def test_a_save_reuses_the_line_of_a_record_it_read_and_reencodes_any_other(
+        medium: Path, tmp_path: Path) -> None:
+    """``snapshot_bytes(snapshot, previous)`` writes a record that is still the very object
+    read from ``previous`` as the line it was read from (not encoded again), and encodes a
+    record that is only equal to it."""
+    import dataclasses
+
+    from meshplan.incremental import FileRecord, snapshot_bytes, snapshot_from_bytes
+
+    cache = RenderCache.at(tmp_path / "cache")
+    render_cached(medium, cache)
+    _, lines = _payload_lines(state_file(cache, medium))
+    read = snapshot_from_bytes(b"\n".join(lines))
+    assert read is not None
+    path, record = next(iter(read.requirement_files.items()))
+    name, cluster = next(iter(read.clusters.items()))
+    marked = dataclasses.replace(read, lines={**read.lines, "R" + path: (record, b"R-AS-READ"),
+                                              "C" + name: (cluster, b"C-AS-READ")})
+    assert snapshot_bytes(read, marked).split(b"\n")[1:-1].count(b"R-AS-READ") == 1
+    assert b"C-AS-READ" in snapshot_bytes(read, marked).split(b"\n")
+    equal_only = dataclasses.replace(read, requirement_files={
+        **read.requirement_files, path: FileRecord(*record)})
+    again = snapshot_bytes(equal_only, marked)
+    assert b"R-AS-READ" not in again.split(b"\n") and b"C-AS-READ" in again.split(b"\n")
+    assert snapshot_from_bytes(again.replace(b"C-AS-READ", lines[1 + len(read.requirement_files)]
+                                             )) == read
