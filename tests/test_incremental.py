@@ -21,6 +21,7 @@ from meshplan.cache import MAGIC, RenderCache, slot_for
 from meshplan.diagnostics import Diagnostic, InputError
 from meshplan.pipeline import render_cached, render_repository
 from meshplan.render import Rendered
+from meshplan.write import write_tree
 
 from benchmarks.goal_incremental import ServiceChange
 from benchmarks.workload import generate, mutate_one_requirement
@@ -51,8 +52,10 @@ def cached(repo: Path, cache: RenderCache) -> tuple[Outcome, str]:
     return (result.rendered, result.diagnostics), mode
 
 
-def assert_same(repo: Path, cache: RenderCache) -> str:
-    """The cached render equals the full render; the mode it took."""
+def assert_same(repo: Path, cache: RenderCache, out: Path | None = None) -> str:
+    """The cached render equals the full render; the mode it took. With ``out``, the cached
+    render is also written there as ``meshplan render`` writes it (through the spare tree
+    the cache keeps) and the folder must then hold exactly the full render's files."""
     expected = full(repo)
     got, mode = cached(repo, cache)
     assert got[1] == expected[1], set(got[1]) ^ set(expected[1])
@@ -64,6 +67,11 @@ def assert_same(repo: Path, cache: RenderCache) -> str:
     assert [f.path for f in got[0].files] == [f.path for f in expected[0].files]
     differing = [f.path for f, g in zip(got[0].files, expected[0].files, strict=True) if f != g]
     assert not differing, f"{mode}: {differing}"
+    if out is not None:
+        write_tree(out, got[0].files, spares=cache.root / "spares")
+        on_disk = {p.relative_to(out).as_posix(): p.read_bytes()
+                   for p in out.rglob("*") if p.is_file()}
+        assert on_disk == {f.path: f.content for f in expected[0].files}, mode
     return mode
 
 
@@ -306,12 +314,13 @@ def test_cached_render_equals_full_render_after_any_edits(
     repo = work / "repo"
     shutil.copytree(workloads[size], repo)
     cache = RenderCache.at(work / "cache")
-    assert_same(repo, cache)  # fills the cache
+    out = work / "rendered"  # written as `meshplan render` writes: through the spare tree
+    assert_same(repo, cache, out)  # fills the cache
     for edit in edits:
         edit(repo)
-        mode = assert_same(repo, cache)
+        mode = assert_same(repo, cache, out)
         event(f"{size}: {mode.split(' (')[0]}")
-    again = assert_same(repo, cache)  # nothing changed since the last render
+    again = assert_same(repo, cache, out)  # nothing changed since the last render
     if "+mesh" in size or "+istio" in size:
         assert again.startswith("full (") or again == "error"  # the mesh plan spans the fleet
     else:
