@@ -12,6 +12,7 @@ reshapes. Every failure becomes an :class:`~meshplan.diagnostics.OperationError`
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -337,8 +338,6 @@ _TRANSFORMING = re.compile(r"^(core\.(autocrlf|eol|attributesfile)|filter\.)", r
 
 
 def _link_checkout(root: Path, sha: str, relative: str, checkout: Path) -> bool:
-    import hashlib
-
     config = run_git(["config", "--list"], root, check=False).stdout
     if any(_TRANSFORMING.match(line) for line in config.splitlines()):
         return False

@@ -157,6 +157,7 @@ _SPARE_RECORD = "record"
 _RECORD_MAGIC = "meshplan-spare 1"
 SPARES_KEPT = 4  # spare trees kept (one per output folder; the most recently used)
 RACY_NS = 2_000_000_000  # a file changed this close to its record is read again, not trusted
+_HEX = frozenset("0123456789abcdef")  # a recorded digest is hexdigest() output
 
 
 class _Odd(Exception):
@@ -208,7 +209,7 @@ def _read_record(spare: Path) -> tuple[int, dict[str, tuple[int, int, int, int, 
         taken = int(head[2])
         for line in lines[1:-1]:
             dev, ino, size, mtime, ctime, sha, relpath = line.split(" ", 6)
-            if (sha != "-" and (len(sha) != 64 or int(sha, 16) < 0)) or not relpath:
+            if (sha != "-" and (len(sha) != 64 or not _HEX.issuperset(sha))) or not relpath:
                 raise _Odd
             entries[relpath] = (int(dev), int(ino), int(size), int(mtime), int(ctime),
                                 "" if sha == "-" else sha)
