@@ -208,7 +208,11 @@ def requirement_record(inventory: Inventory, requirement: Requirement,
     memo = {} if memo is None else memo
     puts = {f"{requirement.domain}/{c.name}" for c in inventory.requirement_scope(requirement)}
     calls: set[str] = set()
-    reads = {f"{requirement.domain}/{requirement.selected_service or '*'}"}
+    # A {service: x} subject reads x (its selector, namespace, clusters and ports); raw pod
+    # labels read no service (scope: the domain's clusters; namespace: the written one), so a
+    # service change leaves such a requirement alone unless a peer looks the service up.
+    selected = requirement.selected_service
+    reads = {f"{requirement.domain}/{selected}"} if selected is not None else set()
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
         for peer in rule.endpoints:
             if not peer.is_abstract:

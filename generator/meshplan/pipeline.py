@@ -715,7 +715,8 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
             changed_domains.add(PODS)
         # Only services changed (the usual inventory edit): the requirements looking them up
         # are dirty, not every requirement reading their domains.
-        old_model = (_previous_inventory(cache, previous, changed_inventory, documents)
+        old_model = (_previous_inventory(cache, previous, changed_inventory, documents,
+                                         model)
                      if changed_inventory else model)
         services = (changed_services(old_model.domains, model.domains)
                     if old_model is not None and changed_inventory else None)
@@ -894,18 +895,24 @@ def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryMo
 
 
 def _previous_inventory(cache: RenderCache, previous: Snapshot, changed: Sequence[str],
-                        documents: Sequence[Document]) -> InventoryModel | None:
+                        documents: Sequence[Document], model: InventoryModel
+                        ) -> InventoryModel | None:
     """The inventory the snapshot was taken of: the changed files as the cache keeps them, the
-    others as they are; None when a version is gone (or unreadable)."""
+    others as they are (``documents``, modelled as ``model``); None when a version is gone (or
+    unreadable).
+
+    When the changed files held only domains, before and now, only their old versions are
+    modelled: the other domains are ``model``'s (an unchanged document models the same), in
+    file order, and the GitOps document is ``model``'s too. Else the old inventory is modelled
+    whole."""
     from .load.parse import parse_json_like, parse_yaml
 
     current: dict[str, list[Document]] = {}
     for doc in documents:
         current.setdefault(doc.file, []).append(doc)
-    old_documents: list[Document] = []
+    old_files: dict[str, list[Document]] = {}
     for relpath in sorted(previous.inventory_files):
         if relpath not in changed:
-            old_documents.extend(current.get(relpath, ()))
             continue
         raw = cache.read_blob(previous.inventory_files[relpath][0])
         if raw is None:
@@ -918,8 +925,28 @@ def _previous_inventory(cache: RenderCache, previous: Snapshot, changed: Sequenc
         docs, problems = parse(relpath, text)
         if has_errors(problems):
             return None
-        old_documents.extend(docs)
-    old = model_inventory(old_documents)
+        old_files[relpath] = docs
+    old_part = model_inventory(d for p in sorted(old_files) for d in old_files[p])
+    if has_errors(old_part.diagnostics) or old_part.mesh is not None:
+        return None
+    now_domains: dict[str, list[Domain]] = {}
+    for domain in model.domains:
+        now_domains.setdefault(domain.location.file, []).append(domain)
+    old_domains: dict[str, list[Domain]] = {}
+    for domain in old_part.domains:
+        old_domains.setdefault(domain.location.file, []).append(domain)
+    changed_now = [p for p in changed if p in current]
+    if old_part.gitops is None and model.mesh is None \
+            and sum(map(len, old_files.values())) == len(old_part.domains) \
+            and sum(len(current[p]) for p in changed_now) == sum(
+                len(now_domains.get(p, ())) for p in changed_now):
+        # every changed document is a domain's, before and now: the rest is model's
+        return InventoryModel(
+            tuple(d for p in sorted(previous.inventory_files)
+                  for d in (old_domains.get(p, ()) if p in changed else now_domains.get(p, ()))),
+            model.gitops, None, model.broken_domains, old_part.diagnostics)
+    old = model_inventory(d for p in sorted(previous.inventory_files)
+                          for d in (old_files[p] if p in changed else current.get(p, ())))
     return None if has_errors(old.diagnostics) or old.mesh is not None else old
 
 
