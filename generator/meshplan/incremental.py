@@ -16,12 +16,13 @@ output files and the Service copies it holds. What a requirement depends on is s
   Services, namespaces and ExternalNames all go there; the load-balancing check reads the
   Service copies there). A superset is always safe: it only means more work.
 
-A run then (:func:`plan_work`): requirement files whose bytes or footprint changed are
-*dirty*; the clusters they reached before or reach now, and every cluster of a changed
-domain, are *stale*; every requirement reaching a stale cluster is analysed again (its
-objects there, its warnings) together with the requirements selecting the same pods (Cilium
-unions their allows: the load-balancing warning counts them all); stale clusters are refined
-and rendered again from exactly the requirements that put objects into them, in input order;
+A run then (:func:`stale_clusters`, :func:`plan_work`): requirement files whose bytes or
+footprint changed are *dirty*; the clusters they reached before or reach now, and every
+cluster of a changed domain, are *stale*; every requirement reaching a stale cluster is
+analysed again (its objects there, its warnings) together with the requirements selecting
+the same pods (Cilium unions their allows: the load-balancing warning counts them all);
+stale clusters are refined and rendered again from exactly the requirements that put objects
+into them, in input order;
 every other cluster's files come from the cache (checked against their SHA-256). When an
 inventory file changed, the inventory is read whole (many checks span it); when none did, only
 the inventory files declaring the domains the analysed requirements read (their footprints)
@@ -398,15 +399,11 @@ class Work:
     companions: tuple[str, ...]  # files analysed along (same pods), their results not kept
 
 
-def plan_work(previous: Snapshot, inputs: InputFiles, changed_domains: set[str],
-              dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
-              clusters: Iterable[str], changed_puts: Mapping[str, set[str]]) -> Work:
-    """The stale clusters and the requirement files to analyse (see the module docstring).
-
-    ``dirty_records``: the new records of the dirty requirement files (those changed, added,
-    or whose footprint changed); ``changed_puts``: for some of them, exactly the clusters
-    where their objects changed (else: every cluster they put objects into, before or now).
-    """
+def stale_clusters(previous: Snapshot, inputs: InputFiles, changed_domains: set[str],
+                   dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
+                   clusters: Iterable[str], changed_puts: Mapping[str, set[str]]
+                   ) -> frozenset[str]:
+    """The clusters a change makes stale (see the module docstring and :func:`plan_work`)."""
     old = previous.requirement_files
     present = set(inputs.requirements)
     stale: set[str] = set()
@@ -421,13 +418,28 @@ def plan_work(previous: Snapshot, inputs: InputFiles, changed_domains: set[str],
     for cluster in (*previous.clusters, *clusters):  # those of a changed domain, old and new
         if cluster.split("/", 1)[0] in changed_domains:
             stale.add(cluster)
+    return frozenset(stale)
+
+
+def plan_work(previous: Snapshot, inputs: InputFiles,
+              dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
+              stale: frozenset[str]) -> Work:
+    """The requirement files to analyse when the ``stale`` clusters (:func:`stale_clusters`)
+    are refined again (see the module docstring).
+
+    ``dirty_records``: the new records of the dirty requirement files (those changed, added,
+    or whose footprint changed); the stale clusters come from them, before and now, or, where
+    known, from exactly the clusters where their objects changed.
+    """
+    old = previous.requirement_files
+    present = set(inputs.requirements)
     dirty_subjects = {rec.subject for records in dirty_records.values() for rec in records}
     dirty_subjects.update(rec.subject for p in old if p not in present
                           for rec in old[p].requirements)
     reanalysed = [p for p in inputs.requirements if p in dirty_records or any(
         not stale.isdisjoint(rec.puts) or rec.subject in dirty_subjects
         for rec in old[p].requirements)]
-    return Work(frozenset(stale), tuple(reanalysed),
+    return Work(stale, tuple(reanalysed),
                 with_companions(previous, inputs, dirty_records, reanalysed))
 
 

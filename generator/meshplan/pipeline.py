@@ -655,6 +655,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         render_stale,
         shared_global_names,
         split_diagnostics,
+        stale_clusters,
         subject_work,
         summary_of,
         with_companions,
@@ -741,17 +742,19 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         alone = _changed_puts(cache, old_model, model,
                               {p: old[p].digest for p in dirty if p in old}, dirty_docs)
     changed_puts = {p: found[0] for p, found in alone.items()}
-    work = plan_work(previous, inputs, changed_domains, records, clusters, changed_puts)
+    stale = stale_clusters(previous, inputs, changed_domains, records, clusters, changed_puts)
     # Every dirty file's objects are known before and now: patch the stale clusters' cached
     # objects with them, and analyse only the dirty files (and those selecting the same pods)
     # for their warnings. When that is ambiguous, analyse every file putting objects there.
     fresh = None
     if dirty and not removed and not changed_domains and alone.keys() == set(dirty):
-        fresh = _patched_clusters(cache, previous, model, work.stale_clusters, alone)
+        fresh = _patched_clusters(cache, previous, model, stale, alone)
     if fresh is not None:
-        work = subject_work(previous, inputs, records, work.stale_clusters)
+        work = subject_work(previous, inputs, records, stale)
     elif piece is not None:
         raise _WholeInventory  # re-analysing whole clusters reads every putter's domains
+    else:
+        work = plan_work(previous, inputs, records, stale)
     cluster_records: dict[str, ClusterRecord] = {}
     cluster_files: dict[str, list[OutputFile]] = {}
     for name, (patched_record, its_files) in (fresh or {}).items():
