@@ -206,7 +206,7 @@ def touch_comment(n: int) -> Edit:
 
 
 def edit_service(n: int, how: int) -> Edit:
-    """A one-service inventory change: its clusters, ports, exports or namespace."""
+    """A one-service inventory change: its clusters, ports, exports, namespace or selector."""
     def edit(repo: Path) -> None:
         path = pick(domain_files(repo), n)
         if path is None:
@@ -217,7 +217,7 @@ def edit_service(n: int, how: int) -> Edit:
         if not services:
             return
         service = pick(services, n // 3)
-        kind = how % 5
+        kind = how % 6
         if kind == 0:
             missing = [c for c in clusters if c not in service["clusters"]]
             if missing:
@@ -230,10 +230,33 @@ def edit_service(n: int, how: int) -> Edit:
             service["exportTo"] = ["*"] if service.get("exportTo") != ["*"] else []
             if not service["exportTo"]:
                 del service["exportTo"]
-        else:
+        elif kind == 4:
             service["namespace"] = f"{data['metadata']['name']}-moved"
+        else:  # other pods: its own requirement's subject moves away from raw-label ones
+            service["selector"] = {"app": f"{service['name']}-v{how % 7}"}
         dump(path, data)
     edit.__name__ = f"edit_service({n},{how})"
+    return edit
+
+
+def select_service_pods(n: int, m: int) -> Edit:
+    """A requirement selects a service's pods by raw labels (its selector, in its namespace):
+    the same subject as the service's own requirements, yet no service is read for it."""
+    def edit(repo: Path) -> None:
+        path = pick(requirement_files(repo), n)
+        if path is None:
+            return
+        domain = next((p for p in domain_files(repo)
+                       if load(p)["metadata"]["name"] == path.parent.name), None)
+        services = (load(domain)["spec"].get("services") or []) if domain else []
+        service = pick(services, m)
+        if service is None:
+            return
+        data = load(path)
+        data["metadata"]["namespace"] = service["namespace"]
+        data["spec"]["endpointSelector"] = {"matchLabels": dict(service["selector"])}
+        dump(path, data)
+    edit.__name__ = f"select_service_pods({n},{m})"
     return edit
 
 
@@ -285,6 +308,7 @@ EDITS = st.one_of(
     st.builds(rename_requirement, small, small),
     st.builds(touch_comment, small),
     st.builds(edit_service, small, small),
+    st.builds(select_service_pods, small, small),
     st.builds(add_cluster, small, small),
     st.builds(remove_cluster, small),
 )
