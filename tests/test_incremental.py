@@ -618,6 +618,28 @@ def test_a_malformed_record_line_means_a_full_render(
     assert assert_same(medium, cache) == "unchanged"
 
 
+@pytest.mark.parametrize("copies", [b'{"ns/name":[1,null]}', b'{"ns/name":"true"}',
+                                    b'{"ns/name":["true",null}', b'["ns/name"]'])
+def test_service_copies_that_do_not_check_out_mean_a_full_render(
+        medium: Path, tmp_path: Path, copies: bytes) -> None:
+    """A cluster's Service copies are decoded only when a run asks for them: copies that do
+    not decode (or are not copies) are then never used, and the run renders in full."""
+    cache = RenderCache.at(tmp_path / "cache")
+    render_cached(medium, cache)
+    state = state_file(cache, medium)
+    cache, lines = _payload_lines(state)
+    for i, line in enumerate(lines):
+        if line.startswith(b'["C",'):
+            lines[i] = line[:line.index(b",{")] + b"," + copies + b"]"
+    state.write_bytes(cache.frame(b"\n".join(lines)))
+    change = ServiceChange(medium)
+    change.apply()
+    mode = assert_same(medium, cache)
+    assert mode.startswith(("full (a cached cluster record does not check out",
+                            "full (no snapshot")), mode
+    assert assert_same(medium, cache) == "unchanged"
+
+
 def test_a_small_change_writes_other_records_back_verbatim(medium: Path, tmp_path: Path) -> None:
     """After a one-requirement change the state reads back as the snapshot serialized anew,
     and the lines of the records it did not change are those of the previous state."""
