@@ -206,7 +206,8 @@ def touch_comment(n: int) -> Edit:
 
 
 def edit_service(n: int, how: int) -> Edit:
-    """A one-service inventory change: its clusters, ports, exports, namespace or selector."""
+    """A one-service inventory change: its clusters, ports, exports, namespace or selector
+    (or a port that is no port number: an error both renders must report)."""
     def edit(repo: Path) -> None:
         path = pick(domain_files(repo), n)
         if path is None:
@@ -217,7 +218,7 @@ def edit_service(n: int, how: int) -> Edit:
         if not services:
             return
         service = pick(services, n // 3)
-        kind = how % 6
+        kind = how % 7
         if kind == 0:
             missing = [c for c in clusters if c not in service["clusters"]]
             if missing:
@@ -232,8 +233,10 @@ def edit_service(n: int, how: int) -> Edit:
                 del service["exportTo"]
         elif kind == 4:
             service["namespace"] = f"{data['metadata']['name']}-moved"
-        else:  # other pods: its own requirement's subject moves away from raw-label ones
+        elif kind == 5:  # other pods: its own requirement's subject moves from raw-label ones
             service["selector"] = {"app": f"{service['name']}-v{how % 7}"}
+        else:  # not a port number: the document fails its structural check
+            service["ports"] = [{"port": 70000 + how, "protocol": "TCP", "name": "http"}]
         dump(path, data)
     edit.__name__ = f"edit_service({n},{how})"
     return edit
@@ -616,6 +619,31 @@ def test_a_malformed_record_line_means_a_full_render(
     mutate_one_requirement(medium)
     assert assert_same(medium, cache).startswith("full (no snapshot")
     assert assert_same(medium, cache) == "unchanged"
+
+
+def test_a_changed_inventory_file_is_checked_again(tmp_path: Path) -> None:
+    """Only unchanged inventory files the snapshot holds no diagnostic of skip the structural
+    checks: a changed file that fails them is an error as in a full render."""
+    repo = tmp_path / "repo"
+    generate("3x3x5x24", 7, repo)
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(repo, cache)
+    edit_service(1, 6)(repo)  # a port number out of range
+    assert assert_same(repo, cache) == "error"
+
+
+def test_an_unchanged_inventory_file_with_notices_is_checked_again(tmp_path: Path) -> None:
+    """An unchanged inventory file with diagnostics (the import form's notices) is checked
+    again when another inventory file changes: its notices are reported as in a full render."""
+    repo = tmp_path / "repo"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "thesis" / "use-case-1-c2-verbatim",
+                    repo)
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(repo, cache)
+    first = repo / "inventory" / "domain1.json"
+    first.write_text(first.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert assert_same(repo, cache) == "incremental"
+    assert any("domain2.json" in d.location.file for d in full(repo)[1])
 
 
 @pytest.mark.parametrize("copies", [b'{"ns/name":[1,null]}', b'{"ns/name":"true"}',

@@ -9,7 +9,7 @@ import this one.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +47,7 @@ from .schema import (
     MESH,
     check_inventory_document,
     check_requirement_document,
+    inventory_kind,
 )
 
 if TYPE_CHECKING:  # the commands below import their modules when they run (start-up time)
@@ -145,8 +146,11 @@ class RequirementsModel:
     diagnostics: tuple[Diagnostic, ...]
 
 
-def model_inventory(documents: Iterable[Document]) -> InventoryModel:
-    """Check the structure of the inventory documents and build the valid ones."""
+def model_inventory(documents: Iterable[Document],
+                    checked: Container[str] = ()) -> InventoryModel:
+    """Check the structure of the inventory documents and build the valid ones. ``checked``:
+    files whose documents are known to pass that check with no diagnostic (the render cache
+    saw the same bytes do so): not checked again."""
     diagnostics: list[Diagnostic] = []
     domains: list[Domain] = []
     broken_domains: set[str] = set()
@@ -154,7 +158,10 @@ def model_inventory(documents: Iterable[Document]) -> InventoryModel:
     mesh: Mesh | None = None
     first_seen: dict[str, Location] = {}  # kind -> the one GitOps / Mesh document
     for doc in documents:
-        kind, problems = check_inventory_document(doc)
+        kind = inventory_kind(doc) if doc.file in checked else None
+        problems: list[Diagnostic] = []
+        if kind is None:
+            kind, problems = check_inventory_document(doc)
         diagnostics.extend(problems)
         if kind is GITOPS or kind is MESH:  # at most one each, counting invalid ones too
             if kind.name in first_seen:
@@ -699,7 +706,11 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
             docs, found = read_documents(root, relpath)
             documents.extend(docs)
             problems.extend(found)
-        model = model_inventory(documents)
+        # An unchanged file with no diagnostic in the snapshot passed the structural checks
+        # with none (the same bytes, the same meshplan): not checked again.
+        noted = {d.location.file for d in previous.other_diagnostics}
+        model = model_inventory(documents, {p for p in inputs.inventory
+                                            if p not in changed_inventory and p not in noted})
         if has_errors((*problems, *model.diagnostics)):
             raise Fallback("problems in the inventory")
         if model.mesh is not None:
