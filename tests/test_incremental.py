@@ -206,7 +206,8 @@ def touch_comment(n: int) -> Edit:
 
 
 def edit_service(n: int, how: int) -> Edit:
-    """A one-service inventory change: its clusters, ports, exports or namespace."""
+    """A one-service inventory change: its clusters, ports, exports, namespace or selector
+    (or a port that is no port number: an error both renders must report)."""
     def edit(repo: Path) -> None:
         path = pick(domain_files(repo), n)
         if path is None:
@@ -217,7 +218,7 @@ def edit_service(n: int, how: int) -> Edit:
         if not services:
             return
         service = pick(services, n // 3)
-        kind = how % 5
+        kind = how % 7
         if kind == 0:
             missing = [c for c in clusters if c not in service["clusters"]]
             if missing:
@@ -230,10 +231,35 @@ def edit_service(n: int, how: int) -> Edit:
             service["exportTo"] = ["*"] if service.get("exportTo") != ["*"] else []
             if not service["exportTo"]:
                 del service["exportTo"]
-        else:
+        elif kind == 4:
             service["namespace"] = f"{data['metadata']['name']}-moved"
+        elif kind == 5:  # other pods: its own requirement's subject moves from raw-label ones
+            service["selector"] = {"app": f"{service['name']}-v{how % 7}"}
+        else:  # not a port number: the document fails its structural check
+            service["ports"] = [{"port": 70000 + how, "protocol": "TCP", "name": "http"}]
         dump(path, data)
     edit.__name__ = f"edit_service({n},{how})"
+    return edit
+
+
+def select_service_pods(n: int, m: int) -> Edit:
+    """A requirement selects a service's pods by raw labels (its selector, in its namespace):
+    the same subject as the service's own requirements, yet no service is read for it."""
+    def edit(repo: Path) -> None:
+        path = pick(requirement_files(repo), n)
+        if path is None:
+            return
+        domain = next((p for p in domain_files(repo)
+                       if load(p)["metadata"]["name"] == path.parent.name), None)
+        services = (load(domain)["spec"].get("services") or []) if domain else []
+        service = pick(services, m)
+        if service is None:
+            return
+        data = load(path)
+        data["metadata"]["namespace"] = service["namespace"]
+        data["spec"]["endpointSelector"] = {"matchLabels": dict(service["selector"])}
+        dump(path, data)
+    edit.__name__ = f"select_service_pods({n},{m})"
     return edit
 
 
@@ -285,6 +311,7 @@ EDITS = st.one_of(
     st.builds(rename_requirement, small, small),
     st.builds(touch_comment, small),
     st.builds(edit_service, small, small),
+    st.builds(select_service_pods, small, small),
     st.builds(add_cluster, small, small),
     st.builds(remove_cluster, small),
 )
@@ -591,6 +618,53 @@ def test_a_malformed_record_line_means_a_full_render(
     state.write_bytes(cache.frame(b"\n".join(lines)))
     mutate_one_requirement(medium)
     assert assert_same(medium, cache).startswith("full (no snapshot")
+    assert assert_same(medium, cache) == "unchanged"
+
+
+def test_a_changed_inventory_file_is_checked_again(tmp_path: Path) -> None:
+    """Only unchanged inventory files the snapshot holds no diagnostic of skip the structural
+    checks: a changed file that fails them is an error as in a full render."""
+    repo = tmp_path / "repo"
+    generate("3x3x5x24", 7, repo)
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(repo, cache)
+    edit_service(1, 6)(repo)  # a port number out of range
+    assert assert_same(repo, cache) == "error"
+
+
+def test_an_unchanged_inventory_file_with_notices_is_checked_again(tmp_path: Path) -> None:
+    """An unchanged inventory file with diagnostics (the import form's notices) is checked
+    again when another inventory file changes: its notices are reported as in a full render."""
+    repo = tmp_path / "repo"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "thesis" / "use-case-1-c2-verbatim",
+                    repo)
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(repo, cache)
+    first = repo / "inventory" / "domain1.json"
+    first.write_text(first.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert assert_same(repo, cache) == "incremental"
+    assert any("domain2.json" in d.location.file for d in full(repo)[1])
+
+
+@pytest.mark.parametrize("copies", [b'{"ns/name":[1,null]}', b'{"ns/name":"true"}',
+                                    b'{"ns/name":["true",null}', b'["ns/name"]'])
+def test_service_copies_that_do_not_check_out_mean_a_full_render(
+        medium: Path, tmp_path: Path, copies: bytes) -> None:
+    """A cluster's Service copies are decoded only when a run asks for them: copies that do
+    not decode (or are not copies) are then never used, and the run renders in full."""
+    cache = RenderCache.at(tmp_path / "cache")
+    render_cached(medium, cache)
+    state = state_file(cache, medium)
+    cache, lines = _payload_lines(state)
+    for i, line in enumerate(lines):
+        if line.startswith(b'["C",'):
+            lines[i] = line[:line.index(b",{")] + b"," + copies + b"]"
+    state.write_bytes(cache.frame(b"\n".join(lines)))
+    change = ServiceChange(medium)
+    change.apply()
+    mode = assert_same(medium, cache)
+    assert mode.startswith(("full (a cached cluster record does not check out",
+                            "full (no snapshot")), mode
     assert assert_same(medium, cache) == "unchanged"
 
 

@@ -16,12 +16,13 @@ output files and the Service copies it holds. What a requirement depends on is s
   Services, namespaces and ExternalNames all go there; the load-balancing check reads the
   Service copies there). A superset is always safe: it only means more work.
 
-A run then (:func:`plan_work`): requirement files whose bytes or footprint changed are
-*dirty*; the clusters they reached before or reach now, and every cluster of a changed
-domain, are *stale*; every requirement reaching a stale cluster is analysed again (its
-objects there, its warnings) together with the requirements selecting the same pods (Cilium
-unions their allows: the load-balancing warning counts them all); stale clusters are refined
-and rendered again from exactly the requirements that put objects into them, in input order;
+A run then (:func:`stale_clusters`, :func:`plan_work`): requirement files whose bytes or
+footprint changed are *dirty*; the clusters they reached before or reach now, and every
+cluster of a changed domain, are *stale*; every requirement reaching a stale cluster is
+analysed again (its objects there, its warnings) together with the requirements selecting
+the same pods (Cilium unions their allows: the load-balancing warning counts them all);
+stale clusters are refined and rendered again from exactly the requirements that put objects
+into them, in input order;
 every other cluster's files come from the cache (checked against their SHA-256). When an
 inventory file changed, the inventory is read whole (many checks span it); when none did, only
 the inventory files declaring the domains the analysed requirements read (their footprints)
@@ -121,6 +122,45 @@ class ClusterRecord(NamedTuple):
     copies: Mapping[str, tuple[str | None, str | None]]  # "ns/name" -> (global, shared)
 
 
+class CachedCopies(Mapping[str, tuple[str | None, str | None]]):
+    """A cluster record's Service copies as a snapshot holds them (a JSON object), decoded
+    when first asked: a run asks for the copies of the few clusters its change reaches, of
+    thousands (decoding them all was a third of reading a snapshot). Raises
+    :class:`Fallback` when the text does not decode to copies (a full render then)."""
+
+    __slots__ = ("_decoded", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text  # as read, written back as it is
+        self._decoded: dict[str, tuple[str | None, str | None]] | None = None
+
+    def _copies(self) -> dict[str, tuple[str | None, str | None]]:
+        if self._decoded is None:
+            try:
+                raw = json.loads(self.text)
+                self._decoded = {str(k): _copy_entry(v) for k, v in raw.items()}
+            except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+                raise Fallback("a cached cluster record does not check out") from exc
+        return self._decoded
+
+    def __getitem__(self, key: str) -> tuple[str | None, str | None]:
+        return self._copies()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._copies())
+
+    def __len__(self) -> int:
+        return len(self._copies())
+
+
+def _copy_entry(value: object) -> tuple[str | None, str | None]:
+    """[global, shared]: each annotation's text, or null."""
+    if not isinstance(value, list) or len(value) != 2 or not all(
+            v is None or isinstance(v, str) for v in value):
+        raise TypeError(f"expected [global, shared], found {value!r}")
+    return value[0], value[1]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Everything a later run needs from this one (see the module docstring)."""
@@ -208,7 +248,11 @@ def requirement_record(inventory: Inventory, requirement: Requirement,
     memo = {} if memo is None else memo
     puts = {f"{requirement.domain}/{c.name}" for c in inventory.requirement_scope(requirement)}
     calls: set[str] = set()
-    reads = {f"{requirement.domain}/{requirement.selected_service or '*'}"}
+    # A {service: x} subject reads x (its selector, namespace, clusters and ports); raw pod
+    # labels read no service (scope: the domain's clusters; namespace: the written one), so a
+    # service change leaves such a requirement alone unless a peer looks the service up.
+    selected = requirement.selected_service
+    reads = {f"{requirement.domain}/{selected}"} if selected is not None else set()
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
         for peer in rule.endpoints:
             if not peer.is_abstract:
@@ -394,15 +438,11 @@ class Work:
     companions: tuple[str, ...]  # files analysed along (same pods), their results not kept
 
 
-def plan_work(previous: Snapshot, inputs: InputFiles, changed_domains: set[str],
-              dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
-              clusters: Iterable[str], changed_puts: Mapping[str, set[str]]) -> Work:
-    """The stale clusters and the requirement files to analyse (see the module docstring).
-
-    ``dirty_records``: the new records of the dirty requirement files (those changed, added,
-    or whose footprint changed); ``changed_puts``: for some of them, exactly the clusters
-    where their objects changed (else: every cluster they put objects into, before or now).
-    """
+def stale_clusters(previous: Snapshot, inputs: InputFiles, changed_domains: set[str],
+                   dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
+                   clusters: Iterable[str], changed_puts: Mapping[str, set[str]]
+                   ) -> frozenset[str]:
+    """The clusters a change makes stale (see the module docstring and :func:`plan_work`)."""
     old = previous.requirement_files
     present = set(inputs.requirements)
     stale: set[str] = set()
@@ -417,13 +457,28 @@ def plan_work(previous: Snapshot, inputs: InputFiles, changed_domains: set[str],
     for cluster in (*previous.clusters, *clusters):  # those of a changed domain, old and new
         if cluster.split("/", 1)[0] in changed_domains:
             stale.add(cluster)
+    return frozenset(stale)
+
+
+def plan_work(previous: Snapshot, inputs: InputFiles,
+              dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
+              stale: frozenset[str]) -> Work:
+    """The requirement files to analyse when the ``stale`` clusters (:func:`stale_clusters`)
+    are refined again (see the module docstring).
+
+    ``dirty_records``: the new records of the dirty requirement files (those changed, added,
+    or whose footprint changed); the stale clusters come from them, before and now, or, where
+    known, from exactly the clusters where their objects changed.
+    """
+    old = previous.requirement_files
+    present = set(inputs.requirements)
     dirty_subjects = {rec.subject for records in dirty_records.values() for rec in records}
     dirty_subjects.update(rec.subject for p in old if p not in present
                           for rec in old[p].requirements)
     reanalysed = [p for p in inputs.requirements if p in dirty_records or any(
         not stale.isdisjoint(rec.puts) or rec.subject in dirty_subjects
         for rec in old[p].requirements)]
-    return Work(frozenset(stale), tuple(reanalysed),
+    return Work(stale, tuple(reanalysed),
                 with_companions(previous, inputs, dirty_records, reanalysed))
 
 
@@ -736,7 +791,12 @@ def snapshot_bytes(snapshot: Snapshot, reuse: Snapshot | None = None) -> bytes:
         if old is not None and old[0] is cluster:
             lines.append(old[1])
             continue
-        lines.append(dumps(("C", name, *cluster)).encode())
+        copies = cluster.copies
+        if isinstance(copies, CachedCopies):  # as read (decoded or not): its text as it is
+            head_part = dumps(("C", name, cluster.files, cluster.counts))
+            lines.append(f"{head_part[:-1]},{copies.text}]".encode())
+        else:
+            lines.append(dumps(("C", name, *cluster)).encode())
     lines.append(b"")
     return b"\n".join(lines)
 
@@ -751,12 +811,12 @@ def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
         raw = rest.split(b"\n")
         if raw.pop() != b"" or len(raw) != head["requirement_files"] + head["clusters"]:
             return None
-        entries = json.loads(b"[" + b",".join(raw) + b"]") if raw else []
+        count = head["requirement_files"]
+        entries = json.loads(b"[" + b",".join(raw[:count]) + b"]") if count else []
         lines: dict[str, tuple[object, bytes]] = {}
         requirement_files: dict[str, FileRecord] = {}
         clusters: dict[str, ClusterRecord] = {}
-        count = head["requirement_files"]
-        for entry, line in zip(entries[:count], raw[:count], strict=True):
+        for entry, line in zip(entries, raw[:count], strict=True):
             tag, path, file_digest, recs, diags = entry
             key = "R" + str(path)
             if tag != "R" or key in lines:
@@ -767,15 +827,15 @@ def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
                 for k, f, r, c, s, x in recs), tuple(_diagnostic(x) for x in diags))
             requirement_files[str(path)] = file_record
             lines[key] = (file_record, line)
-        for entry, line in zip(entries[count:], raw[count:], strict=True):
-            tag, name, files, counts, copies = entry
+        for line in raw[count:]:
+            tag, name, files, counts, copies_text = _cluster_line(line)
             key = "C" + str(name)
             if tag != "C" or key in lines:
                 return None
             cluster = ClusterRecord(
                 tuple(_output_entry(p, h, f"clusters/{name}/") for p, h in files),
                 (int(counts[0]), int(counts[1]), int(counts[2])),
-                {k: (v[0], v[1]) for k, v in copies.items()})
+                CachedCopies(copies_text))
             clusters[str(name)] = cluster
             lines[key] = (cluster, line)
         return Snapshot(
@@ -790,6 +850,39 @@ def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
         )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
+
+
+_DECODER = json.JSONDecoder()
+_BLANK = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+
+
+def _cluster_line(line: bytes) -> tuple[Any, Any, Any, Any, str]:
+    """A cluster's line, ["C", name, files, counts, copies]: the first four decoded, the
+    copies (the bulk of it) as text, decoded when asked (:class:`CachedCopies`). ValueError
+    when the line is not such an array."""
+    text = line.decode("utf-8")
+    at = _skip_blank(text, 0)
+    if not text.startswith("[", at):
+        raise ValueError("not a cluster record")
+    values = []
+    for _ in range(4):
+        value, at = _DECODER.raw_decode(text, _skip_blank(text, at + 1))
+        at = _skip_blank(text, at)
+        if not text.startswith(",", at):
+            raise ValueError("not a cluster record")
+        values.append(value)
+    copies = text[at + 1:].strip(" \t\n\r")
+    if not copies.endswith("]"):
+        raise ValueError("not a cluster record")
+    copies = copies[:-1].strip(" \t\n\r")
+    if not copies.startswith("{") or not copies.endswith("}"):
+        raise ValueError("not a cluster record")
+    return values[0], values[1], values[2], values[3], copies
+
+
+def _skip_blank(text: str, at: int) -> int:
+    found = _BLANK.match(text, at)
+    return found.end() if found is not None else at
 
 
 _BLOB_NAME = re.compile(r"[0-9a-f]{64}")

@@ -9,7 +9,7 @@ import this one.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +47,7 @@ from .schema import (
     MESH,
     check_inventory_document,
     check_requirement_document,
+    inventory_kind,
 )
 
 if TYPE_CHECKING:  # the commands below import their modules when they run (start-up time)
@@ -145,8 +146,11 @@ class RequirementsModel:
     diagnostics: tuple[Diagnostic, ...]
 
 
-def model_inventory(documents: Iterable[Document]) -> InventoryModel:
-    """Check the structure of the inventory documents and build the valid ones."""
+def model_inventory(documents: Iterable[Document],
+                    checked: Container[str] = ()) -> InventoryModel:
+    """Check the structure of the inventory documents and build the valid ones. ``checked``:
+    files whose documents are known to pass that check with no diagnostic (the render cache
+    saw the same bytes do so): not checked again."""
     diagnostics: list[Diagnostic] = []
     domains: list[Domain] = []
     broken_domains: set[str] = set()
@@ -154,7 +158,10 @@ def model_inventory(documents: Iterable[Document]) -> InventoryModel:
     mesh: Mesh | None = None
     first_seen: dict[str, Location] = {}  # kind -> the one GitOps / Mesh document
     for doc in documents:
-        kind, problems = check_inventory_document(doc)
+        kind = inventory_kind(doc) if doc.file in checked else None
+        problems: list[Diagnostic] = []
+        if kind is None:
+            kind, problems = check_inventory_document(doc)
         diagnostics.extend(problems)
         if kind is GITOPS or kind is MESH:  # at most one each, counting invalid ones too
             if kind.name in first_seen:
@@ -655,6 +662,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         render_stale,
         shared_global_names,
         split_diagnostics,
+        stale_clusters,
         subject_work,
         summary_of,
         with_companions,
@@ -698,7 +706,11 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
             docs, found = read_documents(root, relpath)
             documents.extend(docs)
             problems.extend(found)
-        model = model_inventory(documents)
+        # An unchanged file with no diagnostic in the snapshot passed the structural checks
+        # with none (the same bytes, the same meshplan): not checked again.
+        noted = {d.location.file for d in previous.other_diagnostics}
+        model = model_inventory(documents, {p for p in inputs.inventory
+                                            if p not in changed_inventory and p not in noted})
         if has_errors((*problems, *model.diagnostics)):
             raise Fallback("problems in the inventory")
         if model.mesh is not None:
@@ -715,7 +727,8 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
             changed_domains.add(PODS)
         # Only services changed (the usual inventory edit): the requirements looking them up
         # are dirty, not every requirement reading their domains.
-        old_model = (_previous_inventory(cache, previous, changed_inventory, documents)
+        old_model = (_previous_inventory(cache, previous, changed_inventory, documents,
+                                         model)
                      if changed_inventory else model)
         services = (changed_services(old_model.domains, model.domains)
                     if old_model is not None and changed_inventory else None)
@@ -740,17 +753,19 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         alone = _changed_puts(cache, old_model, model,
                               {p: old[p].digest for p in dirty if p in old}, dirty_docs)
     changed_puts = {p: found[0] for p, found in alone.items()}
-    work = plan_work(previous, inputs, changed_domains, records, clusters, changed_puts)
+    stale = stale_clusters(previous, inputs, changed_domains, records, clusters, changed_puts)
     # Every dirty file's objects are known before and now: patch the stale clusters' cached
     # objects with them, and analyse only the dirty files (and those selecting the same pods)
     # for their warnings. When that is ambiguous, analyse every file putting objects there.
     fresh = None
     if dirty and not removed and not changed_domains and alone.keys() == set(dirty):
-        fresh = _patched_clusters(cache, previous, model, work.stale_clusters, alone)
+        fresh = _patched_clusters(cache, previous, model, stale, alone)
     if fresh is not None:
-        work = subject_work(previous, inputs, records, work.stale_clusters)
+        work = subject_work(previous, inputs, records, stale)
     elif piece is not None:
         raise _WholeInventory  # re-analysing whole clusters reads every putter's domains
+    else:
+        work = plan_work(previous, inputs, records, stale)
     cluster_records: dict[str, ClusterRecord] = {}
     cluster_files: dict[str, list[OutputFile]] = {}
     for name, (patched_record, its_files) in (fresh or {}).items():
@@ -894,18 +909,24 @@ def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryMo
 
 
 def _previous_inventory(cache: RenderCache, previous: Snapshot, changed: Sequence[str],
-                        documents: Sequence[Document]) -> InventoryModel | None:
+                        documents: Sequence[Document], model: InventoryModel
+                        ) -> InventoryModel | None:
     """The inventory the snapshot was taken of: the changed files as the cache keeps them, the
-    others as they are; None when a version is gone (or unreadable)."""
+    others as they are (``documents``, modelled as ``model``); None when a version is gone (or
+    unreadable).
+
+    When the changed files held only domains, before and now, only their old versions are
+    modelled: the other domains are ``model``'s (an unchanged document models the same), in
+    file order, and the GitOps document is ``model``'s too. Else the old inventory is modelled
+    whole."""
     from .load.parse import parse_json_like, parse_yaml
 
     current: dict[str, list[Document]] = {}
     for doc in documents:
         current.setdefault(doc.file, []).append(doc)
-    old_documents: list[Document] = []
+    old_files: dict[str, list[Document]] = {}
     for relpath in sorted(previous.inventory_files):
         if relpath not in changed:
-            old_documents.extend(current.get(relpath, ()))
             continue
         raw = cache.read_blob(previous.inventory_files[relpath][0])
         if raw is None:
@@ -918,8 +939,28 @@ def _previous_inventory(cache: RenderCache, previous: Snapshot, changed: Sequenc
         docs, problems = parse(relpath, text)
         if has_errors(problems):
             return None
-        old_documents.extend(docs)
-    old = model_inventory(old_documents)
+        old_files[relpath] = docs
+    old_part = model_inventory(d for p in sorted(old_files) for d in old_files[p])
+    if has_errors(old_part.diagnostics) or old_part.mesh is not None:
+        return None
+    now_domains: dict[str, list[Domain]] = {}
+    for domain in model.domains:
+        now_domains.setdefault(domain.location.file, []).append(domain)
+    old_domains: dict[str, list[Domain]] = {}
+    for domain in old_part.domains:
+        old_domains.setdefault(domain.location.file, []).append(domain)
+    changed_now = [p for p in changed if p in current]
+    if old_part.gitops is None and model.mesh is None \
+            and sum(map(len, old_files.values())) == len(old_part.domains) \
+            and sum(len(current[p]) for p in changed_now) == sum(
+                len(now_domains.get(p, ())) for p in changed_now):
+        # every changed document is a domain's, before and now: the rest is model's
+        return InventoryModel(
+            tuple(d for p in sorted(previous.inventory_files)
+                  for d in (old_domains.get(p, ()) if p in changed else now_domains.get(p, ()))),
+            model.gitops, None, model.broken_domains, old_part.diagnostics)
+    old = model_inventory(d for p in sorted(previous.inventory_files)
+                          for d in (old_files[p] if p in changed else current.get(p, ())))
     return None if has_errors(old.diagnostics) or old.mesh is not None else old
 
 

@@ -189,6 +189,19 @@ def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[D
     return kind, problems
 
 
+def inventory_kind(doc: Document) -> DocumentKind | None:
+    """The kind of an inventory document, as :func:`check_inventory_document` decides it
+    (None where that reports the document unusable), without checking it: for a document the
+    render cache knows to be valid (the same bytes passed these checks with no diagnostic)."""
+    if not isinstance(doc.data, dict):
+        return None
+    if doc.file.endswith(".json"):
+        return DOMAIN_REQUEST
+    kind = doc.data.get("kind")
+    return {"Domain": DOMAIN, "GitOps": GITOPS, "Mesh": MESH}.get(kind) \
+        if isinstance(kind, str) else None
+
+
 def check_requirement_document(doc: Document) -> tuple[DocumentKind | None, list[Diagnostic]]:
     if not isinstance(doc.data, dict):
         return None, [error(doc.location(), "", "expected a mapping (a Requirement document), "
