@@ -121,6 +121,19 @@ def test_new_output_folder_gets_ordinary_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o750  # a rewrite keeps the folder's mode
 
 
+def test_new_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    reference = tmp_path / "reference.txt"
+    umask = os.umask(0o027)  # not the default: the files must follow it
+    try:
+        reference.write_bytes(b"")  # what any new file gets under this umask
+        assert render(repo, out)[0] == 0
+    finally:
+        os.umask(umask)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert modes == {stat.S_IMODE(reference.stat().st_mode)} == {0o640}
+
+
 # --------------------------------------------------------------------------- atomicity
 
 
@@ -135,17 +148,17 @@ def test_failure_mid_write_leaves_the_old_output(tmp_path: Path,
     before_bytes, before = read_tree(out), stats(out)
     edit_requirement(repo)
     files = files_of(repo)
-    real_write_bytes = Path.write_bytes
+    real_write_file = write._write_file
     calls = 0
 
-    def failing_write_bytes(self: Path, data: bytes) -> int:
+    def failing_write_file(path: str, content: bytes) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise OSError(28, "No space left on device")
-        return real_write_bytes(self, data)
+        real_write_file(path, content)
 
-    monkeypatch.setattr(Path, "write_bytes", failing_write_bytes)
+    monkeypatch.setattr(write, "_write_file", failing_write_file)
     with pytest.raises(OperationError, match=r"No space left.*previous output is unchanged"):
         write_tree(out, files)
     monkeypatch.undo()

@@ -407,7 +407,19 @@ def _fill(staging: Path, old_root: Path, files: tuple[OutputFile, ...], changed:
                 continue
             except OSError:
                 pass  # another file system: fall back to writing the bytes
-        Path(target).write_bytes(output.content)
+        _write_file(target, output.content)
+
+
+def _write_file(path: str, content: bytes) -> None:
+    """Create (or truncate) ``path`` holding ``content``: open, write, close and nothing else
+    (``Path.write_bytes`` also stats the file, asks whether it is a terminal and seeks)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def _swap_in(staging: Path, root: Path) -> None:
