@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -121,6 +122,19 @@ def test_new_output_folder_gets_ordinary_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o750  # a rewrite keeps the folder's mode
 
 
+def test_new_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    repo, out = example(tmp_path), tmp_path / "out"
+    reference = tmp_path / "reference.txt"
+    umask = os.umask(0o027)  # not the default: the files must follow it
+    try:
+        reference.write_bytes(b"")  # what any new file gets under this umask
+        assert render(repo, out)[0] == 0
+    finally:
+        os.umask(umask)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert modes == {stat.S_IMODE(reference.stat().st_mode)} == {0o640}
+
+
 # --------------------------------------------------------------------------- atomicity
 
 
@@ -135,17 +149,17 @@ def test_failure_mid_write_leaves_the_old_output(tmp_path: Path,
     before_bytes, before = read_tree(out), stats(out)
     edit_requirement(repo)
     files = files_of(repo)
-    real_write_bytes = Path.write_bytes
+    real_write_file = write._write_file
     calls = 0
 
-    def failing_write_bytes(self: Path, data: bytes) -> int:
+    def failing_write_file(path: str, content: bytes) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise OSError(28, "No space left on device")
-        return real_write_bytes(self, data)
+        real_write_file(path, content)
 
-    monkeypatch.setattr(Path, "write_bytes", failing_write_bytes)
+    monkeypatch.setattr(write, "_write_file", failing_write_file)
     with pytest.raises(OperationError, match=r"No space left.*previous output is unchanged"):
         write_tree(out, files)
     monkeypatch.undo()
@@ -156,6 +170,55 @@ def test_failure_mid_write_leaves_the_old_output(tmp_path: Path,
     # ... and the next run completes normally.
     write_tree(out, files)
     assert read_tree(out) == {f.path: f.content for f in files}
+
+
+def folder_flags(path: Path) -> int:
+    """The folder's inode flags (``lsattr``), 0 where they cannot be read."""
+    ioctls = write._FLAGS_IOCTLS.get(os.uname().machine)
+    if sys.platform != "linux" or ioctls is None:
+        return 0
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buffer = bytearray(8)
+        fcntl.ioctl(fd, ioctls[0], buffer)
+        return int.from_bytes(buffer[:4], sys.byteorder)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+def test_a_new_tree_is_built_in_a_folder_marked_as_the_top_of_unrelated_trees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    top = write._FS_TOPDIR_FL
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    write._spread_subfolders(probe)
+    if not folder_flags(probe) & top:
+        pytest.skip("this file system has no chattr +T")
+    real_fill = write._fill
+    seen: list[tuple[Path, int, int]] = []
+
+    def spy(staging: Path, old_root: Path, files: tuple[OutputFile, ...],
+            changed: set[str]) -> None:
+        seen.append((staging.parent.parent, folder_flags(staging.parent), folder_flags(staging)))
+        real_fill(staging, old_root, files, changed)
+
+    monkeypatch.setattr(write, "_fill", spy)
+    repo, out = example(tmp_path), tmp_path / "out"
+    write_tree(out, files_of(repo))  # a new output
+    edit_requirement(repo)
+    files = files_of(repo)
+    write_tree(out, files)  # replacing one
+    # built two levels below the output's parent, under the mark; the tree itself unmarked
+    assert [(parent, bool(outer & top), bool(own & top)) for parent, outer, own in seen] == [
+        (tmp_path, True, False), (tmp_path, True, False)]
+    assert not folder_flags(out) & top and not folder_flags(tmp_path) & top
+    assert read_tree(out) == {f.path: f.content for f in files}
+    assert leftovers(tmp_path, "out") == []
 
 
 def changed_repo_without_renameat2(
