@@ -102,6 +102,11 @@ def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
     for i, (data, written) in enumerate(zip(candidate, texts, strict=True)):
         documents.append(Document(relpath, i, data, LazyMarks(source, i, line)))
         line += written.count("\n") + 1  # and the "---" line
+    if isinstance(source, _TextSource):
+        start = 0
+        for written in texts:
+            source.spans.append((start, start + len(written)))
+            start += len(written) + 4  # and the "---" line
     return documents
 
 
@@ -124,18 +129,20 @@ class _EntrySource:
 
 
 class _TextSource:
-    """A file's text after its comment lines, read again in the writer's layout (checked:
-    it reads to the same data)."""
+    """A file's text after its comment lines, each document read again on its own in the
+    writer's layout (checked: the file's text reads to the same documents)."""
 
-    __slots__ = ("body",)
+    __slots__ = ("body", "spans")
 
     def __init__(self, body: str) -> None:
         self.body = body
+        self.spans: list[tuple[int, int]] = []  # each document's text (set once checked)
 
     def data(self, index: int) -> Any:
-        documents = laid_out_documents(self.body)
-        assert documents is not None  # it was read so before
-        return documents[index]
+        start, end = self.spans[index]
+        documents = laid_out_documents(self.body[start:end])
+        assert documents is not None and len(documents) == 1  # it was read so before
+        return documents[0]
 
 
 class LazyMarks(Mapping[PathKey, tuple[int, int]]):
