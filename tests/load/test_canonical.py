@@ -172,3 +172,18 @@ def test_the_cache_folder_round_trip(tmp_path: Path) -> None:
     third = RenderedReader(cache)
     assert [d.data for d in third.documents("f.yaml", raw)[0]] == [{"a": 1}]
     assert (third.accepted, third.laid_out, third.parsed) == (0, 1, 0)
+
+
+def test_an_entry_with_a_lone_surrogate_is_refused() -> None:
+    """JSON loads "\\ud800" to a lone surrogate and the writer writes it back as that escape,
+    but YAML readers refuse the escape: the file is the parser's to refuse."""
+    raw = b'a: "\\ud800"\n'
+    store = MemoryStore()
+    import hashlib
+    store.entries[hashlib.sha256(raw).hexdigest()] = b'{"a":"\\ud800"}'
+    reader = RenderedReader(store)
+    docs, problems = reader.documents("f.yaml", raw)
+    expected, refused = parse_yaml("f.yaml", raw.decode())
+    assert docs == expected == []
+    assert [p.message for p in problems] == [p.message for p in refused]
+    assert problems and (reader.accepted, reader.laid_out, reader.parsed) == (0, 0, 1)

@@ -52,6 +52,7 @@ MISREAD = [
     "a: b\n---\n", "---\na: b\n", "a: b\n\n", "a:\n  b: 1\n c: 2\n", "a:\n    b: 1\n",
     "a: 1.5\n", "a: 2001-12-14\n", "a: -\n", "a:\n", '"a": 1\n', "a: b\n...\n",
     "a: b\r\nc: d\n", "a: b\tc\n", "a:\n- - x\n  - y\n", "a:\n-\n  - x\n",
+    'a: "\\ud800"\n', '"\\udc00": 1\n', 'a:\n- "\\uDBFF"\n',  # lone surrogates: YAML refuses
 ]
 
 

@@ -41,6 +41,10 @@ _HEADER = re.compile(r"(?:#[^\r\n\x85\u2028\u2029]*\n)*")
 # Deep indentation: nesting that could approach the parser's depth limit (MAX_DEPTH = 200; the
 # writer indents every second level at least by two), read by the parser to report it the same.
 _DEEP = "\n" + " " * 120
+# The writer escapes a lone surrogate (text JSON loads, that no file can hold as UTF-8) as
+# "\udXXX"; YAML readers refuse that escape (libyaml: "invalid Unicode character escape
+# code"), so text holding one (or what looks like one) is left to the parser to refuse.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 ENTRY_GROWTH = 8  # an entry larger than this many times its file (plus 4 KiB) is not read
 
 
@@ -73,15 +77,23 @@ def verified_documents(relpath: str, text: str, entry: bytes) -> list[Document] 
     return checked_documents(relpath, text, body, candidate, _EntrySource(entry))
 
 
-def laid_out(relpath: str, text: str) -> tuple[list[Document], list[dict[str, Any]]] | None:
+def laid_out(relpath: str, text: str, *, with_entry: bool = False
+             ) -> tuple[list[Document], bytes | None] | None:
     """The documents of ``text`` read in the writer's layout (:mod:`.layout`) and checked as
-    :func:`verified_documents` checks an entry's, with their data; else None."""
+    :func:`verified_documents` checks an entry's, else None. ``with_entry``: and their entry
+    (:func:`entry_of`; None when JSON cannot hold their text), which their marks then come
+    from, as for an entry read from the store; else from ``text``."""
     body = canonical_body(text)
     candidate = laid_out_documents(body) if body is not None else None
     if body is None or candidate is None:
         return None
-    found = checked_documents(relpath, text, body, candidate, _TextSource(body))
-    return (found, candidate) if found is not None else None
+    entry = None
+    if with_entry:
+        with contextlib.suppress(ValueError):  # text JSON cannot hold (a lone surrogate)
+            entry = entry_of(candidate)
+    source = _EntrySource(entry) if entry is not None else _TextSource(body)
+    found = checked_documents(relpath, text, body, candidate, source)
+    return (found, entry) if found is not None else None
 
 
 def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
@@ -89,7 +101,7 @@ def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
     """The ``candidate`` documents as those of ``text`` (whose ``body`` follows the leading
     comment lines) when they write back to exactly ``body``, else None; their marks from
     ``source`` (where the candidate came from) when first asked for."""
-    if any(type(d) is not dict for d in candidate):
+    if any(type(d) is not dict for d in candidate) or _SURROGATE_ESCAPE.search(body):
         return None
     try:
         texts = [dump_document(d) for d in candidate]
@@ -263,13 +275,13 @@ class RenderedReader:
                 if found is not None:
                     self.accepted += 1
                     return found, []
-        read = laid_out(relpath, text)
+        read = laid_out(relpath, text, with_entry=self.store is not None)
         if read is not None:
             self.laid_out += 1
-            if self.store is not None:
-                with contextlib.suppress(ValueError):  # text JSON cannot hold: no entry
-                    self.pending.append((name, entry_of(read[1])))
-            return read[0], []
+            found, made = read
+            if made is not None:
+                self.pending.append((name, made))
+            return found, []
         documents, problems = parse_yaml(relpath, text)
         self.parsed += 1
         if self.store is not None and not problems:
