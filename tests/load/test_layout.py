@@ -32,7 +32,7 @@ def parsed(text: str) -> Any:
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(json_documents, st.sampled_from(["", HEADER]))
+@given(json_documents, st.sampled_from(["", HEADER, "# \u00e9t\u00e9 \u2603\n"]))
 def test_the_writers_layout_is_read_without_the_parser(docs: list[dict[str, Any]],
                                                        header: str) -> None:
     text = header + dump_documents(docs)

@@ -77,12 +77,13 @@ def verified_documents(relpath: str, text: str, entry: bytes) -> list[Document] 
     return checked_documents(relpath, text, body, candidate, _EntrySource(entry))
 
 
-def laid_out(relpath: str, text: str, *, with_entry: bool = False
+def laid_out(relpath: str, text: str, raw: bytes, *, with_entry: bool = False
              ) -> tuple[list[Document], bytes | None] | None:
-    """The documents of ``text`` read in the writer's layout (:mod:`.layout`) and checked as
-    :func:`verified_documents` checks an entry's, else None. ``with_entry``: and their entry
-    (:func:`entry_of`; None when JSON cannot hold their text), which their marks then come
-    from, as for an entry read from the store; else from ``text``."""
+    """The documents of ``text`` (the file's bytes ``raw``, decoded) read in the writer's
+    layout (:mod:`.layout`) and checked as :func:`verified_documents` checks an entry's, else
+    None. ``with_entry``: and their entry (:func:`entry_of`; None when JSON cannot hold their
+    text), which their marks then come from, as for an entry read from the store; else from
+    ``raw`` (which the caller holds anyway: no copy of the text is kept)."""
     body = canonical_body(text)
     candidate = laid_out_documents(body) if body is not None else None
     if body is None or candidate is None:
@@ -91,7 +92,7 @@ def laid_out(relpath: str, text: str, *, with_entry: bool = False
     if with_entry:
         with contextlib.suppress(ValueError):  # text JSON cannot hold (a lone surrogate)
             entry = entry_of(candidate)
-    source = _EntrySource(entry) if entry is not None else _TextSource(body)
+    source = _EntrySource(entry) if entry is not None else _TextSource(raw, text, body)
     found = checked_documents(relpath, text, body, candidate, source)
     return (found, entry) if found is not None else None
 
@@ -115,10 +116,7 @@ def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
         documents.append(Document(relpath, i, data, LazyMarks(source, i, line)))
         line += written.count("\n") + 1  # and the "---" line
     if isinstance(source, _TextSource):
-        start = 0
-        for written in texts:
-            source.spans.append((start, start + len(written)))
-            start += len(written) + 4  # and the "---" line
+        source.place(texts)
     return documents
 
 
@@ -141,18 +139,29 @@ class _EntrySource:
 
 
 class _TextSource:
-    """A file's text after its comment lines, each document read again on its own in the
-    writer's layout (checked: the file's text reads to the same documents)."""
+    """A file's bytes, each document's read again on its own in the writer's layout
+    (checked: the file's text reads to the same documents)."""
 
-    __slots__ = ("body", "spans")
+    __slots__ = ("head", "raw", "spans")
 
-    def __init__(self, body: str) -> None:
-        self.body = body
-        self.spans: list[tuple[int, int]] = []  # each document's text (set once checked)
+    def __init__(self, raw: bytes, text: str, body: str) -> None:
+        self.raw = raw
+        head = len(text) - len(body)  # the comment lines
+        self.head = head if raw.isascii() else len(text[:head].encode())
+        self.spans: list[tuple[int, int]] = []  # each document's bytes, once checked
+
+    def place(self, texts: list[str]) -> None:
+        """Where each document's text is in the file's bytes (a "---" line between two)."""
+        ascii_only = self.raw.isascii()
+        start = self.head
+        for written in texts:
+            end = start + (len(written) if ascii_only else len(written.encode()))
+            self.spans.append((start, end))
+            start = end + 4
 
     def data(self, index: int) -> Any:
         start, end = self.spans[index]
-        documents = laid_out_documents(self.body[start:end])
+        documents = laid_out_documents(self.raw[start:end].decode())
         assert documents is not None and len(documents) == 1  # it was read so before
         return documents[0]
 
@@ -275,7 +284,7 @@ class RenderedReader:
                 if found is not None:
                     self.accepted += 1
                     return found, []
-        read = laid_out(relpath, text, with_entry=self.store is not None)
+        read = laid_out(relpath, text, raw, with_entry=self.store is not None)
         if read is not None:
             self.laid_out += 1
             found, made = read
