@@ -37,7 +37,7 @@ LAYERS = (
     ("__main__",),
 )
 PACKAGE_LAYERS = {
-    "load": (("document", "files", "yaml12"), ("parse",), ("canonical", "repository"),
+    "load": (("document", "files", "layout", "yaml12"), ("parse",), ("canonical", "repository"),
              ("__init__",)),
     "mesh": (  # mesh.model is declared above, on its own
         ("flows",),

@@ -346,7 +346,7 @@ RENDERED_OPTION = click.option(
 @RENDERED_OPTION
 @FORMAT_OPTION
 @click.option("--no-cache", is_flag=True,
-              help="Parse every rendered file and leave the cache alone.")
+              help="Read every rendered file afresh and leave the cache alone.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The cache, outside the repository: it keeps the documents of rendered "
               "files it has read, each used only when it writes back to exactly the file's "

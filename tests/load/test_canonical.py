@@ -109,7 +109,10 @@ def test_the_reader_stores_what_it_parsed_and_reads_it_back() -> None:
     first = RenderedReader(store)
     docs, problems = first.documents("x/f.yaml", raw)
     first.save()
-    assert (first.parsed, first.accepted, len(store.entries)) == (1, 0, 1)
+    assert (first.laid_out, first.parsed, first.accepted, len(store.entries)) == (1, 0, 0, 1)
+    parsed_docs, _ = parse_yaml("x/f.yaml", raw.decode())
+    assert [(d.data, dict(d.marks)) for d in docs] == \
+        [(d.data, dict(d.marks)) for d in parsed_docs]
     second = RenderedReader(store)
     again, problems_again = second.documents("y/f.yaml", raw)
     assert (second.parsed, second.accepted) == (0, 1)
@@ -151,7 +154,7 @@ def test_forged_or_corrupt_entries_are_ignored(tmp_path: Path) -> None:
         reader = RenderedReader(store)
         docs, problems = reader.documents("f.yaml", raw)
         assert [d.data for d in docs] == [{"a": [1, "b"]}]
-        assert (reader.accepted, reader.parsed, problems) == (0, 1, [])
+        assert (reader.accepted, reader.laid_out, reader.parsed, problems) == (0, 1, 0, [])
 
 
 def test_the_cache_folder_round_trip(tmp_path: Path) -> None:
@@ -168,4 +171,19 @@ def test_the_cache_folder_round_trip(tmp_path: Path) -> None:
     stored[0].write_bytes(b"{\"a\": 2}")  # forged in place: refused, parsed
     third = RenderedReader(cache)
     assert [d.data for d in third.documents("f.yaml", raw)[0]] == [{"a": 1}]
-    assert (third.accepted, third.parsed) == (0, 1)
+    assert (third.accepted, third.laid_out, third.parsed) == (0, 1, 0)
+
+
+def test_an_entry_with_a_lone_surrogate_is_refused() -> None:
+    """JSON loads "\\ud800" to a lone surrogate and the writer writes it back as that escape,
+    but YAML readers refuse the escape: the file is the parser's to refuse."""
+    raw = b'a: "\\ud800"\n'
+    store = MemoryStore()
+    import hashlib
+    store.entries[hashlib.sha256(raw).hexdigest()] = b'{"a":"\\ud800"}'
+    reader = RenderedReader(store)
+    docs, problems = reader.documents("f.yaml", raw)
+    expected, refused = parse_yaml("f.yaml", raw.decode())
+    assert docs == expected == []
+    assert [p.message for p in problems] == [p.message for p in refused]
+    assert problems and (reader.accepted, reader.laid_out, reader.parsed) == (0, 0, 1)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from meshplan.cache import RenderCache
+from meshplan.diagnostics import Diagnostic
 from meshplan.load.canonical import RenderedReader
+from meshplan.load.parse import parse_yaml
 from meshplan.model import Inventory
 from meshplan.verify.report import verify
 from meshplan.yamltext import dump_documents
@@ -76,7 +79,7 @@ def test_a_planted_defect_reads_the_same_cold_warm_and_forged(
     assert planted
     fooled = RenderedReader(forged)
     assert report_text(inventory, files, fooled) == plain
-    assert fooled.parsed >= 1
+    assert fooled.laid_out + fooled.parsed >= 1
 
 
 def test_corrupt_and_truncated_entries_are_ignored(tmp_path: Path,
@@ -109,3 +112,41 @@ def test_the_cli_keeps_its_cache_outside_the_repository(tmp_path: Path) -> None:
     assert list((cache / "parsed").rglob("*.json"))
     no_cache = run_cli(["verify", "--repo", str(repo), "--no-cache"])
     assert no_cache == runs[0]
+
+
+class ParserOnly(RenderedReader):
+    """Every file through the positioned parser (what verify read before any shortcut)."""
+
+    def documents(self, relpath: str, raw: bytes) -> tuple[list[Any], list[Diagnostic]]:
+        return parse_yaml(relpath, raw.decode())
+
+
+@pytest.mark.parametrize("edit", ["duplicate-port", "yaml11-octal", "quoted-port"])
+def test_a_hand_edit_outside_the_writers_layout_is_read_as_the_parser_reads_it(
+        tmp_path: Path, example: tuple[Inventory, Files], edit: str) -> None:
+    """A file edited by hand in a way the layout reader would misread (a second ``port:``
+    key, which it would take as the port; ``0110``, YAML 1.1's octal 72, which it would take
+    as 110): its candidate does not write back, so the parser reads it, with every cache."""
+    inventory, clean = example
+    path = next(p for p, content in sorted(clean.items())
+                if p.endswith("policies.yaml") and b'- port: "' in content)
+    text = clean[path].decode()
+    at = text.index('- port: "')
+    line_end = text.index("\n", at)
+    port = text[at + len('- port: "'):line_end - 1]
+    indent = text[text.rindex("\n", 0, at) + 1:at]  # before the item's "- "
+    changed = {
+        "duplicate-port":
+            text[:line_end] + f'\n{indent}  port: "{int(port) + 1}"' + text[line_end:],
+        "yaml11-octal": text[:at] + "- port: 0110" + text[line_end:],
+        "quoted-port": text[:at] + f"- port: '{port}'" + text[line_end:],
+    }[edit]
+    files = {**clean, path: changed.encode()}
+    expected = report_text(inventory, files, ParserOnly(None))
+    assert (expected == report_text(inventory, clean, ParserOnly(None))) == (edit == "quoted-port")
+    assert report_text(inventory, files, None) == expected
+    cache = RenderCache.at(tmp_path / "cache")
+    for _ in range(2):  # cold, then warm
+        reader = RenderedReader(cache)
+        assert report_text(inventory, files, reader) == expected
+        assert reader.parsed == 1

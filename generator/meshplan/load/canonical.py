@@ -10,6 +10,10 @@ exactly the file's text. By the writer's round-trip property (``tests/test_yamlt
 that text, so a stale, corrupt or forged entry can cost time but never change what is read:
 anything else takes :func:`~meshplan.load.parse.parse_yaml`, the positioned parser.
 
+A file the store has no entry for (a cold cache, ``--no-cache``) gets its candidate from
+:mod:`.layout`, which reads the writer's layout line by line without positions: accepted by the
+same check, so its mistakes too can cost time but never change what is read.
+
 Positions (:attr:`Document.marks`) of an accepted document are computed only when a report
 first asks for one, from its data and the writer's layout (:func:`canonical_marks`: the line
 and column of every node and key, the same as the parser's, property-tested against it).
@@ -17,6 +21,7 @@ and column of every node and key, the same as the parser's, property-tested agai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -27,6 +32,7 @@ from ..diagnostics import Diagnostic
 from ..yamltext import MAX_IMPLICIT_KEY, dump_document, scalar_text
 from .document import KEY, Document, PathKey
 from .files import decode_utf8
+from .layout import laid_out_documents
 from .parse import MAX_NODES_PER_FILE, parse_yaml
 
 # Leading comment lines, as the renderer writes them: no character any YAML reader takes for
@@ -35,6 +41,10 @@ _HEADER = re.compile(r"(?:#[^\r\n\x85\u2028\u2029]*\n)*")
 # Deep indentation: nesting that could approach the parser's depth limit (MAX_DEPTH = 200; the
 # writer indents every second level at least by two), read by the parser to report it the same.
 _DEEP = "\n" + " " * 120
+# The writer escapes a lone surrogate (text JSON loads, that no file can hold as UTF-8) as
+# "\udXXX"; YAML readers refuse that escape (libyaml: "invalid Unicode character escape
+# code"), so text holding one (or what looks like one) is left to the parser to refuse.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 ENTRY_GROWTH = 8  # an entry larger than this many times its file (plus 4 KiB) is not read
 
 
@@ -62,8 +72,37 @@ def verified_documents(relpath: str, text: str, entry: bytes) -> list[Document] 
     which keeps the entry, not the data)."""
     body = canonical_body(text)
     candidate = _loads(entry) if body is not None else None
-    if body is None or not isinstance(candidate, list) or \
-            any(type(d) is not dict for d in candidate):
+    if body is None or not isinstance(candidate, list):
+        return None
+    return checked_documents(relpath, text, body, candidate, _EntrySource(entry))
+
+
+def laid_out(relpath: str, text: str, raw: bytes, *, with_entry: bool = False
+             ) -> tuple[list[Document], bytes | None] | None:
+    """The documents of ``text`` (the file's bytes ``raw``, decoded) read in the writer's
+    layout (:mod:`.layout`) and checked as :func:`verified_documents` checks an entry's, else
+    None. ``with_entry``: and their entry (:func:`entry_of`; None when JSON cannot hold their
+    text), which their marks then come from, as for an entry read from the store; else from
+    ``raw`` (which the caller holds anyway: no copy of the text is kept)."""
+    body = canonical_body(text)
+    candidate = laid_out_documents(body) if body is not None else None
+    if body is None or candidate is None:
+        return None
+    entry = None
+    if with_entry:
+        with contextlib.suppress(ValueError):  # text JSON cannot hold (a lone surrogate)
+            entry = entry_of(candidate)
+    source = _EntrySource(entry) if entry is not None else _TextSource(raw, text, body)
+    found = checked_documents(relpath, text, body, candidate, source)
+    return (found, entry) if found is not None else None
+
+
+def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
+                      source: _Source) -> list[Document] | None:
+    """The ``candidate`` documents as those of ``text`` (whose ``body`` follows the leading
+    comment lines) when they write back to exactly ``body``, else None; their marks from
+    ``source`` (where the candidate came from) when first asked for."""
+    if any(type(d) is not dict for d in candidate) or _SURROGATE_ESCAPE.search(body):
         return None
     try:
         texts = [dump_document(d) for d in candidate]
@@ -74,28 +113,75 @@ def verified_documents(relpath: str, text: str, entry: bytes) -> list[Document] 
     line = text.count("\n", 0, len(text) - len(body)) + 1  # after the comment lines
     documents = []
     for i, (data, written) in enumerate(zip(candidate, texts, strict=True)):
-        documents.append(Document(relpath, i, data, LazyMarks(entry, i, line)))
+        documents.append(Document(relpath, i, data, LazyMarks(source, i, line)))
         line += written.count("\n") + 1  # and the "---" line
+    if isinstance(source, _TextSource):
+        source.place(texts)
     return documents
 
 
+class _Source(Protocol):
+    """Where a checked document's data can be had again (to compute its marks)."""
+
+    def data(self, index: int) -> Any: ...
+
+
+class _EntrySource:
+    """A cache entry: one JSON text per document (checked: it loads to the same data)."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, entry: bytes) -> None:
+        self.entry = entry
+
+    def data(self, index: int) -> Any:
+        return json.loads(self.entry.split(b"\n")[index])
+
+
+class _TextSource:
+    """A file's bytes, each document's read again on its own in the writer's layout
+    (checked: the file's text reads to the same documents)."""
+
+    __slots__ = ("head", "raw", "spans")
+
+    def __init__(self, raw: bytes, text: str, body: str) -> None:
+        self.raw = raw
+        head = len(text) - len(body)  # the comment lines
+        self.head = head if raw.isascii() else len(text[:head].encode())
+        self.spans: list[tuple[int, int]] = []  # each document's bytes, once checked
+
+    def place(self, texts: list[str]) -> None:
+        """Where each document's text is in the file's bytes (a "---" line between two)."""
+        ascii_only = self.raw.isascii()
+        start = self.head
+        for written in texts:
+            end = start + (len(written) if ascii_only else len(written.encode()))
+            self.spans.append((start, end))
+            start = end + 4
+
+    def data(self, index: int) -> Any:
+        start, end = self.spans[index]
+        documents = laid_out_documents(self.raw[start:end].decode())
+        assert documents is not None and len(documents) == 1  # it was read so before
+        return documents[0]
+
+
 class LazyMarks(Mapping[PathKey, tuple[int, int]]):
-    """The marks of one document of a verified file, computed when first asked for from the
-    file's entry (read again: keeping every document's data for the few a report names would
-    hold the whole rendered tree in memory)."""
+    """The marks of one document of a checked file, computed when first asked for from where
+    its data came from (read again: keeping every document's data for the few a report names
+    would hold the whole rendered tree in memory)."""
 
-    __slots__ = ("_entry", "_index", "_line", "_marks")
+    __slots__ = ("_index", "_line", "_marks", "_source")
 
-    def __init__(self, entry: bytes, index: int, line: int) -> None:
-        self._entry = entry  # verified: it loads to the same documents again
+    def __init__(self, source: _Source, index: int, line: int) -> None:
+        self._source = source
         self._index = index
         self._line = line  # where the document starts
         self._marks: dict[PathKey, tuple[int, int]] | None = None
 
     def _computed(self) -> dict[PathKey, tuple[int, int]]:
         if self._marks is None:
-            document = json.loads(self._entry.split(b"\n")[self._index])
-            self._marks = canonical_marks(document, self._line)
+            self._marks = canonical_marks(self._source.data(self._index), self._line)
         return self._marks
 
     def __getitem__(self, path: PathKey) -> tuple[int, int]:
@@ -173,13 +259,15 @@ class _Layout:
 
 
 class RenderedReader:
-    """Reads rendered files: through the store's candidates when one checks out, else with
-    the positioned parser; remembers the files it parsed, to store them (:meth:`save`)."""
+    """Reads rendered files: through the store's candidates when one checks out, else in the
+    writer's layout when that checks out, else with the positioned parser; remembers the
+    entries of the files it read otherwise than from the store, to store them (:meth:`save`)."""
 
     def __init__(self, store: EntryStore | None) -> None:
         self.store = store
         self.pending: list[tuple[str, bytes]] = []
-        self.accepted = 0  # files read from a candidate
+        self.accepted = 0  # files read from a candidate of the store
+        self.laid_out = 0  # files read in the writer's layout (checked the same way)
         self.parsed = 0  # files read by the parser
 
     def documents(self, relpath: str, raw: bytes) -> tuple[list[Document], list[Diagnostic]]:
@@ -196,6 +284,13 @@ class RenderedReader:
                 if found is not None:
                     self.accepted += 1
                     return found, []
+        read = laid_out(relpath, text, raw, with_entry=self.store is not None)
+        if read is not None:
+            self.laid_out += 1
+            found, made = read
+            if made is not None:
+                self.pending.append((name, made))
+            return found, []
         documents, problems = parse_yaml(relpath, text)
         self.parsed += 1
         if self.store is not None and not problems:
