@@ -32,7 +32,7 @@ from ..diagnostics import Diagnostic
 from ..yamltext import MAX_IMPLICIT_KEY, dump_document, scalar_text
 from .document import KEY, Document, PathKey
 from .files import decode_utf8
-from .layout import laid_out_documents
+from .layout import QuotedScalars, laid_out_documents
 from .parse import MAX_NODES_PER_FILE, parse_yaml
 
 # Leading comment lines, as the renderer writes them: no character any YAML reader takes for
@@ -77,15 +77,17 @@ def verified_documents(relpath: str, text: str, entry: bytes) -> list[Document] 
     return checked_documents(relpath, text, body, candidate, _EntrySource(entry))
 
 
-def laid_out(relpath: str, text: str, raw: bytes, *, with_entry: bool = False
+def laid_out(relpath: str, text: str, raw: bytes, *, with_entry: bool = False,
+             quoted: QuotedScalars | None = None
              ) -> tuple[list[Document], bytes | None] | None:
     """The documents of ``text`` (the file's bytes ``raw``, decoded) read in the writer's
     layout (:mod:`.layout`) and checked as :func:`verified_documents` checks an entry's, else
     None. ``with_entry``: and their entry (:func:`entry_of`; None when JSON cannot hold their
     text), which their marks then come from, as for an entry read from the store; else from
-    ``raw`` (which the caller holds anyway: no copy of the text is kept)."""
+    ``raw`` (which the caller holds anyway: no copy of the text is kept). ``quoted``: the
+    caller's memo of quoted scalars (:class:`~.layout.QuotedScalars`)."""
     body = canonical_body(text)
-    candidate = laid_out_documents(body) if body is not None else None
+    candidate = laid_out_documents(body, quoted) if body is not None else None
     if body is None or candidate is None:
         return None
     entry = None
@@ -269,6 +271,7 @@ class RenderedReader:
         self.accepted = 0  # files read from a candidate of the store
         self.laid_out = 0  # files read in the writer's layout (checked the same way)
         self.parsed = 0  # files read by the parser
+        self.quoted = QuotedScalars()  # quoted scalars met, for the layout reader
 
     def documents(self, relpath: str, raw: bytes) -> tuple[list[Document], list[Diagnostic]]:
         """Documents and problems of the file ``relpath`` (as messages name it), exactly as
@@ -284,7 +287,8 @@ class RenderedReader:
                 if found is not None:
                     self.accepted += 1
                     return found, []
-        read = laid_out(relpath, text, raw, with_entry=self.store is not None)
+        read = laid_out(relpath, text, raw, with_entry=self.store is not None,
+                        quoted=self.quoted)
         if read is not None:
             self.laid_out += 1
             found, made = read

@@ -18,8 +18,6 @@ from typing import Any
 
 _WORDS: dict[str, Any] = {"true": True, "false": False, "null": None}
 _NOT_PLAIN = frozenset('"-0123456789{[')  # where a scalar's first character needs a look
-_QUOTED: dict[str, str] = {}  # the text of each double-quoted scalar met (bounded)
-_QUOTED_LIMIT = 65536
 _decode = json.JSONDecoder().raw_decode
 
 
@@ -27,39 +25,52 @@ class _NotLaidOut(Exception):
     """The text is not in the writer's layout (here): no candidate."""
 
 
-def _quoted(text: str) -> str:
-    if len(_QUOTED) >= _QUOTED_LIMIT:
-        _QUOTED.clear()
-    value = json.loads(text)  # the writer quotes with JSON's escapes
-    if type(value) is not str:
-        raise _NotLaidOut
-    _QUOTED[text] = value
-    return value
+class QuotedScalars:
+    """The values of the double-quoted scalars a reader met, by their text: one run reads
+    the same names and annotations in thousands of files (a memo its reader keeps, bounded;
+    a pure function of the text, so what is read does not depend on it)."""
 
+    __slots__ = ("values",)
+    LIMIT = 65536
 
-def _scalar(text: str) -> Any:
-    """A scalar as the writer writes it (the check decides whether it was one)."""
-    first = text[0]
-    if first == '"':
-        return _QUOTED.get(text) or _quoted(text)
-    if first in "-0123456789":
-        return int(text)  # ValueError: not laid out
-    if text == "{}":
-        return {}
-    if text == "[]":
-        return []
-    if first in "{[":
-        raise _NotLaidOut
-    return _WORDS.get(text, text)
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def decoded(self, text: str) -> str:
+        """The value of a quoted scalar the memo does not hold yet."""
+        value = json.loads(text)  # the writer quotes with JSON's escapes
+        if type(value) is not str:
+            raise _NotLaidOut
+        if len(self.values) >= self.LIMIT:
+            self.values.clear()
+        self.values[text] = value
+        return value
 
 
 class _Reader:
-    __slots__ = ("count", "lines", "next")
+    __slots__ = ("count", "lines", "next", "quoted")
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], quoted: QuotedScalars) -> None:
         self.lines = lines
         self.next = 0  # the line to read
         self.count = len(lines)
+        self.quoted = quoted
+
+    def scalar(self, text: str) -> Any:
+        """A scalar as the writer writes it (the check decides whether it was one)."""
+        first = text[0]
+        if first == '"':
+            value = self.quoted.values.get(text)
+            return self.quoted.decoded(text) if value is None else value
+        if first in "-0123456789":
+            return int(text)  # ValueError: not laid out
+        if text == "{}":
+            return {}
+        if text == "[]":
+            return []
+        if first in "{[":
+            raise _NotLaidOut
+        return _WORDS.get(text, text)
 
     def nested(self, column: int) -> Any:
         """The value of a ``key:`` line whose key is at ``column``: a sequence at the same
@@ -77,6 +88,7 @@ class _Reader:
         out: dict[str, Any] = {}
         lines = self.lines
         indent = " " * column
+        quoted = self.quoted.values
         while True:
             if head is not None:
                 content, head = head, None
@@ -99,7 +111,7 @@ class _Reader:
                 if rest == ":":
                     out[key] = self.nested(column)
                 elif rest.startswith(": "):
-                    out[key] = _scalar(rest[2:])
+                    out[key] = self.scalar(rest[2:])
                 else:
                     raise _NotLaidOut
                 continue
@@ -112,9 +124,10 @@ class _Reader:
             value = content[split + 2:]
             first = value[0]
             if first == '"':
-                out[content[:split]] = _QUOTED.get(value) or _quoted(value)
+                found = quoted.get(value)
+                out[content[:split]] = self.quoted.decoded(value) if found is None else found
             elif first in _NOT_PLAIN:
-                out[content[:split]] = _scalar(value)
+                out[content[:split]] = self.scalar(value)
             else:
                 out[content[:split]] = _WORDS.get(value, value)
 
@@ -143,7 +156,7 @@ class _Reader:
                 elif ": " in content or content[-1] == ":":
                     out.append(self.mapping(column + 2, content))
                 else:
-                    out.append(_scalar(content))
+                    out.append(self.scalar(content))
             elif line == bare:
                 self.next = at + 1
                 out.append(self.sequence(column + 2))
@@ -151,17 +164,19 @@ class _Reader:
                 return out
 
 
-def laid_out_documents(body: str) -> list[dict[str, Any]] | None:
+def laid_out_documents(body: str, quoted: QuotedScalars | None = None
+                       ) -> list[dict[str, Any]] | None:
     """The documents ``body`` (a file's text after its leading comment lines) holds if it is
     in the writer's layout, else possibly other documents, or None. Only a check that they
-    write back to ``body`` makes them the file's (:func:`meshplan.load.canonical`)."""
+    write back to ``body`` makes them the file's (:func:`meshplan.load.canonical`).
+    ``quoted``: the memo of quoted scalars to use (a reader's, across its files)."""
     if not body:
         return []
     lines = body.split("\n")
     if lines[-1]:
         return None  # the writer ends every line
     lines.pop()
-    reader = _Reader(lines)
+    reader = _Reader(lines, QuotedScalars() if quoted is None else quoted)
     documents: list[dict[str, Any]] = []
     try:
         while True:
