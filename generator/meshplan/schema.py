@@ -166,18 +166,12 @@ def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[D
     if not isinstance(doc.data, dict):
         return None, [error(doc.location(), "", "expected a mapping (a Domain document), found "
                             f"{describe(doc.data)}")]
-    if doc.file.endswith(".json"):
-        kind = DOMAIN_REQUEST
-    elif doc.data.get("kind") == "Domain":
-        kind = DOMAIN
-    elif doc.data.get("kind") == "GitOps":
-        kind = GITOPS
-    elif doc.data.get("kind") == "Mesh":
-        kind = MESH
-    elif doc.data.get("kind") in REQUIREMENT_KINDS:
-        return None, [error(doc.location(("kind",)), "kind", "expected kind Domain in "
-                            "inventory/, found a requirement: move it to requirements/<domain>/")]
-    else:
+    kind = inventory_kind(doc)
+    if kind is None:
+        if doc.data.get("kind") in REQUIREMENT_KINDS:
+            return None, [error(doc.location(("kind",)), "kind", "expected kind Domain in "
+                                "inventory/, found a requirement: move it to "
+                                "requirements/<domain>/")]
         return None, [error(doc.location(("kind",)), "kind", "expected kind Domain, found "
                             f"{describe(doc.data.get('kind'))}")]
     problems = list(schema_diagnostics(doc, kind))
@@ -189,17 +183,19 @@ def check_inventory_document(doc: Document) -> tuple[DocumentKind | None, list[D
     return kind, problems
 
 
+_INVENTORY_KINDS = {"Domain": DOMAIN, "GitOps": GITOPS, "Mesh": MESH}
+
+
 def inventory_kind(doc: Document) -> DocumentKind | None:
-    """The kind of an inventory document, as :func:`check_inventory_document` decides it
-    (None where that reports the document unusable), without checking it: for a document the
-    render cache knows to be valid (the same bytes passed these checks with no diagnostic)."""
+    """The kind of an inventory document (None: not one; :func:`check_inventory_document`
+    says why). Alone, without the checks, for a document the render cache knows to be valid
+    (the same bytes passed them with no diagnostic)."""
     if not isinstance(doc.data, dict):
         return None
     if doc.file.endswith(".json"):
         return DOMAIN_REQUEST
     kind = doc.data.get("kind")
-    return {"Domain": DOMAIN, "GitOps": GITOPS, "Mesh": MESH}.get(kind) \
-        if isinstance(kind, str) else None
+    return _INVENTORY_KINDS.get(kind) if isinstance(kind, str) else None
 
 
 def check_requirement_document(doc: Document) -> tuple[DocumentKind | None, list[Diagnostic]]:
