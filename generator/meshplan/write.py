@@ -156,8 +156,10 @@ def _swap_whole(root: Path, files: tuple[OutputFile, ...], result: WriteResult,
         shutil.rmtree(outer, ignore_errors=True)
 
 
-# FS_IOC_GETFLAGS and FS_IOC_SETFLAGS (linux/fs.h) where the ioctl numbers are the generic ones
-_FLAGS_IOCTLS = {"x86_64": (0x80086601, 0x40086602), "aarch64": (0x80086601, 0x40086602)}
+# FS_IOC_GETFLAGS and FS_IOC_SETFLAGS (linux/fs.h), on the machines whose ioctl numbers are
+# the generic ones (others have their own: the hint is left out there)
+_GET_FLAGS, _SET_FLAGS = 0x80086601, 0x40086602
+_GENERIC_IOCTL_MACHINES = frozenset({"x86_64", "aarch64"})
 _FS_TOPDIR_FL = 0x00020000  # chattr +T
 
 
@@ -172,20 +174,18 @@ def _spread_subfolders(folder: Path) -> None:
     benchmark): there, ext4 without a journal passes over each inode deleted within the last
     minutes one by one for every new inode, half a millisecond a file and more at L.
     """
-    ioctls = _FLAGS_IOCTLS.get(os.uname().machine) if sys.platform == "linux" else None
-    if ioctls is None:
+    if sys.platform != "linux" or os.uname().machine not in _GENERIC_IOCTL_MACHINES:
         return
     import fcntl  # not on Windows
 
-    get_flags, set_flags = ioctls
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             buffer = bytearray(8)  # the kernel reads and writes an int at its start
-            fcntl.ioctl(fd, get_flags, buffer)
+            fcntl.ioctl(fd, _GET_FLAGS, buffer)
             flags = int.from_bytes(buffer[:4], sys.byteorder)
             if not flags & _FS_TOPDIR_FL:
-                fcntl.ioctl(fd, set_flags, (flags | _FS_TOPDIR_FL).to_bytes(4, sys.byteorder)
+                fcntl.ioctl(fd, _SET_FLAGS, (flags | _FS_TOPDIR_FL).to_bytes(4, sys.byteorder)
                             + bytes(4))
         finally:
             os.close(fd)
