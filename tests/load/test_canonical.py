@@ -3,6 +3,7 @@ file's bytes, and then it is what the positioned parser reads, marks included.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -179,7 +180,6 @@ def test_an_entry_with_a_lone_surrogate_is_refused() -> None:
     but YAML readers refuse the escape: the file is the parser's to refuse."""
     raw = b'a: "\\ud800"\n'
     store = MemoryStore()
-    import hashlib
     store.entries[hashlib.sha256(raw).hexdigest()] = b'{"a":"\\ud800"}'
     reader = RenderedReader(store)
     docs, problems = reader.documents("f.yaml", raw)
