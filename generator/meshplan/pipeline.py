@@ -919,11 +919,38 @@ def _previous_inventory(cache: RenderCache, previous: Snapshot, changed: Sequenc
     modelled: the other domains are ``model``'s (an unchanged document models the same), in
     file order, and the GitOps document is ``model``'s too. Else the old inventory is modelled
     whole."""
-    from .load.parse import parse_json_like, parse_yaml
-
+    old_files = _old_versions(cache, previous, changed)
+    if old_files is None:
+        return None
+    old_part = model_inventory(d for p in sorted(old_files) for d in old_files[p])
+    if has_errors(old_part.diagnostics) or old_part.mesh is not None:
+        return None
     current: dict[str, list[Document]] = {}
     for doc in documents:
         current.setdefault(doc.file, []).append(doc)
+    now_domains = _domains_by_file(model.domains)
+    changed_now = [p for p in changed if p in current]
+    only_domains_before = sum(map(len, old_files.values())) == len(old_part.domains)
+    only_domains_now = sum(len(current[p]) for p in changed_now) == sum(
+        len(now_domains.get(p, ())) for p in changed_now)
+    if old_part.gitops is None and model.mesh is None and only_domains_before \
+            and only_domains_now:  # the rest is model's
+        old_domains = _domains_by_file(old_part.domains)
+        return InventoryModel(
+            tuple(d for p in sorted(previous.inventory_files)
+                  for d in (old_domains.get(p, ()) if p in changed else now_domains.get(p, ()))),
+            model.gitops, None, model.broken_domains, old_part.diagnostics)
+    old = model_inventory(d for p in sorted(previous.inventory_files)
+                          for d in (old_files[p] if p in changed else current.get(p, ())))
+    return None if has_errors(old.diagnostics) or old.mesh is not None else old
+
+
+def _old_versions(cache: RenderCache, previous: Snapshot, changed: Sequence[str]
+                  ) -> dict[str, list[Document]] | None:
+    """The documents of the changed inventory files as the snapshot saw them (their bytes
+    from the cache), in path order; None when a version is gone, unreadable or in error."""
+    from .load.parse import parse_json_like, parse_yaml
+
     old_files: dict[str, list[Document]] = {}
     for relpath in sorted(previous.inventory_files):
         if relpath not in changed:
@@ -940,28 +967,14 @@ def _previous_inventory(cache: RenderCache, previous: Snapshot, changed: Sequenc
         if has_errors(problems):
             return None
         old_files[relpath] = docs
-    old_part = model_inventory(d for p in sorted(old_files) for d in old_files[p])
-    if has_errors(old_part.diagnostics) or old_part.mesh is not None:
-        return None
-    now_domains: dict[str, list[Domain]] = {}
-    for domain in model.domains:
-        now_domains.setdefault(domain.location.file, []).append(domain)
-    old_domains: dict[str, list[Domain]] = {}
-    for domain in old_part.domains:
-        old_domains.setdefault(domain.location.file, []).append(domain)
-    changed_now = [p for p in changed if p in current]
-    if old_part.gitops is None and model.mesh is None \
-            and sum(map(len, old_files.values())) == len(old_part.domains) \
-            and sum(len(current[p]) for p in changed_now) == sum(
-                len(now_domains.get(p, ())) for p in changed_now):
-        # every changed document is a domain's, before and now: the rest is model's
-        return InventoryModel(
-            tuple(d for p in sorted(previous.inventory_files)
-                  for d in (old_domains.get(p, ()) if p in changed else now_domains.get(p, ()))),
-            model.gitops, None, model.broken_domains, old_part.diagnostics)
-    old = model_inventory(d for p in sorted(previous.inventory_files)
-                          for d in (old_files[p] if p in changed else current.get(p, ())))
-    return None if has_errors(old.diagnostics) or old.mesh is not None else old
+    return old_files
+
+
+def _domains_by_file(domains: Iterable[Domain]) -> dict[str, list[Domain]]:
+    by_file: dict[str, list[Domain]] = {}
+    for domain in domains:
+        by_file.setdefault(domain.location.file, []).append(domain)
+    return by_file
 
 
 def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: InventoryModel,
