@@ -621,6 +621,22 @@ def test_a_malformed_record_line_means_a_full_render(
     assert assert_same(medium, cache) == "unchanged"
 
 
+def test_a_change_past_the_first_read_of_a_long_file_is_seen(tmp_path: Path) -> None:
+    """Input files are digested whole however long (read on past the first chunk): an edit
+    after the first 64 KiB of a requirement file is a change, rendered as a full run does."""
+    repo = tmp_path / "repo"
+    generate("3x3x5x24", 7, repo)
+    path = requirement_files(repo)[0]
+    path.write_text("# padding\n" * 20_000 + path.read_text(encoding="utf-8"), encoding="utf-8")
+    assert path.stat().st_size > 2 * 65536
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(repo, cache)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("spec:\n", "spec:\n  description: edited\n", 1),
+                    encoding="utf-8")
+    assert assert_same(repo, cache).startswith("incremental")
+
+
 def test_a_changed_inventory_file_is_checked_again(tmp_path: Path) -> None:
     """Only unchanged inventory files the snapshot holds no diagnostic of skip the structural
     checks: a changed file that fails them is an error as in a full render."""
