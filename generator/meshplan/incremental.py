@@ -642,9 +642,8 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
                               dirty_causes, contributed)
     if patched is None:
         return None
-    copies = {k: v for k, v in previous.copies.items()
-              if not any(m.key.kind == SERVICE_KIND and f"{m.key.namespace}/{m.key.name}" == k
-                         for m in touched)}
+    retouched = {f"{m.key.namespace}/{m.key.name}" for m in touched if m.key.kind == SERVICE_KIND}
+    copies = {k: v for k, v in previous.copies.items() if k not in retouched}
     for manifest in patched.objects:
         kept.append((output_order(manifest), dump_document(manifest.body, memo)))
     copies.update(service_copies(patched.objects))
