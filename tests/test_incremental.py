@@ -17,7 +17,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from meshplan.cache import MAGIC, RenderCache, slot_for
+from meshplan.cache import MAGIC, PACK_MAGIC, RenderCache, _pack_index, slot_for
 from meshplan.diagnostics import Diagnostic, InputError
 from meshplan.pipeline import render_cached, render_repository
 from meshplan.render import Rendered
@@ -485,6 +485,22 @@ def test_a_bad_output_blob_is_never_trusted(medium: Path, tmp_path: Path, how: s
     result = render_cached(medium, RenderCache.at(cache.root))  # a new run
     assert result.mode.startswith("full (the cached content")
     assert result.rendered == expected
+
+
+@pytest.mark.parametrize("entry", [[-1, 3], [0, -1], [0, True], [0, 3.0], [0, 3, 0], [0, 99],
+                                   "0,3", None], ids=repr)
+def test_a_pack_whose_index_does_not_check_out_is_not_read(tmp_path: Path, entry: Any) -> None:
+    """A pack's index names each blob's offset and length: an entry that is not two
+    non-negative integers within the file makes the whole pack unread (its blobs are then
+    missing, and what needed them is done again); a good index gives the blobs' places."""
+    good = {"a" * 64: [0, 3], "b" * 64: [3, 2]}
+    pack = tmp_path / "x.pack"
+    head = PACK_MAGIC + json.dumps(good).encode() + b"\n"
+    pack.write_bytes(head + b"abcde")
+    assert _pack_index(pack) == {"a" * 64: (len(head), 3), "b" * 64: (len(head) + 3, 2)}
+    bad = PACK_MAGIC + json.dumps({**good, "c" * 64: entry}).encode() + b"\n"
+    pack.write_bytes(bad + b"abcde")
+    assert _pack_index(pack) is None
 
 
 def test_the_cache_stays_bounded_over_many_runs(medium: Path, tmp_path: Path,
