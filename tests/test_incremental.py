@@ -17,7 +17,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from meshplan.cache import MAGIC, RenderCache, slot_for
+from meshplan.cache import MAGIC, PACK_MAGIC, RenderCache, _pack_index, slot_for
 from meshplan.diagnostics import Diagnostic, InputError
 from meshplan.pipeline import render_cached, render_repository
 from meshplan.render import Rendered
@@ -487,6 +487,22 @@ def test_a_bad_output_blob_is_never_trusted(medium: Path, tmp_path: Path, how: s
     assert result.rendered == expected
 
 
+@pytest.mark.parametrize("entry", [[-1, 3], [0, -1], [0, True], [0, 3.0], [0, 3, 0], [0, 99],
+                                   "0,3", None], ids=repr)
+def test_a_pack_whose_index_does_not_check_out_is_not_read(tmp_path: Path, entry: Any) -> None:
+    """A pack's index names each blob's offset and length: an entry that is not two
+    non-negative integers within the file makes the whole pack unread (its blobs are then
+    missing, and what needed them is done again); a good index gives the blobs' places."""
+    good = {"a" * 64: [0, 3], "b" * 64: [3, 2]}
+    pack = tmp_path / "x.pack"
+    head = PACK_MAGIC + json.dumps(good).encode() + b"\n"
+    pack.write_bytes(head + b"abcde")
+    assert _pack_index(pack) == {"a" * 64: (len(head), 3), "b" * 64: (len(head) + 3, 2)}
+    bad = PACK_MAGIC + json.dumps({**good, "c" * 64: entry}).encode() + b"\n"
+    pack.write_bytes(bad + b"abcde")
+    assert _pack_index(pack) is None
+
+
 def test_the_cache_stays_bounded_over_many_runs(medium: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Every run that changes something writes a pack; past a few, the packs no kept state
@@ -619,6 +635,22 @@ def test_a_malformed_record_line_means_a_full_render(
     mutate_one_requirement(medium)
     assert assert_same(medium, cache).startswith("full (no snapshot")
     assert assert_same(medium, cache) == "unchanged"
+
+
+def test_a_change_past_the_first_read_of_a_long_file_is_seen(tmp_path: Path) -> None:
+    """Input files are digested whole however long (read on past the first chunk): an edit
+    after the first 64 KiB of a requirement file is a change, rendered as a full run does."""
+    repo = tmp_path / "repo"
+    generate("3x3x5x24", 7, repo)
+    path = requirement_files(repo)[0]
+    path.write_text("# padding\n" * 20_000 + path.read_text(encoding="utf-8"), encoding="utf-8")
+    assert path.stat().st_size > 2 * 65536
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(repo, cache)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("spec:\n", "spec:\n  description: edited\n", 1),
+                    encoding="utf-8")
+    assert assert_same(repo, cache).startswith("incremental")
 
 
 def test_a_changed_inventory_file_is_checked_again(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -369,6 +371,46 @@ def test_a_tampered_output_file_is_detected_and_rewritten(tmp_path: Path) -> Non
     after = stats(out)
     assert {p for p in after if after[p] != tampered[p]} <= {
         "", "clusters/domain1/cl1", "clusters/domain1/cl1/policies.yaml"}
+
+
+@pytest.mark.parametrize("edit", [lambda b: b + b"# more\n", lambda b: b[:-1],
+                                  lambda b: b[:-1] + b"X"], ids=["longer", "shorter", "last"])
+def test_an_output_file_differing_only_at_its_end_is_rewritten(
+        tmp_path: Path, edit: Callable[[bytes], bytes]) -> None:
+    """The comparison reads one byte more than the rendered content: a file that starts
+    with the rendered bytes and goes on, one that stops short, and one whose last byte
+    differs are each rewritten."""
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    expected = read_tree(out)
+    victim = out / "clusters/domain1/cl1/policies.yaml"
+    victim.write_bytes(edit(victim.read_bytes()))
+    result = write_tree(out, files_of(repo))
+    assert result.changed == ("clusters/domain1/cl1/policies.yaml",) and not result.removed
+    assert read_tree(out) == expected
+
+
+def test_a_fifo_where_an_output_file_goes_is_replaced_without_waiting(tmp_path: Path) -> None:
+    """A named pipe at an output file's path is not opened to wait for a writer: it is
+    replaced by the file."""
+    repo, out = example(tmp_path), tmp_path / "out"
+    assert render(repo, out)[0] == 0
+    expected = read_tree(out)
+    victim = out / "clusters/domain1/cl1/policies.yaml"
+    victim.unlink()
+    os.mkfifo(victim)
+    files = files_of(repo)
+    results: list[write.WriteResult] = []
+    writer = threading.Thread(target=lambda: results.append(write_tree(out, files)))
+    writer.start()
+    writer.join(30)
+    if writer.is_alive():  # waiting in open() for a writer: be one, so that the test ends
+        with victim.open("wb"):
+            pass
+        writer.join()
+        pytest.fail("write_tree waited on the named pipe")
+    assert results[0].changed == ("clusters/domain1/cl1/policies.yaml",)
+    assert read_tree(out) == expected
 
 
 def test_a_folder_where_a_file_goes_is_replaced_whole(tmp_path: Path) -> None:

