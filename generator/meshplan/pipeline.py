@@ -9,7 +9,7 @@ import this one.
 from __future__ import annotations
 
 import gc
-from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -293,14 +293,18 @@ def render_with_inventory(repo: Path) -> tuple[Inventory, Rendered, tuple[Diagno
     return analysis.inventory, rendered, analysis.diagnostics
 
 
-def render_analysis(analysis: Analysis) -> Rendered:
-    """The output files of an analysis; raises :class:`InputError` if it found errors."""
+def render_analysis(analysis: Analysis,
+                    each_cluster: Callable[[ClusterPlan, list[OutputFile]], object] | None = None
+                    ) -> Rendered:
+    """The output files of an analysis; raises :class:`InputError` if it found errors.
+    ``each_cluster``: see :func:`meshplan.render.render`."""
     if analysis.inventory is None or analysis.plan is None:
         raise InputError(analysis.diagnostics)
     from .render import render  # not needed by validate (start-up time)
 
     with without_cyclic_gc():
-        return render(analysis.plan, analysis.inventory, analysis.mesh)
+        return render(analysis.plan, analysis.inventory, analysis.mesh,
+                      each_cluster=each_cluster)
 
 
 # --------------------------------------------------------------------------- commands
@@ -551,7 +555,7 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
 def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResult:
     """A full run that also takes the snapshot of its result (none with a Mesh document)."""
     from .cache import digest
-    from .incremental import IncrementalResult, inventory_domains, snapshot_of
+    from .incremental import ClusterRecords, IncrementalResult, inventory_domains, snapshot_of
 
     loaded, load_diagnostics = load_repository(root)
     model = model_inventory(loaded.inventory)
@@ -560,13 +564,14 @@ def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResul
     del loaded  # free the parsed trees before refinement allocates the objects (as _analyse)
     analysis = analyse_model(model, requirements, load_diagnostics)
     del requirements
-    rendered = render_analysis(analysis)
+    records = ClusterRecords()  # taken as each cluster is rendered (none with a Mesh)
+    rendered = render_analysis(analysis, None if model.mesh is not None else records)
     assert analysis.inventory is not None and analysis.plan is not None
     if analysis.mesh is not None or model.mesh is not None:
         return IncrementalResult(rendered, analysis.diagnostics, None, mode,
                                  inventory=analysis.inventory)
     snapshot = snapshot_of(inputs, analysis.inventory, analysis.plan, rendered,
-                           analysis.diagnostics, declared)
+                           analysis.diagnostics, declared, records)
     names = {path: name for record in snapshot.clusters.values() for path, name in record.files}
     names.update(snapshot.other_files)  # the snapshot digested every output file already
     blobs = tuple((names.get(f.path) or digest(f.content), f.content) for f in rendered.files)
