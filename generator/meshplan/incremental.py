@@ -820,9 +820,13 @@ def inventory_domains(documents: Iterable[Document]) -> dict[str, tuple[str, ...
 # instead of serializing thousands of records again.
 
 
-def snapshot_bytes(snapshot: Snapshot, reuse: Snapshot | None = None) -> bytes:
-    """``reuse``: the snapshot this one was computed from (its records' lines are reused)."""
+def snapshot_bytes(snapshot: Snapshot, reuse: Snapshot | None = None,
+                   record: dict[str, tuple[object, bytes]] | None = None) -> bytes:
+    """``reuse``: the snapshot this one was computed from (its records' lines are reused).
+    ``record``: filled with each record's line, as :attr:`Snapshot.lines` of a snapshot read
+    back from these bytes (a later save of a snapshot computed from this one reuses them)."""
     known = reuse.lines if reuse is not None else {}
+    record = {} if record is None else record
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     head = {
         "format": SNAPSHOT_FORMAT,
@@ -836,25 +840,29 @@ def snapshot_bytes(snapshot: Snapshot, reuse: Snapshot | None = None) -> bytes:
         "clusters": len(snapshot.clusters),
     }
     lines = [dumps(head).encode()]
-    for path, record in snapshot.requirement_files.items():
-        old = known.get("R" + path)
-        if old is not None and old[0] is record:
-            lines.append(old[1])
-            continue
-        # (named) tuples of strings, numbers and tuples: JSON arrays as they are
-        lines.append(dumps(("R", path, record.digest, record.requirements,
-                            [_diagnostic_json(d) for d in record.diagnostics])).encode())
+    for path, file_record in snapshot.requirement_files.items():
+        key = "R" + path
+        old = known.get(key)
+        if old is not None and old[0] is file_record:
+            line = old[1]
+        else:  # (named) tuples of strings, numbers and tuples: JSON arrays as they are
+            line = dumps(("R", path, file_record.digest, file_record.requirements,
+                          [_diagnostic_json(d) for d in file_record.diagnostics])).encode()
+        record[key] = (file_record, line)
+        lines.append(line)
     for name, cluster in snapshot.clusters.items():
-        old = known.get("C" + name)
-        if old is not None and old[0] is cluster:
-            lines.append(old[1])
-            continue
+        key = "C" + name
+        old = known.get(key)
         copies = cluster.copies
-        if isinstance(copies, CachedCopies):  # as read (decoded or not): its text as it is
+        if old is not None and old[0] is cluster:
+            line = old[1]
+        elif isinstance(copies, CachedCopies):  # as read (decoded or not): its text as it is
             head_part = dumps(("C", name, cluster.files, cluster.counts))
-            lines.append(f"{head_part[:-1]},{copies.text}]".encode())
+            line = f"{head_part[:-1]},{copies.text}]".encode()
         else:
-            lines.append(dumps(("C", name, *cluster)).encode())
+            line = dumps(("C", name, *cluster)).encode()
+        record[key] = (cluster, line)
+        lines.append(line)
     lines.append(b"")
     return b"\n".join(lines)
 

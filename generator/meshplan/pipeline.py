@@ -381,18 +381,37 @@ def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCa
     def render_base(checkout: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
         result = render_cached(checkout, cache, slot=slot_for(project, "diff-base"))
         base_snapshot[0] = result.snapshot
+        # the head renders from the base: its files come from memory, not from the pack
+        cache.hold(_blobs_of(result))
         if flows is not None:
             flows.read_base(checkout, result)
         return Inventory(()), result.rendered, result.diagnostics
 
     before = render_ref(project, base, render_base, with_flows=with_flows)
-    head = render_cached(project, cache, previous=base_snapshot[0])
+    head = render_cached(project, cache, previous=base_snapshot[0],
+                         inputs=flows.inputs if flows is not None else None)
     inventory = Inventory(())
     if flows is not None and before.inventory is not None:  # the base was rendered
         old, inventory = flows.inventories(head)
         before = replace(before, inventory=old)
     return (diff_report(base, before, inventory, head.rendered.files, with_flows=with_flows),
             head.diagnostics)
+
+
+def _blobs_of(result: IncrementalResult) -> Iterator[tuple[str, bytes]]:
+    """The blobs of a render through the cache, named as its snapshot names them (by the
+    SHA-256 of the content it made or read and checked): every output file, and the inputs
+    it stored."""
+    yield from result.new_blobs
+    if result.snapshot is None:
+        return
+    names = dict(result.snapshot.other_files)
+    for record in result.snapshot.clusters.values():
+        names.update(record.files)
+    for file in result.rendered.files:
+        name = names.get(file.path)
+        if name is not None:
+            yield name, file.content
 
 
 # A change of more requirement files than this has both sides' inputs loaded in full for the
@@ -413,11 +432,13 @@ class _FlowInputs:
         self.changed: tuple[str, ...] | None = None  # requirement files that differ
         self.base: Inventory | None = None  # the base's own, when modelled in full
         self.base_documents: list[tuple[str, Document]] = []  # its versions of ``changed``
+        self.inputs: InputFiles | None = None  # the head's, listed once for both uses
 
     def read_base(self, checkout: Path, result: IncrementalResult) -> None:
         from .incremental import list_inputs
 
-        self.changed = _changed_requirement_files(result.snapshot, list_inputs(self.project))
+        self.inputs = list_inputs(self.project)
+        self.changed = _changed_requirement_files(result.snapshot, self.inputs)
         if result.inventory is not None or self.changed is None:
             self.base = _flow_inventory(checkout, True, result)
         if self.changed is not None:
@@ -516,15 +537,17 @@ def publish_repository(options: PublishOptions) -> PublishResult:
 
 
 def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
-                  previous: Snapshot | None = None, full_above: float = 0.5
-                  ) -> IncrementalResult:
+                  previous: Snapshot | None = None, full_above: float = 0.5,
+                  inputs: InputFiles | None = None) -> IncrementalResult:
     """:func:`render_repository` through the render cache (:mod:`meshplan.incremental`): only
     what changed since the snapshot is analysed and rendered again; byte for byte the output
     of a full render. ``previous``: start from this snapshot instead of the slot's (``meshplan
     diff`` renders the head from the base's). The new snapshot is written to the slot (default:
     the repository's own). ``full_above``: render in full when a change reaches more than
-    this share of the requirement files (a full render is then cheaper). Raises
-    :class:`InputError` on any input error.
+    this share of the requirement files (a full render is then cheaper). ``inputs``: the
+    repository's input files as just listed (:func:`meshplan.incremental.list_inputs`).
+    Raises :class:`InputError` on any input error. The snapshot returned carries the lines
+    it was saved as (a snapshot computed from it saves only the records that changed).
     """
     from .cache import slot_for
     from .incremental import Fallback, list_inputs, snapshot_bytes, snapshot_from_bytes
@@ -535,7 +558,7 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
         if previous is None:
             payload = cache.read_state(slot)
             previous = snapshot_from_bytes(payload) if payload is not None else None
-        inputs = list_inputs(root)
+        inputs = inputs if inputs is not None else list_inputs(root)
         try:
             try:
                 result = _render_incrementally(root, inputs, cache, previous, full_above, True)
@@ -548,7 +571,9 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
             cache.touch_state(slot)  # used again: kept longest when pruning
         elif result.snapshot is not None:
             cache.write_blobs(result.new_blobs)
-            cache.write_state(slot, snapshot_bytes(result.snapshot, previous))
+            lines: dict[str, tuple[object, bytes]] = {}
+            cache.write_state(slot, snapshot_bytes(result.snapshot, previous, lines))
+            result = replace(result, snapshot=replace(result.snapshot, lines=lines))
     return result
 
 
