@@ -582,7 +582,7 @@ def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResul
     from .cache import digest
     from .incremental import ClusterRecords, IncrementalResult, inventory_domains, snapshot_of
 
-    loaded, load_diagnostics = load_repository(root)
+    loaded, load_diagnostics = load_repository(root, inputs.contents)  # as digested
     model = model_inventory(loaded.inventory)
     requirements = model_requirements(loaded.requirements)
     declared = inventory_domains(loaded.inventory)
