@@ -399,10 +399,9 @@ def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCa
 
 
 def _blobs_of(result: IncrementalResult) -> Iterator[tuple[str, bytes]]:
-    """The blobs of a render through the cache, named as its snapshot names them (by the
-    SHA-256 of the content it made or read and checked): every output file, and the inputs
-    it stored."""
-    yield from result.new_blobs
+    """The output files of a render through the cache, named as its snapshot names them (by
+    the SHA-256 of the content it made or read and checked). Not its inputs: the head reads
+    few of them (its changed files' old versions), from the pack."""
     if result.snapshot is None:
         return
     names = dict(result.snapshot.other_files)
