@@ -90,6 +90,8 @@ class RenderCache:
     # where each stored blob is (see _packs): filled on first use, extended by write_blobs
     index: dict[str, tuple[str, int, int]] = field(default_factory=dict, compare=False,
                                                    repr=False)
+    # blobs this process made or checked, each under its SHA-256 (:meth:`hold`)
+    held: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def at(cls, root: Path) -> RenderCache:
@@ -165,13 +167,24 @@ class RenderCache:
         ``name``, read from a state, is not a SHA-256)."""
         return self.read_blobs([name])[0]
 
+    def hold(self, contents: Iterable[tuple[str, bytes]]) -> None:
+        """Keep these (sha256, content) in memory for this process's later reads: contents it
+        made itself or read and checked, named by their SHA-256 (``meshplan diff`` renders the
+        head from the base it rendered the moment before, not from the pack it wrote)."""
+        self.held.update(contents)
+
     def read_blobs(self, names: Sequence[str]) -> list[bytes | None]:
-        """:meth:`read_blob` of each name, opening each pack once."""
+        """:meth:`read_blob` of each name, opening each pack once (a held blob from memory)."""
         index = self._packs()
+        held = self.held
         handles: dict[str, int | None] = {}
         out: list[bytes | None] = []
         try:
             for name in names:
+                kept = held.get(name)
+                if kept is not None:
+                    out.append(kept)
+                    continue
                 where = index.get(name) if _SHA256.fullmatch(name) else None
                 if where is None:
                     out.append(None)

@@ -403,17 +403,34 @@ def shared_global_names(inventory: Inventory) -> bool:
 
 
 def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile]) -> ClusterRecord:
-    counts = {"policies.yaml": 0, "services.yaml": 0, "namespaces.yaml": 0}
-    services = []
-    for manifest in cluster.objects:  # summarize((cluster,)) and service_copies, in one pass
-        name = FILE_FOR_KIND[manifest.key.kind]
-        if name in counts:  # the mesh plan's Istio objects are not counted (as summarize)
-            counts[name] += 1
-        if manifest.key.kind == SERVICE_KIND:
-            services.append(manifest)
-    return ClusterRecord(file_digests(files), (counts["policies.yaml"], counts["services.yaml"],
-                                               counts["namespaces.yaml"]),
-                         dict(service_copies(services)))
+    """The record of a rendered cluster: what the render's summary counts of it and what
+    :func:`service_copies` finds, in one pass over its objects (a full run takes this of every
+    object of the fleet, as each cluster is rendered: :func:`meshplan.render.render`)."""
+    counts = [0, 0, 0]  # policies, services, namespaces (the mesh plan's Istio objects: no)
+    copies: dict[str, tuple[str | None, str | None]] = {}
+    counted = _COUNTED
+    for manifest in cluster.objects:
+        key = manifest.key
+        kind = key.kind
+        at = counted.get(kind)
+        if at is None:
+            FILE_FOR_KIND[kind]  # an unknown kind raises, as rendering does
+            continue
+        counts[at] += 1
+        if at == 1 and kind == SERVICE_KIND:
+            annotations = manifest.body["metadata"].get("annotations")
+            if annotations:
+                found = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
+                         annotations.get(SHARED_SERVICE_ANNOTATION))
+                if found != (None, None):
+                    copies[f"{key.namespace}/{key.name}"] = found
+    return ClusterRecord(file_digests(files), (counts[0], counts[1], counts[2]), copies)
+
+
+# the kinds whose objects a cluster record counts: kind -> index in ClusterRecord.counts
+_COUNTED = {kind: ("policies.yaml", "services.yaml", "namespaces.yaml").index(name)
+            for kind, name in FILE_FOR_KIND.items()
+            if name in ("policies.yaml", "services.yaml", "namespaces.yaml")}
 
 
 def service_copies(manifests: Iterable[Manifest]
@@ -715,22 +732,43 @@ def without_required_by(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
                 rendered: Rendered, diagnostics: Iterable[Diagnostic],
-                inventory_domains: Mapping[str, tuple[str, ...]]) -> Snapshot:
-    """The snapshot of a full run (``inventory`` with every requirement)."""
+                inventory_domains: Mapping[str, tuple[str, ...]],
+                clusters: Mapping[str, ClusterRecord] | None = None) -> Snapshot:
+    """The snapshot of a full run (``inventory`` with every requirement). ``clusters``: the
+    record of every cluster of ``plan`` when taken as it was rendered (:class:`ClusterRecords`),
+    else they are taken here."""
     by_file: dict[str, list[RequirementRecord]] = {p: [] for p in inputs.requirements}
     memo: PeerReach = {}
     for requirement in inventory.requirements:
         by_file[requirement.file].append(requirement_record(inventory, requirement, memo))
     requirement_diagnostics, other = split_diagnostics(diagnostics, set(inputs.requirements))
-    files_of = files_by_cluster(rendered.files)
-    clusters = {c.cluster.path: cluster_record(c, files_of.get(c.cluster.path, ()))
-                for c in plan.clusters}
+    if clusters is None or len(clusters) != len(plan.clusters):
+        files_of = files_by_cluster(rendered.files)
+        clusters = {c.cluster.path: cluster_record(c, files_of.get(c.cluster.path, ()))
+                    for c in plan.clusters}
+    else:
+        clusters = {c.cluster.path: clusters[c.cluster.path] for c in plan.clusters}
     return Snapshot(
         {p: (inputs.digests[p], inventory_domains.get(p, ())) for p in inputs.inventory},
         {p: FileRecord(inputs.digests[p], tuple(by_file[p]),
                        tuple(requirement_diagnostics.get(p, ()))) for p in inputs.requirements},
         clusters, other_files(rendered.files), pods_digest(inventory), tuple(other),
         inputs.diagnostics, not shared_global_names(inventory))
+
+
+class ClusterRecords(dict[str, ClusterRecord]):
+    """The record of each cluster as it is rendered (``render(each_cluster=...)``): its
+    objects are then still in the processor's caches; a pass over the whole fleet's objects
+    after the render takes about as long as that render's own pass over them."""
+
+    def __call__(self, cluster: ClusterPlan, files: Sequence[OutputFile]) -> None:
+        # files in path order, as a snapshot lists them; two plans of one folder (never in a
+        # valid plan) leave fewer records than clusters, and snapshot_of takes them afresh
+        self[cluster.cluster.path] = cluster_record(cluster, sorted(files, key=_path))
+
+
+def _path(file: OutputFile) -> str:
+    return file.path
 
 
 def split_diagnostics(diagnostics: Iterable[Diagnostic], requirement_files: set[str]
@@ -782,9 +820,13 @@ def inventory_domains(documents: Iterable[Document]) -> dict[str, tuple[str, ...
 # instead of serializing thousands of records again.
 
 
-def snapshot_bytes(snapshot: Snapshot, reuse: Snapshot | None = None) -> bytes:
-    """``reuse``: the snapshot this one was computed from (its records' lines are reused)."""
+def snapshot_bytes(snapshot: Snapshot, reuse: Snapshot | None = None,
+                   record: dict[str, tuple[object, bytes]] | None = None) -> bytes:
+    """``reuse``: the snapshot this one was computed from (its records' lines are reused).
+    ``record``: filled with each record's line, as :attr:`Snapshot.lines` of a snapshot read
+    back from these bytes (a later save of a snapshot computed from this one reuses them)."""
     known = reuse.lines if reuse is not None else {}
+    record = {} if record is None else record
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     head = {
         "format": SNAPSHOT_FORMAT,
@@ -798,25 +840,29 @@ def snapshot_bytes(snapshot: Snapshot, reuse: Snapshot | None = None) -> bytes:
         "clusters": len(snapshot.clusters),
     }
     lines = [dumps(head).encode()]
-    for path, record in snapshot.requirement_files.items():
-        old = known.get("R" + path)
-        if old is not None and old[0] is record:
-            lines.append(old[1])
-            continue
-        # (named) tuples of strings, numbers and tuples: JSON arrays as they are
-        lines.append(dumps(("R", path, record.digest, record.requirements,
-                            [_diagnostic_json(d) for d in record.diagnostics])).encode())
+    for path, file_record in snapshot.requirement_files.items():
+        key = "R" + path
+        old = known.get(key)
+        if old is not None and old[0] is file_record:
+            line = old[1]
+        else:  # (named) tuples of strings, numbers and tuples: JSON arrays as they are
+            line = dumps(("R", path, file_record.digest, file_record.requirements,
+                          [_diagnostic_json(d) for d in file_record.diagnostics])).encode()
+        record[key] = (file_record, line)
+        lines.append(line)
     for name, cluster in snapshot.clusters.items():
-        old = known.get("C" + name)
-        if old is not None and old[0] is cluster:
-            lines.append(old[1])
-            continue
+        key = "C" + name
+        old = known.get(key)
         copies = cluster.copies
-        if isinstance(copies, CachedCopies):  # as read (decoded or not): its text as it is
+        if old is not None and old[0] is cluster:
+            line = old[1]
+        elif isinstance(copies, CachedCopies):  # as read (decoded or not): its text as it is
             head_part = dumps(("C", name, cluster.files, cluster.counts))
-            lines.append(f"{head_part[:-1]},{copies.text}]".encode())
+            line = f"{head_part[:-1]},{copies.text}]".encode()
         else:
-            lines.append(dumps(("C", name, *cluster)).encode())
+            line = dumps(("C", name, *cluster)).encode()
+        record[key] = (cluster, line)
+        lines.append(line)
     lines.append(b"")
     return b"\n".join(lines)
 

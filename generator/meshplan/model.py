@@ -340,6 +340,20 @@ class Inventory:
         of any domain: it only opens ``from_domain``'s own pods to them. Unknown names give an
         empty result (the checker reports them).
         """
+        asked = (peer, from_domain, direction)
+        found = self._resolved.get(asked)
+        if found is None:
+            found = self._resolved[asked] = self._resolve_peer(peer, from_domain, direction)
+        return found
+
+    @cached_property
+    def _resolved(self) -> dict[tuple[Selector, str, str], tuple[PeerTarget, ...]]:
+        """:meth:`resolve_peer`'s answers: refinement, verify and the render cache's records
+        ask for the same peers again and again (the inventory never changes)."""
+        return {}
+
+    def _resolve_peer(self, peer: Selector, from_domain: str,
+                      direction: Literal["egress", "ingress"]) -> tuple[PeerTarget, ...]:
         domain = self.domain_by_name.get(peer.label(DOMAIN_KEY) or from_domain)
         if domain is None:
             return ()

@@ -9,7 +9,7 @@ import this one.
 from __future__ import annotations
 
 import gc
-from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -293,14 +293,18 @@ def render_with_inventory(repo: Path) -> tuple[Inventory, Rendered, tuple[Diagno
     return analysis.inventory, rendered, analysis.diagnostics
 
 
-def render_analysis(analysis: Analysis) -> Rendered:
-    """The output files of an analysis; raises :class:`InputError` if it found errors."""
+def render_analysis(analysis: Analysis,
+                    each_cluster: Callable[[ClusterPlan, list[OutputFile]], object] | None = None
+                    ) -> Rendered:
+    """The output files of an analysis; raises :class:`InputError` if it found errors.
+    ``each_cluster``: see :func:`meshplan.render.render`."""
     if analysis.inventory is None or analysis.plan is None:
         raise InputError(analysis.diagnostics)
     from .render import render  # not needed by validate (start-up time)
 
     with without_cyclic_gc():
-        return render(analysis.plan, analysis.inventory, analysis.mesh)
+        return render(analysis.plan, analysis.inventory, analysis.mesh,
+                      each_cluster=each_cluster)
 
 
 # --------------------------------------------------------------------------- commands
@@ -377,18 +381,36 @@ def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCa
     def render_base(checkout: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
         result = render_cached(checkout, cache, slot=slot_for(project, "diff-base"))
         base_snapshot[0] = result.snapshot
+        # the head renders from the base: its files come from memory, not from the pack
+        cache.hold(_blobs_of(result))
         if flows is not None:
             flows.read_base(checkout, result)
         return Inventory(()), result.rendered, result.diagnostics
 
     before = render_ref(project, base, render_base, with_flows=with_flows)
-    head = render_cached(project, cache, previous=base_snapshot[0])
+    head = render_cached(project, cache, previous=base_snapshot[0],
+                         inputs=flows.inputs if flows is not None else None)
     inventory = Inventory(())
     if flows is not None and before.inventory is not None:  # the base was rendered
         old, inventory = flows.inventories(head)
         before = replace(before, inventory=old)
     return (diff_report(base, before, inventory, head.rendered.files, with_flows=with_flows),
             head.diagnostics)
+
+
+def _blobs_of(result: IncrementalResult) -> Iterator[tuple[str, bytes]]:
+    """The output files of a render through the cache, named as its snapshot names them (by
+    the SHA-256 of the content it made or read and checked). Not its inputs: the head reads
+    few of them (its changed files' old versions), from the pack."""
+    if result.snapshot is None:
+        return
+    names = dict(result.snapshot.other_files)
+    for record in result.snapshot.clusters.values():
+        names.update(record.files)
+    for file in result.rendered.files:
+        name = names.get(file.path)
+        if name is not None:
+            yield name, file.content
 
 
 # A change of more requirement files than this has both sides' inputs loaded in full for the
@@ -409,11 +431,13 @@ class _FlowInputs:
         self.changed: tuple[str, ...] | None = None  # requirement files that differ
         self.base: Inventory | None = None  # the base's own, when modelled in full
         self.base_documents: list[tuple[str, Document]] = []  # its versions of ``changed``
+        self.inputs: InputFiles | None = None  # the head's, listed once for both uses
 
     def read_base(self, checkout: Path, result: IncrementalResult) -> None:
         from .incremental import list_inputs
 
-        self.changed = _changed_requirement_files(result.snapshot, list_inputs(self.project))
+        self.inputs = list_inputs(self.project)
+        self.changed = _changed_requirement_files(result.snapshot, self.inputs)
         if result.inventory is not None or self.changed is None:
             self.base = _flow_inventory(checkout, True, result)
         if self.changed is not None:
@@ -512,15 +536,17 @@ def publish_repository(options: PublishOptions) -> PublishResult:
 
 
 def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
-                  previous: Snapshot | None = None, full_above: float = 0.5
-                  ) -> IncrementalResult:
+                  previous: Snapshot | None = None, full_above: float = 0.5,
+                  inputs: InputFiles | None = None) -> IncrementalResult:
     """:func:`render_repository` through the render cache (:mod:`meshplan.incremental`): only
     what changed since the snapshot is analysed and rendered again; byte for byte the output
     of a full render. ``previous``: start from this snapshot instead of the slot's (``meshplan
     diff`` renders the head from the base's). The new snapshot is written to the slot (default:
     the repository's own). ``full_above``: render in full when a change reaches more than
-    this share of the requirement files (a full render is then cheaper). Raises
-    :class:`InputError` on any input error.
+    this share of the requirement files (a full render is then cheaper). ``inputs``: the
+    repository's input files as just listed (:func:`meshplan.incremental.list_inputs`).
+    Raises :class:`InputError` on any input error. The snapshot returned carries the lines
+    it was saved as (a snapshot computed from it saves only the records that changed).
     """
     from .cache import slot_for
     from .incremental import Fallback, list_inputs, snapshot_bytes, snapshot_from_bytes
@@ -531,7 +557,7 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
         if previous is None:
             payload = cache.read_state(slot)
             previous = snapshot_from_bytes(payload) if payload is not None else None
-        inputs = list_inputs(root)
+        inputs = inputs if inputs is not None else list_inputs(root)
         try:
             try:
                 result = _render_incrementally(root, inputs, cache, previous, full_above, True)
@@ -544,29 +570,32 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
             cache.touch_state(slot)  # used again: kept longest when pruning
         elif result.snapshot is not None:
             cache.write_blobs(result.new_blobs)
-            cache.write_state(slot, snapshot_bytes(result.snapshot, previous))
+            lines: dict[str, tuple[object, bytes]] = {}
+            cache.write_state(slot, snapshot_bytes(result.snapshot, previous, lines))
+            result = replace(result, snapshot=replace(result.snapshot, lines=lines))
     return result
 
 
 def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResult:
     """A full run that also takes the snapshot of its result (none with a Mesh document)."""
     from .cache import digest
-    from .incremental import IncrementalResult, inventory_domains, snapshot_of
+    from .incremental import ClusterRecords, IncrementalResult, inventory_domains, snapshot_of
 
-    loaded, load_diagnostics = load_repository(root)
+    loaded, load_diagnostics = load_repository(root, inputs.contents)  # as digested
     model = model_inventory(loaded.inventory)
     requirements = model_requirements(loaded.requirements)
     declared = inventory_domains(loaded.inventory)
     del loaded  # free the parsed trees before refinement allocates the objects (as _analyse)
     analysis = analyse_model(model, requirements, load_diagnostics)
     del requirements
-    rendered = render_analysis(analysis)
+    records = ClusterRecords()  # taken as each cluster is rendered (none with a Mesh)
+    rendered = render_analysis(analysis, None if model.mesh is not None else records)
     assert analysis.inventory is not None and analysis.plan is not None
     if analysis.mesh is not None or model.mesh is not None:
         return IncrementalResult(rendered, analysis.diagnostics, None, mode,
                                  inventory=analysis.inventory)
     snapshot = snapshot_of(inputs, analysis.inventory, analysis.plan, rendered,
-                           analysis.diagnostics, declared)
+                           analysis.diagnostics, declared, records)
     names = {path: name for record in snapshot.clusters.values() for path, name in record.files}
     names.update(snapshot.other_files)  # the snapshot digested every output file already
     blobs = tuple((names.get(f.path) or digest(f.content), f.content) for f in rendered.files)

@@ -19,7 +19,7 @@ prune what is gone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +128,12 @@ class ObjectTexts(SharedText):
 
 def render_cluster(cluster: ClusterPlan, memo: SharedText | None = None) -> list[OutputFile]:
     """The files of one cluster; ``memo`` (one per render) reuses the text of shared parts."""
+    return _render_cluster(cluster, memo)[0]
+
+
+def _render_cluster(cluster: ClusterPlan, memo: SharedText | None
+                    ) -> tuple[list[OutputFile], dict[str, list[Manifest]]]:
+    """:func:`render_cluster`, and the cluster's objects by file name (to count them)."""
     groups: dict[str, list[Manifest]] = {}
     for manifest in cluster.objects:
         groups.setdefault(FILE_FOR_KIND[manifest.key.kind], []).append(manifest)
@@ -137,7 +143,7 @@ def render_cluster(cluster: ClusterPlan, memo: SharedText | None = None) -> list
         def write(manifest: Manifest) -> str:
             return dump_document(manifest.body, memo)
     return cluster_files(cluster, {name: "---\n".join(write(m) for m in manifests)
-                                   for name, manifests in groups.items()})
+                                   for name, manifests in groups.items()}), groups
 
 
 def cluster_files(cluster: ClusterPlan, texts: dict[str, str]) -> list[OutputFile]:
@@ -160,14 +166,27 @@ def cluster_files(cluster: ClusterPlan, texts: dict[str, str]) -> list[OutputFil
     return files
 
 
-def render(plan: Plan, inventory: Inventory | None = None, mesh: MeshPlan | None = None
+def render(plan: Plan, inventory: Inventory | None = None, mesh: MeshPlan | None = None, *,
+           each_cluster: Callable[[ClusterPlan, list[OutputFile]], object] | None = None
            ) -> Rendered:
     """All output files; with ``inventory``, also its GitOps bootstrap files (``bootstrap/``);
-    with ``mesh``, the mesh plan's files (``mesh/``, see :mod:`meshplan.mesh.render`)."""
+    with ``mesh``, the mesh plan's files (``mesh/``, see :mod:`meshplan.mesh.render`).
+
+    ``each_cluster`` is called with each cluster and its files right after they are written,
+    while its objects are still in the processor's caches (the render cache records them:
+    a second pass over the fleet's objects afterwards costs about as much again)."""
     files = [OutputFile(OUTPUT_MARKER, MARKER_TEXT.encode())]
     memo = ObjectTexts()  # the plan's objects are immutable and alive for the whole render
+    counts = {"policies": 0, "services": 0, "namespaces": 0}
     for cluster in plan.clusters:
-        files.extend(render_cluster(cluster, memo))
+        written, groups = _render_cluster(cluster, memo)
+        for name, manifests in groups.items():  # summarize's counts, without another pass
+            counted = name.removesuffix(".yaml")
+            if counted in counts:
+                counts[counted] += len(manifests)
+        if each_cluster is not None:
+            each_cluster(cluster, written)
+        files.extend(written)
     if inventory is not None:
         files.extend(bootstrap_files(inventory))
     if mesh is not None:
@@ -175,16 +194,4 @@ def render(plan: Plan, inventory: Inventory | None = None, mesh: MeshPlan | None
 
         files.extend(mesh_files(mesh, mesh.inventory.gitops))
     files.sort(key=lambda f: f.path)
-    return Rendered(tuple(files), summarize(plan.clusters))
-
-
-def summarize(clusters: Iterable[ClusterPlan]) -> RenderSummary:
-    counts = {"policies": 0, "services": 0, "namespaces": 0}
-    total = 0
-    for cluster in clusters:
-        total += 1
-        for manifest in cluster.objects:
-            name = FILE_FOR_KIND[manifest.key.kind].removesuffix(".yaml")
-            if name in counts:  # the mesh plan's Istio objects are not counted here
-                counts[name] += 1
-    return RenderSummary(total, **counts)
+    return Rendered(tuple(files), RenderSummary(len(plan.clusters), **counts))

@@ -6,12 +6,13 @@ read by :mod:`.files`, parsed by :mod:`.parse`; every problem is a diagnostic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, Location, error
 from .document import Document
-from .files import INVENTORY_SUFFIXES, YAML_SUFFIXES, input_files, read_text
+from .files import INVENTORY_SUFFIXES, YAML_SUFFIXES, decode_utf8, input_files, read_text
 from .parse import parse_json_like, parse_yaml
 
 
@@ -23,12 +24,16 @@ class Inputs:
     requirements: tuple[tuple[str, Document], ...]  # (owning domain folder, document)
 
 
-def load_repository(repo: Path) -> tuple[Inputs, list[Diagnostic]]:
+def load_repository(repo: Path, contents: Mapping[str, bytes] | None = None
+                    ) -> tuple[Inputs, list[Diagnostic]]:
     """Read ``inventory/`` and ``requirements/<domain>/`` of ``repo``.
 
-    (Callers running the whole pipeline pause the cyclic garbage collector around it:
-    ``pipeline.without_cyclic_gc``.)
+    ``contents``: the bytes of input files the caller has just read (relative path -> bytes;
+    the render cache digests them: the run then analyses exactly what it recorded), taken
+    instead of reading them again. (Callers running the whole pipeline pause the cyclic
+    garbage collector around it: ``pipeline.without_cyclic_gc``.)
     """
+    given = contents if contents is not None else {}
     diagnostics: list[Diagnostic] = []
     inventory: list[Document] = []
     requirements: list[tuple[str, Document]] = []
@@ -41,7 +46,7 @@ def load_repository(repo: Path) -> tuple[Inputs, list[Diagnostic]]:
                   "found none")
         )
     for relpath in input_files(root, "inventory", INVENTORY_SUFFIXES, diagnostics):
-        docs, problems = read_documents(root, relpath)
+        docs, problems = read_documents(root, relpath, given.get(relpath))
         inventory.extend(docs)
         diagnostics.extend(problems)
 
@@ -53,15 +58,17 @@ def load_repository(repo: Path) -> tuple[Inputs, list[Diagnostic]]:
                                      "(requirements/<domain>/...), found it directly in "
                                      "requirements/"))
             continue
-        docs, problems = read_documents(root, relpath)
+        docs, problems = read_documents(root, relpath, given.get(relpath))
         requirements.extend((parts[1], doc) for doc in docs)
         diagnostics.extend(problems)
     return Inputs(tuple(inventory), tuple(requirements)), diagnostics
 
 
-def read_documents(root: Path, relpath: str) -> tuple[list[Document], list[Diagnostic]]:
-    """Read and parse one input file (already vetted by :func:`.files.input_files`)."""
-    text = read_text(root, relpath)
+def read_documents(root: Path, relpath: str, raw: bytes | None = None
+                   ) -> tuple[list[Document], list[Diagnostic]]:
+    """Read and parse one input file (already vetted by :func:`.files.input_files`);
+    ``raw``: its bytes, when already read."""
+    text = read_text(root, relpath) if raw is None else decode_utf8(relpath, raw)
     if isinstance(text, Diagnostic):
         return [], [text]
     if relpath.endswith(".json"):

@@ -1,0 +1,120 @@
+"""What a render through the cache keeps for later runs, taken cheaply: the cluster records as
+each cluster is rendered (incremental.ClusterRecords), the lines a snapshot was saved as, and
+``meshplan diff``'s head rendered from the base's files in memory (RenderCache.hold)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from meshplan import pipeline
+from meshplan.cache import RenderCache, digest, slot_for
+from meshplan.gitdiff import format_markdown
+from meshplan.incremental import (
+    ClusterRecords,
+    cluster_record,
+    files_by_cluster,
+    snapshot_bytes,
+    snapshot_from_bytes,
+)
+from meshplan.render import FILE_FOR_KIND, render
+
+from benchmarks.workload import generate, mutate_one_requirement
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    generate("4x3x8x60", 2, repo)
+    return repo
+
+
+def test_records_taken_while_rendering_are_those_of_a_pass_afterwards(fleet: Path) -> None:
+    analysis = pipeline.analyse(fleet)
+    assert analysis.plan is not None and analysis.inventory is not None
+    records = ClusterRecords()
+    rendered = render(analysis.plan, analysis.inventory, each_cluster=records)
+    files_of = files_by_cluster(rendered.files)
+    assert records == {c.cluster.path: cluster_record(c, files_of[c.cluster.path])
+                       for c in analysis.plan.clusters}
+    assert any(record.copies for record in records.values())
+    counts = {"policies": 0, "services": 0, "namespaces": 0}
+    for cluster in analysis.plan.clusters:  # the summary, counted object by object
+        for manifest in cluster.objects:
+            name = FILE_FOR_KIND[manifest.key.kind].removesuffix(".yaml")
+            counts[name] = counts.get(name, 0) + 1
+    summary = rendered.summary
+    assert (summary.clusters, summary.policies, summary.services, summary.namespaces) == (
+        len(analysis.plan.clusters), counts["policies"], counts["services"],
+        counts["namespaces"])
+    assert rendered == render(analysis.plan, analysis.inventory)
+
+
+def test_a_saved_snapshot_carries_the_lines_it_was_saved_as(fleet: Path, tmp_path: Path
+                                                             ) -> None:
+    """So a snapshot computed from it (``meshplan diff``'s head from its base) saves only the
+    records that changed, as one read back from the cache does."""
+    cache = RenderCache.at(tmp_path / "cache")
+    result = pipeline.render_cached(fleet, cache)
+    assert result.mode.startswith("full") and result.snapshot is not None
+    payload = cache.read_state(slot_for(fleet))
+    assert payload is not None
+    read = snapshot_from_bytes(payload)
+    assert read is not None and read == result.snapshot
+    assert result.snapshot.lines.keys() == read.lines.keys()
+    assert all(line == read.lines[key][1] for key, (_, line) in result.snapshot.lines.items())
+    again: dict[str, tuple[object, bytes]] = {}
+    assert snapshot_bytes(result.snapshot, result.snapshot, again) == payload
+    assert all(line is result.snapshot.lines[key][1] for key, (_, line) in again.items())
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+                   cwd=repo, check=True, capture_output=True)
+
+
+def test_the_diff_renders_the_head_from_the_base_in_memory(
+        fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no output file stored in the packs (only the inputs), the head still renders
+    incrementally from the base's files (held in memory), and the report is the one of a diff
+    without the cache."""
+    git(fleet, "init", "-q", "-b", "main")
+    git(fleet, "add", "-A")
+    git(fleet, "commit", "-q", "-m", "fleet")
+    base_inputs = {digest(path.read_bytes()) for folder in ("inventory", "requirements")
+                   for path in (fleet / folder).rglob("*") if path.is_file()}
+    mutate_one_requirement(fleet)
+    report, _ = pipeline.diff_repository(fleet, "HEAD", with_flows=True)
+    expected = format_markdown(report)
+    store = RenderCache.write_blobs
+
+    def inputs_only(self: RenderCache, contents: Iterable[tuple[str, bytes]]) -> None:
+        store(self, [(name, content) for name, content in contents if name in base_inputs])
+
+    monkeypatch.setattr(RenderCache, "write_blobs", inputs_only)
+    modes: list[str] = []
+    real = pipeline.render_cached
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        modes.append(result.mode)
+        return result
+
+    monkeypatch.setattr(pipeline, "render_cached", spied)
+    report, _ = pipeline.diff_repository(fleet, "HEAD", with_flows=True,
+                                         cache=RenderCache.at(tmp_path / "cache"))
+    assert format_markdown(report) == expected
+    assert len(modes) == 2 and modes[0].startswith("full") and modes[1] == "incremental", modes
+
+
+def test_a_held_blob_is_read_from_memory_and_others_from_the_packs(tmp_path: Path) -> None:
+    cache = RenderCache.at(tmp_path / "cache")
+    stored, held = b"stored\n", b"held\n"
+    cache.write_blobs([(digest(stored), stored)])
+    cache.hold([(digest(held), held)])
+    assert cache.read_blobs([digest(stored), digest(held), digest(b"absent")]) == [
+        stored, held, None]
+    assert RenderCache.at(tmp_path / "cache").read_blob(digest(held)) is None  # this run's only
