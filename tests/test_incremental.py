@@ -301,6 +301,30 @@ def remove_cluster(n: int) -> Edit:
     return edit
 
 
+def limit_peer(n: int, m: int) -> Edit:
+    """Limit an egress service peer to one cluster of its service, or another one (a
+    load-balancing warning, one per peer and advice, naming its client clusters)."""
+    def edit(repo: Path) -> None:
+        path = pick(requirement_files(repo), n)
+        if path is None:
+            return
+        data = load(path)
+        peers = [labels for rule in data["spec"].get("egress") or []
+                 for labels in (e.get("matchLabels") or {} for e in rule.get("toEndpoints") or [])
+                 if "service" in labels and labels["service"] != "*"]
+        peer = pick(peers, m)
+        if peer is None:
+            return
+        clusters = [c for d in domain_files(repo) for s in load(d)["spec"].get("services") or []
+                    if load(d)["metadata"]["name"] == peer.get("domain", path.parent.name)
+                    and s["name"] == peer["service"] for c in s["clusters"]]
+        if clusters:
+            peer["cluster"] = pick(clusters, m)
+            dump(path, data)
+    edit.__name__ = f"limit_peer({n},{m})"
+    return edit
+
+
 small = st.integers(0, 1000)
 EDITS = st.one_of(
     st.builds(add_peer, small, small, st.booleans()),
@@ -314,9 +338,10 @@ EDITS = st.one_of(
     st.builds(select_service_pods, small, small),
     st.builds(add_cluster, small, small),
     st.builds(remove_cluster, small),
+    st.builds(limit_peer, small, small),
 )
 
-SIZES = ("S", "3x3x5x24", "4x2x4x30", "3x3x5x20+mesh+istio", "3x2x4x16+istio")
+SIZES = ("S", "2x4x8x40", "3x3x5x24", "4x2x4x30", "3x3x5x20+mesh+istio", "3x2x4x16+istio")
 
 
 @pytest.fixture(scope="module")
@@ -386,6 +411,29 @@ def test_one_requirement_change_is_incremental_and_exact(medium: Path, tmp_path:
     edit_service(2, 4)(medium)  # a namespace moves: nearly everything is stale
     assert render_cached(medium, cache, full_above=0.1).mode == (
         "full (the change reaches most requirements)")
+
+
+def test_a_warning_naming_several_client_clusters_is_exact_after_edits(tmp_path: Path) -> None:
+    """A load-balancing warning names every client cluster of its peer: a cached render after
+    edits to its file, its peer and its service reports exactly the full render's warnings."""
+    repo = tmp_path / "repo"
+    generate("2x4x8x40", 7, repo)
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(repo, cache)
+    grouped = [d for d in full(repo)[1] if re.search(r"clients in \S+ and ", d.message)]
+    assert grouped
+    target = repo / grouped[0].location.file
+    n = requirement_files(repo).index(target)
+
+    def widen(repo: Path) -> None:  # every cluster of the domain: more client clusters
+        data = load(target)
+        data["spec"].pop("clusters", None)
+        dump(target, data)
+
+    for edit in (touch_comment(n), widen, limit_peer(n, 1),
+                 edit_service(3, 0), edit_service(3, 2), limit_peer(5, 1)):
+        edit(repo)
+        assert assert_same(repo, cache) != "error"
 
 
 def test_a_new_file_beside_a_changed_service_copy(tmp_path: Path) -> None:

@@ -671,6 +671,50 @@ def test_a_peer_admitting_every_backend_is_not_warned(tmp_path: Path,
     assert load_balancing(diagnostics) == []
 
 
+def test_clients_in_several_clusters_share_one_warning_naming_them_all(tmp_path: Path) -> None:
+    """cache runs in b1 and b2 and admits only a1 of api, which a2 shares too (shop calls it
+    there): one warning, naming both client clusters, not one per client cluster."""
+    _, diagnostics = render_files(repo_with(tmp_path, {"beta": [
+        requirement("shop-calls", {"service": "shop"},
+                    egress=[to({"service": "api", "domain": "alpha", "cluster": "a2"})]),
+        requirement("cache-calls", {"service": "cache"},
+                    egress=[to({"service": "api", "domain": "alpha", "cluster": "a1"})]),
+    ]}))
+    warned = [w for w in load_balancing(diagnostics) if "found a2 not admitted" in w]
+    assert warned == [
+        "expected the clusters the peers of these pods admit (a1) to cover every backend of the "
+        "global Service api-ns/api that clients in b1 and b2 are load-balanced to (a1, a2), found "
+        "a2 not admitted: those connections will be dropped, at random. Fix: admit a2 too (or "
+        'drop cluster: from the peer); or stop a2 sharing its backends (service.cilium.io/shared: '
+        '"false", which affects every caller) (affinity is a preference with fail-over, not a '
+        "guarantee)"]
+
+
+def test_clients_with_different_advice_keep_their_own_warnings(tmp_path: Path) -> None:
+    """web in a1..a4 admits only a1 of api (in a1 and a2): a1 may set local affinity, a2
+    remote affinity, and a3 and a4 (no backends of their own) only stop a2 sharing -- three
+    warnings, each with the advice of its clients, the same advice once."""
+    domains = base_domains()
+    domains[0]["spec"]["clusters"].extend([{"name": "a3", "meshName": "alpha-3", "meshId": 6},
+                                           {"name": "a4", "meshName": "alpha-4", "meshId": 7}])
+    domains[0]["spec"]["services"][2]["clusters"] = ["a1", "a2", "a3", "a4"]
+    _, diagnostics = render_files(repo_with(tmp_path, {"alpha": [
+        requirement("web", {"service": "web"},
+                    egress=[to({"service": "api", "cluster": "a1"})])]}, domains))
+    warned = load_balancing(diagnostics)
+    head = ("expected the clusters the peers of these pods admit (a1) to cover every backend of "
+            "the global Service api-ns/api that clients in ")
+    found = (" are load-balanced to (a1, a2), found a2 not admitted: those connections will be "
+             "dropped, at random. Fix: admit a2 too (or drop cluster: from the peer); or ")
+    stop = 'stop a2 sharing its backends (service.cilium.io/shared: "false", which affects every ' \
+        "caller)"
+    tail = " (affinity is a preference with fail-over, not a guarantee)"
+    assert sorted(warned) == sorted([
+        f"{head}a1{found}set service.cilium.io/affinity: local on api in a1; or {stop}{tail}",
+        f"{head}a2{found}set service.cilium.io/affinity: remote on api in a2{tail}",
+        f"{head}a3 and a4{found}{stop}{tail}"])
+
+
 def test_requirements_selecting_the_same_pods_are_unioned(tmp_path: Path) -> None:
     """Cilium unions the allows of every policy selecting a pod: a second requirement on the
     same pods admitting the other cluster settles it (the thesis' use case 2b)."""

@@ -735,6 +735,8 @@ class _PlanBuilder:
             else:
                 found.update(item.target.clusters)
         seen: set[tuple[Location, int, ClusterRef]] = set()
+        # One warning per message that differs only in the client cluster, naming them all.
+        grouped: dict[tuple[Location, str, str], list[str]] = {}
         for item, client, subject in calls:
             service = item.target.service
             if len(item.target.clusters) == len(service.clusters):
@@ -748,10 +750,14 @@ class _PlanBuilder:
                 continue
             seen.add(once)
             lost = [c for c in backends if c not in allowed]
-            self.diagnostics.append(warning(
-                item.peer.location, item.peer.path, _load_balancing_message(
-                    service, client.name, backends, sorted(allowed), lost,
-                    local=client.domain == service.domain and client.name in service.clusters)))
+            template = _load_balancing_message(
+                service, client.name, backends, sorted(allowed), lost,
+                local=client.domain == service.domain and client.name in service.clusters)
+            grouped.setdefault((item.peer.location, item.peer.path, template), []).append(
+                client.name)
+        for (location, path, template), clients in grouped.items():
+            self.diagnostics.append(warning(location, path, template.replace(
+                _CLIENTS, _names(sorted(set(clients))))))
 
     def finish(self) -> Plan:
         self._keys = _Keys()  # every policy is complete: free the keys (and what they hold)
@@ -800,14 +806,24 @@ def _shares(annotations: Mapping[str, Any]) -> bool:
     return _is_global(annotations) and annotations.get(SHARED_SERVICE_ANNOTATION) != "false"
 
 
+_CLIENTS = "\0"  # where a load-balancing message names its client cluster(s)
+
+
+def _names(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: every name, in the order given."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _load_balancing_message(service: Service, client: str, backends: Sequence[str],
                             admitted: Sequence[str], lost: Sequence[str], *,
                             local: bool) -> str:
+    """The warning for clients in ``client``, with ``_CLIENTS`` where it names them: the
+    messages of clients that differ in nothing else become one, naming them all."""
     fixes = [f"admit {', '.join(lost)} too (or drop cluster: from the peer)"]
     if local and client not in admitted:
-        fixes.append(f"set {AFFINITY_ANNOTATION}: remote on {service.name} in {client}")
+        fixes.append(f"set {AFFINITY_ANNOTATION}: remote on {service.name} in {_CLIENTS}")
     elif local and list(admitted) == [client]:
-        fixes.append(f"set {AFFINITY_ANNOTATION}: local on {service.name} in {client}")
+        fixes.append(f"set {AFFINITY_ANNOTATION}: local on {service.name} in {_CLIENTS}")
     remote_lost = [c for c in lost if c != client]
     if remote_lost:
         fixes.append(f"stop {', '.join(remote_lost)} sharing its backends "
@@ -815,7 +831,7 @@ def _load_balancing_message(service: Service, client: str, backends: Sequence[st
     return (f"expected the clusters the peers of these pods admit ({', '.join(admitted)}) to "
             "cover every "
             f"backend of the global Service {service.namespace}/{service.name} that clients in "
-            f"{client} are load-balanced to ({', '.join(backends)}), found "
+            f"{_CLIENTS} are load-balanced to ({', '.join(backends)}), found "
             f"{', '.join(lost)} not admitted: those connections will be dropped, at random. "
             f"Fix: {'; or '.join(fixes)} (affinity is a preference with fail-over, not a "
             "guarantee)")
