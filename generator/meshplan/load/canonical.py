@@ -131,13 +131,24 @@ class _Source(Protocol):
 class _EntrySource:
     """A cache entry: one JSON text per document (checked: it loads to the same data)."""
 
-    __slots__ = ("entry",)
+    __slots__ = ("entry", "starts")
 
     def __init__(self, entry: bytes) -> None:
         self.entry = entry
+        self.starts: list[int] | None = None  # where each line starts, once one is read
 
     def data(self, index: int) -> Any:
-        return json.loads(self.entry.split(b"\n")[index])
+        # Not entry.split(): a report may ask for the places of many documents of one file
+        # (a warning per Service), and splitting copied the whole entry each time.
+        entry, starts = self.entry, self.starts
+        if starts is None:
+            starts = self.starts = [0]
+            at = entry.find(b"\n")
+            while at >= 0:
+                starts.append(at + 1)
+                at = entry.find(b"\n", at + 1)
+        end = starts[index + 1] - 1 if index + 1 < len(starts) else len(entry)
+        return json.loads(entry[starts[index]:end])
 
 
 class _TextSource:
