@@ -163,6 +163,7 @@ class _ActualBuilder:
                     Location(self.display(base) + "/"), "", "expected only clusters of the "
                     "inventory in the rendered output, found a directory no inventory cluster "
                     "owns (stale output? run `meshplan render`)"))
+        self.reader.forget_known()  # every file is read
         return self.model
 
     def _resources(self, base: str) -> list[str]:
