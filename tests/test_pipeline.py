@@ -56,6 +56,77 @@ def test_validate_reports_clashes_found_only_by_refinement(example_repo: Path) -
     assert not (example_repo / "rendered").exists()  # nothing written on error
 
 
+def _add_a_clash_found_only_by_refinement(repo: Path) -> None:
+    """domain2 gets its own "backend" in domain1's namespace and a client that needs both
+    mirrored: both would become the global Service backend-namespace/backend."""
+    domain2 = repo / "inventory" / "domain2.yaml"
+    domain2.write_text(domain2.read_text().replace(
+        "    - name: rebel-base\n",
+        "    - name: backend\n"
+        "      namespace: backend-namespace\n"
+        "      selector: {app: other-backend}\n"
+        "      ports: [{port: 80, protocol: TCP, name: http}]\n"
+        "      clusters: [cl4]\n"
+        "    - name: rebel-base\n", 1))
+    (repo / "requirements" / "domain2" / "own-backend.yaml").write_text(
+        "apiVersion: meshplan.dev/v1alpha1\n"
+        "kind: Requirement\n"
+        "metadata: {name: own-backend, namespace: default}\n"
+        "spec:\n"
+        "  clusters: [cl3]\n"
+        "  endpointSelector: {matchLabels: {name: client}}\n"
+        "  egress:\n"
+        "    - toEndpoints: [{matchLabels: {service: backend}}]\n")
+
+
+def test_checked_inventory_validates_without_putting_the_plan_together(
+        example_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify reads the inventory, not the plan: without a Mesh document its validation
+    only collects refinement's objects (to find refinement's errors), never assembles them."""
+    from meshplan.pipeline import checked_inventory, validate
+    from meshplan.refine import _PlanBuilder
+
+    inventory, _ = validate(example_repo)
+
+    def assembled(self: _PlanBuilder) -> None:
+        raise AssertionError("the plan was put together")
+
+    monkeypatch.setattr(_PlanBuilder, "finish", assembled)
+    assert checked_inventory(example_repo) == inventory
+
+
+@pytest.mark.parametrize("defect", ["refinement", "schema"])
+def test_checked_inventory_reports_exactly_what_validate_reports(
+        example_repo: Path, defect: str) -> None:
+    """An error refinement alone finds (the plan is then made after all), and one found
+    before refinement: the same diagnostics as validate."""
+    from meshplan.diagnostics import InputError
+    from meshplan.pipeline import checked_inventory, validate
+
+    if defect == "refinement":
+        _add_a_clash_found_only_by_refinement(example_repo)
+    else:
+        domain1 = example_repo / "inventory" / "domain1.yaml"
+        domain1.write_text(domain1.read_text().replace("meshId: 1\n", "meshId: one\n", 1))
+    inventory, diagnostics = validate(example_repo)
+    assert inventory is None and diagnostics
+    with pytest.raises(InputError) as raised:
+        checked_inventory(example_repo)
+    assert raised.value.diagnostics == diagnostics
+
+
+def test_checked_inventory_of_a_mesh_is_the_one_validate_gives(tmp_path: Path) -> None:
+    """With a Mesh document the analysis goes on in full (the mesh plan's checks)."""
+    from meshplan.pipeline import checked_inventory, validate
+
+    from tests.support.repos import ISTIO_EXAMPLE, copy_tree
+
+    repo = copy_tree(ISTIO_EXAMPLE, tmp_path / "istio")
+    inventory, _ = validate(repo)
+    assert inventory is not None and inventory.mesh is not None
+    assert checked_inventory(repo) == inventory
+
+
 def test_the_garbage_collector_is_restored_after_a_run(example_repo: Path) -> None:
     import gc
 

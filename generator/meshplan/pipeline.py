@@ -40,7 +40,14 @@ from .model import (
     with_implied_namespaces,
 )
 from .outputs import DEFAULT_OUTPUT_DIR, read_tree
-from .refine import ClusterPlan, ClusterRef, Plan, SettledCopies, refine
+from .refine import (
+    ClusterPlan,
+    ClusterRef,
+    Plan,
+    SettledCopies,
+    refine,
+    refines_cleanly,
+)
 from .schema import (
     DOMAIN,
     GITOPS,
@@ -205,6 +212,18 @@ def analyse_model(model: InventoryModel, requirements: RequirementsModel,
     ``whole=False``: ``model`` is only the part of an unchanged, already checked inventory that
     the requirements read (an incremental render): only the requirements are checked.
     """
+    inventory, diagnostics = _checked(model, requirements, load_diagnostics,
+                                      proposing_ids=proposing_ids, whole=whole)
+    if has_errors(diagnostics):
+        return Analysis(None, None, sorted_diagnostics(diagnostics))
+    return _planned(inventory, diagnostics, proposing_ids=proposing_ids, settled=settled)
+
+
+def _checked(model: InventoryModel, requirements: RequirementsModel,
+             load_diagnostics: Iterable[Diagnostic], *, proposing_ids: bool, whole: bool
+             ) -> tuple[Inventory, list[Diagnostic]]:
+    """The inventory and the diagnostics of every check before refinement
+    (:func:`analyse_model`)."""
     diagnostics = [*load_diagnostics, *model.diagnostics, *requirements.diagnostics]
     inventory = with_implied_namespaces(Inventory(model.domains, requirements.requirements,
                                                   model.gitops, model.mesh))
@@ -222,8 +241,13 @@ def analyse_model(model: InventoryModel, requirements: RequirementsModel,
         for requirement in inventory.requirements:
             diagnostics.extend(RequirementChecker(inventory, requirement, model.broken_domains,
                                                   pods).problems())
-    if has_errors(diagnostics):
-        return Analysis(None, None, sorted_diagnostics(diagnostics))
+    return inventory, diagnostics
+
+
+def _planned(inventory: Inventory, diagnostics: list[Diagnostic], *, proposing_ids: bool,
+             settled: SettledCopies | None) -> Analysis:
+    """Refinement and the mesh plan of a checked inventory without errors
+    (:func:`analyse_model`)."""
     plan = refine(inventory, settled)
     mesh_plan: MeshPlan | None = None
     if inventory.mesh is not None:  # the mesh modules below only with a Mesh document
@@ -275,6 +299,32 @@ def validated(repo: Path) -> tuple[Inventory, tuple[Diagnostic, ...]]:
     if inventory is None:
         raise InputError(diagnostics)
     return inventory, diagnostics
+
+
+def checked_inventory(repo: Path) -> Inventory:
+    """The inventory :func:`validated` gives, for a command that reads it but not the plan
+    (``meshplan verify``); raises :class:`InputError` with every diagnostic :func:`validate`
+    reports when there is any error.
+
+    Without a Mesh document, refinement only tells whether it finds an error
+    (:func:`~meshplan.refine.refines_cleanly`: the objects are not put together); when it
+    does, or with a Mesh document, the analysis goes on as :func:`analyse_model`'s.
+    """
+    with without_cyclic_gc():
+        inputs, load_diagnostics = load_repository(repo)
+        model = model_inventory(inputs.inventory)
+        requirements = model_requirements(inputs.requirements)
+        del inputs
+        inventory, diagnostics = _checked(model, requirements, load_diagnostics,
+                                          proposing_ids=False, whole=True)
+        if has_errors(diagnostics):
+            raise InputError(sorted_diagnostics(diagnostics))
+        if inventory.mesh is None and refines_cleanly(inventory):
+            return inventory
+        analysis = _planned(inventory, diagnostics, proposing_ids=False, settled=None)
+    if analysis.inventory is None:
+        raise InputError(analysis.diagnostics)
+    return analysis.inventory
 
 
 def render_repository(repo: Path) -> tuple[Rendered, tuple[Diagnostic, ...]]:
@@ -343,7 +393,7 @@ def verify_repository(repo: Path, rendered: Path | None = None,
 
     reader = RenderedReader(cache)
     with without_cyclic_gc():
-        inventory, _ = validated(repo)
+        inventory = checked_inventory(repo)
         out = rendered if rendered is not None else repo / DEFAULT_OUTPUT_DIR
         report = verify(inventory, read_tree(out), display_root_for(repo, out), reader)
     reader.save()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .admission import MAX_PORTS_PER_PORT_RULE, bare_key, valid_external_name
-from .diagnostics import Diagnostic, Location, error, warning
+from .diagnostics import Diagnostic, Location, error, has_errors, warning
 from .model import (
     Cluster,
     Inventory,
@@ -127,6 +127,19 @@ def refine(inventory: Inventory, settled: SettledCopies | None = None) -> Plan:
     does not refine again come from the previous render instead of from this run's (partial)
     objects. Only the load-balancing check reads other clusters' objects.
     """
+    return _collected(inventory, settled).finish()
+
+
+def refines_cleanly(inventory: Inventory) -> bool:
+    """Whether :func:`refine` reports no error for ``inventory``, without putting its objects
+    together into cluster plans (for a command that needs the inventory, not the plan:
+    ``meshplan verify``). Every error of a refinement is found while its objects are collected;
+    :meth:`_PlanBuilder.finish` adds only the load-balancing warnings."""
+    return not has_errors(_collected(inventory, None).diagnostics)
+
+
+def _collected(inventory: Inventory, settled: SettledCopies | None) -> _PlanBuilder:
+    """A builder holding every requirement's objects (in each cluster of its scope)."""
     builder = _PlanBuilder(inventory, settled)
     for requirement in inventory.requirements:
         if requirement.egress is None and requirement.ingress is None:
@@ -134,7 +147,7 @@ def refine(inventory: Inventory, settled: SettledCopies | None = None) -> Plan:
         clusters = inventory.requirement_scope(requirement)
         if clusters:
             builder.add_requirement(requirement, clusters)
-    return builder.finish()
+    return builder
 
 
 # --------------------------------------------------------------------------- selectors

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from meshplan.cache import RenderCache
 from meshplan.load.canonical import (
@@ -18,6 +18,7 @@ from meshplan.load.canonical import (
     entry_of,
     verified_documents,
 )
+from meshplan.load.document import KEY
 from meshplan.load.parse import parse_yaml
 from meshplan.yamltext import LiteralText, dump_documents
 
@@ -187,3 +188,72 @@ def test_an_entry_with_a_lone_surrogate_is_refused() -> None:
     assert docs == expected == []
     assert [p.message for p in problems] == [p.message for p in refused]
     assert problems and (reader.accepted, reader.laid_out, reader.parsed) == (0, 0, 1)
+
+
+def read_like_the_parser(reader: RenderedReader, relpath: str, text: str) -> None:
+    """The reader reads ``text`` as the positioned parser does: data, places, problems."""
+    docs, problems = reader.documents(relpath, text.encode())
+    parsed, refused = parse_yaml(relpath, text)
+    assert [(d.file, d.index, d.data) for d in docs] == \
+        [(d.file, d.index, d.data) for d in parsed]
+    assert [dict(d.marks) for d in docs] == [dict(d.marks) for d in parsed]
+    assert [p.message for p in problems] == [p.message for p in refused]
+
+
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_documents, json_documents, st.data())
+def test_documents_that_recur_across_files_read_as_the_parser_reads_them(
+        first: list[dict[str, Any]], others: list[dict[str, Any]], data: st.DataObject) -> None:
+    """A document whose text a file repeats from an earlier file is taken as known (not
+    read again), at its own place in its own file; with or without a store, cold or warm."""
+    # A key spelled like the marks' KEY ("<key>") clashes with it in the parser's marks too
+    # (test_a_verified_candidate_is_what_the_parser_reads finds it): not this test's subject.
+    assume(KEY not in repr([first, others]))
+    recurring = data.draw(st.lists(st.sampled_from(first), max_size=4)) if first else []
+    second = data.draw(st.permutations([*recurring, *others]))
+    texts = [HEADER + dump_documents(first), "# other\n" + dump_documents(second)]
+    store = MemoryStore()
+    for reader in (RenderedReader(None), RenderedReader(store), RenderedReader(store)):
+        for i, text in enumerate(texts):
+            read_like_the_parser(reader, f"c{i}/f.yaml", text)
+        reader.save()
+
+
+def test_a_file_of_known_documents_is_read_without_its_entry() -> None:
+    service = {"kind": "Service", "metadata": {"name": "a"}}
+    namespace = {"kind": "Namespace", "metadata": {"name": "b"}}
+    store = MemoryStore()
+    reader = RenderedReader(store)
+    read_like_the_parser(reader, "c1/f.yaml", HEADER + dump_documents([service, namespace]))
+    later = "# c2\n" + dump_documents([namespace, service, service])
+    read_like_the_parser(reader, "c2/f.yaml", later)
+    assert (reader.known_files, reader.laid_out, reader.parsed) == (1, 1, 0)
+    reader.forget_known()
+    read_like_the_parser(reader, "c3/f.yaml", later)
+    assert (reader.known_files, reader.laid_out) == (1, 2)
+
+
+def test_an_entry_is_not_read_where_a_document_is_known_and_checked_elsewhere() -> None:
+    """A forged line of an entry where the text holds a known document is not even looked
+    at; a forged line of an unknown one makes the entry refused (the file is laid out)."""
+    known = {"kind": "Service", "metadata": {"name": "a"}}
+    other = {"kind": "Namespace", "metadata": {"name": "b"}}
+    raw = ("# c2\n" + dump_documents([known, other])).encode()
+    name = hashlib.sha256(raw).hexdigest()
+    for forged, accepted in ((entry_of([{"forged": 1}, other]), 1),
+                             (b"not json\n" + entry_of([other]), 1),
+                             (entry_of([known, {"forged": 1}]), 0)):
+        store = MemoryStore()
+        store.entries[name] = forged
+        reader = RenderedReader(store)
+        read_like_the_parser(reader, "c1/f.yaml", dump_documents([known]))
+        read_like_the_parser(reader, "c2/f.yaml", raw.decode())
+        assert (reader.accepted, reader.laid_out) == (accepted, 2 - accepted)
+
+
+def test_a_known_document_beside_text_out_of_the_writers_layout_is_parsed() -> None:
+    known = {"kind": "Service", "metadata": {"name": "a"}}
+    reader = RenderedReader(None)
+    read_like_the_parser(reader, "c1/f.yaml", dump_documents([known]))
+    read_like_the_parser(reader, "c2/f.yaml", dump_documents([known]) + "---\nb:   1\n")
+    assert reader.parsed == 1

@@ -66,60 +66,185 @@ def canonical_body(text: str) -> str | None:
     return body
 
 
-def verified_documents(relpath: str, text: str, entry: bytes) -> list[Document] | None:
+def verified_documents(relpath: str, text: str, entry: bytes,
+                       parts: Parts | None = None) -> list[Document] | None:
     """The documents of the JSON ``entry`` as those of ``text`` when they write back to
     exactly that text, else None. Their marks are computed on first use (:class:`LazyMarks`,
-    which keeps the entry, not the data)."""
+    which keeps the entry, not the data). ``parts``: the text's body cut into documents
+    (:meth:`KnownDocuments.parts`): a part already known is taken as it is, and only the
+    entry's other lines are read."""
     body = canonical_body(text)
-    candidate = _loads(entry) if body is not None else None
-    if body is None or not isinstance(candidate, list):
+    if body is None:
+        return None
+    if parts is not None:
+        lines = entry.split(b"\n") if entry else []
+        if len(lines) == len(parts.texts):
+            candidate = [None if part in parts.found else _load(line)
+                         for part, line in zip(parts.texts, lines, strict=True)]
+            if any(c is _NOT_JSON for c in candidate):
+                return None
+            return checked_documents(relpath, text, body, candidate, _EntrySource(entry),
+                                     parts)
+    candidate = _loads(entry)
+    if not isinstance(candidate, list):
         return None
     return checked_documents(relpath, text, body, candidate, _EntrySource(entry))
 
 
 def laid_out(relpath: str, text: str, raw: bytes, *, with_entry: bool = False,
-             quoted: QuotedScalars | None = None
+             quoted: QuotedScalars | None = None, parts: Parts | None = None
              ) -> tuple[list[Document], bytes | None] | None:
     """The documents of ``text`` (the file's bytes ``raw``, decoded) read in the writer's
     layout (:mod:`.layout`) and checked as :func:`verified_documents` checks an entry's, else
     None. ``with_entry``: and their entry (:func:`entry_of`; None when JSON cannot hold their
     text), which their marks then come from, as for an entry read from the store; else from
     ``raw`` (which the caller holds anyway: no copy of the text is kept). ``quoted``: the
-    caller's memo of quoted scalars (:class:`~.layout.QuotedScalars`)."""
+    caller's memo of quoted scalars (:class:`~.layout.QuotedScalars`). ``parts``: as for
+    :func:`verified_documents`; only the other parts are read."""
     body = canonical_body(text)
-    candidate = laid_out_documents(body, quoted) if body is not None else None
-    if body is None or candidate is None:
+    if body is None:
+        return None
+    candidate: list[Any] | None
+    if parts is not None:
+        candidate = []
+        for part in parts.texts:
+            one = None if part in parts.found else laid_out_documents(part, quoted)
+            if one is not None and len(one) != 1:
+                return None
+            candidate.append(one[0] if one is not None else None)
+        if any(c is None and part not in parts.found
+               for c, part in zip(candidate, parts.texts, strict=True)):
+            return None
+        if with_entry:  # the entry is made of every document
+            candidate = [parts.found.get(part, c)
+                         for c, part in zip(candidate, parts.texts, strict=True)]
+    else:
+        candidate = laid_out_documents(body, quoted)
+    if candidate is None:
         return None
     entry = None
     if with_entry:
         with contextlib.suppress(ValueError):  # text JSON cannot hold (a lone surrogate)
             entry = entry_of(candidate)
     source = _EntrySource(entry) if entry is not None else _TextSource(raw, text, body)
-    found = checked_documents(relpath, text, body, candidate, source)
+    found = checked_documents(relpath, text, body, candidate, source, parts)
     return (found, entry) if found is not None else None
 
 
 def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
-                      source: _Source) -> list[Document] | None:
+                      source: _Source | None, parts: Parts | None = None
+                      ) -> list[Document] | None:
     """The ``candidate`` documents as those of ``text`` (whose ``body`` follows the leading
     comment lines) when they write back to exactly ``body``, else None; their marks from
-    ``source`` (where the candidate came from) when first asked for."""
-    if any(type(d) is not dict for d in candidate) or _SURROGATE_ESCAPE.search(body):
+    ``source`` (where the candidate came from; None: every part is known) when first asked
+    for.
+
+    ``parts``: ``body`` cut into one text per candidate (:meth:`KnownDocuments.parts`); a
+    part already known is its known document (the candidate's is not read), any other must
+    write back to exactly its part, and is known from then on."""
+    if _SURROGATE_ESCAPE.search(body):
         return None
-    try:
-        texts = [dump_document(d) for d in candidate]
-    except (TypeError, ValueError, RecursionError):  # a float, a huge or too deep value
-        return None
-    if "---\n".join(texts) != body:
-        return None
+    sources: list[_Source]
+    if parts is not None and len(parts.texts) == len(candidate):
+        texts = parts.texts
+        data = []
+        sources = []
+        learnt = []
+        for part, item in zip(texts, candidate, strict=True):
+            hit = parts.found.get(part)
+            if hit is not None:
+                data.append(hit)
+                sources.append(_KnownSource(hit))
+                continue
+            if source is None or type(item) is not dict or _written(item) != part:
+                return None
+            data.append(item)
+            sources.append(source)
+            learnt.append((part, item))
+        for part, item in learnt:
+            parts.learn(part, item)
+    else:
+        if source is None or any(type(d) is not dict for d in candidate):
+            return None
+        try:
+            texts = [dump_document(d) for d in candidate]
+        except (TypeError, ValueError, RecursionError):  # a float, a huge or too deep value
+            return None
+        if "---\n".join(texts) != body:
+            return None
+        data = candidate
+        sources = [source] * len(candidate)
     line = text.count("\n", 0, len(text) - len(body)) + 1  # after the comment lines
     documents = []
-    for i, (data, written) in enumerate(zip(candidate, texts, strict=True)):
-        documents.append(Document(relpath, i, data, LazyMarks(source, i, line)))
+    for i, (item, written, where) in enumerate(zip(data, texts, sources, strict=True)):
+        documents.append(Document(relpath, i, item, LazyMarks(where, i, line)))
         line += written.count("\n") + 1  # and the "---" line
     if isinstance(source, _TextSource):
         source.place(texts)
     return documents
+
+
+def _written(data: dict[str, Any]) -> str | None:
+    """:func:`~meshplan.yamltext.dump_document`, or None when it cannot write ``data``."""
+    try:
+        return dump_document(data)
+    except (TypeError, ValueError, RecursionError):  # a float, a huge or too deep value
+        return None
+
+
+class Parts:
+    """A file's body cut at its "---" lines, one text per document if it is in the writer's
+    layout, with the documents already known for some of them (:class:`KnownDocuments`)."""
+
+    __slots__ = ("found", "known", "texts")
+
+    def __init__(self, known: KnownDocuments, texts: list[str]) -> None:
+        self.known = known
+        self.texts = texts
+        self.found = {t: d for t in texts if (d := known.by_text.get(t)) is not None}
+
+    @property
+    def complete(self) -> bool:
+        """Every part is a known document (and there is one)."""
+        return bool(self.found) and len(self.found) == len(set(self.texts))
+
+    def learn(self, text: str, data: dict[str, Any]) -> None:
+        """``data`` writes back to exactly ``text``: known from now on, if small."""
+        if len(text) <= MAX_KNOWN_TEXT:
+            self.known.by_text[text] = data
+
+
+# Only documents this small are kept as known (:class:`KnownDocuments`): those are what recurs
+# across a fleet's files (Services, Namespaces); a policy is mostly its own cluster's.
+MAX_KNOWN_TEXT = 1024
+
+
+class KnownDocuments:
+    """The documents a reader has checked, by the text they write back to exactly.
+
+    In a fleet the same object recurs in many clusters' files (the same Service copy, the
+    same Namespace): where its text recurs, it reads as the document already checked, without
+    being read and written again. Sound because writing is a function: the document that
+    wrote back to exactly a text is a reading of that text wherever it recurs (what a cache
+    entry or the layout reader offers for it is not even looked at). The documents of equal
+    texts share their data, so nothing may change a document's data (no reader of rendered
+    files does). Only small documents are kept (:data:`MAX_KNOWN_TEXT`), and only while the
+    files are read (:meth:`RenderedReader.forget_known`).
+    """
+
+    __slots__ = ("by_text",)
+
+    def __init__(self) -> None:
+        self.by_text: dict[str, dict[str, Any]] = {}
+
+    def parts(self, body: str) -> Parts:
+        """``body`` (a file's text after its leading comment lines) cut at its "---" lines:
+        the writer's texts of its documents when it is in the writer's layout (else the
+        parts are checked and fail)."""
+        if not body:
+            return Parts(self, [])
+        pieces = body.split("\n---\n")
+        return Parts(self, [p + "\n" for p in pieces[:-1]] + pieces[-1:])
 
 
 class _Source(Protocol):
@@ -128,16 +253,39 @@ class _Source(Protocol):
     def data(self, index: int) -> Any: ...
 
 
+class _KnownSource:
+    """A known document (:class:`KnownDocuments`): its data, shared."""
+
+    __slots__ = ("known",)
+
+    def __init__(self, known: dict[str, Any]) -> None:
+        self.known = known
+
+    def data(self, index: int) -> Any:
+        return self.known
+
+
 class _EntrySource:
     """A cache entry: one JSON text per document (checked: it loads to the same data)."""
 
-    __slots__ = ("entry",)
+    __slots__ = ("entry", "starts")
 
     def __init__(self, entry: bytes) -> None:
         self.entry = entry
+        self.starts: list[int] | None = None  # where each line starts, once one is read
 
     def data(self, index: int) -> Any:
-        return json.loads(self.entry.split(b"\n")[index])
+        # Not entry.split(): a report may ask for the places of many documents of one file
+        # (a warning per Service), and splitting copied the whole entry each time.
+        entry, starts = self.entry, self.starts
+        if starts is None:
+            starts = self.starts = [0]
+            at = entry.find(b"\n")
+            while at >= 0:
+                starts.append(at + 1)
+                at = entry.find(b"\n", at + 1)
+        end = starts[index + 1] - 1 if index + 1 < len(starts) else len(entry)
+        return json.loads(entry[starts[index]:end])
 
 
 class _TextSource:
@@ -272,6 +420,8 @@ class RenderedReader:
         self.laid_out = 0  # files read in the writer's layout (checked the same way)
         self.parsed = 0  # files read by the parser
         self.quoted = QuotedScalars()  # quoted scalars met, for the layout reader
+        self.known = KnownDocuments()  # the small documents read so far, by their text
+        self.known_files = 0  # files whose every document was known
 
     def documents(self, relpath: str, raw: bytes) -> tuple[list[Document], list[Diagnostic]]:
         """Documents and problems of the file ``relpath`` (as messages name it), exactly as
@@ -279,16 +429,25 @@ class RenderedReader:
         text = decode_utf8(relpath, raw)
         if isinstance(text, Diagnostic):
             return [], [text]
+        body = canonical_body(text)
+        parts = self.known.parts(body) if body is not None else None
+        if parts is not None and parts.complete:
+            assert body is not None
+            known = checked_documents(relpath, text, body, [None] * len(parts.texts), None,
+                                      parts)
+            if known is not None:
+                self.known_files += 1
+                return known, []
         name = hashlib.sha256(raw).hexdigest() if self.store is not None else ""
         if self.store is not None:
             entry = self.store.read_parsed(name, ENTRY_GROWTH * len(raw) + 4096)
             if entry is not None:
-                found = verified_documents(relpath, text, entry)
+                found = verified_documents(relpath, text, entry, parts)
                 if found is not None:
                     self.accepted += 1
                     return found, []
         read = laid_out(relpath, text, raw, with_entry=self.store is not None,
-                        quoted=self.quoted)
+                        quoted=self.quoted, parts=parts)
         if read is not None:
             self.laid_out += 1
             found, made = read
@@ -300,6 +459,11 @@ class RenderedReader:
         if self.store is not None and not problems:
             self._remember(name, relpath, text, documents)
         return documents, problems
+
+    def forget_known(self) -> None:
+        """Drop the documents kept to read recurring texts (:class:`KnownDocuments`), once
+        every file is read: those still in use stay with their documents."""
+        self.known = KnownDocuments()
 
     def _remember(self, name: str, relpath: str, text: str, documents: list[Document]) -> None:
         """Keep an entry for a parsed file, when it will check out (a ConfigMap's literal
@@ -323,6 +487,17 @@ def entry_of(documents: Iterable[Any]) -> bytes:
     that one document can be read again on its own (:class:`LazyMarks`)."""
     return b"\n".join(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
                       for data in documents)
+
+
+_NOT_JSON = object()
+
+
+def _load(line: bytes) -> Any:
+    """One line of an entry (json.loads builds only plain data), or :data:`_NOT_JSON`."""
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), nested too deeply
+        return _NOT_JSON
 
 
 def _loads(entry: bytes) -> Any:

@@ -139,8 +139,9 @@ class _ActualBuilder:
         return f"{self.root}/{relpath}" if self.root else relpath
 
     def build(self) -> Connectivity:
-        dirs = sorted({cluster_dir(split[0], split[1]) for p in self.files
-                       if (split := split_cluster_path(p)) is not None})
+        present = {cluster_dir(split[0], split[1]) for p in self.files
+                   if (split := split_cluster_path(p)) is not None}
+        dirs = sorted(present)
         known = set()
         for domain in self.inventory.domains:
             for cluster in domain.clusters:
@@ -148,7 +149,7 @@ class _ActualBuilder:
                 known.add(base)
                 if self.only is not None and (domain.name, cluster.name) not in self.only:
                     continue
-                if base not in dirs:
+                if base not in present:
                     self.problems.append(error(
                         Location(self.display(base) + "/"), "", "expected the rendered "
                         f"directory of cluster {domain.name}/{cluster.name}, found none: run "
@@ -162,6 +163,7 @@ class _ActualBuilder:
                     Location(self.display(base) + "/"), "", "expected only clusters of the "
                     "inventory in the rendered output, found a directory no inventory cluster "
                     "owns (stale output? run `meshplan render`)"))
+        self.reader.forget_known()  # every file is read
         return self.model
 
     def _resources(self, base: str) -> list[str]:

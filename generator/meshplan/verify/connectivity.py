@@ -262,6 +262,7 @@ def sparse_pairs(models: Sequence[Connectivity],
     """
     first = models[0]
     endpoints = first.endpoints
+    pod = [e.is_pod for e in endpoints]
     every = range(len(endpoints))
     found: set[tuple[int, int]] = set()
     for subject in every:
@@ -277,8 +278,7 @@ def sparse_pairs(models: Sequence[Connectivity],
                 found.update((subject, peer) for peer in peers)
             else:
                 found.update((peer, subject) for peer in peers)
-    return sorted((i, j) for i, j in found
-                  if i != j and (endpoints[i].is_pod or endpoints[j].is_pod))
+    return sorted((i, j) for i, j in found if i != j and (pod[i] or pod[j]))
 
 
 def allowed(pairs: Iterable[tuple[int, int]],
