@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, final
 
 from ..diagnostics import Location
 
-PathKey = tuple[str | int, ...]
-KEY = "<key>"  # appended to a path to address the key itself rather than its value
+
+@final
+class KeyPart:
+    """The type of :data:`KEY` alone: a path part no data key can equal (a YAML key is text,
+    a number or a boolean, never this), hashed by identity like any plain object."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEY"
+
+    def __reduce__(self) -> str:
+        return "KEY"  # copied or pickled, still the one KEY
+
+
+KEY: Final = KeyPart()  # appended to a path to address the key itself rather than its value
+PathKey = tuple[str | int | KeyPart, ...]
 
 
 @dataclass(frozen=True)
@@ -78,10 +93,11 @@ def place(document: Document, path: PathKey) -> Location | Spot:
 
 
 def format_path(path: PathKey) -> str:
-    """``("spec", "clusters", 0, "name")`` -> ``spec.clusters[0].name``."""
+    """``("spec", "clusters", 0, "name")`` -> ``spec.clusters[0].name``; a path to a key
+    (ending in :data:`KEY`) reads as the path of its value."""
     out = ""
     for part in path:
-        if part == KEY:
+        if part is KEY:
             continue
         if isinstance(part, int):
             out += f"[{part}]"
