@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import gc
+import pickle
+
 import pytest
 from meshplan.load.document import KEY, PathKey, format_path
 
@@ -24,10 +28,12 @@ def test_format_path(path: PathKey, text: str) -> None:
     assert format_path(path) == text
 
 
-def test_key_is_no_data_key_and_stays_itself_when_copied() -> None:
-    import copy
-    import pickle
+def test_key_is_no_data_key_and_costs_the_collector_nothing() -> None:
     data_keys: tuple[object, ...] = ("<key>", -1, 0, 1, True, False, None, "", "KEY")
     assert KEY not in data_keys
     assert copy.deepcopy(KEY) is KEY
     assert pickle.loads(pickle.dumps(("a", KEY)))[1] is KEY
+    path: PathKey = ("a", 1)
+    mark = (*path, KEY)  # built as the parser builds it
+    gc.collect()
+    assert not gc.is_tracked(mark)  # as a tuple of text and numbers: marks stay untracked

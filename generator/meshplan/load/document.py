@@ -4,27 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, final
+from types import EllipsisType
+from typing import Any, Final
 
 from ..diagnostics import Location
 
-
-@final
-class KeyPart:
-    """The type of :data:`KEY` alone: a path part no data key can equal (a YAML key is text,
-    a number or a boolean, never this), hashed by identity like any plain object."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "KEY"
-
-    def __reduce__(self) -> str:
-        return "KEY"  # copied or pickled, still the one KEY
-
-
-KEY: Final = KeyPart()  # appended to a path to address the key itself rather than its value
-PathKey = tuple[str | int | KeyPart, ...]
+# Appended to a path to address the key itself rather than its value. A part no data key can
+# equal (a YAML key is text, a number or a boolean; a path from a schema error holds data keys
+# and list indices), and one the garbage collector does not track: a tuple of untracked parts
+# is untracked, as marks were when KEY was text (an object of a class of ours is tracked, and
+# its tuples with it: the parser's marks then cost the collector about a third more time).
+KEY: Final[EllipsisType] = Ellipsis
+PathKey = tuple[str | int | EllipsisType, ...]
 
 
 @dataclass(frozen=True)
