@@ -72,6 +72,40 @@ def test_unknown_paths_fall_back_to_the_nearest_parent() -> None:
     assert doc.location(()) == Location("f.yaml", 2, 1)  # the root node, after the comment
 
 
+KEYS_LIKE_PATH_PARTS = """\
+spec:
+  <key>:
+    port: 1
+    a: 1
+    a: 2
+  -1:
+    1: x
+"""
+
+
+@pytest.mark.parametrize("anchor", ["", "&x "])  # one-pass parser; composer (anchor)
+def test_keys_spelled_like_path_parts_have_their_own_positions(anchor: str) -> None:
+    """A key spelled "<key>" or a number is a key like any other: its value is located at
+    the value, not at its parent's key, and a path through it shows it."""
+    text = KEYS_LIKE_PATH_PARTS.replace("  <key>:", f"  <key>: {anchor}")
+    docs, problems = parse_yaml("f.yaml", text)
+    assert [f"{d.location}: {d.path}: {d.message}" for d in problems] == [
+        "f.yaml:5:5: spec.<key>.a: expected each key once, found 'a' again (first at line 4)"]
+    (doc,) = docs
+    assert doc.data == {"spec": {"<key>": {"port": 1, "a": 1}, -1: {1: "x"}}}
+    assert doc.key_location(("spec",)) == Location("f.yaml", 1, 1)
+    assert doc.key_location(("spec", "<key>")) == Location("f.yaml", 2, 3)
+    value = Location("f.yaml", 2, 10) if anchor else Location("f.yaml", 3, 5)  # node starts
+    assert doc.location(("spec", "<key>")) == value
+    assert doc.location(("spec", "<key>", "missing")) == value
+    assert doc.key_location(("spec", "<key>", "port")) == Location("f.yaml", 3, 5)
+    assert doc.location(("spec", "<key>", "port")) == Location("f.yaml", 3, 11)
+    assert doc.key_location(("spec", -1)) == Location("f.yaml", 6, 3)
+    assert doc.location(("spec", -1)) == Location("f.yaml", 7, 5)
+    assert doc.key_location(("spec", -1, 1)) == Location("f.yaml", 7, 5)
+    assert doc.location(("spec", -1, 1)) == Location("f.yaml", 7, 8)
+
+
 def test_scalars_keep_their_yaml_types() -> None:
     doc = only("a: 1\nb: '1'\nc: true\nd: null\ne: 1.5\nf: 0x10\n")
     assert doc.data == {"a": 1, "b": "1", "c": True, "d": None, "e": 1.5, "f": 16}

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import EllipsisType
+from typing import Any, Final
 
 from ..diagnostics import Location
 
-PathKey = tuple[str | int, ...]
-KEY = "<key>"  # appended to a path to address the key itself rather than its value
+# Appended to a path to address the key itself rather than its value. A part no data key can
+# equal (a YAML key is text, a number or a boolean; a path from a schema error holds data keys
+# and list indices), and one the garbage collector does not track: a tuple of untracked parts
+# is untracked, as marks were when KEY was text (an object of a class of ours is tracked, and
+# its tuples with it: the parser's marks then cost the collector about a third more time).
+KEY: Final[EllipsisType] = Ellipsis
+PathKey = tuple[str | int | EllipsisType, ...]
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,11 @@ def place(document: Document, path: PathKey) -> Location | Spot:
 
 
 def format_path(path: PathKey) -> str:
-    """``("spec", "clusters", 0, "name")`` -> ``spec.clusters[0].name``."""
+    """``("spec", "clusters", 0, "name")`` -> ``spec.clusters[0].name``; a path to a key
+    (ending in :data:`KEY`) reads as the path of its value."""
     out = ""
     for part in path:
-        if part == KEY:
+        if part is KEY:
             continue
         if isinstance(part, int):
             out += f"[{part}]"
