@@ -6,7 +6,6 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from meshplan.gitdiff import (
@@ -26,6 +25,7 @@ from benchmarks.workload import generate, mutate_one_requirement, read_inventory
 from tests.support.cli import run_cli
 from tests.support.gitserver import commit_all, git, isolate_git
 from tests.support.repos import REBEL_REQUIREMENT, copy_example
+from tests.support.spies import render_cached_modes
 
 # What the second commit does, cluster by cluster (derived by hand from the generation rules):
 # - rebel-base (domain2, runs in cl3 only) may call service3 (ns1, cl3): a policy in rebel-base's
@@ -368,8 +368,6 @@ def test_diff_through_the_render_cache_reports_what_a_full_diff_does(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output_format: str) -> None:
     """The base renders from the cache (filled by the first diff), the working tree
     incrementally from the base; the report is the one of rendering both from scratch."""
-    from meshplan import pipeline
-
     repo = tmp_path / "repo"
     make_history(repo)
     (repo / "requirements" / "domain1" / "backend.yaml").write_text(
@@ -379,15 +377,7 @@ def test_diff_through_the_render_cache_reports_what_a_full_diff_does(
     expected = diff_cli(repo, *args, "--no-cache")
     cache = ("--cache-dir", str(tmp_path / "cache"))
     assert diff_cli(repo, *args, *cache) == expected  # fills the cache
-    modes: list[str] = []
-    real = pipeline.render_cached
-
-    def recorded(*call: Any, **options: Any) -> Any:
-        result = real(*call, **options)
-        modes.append(result.mode)
-        return result
-
-    monkeypatch.setattr(pipeline, "render_cached", recorded)
+    modes = render_cached_modes(monkeypatch)
     assert diff_cli(repo, *args, *cache) == expected
     # the base from the cache; the head from the base's snapshot (on this small example the
     # change reaches most requirements, so it renders in full by choice, not for want of one)

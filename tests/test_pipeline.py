@@ -24,28 +24,9 @@ def test_a_broken_domain_document_does_not_cascade(example_repo: Path) -> None:
 
 
 def test_validate_reports_clashes_found_only_by_refinement(example_repo: Path) -> None:
-    # domain2 gets its own "backend" in the same namespace as domain1's, and a client that
-    # needs both mirrored: both would become the global Service backend-namespace/backend,
-    # which Cilium would merge. Only refinement sees that; validate must report it too.
-    domain2 = example_repo / "inventory" / "domain2.yaml"
-    domain2.write_text(domain2.read_text().replace(
-        "    - name: rebel-base\n",
-        "    - name: backend\n"
-        "      namespace: backend-namespace\n"
-        "      selector: {app: other-backend}\n"
-        "      ports: [{port: 80, protocol: TCP, name: http}]\n"
-        "      clusters: [cl4]\n"
-        "    - name: rebel-base\n", 1))
-    requirement = example_repo / "requirements" / "domain2" / "own-backend.yaml"
-    requirement.write_text(
-        "apiVersion: meshplan.dev/v1alpha1\n"
-        "kind: Requirement\n"
-        "metadata: {name: own-backend, namespace: default}\n"
-        "spec:\n"
-        "  clusters: [cl3]\n"
-        "  endpointSelector: {matchLabels: {name: client}}\n"
-        "  egress:\n"
-        "    - toEndpoints: [{matchLabels: {service: backend}}]\n")
+    # Only refinement sees this clash (Cilium would merge the two global Services);
+    # validate must report it too.
+    _add_a_clash_found_only_by_refinement(example_repo)
 
     code, out, err = run_validate(example_repo)
     render_code, _render_out, render_err = run_cli(["render", "--repo", str(example_repo)])

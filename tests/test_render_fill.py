@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from meshplan import pipeline
@@ -23,6 +22,7 @@ from meshplan.incremental import (
 from meshplan.render import FILE_FOR_KIND, render
 
 from benchmarks.workload import generate, mutate_one_requirement
+from tests.support.spies import render_cached_modes
 
 
 @pytest.fixture
@@ -95,15 +95,7 @@ def test_the_diff_renders_the_head_from_the_base_in_memory(
         store(self, [(name, content) for name, content in contents if name in base_inputs])
 
     monkeypatch.setattr(RenderCache, "write_blobs", inputs_only)
-    modes: list[str] = []
-    real = pipeline.render_cached
-
-    def spied(*args: Any, **kwargs: Any) -> Any:
-        result = real(*args, **kwargs)
-        modes.append(result.mode)
-        return result
-
-    monkeypatch.setattr(pipeline, "render_cached", spied)
+    modes = render_cached_modes(monkeypatch)
     report, _ = pipeline.diff_repository(fleet, "HEAD", with_flows=True,
                                          cache=RenderCache.at(tmp_path / "cache"))
     assert format_markdown(report) == expected
