@@ -25,6 +25,7 @@ from meshplan.pipeline import render_with_inventory
 
 from benchmarks.workload import generate, mutate_one_requirement
 from tests.support.ci import examples
+from tests.support.repos import REPO_ROOT
 from tests.test_incremental import (
     Edit,
     add_peer,
@@ -149,3 +150,29 @@ def test_a_file_parsed_a_document_at_a_time_is_the_file_parsed_whole(
         assert [d.index for d in documents] == list(range(len(read)))
         assert [d.data for d in documents] == read
     assert skipped > 10
+
+
+def test_endpoints_of_the_requirements_both_sides_hold_are_read_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two models with the same domains and mesh (one derived from the other): each side's
+    endpoints are exactly verify's, its own requirements' added to those of the shared ones
+    (a requirement naming an address block on one side only, one selecting a peer on the
+    other only)."""
+    from dataclasses import replace
+
+    import meshplan.flowdiff as flowdiff
+    from meshplan.verify.endpoints import inventory_endpoints
+
+    inventory = render_with_inventory(REPO_ROOT)[0]
+    first, second, third = inventory.requirements
+    old = replace(inventory, requirements=(first, second))
+    new = replace(inventory, requirements=(first, third))
+    expected = [inventory_endpoints(old), inventory_endpoints(new)]
+    assert expected[0] != expected[1]
+
+    def unexpected(_: object) -> None:
+        raise AssertionError("both models read whole")
+
+    monkeypatch.setattr(flowdiff, "inventory_endpoints", unexpected)
+    assert flowdiff._own_endpoints(old, new) == expected
+    assert flowdiff._own_endpoints(new, old) == expected[::-1]

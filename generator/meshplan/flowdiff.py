@@ -25,7 +25,7 @@ from .model import Inventory
 from .outputs import OutputFile, split_cluster_path
 from .verify.cilium import ParseCache
 from .verify.connectivity import DIRECTIONS, Connectivity, Direction
-from .verify.endpoints import Endpoint, inventory_endpoints, is_dns_flow
+from .verify.endpoints import Endpoint, EndpointCollector, inventory_endpoints, is_dns_flow
 from .verify.gateways import gateway_hops
 from .verify.istio import IdentityLayer
 from .verify.layers import Layers, read_layers
@@ -123,6 +123,9 @@ def connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
     sides = _sides(before, after)
     if not _same_reading(sides[0][:2], sides[1][:2]):
         return _every_change(sides)
+    # The same endpoints (equal in every field): both sides read over the head's objects, so
+    # what each derives (its identity labels, its address block) is computed once.
+    sides[0] = (sides[0][0], sides[1][1], sides[0][2])
     return _changes_of_changed_clusters(sides)
 
 
@@ -138,7 +141,7 @@ Side = tuple[Inventory, list[Endpoint], dict[str, bytes]]
 def _sides(before: Render, after: Render) -> list[Side]:
     """Each side's inventory, endpoints (the same list on both sides, in the clusters both
     have) and rendered files."""
-    own = [inventory_endpoints(inventory) for inventory, _ in (before, after)]
+    own = _own_endpoints(before[0], after[0])
     union: dict[str, Endpoint] = {}
     for endpoints in reversed(own):  # the head's first
         for endpoint in endpoints:
@@ -147,6 +150,25 @@ def _sides(before: Render, after: Render) -> list[Side]:
     shared = {t: e for t, e in union.items() if not e.is_pod or (e.domain, e.cluster) in common}
     return [(inventory, _endpoints(endpoints, common, shared), _files(files))
             for (inventory, files), endpoints in zip((before, after), own, strict=True)]
+
+
+def _own_endpoints(old: Inventory, new: Inventory) -> list[tuple[Endpoint, ...]]:
+    """:func:`.verify.endpoints.inventory_endpoints` of both inventories; the requirements
+    both hold (the same objects, as when one side's model is derived from the other's) read
+    once when they have the same domains and mesh (the same objects too)."""
+    if old.domains is not new.domains or old.mesh is not new.mesh:
+        return [inventory_endpoints(old), inventory_endpoints(new)]
+    in_new = {id(r) for r in new.requirements}
+    shared = {id(r) for r in old.requirements if id(r) in in_new}
+    common = EndpointCollector(new)
+    common.add_requirements(new, (r for r in new.requirements if id(r) in shared))
+    own = []
+    for inventory in (old, new):
+        collector = common.copy()
+        collector.add_requirements(inventory, (r for r in inventory.requirements
+                                               if id(r) not in shared))
+        own.append(collector.endpoints(inventory))
+    return own
 
 
 def _every_change(sides: list[Side]) -> ConnectivityChanges:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
 from ..admission import bare_key as normalize_key
 from ..mesh.plan import gateway_sources
-from ..model import Inventory, Labels, Selector
+from ..model import Inventory, Labels, Requirement, Selector
 from ..refine import host_cidr
 from ..vocabulary import (
     CILIUM_CLUSTER_LABEL,
@@ -143,54 +143,83 @@ def selector_namespace(selector: Selector) -> str | None:
 
 def inventory_endpoints(inventory: Inventory) -> tuple[Endpoint, ...]:
     """Every endpoint verify reasons about, in a stable order."""
-    found: dict[tuple[str, str, str, str, Labels], Endpoint] = {}
-    cidrs: dict[str, Endpoint] = {}
+    collector = EndpointCollector(inventory)
+    collector.add_requirements(inventory, inventory.requirements)
+    return collector.endpoints(inventory)
 
-    def add(endpoint: Endpoint) -> None:
+
+class EndpointCollector:
+    """:func:`inventory_endpoints` in parts: the inventory's own endpoints, then those of any
+    requirements (each requirement's depend only on it and on the inventory's domains and
+    mesh, and an endpoint only on its key: the order requirements come in changes nothing),
+    so that two inventories with the same domains and mesh share the work of the requirements
+    they share (:func:`copy`)."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.found: dict[tuple[str, str, str, str, Labels], Endpoint] = {}
+        self.cidrs: dict[str, Endpoint] = {}
+        for domain in inventory.domains:
+            for cluster in domain.clusters:
+                self.add(Endpoint("dns", domain.name, cluster.name, cluster.mesh_name,
+                                  DNS_NAMESPACE, "kube-dns", DNS_LABELS))
+            for service in domain.services:
+                for name in service.clusters:
+                    runs_in = domain.cluster_by_name.get(name)
+                    if runs_in is not None:
+                        self.add(Endpoint("service", domain.name, name, runs_in.mesh_name,
+                                          service.namespace, service.name, service.selector,
+                                          service.service_account))
+
+    def add(self, endpoint: Endpoint) -> None:
         key = (endpoint.domain, endpoint.cluster, endpoint.namespace, endpoint.kind,
                endpoint.labels)
         if endpoint.kind == "client":
             twin = (endpoint.domain, endpoint.cluster, endpoint.namespace, "service",
                     endpoint.labels)
-            if twin in found:
+            if twin in self.found:
                 return
-        found.setdefault(key, endpoint)
+        self.found.setdefault(key, endpoint)
 
-    for domain in inventory.domains:
-        for cluster in domain.clusters:
-            add(Endpoint("dns", domain.name, cluster.name, cluster.mesh_name, DNS_NAMESPACE,
-                         "kube-dns", DNS_LABELS))
-        for service in domain.services:
-            for name in service.clusters:
-                runs_in = domain.cluster_by_name.get(name)
-                if runs_in is not None:
-                    add(Endpoint("service", domain.name, name, runs_in.mesh_name,
-                                 service.namespace, service.name, service.selector,
-                                 service.service_account))
-    for requirement in inventory.requirements:
-        owner = inventory.domain_by_name.get(requirement.domain)
-        if owner is None:
-            continue
-        scope = [c.name for c in inventory.requirement_scope(requirement)]
-        own = inventory.policy_namespace(requirement) or DEFAULT_NAMESPACE
-        raw = [] if requirement.endpoint_selector.is_abstract else [requirement.endpoint_selector]
-        for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
-            raw += [p.selector for p in rule.endpoints if not p.is_abstract]
-            for cidr in rule.cidrs:
-                for text in (cidr.cidr, *cidr.excepts):
-                    network = str(ipaddress.ip_network(text, strict=False))
-                    cidrs.setdefault(network, Endpoint("cidr", "", "", "", "", network, ()))
-        for selector in raw:
-            labels = synthesize_labels(selector)
-            namespace = selector_namespace(selector) or own
-            for name in scope:
-                add(Endpoint("client", owner.name, name, owner.cluster_by_name[name].mesh_name,
-                             namespace, labels_text(labels), labels))
-    _gateway_hops(inventory, add, cidrs)
-    order = {"service": 0, "client": 1, "dns": 2, "gateway": 3}
-    pods = sorted(found.values(), key=lambda e: (e.domain, e.cluster, order[e.kind],
-                                                 e.namespace, e.name))
-    return (*pods, *sorted(cidrs.values(), key=lambda e: e.block))
+    def copy(self) -> EndpointCollector:
+        other = EndpointCollector(Inventory(()))
+        other.found, other.cidrs = dict(self.found), dict(self.cidrs)
+        return other
+
+    def add_requirements(self, inventory: Inventory, requirements: Iterable[Requirement]
+                         ) -> None:
+        """The endpoints ``requirements`` (of ``inventory``) select or name."""
+        cidrs = self.cidrs
+        for requirement in requirements:
+            owner = inventory.domain_by_name.get(requirement.domain)
+            if owner is None:
+                continue
+            scope = [c.name for c in inventory.requirement_scope(requirement)]
+            own = inventory.policy_namespace(requirement) or DEFAULT_NAMESPACE
+            raw = [] if requirement.endpoint_selector.is_abstract else \
+                [requirement.endpoint_selector]
+            for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
+                raw += [p.selector for p in rule.endpoints if not p.is_abstract]
+                for cidr in rule.cidrs:
+                    for text in (cidr.cidr, *cidr.excepts):
+                        network = str(ipaddress.ip_network(text, strict=False))
+                        cidrs.setdefault(network, Endpoint("cidr", "", "", "", "", network, ()))
+            for selector in raw:
+                labels = synthesize_labels(selector)
+                namespace = selector_namespace(selector) or own
+                for name in scope:
+                    self.add(Endpoint("client", owner.name, name,
+                                      owner.cluster_by_name[name].mesh_name, namespace,
+                                      labels_text(labels), labels))
+
+    def endpoints(self, inventory: Inventory) -> tuple[Endpoint, ...]:
+        """The endpoints collected, with ``inventory``'s gateway hops (added last: an address
+        a requirement names is the requirement's), in the stable order. Adds no more after
+        (:func:`copy` first to go on)."""
+        _gateway_hops(inventory, self.add, self.cidrs)
+        order = {"service": 0, "client": 1, "dns": 2, "gateway": 3}
+        pods = sorted(self.found.values(), key=lambda e: (e.domain, e.cluster, order[e.kind],
+                                                          e.namespace, e.name))
+        return (*pods, *sorted(self.cidrs.values(), key=lambda e: e.block))
 
 
 def _gateway_hops(inventory: Inventory, add: Callable[[Endpoint], None],
