@@ -210,23 +210,24 @@ def _changes_of_changed_clusters(sides: list[Side]) -> ConnectivityChanges:
     # The other clusters the candidates reach are the same on both sides: read them once.
     parsed.update(_parsed_by_document((old_files,), needed - changed))
     rest = read_layers(*sides[0], "", only=needed - changed, parsed=parsed, index=index).layers
-    old = _merged(touched[0], rest, changed, sides[0][0])
-    new = _merged(touched[1], rest, changed, sides[1][0])
     in_changed = [k for k, e in enumerate(new_endpoints) if (e.domain, e.cluster) in changed]
+    old = _merged(touched[0], rest, changed, in_changed, sides[0][0])
+    new = _merged(touched[1], rest, changed, in_changed, sides[1][0])
     return ConnectivityChanges(
         tuple(sorted(_flow_changes(old, new, candidates))),
         tuple(sorted(_stance_changes(touched[0].cilium, touched[1].cilium, in_changed))))
 
 
 def _merged(changed_side: Layers, unchanged_side: Layers, changed: set[Where],
-            inventory: Inventory) -> Layers:
-    """One side's layers: its own reading of the ``changed`` clusters, and the other side's
-    of the rest (their folders are the same, so is their reading: read once)."""
+            in_changed: Iterable[int], inventory: Inventory) -> Layers:
+    """One side's layers: its own reading of the ``changed`` clusters (whose endpoints are
+    ``in_changed``), and the other side's of the rest (their folders are the same, so is their
+    reading: read once)."""
     mine, theirs = changed_side.cilium, unchanged_side.cilium
-    sources = [mine if (e.domain, e.cluster) in changed else theirs for e in mine.endpoints]
-    model = Connectivity(mine.endpoints, mine.index, (
-        [source.egress[k] for k, source in enumerate(sources)],
-        [source.ingress[k] for k, source in enumerate(sources)]))
+    egress, ingress = list(theirs.egress), list(theirs.ingress)
+    for k in in_changed:
+        egress[k], ingress[k] = mine.egress[k], mine.ingress[k]
+    model = Connectivity(mine.endpoints, mine.index, (egress, ingress))
     policies = {**unchanged_side.identity.policies,
                 **{w: p for w, p in changed_side.identity.policies.items() if w in changed}}
     for where in changed:
