@@ -176,3 +176,29 @@ def test_endpoints_of_the_requirements_both_sides_hold_are_read_once(
     monkeypatch.setattr(flowdiff, "inventory_endpoints", unexpected)
     assert flowdiff._own_endpoints(old, new) == expected
     assert flowdiff._own_endpoints(new, old) == expected[::-1]
+
+
+def test_every_reading_of_a_change_shares_one_endpoint_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both sides read over the same endpoints: the endpoint index (pods by place and by
+    label) is built once for the touched clusters of both sides, the rest and the merged
+    models, and the changes are those of reading both trees whole."""
+    from meshplan.verify.endpoints import EndpointIndex
+
+    generate("4x4x8x60", 1, tmp_path)
+    before = render(tmp_path)
+    mutate_one_requirement(tmp_path)
+    after = render(tmp_path)
+    assert before is not None and after is not None
+    built = []
+    init = EndpointIndex.__init__
+
+    def counted(self: EndpointIndex, endpoints: object) -> None:
+        built.append(endpoints)
+        init(self, endpoints)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EndpointIndex, "__init__", counted)
+    changes = connectivity_changes(before, after)
+    assert len(built) == 1
+    monkeypatch.undo()
+    assert changes.flows and changes == whole_connectivity_changes(before, after)

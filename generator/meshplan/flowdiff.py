@@ -25,7 +25,13 @@ from .model import Inventory
 from .outputs import OutputFile, split_cluster_path
 from .verify.cilium import ParseCache
 from .verify.connectivity import DIRECTIONS, Connectivity, Direction
-from .verify.endpoints import Endpoint, EndpointCollector, inventory_endpoints, is_dns_flow
+from .verify.endpoints import (
+    Endpoint,
+    EndpointCollector,
+    EndpointIndex,
+    inventory_endpoints,
+    is_dns_flow,
+)
 from .verify.gateways import gateway_hops
 from .verify.istio import IdentityLayer
 from .verify.layers import Layers, read_layers
@@ -186,7 +192,9 @@ def _changes_of_changed_clusters(sides: list[Side]) -> ConnectivityChanges:
     common = _clusters(sides[0][0]) & _clusters(sides[1][0])
     changed = _changed_clusters(old_files, new_files, common)
     parsed = _parsed_by_document((old_files, new_files), changed)
-    touched = [read_layers(i, e, f, "", only=changed, parsed=parsed).layers
+    # Every reading is over the same endpoint list: its index is built once.
+    index = EndpointIndex(new_endpoints)
+    touched = [read_layers(i, e, f, "", only=changed, parsed=parsed, index=index).layers
                for i, e, f in sides]
     candidates = _candidates(touched[0], touched[1], changed)
     if candidates is None:
@@ -201,23 +209,25 @@ def _changes_of_changed_clusters(sides: list[Side]) -> ConnectivityChanges:
                     needed.add((e.domain, e.cluster))
     # The other clusters the candidates reach are the same on both sides: read them once.
     parsed.update(_parsed_by_document((old_files,), needed - changed))
-    rest = read_layers(*sides[0], "", only=needed - changed, parsed=parsed).layers
-    old = _merged(touched[0], rest, changed, sides[0][0])
-    new = _merged(touched[1], rest, changed, sides[1][0])
+    rest = read_layers(*sides[0], "", only=needed - changed, parsed=parsed, index=index).layers
     in_changed = [k for k, e in enumerate(new_endpoints) if (e.domain, e.cluster) in changed]
+    old = _merged(touched[0], rest, changed, in_changed, sides[0][0])
+    new = _merged(touched[1], rest, changed, in_changed, sides[1][0])
     return ConnectivityChanges(
         tuple(sorted(_flow_changes(old, new, candidates))),
         tuple(sorted(_stance_changes(touched[0].cilium, touched[1].cilium, in_changed))))
 
 
 def _merged(changed_side: Layers, unchanged_side: Layers, changed: set[Where],
-            inventory: Inventory) -> Layers:
-    """One side's layers: its own reading of the ``changed`` clusters, and the other side's
-    of the rest (their folders are the same, so is their reading: read once)."""
-    model = Connectivity(changed_side.cilium.endpoints)
-    for k, e in enumerate(model.endpoints):
-        source = changed_side if (e.domain, e.cluster) in changed else unchanged_side
-        model.egress[k], model.ingress[k] = source.cilium.egress[k], source.cilium.ingress[k]
+            in_changed: Iterable[int], inventory: Inventory) -> Layers:
+    """One side's layers: its own reading of the ``changed`` clusters (whose endpoints are
+    ``in_changed``), and the other side's of the rest (their folders are the same, so is their
+    reading: read once)."""
+    mine, theirs = changed_side.cilium, unchanged_side.cilium
+    egress, ingress = list(theirs.egress), list(theirs.ingress)
+    for k in in_changed:
+        egress[k], ingress[k] = mine.egress[k], mine.ingress[k]
+    model = Connectivity(mine.endpoints, mine.index, (egress, ingress))
     policies = {**unchanged_side.identity.policies,
                 **{w: p for w, p in changed_side.identity.policies.items() if w in changed}}
     for where in changed:

@@ -214,3 +214,24 @@ def test_named_ports_allow_nothing_and_are_reported(semantics_inventory: Invento
 def test_missing_rendered_cluster_is_an_error(semantics_inventory: Inventory) -> None:
     report = verify(semantics_inventory, {})
     assert any("expected the rendered directory of cluster d/a" in e for e in errors(report))
+
+
+def test_a_model_takes_only_its_own_endpoints_index_and_one_stance_each() -> None:
+    """A shared endpoint index is that of the very endpoints (else the reading would select
+    other pods); given stances are one per endpoint and direction, and are used as given."""
+    from meshplan.pipeline import render_with_inventory
+    from meshplan.verify.connectivity import Connectivity, Stance
+    from meshplan.verify.endpoints import EndpointIndex, inventory_endpoints
+
+    from tests.support.repos import REPO_ROOT
+
+    endpoints = inventory_endpoints(render_with_inventory(REPO_ROOT)[0])
+    index = EndpointIndex(endpoints)
+    assert Connectivity(endpoints, index).index is index
+    with pytest.raises(ValueError, match="other endpoints"):
+        Connectivity(endpoints[1:], index)
+    stances = ([Stance() for _ in endpoints], [Stance() for _ in endpoints])
+    model = Connectivity(endpoints, None, stances)
+    assert model.egress is stances[0] and model.ingress is stances[1]
+    with pytest.raises(ValueError, match="one egress and one ingress"):
+        Connectivity(endpoints, None, (stances[0], stances[1][1:]))

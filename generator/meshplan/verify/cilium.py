@@ -50,7 +50,7 @@ from ..vocabulary import (
 )
 from .addresses import Block, cidr_blocks
 from .connectivity import DIRECTIONS, Connectivity, Direction, Grant, Origin
-from .endpoints import Endpoint
+from .endpoints import Endpoint, EndpointIndex
 from .ports import ALL_PORTS, NO_PORTS, PROTOCOLS, PortSet, ports_of
 from .selectors import LabelSelector, Term, parse_selector
 from .services import ServiceCopy
@@ -105,8 +105,8 @@ class _ActualBuilder:
     def __init__(self, inventory: Inventory, endpoints: Sequence[Endpoint],
                  files: Mapping[str, bytes], display_root: str,
                  only: Collection[tuple[str, str]] | None = None,
-                 parsed: ParseCache | None = None, reader: RenderedReader | None = None
-                 ) -> None:
+                 parsed: ParseCache | None = None, reader: RenderedReader | None = None,
+                 index: EndpointIndex | None = None) -> None:
         self.inventory = inventory
         self.parsed = parsed
         self.reader = reader if reader is not None else RenderedReader(None)
@@ -115,7 +115,7 @@ class _ActualBuilder:
         # the same rules into every cluster of its scope
         self.rule_readings: dict[tuple[str, str | None, str], _RuleReading] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
-        self.model = Connectivity(endpoints)
+        self.model = Connectivity(endpoints, index)
         self.files = files
         self.root = display_root.rstrip("/")
         self.problems: list[Diagnostic] = []
@@ -651,6 +651,7 @@ def actual_connectivity(
     inventory: Inventory, endpoints: Sequence[Endpoint], files: Mapping[str, bytes],
     display_root: str = DEFAULT_OUTPUT_DIR, only: Collection[tuple[str, str]] | None = None,
     parsed: ParseCache | None = None, reader: RenderedReader | None = None,
+    index: EndpointIndex | None = None,
 ) -> ActualConnectivity:
     """The connectivity the rendered files allow; problems reading them; what was read.
 
@@ -658,8 +659,10 @@ def actual_connectivity(
     change touches and the ones their flows need); the others enforce nothing in the model.
     ``parsed``: files already parsed (by path and content), shared by several readings.
     ``reader``: how files are read (default: the positioned parser, no cache).
+    ``index``: the :class:`.endpoints.EndpointIndex` of ``endpoints``, when already built.
     """
-    builder = _ActualBuilder(inventory, endpoints, files, display_root, only, parsed, reader)
+    builder = _ActualBuilder(inventory, endpoints, files, display_root, only, parsed, reader,
+                             index)
     model = builder.build()
     return ActualConnectivity(model, tuple(builder.problems), builder.policies,
                               tuple(builder.services), tuple(builder.istio_documents))

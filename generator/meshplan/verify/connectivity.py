@@ -129,10 +129,24 @@ class Verdict:
 class Connectivity:
     """Stances of every endpoint; evaluates flows between any two endpoints."""
 
-    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+    def __init__(self, endpoints: Sequence[Endpoint], index: EndpointIndex | None = None,
+                 stances: tuple[list[Stance], list[Stance]] | None = None) -> None:
+        """``index``: the :class:`EndpointIndex` of these very endpoints, when one is already
+        built (several readings over the same endpoints share it). ``stances``: the egress and
+        ingress stances, one per endpoint, when they are already made (default: unrestricted
+        ones, to fill)."""
         self.endpoints = tuple(endpoints)
-        self.egress = [Stance() for _ in self.endpoints]
-        self.ingress = [Stance() for _ in self.endpoints]
+        if index is not None:
+            if index.endpoints != self.endpoints:
+                raise ValueError("the endpoint index is of other endpoints")
+            self.__dict__["index"] = index  # the cached_property's value
+        if stances is None:
+            self.egress = [Stance() for _ in self.endpoints]
+            self.ingress = [Stance() for _ in self.endpoints]
+        else:
+            self.egress, self.ingress = stances
+            if not len(self.egress) == len(self.ingress) == len(self.endpoints):
+                raise ValueError("one egress and one ingress stance per endpoint")
         self._block_peers: dict[int, tuple[int, ...]] = {}
         self._grants_kept: list[Grant] = []
 

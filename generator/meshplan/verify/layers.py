@@ -32,7 +32,7 @@ from ..outputs import DEFAULT_OUTPUT_DIR
 from .cilium import ActualConnectivity, ParseCache, actual_connectivity
 from .compare import Mismatch
 from .connectivity import Connectivity, Origin, allowed
-from .endpoints import Endpoint, is_dns_flow
+from .endpoints import Endpoint, EndpointIndex, is_dns_flow
 from .gateways import GatewayHops, gateway_hops
 from .istio import TCP, IdentityLayer, read_identity_layer
 from .ports import PortSet
@@ -102,12 +102,14 @@ def read_layers(inventory: Inventory, endpoints: Sequence[Endpoint],
                 files: Mapping[str, bytes], display_root: str = DEFAULT_OUTPUT_DIR,
                 only: Collection[Where] | None = None,
                 parsed: ParseCache | None = None,
-                reader: RenderedReader | None = None) -> ReadLayers:
+                reader: RenderedReader | None = None,
+                index: EndpointIndex | None = None) -> ReadLayers:
     """Both layers of a rendered tree, over ``endpoints`` (verify, and the pull-request
     picture of a change); ``only`` these clusters' folders when given; files found in
-    ``parsed`` are not parsed again; ``reader`` reads the others (default: the parser)."""
+    ``parsed`` are not parsed again; ``reader`` reads the others (default: the parser);
+    ``index``: the endpoints' :class:`.endpoints.EndpointIndex`, when already built."""
     cilium = actual_connectivity(inventory, endpoints, files, display_root, only, parsed,
-                                 reader)
+                                 reader, index)
     identity, problems = read_identity_layer(inventory, endpoints, cilium.istio_documents)
     layers = Layers(cilium.model, gateway_hops(inventory, endpoints), identity)
     return ReadLayers(layers, cilium, tuple(problems))
