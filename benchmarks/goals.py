@@ -67,6 +67,7 @@ def input_bytes(repo: Path) -> int:
 def run_one(module: str, size: str, repo: Path, workdir: Path, out: Path) -> int:
     """Run one goal module on one size in this process; write its results as JSON."""
     goal = importlib.import_module(f"benchmarks.{module}")
+    workdir.mkdir(parents=True, exist_ok=True)  # the goal modules make their scratch in it
     results = goal.measure(size, repo, workdir)
     out.write_text(json.dumps([r._asdict() for r in results], indent=2) + "\n", "utf-8")
     return 0
