@@ -84,3 +84,16 @@ def test_an_edited_file_reads_as_the_parser_reads_it(docs: list[dict[str, Any]],
         text = text[:at] + data.draw(EDITS) + text[at + cut:]
     _, found = read(text)
     assert found == parsed(text)
+
+
+@pytest.mark.parametrize("header", ["", HEADER, "# \u00e9t\u00e9 \u2603\n"])
+def test_a_file_with_a_byte_order_mark_is_laid_out_at_its_own_places(header: str) -> None:
+    """The decoded text drops the BOM (3 bytes): each document is still found at its bytes,
+    so its marks are the parser's (they were read 3 bytes early: a crash or wrong data)."""
+    text = header + dump_documents([{"kind": "Service", "metadata": {"name": "\u00e9"}},
+                                    {"kind": "Namespace", "metadata": {"name": "b"}}])
+    reader = RenderedReader(None)
+    documents, problems = reader.documents("f.yaml", b"\xef\xbb\xbf" + text.encode())
+    assert ([(d.index, d.data, dict(d.marks)) for d in documents],
+            [p.format_text() for p in problems]) == parsed(text)
+    assert (reader.laid_out, reader.parsed) == (1, 0)

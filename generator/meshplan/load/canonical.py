@@ -126,7 +126,7 @@ def laid_out(relpath: str, text: str, raw: bytes, *, with_entry: bool = False,
     if with_entry:
         with contextlib.suppress(ValueError):  # text JSON cannot hold (a lone surrogate)
             entry = entry_of(candidate)
-    source = _EntrySource(entry) if entry is not None else _TextSource(raw, text, body)
+    source = _EntrySource(entry) if entry is not None else _TextSource(raw, body)
     found = checked_documents(relpath, text, body, candidate, source, parts)
     return (found, entry) if found is not None else None
 
@@ -294,10 +294,11 @@ class _TextSource:
 
     __slots__ = ("head", "raw", "spans")
 
-    def __init__(self, raw: bytes, text: str, body: str) -> None:
+    def __init__(self, raw: bytes, body: str) -> None:
         self.raw = raw
-        head = len(text) - len(body)  # the comment lines
-        self.head = head if raw.isascii() else len(text[:head].encode())
+        # whatever precedes the body's bytes: the comment lines, and a byte-order mark the
+        # decoded text no longer holds (the body is the tail of both)
+        self.head = len(raw) - (len(body) if raw.isascii() else len(body.encode()))
         self.spans: list[tuple[int, int]] = []  # each document's bytes, once checked
 
     def place(self, texts: list[str]) -> None:
