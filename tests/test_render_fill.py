@@ -16,6 +16,7 @@ from meshplan.incremental import (
     ClusterRecords,
     cluster_record,
     files_by_cluster,
+    list_inputs,
     snapshot_bytes,
     snapshot_from_bytes,
 )
@@ -110,3 +111,21 @@ def test_a_held_blob_is_read_from_memory_and_others_from_the_packs(tmp_path: Pat
     assert cache.read_blobs([digest(stored), digest(held), digest(b"absent")]) == [
         stored, held, None]
     assert RenderCache.at(tmp_path / "cache").read_blob(digest(held)) is None  # this run's only
+
+
+def test_an_incremental_run_analyses_the_bytes_it_listed_and_digested(
+        fleet: Path, tmp_path: Path) -> None:
+    """A file changed again after the run listed (and digested) it: the run analyses the bytes
+    it recorded under that digest, not whatever is on disk by the time it parses."""
+    cache = RenderCache.at(tmp_path / "cache")
+    pipeline.render_cached(fleet, cache)
+    before = {p: p.read_bytes() for p in (fleet / "requirements").rglob("*.yaml")}
+    mutate_one_requirement(fleet)
+    changed = [p for p, raw in before.items() if p.read_bytes() != raw]
+    assert len(changed) == 1
+    listed = list_inputs(fleet)
+    expected, _ = pipeline.render_repository(fleet)
+    changed[0].write_bytes(before[changed[0]])  # on disk again as the snapshot has it
+    result = pipeline.render_cached(fleet, cache, inputs=listed)
+    assert result.mode == "incremental"
+    assert result.rendered.files == expected.files

@@ -1029,15 +1029,17 @@ def other_outputs(inventory: Inventory) -> list[OutputFile]:
     return [marker_file(), *bootstrap_files(inventory)]
 
 
-def read_requirement_documents(root: Path, paths: Iterable[str]
+def read_requirement_documents(root: Path, paths: Iterable[str], contents: Mapping[str, bytes]
                                ) -> tuple[list[tuple[str, Document]], list[Diagnostic]]:
+    """The documents of these requirement files, parsed from ``contents`` (the bytes
+    :func:`list_inputs` read and digested: what is analysed is what is recorded)."""
     documents: list[tuple[str, Document]] = []
     problems: list[Diagnostic] = []
     for relpath in paths:
         folder = domain_folder(relpath)
         if folder is None:
             raise Fallback(f"{relpath} is not inside a domain folder")
-        docs, found = read_documents(root, relpath)
+        docs, found = read_documents(root, relpath, contents.get(relpath))
         documents.extend((folder, doc) for doc in docs)
         problems.extend(found)
     return documents, problems

@@ -676,10 +676,11 @@ class _InventorySlice:
     domains its requirements read; what is taken of the inventory whole (its diagnostics, the
     bootstrap files, the pod networks) is the snapshot's."""
 
-    def __init__(self, root: Path, inventory: Sequence[str], previous: Snapshot) -> None:
+    def __init__(self, root: Path, inputs: InputFiles, previous: Snapshot) -> None:
         self.root = root
-        self.order = inventory
-        self.declared = {p: previous.inventory_files[p][1] for p in inventory}
+        self.order = inputs.inventory
+        self.contents = inputs.contents  # the bytes listed and digested: parsed, not read again
+        self.declared = {p: previous.inventory_files[p][1] for p in inputs.inventory}
         self.documents: dict[str, list[Document]] = {}
         self.domains: set[str] = set()
         self.model: InventoryModel | None = None
@@ -701,7 +702,7 @@ class _InventorySlice:
         if not domains <= self.domains:
             raise _WholeInventory
         for relpath in wanted:
-            docs, problems = read_documents(self.root, relpath)
+            docs, problems = read_documents(self.root, relpath, self.contents.get(relpath))
             if has_errors(problems):
                 raise _WholeInventory
             self.documents[relpath] = docs
@@ -766,7 +767,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     if sliced and not changed_inventory and not removed and previous.sliceable \
             and inputs.diagnostics == previous.listing_diagnostics:
         # No inventory file changed: read only the domains the changed files read.
-        piece = _InventorySlice(root, inputs.inventory, previous)
+        piece = _InventorySlice(root, inputs, previous)
         dirty = [p for p in inputs.requirements if p in changed]
         dirty_docs, found, dirty_model = _dirty_requirements(root, inputs, dirty, full_above)
         old_model: InventoryModel | None
@@ -781,8 +782,8 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     else:
         documents: list[Document] = []
         problems = []
-        for relpath in inputs.inventory:
-            docs, found = read_documents(root, relpath)
+        for relpath in inputs.inventory:  # the bytes listed and digested, not read again
+            docs, found = read_documents(root, relpath, inputs.contents.get(relpath))
             documents.extend(docs)
             problems.extend(found)
         # An unchanged file with no diagnostic in the snapshot passed the structural checks
@@ -1122,7 +1123,7 @@ def _dirty_requirements(root: Path, inputs: InputFiles, dirty: Sequence[str], fu
 
     if len(dirty) > len(inputs.requirements) * full_above:
         raise Fallback("the change reaches most requirements")
-    documents, found = read_requirement_documents(root, dirty)
+    documents, found = read_requirement_documents(root, dirty, inputs.contents)
     built = model_requirements(documents)
     if has_errors((*found, *built.diagnostics)):
         raise Fallback("problems in a changed requirement")
@@ -1147,7 +1148,8 @@ def _analyse_selected(root: Path, inputs: InputFiles, model: InventoryModel, sel
     from .incremental import Fallback, read_requirement_documents
 
     wanted = [p for p in inputs.requirements if p in selected]
-    more, found = read_requirement_documents(root, [p for p in wanted if p not in preloaded])
+    more, found = read_requirement_documents(
+        root, [p for p in wanted if p not in preloaded], inputs.contents)
     by_path = dict(preloaded)
     for item in more:
         by_path.setdefault(item[1].file, []).append(item)
