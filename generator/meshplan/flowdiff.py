@@ -137,17 +137,19 @@ def connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
 
 def whole_connectivity_changes(before: Render, after: Render) -> ConnectivityChanges:
     """:func:`connectivity_changes` the slow way, as the reference the tests compare it with:
-    both trees read whole, every flow and every stance compared."""
-    return _every_change(_sides(before, after))
+    both trees read whole, every flow and every stance compared, each side's endpoints listed
+    on their own (not through :func:`_own_endpoints`' shared requirements)."""
+    return _every_change(_sides(before, after, whole=True))
 
 
 Side = tuple[Inventory, list[Endpoint], dict[str, bytes]]
 
 
-def _sides(before: Render, after: Render) -> list[Side]:
+def _sides(before: Render, after: Render, *, whole: bool = False) -> list[Side]:
     """Each side's inventory, endpoints (the same list on both sides, in the clusters both
-    have) and rendered files."""
-    own = _own_endpoints(before[0], after[0])
+    have) and rendered files; ``whole``: each side's endpoints listed on their own."""
+    own = ([inventory_endpoints(before[0]), inventory_endpoints(after[0])] if whole
+           else _own_endpoints(before[0], after[0]))
     union: dict[str, Endpoint] = {}
     for endpoints in reversed(own):  # the head's first
         for endpoint in endpoints:
