@@ -418,12 +418,9 @@ def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile]) -> Cluster
             continue
         counts[at] += 1
         if at == 1 and kind == SERVICE_KIND:
-            annotations = manifest.body["metadata"].get("annotations")
-            if annotations:
-                found = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
-                         annotations.get(SHARED_SERVICE_ANNOTATION))
-                if found != (None, None):
-                    copies[f"{key.namespace}/{key.name}"] = found
+            found = _copy_flags(manifest)
+            if found is not None:
+                copies[f"{key.namespace}/{key.name}"] = found
     return ClusterRecord(file_digests(files), (counts[0], counts[1], counts[2]), copies)
 
 
@@ -440,11 +437,19 @@ def service_copies(manifests: Iterable[Manifest]
     {} for both, so a snapshot leaves them out -- half of all copies)."""
     for manifest in manifests:
         if manifest.key.kind == SERVICE_KIND:
-            annotations = manifest.body["metadata"].get("annotations", {})
-            found = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
-                     annotations.get(SHARED_SERVICE_ANNOTATION))
-            if found != (None, None):
+            found = _copy_flags(manifest)
+            if found is not None:
                 yield f"{manifest.key.namespace}/{manifest.key.name}", found
+
+
+def _copy_flags(service: Manifest) -> tuple[str | None, str | None] | None:
+    """A Service's (global, shared) annotations; None when it has neither."""
+    annotations = service.body["metadata"].get("annotations")
+    if not annotations:
+        return None
+    found = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
+             annotations.get(SHARED_SERVICE_ANNOTATION))
+    return None if found == (None, None) else found
 
 
 def file_digests(files: Iterable[OutputFile]) -> tuple[tuple[str, str], ...]:
