@@ -12,10 +12,10 @@ not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh tes
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..diagnostics import Diagnostic, Location, warning
+from ..diagnostics import Diagnostic, Location, error, warning
 from ..load.document import Spot
 from .connectivity import Connectivity, Direction
 from .endpoints import Endpoint
@@ -77,10 +77,12 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint]) -> di
     return out
 
 
-def load_balancing_problems(actual: Connectivity,
-                            copies: Sequence[ServiceCopy]) -> list[Diagnostic]:
+def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
+                            serving: Mapping[ServiceCopy, tuple[int, ...]] | None = None
+                            ) -> list[Diagnostic]:
     """Clients of a cluster allowed to some, but not all, backends its copy of a Service picks
-    from: part of their connections will be dropped, at random."""
+    from: part of their connections will be dropped, at random. ``serving``: the copies'
+    :func:`backends`, when already found."""
     endpoints = actual.endpoints
     clients: dict[tuple[str, str], list[int]] = {}
     for i, e in enumerate(endpoints):
@@ -122,7 +124,9 @@ def load_balancing_problems(actual: Connectivity,
             for b in named_by("egress", i):
                 egress_namers.setdefault(b, []).append(i)
 
-    for copy, picked in backends(copies, endpoints).items():
+    if serving is None:
+        serving = backends(copies, endpoints)
+    for copy, picked in serving.items():
         if len(picked) < 2 or not copy.ports:
             continue
         key = (copy.domain, copy.cluster)
@@ -164,4 +168,64 @@ def load_balancing_problems(actual: Connectivity,
                            f"{', '.join(sorted(reached))} allowed: Cilium load-balances every "
                            "connection to any of them (affinity is only a preference), so "
                            "part of the connections will be dropped, at random"))
+    return out
+
+
+@dataclass(frozen=True)
+class NamedCall:
+    """Clients of one cluster that call a service by its name: an egress peer naming it
+    (``service: x``) in a requirement whose pods there it selects."""
+
+    where: Location  # the requirement's peer
+    requirement: str
+    domain: str  # the clients'
+    cluster: str
+    service: str  # the service's key
+    namespace: str
+    name: str
+    pods: frozenset[int]  # the service's intended pods (endpoint indices)
+
+
+def name_problems(calls: Iterable[NamedCall], copies: Sequence[ServiceCopy],
+                  endpoints: Sequence[Endpoint],
+                  serving: Mapping[ServiceCopy, tuple[int, ...]]) -> list[Diagnostic]:
+    """Clients that call a service by name where their cluster has no copy of its Service
+    whose backends (:func:`backends`) include any of the service's intended pods: the name
+    does not resolve there, or resolves to none of them. Clients with a local pod of the
+    service are not checked (their cluster's own Service is not meshplan's output).
+    Reported once per requirement peer, client cluster and Service."""
+    groups: dict[tuple[Location, str, str, str, str, str, str], set[int]] = {}
+    for call in calls:
+        groups.setdefault((call.where, call.domain, call.cluster, call.namespace, call.name,
+                           call.requirement, call.service), set()).update(call.pods)
+    if not groups:
+        return []
+    by_name: dict[tuple[str, str, str, str], list[ServiceCopy]] = {}
+    for copy in copies:
+        by_name.setdefault((copy.domain, copy.cluster, copy.namespace, copy.name),
+                           []).append(copy)
+    out = []
+    for (where, domain, cluster, namespace, name, requirement, service), pods in \
+            sorted(groups.items(), key=lambda g: g[0][:5]):
+        if not pods or any(endpoints[i].domain == domain and endpoints[i].cluster == cluster
+                           for i in pods):
+            continue  # nothing to reach, or local backends
+        found = by_name.get((domain, cluster, namespace, name), [])
+        if any(not pods.isdisjoint(serving.get(copy, ())) for copy in found):
+            continue
+        expected = (f"expected {domain}/{cluster} to have a Service {namespace}/{name} whose "
+                    f"backends include a pod of service {service}, which requirement "
+                    f"{requirement} lets clients there call by that name")
+        if not found:
+            reason = "found no such Service in the rendered output: the name will not resolve"
+        else:
+            shown = []
+            for copy in found:
+                titles = sorted(endpoints[i].title for i in serving.get(copy, ()))
+                more = f" and {len(titles) - 3} more" if len(titles) > 3 else ""
+                shown.append(f"{copy.location} (global: {'true' if copy.is_global else 'not true'}"
+                             f", backends: {', '.join(titles[:3]) + more or 'none'})")
+            reason = (f"found {'; '.join(shown)}: ClusterMesh gives a copy the remote backends "
+                      "only when it is global, so the call reaches none of the service's pods")
+        out.append(error(where, "", f"{expected}, {reason}"))
     return out
