@@ -103,7 +103,7 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
                    *gateway_egress_warnings(layers, intended),
                    *dns_problems(actual), *half_open(intended),
                    *load_balancing_problems(actual, cilium.services, serving),
-                   *name_problems(calls, cilium.services, endpoints, serving)]
+                   *name_problems(calls, endpoints, serving)]
     return VerifyReport(endpoints, actual, intended, layers, tuple(mismatches),
                         sorted_diagnostics(diagnostics), cilium.policies)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..diagnostics import Diagnostic, Location, error, warning
 from ..load.document import Spot
@@ -171,8 +172,7 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
     return out
 
 
-@dataclass(frozen=True)
-class NamedCall:
+class NamedCall(NamedTuple):
     """Clients of one cluster that call a service by its name: an egress peer naming it
     (``service: x``) in a requirement whose pods there it selects."""
 
@@ -186,46 +186,51 @@ class NamedCall:
     pods: frozenset[int]  # the service's intended pods (endpoint indices)
 
 
-def name_problems(calls: Iterable[NamedCall], copies: Sequence[ServiceCopy],
-                  endpoints: Sequence[Endpoint],
+def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                   serving: Mapping[ServiceCopy, tuple[int, ...]]) -> list[Diagnostic]:
     """Clients that call a service by name where their cluster has no copy of its Service
-    whose backends (:func:`backends`) include any of the service's intended pods: the name
-    does not resolve there, or resolves to none of them. Clients with a local pod of the
-    service are not checked (their cluster's own Service is not meshplan's output).
+    whose backends (``serving``: :func:`backends`) include any of the service's intended
+    pods: the name does not resolve there, or resolves to none of them. Clients with a local
+    pod of the service are not checked (their cluster's own Service is not meshplan's output).
     Reported once per requirement peer, client cluster and Service."""
-    groups: dict[tuple[Location, str, str, str, str, str, str], set[int]] = {}
-    for call in calls:
-        groups.setdefault((call.where, call.domain, call.cluster, call.namespace, call.name,
-                           call.requirement, call.service), set()).update(call.pods)
-    if not groups:
-        return []
-    by_name: dict[tuple[str, str, str, str], list[ServiceCopy]] = {}
-    for copy in copies:
+    by_name: dict[tuple[str, str, str, str], list[tuple[ServiceCopy, tuple[int, ...]]]] = {}
+    for copy, picked in serving.items():
         by_name.setdefault((copy.domain, copy.cluster, copy.namespace, copy.name),
-                           []).append(copy)
+                           []).append((copy, picked))
+    reached: set[tuple[Location, str, str, str, str]] = set()
+    failed: dict[tuple[Location, str, str, str, str], NamedCall] = {}
+    for call in calls:
+        pods = call.pods
+        if not pods:
+            continue  # nothing to reach
+        domain, cluster = call.domain, call.cluster
+        if any(endpoints[i].cluster == cluster and endpoints[i].domain == domain
+               for i in pods):
+            continue  # local backends
+        key = (call.where, domain, cluster, call.namespace, call.name)
+        if any(not pods.isdisjoint(picked) for _, picked in by_name.get(key[1:], ())):
+            reached.add(key)
+        else:
+            failed.setdefault(key, call)
     out = []
-    for (where, domain, cluster, namespace, name, requirement, service), pods in \
-            sorted(groups.items(), key=lambda g: g[0][:5]):
-        if not pods or any(endpoints[i].domain == domain and endpoints[i].cluster == cluster
-                           for i in pods):
-            continue  # nothing to reach, or local backends
-        found = by_name.get((domain, cluster, namespace, name), [])
-        if any(not pods.isdisjoint(serving.get(copy, ())) for copy in found):
-            continue
-        expected = (f"expected {domain}/{cluster} to have a Service {namespace}/{name} whose "
-                    f"backends include a pod of service {service}, which requirement "
-                    f"{requirement} lets clients there call by that name")
+    for key, call in failed.items():
+        if key in reached:
+            continue  # grouped: the copy reaches some of the pods another call named
+        namespace, name = call.namespace, call.name
+        expected = (f"expected {call.domain}/{call.cluster} to have a Service {namespace}/{name} "
+                    f"whose backends include a pod of service {call.service}, which requirement "
+                    f"{call.requirement} lets clients there call by that name")
+        found = by_name.get(key[1:], [])
         if not found:
             reason = "found no such Service in the rendered output: the name will not resolve"
         else:
             shown = []
-            for copy in found:
-                titles = sorted(endpoints[i].title for i in serving.get(copy, ()))
+            for copy, picked in found:
+                titles = sorted(endpoints[i].title for i in picked)
                 more = f" and {len(titles) - 3} more" if len(titles) > 3 else ""
                 shown.append(f"{copy.location} (global: {'true' if copy.is_global else 'not true'}"
                              f", backends: {', '.join(titles[:3]) + more or 'none'})")
             reason = (f"found {'; '.join(shown)}: ClusterMesh gives a copy the remote backends "
                       "only when it is global, so the call reaches none of the service's pods")
-        out.append(error(where, "", f"{expected}, {reason}"))
+        out.append(error(call.where, "", f"{expected}, {reason}"))
     return out
