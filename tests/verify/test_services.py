@@ -14,10 +14,11 @@ from meshplan.pipeline import validate
 from meshplan.verify.connectivity import Connectivity
 from meshplan.verify.endpoints import Endpoint
 from meshplan.verify.ports import PortSet
+from meshplan.verify.report import verify
 from meshplan.verify.services import ServiceCopy, backends
 
-from tests.support.flows import verify_repo
-from tests.support.repos import THESIS_DIR, copy_tree
+from tests.support.flows import rendered_files, verify_repo
+from tests.support.repos import REPO_ROOT, THESIS_DIR, copy_tree
 
 WEB = (("app", "web"),)
 ENDPOINTS = [Endpoint("service", "d", c, f"m{c}", "ns", "web", WEB) for c in ("a", "b", "c")]
@@ -112,7 +113,8 @@ def test_load_balancing_by_classes_agrees_with_every_pair(
     generate("3x4x16x60", 1, tmp_path / "repo")
     seen: list[tuple[Connectivity, list[ServiceCopy]]] = []
 
-    def capture(actual: Connectivity, copies: list[ServiceCopy]) -> list[Diagnostic]:
+    def capture(actual: Connectivity, copies: list[ServiceCopy],
+                serving: object = None) -> list[Diagnostic]:
         seen.append((actual, list(copies)))
         return []
 
@@ -135,3 +137,36 @@ def _lists(message: str) -> tuple[list[str], list[str]]:
     blocked, rest = found.split(" blocked and ")
     allowed = rest.split(" allowed: ")[0]
     return blocked.split(", "), allowed.split(", ")
+
+
+@pytest.mark.parametrize("edit", ["not global", "deleted", "renamed"])
+def test_a_mirror_that_no_longer_reaches_the_service_is_an_error(edit: str) -> None:
+    """The bundled example renders into domain2/cl4 a mirror of backend-namespace/backend (global,
+    no local pods) so that frontend's pods there reach the remote backends by the name. Made
+    not global, deleted or renamed, the name reaches none of them: an error at the requirement's
+    peer, once for the cluster and Service (not per pod)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    assert verify(inventory, files).ok  # as rendered
+    path = "clusters/domain2/cl4/services.yaml"
+    text = files[path].decode()
+    first, rest = text.split("\n---\n", 1)
+    assert "  name: backend\n  namespace: backend-namespace\n" in first
+    if edit == "not global":
+        first = first.replace('service.cilium.io/global: "true"', 'service.cilium.io/global: '
+                              '"false"', 1)
+    elif edit == "renamed":
+        first = first.replace("  name: backend\n", "  name: backend-old\n", 1)
+    files[path] = (rest if edit == "deleted" else f"{first}\n---\n{rest}").encode()
+    report = verify(inventory, files)
+    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
+    assert len(found) == 1, [d.format_text() for d in found]
+    [problem] = found
+    assert problem.message.startswith(
+        "expected domain2/cl4 to have a Service backend-namespace/backend whose backends "
+        "include a pod of service domain1/backend, which requirement "), problem.message
+    assert str(problem.location).startswith("requirements/domain2/")
+    if edit == "not global":
+        assert "found rendered/clusters/domain2/cl4/services.yaml:7:9 (global: not true, " \
+               "backends: none)" in problem.message
+    else:
+        assert "found no such Service in the rendered output" in problem.message

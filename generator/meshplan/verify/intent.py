@@ -31,10 +31,12 @@ from .istio import (
 )
 from .ports import ALL_PORTS, PortSet, requirement_ports, service_ports
 from .selectors import LabelSelector, Term
+from .services import NamedCall
 
 
 def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint],
-                          hops: GatewayHops = NO_HOPS) -> Connectivity:
+                          hops: GatewayHops = NO_HOPS,
+                          calls: list[NamedCall] | None = None) -> Connectivity:
     """The connectivity the requirements ask for, independent of the rendered output.
 
     Between Istio networks (:mod:`.gateways`) a flow is intended twice: pod to pod (what the
@@ -43,12 +45,15 @@ def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint],
     from its local gateway's pods on the same ports as the peer. Every east-west gateway
     admits 15443 from the source addresses of the other networks' members with a flow into
     its cluster, and nothing else.
+
+    ``calls``: when given, filled with the intended calls of a service by name (egress peers
+    that name a service), for :func:`.services.name_problems`.
     """
     model = Connectivity(endpoints)
     for requirement in inventory.requirements:
         if requirement.domain not in inventory.domain_by_name:
             continue
-        _IntentBuilder(inventory, model, requirement, hops).build()
+        _IntentBuilder(inventory, model, requirement, hops, calls).build()
     if hops.active:
         _gateway_intent(inventory, model, hops)
     return model
@@ -74,8 +79,9 @@ def _gateway_intent(inventory: Inventory, model: Connectivity, hops: GatewayHops
 
 class _IntentBuilder:
     def __init__(self, inventory: Inventory, model: Connectivity, req: Requirement,
-                 hops: GatewayHops = NO_HOPS) -> None:
+                 hops: GatewayHops = NO_HOPS, calls: list[NamedCall] | None = None) -> None:
         self.inventory = inventory
+        self.calls = calls
         self.model = model
         self.req = req
         self.hops = hops
@@ -131,6 +137,11 @@ class _IntentBuilder:
                     self._peer_grants[key] = list(self._service_grants(
                         rule, peer.selector, direction, explicit, origin))
                 for grant, target in self._peer_grants[key]:
+                    if self.calls is not None and direction == "egress":
+                        service = target.service
+                        self.calls.append(NamedCall(
+                            peer.location, self.req.key, self.req.domain, cluster, service.key,
+                            service.namespace, service.name, grant.pods))
                     yield grant
                     yield from self._hops(cluster, target.service.domain, target.clusters,
                                           direction, grant.ports, grant.origin)

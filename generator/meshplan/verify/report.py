@@ -23,7 +23,7 @@ from .layers import (
     read_layers,
 )
 from .ports import PortSet
-from .services import load_balancing_problems
+from .services import NamedCall, backends, load_balancing_problems, name_problems
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,16 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
     layers, cilium, identity_reading = read_layers(inventory, endpoints, files, display_root,
                                                    reader=reader)
     actual, hops = layers.cilium, layers.hops
-    intended = intended_connectivity(inventory, endpoints, hops)
+    calls: list[NamedCall] = []
+    intended = intended_connectivity(inventory, endpoints, hops, calls)
+    serving = backends(cilium.services, endpoints)
     mismatches = compare(actual, intended, hops)
     diagnostics = [*cilium.problems, *identity_reading, *annotate_cilium(mismatches, layers),
                    *identity_problems(layers, intended_identity_layer(inventory, endpoints)),
                    *gateway_egress_warnings(layers, intended),
                    *dns_problems(actual), *half_open(intended),
-                   *load_balancing_problems(actual, cilium.services)]
+                   *load_balancing_problems(actual, cilium.services, serving),
+                   *name_problems(calls, endpoints, serving)]
     return VerifyReport(endpoints, actual, intended, layers, tuple(mismatches),
                         sorted_diagnostics(diagnostics), cilium.policies)
 

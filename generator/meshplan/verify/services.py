@@ -12,10 +12,11 @@ not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh tes
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from ..diagnostics import Diagnostic, Location, warning
+from ..diagnostics import Diagnostic, Location, error, warning
 from ..load.document import Spot
 from .connectivity import Connectivity, Direction
 from .endpoints import Endpoint
@@ -77,10 +78,12 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint]) -> di
     return out
 
 
-def load_balancing_problems(actual: Connectivity,
-                            copies: Sequence[ServiceCopy]) -> list[Diagnostic]:
+def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
+                            serving: Mapping[ServiceCopy, tuple[int, ...]] | None = None
+                            ) -> list[Diagnostic]:
     """Clients of a cluster allowed to some, but not all, backends its copy of a Service picks
-    from: part of their connections will be dropped, at random."""
+    from: part of their connections will be dropped, at random. ``serving``: the copies'
+    :func:`backends`, when already found."""
     endpoints = actual.endpoints
     clients: dict[tuple[str, str], list[int]] = {}
     for i, e in enumerate(endpoints):
@@ -122,7 +125,9 @@ def load_balancing_problems(actual: Connectivity,
             for b in named_by("egress", i):
                 egress_namers.setdefault(b, []).append(i)
 
-    for copy, picked in backends(copies, endpoints).items():
+    if serving is None:
+        serving = backends(copies, endpoints)
+    for copy, picked in serving.items():
         if len(picked) < 2 or not copy.ports:
             continue
         key = (copy.domain, copy.cluster)
@@ -164,4 +169,68 @@ def load_balancing_problems(actual: Connectivity,
                            f"{', '.join(sorted(reached))} allowed: Cilium load-balances every "
                            "connection to any of them (affinity is only a preference), so "
                            "part of the connections will be dropped, at random"))
+    return out
+
+
+class NamedCall(NamedTuple):
+    """Clients of one cluster that call a service by its name: an egress peer naming it
+    (``service: x``) in a requirement whose pods there it selects."""
+
+    where: Location  # the requirement's peer
+    requirement: str
+    domain: str  # the clients'
+    cluster: str
+    service: str  # the service's key
+    namespace: str
+    name: str
+    pods: frozenset[int]  # the service's intended pods (endpoint indices)
+
+
+def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
+                  serving: Mapping[ServiceCopy, tuple[int, ...]]) -> list[Diagnostic]:
+    """Clients that call a service by name where their cluster has no copy of its Service
+    whose backends (``serving``: :func:`backends`) include any of the service's intended
+    pods: the name does not resolve there, or resolves to none of them. Clients with a local
+    pod of the service are not checked (their cluster's own Service is not meshplan's output).
+    Reported once per requirement peer, client cluster and Service."""
+    by_name: dict[tuple[str, str, str, str], list[tuple[ServiceCopy, tuple[int, ...]]]] = {}
+    for copy, picked in serving.items():
+        by_name.setdefault((copy.domain, copy.cluster, copy.namespace, copy.name),
+                           []).append((copy, picked))
+    reached: set[tuple[Location, str, str, str, str]] = set()
+    failed: dict[tuple[Location, str, str, str, str], NamedCall] = {}
+    for call in calls:
+        pods = call.pods
+        if not pods:
+            continue  # nothing to reach
+        domain, cluster = call.domain, call.cluster
+        if any(endpoints[i].cluster == cluster and endpoints[i].domain == domain
+               for i in pods):
+            continue  # local backends
+        key = (call.where, domain, cluster, call.namespace, call.name)
+        if any(not pods.isdisjoint(picked) for _, picked in by_name.get(key[1:], ())):
+            reached.add(key)
+        else:
+            failed.setdefault(key, call)
+    out = []
+    for key, call in failed.items():
+        if key in reached:
+            continue  # grouped: the copy reaches some of the pods another call named
+        namespace, name = call.namespace, call.name
+        expected = (f"expected {call.domain}/{call.cluster} to have a Service {namespace}/{name} "
+                    f"whose backends include a pod of service {call.service}, which requirement "
+                    f"{call.requirement} lets clients there call by that name")
+        found = by_name.get(key[1:], [])
+        if not found:
+            reason = "found no such Service in the rendered output: the name will not resolve"
+        else:
+            shown = []
+            for copy, picked in found:
+                titles = sorted(endpoints[i].title for i in picked)
+                more = f" and {len(titles) - 3} more" if len(titles) > 3 else ""
+                shown.append(f"{copy.location} (global: {'true' if copy.is_global else 'not true'}"
+                             f", backends: {', '.join(titles[:3]) + more or 'none'})")
+            reason = (f"found {'; '.join(shown)}: ClusterMesh gives a copy the remote backends "
+                      "only when it is global, so the call reaches none of the service's pods")
+        out.append(error(call.where, "", f"{expected}, {reason}"))
     return out
