@@ -1073,7 +1073,8 @@ def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: Inventor
     from .incremental import differing_clusters, domain_folder
     from .load.parse import parse_yaml
 
-    old_pods, new_pods = (PodNetworks(Inventory(m.domains)) for m in (old_model, model))
+    new_pods = PodNetworks(Inventory(model.domains))
+    old_pods = new_pods if old_model is model else PodNetworks(Inventory(old_model.domains))
     out: dict[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]] = {}
     for relpath, old_digest in changed.items():
         raw = cache.read_blob(old_digest)
@@ -1110,7 +1111,7 @@ def _objects_alone(model: InventoryModel, documents: Sequence[tuple[str, Documen
         checker = RequirementChecker(inventory, requirement, model.broken_domains, pods)
         if has_errors(checker.problems()):
             return None
-    plan = refine(inventory)
+    plan = refine(inventory, empty_clusters=False)  # objects_by_cluster drops empty ones
     return None if has_errors(plan.diagnostics) else objects_by_cluster(plan)
 
 
