@@ -795,3 +795,26 @@ def test_a_save_reuses_the_line_of_a_record_it_read_and_reencodes_any_other(
     assert b"R-AS-READ" not in again.split(b"\n") and b"C-AS-READ" in again.split(b"\n")
     assert snapshot_from_bytes(again.replace(b"C-AS-READ", lines[1 + len(read.requirement_files)]
                                              )) == read
+
+
+def test_a_requirement_refined_alone_has_plans_only_where_its_objects_go(tmp_path: Path
+                                                                         ) -> None:
+    """``refine(empty_clusters=False)`` (a changed file's objects before and after): the
+    plans of every cluster that gets an object, exactly those of the whole refinement."""
+    from dataclasses import replace
+
+    from meshplan.pipeline import analyse
+    from meshplan.refine import refine
+
+    repo = tmp_path / "repo"
+    generate("3x4x8x30", 5, repo)
+    inventory = analyse(repo).inventory
+    assert inventory is not None
+    for count in (1, 3, len(inventory.requirements)):
+        some = replace(inventory, requirements=inventory.requirements[:count])
+        whole = refine(some)
+        part = refine(some, empty_clusters=False)
+        assert part.clusters == tuple(c for c in whole.clusters if c.objects)
+        assert part.diagnostics == whole.diagnostics
+        if count == 1:
+            assert len(part.clusters) < len(whole.clusters)
