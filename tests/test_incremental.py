@@ -818,3 +818,19 @@ def test_a_requirement_refined_alone_has_plans_only_where_its_objects_go(tmp_pat
         assert part.diagnostics == whole.diagnostics
         if count == 1:
             assert len(part.clusters) < len(whole.clusters)
+
+
+@given(st.lists(st.lists(st.sampled_from(["a: b\n", "---x\n", " ---\n", "- c\n", "--\n",
+                                          "x: ---\n"]), min_size=1, max_size=4),
+                min_size=1, max_size=6), st.booleans())
+def test_cached_documents_split_as_the_separator_does(docs: list[list[str]], cut: bool
+                                                      ) -> None:
+    """A cached file's documents are split with str.split, as the ``---`` separator splits
+    them: each with its last newline (the last one without, when the file ends without)."""
+    from meshplan.incremental import _SEPARATOR, _documents
+
+    texts = ["".join(lines) for lines in docs]
+    if cut:
+        texts[-1] = texts[-1][:-1]
+    text = "---\n".join(texts)
+    assert _documents(text) == _SEPARATOR.split(text) == texts

@@ -593,6 +593,7 @@ _REQUIRED_BY = re.compile(rf"(?m)^    {re.escape(REQUIRED_BY_ANNOTATION)}: ([-a-
 class CachedDocument(NamedTuple):
     key: ObjectKey
     text: str  # as rendered, without the separator
+    order: tuple[int, str, str] = (0, "", "")  # output_order of its key (as cached_documents)
 
 
 def cached_documents(cluster: ClusterPlan, files: Iterable[OutputFile]
@@ -611,13 +612,29 @@ def cached_documents(cluster: ClusterPlan, files: Iterable[OutputFile]
             return None
         if not text.startswith(head):
             return None
-        for document in _SEPARATOR.split(text[len(head):]):
+        ref = cluster.cluster
+        for document in _documents(text[len(head):]):
             match = _DOCUMENT_HEAD.match(document)
             if match is None or FILE_FOR_KIND.get(match[1]) != name:
                 return None
-            out.append(CachedDocument(ObjectKey(cluster.cluster, match[1], match[3] or "",
-                                                match[2]), document))
+            kind, namespace, object_name = match[1], match[3] or "", match[2]
+            out.append(CachedDocument(ObjectKey(ref, kind, namespace, object_name), document,
+                                      (_KIND_RANK[kind], namespace, object_name)))
     return out
+
+
+_KIND_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}  # as refine.output_order
+
+
+def _documents(text: str) -> list[str]:
+    """The documents of a file's text after its header, each with its last line's newline,
+    as ``_SEPARATOR.split`` gives them (a document starts after a ``---`` line; a file's
+    first line cannot be one: its header comes first), in a quarter of its time."""
+    parts = text.split("\n---\n")
+    last = parts.pop()
+    documents = [part + "\n" for part in parts]
+    documents.append(last)
+    return documents
 
 
 def parsed_manifest(document: CachedDocument) -> Manifest | None:
@@ -659,7 +676,7 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
                 return None
             touched.append(manifest)
         else:
-            kept.append((output_order(Manifest(document.key, {}, ())), document.text))
+            kept.append((document.order, document.text))
     patched = patched_cluster(ClusterPlan(cluster.cluster, cluster.mesh_name, tuple(touched)),
                               dirty_causes, contributed)
     if patched is None:
