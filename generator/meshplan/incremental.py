@@ -345,6 +345,8 @@ def changed_services(before: Sequence[Domain], after: Sequence[Domain]) -> set[s
         return None
     changed: set[str] = set()
     for old, new in zip(before, after, strict=True):
+        if old is new:  # an unchanged file's domain, modelled once for both (_previous_inventory)
+            continue
         if [_cluster_facts(c) for c in old.clusters] != [_cluster_facts(c) for c in new.clusters]:
             return None
         if [s.name for s in old.services] != [s.name for s in new.services]:
