@@ -834,3 +834,47 @@ def test_cached_documents_split_as_the_separator_does(docs: list[list[str]], cut
         texts[-1] = texts[-1][:-1]
     text = "---\n".join(texts)
     assert _documents(text) == _SEPARATOR.split(text) == texts
+
+
+def test_a_service_change_reads_the_inventory_in_part_only_when_that_is_exact(
+        medium: Path, tmp_path: Path) -> None:
+    """A change to services only reads the changed inventory file (before and now), the
+    domains its callers read, and every other file up to its services (the pod networks);
+    when the clusters are written elsewhere now, or another file's services come before its
+    clusters (the pod networks read do not make the snapshot's), the inventory is read whole.
+    """
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(medium, cache)
+    change = ServiceChange(medium)
+    change.apply()
+    result = render_cached(medium, cache, full_above=1.0)
+    assert result.sliced and result.patched == result.rerendered > 0
+    assert assert_same(medium, cache) == "unchanged"
+    change.undo()
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
+    change.path.write_text("# the clusters move a line down\n" + change.changed, "utf-8")
+    assert assert_same(medium, cache).startswith("incremental")
+    assert not render_cached(medium, cache).sliced
+    other = next(p for p in domain_files(medium) if p != change.path)
+    data = load(other)
+    data["spec"] = {"services": data["spec"]["services"], "clusters": data["spec"]["clusters"]}
+    dump(other, data)  # its services first: read up to them, it has no cluster
+    assert_same(medium, cache)
+    change.path.write_text("# the clusters move a line down\n" + change.original, "utf-8")
+    assert assert_same(medium, cache) == "incremental, patched"  # the port only: not sliced
+
+
+def test_pod_networks_read_in_part_must_be_the_snapshots(medium: Path, tmp_path: Path
+                                                         ) -> None:
+    """An inventory file holding two domains is read up to its first services: the second
+    domain's clusters are missing from the pod networks read, which then differ from the
+    snapshot's, and a service change elsewhere reads the inventory whole."""
+    *_, first, second = domain_files(medium)
+    change = ServiceChange(medium)
+    assert change.path not in (first, second)
+    first.write_text(first.read_text("utf-8") + "---\n" + second.read_text("utf-8"), "utf-8")
+    second.unlink()
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(medium, cache)
+    change.apply()
+    assert assert_same(medium, cache) == "incremental, patched"  # not sliced
