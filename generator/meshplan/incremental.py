@@ -23,12 +23,16 @@ analysed again (its objects there, its warnings) together with the requirements 
 the same pods (Cilium unions their allows: the load-balancing warning counts them all);
 stale clusters are refined and rendered again from exactly the requirements that put objects
 into them, in input order;
-every other cluster's files come from the cache (checked against their SHA-256). When an
-inventory file changed, the inventory is read whole (many checks span it); when none did, only
-the inventory files declaring the domains the analysed requirements read (their footprints)
-are read, and what is taken of the inventory whole -- its diagnostics, the pod networks, the
-bootstrap files -- comes from the snapshot. A footprint reaching every pod network, or a
-re-analysis of whole clusters, reads the whole inventory again.
+every other cluster's files come from the cache (checked against their SHA-256). When no
+inventory file changed, only the inventory files declaring the domains the analysed
+requirements read (their footprints) are read, and what is taken of the inventory whole --
+its diagnostics, the pod networks, the bootstrap files -- comes from the snapshot. So too when
+inventory files changed in their services only (each was and is domains only, without a
+diagnostic; the same domains, clusters written in the same places, service names): the
+changed files are read before and now, and the pod networks of every other file are read up
+to its services and must make the snapshot's. Any other inventory change reads the inventory
+whole (many checks span it), and so does a re-analysis of whole clusters, or a footprint
+reaching every pod network when they are not known.
 
 When every dirty file's objects before and now are known (each version refined alone), the
 stale clusters are *patched* instead (:func:`patch_documents`): their cached files are split
