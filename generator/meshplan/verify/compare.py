@@ -6,10 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..diagnostics import Diagnostic, Location, error, warning
-from .connectivity import Connectivity, Direction, Grant, Origin, Verdict, sparse_pairs
+from .connectivity import (
+    Connectivity,
+    Direction,
+    Grant,
+    Origin,
+    Stance,
+    Verdict,
+    sparse_pairs,
+)
 from .endpoints import Endpoint, is_dns_flow
 from .gateways import NO_HOPS, GatewayHops
 from .ports import DNS_PORTS, PortSet
@@ -54,7 +62,16 @@ def compare(actual: Connectivity, intended: Connectivity,
     def defaults_differ(direction: Direction, subject: int) -> bool:
         return actual.default(direction, subject) != intended.default(direction, subject)
 
-    for i, j in sparse_pairs((actual, intended), defaults_differ):
+    # A flow is looked at only from a side on which the models may differ: where both of its
+    # sides agree for every peer (kube-dns aside: its flows are not compared), it is as
+    # intended, and most subjects of a fleet rendered from its requirements agree.
+    dns = frozenset(i for i, e in enumerate(endpoints) if e.kind == "dns")
+
+    def may_differ(direction: Direction, subject: int) -> bool:
+        return subject not in dns and not _agree(actual.stance(direction, subject),
+                                                 intended.stance(direction, subject), dns)
+
+    for i, j in sparse_pairs((actual, intended), defaults_differ, may_differ):
         src, dst = endpoints[i], endpoints[j]
         if is_dns_flow(src, dst) or hops.routed(src, dst):
             continue
@@ -75,6 +92,33 @@ def compare(actual: Connectivity, intended: Connectivity,
             out += _latent(src, dst, (a_e, n_e, "egress", intended.egress[i].default_deny),
                            (a_i, n_i, "ingress", intended.ingress[j].default_deny))
     return out
+
+
+def _agree(a: Stance, b: Stance, dns: frozenset[int]) -> bool:
+    """Whether two stances give every peer but the ``dns`` pods the same
+    :meth:`~.connectivity.Connectivity.verdict_ports` (True only when they do; False may be a
+    pair that agrees after all).
+
+    A pod's verdict is read from the compiled maps (restriction, per-pod and wildcard allows
+    and denies); an address's from the grants that name addresses or every peer, whose
+    blocks, ports and wildcard-ness alone count (unions and differences of their ports)."""
+    if a.restricted != b.restricted:
+        return False
+    a_allow, a_any, a_deny, a_deny_any = a.compiled()
+    b_allow, b_any, b_deny, b_deny_any = b.compiled()
+    if a_any != b_any or a_deny_any != b_deny_any:
+        return False
+    for x, y in ((a_allow, b_allow), (a_deny, b_deny)):
+        if x != y and any(peer not in dns for peer, _ in x.items() ^ y.items()):
+            return False
+    return _address_grants(a) == _address_grants(b)
+
+
+def _address_grants(stance: Stance) -> tuple[frozenset[tuple[Any, ...]], ...]:
+    """What decides a stance's verdicts on address endpoints (:func:`_agree`)."""
+    return tuple(frozenset((g.blocks, g.ports, g.wildcard) for g in grants
+                           if g.blocks or g.wildcard)
+                 for grants in (stance.allows, stance.denies))
 
 
 def _latent(src: Endpoint, dst: Endpoint,
