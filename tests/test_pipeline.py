@@ -76,6 +76,22 @@ def test_checked_inventory_validates_without_putting_the_plan_together(
     assert checked_inventory(example_repo) == inventory
 
 
+def test_checked_inventory_rules_refinement_errors_out_without_collecting_objects(
+        example_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On inputs without a refinement error, verify's validation does not even collect
+    refinement's objects (meshplan.refine._proven_clean)."""
+    from meshplan import refine
+    from meshplan.pipeline import checked_inventory, validate
+
+    inventory, _ = validate(example_repo)
+
+    def collected(*_args: object) -> None:
+        raise AssertionError("refinement's objects were collected")
+
+    monkeypatch.setattr(refine, "_collected", collected)
+    assert checked_inventory(example_repo) == inventory
+
+
 @pytest.mark.parametrize("defect", ["refinement", "schema"])
 def test_checked_inventory_reports_exactly_what_validate_reports(
         example_repo: Path, defect: str) -> None:

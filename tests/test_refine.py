@@ -413,7 +413,20 @@ def clash_errors(tmp_path: Path, namespace: str) -> list[Diagnostic]:
     errors = [d for d in caught.value.diagnostics if d.severity is Severity.ERROR]
     inventory, diagnostics = validate(repo)  # `meshplan validate` reports them too
     assert inventory is None and all(e in diagnostics for e in errors)
+    assert_verify_reports_what_validate_reports(repo)
     return errors
+
+
+def assert_verify_reports_what_validate_reports(repo: Path) -> None:
+    """``meshplan verify``'s validation (refinement's errors found without building the
+    objects when it can) refuses the inputs with exactly validate's diagnostics."""
+    from meshplan.pipeline import checked_inventory
+
+    inventory, diagnostics = validate(repo)
+    assert inventory is None
+    with pytest.raises(InputError) as raised:
+        checked_inventory(repo)
+    assert raised.value.diagnostics == diagnostics
 
 
 def test_external_name_clashing_with_an_inventory_service_is_an_error(tmp_path: Path) -> None:
@@ -736,6 +749,7 @@ def test_an_external_name_longer_than_253_characters_is_an_error(tmp_path: Path)
     assert problem.message.startswith("expected the ExternalName Service shop/api of beta/b1 to "
                                       "point at a DNS name of at most 253 characters, found "
                                       "'api.api-ns.svc.cccc")
+    assert_verify_reports_what_validate_reports(repo)
 
 
 def test_every_emitted_object_is_admitted_and_the_check_can_fail(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from meshplan.diagnostics import InputError, Severity
-from meshplan.pipeline import validate
+from meshplan.pipeline import checked_inventory, validate
 
 from tests.support.ci import examples
 from tests.support.k8s import kustomize_build, require_kubectl, validate_object
@@ -319,6 +319,25 @@ def test_random_valid_inputs_render_build_and_validate(world: World, data: st.Da
             domain = data.draw(st.sampled_from(with_requirements))
             index = data.draw(st.integers(0, len(world.requirements[domain]) - 1))
             check_removal(world, repo, views, domain, index)
+
+
+@settings(max_examples=examples(30), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(world=inventories(unique_services=False))
+def test_verify_validates_as_validate_does(world: World) -> None:
+    """``meshplan verify``'s validation (which rules refinement's errors out without building
+    the objects when it can) gives validate's inventory, or refuses with its diagnostics."""
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = write_repo(Path(tmp) / "repo", world.domains, world.requirements)
+        inventory, diagnostics = validate(repo)
+        if inventory is None:
+            with pytest.raises(InputError) as raised:
+                checked_inventory(repo)
+            assert raised.value.diagnostics == diagnostics
+            event("refused")
+        else:
+            assert checked_inventory(repo) == inventory
+            event("accepted")
 
 
 CLASH_MESSAGES = ("expected one inventory service per global namespace/name",

@@ -139,8 +139,94 @@ def refines_cleanly(inventory: Inventory) -> bool:
     """Whether :func:`refine` reports no error for ``inventory``, without putting its objects
     together into cluster plans (for a command that needs the inventory, not the plan:
     ``meshplan verify``). Every error of a refinement is found while its objects are collected;
-    :meth:`_PlanBuilder.finish` adds only the load-balancing warnings."""
-    return not has_errors(_collected(inventory, None).diagnostics)
+    :meth:`_PlanBuilder.finish` adds only the load-balancing warnings.
+
+    First without building any object (:func:`_proven_clean`); only when that cannot rule an
+    error out are the objects collected."""
+    return _proven_clean(inventory) or not has_errors(_collected(inventory, None).diagnostics)
+
+
+def _proven_clean(inventory: Inventory) -> bool:
+    """True only when collecting refinement's objects would report no error (False: it may).
+
+    Refinement reports an error in four places, all of them while it puts a generated object:
+    two different bodies for one object key (:meth:`_PlanBuilder._put`), a mirror or an
+    ExternalName Service taking an inventory Service's place
+    (:meth:`_PlanBuilder._clashes_with_inventory`), an ExternalName target longer than DNS
+    allows, and two services claiming one global namespace/name
+    (:meth:`_PlanBuilder._claim_global_name`). This walks the same requirements, clusters and
+    egress peers as :func:`_collected` and stands for each body by what it is built (and
+    memoized) from, so equal tokens mean the very same body; any two tokens for one key, any
+    policy key seen twice (its bodies are compared: the full collection decides) and any of
+    the other three cases answer False. Namespaces have one body per name, policies' rule
+    bodies and ingress peers put no other object: neither can clash.
+    """
+    tokens: dict[tuple[ClusterRef, str, str], tuple[Any, ...]] = {}
+    policies: set[tuple[ClusterRef, str, str, str]] = set()
+    owners: dict[tuple[str, str], Service] = {}  # global namespace/name -> its service
+    targets: set[tuple[int, tuple[str, ...]]] = set()  # peer targets whose copies are put
+    names_ok: set[tuple[int, str, str]] = set()  # ExternalName targets found valid
+
+    def put(key: tuple[ClusterRef, str, str], token: tuple[Any, ...]) -> bool:
+        known = tokens.setdefault(key, token)
+        return known is token or known == token
+
+    def claim(service: Service) -> bool:
+        owner = owners.setdefault((service.namespace, service.name), service)
+        return owner is service or owner.key == service.key
+
+    for req in inventory.requirements:
+        if req.egress is None and req.ingress is None:
+            continue
+        clusters = inventory.requirement_scope(req)
+        if not clusters:
+            continue
+        namespace = inventory.policy_namespace(req)
+        kind = CLUSTERWIDE_POLICY_KIND if namespace is None else NETWORK_POLICY_KIND
+        calls = [target for rule in req.egress or () if not rule.has_cidrs
+                 for peer in rule.endpoints if peer.is_abstract
+                 for target in inventory.resolve_peer(peer.selector, req.domain,
+                                                      direction="egress")]
+        for cluster in clusters:
+            here = ClusterRef(cluster.domain, cluster.name)
+            policy = (here, kind, namespace or "", req.name)
+            if policy in policies:
+                return False
+            policies.add(policy)
+            for target in calls:
+                service = target.service
+                ns, name = service.namespace, service.name
+                refs = target.clusters
+                inside = service.domain == cluster.domain and cluster.name in refs
+                if not inside or len(refs) > 1:  # a remote cluster: Service copies
+                    memo = (id(service), refs)
+                    if memo not in targets:
+                        for c in refs:
+                            if not put((ClusterRef(service.domain, c), ns, name),
+                                       (id(service), False)):
+                                return False
+                        if not claim(service):
+                            return False
+                        targets.add(memo)
+                    if not inside:
+                        mirror = not (service.domain == cluster.domain and
+                                      cluster.name in service.clusters)
+                        if mirror and _inventory_service_at(inventory, here, ns, name):
+                            return False
+                        if not put((here, ns, name), (id(service), mirror)):
+                            return False
+                if namespace is not None and namespace != ns:
+                    if _inventory_service_at(inventory, here, namespace, name):
+                        return False
+                    valid = (id(service), namespace, cluster.cluster_domain)
+                    if valid not in names_ok:
+                        if not valid_external_name(f"{name}.{ns}.svc.{cluster.cluster_domain}"):
+                            return False
+                        names_ok.add(valid)
+                    if not put((here, namespace, name),
+                               (id(service), namespace, cluster.cluster_domain)):
+                        return False
+    return True
 
 
 def _collected(inventory: Inventory, settled: SettledCopies | None) -> _PlanBuilder:
@@ -664,11 +750,7 @@ class _PlanBuilder:
         return True
 
     def _inventory_service_at(self, ref: ClusterRef, namespace: str, name: str) -> Service | None:
-        domain = self.inventory.domain_by_name[ref.domain]
-        found = domain.service_by_name.get(name)
-        if found and found.namespace == namespace and ref.name in found.clusters:
-            return found
-        return None
+        return _inventory_service_at(self.inventory, ref, namespace, name)
 
     def _namespace(self, ref: ClusterRef, name: str, cause: str, peer: Peer) -> None:
         body = self._namespace_bodies.get(name)
@@ -814,6 +896,16 @@ def _clusters_of(inventory: Inventory, refs: Iterable[ClusterRef]
         cluster = domain.cluster_by_name.get(ref.name) if domain is not None else None
         if cluster is not None:
             yield ref, cluster
+
+
+def _inventory_service_at(inventory: Inventory, ref: ClusterRef, namespace: str, name: str
+                          ) -> Service | None:
+    """The inventory Service named ``namespace/name`` in cluster ``ref``, if any."""
+    domain = inventory.domain_by_name[ref.domain]
+    found = domain.service_by_name.get(name)
+    if found and found.namespace == namespace and ref.name in found.clusters:
+        return found
+    return None
 
 
 def carries_tcp(to_ports: Sequence[Mapping[str, Any]] | None) -> bool:

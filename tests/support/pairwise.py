@@ -23,8 +23,15 @@ from meshplan.verify.connectivity import Connectivity, Direction
 
 
 def _every_pair(models: Sequence[Connectivity],
-                everyone: Callable[[Direction, int], bool]) -> list[tuple[int, int]]:
+                everyone: Callable[[Direction, int], bool],
+                subjects: Callable[[Direction, int], bool] | None = None
+                ) -> list[tuple[int, int]]:
     return list(models[0].pairs())
+
+
+def _every_model_pair(model: Connectivity,
+                      everyone: Callable[[Direction, int], bool]) -> list[tuple[int, int]]:
+    return list(model.pairs())
 
 
 def _every_layer_pair(layers: Any, intended: Any) -> list[tuple[int, int]]:
@@ -36,6 +43,8 @@ def pairwise() -> Iterator[None]:
     """Within: verify looks at every pair of endpoints, as before issue 14."""
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(compare_module, "sparse_pairs", _every_pair))
+        stack.enter_context(mock.patch.object(compare_module, "_cross_domain_pairs",
+                                              _every_model_pair))
         stack.enter_context(mock.patch.object(layers_module, "_identity_candidates",
                                               _every_layer_pair))
         stack.enter_context(mock.patch.object(layers_module, "_routed_candidates",

@@ -4,12 +4,21 @@ intents across domains."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..diagnostics import Diagnostic, Location, error, warning
-from .connectivity import Connectivity, Direction, Grant, Origin, Verdict, sparse_pairs
+from .connectivity import (
+    DIRECTIONS,
+    Connectivity,
+    Direction,
+    Grant,
+    Origin,
+    Stance,
+    Verdict,
+    sparse_pairs,
+)
 from .endpoints import Endpoint, is_dns_flow
 from .gateways import NO_HOPS, GatewayHops
 from .ports import DNS_PORTS, PortSet
@@ -54,7 +63,16 @@ def compare(actual: Connectivity, intended: Connectivity,
     def defaults_differ(direction: Direction, subject: int) -> bool:
         return actual.default(direction, subject) != intended.default(direction, subject)
 
-    for i, j in sparse_pairs((actual, intended), defaults_differ):
+    # A flow is looked at only from a side on which the models may differ: where both of its
+    # sides agree for every peer (kube-dns aside: its flows are not compared), it is as
+    # intended, and most subjects of a fleet rendered from its requirements agree.
+    dns = frozenset(i for i, e in enumerate(endpoints) if e.kind == "dns")
+
+    def may_differ(direction: Direction, subject: int) -> bool:
+        return subject not in dns and not _agree(actual.stance(direction, subject),
+                                                 intended.stance(direction, subject), dns)
+
+    for i, j in sparse_pairs((actual, intended), defaults_differ, may_differ):
         src, dst = endpoints[i], endpoints[j]
         if is_dns_flow(src, dst) or hops.routed(src, dst):
             continue
@@ -75,6 +93,33 @@ def compare(actual: Connectivity, intended: Connectivity,
             out += _latent(src, dst, (a_e, n_e, "egress", intended.egress[i].default_deny),
                            (a_i, n_i, "ingress", intended.ingress[j].default_deny))
     return out
+
+
+def _agree(a: Stance, b: Stance, dns: frozenset[int]) -> bool:
+    """Whether two stances give every peer but the ``dns`` pods the same
+    :meth:`~.connectivity.Connectivity.verdict_ports` (True only when they do; False may be a
+    pair that agrees after all).
+
+    A pod's verdict is read from the compiled maps (restriction, per-pod and wildcard allows
+    and denies); an address's from the grants that name addresses or every peer, whose
+    blocks, ports and wildcard-ness alone count (unions and differences of their ports)."""
+    if a.restricted != b.restricted:
+        return False
+    a_allow, a_any, a_deny, a_deny_any = a.compiled()
+    b_allow, b_any, b_deny, b_deny_any = b.compiled()
+    if a_any != b_any or a_deny_any != b_deny_any:
+        return False
+    for x, y in ((a_allow, b_allow), (a_deny, b_deny)):
+        if x != y and any(peer not in dns for peer, _ in x.items() ^ y.items()):
+            return False
+    return _address_grants(a) == _address_grants(b)
+
+
+def _address_grants(stance: Stance) -> tuple[frozenset[tuple[Any, ...]], ...]:
+    """What decides a stance's verdicts on address endpoints (:func:`_agree`)."""
+    return tuple(frozenset((g.blocks, g.ports, g.wildcard) for g in grants
+                           if g.blocks or g.wildcard)
+                 for grants in (stance.allows, stance.denies))
 
 
 def _latent(src: Endpoint, dst: Endpoint,
@@ -185,6 +230,32 @@ def dns_problems(actual: Connectivity) -> list[Diagnostic]:
     return out
 
 
+def _cross_domain_pairs(model: Connectivity, everyone: Callable[[Direction, int], bool]
+                        ) -> list[tuple[int, int]]:
+    """Of :func:`.connectivity.sparse_pairs` ``((model,), everyone)``, in its order, the flows
+    between pods (kube-dns aside) of different domains whose sides are both restricted, found
+    from the restricted sides only: what :func:`half_open` looks at (it skips every other)."""
+    endpoints = model.endpoints
+    domain = [e.domain for e in endpoints]
+    workload = [e.is_pod and e.kind != "dns" for e in endpoints]
+    found: set[tuple[int, int]] = set()
+    for subject in range(len(endpoints)):
+        if not workload[subject]:
+            continue
+        here = domain[subject]
+        for direction in DIRECTIONS:
+            if not model.stance(direction, subject).restricted:
+                continue
+            peers: Iterable[int] = range(len(endpoints)) if everyone(direction, subject) \
+                else model.named(direction, subject)
+            others = [p for p in peers if workload[p] and domain[p] != here]
+            if direction == "egress":
+                found.update((subject, p) for p in others)
+            else:
+                found.update((p, subject) for p in others)
+    return sorted(found)
+
+
 def half_open(intended: Connectivity) -> list[Diagnostic]:
     """Cross-domain intents that one side allows and the other side's requirements do not."""
     groups: dict[tuple[str, str, str, str, str], list[str]] = {}
@@ -195,7 +266,7 @@ def half_open(intended: Connectivity) -> list[Diagnostic]:
         stance = intended.stance(direction, subject)
         return stance.restricted and bool(stance.default())
 
-    for i, j in sparse_pairs((intended,), grants_unnamed):
+    for i, j in _cross_domain_pairs(intended, grants_unnamed):
         src, dst = endpoints[i], endpoints[j]
         if not (src.is_pod and dst.is_pod) or is_dns_flow(src, dst) or src.domain == dst.domain:
             continue

@@ -266,13 +266,17 @@ class Connectivity:
 
 
 def sparse_pairs(models: Sequence[Connectivity],
-                 everyone: Callable[[Direction, int], bool]) -> list[tuple[int, int]]:
+                 everyone: Callable[[Direction, int], bool],
+                 subjects: Callable[[Direction, int], bool] | None = None
+                 ) -> list[tuple[int, int]]:
     """The flows (as :meth:`Connectivity.pairs` yields them, in its order) on which the
     ``models`` may say anything but their defaults: a subject's named peers in any model, and
     every peer of a subject for which ``everyone(direction, subject)`` holds (its class of
     unnamed peers must be looked at one by one, say because the models' defaults differ).
 
     A flow outside them gets :meth:`Connectivity.default` on both sides in every model.
+    ``subjects``: only the subjects (and directions) for which it holds are looked at (the
+    flows of the others are left out unless another subject's side brings them in).
     """
     first = models[0]
     endpoints = first.endpoints
@@ -281,6 +285,8 @@ def sparse_pairs(models: Sequence[Connectivity],
     found: set[tuple[int, int]] = set()
     for subject in every:
         for direction in DIRECTIONS:
+            if subjects is not None and not subjects(direction, subject):
+                continue
             if everyone(direction, subject):
                 peers: Iterable[int] = every
             else:

@@ -61,6 +61,11 @@ class Endpoint:
         return self.kind != "cidr"
 
     @cached_property
+    def label_map(self) -> dict[str, str]:
+        """Its own labels (:attr:`labels`) by key."""
+        return dict(self.labels)
+
+    @cached_property
     def identity(self) -> dict[str, str]:
         """The labels Cilium derives the endpoint's security identity from."""
         return {**dict(self.labels), POD_NAMESPACE_LABEL: self.namespace,

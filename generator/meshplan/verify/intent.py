@@ -9,7 +9,8 @@ port.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 from ..diagnostics import Location
 from ..mesh.flows import intended_cluster_flows
@@ -50,10 +51,11 @@ def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint],
     that name a service), for :func:`.services.name_problems`.
     """
     model = Connectivity(endpoints)
+    shared = _Shared()
     for requirement in inventory.requirements:
         if requirement.domain not in inventory.domain_by_name:
             continue
-        _IntentBuilder(inventory, model, requirement, hops, calls).build()
+        _IntentBuilder(inventory, model, requirement, hops, calls, shared).build()
     if hops.active:
         _gateway_intent(inventory, model, hops)
     return model
@@ -77,10 +79,42 @@ def _gateway_intent(inventory: Inventory, model: Connectivity, hops: GatewayHops
             stance.allows.append(Grant(frozenset(), blocks, hops.hop_ports(), origin))
 
 
+class _ServicePeer(NamedTuple):
+    """An abstract peer: the grant of each service it resolves to, with the target."""
+
+    where: Location
+    grants: list[tuple[Grant, PeerTarget]]
+
+
+class _RawPeer(NamedTuple):
+    """A raw pod-label peer: its pods are found in each cluster."""
+
+    selector: Selector
+    ports: PortSet
+    origin: Origin
+
+
+# What a CIDR or a service peer grants is the same in every cluster of the scope (only its
+# gateway hops differ): made once per requirement and direction.
+_Part = Grant | _ServicePeer | _RawPeer
+
+
+class _Shared:
+    """What every requirement's builder may ask again, found once per model: the pods of a
+    service in some of its clusters, keyed by the service's identity (the inventory keeps its
+    services alive while the model is built) and those clusters."""
+
+    def __init__(self) -> None:
+        self.service_pods: dict[tuple[int, tuple[str, ...]], frozenset[int]] = {}
+        self.service_ports: dict[int, PortSet] = {}
+
+
 class _IntentBuilder:
     def __init__(self, inventory: Inventory, model: Connectivity, req: Requirement,
-                 hops: GatewayHops = NO_HOPS, calls: list[NamedCall] | None = None) -> None:
+                 hops: GatewayHops = NO_HOPS, calls: list[NamedCall] | None = None,
+                 shared: _Shared | None = None) -> None:
         self.inventory = inventory
+        self.shared = shared if shared is not None else _Shared()
         self.calls = calls
         self.model = model
         self.req = req
@@ -88,69 +122,90 @@ class _IntentBuilder:
         self.protected = inventory.service_selected_by(req)
         self.scope = [c.name for c in inventory.requirement_scope(req)]
         self.origin = Origin(req.location, f"requirement {req.key}")
-        # what a CIDR or a service peer grants is the same in every cluster of the scope
-        # (only its gateway hops differ): read once per (rule part, direction)
-        self._cidr_grants: dict[tuple[int, str], Grant] = {}
-        self._peer_grants: dict[tuple[int, str], list[tuple[Grant, PeerTarget]]] = {}
 
     def build(self) -> None:
+        directions: list[tuple[str, list[_Part]]] | None = None  # once some pods are selected
+        subjects_of = self._subjects_finder()
         for cluster in self.scope:
-            subjects = self._subjects(cluster)
+            subjects = subjects_of(cluster)
             if not subjects:
                 continue
-            for direction, rules in (("egress", self.req.egress), ("ingress", self.req.ingress)):
-                if rules is None:
-                    continue
-                grants = [g for rule in rules for g in self._grants(rule, direction, cluster)]
+            if directions is None:
+                directions = [(direction, self._parts(rules, direction))
+                              for direction, rules in (("egress", self.req.egress),
+                                                       ("ingress", self.req.ingress))
+                              if rules is not None]
+            for direction, parts in directions:
+                grants = self._grants(parts, direction, cluster)
                 for index in subjects:
                     stance = self.model.stance(direction, index)  # type: ignore[arg-type]
                     stance.default_deny.append(self.origin)
                     stance.allows.extend(grants)
 
-    def _subjects(self, cluster: str) -> list[int]:
+    def _subjects_finder(self) -> Callable[[str], list[int]]:
+        """The pods the requirement selects in a cluster of its scope."""
         index = self.model.index
-        if self.protected is not None:
-            return _with_labels(self.model.endpoints, index.in_place(
-                self.req.domain, cluster, self.protected.namespace), self.protected.selector)
+        domain = self.req.domain
+        protected = self.protected
+        if protected is not None:
+            return lambda cluster: _with_labels(self.model.endpoints, index.in_place(
+                domain, cluster, protected.namespace), protected.selector)
         selector = LabelSelector.from_model(self.req.endpoint_selector)
         namespace = self.inventory.policy_namespace(self.req)
-        return index.select(selector, index.in_place(self.req.domain, cluster, namespace))
+        return lambda cluster: index.select(selector, index.in_place(domain, cluster, namespace))
 
-    def _grants(self, rule: Rule, direction: str, cluster: str) -> Iterator[Grant]:
-        explicit = requirement_ports(rule.ports) if rule.ports is not None else None
+    def _parts(self, rules: Sequence[Rule], direction: str) -> list[_Part]:
+        """A direction's rules as they are the same in every cluster of the scope, in order:
+        CIDR grants, service peers' grants (with their targets, for the calls and the gateway
+        hops), and raw peers (whose pods are the cluster's)."""
+        parts: list[_Part] = []
         into_service = service_ports(self.protected) if (
             self.protected is not None and direction == "ingress") else None
-        for cidr in rule.cidrs:
-            key = (id(cidr), direction)
-            grant = self._cidr_grants.get(key)
-            if grant is None:
-                grant = self._cidr_grants[key] = Grant(
+        for rule in rules:
+            explicit = requirement_ports(rule.ports) if rule.ports is not None else None
+            for cidr in rule.cidrs:
+                parts.append(Grant(
                     frozenset(), cidr_blocks(cidr.cidr, cidr.excepts),
                     explicit or into_service or ALL_PORTS,
-                    Origin(cidr.location, f"requirement {self.req.key}, {direction} CIDR"))
-            yield grant
-        for peer in rule.endpoints:
-            origin = Origin(peer.location, f"requirement {self.req.key}, {direction} peer")
-            if peer.is_abstract:
-                key = (id(peer), direction)
-                if key not in self._peer_grants:
-                    self._peer_grants[key] = list(self._service_grants(
-                        rule, peer.selector, direction, explicit, origin))
-                for grant, target in self._peer_grants[key]:
-                    if self.calls is not None and direction == "egress":
+                    Origin(cidr.location, f"requirement {self.req.key}, {direction} CIDR")))
+            for peer in rule.endpoints:
+                origin = Origin(peer.location, f"requirement {self.req.key}, {direction} peer")
+                if peer.is_abstract:
+                    parts.append(_ServicePeer(peer.location, list(self._service_grants(
+                        rule, peer.selector, direction, explicit, origin))))
+                    continue
+                ports = explicit
+                if ports is None:
+                    protected = self.protected if direction == "ingress" else None
+                    ports = service_ports(protected) if protected else ALL_PORTS
+                parts.append(_RawPeer(peer.selector, ports, origin))
+        return parts
+
+    def _grants(self, parts: Sequence[_Part], direction: str, cluster: str) -> list[Grant]:
+        """One direction's grants in ``cluster`` (recording the calls of services by name)."""
+        grants: list[Grant] = []
+        calls = self.calls if direction == "egress" else None
+        hops = self.hops.active
+        for part in parts:
+            if type(part) is Grant:
+                grants.append(part)
+            elif type(part) is _ServicePeer:
+                for grant, target in part.grants:
+                    if calls is not None:
                         service = target.service
-                        self.calls.append(NamedCall(
-                            peer.location, self.req.key, self.req.domain, cluster, service.key,
+                        calls.append(NamedCall(
+                            part.where, self.req.key, self.req.domain, cluster, service.key,
                             service.namespace, service.name, grant.pods))
-                    yield grant
-                    yield from self._hops(cluster, target.service.domain, target.clusters,
-                                          direction, grant.ports, grant.origin)
-                continue
-            ports = explicit
-            if ports is None:
-                protected = self.protected if direction == "ingress" else None
-                ports = service_ports(protected) if protected else ALL_PORTS
-            yield Grant(self._raw_pods(peer.selector, cluster), (), ports, origin)
+                    grants.append(grant)
+                    if hops:
+                        grants.extend(self._hops(cluster, target.service.domain,
+                                                 target.clusters, direction, grant.ports,
+                                                 grant.origin))
+            else:
+                assert type(part) is _RawPeer
+                grants.append(Grant(self._raw_pods(part.selector, cluster), (), part.ports,
+                                    part.origin))
+        return grants
 
     def _service_grants(self, rule: Rule, selector: Selector, direction: str,
                         explicit: PortSet | None, origin: Origin
@@ -161,7 +216,7 @@ class _IntentBuilder:
             ports = explicit
             if ports is None:
                 if direction == "egress":
-                    ports = service_ports(target.service)
+                    ports = self._service_ports(target.service)
                 else:
                     ports = service_ports(self.protected) if self.protected else ALL_PORTS
             yield Grant(self._service_pods(target.service, target.clusters), (), ports,
@@ -192,11 +247,23 @@ class _IntentBuilder:
         elif here in self.hops.gateway:
             yield Grant(frozenset((self.hops.gateway[here],)), (), ports, origin)
 
-    def _service_pods(self, service: Service, clusters: Sequence[str]) -> frozenset[int]:
-        index = self.model.index
-        return frozenset(i for cluster in set(clusters) for i in _with_labels(
-            self.model.endpoints, index.in_place(service.domain, cluster, service.namespace),
-            service.selector))
+    def _service_ports(self, service: Service) -> PortSet:
+        known = self.shared.service_ports
+        found = known.get(id(service))
+        if found is None:
+            found = known[id(service)] = service_ports(service)
+        return found
+
+    def _service_pods(self, service: Service, clusters: tuple[str, ...]) -> frozenset[int]:
+        known = self.shared.service_pods
+        key = (id(service), clusters)
+        found = known.get(key)
+        if found is None:
+            index = self.model.index
+            found = known[key] = frozenset(i for cluster in set(clusters) for i in _with_labels(
+                self.model.endpoints, index.in_place(service.domain, cluster,
+                                                     service.namespace), service.selector))
+        return found
 
     def _raw_pods(self, selector: Selector, cluster: str) -> frozenset[int]:
         """Raw pod labels: the requirement's own cluster, its namespace unless the peer names
@@ -214,7 +281,7 @@ def _with_labels(endpoints: Sequence[Endpoint], candidates: Sequence[int],
                  wanted: Sequence[tuple[str, str]]) -> list[int]:
     """The candidates whose own labels include every ``wanted`` one (a service's selector)."""
     return [i for i in candidates
-            if all(dict(endpoints[i].labels).get(k) == v for k, v in wanted)]
+            if all(endpoints[i].label_map.get(k) == v for k, v in wanted)]
 
 
 # --------------------------------------------------------------------------- identity layer

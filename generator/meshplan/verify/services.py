@@ -105,12 +105,30 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
             return actual.default("egress", client) & actual.default("ingress", backend)
         return actual.flow(client, backend)
 
+    titles: dict[int, str] = {}
+
+    def title(b: int) -> str:
+        found = titles.get(b)
+        if found is None:
+            found = titles[b] = endpoints[b].title
+        return found
+
     def add(copy: ServiceCopy, client: int, picked: Sequence[int],
             allowed: Collection[int]) -> None:
         reached, dropped = groups.setdefault((copy, endpoints[client].service_level),
                                              (set(), set()))
-        reached.update(endpoints[b].title for b in allowed)
-        dropped.update(endpoints[b].title for b in picked if b not in allowed)
+        reached.update(title(b) for b in allowed)
+        dropped.update(title(b) for b in picked if b not in allowed)
+
+    def add_class(copy: ServiceCopy, clients: Iterable[int], picked: Sequence[int],
+                  allowed: Collection[int]) -> None:
+        """:func:`add` for clients that all reach ``allowed`` of ``picked``."""
+        reached = [title(b) for b in allowed]
+        dropped = [title(b) for b in picked if b not in allowed]
+        for client in clients:
+            found = groups.setdefault((copy, endpoints[client].service_level), (set(), set()))
+            found[0].update(reached)
+            found[1].update(dropped)
 
     # The clients of each cluster by their egress default, and who names a pod at egress.
     # A client that no backend's ingress rules name, and whose egress rules name no backend,
@@ -127,6 +145,10 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
 
     if serving is None:
         serving = backends(copies, endpoints)
+    # The copies of one global Service pick from the same backends in every cluster: what
+    # depends only on the backends (and the ports) is found once for all of them.
+    specials: dict[tuple[int, ...], tuple[frozenset[int], frozenset[int]]] = {}
+    allowed_by_class: dict[tuple[tuple[int, ...], PortSet, PortSet], list[int]] = {}
     for copy, picked in serving.items():
         if len(picked) < 2 or not copy.ports:
             continue
@@ -134,21 +156,27 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
         if key not in clients:
             continue
         ports = copy.ports
-        picked_set = frozenset(picked)
-        special: set[int] = set()  # named by a backend's ingress or naming one at egress
-        for b in picked:
-            special.update(named_by("ingress", b))
-            special.update(egress_namers.get(b, ()))
+        known = specials.get(picked)
+        if known is None:
+            found: set[int] = set()  # named by a backend's ingress or naming one at egress
+            for b in picked:
+                found.update(named_by("ingress", b))
+                found.update(egress_namers.get(b, ()))
+            known = specials[picked] = (frozenset(picked), frozenset(found))
+        picked_set, special = known
         for egress_default, members in by_default[key].items():
             if not egress_default & ports:
                 continue  # no backend allowed to a client that names none
-            allowed: Collection[int] = [b for b in picked if egress_default & actual.default(
-                "ingress", b) & ports]
+            class_key = (picked, egress_default, ports)
+            allowed_here = allowed_by_class.get(class_key)
+            if allowed_here is None:
+                allowed_here = allowed_by_class[class_key] = [
+                    b for b in picked if egress_default & actual.default("ingress", b) & ports]
+            allowed: Collection[int] = allowed_here
             if not allowed or len(allowed) == len(picked):
                 continue
-            for i in members:
-                if i not in special and i not in picked_set:
-                    add(copy, i, picked, allowed)
+            add_class(copy, (i for i in members if i not in special and i not in picked_set),
+                      picked, allowed)
         for i in special.intersection(clients[key]) - picked_set:
             # By classes: a backend its egress rules do not name gets the egress default,
             # so when that allows none of the ports only the named backends can be allowed.
