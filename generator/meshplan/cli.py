@@ -327,8 +327,7 @@ def diff_command(repo: Path, base: str, output_format: str, exit_code: bool,
 
     progress(f"rendering {base} and the working tree ...")
     report, diagnostics = diff_repository(repo, base, with_flows=output_format == "markdown",
-                                          cache=open_cache(cache_dir, no_cache),
-                                          keep=_kept_until_exit())
+                                          cache=open_cache(cache_dir, no_cache))
     print_diagnostics(diagnostics, quiet_notices=True)
     if report.base_note:
         for problem in report.base_diagnostics:

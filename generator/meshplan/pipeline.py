@@ -408,30 +408,26 @@ def verify_repository(repo: Path, rendered: Path | None = None,
 
 
 def diff_repository(project: Path, base: str, *, with_flows: bool = False,
-                    cache: RenderCache | None = None, keep: list[object] | None = None
+                    cache: RenderCache | None = None
                     ) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
     """Render ``base`` (in a temporary worktree) and the working tree, and compare them.
 
     With a ``cache``, the base renders incrementally from the last base this project
     compared with, and the working tree incrementally from the base: a pull request pays for
     what it changes. Raises :class:`InputError` when the working tree's inputs are invalid (an
-    invalid base is a note in the report). ``keep``: see :func:`render_with_inventory` (the
-    analyses of the sides rendered in full).
+    invalid base is a note in the report).
     """
     with without_cyclic_gc():  # the comparison and picture too, over both renders' objects
-        return _diff_repository(project, base, with_flows, cache, keep)
+        return _diff_repository(project, base, with_flows, cache)
 
 
-def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCache | None,
-                     keep: list[object] | None) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
+def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCache | None
+                     ) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
     from .gitdiff import diff_report, render_ref
 
     if cache is None:
-        def render_side(repo: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
-            return render_with_inventory(repo, keep=keep)
-
-        inventory, rendered, diagnostics = render_side(project)
-        before = render_ref(project, base, render_side, with_flows=with_flows)
+        inventory, rendered, diagnostics = render_with_inventory(project)
+        before = render_ref(project, base, render_with_inventory, with_flows=with_flows)
         return (diff_report(base, before, inventory, rendered.files, with_flows=with_flows),
                 diagnostics)
     from .cache import slot_for
@@ -440,7 +436,7 @@ def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCa
     base_snapshot: list[Snapshot | None] = [None]
 
     def render_base(checkout: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
-        result = render_cached(checkout, cache, slot=slot_for(project, "diff-base"), keep=keep)
+        result = render_cached(checkout, cache, slot=slot_for(project, "diff-base"))
         base_snapshot[0] = result.snapshot
         # the head renders from the base: its files come from memory, not from the pack
         cache.hold(_blobs_of(result))
@@ -450,7 +446,7 @@ def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCa
 
     before = render_ref(project, base, render_base, with_flows=with_flows)
     head = render_cached(project, cache, previous=base_snapshot[0],
-                         inputs=flows.inputs if flows is not None else None, keep=keep)
+                         inputs=flows.inputs if flows is not None else None)
     inventory = Inventory(())
     if flows is not None and before.inventory is not None:  # the base was rendered
         old, inventory = flows.inventories(head)
