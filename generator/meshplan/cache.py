@@ -420,15 +420,19 @@ def _write_all(fd: int, chunks: Iterable[bytes]) -> None:
     writev = getattr(os, "writev", None)  # not on Windows
     batch: list[bytes | memoryview] = []
     size = 0
-    for chunk in chunks:
+    for whole in chunks:
         if writev is None:
-            _writev_all(fd, [chunk], None)
+            _writev_all(fd, [whole], None)
             continue
-        batch.append(chunk)
-        size += len(chunk)
-        if len(batch) == _BATCH or size >= _BATCH_BYTES:
-            _writev_all(fd, batch, writev)
-            batch, size = [], 0
+        # a large chunk (a state, a big file) a megabyte at a time too
+        parts = (whole,) if len(whole) <= _BATCH_BYTES else (
+            memoryview(whole)[at:at + _BATCH_BYTES] for at in range(0, len(whole), _BATCH_BYTES))
+        for chunk in parts:
+            batch.append(chunk)
+            size += len(chunk)
+            if len(batch) == _BATCH or size >= _BATCH_BYTES:
+                _writev_all(fd, batch, writev)
+                batch, size = [], 0
     if batch:
         _writev_all(fd, batch, writev)
 
