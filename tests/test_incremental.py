@@ -795,3 +795,86 @@ def test_a_save_reuses_the_line_of_a_record_it_read_and_reencodes_any_other(
     assert b"R-AS-READ" not in again.split(b"\n") and b"C-AS-READ" in again.split(b"\n")
     assert snapshot_from_bytes(again.replace(b"C-AS-READ", lines[1 + len(read.requirement_files)]
                                              )) == read
+
+
+def test_a_requirement_refined_alone_has_plans_only_where_its_objects_go(tmp_path: Path
+                                                                         ) -> None:
+    """``refine(empty_clusters=False)`` (a changed file's objects before and after): the
+    plans of every cluster that gets an object, exactly those of the whole refinement."""
+    from dataclasses import replace
+
+    from meshplan.pipeline import analyse
+    from meshplan.refine import refine
+
+    repo = tmp_path / "repo"
+    generate("3x4x8x30", 5, repo)
+    inventory = analyse(repo).inventory
+    assert inventory is not None
+    for count in (1, 3, len(inventory.requirements)):
+        some = replace(inventory, requirements=inventory.requirements[:count])
+        whole = refine(some)
+        part = refine(some, empty_clusters=False)
+        assert part.clusters == tuple(c for c in whole.clusters if c.objects)
+        assert part.diagnostics == whole.diagnostics
+        if count == 1:
+            assert len(part.clusters) < len(whole.clusters)
+
+
+@given(st.lists(st.lists(st.sampled_from(["a: b\n", "---x\n", " ---\n", "- c\n", "--\n",
+                                          "x: ---\n"]), min_size=1, max_size=4),
+                min_size=1, max_size=6), st.booleans())
+def test_cached_documents_split_as_the_separator_does(docs: list[list[str]], cut: bool
+                                                      ) -> None:
+    """A cached file's documents are split with str.split, as the ``---`` separator splits
+    them: each with its last newline (the last one without, when the file ends without)."""
+    from meshplan.incremental import _SEPARATOR, _documents
+
+    texts = ["".join(lines) for lines in docs]
+    if cut:
+        texts[-1] = texts[-1][:-1]
+    text = "---\n".join(texts)
+    assert _documents(text) == _SEPARATOR.split(text) == texts
+
+
+def test_a_service_change_reads_the_inventory_in_part_only_when_that_is_exact(
+        medium: Path, tmp_path: Path) -> None:
+    """A change to services only reads the changed inventory file (before and now), the
+    domains its callers read, and every other file up to its services (the pod networks);
+    when the clusters are written elsewhere now, or another file's services come before its
+    clusters (the pod networks read do not make the snapshot's), the inventory is read whole.
+    """
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(medium, cache)
+    change = ServiceChange(medium)
+    change.apply()
+    result = render_cached(medium, cache, full_above=1.0)
+    assert result.sliced and result.patched == result.rerendered > 0
+    assert assert_same(medium, cache) == "unchanged"
+    change.undo()
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
+    change.path.write_text("# the clusters move a line down\n" + change.changed, "utf-8")
+    assert assert_same(medium, cache).startswith("incremental")
+    assert not render_cached(medium, cache).sliced
+    other = next(p for p in domain_files(medium) if p != change.path)
+    data = load(other)
+    data["spec"] = {"services": data["spec"]["services"], "clusters": data["spec"]["clusters"]}
+    dump(other, data)  # its services first: read up to them, it has no cluster
+    assert_same(medium, cache)
+    change.path.write_text("# the clusters move a line down\n" + change.original, "utf-8")
+    assert assert_same(medium, cache) == "incremental, patched"  # the port only: not sliced
+
+
+def test_pod_networks_read_in_part_must_be_the_snapshots(medium: Path, tmp_path: Path
+                                                         ) -> None:
+    """An inventory file holding two domains is read up to its first services: the second
+    domain's clusters are missing from the pod networks read, which then differ from the
+    snapshot's, and a service change elsewhere reads the inventory whole."""
+    *_, first, second = domain_files(medium)
+    change = ServiceChange(medium)
+    assert change.path not in (first, second)
+    first.write_text(first.read_text("utf-8") + "---\n" + second.read_text("utf-8"), "utf-8")
+    second.unlink()
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(medium, cache)
+    change.apply()
+    assert assert_same(medium, cache) == "incremental, patched"  # not sliced

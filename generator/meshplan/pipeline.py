@@ -206,22 +206,24 @@ def model_requirements(documents: Iterable[tuple[str, Document]]) -> Requirement
 
 def analyse_model(model: InventoryModel, requirements: RequirementsModel,
                   load_diagnostics: Iterable[Diagnostic], *, proposing_ids: bool = False,
-                  settled: SettledCopies | None = None, whole: bool = True) -> Analysis:
+                  settled: SettledCopies | None = None, whole: bool = True,
+                  pods: PodNetworks | None = None) -> Analysis:
     """Check meaning, refine and plan the mesh; ``settled``: see :func:`meshplan.refine.refine`.
 
     ``whole=False``: ``model`` is only the part of an unchanged, already checked inventory that
-    the requirements read (an incremental render): only the requirements are checked.
+    the requirements read (an incremental render): only the requirements are checked, with
+    ``pods`` (every cluster's pod networks; else those of ``model``).
     """
     inventory, diagnostics = _checked(model, requirements, load_diagnostics,
-                                      proposing_ids=proposing_ids, whole=whole)
+                                      proposing_ids=proposing_ids, whole=whole, pods=pods)
     if has_errors(diagnostics):
         return Analysis(None, None, sorted_diagnostics(diagnostics))
     return _planned(inventory, diagnostics, proposing_ids=proposing_ids, settled=settled)
 
 
 def _checked(model: InventoryModel, requirements: RequirementsModel,
-             load_diagnostics: Iterable[Diagnostic], *, proposing_ids: bool, whole: bool
-             ) -> tuple[Inventory, list[Diagnostic]]:
+             load_diagnostics: Iterable[Diagnostic], *, proposing_ids: bool, whole: bool,
+             pods: PodNetworks | None = None) -> tuple[Inventory, list[Diagnostic]]:
     """The inventory and the diagnostics of every check before refinement
     (:func:`analyse_model`)."""
     diagnostics = [*load_diagnostics, *model.diagnostics, *requirements.diagnostics]
@@ -237,7 +239,7 @@ def _checked(model: InventoryModel, requirements: RequirementsModel,
     else:
         from .check import PodNetworks, RequirementChecker
 
-        pods = PodNetworks(inventory)
+        pods = pods if pods is not None else PodNetworks(inventory)
         for requirement in inventory.requirements:
             diagnostics.extend(RequirementChecker(inventory, requirement, model.broken_domains,
                                                   pods).problems())
@@ -687,25 +689,39 @@ class _InventorySlice:
     """The inventory files declaring some domains (and those declaring none: the GitOps
     document), parsed and modelled: when no inventory file changed, a run reads only the
     domains its requirements read; what is taken of the inventory whole (its diagnostics, the
-    bootstrap files, the pod networks) is the snapshot's."""
+    bootstrap files, the pod networks) is the snapshot's.
+
+    When inventory files changed in their services only (:meth:`services_changed`), the
+    changed files are read before and now and always part of the slice, and every cluster's
+    pod networks are read from the part of each other file up to its services."""
 
     def __init__(self, root: Path, inputs: InputFiles, previous: Snapshot) -> None:
         self.root = root
         self.order = inputs.inventory
         self.contents = inputs.contents  # the bytes listed and digested: parsed, not read again
         self.declared = {p: previous.inventory_files[p][1] for p in inputs.inventory}
+        # An unchanged file with no diagnostic in the snapshot passed the structural checks
+        # with none (the same bytes, the same meshplan): not checked again.
+        noted = {d.location.file for d in previous.other_diagnostics}
+        self.checked = {p for p in inputs.inventory if p not in noted}
         self.documents: dict[str, list[Document]] = {}
+        self.parts: dict[str, InventoryModel] = {}  # each file's documents modelled
         self.domains: set[str] = set()
         self.model: InventoryModel | None = None
+        self.old_domains: dict[str, tuple[Domain, ...]] = {}  # changed file -> as before
+        self.pods: PodNetworks | None = None  # every cluster's (with services_changed)
 
     def covering(self, domains: set[str]) -> InventoryModel:
         """The model of at least ``domains``; ``_WholeInventory`` when the slice cannot give
-        it (the pod networks of every cluster, a domain no inventory file declares)."""
+        it (the pod networks of every cluster, unless known; a domain no inventory file
+        declares)."""
         from .incremental import PODS
         from .load.repository import read_documents
 
         if PODS in domains:
-            raise _WholeInventory
+            if self.pods is None:
+                raise _WholeInventory
+            domains = domains - {PODS}
         missing = domains - self.domains
         if self.model is not None and not missing:
             return self.model
@@ -719,10 +735,108 @@ class _InventorySlice:
             if has_errors(problems):
                 raise _WholeInventory
             self.documents[relpath] = docs
-        self.model = model_inventory(d for p in self.order for d in self.documents.get(p, ()))
-        if has_errors(self.model.diagnostics) or self.model.mesh is not None:
-            raise _WholeInventory
+        for relpath, docs in self.documents.items():  # each file modelled once
+            if relpath not in self.parts:
+                self.parts[relpath] = model_inventory(docs, self.checked)
+        parts = [self.parts[p] for p in self.order if p in self.parts]
+        gitops = [part.gitops for part in parts if part.gitops is not None]
+        if len(gitops) > 1 or any(part.mesh is not None or has_errors(part.diagnostics)
+                                  for part in parts):
+            raise _WholeInventory  # (two GitOps documents: a whole run reports it)
+        self.model = InventoryModel(
+            tuple(d for part in parts for d in part.domains), gitops[0] if gitops else None,
+            None, frozenset(n for part in parts for n in part.broken_domains),
+            tuple(d for part in parts for d in part.diagnostics))
         return self.model
+
+    def old_model(self) -> InventoryModel:
+        """:meth:`covering`'s model with the changed files' domains as they were."""
+        assert self.model is not None
+        by_file = _domains_by_file(self.model.domains)
+        return InventoryModel(
+            tuple(d for p in self.order
+                  for d in (self.old_domains[p] if p in self.old_domains else by_file.get(p, ()))),
+            self.model.gitops, None, self.model.broken_domains, self.model.diagnostics)
+
+    def services_changed(self, cache: RenderCache, previous: Snapshot,
+                         changed: Sequence[str]) -> set[str]:
+        """The services ("domain/name") that differ in the ``changed`` inventory files, read
+        before (the cache keeps the versions the snapshot saw) and now; ``_WholeInventory``
+        unless the change can be read in part exactly: each file was and is domains only, with
+        no diagnostic; the domains, their order and every cluster (where it is written too)
+        are the same, and so are the namespaces and names of their services (no two domains
+        share one: the snapshot's); the domains have no problem of their own now (the checks
+        across domains read the domains' names and clusters, which did not change); and the
+        pod networks read from every other file's part before its services are the
+        snapshot's."""
+        from .check import PodNetworks, check_inventory
+        from .incremental import changed_services, pods_digest
+        from .load.repository import read_documents
+
+        changed_set = set(changed)
+        self.checked -= changed_set
+        if any(p not in self.declared or p not in previous.inventory_files for p in changed) \
+                or any(d.location.file in changed_set for d in previous.other_diagnostics):
+            raise _WholeInventory
+        old_files = _old_versions(cache, previous, changed)
+        if old_files is None:
+            raise _WholeInventory
+        before: list[Domain] = []
+        now: list[Domain] = []
+        for relpath in changed:
+            docs, problems = read_documents(self.root, relpath, self.contents.get(relpath))
+            new_part = model_inventory(docs)
+            old_part = model_inventory(old_files[relpath])
+            for part, documents in ((new_part, docs), (old_part, old_files[relpath])):
+                if problems or part.diagnostics or part.gitops is not None \
+                        or part.mesh is not None or len(part.domains) != len(documents):
+                    raise _WholeInventory
+            if [d.clusters for d in old_part.domains] != [d.clusters for d in new_part.domains]:
+                raise _WholeInventory  # (Cluster records compare where they are written too)
+            if [sorted((s.namespace, s.name) for s in d.services) for d in old_part.domains] \
+                    != [sorted((s.namespace, s.name) for s in d.services)
+                        for d in new_part.domains]:
+                raise _WholeInventory
+            self.documents[relpath] = docs
+            self.parts[relpath] = new_part
+            self.old_domains[relpath] = old_part.domains
+            self.domains.update(self.declared[relpath])
+            before.extend(old_part.domains)
+            now.extend(new_part.domains)
+        services = changed_services(before, now)
+        if services is None:
+            raise _WholeInventory
+        known = frozenset(n for names in self.declared.values() for n in names)
+        if check_inventory(Inventory(tuple(now)), known):  # exportTo: any declared domain
+            raise _WholeInventory
+        every = [*(d for p in self.order for d in (
+            self.old_domains[p] if p in self.old_domains else self._clusters_of(p)))]
+        if pods_digest(Inventory(tuple(every))) != previous.pods:
+            raise _WholeInventory
+        self.pods = PodNetworks(Inventory(tuple(every)))
+        return services
+
+    def _clusters_of(self, relpath: str) -> tuple[Domain, ...]:
+        """The domains of an unchanged file with their clusters (and the services written
+        before them): the file read up to its ``services:`` (checked by the caller against
+        the snapshot's pod networks)."""
+        from .load.parse import parse_yaml
+        from .load.repository import read_documents
+
+        raw = self.contents.get(relpath)
+        cut = raw.find(b"\n  services:") if raw is not None and relpath.endswith(
+            (".yaml", ".yml")) else -1
+        if raw is None or cut < 0:
+            docs, problems = read_documents(self.root, relpath, raw)
+        else:
+            try:
+                docs, problems = parse_yaml(relpath, raw[:cut + 1].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise _WholeInventory from None
+        part = model_inventory(docs)
+        if has_errors((*problems, *part.diagnostics)) or part.mesh is not None:
+            raise _WholeInventory
+        return part.domains
 
 
 def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
@@ -777,21 +891,28 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
             and inputs.diagnostics == previous.listing_diagnostics:
         return _unchanged(inputs, cache, previous)
     piece: _InventorySlice | None = None
-    if sliced and not changed_inventory and not removed and previous.sliceable \
-            and inputs.diagnostics == previous.listing_diagnostics:
-        # No inventory file changed: read only the domains the changed files read.
+    services: set[str] | None = None
+    if sliced and not removed and previous.sliceable \
+            and inputs.diagnostics == previous.listing_diagnostics \
+            and previous.inventory_files.keys() == set(inputs.inventory):
+        # No inventory file changed, or only services did: read only the domains the changed
+        # files read (and the changed inventory files, before and now).
         piece = _InventorySlice(root, inputs, previous)
-        dirty = [p for p in inputs.requirements if p in changed]
+        if changed_inventory:
+            services = piece.services_changed(cache, previous, changed_inventory)
+        dirty = [p for p in inputs.requirements if p in changed or (
+            services is not None and reads_changed(old[p].requirements, services))]
         dirty_docs, found, dirty_model = _dirty_requirements(root, inputs, dirty, full_above)
         old_model: InventoryModel | None
         model = old_model = piece.covering({
             *(d for r in dirty_model.requirements for d in footprint_of(r)),
             *(d for p in dirty if p in old for rec in old[p].requirements
               for d in rec.footprint)})
+        if changed_inventory:
+            old_model = piece.old_model()
         problems: list[Diagnostic] = []
         declared = dict(piece.declared)
         changed_domains: set[str] = set()
-        services: set[str] | None = None
     else:
         documents: list[Document] = []
         problems = []
@@ -844,7 +965,8 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     if old_model is not None and (services is not None or not changed_inventory) and (
             not changed_domains or changed_domains == {PODS}):
         alone = _changed_puts(cache, old_model, model,
-                              {p: old[p].digest for p in dirty if p in old}, dirty_docs)
+                              {p: old[p].digest for p in dirty if p in old}, dirty_docs,
+                              piece.pods if piece is not None else None)
     changed_puts = {p: found[0] for p, found in alone.items()}
     stale = stale_clusters(previous, inputs, changed_domains, records, clusters, changed_puts)
     # Every dirty file's objects are known before and now: patch the stale clusters' cached
@@ -884,9 +1006,10 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         raise Fallback("the change reaches most requirements")  # a full render is cheaper
     if piece is not None:
         model = piece.covering(_footprints(previous, records, selected))
+    pods = piece.pods if piece is not None else None
     analysis, inventory = _analyse_selected(root, inputs, model, selected, preloaded,
                                             (*inputs.diagnostics, *problems, *found), settled,
-                                            whole=piece is None)
+                                            whole=piece is None, pods=pods)
     assert analysis.plan is not None
     if fresh is None:
         for name, (plan_cluster, its_files) in render_stale(analysis.plan,
@@ -930,7 +1053,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         if piece is not None:
             model = piece.covering(_footprints(previous, records, chosen))
         again, again_inventory = _analyse_selected(root, inputs, model, chosen, {}, (),
-                                                   renewed, whole=piece is None)
+                                                   renewed, whole=piece is None, pods=pods)
         again_by_file, _ = split_diagnostics(again.diagnostics, requirement_set)
         for relpath in readers:
             trusted[relpath] = again_inventory
@@ -1071,7 +1194,8 @@ def _domains_by_file(domains: Iterable[Domain]) -> dict[str, list[Domain]]:
 
 
 def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: InventoryModel,
-                  changed: Mapping[str, str], documents: Sequence[tuple[str, Document]]
+                  changed: Mapping[str, str], documents: Sequence[tuple[str, Document]],
+                  pods: PodNetworks | None = None
                   ) -> dict[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]]:
     """For dirty requirement files (``changed``: path -> the digest of the version the snapshot
     holds, whose bytes the cache keeps): the clusters where their objects differ between that
@@ -1080,13 +1204,16 @@ def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: Inventor
     Each version is refined alone: a requirement's objects do not depend on the others' (they
     only meet when merged). A version that is gone or does not refine cleanly leaves the file
     out: the caller then takes every cluster it puts objects into, before and now.
-    Per file: those clusters, and its objects before and now.
+    Per file: those clusters, and its objects before and now. ``pods``: every cluster's pod
+    networks, the same before and now (else those of each model).
     """
     from .check import PodNetworks
     from .incremental import differing_clusters, domain_folder
     from .load.parse import parse_yaml
 
-    old_pods, new_pods = (PodNetworks(Inventory(m.domains)) for m in (old_model, model))
+    new_pods = pods if pods is not None else PodNetworks(Inventory(model.domains))
+    old_pods = new_pods if old_model is model or pods is not None \
+        else PodNetworks(Inventory(old_model.domains))
     out: dict[str, tuple[set[str], ObjectsByCluster, ObjectsByCluster]] = {}
     for relpath, old_digest in changed.items():
         raw = cache.read_blob(old_digest)
@@ -1123,7 +1250,7 @@ def _objects_alone(model: InventoryModel, documents: Sequence[tuple[str, Documen
         checker = RequirementChecker(inventory, requirement, model.broken_domains, pods)
         if has_errors(checker.problems()):
             return None
-    plan = refine(inventory)
+    plan = refine(inventory, empty_clusters=False)  # objects_by_cluster drops empty ones
     return None if has_errors(plan.diagnostics) else objects_by_cluster(plan)
 
 
@@ -1154,7 +1281,8 @@ def _footprints(previous: Snapshot, records: Mapping[str, tuple[RequirementRecor
 def _analyse_selected(root: Path, inputs: InputFiles, model: InventoryModel, selected: set[str],
                       preloaded: Mapping[str, list[tuple[str, Document]]],
                       diagnostics: Iterable[Diagnostic], settled: SettledCopies, *,
-                      whole: bool = True) -> tuple[Analysis, Inventory]:
+                      whole: bool = True, pods: PodNetworks | None = None
+                      ) -> tuple[Analysis, Inventory]:
     """Check and refine the ``selected`` requirement files (in input order) with the inventory
     (``whole=False``: the part of it they read, see :func:`analyse_model`); raises
     ``Fallback`` on any error (a full run reports errors exactly)."""
@@ -1168,7 +1296,7 @@ def _analyse_selected(root: Path, inputs: InputFiles, model: InventoryModel, sel
         by_path.setdefault(item[1].file, []).append(item)
     ordered = [item for p in wanted for item in by_path.get(p, ())]
     analysis = analyse_model(model, model_requirements(ordered), (*diagnostics, *found),
-                             settled=settled, whole=whole)
+                             settled=settled, whole=whole, pods=pods)
     if analysis.inventory is None or analysis.plan is None:
         raise Fallback("problems in the inputs")
     return analysis, analysis.inventory

@@ -10,7 +10,7 @@ lists every cause, and two different bodies for one key are a clash naming both 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -119,15 +119,20 @@ class Plan:
 SettledCopies = Callable[[ClusterRef, str, str], Mapping[str, Any] | None]
 
 
-def refine(inventory: Inventory, settled: SettledCopies | None = None) -> Plan:
+def refine(inventory: Inventory, settled: SettledCopies | None = None, *,
+           empty_clusters: bool = True) -> Plan:
     """The whole refinement: every requirement, every cluster in its scope.
 
     ``settled`` (incremental render, :mod:`meshplan.incremental`): the inventory holds only the
     requirements whose objects or warnings may change; the Service copies of the clusters it
     does not refine again come from the previous render instead of from this run's (partial)
     objects. Only the load-balancing check reads other clusters' objects.
+
+    ``empty_clusters=False``: only the clusters that get an object have a plan (the objects of
+    a few requirements among a thousand clusters: an incremental render refines each changed
+    requirement file alone, before and after, and a plan of every cluster was most of that).
     """
-    return _collected(inventory, settled).finish()
+    return _collected(inventory, settled).finish(empty_clusters)
 
 
 def refines_cleanly(inventory: Inventory) -> bool:
@@ -772,7 +777,7 @@ class _PlanBuilder:
             self.diagnostics.append(warning(location, path, template.replace(
                 _CLIENTS, _names(sorted(set(clients))))))
 
-    def finish(self) -> Plan:
+    def finish(self, empty_clusters: bool = True) -> Plan:
         self._keys = _Keys()  # every policy is complete: free the keys (and what they hold)
         self._load_balancing_warnings()
         by_cluster: dict[ClusterRef, list[Manifest]] = {}
@@ -785,15 +790,30 @@ class _PlanBuilder:
             shared = pending.body if uses[id(pending.body)] > 1 else None
             by_cluster.setdefault(key.cluster, []).append(Manifest(key, body, causes, shared))
         plans = []
-        for domain in self.inventory.domains:
-            for cluster in domain.clusters:
-                ref = ClusterRef(domain.name, cluster.name)
-                # Keys are unique within a cluster, so this order does not depend on the
-                # order objects were collected in.
-                manifests = sorted(by_cluster.get(ref, ()), key=output_order)
-                plans.append(ClusterPlan(ref, cluster.mesh_name, tuple(manifests)))
+        for ref, cluster in (_every_cluster(self.inventory) if empty_clusters
+                             else _clusters_of(self.inventory, by_cluster)):
+            # Keys are unique within a cluster, so this order does not depend on the
+            # order objects were collected in.
+            manifests = sorted(by_cluster.get(ref, ()), key=output_order)
+            plans.append(ClusterPlan(ref, cluster.mesh_name, tuple(manifests)))
         plans.sort(key=lambda p: p.cluster)
         return Plan(tuple(plans), tuple(self.diagnostics))
+
+
+def _every_cluster(inventory: Inventory) -> Iterator[tuple[ClusterRef, Cluster]]:
+    for domain in inventory.domains:
+        for cluster in domain.clusters:
+            yield ClusterRef(domain.name, cluster.name), cluster
+
+
+def _clusters_of(inventory: Inventory, refs: Iterable[ClusterRef]
+                 ) -> Iterator[tuple[ClusterRef, Cluster]]:
+    """The clusters of ``refs`` the inventory has (as :func:`_every_cluster` gives them)."""
+    for ref in refs:
+        domain = inventory.domain_by_name.get(ref.domain)
+        cluster = domain.cluster_by_name.get(ref.name) if domain is not None else None
+        if cluster is not None:
+            yield ref, cluster
 
 
 def carries_tcp(to_ports: Sequence[Mapping[str, Any]] | None) -> bool:
