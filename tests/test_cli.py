@@ -115,6 +115,24 @@ def test_the_console_script_exits_with_the_code_main_returns(tmp_path: Path) -> 
         assert proc.returncode == expected, (args, proc.stderr)
 
 
+def test_the_process_entry_points_write_all_their_output_before_ending(tmp_path: Path) -> None:
+    """``run`` ends the process with os._exit (nothing freed): what was printed, to a pipe
+    (block-buffered), and the exit code still arrive whole."""
+    import subprocess
+    import sys
+
+    code, expected, _ = run_cli(["schema", "domain"])
+    assert code == 0 and len(expected) > 8192  # more than one buffer's worth
+    script = str(Path(sys.executable).with_name("meshplan"))
+    for command in ([script], [sys.executable, "-m", "meshplan"]):
+        proc = subprocess.run([*command, "schema", "domain"], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert (proc.returncode, proc.stdout) == (0, expected), command
+        proc = subprocess.run([*command, "validate", "--repo", str(tmp_path)],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 1 and "invalid" in proc.stderr, command
+
+
 def test_main_returns_the_exit_code_instead_of_exiting(tmp_path: Path) -> None:
     assert cli.main(["--version"]) == 0
     assert cli.main(["validate", "--repo", str(tmp_path)]) == 1

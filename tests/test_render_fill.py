@@ -4,6 +4,7 @@ each cluster is rendered (incremental.ClusterRecords), the lines a snapshot was 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -129,3 +130,32 @@ def test_an_incremental_run_analyses_the_bytes_it_listed_and_digested(
     result = pipeline.render_cached(fleet, cache, inputs=listed)
     assert result.mode == "incremental"
     assert result.rendered.files == expected.files
+
+
+def test_a_pack_is_written_whole_through_short_writes(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pack goes out about a megabyte per system call (os.writev: many small contents in
+    one call, a large one sliced); a call that writes less than it was given (allowed, if
+    rare, for files) is taken up where it stopped."""
+    import os
+
+    writev = os.writev
+    calls = []
+
+    def short(fd: int, buffers: list[bytes]) -> int:  # at most 1,000 bytes a call
+        calls.append(len(buffers))
+        assert len(calls) < 100_000, "not going on where the last call stopped"
+        assert sum(len(b) for b in buffers) <= 2 << 20  # about a megabyte a call
+        return writev(fd, [memoryview(b"".join(buffers))[:1000]])
+
+    contents = [bytes([n % 251]) * (n * 37 % 5000) for n in range(1200)]  # some empty
+    contents.append(bytes(range(256)) * 12_000)  # 3 MB: written a megabyte at a time
+    monkeypatch.setattr(os, "writev", short)
+    RenderCache.at(tmp_path / "cache").write_blobs((digest(c), c) for c in contents)
+    monkeypatch.undo()
+    assert len(calls) > 1200 and max(calls) <= 512
+    read = RenderCache.at(tmp_path / "cache").read_blobs([digest(c) for c in contents])
+    assert read == contents
+    pack, = (tmp_path / "cache" / "packs").glob("*.pack")
+    index = json.loads(pack.read_bytes().split(b"\n", 2)[1])
+    assert index[digest(b"")] == [0, 0] and len(index) == len(set(contents))

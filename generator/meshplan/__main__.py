@@ -1,5 +1,5 @@
 """``python -m meshplan``: the same command line as the ``meshplan`` script."""
 
-from .cli import main
+from .cli import run
 
-raise SystemExit(main())
+run()

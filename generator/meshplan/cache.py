@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,12 +225,17 @@ class RenderCache:
                     ) -> None:
         """A new pack of ``contents`` (streamed: not all in memory at once), whose names and
         lengths are ``entries``."""
-        index: dict[str, list[int]] = {}
+        index: dict[str, tuple[int, int]] = {}
         offset = 0
         for name, length in entries:
-            index[name] = [offset, length]
+            index[name] = (offset, length)
             offset += length
-        head = PACK_MAGIC + json.dumps(index, separators=(",", ":")).encode() + b"\n"
+        if all(map(_SHA256.fullmatch, index)):  # nothing to escape: json.dumps' text, directly
+            header = "{" + ",".join([f'"{name}":[{start},{length}]'
+                                     for name, (start, length) in index.items()]) + "}"
+        else:
+            header = json.dumps(index, separators=(",", ":"))
+        head = PACK_MAGIC + header.encode() + b"\n"
         path = self.root / "packs" / f"{os.getpid()}-{os.urandom(8).hex()}.pack"
         _write_atomically(path, head, contents)
         known = self._packs()
@@ -389,12 +395,59 @@ def _write_atomically(path: Path, head: bytes, rest: Iterable[bytes] = ()) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(head)
-            for content in rest:
-                handle.write(content)
+        try:
+            _write_all(fd, itertools.chain((head,), rest))
+        finally:
+            os.close(fd)
         Path(temporary).replace(path)
     except BaseException:
         with contextlib.suppress(OSError):
             Path(temporary).unlink()
         raise
+
+
+# What one system call writes: at most this many buffers (IOV_MAX is 1,024 on Linux), and
+# about this many bytes (calls of tens of MB cost the kernel several times as much, at times:
+# 0.15-0.35 s instead of 0.05 s for a cold render's pack, measured)
+_BATCH = 512
+_BATCH_BYTES = 1 << 20
+
+
+def _write_all(fd: int, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``fd`` from the buffers as they are: about a megabyte per system
+    call (``os.writev``), neither joined nor copied into a file object's buffer first (a cold
+    render's pack is thousands of contents, about 180 MB at a thousand clusters)."""
+    writev = getattr(os, "writev", None)  # not on Windows
+    batch: list[bytes | memoryview] = []
+    size = 0
+    for whole in chunks:
+        if writev is None:
+            _writev_all(fd, [whole], None)
+            continue
+        # a large chunk (a state, a big file) a megabyte at a time too
+        parts = (whole,) if len(whole) <= _BATCH_BYTES else (
+            memoryview(whole)[at:at + _BATCH_BYTES] for at in range(0, len(whole), _BATCH_BYTES))
+        for chunk in parts:
+            batch.append(chunk)
+            size += len(chunk)
+            if len(batch) == _BATCH or size >= _BATCH_BYTES:
+                _writev_all(fd, batch, writev)
+                batch, size = [], 0
+    if batch:
+        _writev_all(fd, batch, writev)
+
+
+def _writev_all(fd: int, buffers: list[bytes | memoryview],
+                writev: Callable[[int, Sequence[bytes | memoryview]], int] | None) -> None:
+    """Write every byte of ``buffers``, going on after a short write."""
+    start = 0
+    while start < len(buffers):
+        if writev is None:
+            written = os.write(fd, buffers[start])
+        else:
+            written = writev(fd, buffers[start:] if start else buffers)
+        while start < len(buffers) and written >= len(buffers[start]):
+            written -= len(buffers[start])
+            start += 1
+        if written:  # part of buffers[start] was written
+            buffers[start] = memoryview(buffers[start])[written:]

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -196,14 +196,17 @@ def render_command(repo: Path, out: Path | None, check: bool, cache_dir: Path | 
     out = out if out is not None else repo / DEFAULT_OUTPUT_DIR
     progress(f"reading, checking and refining {repo} ...")
     cache = open_cache(cache_dir, no_cache)
+    keep = _kept_until_exit()
     if cache is None:
-        rendered, diagnostics = render_repository(repo)
+        rendered, diagnostics = render_repository(repo, keep=keep)
     else:
-        cached = render_cached(repo, cache)
+        cached = render_cached(repo, cache, keep=keep)
         rendered, diagnostics = cached.rendered, cached.diagnostics
         progress(f"render cache: {cached.mode}" + (
             f"; {cached.reanalysed} requirement file(s) analysed, {cached.rerendered} "
             "cluster(s) rendered" if cached.mode == "incremental" else ""))
+        if keep is not None:
+            keep.append(cached)
         del cached  # its model and blobs: not needed to write (peak memory)
     print_diagnostics(diagnostics)
     warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
@@ -480,6 +483,34 @@ def propose_ids_command(repo: Path, output_format: str) -> int:
         click.echo(f"meshplan: not in the patch (flow-style entry), add by hand: {line}",
                    err=True)
     return 0
+
+
+# What a run is done with, kept for the process to end without freeing it (see run): None
+# when the command line runs in a process that goes on afterwards (tests, main(argv)).
+_KEPT: list[list[object]] = []
+
+
+def _kept_until_exit() -> list[object] | None:
+    """The list a command hands what it is done with to, instead of freeing it, when the
+    process ends as soon as the command returns (:func:`run`); None otherwise."""
+    return _KEPT[0] if _KEPT else None
+
+
+def run() -> NoReturn:
+    """The ``meshplan`` console script and ``python -m meshplan``: :func:`main` on the
+    process's arguments, then the process ends at once (``os._exit``, after flushing its
+    output), without freeing, object by object, the millions of objects a large render made
+    (half a second at a thousand clusters, for memory the system takes back whole anyway):
+    the commands keep their models and plans until then instead of freeing them as they go.
+    """
+    _KEPT.append([])
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # e.g. a closed pipe: leave the way Python does, saying so
+        raise SystemExit(code) from None
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

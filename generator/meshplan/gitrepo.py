@@ -360,22 +360,27 @@ def _link_checkout(root: Path, sha: str, relative: str, checkout: Path) -> bool:
             return False  # a symbolic link or submodule: as git checks it out
         entries.append((blob, path[len(prefix):]))
     new = hashlib.sha256 if len(sha) == 64 else hashlib.sha1
-    source = root / prefix
+    # os.path on strings, each folder made once: ten thousand files at a thousand clusters
+    source, target = str(root / prefix), str(checkout)
     to_write: list[tuple[str, str]] = []
-    made: set[Path] = set()
+    made: set[str] = set()
     for blob, path in entries:
-        here, there = source / path, checkout / path
-        if there.parent not in made:
-            there.parent.mkdir(parents=True, exist_ok=True)
-            made.add(there.parent)
+        here, there = os.path.join(source, path), os.path.join(target, path)  # noqa: PTH118
+        folder = os.path.dirname(there)  # noqa: PTH120
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)  # noqa: PTH103
+            made.add(folder)
         try:
-            if here.is_symlink():
+            if os.path.islink(here):  # noqa: PTH114
                 raise OSError
-            data = here.read_bytes()
+            with open(here, "rb") as handle:  # noqa: PTH123
+                data = handle.read()
         except OSError:
             to_write.append((blob, path))
             continue
-        if new(b"blob %d\0" % len(data) + data).hexdigest() != blob:
+        named = new(b"blob %d\0" % len(data))
+        named.update(data)
+        if named.hexdigest() != blob:
             to_write.append((blob, path))
             continue
         try:

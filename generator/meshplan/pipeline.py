@@ -329,19 +329,26 @@ def checked_inventory(repo: Path) -> Inventory:
     return analysis.inventory
 
 
-def render_repository(repo: Path) -> tuple[Rendered, tuple[Diagnostic, ...]]:
-    """Validate, refine and render; raises :class:`InputError` on any error."""
-    _inventory, rendered, diagnostics = render_with_inventory(repo)
+def render_repository(repo: Path, *, keep: list[object] | None = None
+                      ) -> tuple[Rendered, tuple[Diagnostic, ...]]:
+    """Validate, refine and render; raises :class:`InputError` on any error. ``keep``: see
+    :func:`render_with_inventory`."""
+    _inventory, rendered, diagnostics = render_with_inventory(repo, keep=keep)
     return rendered, diagnostics
 
 
-def render_with_inventory(repo: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
+def render_with_inventory(repo: Path, *, keep: list[object] | None = None
+                          ) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
     """:func:`render_repository`, also giving the validated inventory it rendered from (so
-    callers that need both do not validate twice)."""
+    callers that need both do not validate twice). ``keep``: a list the run's analysis (its
+    model and plan) is added to instead of being freed (the command line, which ends its
+    process without freeing anything: :func:`meshplan.cli.run`)."""
     with without_cyclic_gc():
         analysis = _analyse(repo)
         rendered = render_analysis(analysis)
     assert analysis.inventory is not None  # render_analysis raised otherwise
+    if keep is not None:
+        keep.append(analysis)
     return analysis.inventory, rendered, analysis.diagnostics
 
 
@@ -589,7 +596,8 @@ def publish_repository(options: PublishOptions) -> PublishResult:
 
 def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
                   previous: Snapshot | None = None, full_above: float = 0.5,
-                  inputs: InputFiles | None = None) -> IncrementalResult:
+                  inputs: InputFiles | None = None, keep: list[object] | None = None
+                  ) -> IncrementalResult:
     """:func:`render_repository` through the render cache (:mod:`meshplan.incremental`): only
     what changed since the snapshot is analysed and rendered again; byte for byte the output
     of a full render. ``previous``: start from this snapshot instead of the slot's (``meshplan
@@ -597,8 +605,9 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
     the repository's own). ``full_above``: render in full when a change reaches more than
     this share of the requirement files (a full render is then cheaper). ``inputs``: the
     repository's input files as just listed (:func:`meshplan.incremental.list_inputs`).
-    Raises :class:`InputError` on any input error. The snapshot returned carries the lines
-    it was saved as (a snapshot computed from it saves only the records that changed).
+    ``keep``: as for :func:`render_with_inventory` (a full run's analysis). Raises
+    :class:`InputError` on any input error. The snapshot returned carries the lines it was
+    saved as (a snapshot computed from it saves only the records that changed).
     """
     from .cache import slot_for
     from .incremental import Fallback, list_inputs, snapshot_bytes, snapshot_from_bytes
@@ -616,7 +625,7 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
             except _WholeInventory:
                 result = _render_incrementally(root, inputs, cache, previous, full_above, False)
         except Fallback as why:
-            result = _render_fully(root, inputs, f"full ({why})")
+            result = _render_fully(root, inputs, f"full ({why})", keep)
         # still without the cyclic GC: its collections would scan the whole run's objects
         if result.mode == "unchanged":
             cache.touch_state(slot)  # used again: kept longest when pruning
@@ -628,8 +637,10 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
     return result
 
 
-def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResult:
-    """A full run that also takes the snapshot of its result (none with a Mesh document)."""
+def _render_fully(root: Path, inputs: InputFiles, mode: str, keep: list[object] | None = None
+                  ) -> IncrementalResult:
+    """A full run that also takes the snapshot of its result (none with a Mesh document);
+    ``keep``: see :func:`render_with_inventory`."""
     from .cache import digest
     from .incremental import ClusterRecords, IncrementalResult, inventory_domains, snapshot_of
 
@@ -643,6 +654,8 @@ def _render_fully(root: Path, inputs: InputFiles, mode: str) -> IncrementalResul
     records = ClusterRecords()  # taken as each cluster is rendered (none with a Mesh)
     rendered = render_analysis(analysis, None if model.mesh is not None else records)
     assert analysis.inventory is not None and analysis.plan is not None
+    if keep is not None:
+        keep.append(analysis)
     if analysis.mesh is not None or model.mesh is not None:
         return IncrementalResult(rendered, analysis.diagnostics, None, mode,
                                  inventory=analysis.inventory)
