@@ -137,3 +137,16 @@ def test_main_returns_the_exit_code_instead_of_exiting(tmp_path: Path) -> None:
     assert cli.main(["--version"]) == 0
     assert cli.main(["validate", "--repo", str(tmp_path)]) == 1
     assert cli.main(["no-such-command"]) == 2
+
+
+def test_render_hands_its_analysis_to_keep_only_when_given_one(
+    example_repo: Path, tmp_path: Path,
+) -> None:
+    """What ``run`` passes (its process ends right after) keeps the analysis alive; a plain
+    ``main(argv)`` (a process that goes on) keeps nothing."""
+    kept: list[object] = []
+    args = ["render", "--repo", str(example_repo), "--no-cache"]
+    assert cli.main([*args, "--out", str(tmp_path / "kept")], keep=kept) == 0
+    assert any(isinstance(item, pipeline.Analysis) for item in kept)
+    assert cli._kept_until_exit() is None  # outside a command: nothing to hand to
+    assert cli.main([*args, "--out", str(tmp_path / "plain")]) == 0

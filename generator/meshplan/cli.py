@@ -485,15 +485,14 @@ def propose_ids_command(repo: Path, output_format: str) -> int:
     return 0
 
 
-# What a run is done with, kept for the process to end without freeing it (see run): None
-# when the command line runs in a process that goes on afterwards (tests, main(argv)).
-_KEPT: list[list[object]] = []
-
-
 def _kept_until_exit() -> list[object] | None:
     """The list a command hands what it is done with to, instead of freeing it, when the
-    process ends as soon as the command returns (:func:`run`); None otherwise."""
-    return _KEPT[0] if _KEPT else None
+    process ends as soon as the command returns (:func:`run` passes it to :func:`main`, which
+    gives it to click as the context's ``obj``); None when the command line runs in a process
+    that goes on afterwards (tests, ``main(argv)``)."""
+    context = click.get_current_context(silent=True)
+    kept = context.find_root().obj if context is not None else None
+    return kept if isinstance(kept, list) else None
 
 
 def run() -> NoReturn:
@@ -503,8 +502,7 @@ def run() -> NoReturn:
     (half a second at a thousand clusters, for memory the system takes back whole anyway):
     the commands keep their models and plans until then instead of freeing them as they go.
     """
-    _KEPT.append([])
-    code = main()
+    code = main(keep=[])
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -513,14 +511,16 @@ def run() -> NoReturn:
     os._exit(code)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, keep: list[object] | None = None) -> int:
     """Run ``meshplan argv`` (default: the process arguments); the exit code, never an exit.
 
-    0 ok, 1 input (or environment) problem, 2 usage error, 3 internal bug.
+    0 ok, 1 input (or environment) problem, 2 usage error, 3 internal bug. ``keep``: a list
+    the commands hand what they are done with to instead of freeing it (:func:`run`, whose
+    process ends right after).
     """
     try:
         code = cli.main(args=None if argv is None else list(argv), prog_name="meshplan",
-                        standalone_mode=False)
+                        standalone_mode=False, obj=keep)
     except click.ClickException as exc:  # usage errors: click words them (exit 2)
         exc.show()
         return exc.exit_code
