@@ -115,17 +115,16 @@ def laid_out(relpath: str, text: str, raw: bytes, *, with_entry: bool = False,
         if any(c is None and part not in parts.found
                for c, part in zip(candidate, parts.texts, strict=True)):
             return None
-        if with_entry:  # the entry is made of every document
-            candidate = [parts.found.get(part, c)
-                         for c, part in zip(candidate, parts.texts, strict=True)]
     else:
         candidate = laid_out_documents(body, quoted)
     if candidate is None:
         return None
     entry = None
-    if with_entry:
+    if with_entry:  # the entry is made of every document
         with contextlib.suppress(ValueError):  # text JSON cannot hold (a lone surrogate)
-            entry = entry_of(candidate)
+            entry = (entry_of(candidate) if parts is None else b"\n".join(
+                parts.known.entry_line(part) if part in parts.found else _entry_line(c)
+                for c, part in zip(candidate, parts.texts, strict=True)))
     source = _EntrySource(entry) if entry is not None else _TextSource(raw, body)
     found = checked_documents(relpath, text, body, candidate, source, parts)
     return (found, entry) if found is not None else None
@@ -232,10 +231,19 @@ class KnownDocuments:
     files are read (:meth:`RenderedReader.forget_known`).
     """
 
-    __slots__ = ("by_text",)
+    __slots__ = ("by_text", "lines")
 
     def __init__(self) -> None:
         self.by_text: dict[str, dict[str, Any]] = {}
+        self.lines: dict[str, bytes] = {}  # the entry line of a known text, once made
+
+    def entry_line(self, text: str) -> bytes:
+        """The line of an entry (:func:`entry_of`) that holds the known document of ``text``
+        (made once: the same Service copy recurs in many clusters' files)."""
+        line = self.lines.get(text)
+        if line is None:
+            line = self.lines[text] = _entry_line(self.by_text[text])
+        return line
 
     def parts(self, body: str) -> Parts:
         """``body`` (a file's text after its leading comment lines) cut at its "---" lines:
@@ -486,8 +494,12 @@ class RenderedReader:
 def entry_of(documents: Iterable[Any]) -> bytes:
     """The entry of a file's documents: one JSON text per line (JSON escapes line breaks), so
     that one document can be read again on its own (:class:`LazyMarks`)."""
-    return b"\n".join(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-                      for data in documents)
+    return b"\n".join(_entry_line(data) for data in documents)
+
+
+def _entry_line(data: Any) -> bytes:
+    """One document's line of an entry (JSON escapes line breaks)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 _NOT_JSON = object()
