@@ -364,3 +364,60 @@ def test_a_known_document_beside_text_out_of_the_writers_layout_is_parsed() -> N
     read_like_the_parser(reader, "c1/f.yaml", dump_documents([known]))
     read_like_the_parser(reader, "c2/f.yaml", dump_documents([known]) + "---\nb:   1\n")
     assert reader.parsed == 1
+
+
+def policy(name: str, egress: list[Any], metadata: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
+    return {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+            "metadata": metadata or {"name": name, "namespace": "ns"},
+            "spec": {"endpointSelector": {"matchLabels": {"app": name}}, "egress": egress,
+                     "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "x"}}]}]}}
+
+
+RULE_A = {"toEndpoints": [{"matchLabels": {"app": "a"}}],
+          "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}
+RULE_B = {"toCIDRSet": [{"cidr": "192.0.2.0/24"}]}
+
+
+def test_a_rule_recurring_in_policies_is_read_once_as_one_object() -> None:
+    """The same rule in several policies (of one file or many): each policy reads as the
+    parser reads it, positions included, and the rule is one shared object."""
+    texts = [HEADER + dump_documents([policy("p", [RULE_A, RULE_B]), policy("q", [RULE_B])]),
+             dump_documents([policy("r", [RULE_A, {"toEndpoints": [{}]}, RULE_A])])]
+    for store in (None, MemoryStore()):
+        for _ in range(2):  # the second time from the store's entries
+            reader = RenderedReader(store)
+            found = [reader.documents(f"f{i}.yaml", text.encode())[0]
+                     for i, text in enumerate(texts)]
+            reader.save()
+            for text, docs in zip(texts, found, strict=True):
+                parsed, _ = parse_yaml("f.yaml", text)
+                assert [(d.data, dict(d.marks)) for d in docs] == \
+                    [(d.data, dict(d.marks)) for d in parsed]
+            rules = [r for docs in found for d in docs
+                     for r in d.data["spec"]["egress"] + d.data["spec"]["ingress"]]
+            assert len(rules) == 9 and len({id(r) for r in rules}) == 4
+
+
+def test_a_known_rule_text_never_stands_for_another_rule() -> None:
+    """Rules are found by their text as the writer lays it out: a guess, checked. A mapping
+    laid out like rules elsewhere (metadata's), a forged entry with another rule where a
+    known one is written: each file still reads as the parser reads it."""
+    store = MemoryStore()
+    first = RenderedReader(store)
+    first.documents("a.yaml", dump_documents([policy("p", [RULE_A, RULE_B])]).encode())
+    tricky = [policy("q", [RULE_B, RULE_A], {"name": "q", "egress": [RULE_A, RULE_B]}),
+              policy("s", [RULE_A], {"name": "s", "egress": [RULE_B], "ingress": [1]})]
+    for doc in tricky:
+        text = dump_documents([doc])
+        raw = text.encode()
+        parsed, _ = parse_yaml("b.yaml", text)
+        for reader in (first, RenderedReader(store)):
+            docs, problems = reader.documents("b.yaml", raw)
+            assert problems == [] and [d.data for d in docs] == [d.data for d in parsed]
+        forged = dict(doc, spec=dict(doc["spec"], egress=[RULE_B] * len(doc["spec"]["egress"])))
+        store.entries[hashlib.sha256(raw).hexdigest()] = entry_of([forged])
+        reader = RenderedReader(store)
+        reader.documents("a.yaml", dump_documents([policy("p", [RULE_A, RULE_B])]).encode())
+        docs, _ = reader.documents("b.yaml", raw)
+        assert [d.data for d in docs] == [d.data for d in parsed]

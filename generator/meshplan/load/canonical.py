@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from ..diagnostics import Diagnostic
-from ..yamltext import MAX_IMPLICIT_KEY, dump_document, scalar_text
+from ..yamltext import MAX_IMPLICIT_KEY, SharedText, dump_document, scalar_text
 from .document import KEY, Document, PathKey
 from .files import decode_utf8
 from .layout import QuotedScalars, laid_out_documents
@@ -155,7 +155,10 @@ def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
                 data.append(hit)
                 sources.append(_KnownSource(hit))
                 continue
-            if source is None or type(item) is not dict or _written(item) != part:
+            if source is None or type(item) is not dict:
+                return None
+            item = parts.known.checked(part, item)
+            if item is None:
                 return None
             data.append(item)
             sources.append(source)
@@ -183,12 +186,48 @@ def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
     return documents
 
 
-def _written(data: dict[str, Any]) -> str | None:
+def _written(data: dict[str, Any], memo: SharedText | None = None) -> str | None:
     """:func:`~meshplan.yamltext.dump_document`, or None when it cannot write ``data``."""
     try:
-        return dump_document(data)
+        return dump_document(data, memo)
     except (TypeError, ValueError, RecursionError):  # a float, a huge or too deep value
         return None
+
+
+class _KnownItems(SharedText):
+    """The writer's memo of shared sub-objects (:class:`~meshplan.yamltext.SharedText`), for
+    the known rules only (:meth:`KnownDocuments.checked`): their text is written once per
+    place (indentation), any other object is written as usual."""
+
+    def text(self, item: Mapping[str, Any], indent: str, first: str | None) -> str | None:
+        if self.seen.get(id(item)) is not item:
+            return None
+        return super().text(item, indent, first)
+
+    def know(self, item: dict[str, Any]) -> None:
+        self.seen[id(item)] = item  # held: its id is not reused meanwhile
+
+
+# A policy's rules (spec.egress, spec.ingress items) as the writer lays them out: each item's
+# text starts with "  - " and its other lines with four spaces at least.
+_RULE_SECTIONS = (("egress", "\n  egress:\n"), ("ingress", "\n  ingress:\n"))
+_ITEM_END = re.compile(r"\n(?!    )")
+
+
+def _rule_texts(part: str, section: str) -> list[str] | None:
+    """The texts of the items of ``section`` (a "\n  key:\n" line) in a document's text, as
+    the writer lays them out (a guess: what is read from them is checked)."""
+    at = part.find(section)
+    if at < 0:
+        return None
+    pos = at + len(section)
+    texts = []
+    while part.startswith("  - ", pos):
+        found = _ITEM_END.search(part, pos)
+        end = found.start() + 1 if found is not None else len(part)
+        texts.append(part[pos:end])
+        pos = end
+    return texts
 
 
 class Parts:
@@ -231,11 +270,63 @@ class KnownDocuments:
     files are read (:meth:`RenderedReader.forget_known`).
     """
 
-    __slots__ = ("by_text", "lines")
+    __slots__ = ("by_text", "lines", "memo", "rules")
 
     def __init__(self) -> None:
         self.by_text: dict[str, dict[str, Any]] = {}
         self.lines: dict[str, bytes] = {}  # the entry line of a known text, once made
+        self.rules: dict[str, dict[str, Any]] = {}  # a policy rule's text -> its data
+        self.memo = _KnownItems()  # the text the known rules are written as
+
+    def checked(self, text: str, data: dict[str, Any]) -> dict[str, Any] | None:
+        """The document ``data`` when it writes back to exactly ``text``, else None; with the
+        rules of its spec whose text is known replaced by their known data (what ``data``
+        holds for them is not read; each rule's text is written once, not once per policy
+        that has it: the same requirement renders the same rules into many clusters).
+
+        Sound whatever the rules' texts are guessed to be (:func:`_rule_texts`): the document
+        returned is the one written back and compared with ``text``, with the writer's own
+        memo (which writes a shared object as it would without it). When it does not write
+        back, ``data`` itself is written back and compared."""
+        spec = data.get("spec")
+        if type(spec) is dict and ("egress" in spec or "ingress" in spec):
+            shared = self._with_known_rules(text, data, spec)
+            if shared is not None:
+                document, learnt = shared
+                if _written(document, self.memo) == text:
+                    for rule_text, rule in learnt:
+                        self.rules[rule_text] = rule
+                        self.memo.know(rule)
+                    return document
+        return data if _written(data) == text else None
+
+    def _with_known_rules(self, text: str, data: dict[str, Any], spec: dict[str, Any]
+                          ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]] | None:
+        """``data`` with its spec's known rules replaced, and its other rules by their text
+        (to learn if it writes back); None when the texts of its rules are not found."""
+        rules_known = self.rules
+        new_spec = dict(spec)
+        learnt = []
+        for key, section in _RULE_SECTIONS:
+            rules = spec.get(key)
+            if type(rules) is not list or not rules:
+                continue
+            texts = _rule_texts(text, section)
+            if texts is None or len(texts) != len(rules):
+                return None
+            replaced = []
+            for rule_text, rule in zip(texts, rules, strict=True):
+                known = rules_known.get(rule_text)
+                if known is None:
+                    if type(rule) is not dict:
+                        return None
+                    known = rule
+                    learnt.append((rule_text, rule))
+                replaced.append(known)
+            new_spec[key] = replaced
+        document = dict(data)
+        document["spec"] = new_spec
+        return document, learnt
 
     def entry_line(self, text: str) -> bytes:
         """The line of an entry (:func:`entry_of`) that holds the known document of ``text``

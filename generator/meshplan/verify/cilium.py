@@ -114,6 +114,8 @@ class _ActualBuilder:
         # (direction, policy namespace, rule text) -> its reading: the same requirement renders
         # the same rules into every cluster of its scope
         self.rule_readings: dict[tuple[str, str | None, str], _RuleReading] = {}
+        # id(rule) -> (rule, repr(rule)): the rule held, so that its id is not reused
+        self.rule_texts: dict[int, tuple[Any, str]] = {}
         # (direction, rule text) -> why Cilium rejects it (paths relative to the rule)
         self.rule_rejections: dict[tuple[str, str], tuple[tuple[PathKey, str], ...]] = {}
         # what depends only on a text: port rules, CIDRs over pod networks, selectors
@@ -270,15 +272,14 @@ class _PolicyReader:
                       f" in {domain}/{cluster}" + (f" (from {source})" if source else ""))
         self._findings: list[Finding] | None = None  # set while a rule is read on its own
         self._used_mesh = False
-        self._texts: dict[int, str] = {}  # id(rule) -> repr(rule), for this policy's rules
 
     def _text(self, rule: Any) -> str:
-        """``repr(rule)``: the key of a rule's readings, computed once per rule of the policy
-        (whose data stays alive while it is read, so ids are not reused meanwhile)."""
-        text = self._texts.get(id(rule))
-        if text is None:
-            text = self._texts[id(rule)] = repr(rule)
-        return text
+        """``repr(rule)``: the key of a rule's readings, computed once per rule object (the
+        reader gives the rules of equal text one shared object, read-only)."""
+        held = self.owner.rule_texts.get(id(rule))
+        if held is None or held[0] is not rule:
+            held = self.owner.rule_texts[id(rule)] = (rule, repr(rule))
+        return held[1]
 
     def _selector(self, data: Any, *, in_namespace: bool = False
                   ) -> tuple[LabelSelector | None, str | None]:
