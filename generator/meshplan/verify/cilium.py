@@ -97,6 +97,7 @@ class _RuleReading(NamedTuple):
     read: bool  # False: the rule is ignored (it grants nothing)
     findings: tuple[Finding, ...]
     mesh: str | None  # the mesh name the reading depends on (a peer without a cluster label)
+    namespaced: bool = False  # it depends on the policy's namespace (a peer without one)
 
 
 class _ActualBuilder:
@@ -111,9 +112,11 @@ class _ActualBuilder:
         self.parsed = parsed
         self.reader = reader if reader is not None else RenderedReader(None)
         self._selector_problems: dict[str, tuple[SelectorProblem, ...]] = {}
-        # (direction, policy namespace, rule text) -> its reading: the same requirement renders
-        # the same rules into every cluster of its scope
-        self.rule_readings: dict[tuple[str, str | None, str], _RuleReading] = {}
+        # (direction, rule text) -> its reading: the same requirement renders the same rules
+        # into every cluster of its scope; (direction, policy namespace, rule text) for a rule
+        # whose reading depends on the namespace (a peer that names none)
+        self.rule_readings: dict[tuple[str, str], _RuleReading] = {}
+        self.namespaced_readings: dict[tuple[str, str | None, str], _RuleReading] = {}
         # id(rule) -> (rule, repr(rule)): the rule held, so that its id is not reused
         self.rule_texts: dict[int, tuple[Any, str]] = {}
         # (direction, rule text) -> why Cilium rejects it (paths relative to the rule)
@@ -271,7 +274,7 @@ class _PolicyReader:
         self.label = (f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
                       f" in {domain}/{cluster}" + (f" (from {source})" if source else ""))
         self._findings: list[Finding] | None = None  # set while a rule is read on its own
-        self._used_mesh = False
+        self._used_mesh = self._used_namespace = False
 
     def _text(self, rule: Any) -> str:
         """``repr(rule)``: the key of a rule's readings, computed once per rule object (the
@@ -481,13 +484,20 @@ class _PolicyReader:
                 stance.denies.extend(deny_grants)
 
     def _grant(self, rule: Any, direction: Direction, path: PathKey) -> Grant | None:
-        """One rule's grant, read once per (direction, policy namespace, rule text) and mesh
-        name when it matters: what it grants depends on nothing else (the peers are selected
+        """One rule's grant, read once per (direction, rule text), policy namespace and mesh
+        name when they matter: what it grants depends on nothing else (the peers are selected
         from the whole fleet), and its problems are reported again at each place."""
-        key = (direction, self.namespace, self._text(rule))
-        reading = self.owner.rule_readings.get(key)
+        owner = self.owner
+        text = self._text(rule)
+        reading = owner.rule_readings.get((direction, text))
+        if reading is None:
+            reading = owner.namespaced_readings.get((direction, self.namespace, text))
         if reading is None or (reading.mesh is not None and reading.mesh != self.mesh):
-            reading = self.owner.rule_readings[key] = self._read_rule(rule, direction)
+            reading = self._read_rule(rule, direction)
+            if reading.namespaced:
+                owner.namespaced_readings[(direction, self.namespace, text)] = reading
+            else:
+                owner.rule_readings[(direction, text)] = reading
         for where, message, severity in reading.findings:
             self.problem((*path, *where), message, severity=severity)
         if not reading.read:
@@ -497,16 +507,17 @@ class _PolicyReader:
 
     def _read_rule(self, rule: Any, direction: Direction) -> _RuleReading:
         findings: list[Finding] = []
-        self._findings, self._used_mesh = findings, False
+        self._findings, self._used_mesh, self._used_namespace = findings, False, False
         try:
             grant = self._read_grant(rule, direction, ())
         finally:
             self._findings = None
         mesh = self.mesh if self._used_mesh else None
         if grant is None:
-            return _RuleReading(frozenset(), (), NO_PORTS, False, False, tuple(findings), mesh)
+            return _RuleReading(frozenset(), (), NO_PORTS, False, False, tuple(findings), mesh,
+                                self._used_namespace)
         return _RuleReading(grant.pods, grant.blocks, grant.ports, grant.wildcard, True,
-                            tuple(findings), mesh)
+                            tuple(findings), mesh, self._used_namespace)
 
     def _read_grant(self, rule: Any, direction: Direction, path: PathKey) -> Grant | None:
         if not isinstance(rule, dict):
@@ -581,6 +592,7 @@ class _PolicyReader:
                          "allows no endpoint here", severity="notice")
             return None
         if not selector.has_key(POD_NAMESPACE_LABEL):
+            self._used_namespace = True
             if self.namespace is None:
                 selector = selector.also(Term(POD_NAMESPACE_LABEL, "Exists"))
             elif not selector.has_key_prefix(NAMESPACE_LABELS_PREFIX):
