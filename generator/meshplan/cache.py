@@ -5,7 +5,7 @@ Layout of the cache folder (``--cache-dir``, else ``$MESHPLAN_CACHE_DIR``, else
 
     states/<slot>.state          # the last snapshot (meshplan.incremental) of one repository
     packs/<pid>-<random>.pack    # blobs (output and input file contents, named by SHA-256)
-    parsed/<code>/<ab>/<sha256>.json  # the documents of a rendered file (meshplan.load.canonical)
+    parsed/<code>/<pid>-<random>.entries  # rendered files' documents (meshplan.load.canonical)
     spares/<key>/tree, record    # the output tree a render swapped out (meshplan.write)
 
 A pack holds the blobs one run stored, after a header naming each blob's offset and length:
@@ -21,7 +21,9 @@ go to a temporary file renamed into place, so a killed run leaves no half-writte
 A parsed entry (``parsed/``, named by the SHA-256 of a rendered file's bytes, in a folder of
 the code fingerprint) is only a candidate: the reader accepts it when writing it out again
 gives exactly the file's bytes (:mod:`meshplan.load.canonical`), so a stale or forged entry can
-cost time but never change what is read.
+cost time but never change what is read. The entries one run stores go in one file (an
+``.entries`` pack, laid out as a blob pack under its own magic line, which names its format:
+a file of another format or a header that does not check out is ignored), not one file each.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ STATES_KEPT = 8  # state files kept (most recently used first); packs only they 
 PACKS_KEPT = 32  # more packs than this: those no kept state names go, the rest are compacted
 PACK_GRACE_SECONDS = 600.0  # a younger pack is left alone: a run may be writing its state
 PARSED_KEPT = 60_000  # parsed entries kept (the newest); a 1,000-cluster render writes ~4,000
+PARSED_MAGIC = b"meshplan-parsed-entries 1\n"  # the format of an .entries pack
+PARSED_PACKS_KEPT = 16  # more .entries packs than this are merged into one
 
 
 def default_cache_dir() -> Path:
@@ -93,6 +97,9 @@ class RenderCache:
                                                    repr=False)
     # blobs this process made or checked, each under its SHA-256 (:meth:`hold`)
     held: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    # where each parsed entry is (see _parsed): filled on first use, extended by write_parsed
+    parsed_index: dict[str, tuple[str, int, int]] = field(default_factory=dict, compare=False,
+                                                          repr=False)
 
     @classmethod
     def at(cls, root: Path) -> RenderCache:
@@ -247,46 +254,93 @@ class RenderCache:
     def _parsed_folder(self) -> str:
         return os.path.join(self.root, "parsed", self.fingerprint[:32])  # noqa: PTH118
 
+    def _parsed(self) -> dict[str, tuple[str, int, int]]:
+        """Where each stored entry is: name -> (pack path, offset, length), the newest pack's
+        first; read once per run from the packs' headers (one that does not check out, or of
+        another format, is left out)."""
+        index = self.parsed_index
+        if index:
+            return index
+        for pack in sorted(Path(self._parsed_folder()).glob("*.entries"), key=_mtime,
+                           reverse=True):
+            found = _pack_index(pack, PARSED_MAGIC)
+            if found is not None:
+                for name, (offset, length) in found.items():
+                    index.setdefault(name, (str(pack), offset, length))
+        index.setdefault("", ("", 0, 0))  # read: an empty folder is not listed again
+        return index
+
     def read_parsed(self, name: str, limit: int) -> bytes | None:
         """The entry of the file whose SHA-256 is ``name``, or None (absent, unreadable, or
         larger than ``limit`` bytes)."""
-        if not _SHA256.fullmatch(name):
+        where = self._parsed().get(name) if _SHA256.fullmatch(name) else None
+        if where is None or where[2] > limit:
             return None
+        pack, offset, length = where
         try:
-            with open(os.path.join(self._parsed_folder(), name[:2], name + ".json"),  # noqa: PTH118, PTH123
-                      "rb") as handle:
-                entry = handle.read(limit + 1)
+            fd = os.open(pack, os.O_RDONLY)
         except OSError:
             return None
-        return entry if len(entry) <= limit else None
+        try:
+            entry = os.pread(fd, length, offset)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return entry if len(entry) == length else None
 
     def write_parsed(self, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Store each (sha256 of a file, entry) not stored yet; entries of other builds of
-        meshplan go, and the oldest beyond :data:`PARSED_KEPT`. Never raises on a full or
-        read-only cache folder: the cache only saves time."""
-        folder = self._parsed_folder()
-        wrote = False
+        """Store each (sha256 of a file, entry) not stored yet, all in one new pack; entries
+        of other builds of meshplan go, and the packs are merged when there are many. Never
+        raises on a full or read-only cache folder: the cache only saves time."""
+        known = self._parsed()
+        new: dict[str, bytes] = {}
+        for name, entry in entries:
+            if name not in known and _SHA256.fullmatch(name):
+                new.setdefault(name, entry)
+        if not new:
+            return
+        folder = Path(self._parsed_folder())
         with contextlib.suppress(OSError):
-            for name, entry in entries:
-                if not _SHA256.fullmatch(name):
-                    continue
-                path = Path(folder, name[:2], name + ".json")
-                if not path.is_file():
-                    _write_atomically(path, entry)
-                    wrote = True
-            if wrote:
-                self._prune_parsed(Path(folder))
+            self._write_parsed_pack(folder, new)
+            self._prune_parsed(folder)
+
+    def _write_parsed_pack(self, folder: Path, entries: dict[str, bytes]) -> None:
+        index: dict[str, list[int]] = {}
+        offset = 0
+        for name, entry in entries.items():
+            index[name] = [offset, len(entry)]
+            offset += len(entry)
+        head = PARSED_MAGIC + json.dumps(index, separators=(",", ":")).encode() + b"\n"
+        path = folder / f"{os.getpid()}-{os.urandom(8).hex()}.entries"
+        _write_atomically(path, head, entries.values())
+        known = self._parsed()
+        for name, (start, length) in index.items():
+            known[name] = (str(path), len(head) + start, length)
 
     def _prune_parsed(self, current: Path) -> None:
+        """Remove the entries of other builds; merge the packs into one (the newest
+        :data:`PARSED_KEPT` entries) when there are more than :data:`PARSED_PACKS_KEPT`."""
         for other in current.parent.iterdir():
             if other != current and other.is_dir():
                 shutil.rmtree(other, ignore_errors=True)
-        entries = list(current.glob("*/*.json"))
-        if len(entries) <= PARSED_KEPT:
+        packs = list(current.glob("*.entries"))
+        if len(packs) <= PARSED_PACKS_KEPT:
             return
-        entries.sort(key=_mtime, reverse=True)
-        for stale in entries[PARSED_KEPT:]:
-            stale.unlink(missing_ok=True)
+        kept: dict[str, bytes] = {}
+        self.parsed_index.clear()  # listed again: the newest pack first
+        for name, (pack, offset, length) in list(self._parsed().items()):
+            if len(kept) >= PARSED_KEPT:
+                break
+            if name:
+                with contextlib.suppress(OSError), open(pack, "rb") as handle:  # noqa: PTH123
+                    handle.seek(offset)
+                    kept[name] = handle.read(length)  # a candidate, checked when read
+        self.parsed_index.clear()
+        self._write_parsed_pack(current, kept)
+        for pack_path in packs:
+            pack_path.unlink(missing_ok=True)
+        self.parsed_index.clear()
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -347,12 +401,13 @@ class RenderCache:
             pack.unlink(missing_ok=True)
 
 
-def _pack_index(pack: Path) -> dict[str, tuple[int, int]] | None:
-    """A pack's blobs: name -> (offset in the file, length); None when its header does not
-    check out (each blob's content is still checked against its name when read)."""
+def _pack_index(pack: Path, magic: bytes = PACK_MAGIC) -> dict[str, tuple[int, int]] | None:
+    """A pack's blobs: name -> (offset in the file, length); None when it does not start with
+    ``magic`` or its header does not check out (each blob's content is still checked against
+    its name when read; a parsed entry, by writing it back)."""
     try:
         with pack.open("rb") as handle:
-            if handle.readline() != PACK_MAGIC:
+            if handle.readline() != magic:
                 return None
             header = handle.readline()
             size = os.fstat(handle.fileno()).st_size
@@ -364,7 +419,7 @@ def _pack_index(pack: Path) -> dict[str, tuple[int, int]] | None:
         return None
     if not isinstance(index, dict):
         return None
-    start = len(PACK_MAGIC) + len(header)
+    start = len(magic) + len(header)
     out = {}
     for name, entry in index.items():  # thousands: no generator per entry
         if type(entry) is not list or len(entry) != 2:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from meshplan.cache import RenderCache
+from meshplan import cache as cache_module
+from meshplan.cache import PARSED_MAGIC, RenderCache, _pack_index
 from meshplan.load.canonical import (
     RenderedReader,
     canonical_marks,
@@ -190,21 +192,98 @@ def test_forged_or_corrupt_entries_are_ignored(tmp_path: Path) -> None:
         assert (reader.accepted, reader.laid_out, reader.parsed, problems) == (0, 1, 0, [])
 
 
+def stored_entries(root: Path) -> dict[str, bytes]:
+    """The parsed entries in the cache folder ``root``, by name (every pack's)."""
+    out: dict[str, bytes] = {}
+    for pack in sorted(root.glob("parsed/*/*.entries")):
+        found = _pack_index(pack, PARSED_MAGIC)
+        assert found is not None
+        raw = pack.read_bytes()
+        for name, (offset, length) in found.items():
+            out[name] = raw[offset:offset + length]
+    return out
+
+
+def forge_entries(root: Path, forged: dict[str, bytes]) -> None:
+    """Replace the parsed entries of ``root`` by ``forged`` (one pack, as a run writes it):
+    what an attacker sharing the cache folder could do."""
+    packs = sorted(root.glob("parsed/*/*.entries"))
+    folder = packs[0].parent
+    for pack in packs:
+        pack.unlink()
+    index, offset = {}, 0
+    for name, entry in forged.items():
+        index[name] = [offset, len(entry)]
+        offset += len(entry)
+    (folder / "forged.entries").write_bytes(
+        PARSED_MAGIC + json.dumps(index).encode() + b"\n" + b"".join(forged.values()))
+
+
 def test_the_cache_folder_round_trip(tmp_path: Path) -> None:
     cache = RenderCache.at(tmp_path / "cache")
     raw = dump_documents([{"a": 1}]).encode()
     reader = RenderedReader(cache)
     reader.documents("f.yaml", raw)
     reader.save()
-    stored = list((tmp_path / "cache" / "parsed").rglob("*.json"))
+    stored = stored_entries(tmp_path / "cache")
     assert len(stored) == 1
-    again = RenderedReader(cache)
+    again = RenderedReader(RenderCache.at(tmp_path / "cache"))
     assert [d.data for d in again.documents("f.yaml", raw)[0]] == [{"a": 1}]
     assert again.accepted == 1
-    stored[0].write_bytes(b"{\"a\": 2}")  # forged in place: refused, parsed
-    third = RenderedReader(cache)
+    forge_entries(tmp_path / "cache", dict.fromkeys(stored, b'{"a": 2}'))  # refused
+    third = RenderedReader(RenderCache.at(tmp_path / "cache"))
     assert [d.data for d in third.documents("f.yaml", raw)[0]] == [{"a": 1}]
     assert (third.accepted, third.laid_out, third.parsed) == (0, 1, 0)
+
+
+def test_one_pack_per_run_and_packs_not_checking_out_are_ignored(tmp_path: Path) -> None:
+    """A run stores its entries in one file; a pack of another format, with a header that does
+    not check out or shorter than its header says, is not read (the files are read again)."""
+    root = tmp_path / "cache"
+    raws = [dump_documents([{"a": i}]).encode() for i in range(3)]
+    reader = RenderedReader(RenderCache.at(root))
+    for i, raw in enumerate(raws):
+        reader.documents(f"f{i}.yaml", raw)
+    reader.save()
+    [pack] = list(root.glob("parsed/*/*.entries"))
+    assert list(root.glob("parsed/*/*")) == [pack]
+    good = pack.read_bytes()
+    head_end = good.index(b"\n", len(PARSED_MAGIC)) + 1
+    for bad in (b"meshplan-parsed-entries 0\n" + good[len(PARSED_MAGIC):],  # another format
+                good[:len(PARSED_MAGIC)] + b"{not json\n" + good[head_end:],
+                good[:-1],  # shorter than the header says
+                b""):
+        pack.write_bytes(bad)
+        again = RenderedReader(RenderCache.at(root))
+        for i, raw in enumerate(raws):
+            assert [d.data for d in again.documents(f"f{i}.yaml", raw)[0]] == [{"a": i}]
+        assert (again.accepted, again.laid_out) == (0, 3)
+    pack.write_bytes(good)
+    again = RenderedReader(RenderCache.at(root))
+    for i, raw in enumerate(raws):
+        again.documents(f"f{i}.yaml", raw)
+    assert again.accepted == 3
+
+
+def test_many_packs_are_merged_into_one(tmp_path: Path, monkeypatch: Any) -> None:
+    """Each run that reads new files writes a pack: beyond PARSED_PACKS_KEPT they are merged,
+    keeping the newest PARSED_KEPT entries."""
+    monkeypatch.setattr(cache_module, "PARSED_PACKS_KEPT", 3)
+    monkeypatch.setattr(cache_module, "PARSED_KEPT", 3)
+    root = tmp_path / "cache"
+    raws = [dump_documents([{"a": i}]).encode() for i in range(5)]
+    seen: set[Path] = set()
+    for i, raw in enumerate(raws):
+        reader = RenderedReader(RenderCache.at(root))
+        reader.documents(f"f{i}.yaml", raw)
+        reader.save()
+        packs = set(root.glob("parsed/*/*.entries"))
+        assert len(packs) == [1, 2, 3, 1, 2][i]  # the fourth merged (the newest three)
+        for new in packs - seen:  # the order they were written in, whatever the clock says
+            os.utime(new, (1000 + i, 1000 + i))
+        seen = packs
+    assert sorted(stored_entries(root)) == sorted(
+        hashlib.sha256(raw).hexdigest() for raw in raws[1:])
 
 
 def test_an_entry_with_a_lone_surrogate_is_refused() -> None:
@@ -285,3 +364,60 @@ def test_a_known_document_beside_text_out_of_the_writers_layout_is_parsed() -> N
     read_like_the_parser(reader, "c1/f.yaml", dump_documents([known]))
     read_like_the_parser(reader, "c2/f.yaml", dump_documents([known]) + "---\nb:   1\n")
     assert reader.parsed == 1
+
+
+def policy(name: str, egress: list[Any], metadata: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
+    return {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+            "metadata": metadata or {"name": name, "namespace": "ns"},
+            "spec": {"endpointSelector": {"matchLabels": {"app": name}}, "egress": egress,
+                     "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "x"}}]}]}}
+
+
+RULE_A = {"toEndpoints": [{"matchLabels": {"app": "a"}}],
+          "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}
+RULE_B = {"toCIDRSet": [{"cidr": "192.0.2.0/24"}]}
+
+
+def test_a_rule_recurring_in_policies_is_read_once_as_one_object() -> None:
+    """The same rule in several policies (of one file or many): each policy reads as the
+    parser reads it, positions included, and the rule is one shared object."""
+    texts = [HEADER + dump_documents([policy("p", [RULE_A, RULE_B]), policy("q", [RULE_B])]),
+             dump_documents([policy("r", [RULE_A, {"toEndpoints": [{}]}, RULE_A])])]
+    for store in (None, MemoryStore()):
+        for _ in range(2):  # the second time from the store's entries
+            reader = RenderedReader(store)
+            found = [reader.documents(f"f{i}.yaml", text.encode())[0]
+                     for i, text in enumerate(texts)]
+            reader.save()
+            for text, docs in zip(texts, found, strict=True):
+                parsed, _ = parse_yaml("f.yaml", text)
+                assert [(d.data, dict(d.marks)) for d in docs] == \
+                    [(d.data, dict(d.marks)) for d in parsed]
+            rules = [r for docs in found for d in docs
+                     for r in d.data["spec"]["egress"] + d.data["spec"]["ingress"]]
+            assert len(rules) == 9 and len({id(r) for r in rules}) == 4
+
+
+def test_a_known_rule_text_never_stands_for_another_rule() -> None:
+    """Rules are found by their text as the writer lays it out: a guess, checked. A mapping
+    laid out like rules elsewhere (metadata's), a forged entry with another rule where a
+    known one is written: each file still reads as the parser reads it."""
+    store = MemoryStore()
+    first = RenderedReader(store)
+    first.documents("a.yaml", dump_documents([policy("p", [RULE_A, RULE_B])]).encode())
+    tricky = [policy("q", [RULE_B, RULE_A], {"name": "q", "egress": [RULE_A, RULE_B]}),
+              policy("s", [RULE_A], {"name": "s", "egress": [RULE_B], "ingress": [1]})]
+    for doc in tricky:
+        text = dump_documents([doc])
+        raw = text.encode()
+        parsed, _ = parse_yaml("b.yaml", text)
+        for reader in (first, RenderedReader(store)):
+            docs, problems = reader.documents("b.yaml", raw)
+            assert problems == [] and [d.data for d in docs] == [d.data for d in parsed]
+        forged = dict(doc, spec=dict(doc["spec"], egress=[RULE_B] * len(doc["spec"]["egress"])))
+        store.entries[hashlib.sha256(raw).hexdigest()] = entry_of([forged])
+        reader = RenderedReader(store)
+        reader.documents("a.yaml", dump_documents([policy("p", [RULE_A, RULE_B])]).encode())
+        docs, _ = reader.documents("b.yaml", raw)
+        assert [d.data for d in docs] == [d.data for d in parsed]

@@ -22,7 +22,7 @@ from meshplan.model import Inventory
 from meshplan.verify.report import verify
 from meshplan.yamltext import dump_documents
 
-from tests.load.test_canonical import MemoryStore
+from tests.load.test_canonical import MemoryStore, forge_entries, stored_entries
 from tests.support.cli import run_cli
 from tests.support.flows import Files, rendered_files
 from tests.support.mutations import CASES, Mutation, parsed
@@ -88,13 +88,12 @@ def test_corrupt_and_truncated_entries_are_ignored(tmp_path: Path,
     cache = RenderCache.at(tmp_path / "cache")
     plain = report_text(inventory, files, None)
     assert report_text(inventory, files, RenderedReader(cache)) == plain
-    entries = sorted((tmp_path / "cache" / "parsed").rglob("*.json"))
+    entries = stored_entries(tmp_path / "cache")
     assert entries
-    for i, entry in enumerate(entries):
-        raw = entry.read_bytes()
-        entry.write_bytes([raw[: len(raw) // 2], b"\xff\xfe", b"{}", json.dumps([{}]).encode()
-                           ][i % 4])
-    reader = RenderedReader(cache)
+    forge_entries(tmp_path / "cache", {
+        name: [raw[: len(raw) // 2], b"\xff\xfe", b"{}", json.dumps([{}]).encode()][i % 4]
+        for i, (name, raw) in enumerate(sorted(entries.items()))})
+    reader = RenderedReader(RenderCache.at(tmp_path / "cache"))
     assert report_text(inventory, files, reader) == plain
     assert reader.accepted == 0
 
@@ -109,7 +108,7 @@ def test_the_cli_keeps_its_cache_outside_the_repository(tmp_path: Path) -> None:
     assert runs[0] == runs[1]
     assert runs[0][0] == 0
     assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
-    assert list((cache / "parsed").rglob("*.json"))
+    assert stored_entries(cache)
     no_cache = run_cli(["verify", "--repo", str(repo), "--no-cache"])
     assert no_cache == runs[0]
 

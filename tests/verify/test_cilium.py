@@ -235,3 +235,23 @@ def test_a_model_takes_only_its_own_endpoints_index_and_one_stance_each() -> Non
     assert model.egress is stances[0] and model.ingress is stances[1]
     with pytest.raises(ValueError, match="one egress and one ingress"):
         Connectivity(endpoints, None, (stances[0], stances[1][1:]))
+
+
+def test_a_rule_read_once_is_still_read_in_each_policys_namespace(
+        semantics_inventory: Inventory) -> None:
+    """A rule is read once per text, but a peer that names no namespace means each policy's
+    own: the same rule text in policies of two namespaces (and a cluster-wide one) selects
+    other pods in each."""
+    rule = """
+        endpointSelector: {matchLabels: {app: %s}}
+        egress:
+          - toEndpoints: [{matchLabels: {app: x, io.cilium.k8s.policy.cluster: ma}}]
+            toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+    """
+    report = model(semantics_inventory, "a", cnp("n2", rule % "y"), cnp("n1", rule % "z"))
+    assert flow(report, "d/y@a", "d/x@a") is None  # app=x in n2: there is none
+    assert flow(report, "d/z@a", "d/x@a") == "TCP/80"
+    report = model(semantics_inventory, "a", cnp("n1", rule % "z"), ccnp(rule % "y"),
+                   cnp("n2", rule % "y").replace("name: p", "name: q"))
+    assert flow(report, "d/z@a", "d/x@a") == "TCP/80"
+    assert flow(report, "d/y@a", "d/x@a") == "TCP/80"  # the cluster-wide one: any namespace

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from ..diagnostics import Diagnostic
-from ..yamltext import MAX_IMPLICIT_KEY, dump_document, scalar_text
+from ..yamltext import MAX_IMPLICIT_KEY, SharedText, dump_document, scalar_text
 from .document import KEY, Document, PathKey
 from .files import decode_utf8
 from .layout import QuotedScalars, laid_out_documents
@@ -115,17 +115,16 @@ def laid_out(relpath: str, text: str, raw: bytes, *, with_entry: bool = False,
         if any(c is None and part not in parts.found
                for c, part in zip(candidate, parts.texts, strict=True)):
             return None
-        if with_entry:  # the entry is made of every document
-            candidate = [parts.found.get(part, c)
-                         for c, part in zip(candidate, parts.texts, strict=True)]
     else:
         candidate = laid_out_documents(body, quoted)
     if candidate is None:
         return None
     entry = None
-    if with_entry:
+    if with_entry:  # the entry is made of every document
         with contextlib.suppress(ValueError):  # text JSON cannot hold (a lone surrogate)
-            entry = entry_of(candidate)
+            entry = (entry_of(candidate) if parts is None else b"\n".join(
+                parts.known.entry_line(part) if part in parts.found else _entry_line(c)
+                for c, part in zip(candidate, parts.texts, strict=True)))
     source = _EntrySource(entry) if entry is not None else _TextSource(raw, body)
     found = checked_documents(relpath, text, body, candidate, source, parts)
     return (found, entry) if found is not None else None
@@ -156,7 +155,10 @@ def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
                 data.append(hit)
                 sources.append(_KnownSource(hit))
                 continue
-            if source is None or type(item) is not dict or _written(item) != part:
+            if source is None or type(item) is not dict:
+                return None
+            item = parts.known.checked(part, item)
+            if item is None:
                 return None
             data.append(item)
             sources.append(source)
@@ -184,12 +186,48 @@ def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
     return documents
 
 
-def _written(data: dict[str, Any]) -> str | None:
+def _written(data: dict[str, Any], memo: SharedText | None = None) -> str | None:
     """:func:`~meshplan.yamltext.dump_document`, or None when it cannot write ``data``."""
     try:
-        return dump_document(data)
+        return dump_document(data, memo)
     except (TypeError, ValueError, RecursionError):  # a float, a huge or too deep value
         return None
+
+
+class _KnownItems(SharedText):
+    """The writer's memo of shared sub-objects (:class:`~meshplan.yamltext.SharedText`), for
+    the known rules only (:meth:`KnownDocuments.checked`): their text is written once per
+    place (indentation), any other object is written as usual."""
+
+    def text(self, item: Mapping[str, Any], indent: str, first: str | None) -> str | None:
+        if self.seen.get(id(item)) is not item:
+            return None
+        return super().text(item, indent, first)
+
+    def know(self, item: dict[str, Any]) -> None:
+        self.seen[id(item)] = item  # held: its id is not reused meanwhile
+
+
+# A policy's rules (spec.egress, spec.ingress items) as the writer lays them out: each item's
+# text starts with "  - " and its other lines with four spaces at least.
+_RULE_SECTIONS = (("egress", "\n  egress:\n"), ("ingress", "\n  ingress:\n"))
+_ITEM_END = re.compile(r"\n(?!    )")
+
+
+def _rule_texts(part: str, section: str) -> list[str] | None:
+    """The texts of the items of ``section`` (a "\n  key:\n" line) in a document's text, as
+    the writer lays them out (a guess: what is read from them is checked)."""
+    at = part.find(section)
+    if at < 0:
+        return None
+    pos = at + len(section)
+    texts = []
+    while part.startswith("  - ", pos):
+        found = _ITEM_END.search(part, pos)
+        end = found.start() + 1 if found is not None else len(part)
+        texts.append(part[pos:end])
+        pos = end
+    return texts
 
 
 class Parts:
@@ -232,10 +270,71 @@ class KnownDocuments:
     files are read (:meth:`RenderedReader.forget_known`).
     """
 
-    __slots__ = ("by_text",)
+    __slots__ = ("by_text", "lines", "memo", "rules")
 
     def __init__(self) -> None:
         self.by_text: dict[str, dict[str, Any]] = {}
+        self.lines: dict[str, bytes] = {}  # the entry line of a known text, once made
+        self.rules: dict[str, dict[str, Any]] = {}  # a policy rule's text -> its data
+        self.memo = _KnownItems()  # the text the known rules are written as
+
+    def checked(self, text: str, data: dict[str, Any]) -> dict[str, Any] | None:
+        """The document ``data`` when it writes back to exactly ``text``, else None; with the
+        rules of its spec whose text is known replaced by their known data (what ``data``
+        holds for them is not read; each rule's text is written once, not once per policy
+        that has it: the same requirement renders the same rules into many clusters).
+
+        Sound whatever the rules' texts are guessed to be (:func:`_rule_texts`): the document
+        returned is the one written back and compared with ``text``, with the writer's own
+        memo (which writes a shared object as it would without it). When it does not write
+        back, ``data`` itself is written back and compared."""
+        spec = data.get("spec")
+        if type(spec) is dict and ("egress" in spec or "ingress" in spec):
+            shared = self._with_known_rules(text, data, spec)
+            if shared is not None:
+                document, learnt = shared
+                if _written(document, self.memo) == text:
+                    for rule_text, rule in learnt:
+                        self.rules[rule_text] = rule
+                        self.memo.know(rule)
+                    return document
+        return data if _written(data) == text else None
+
+    def _with_known_rules(self, text: str, data: dict[str, Any], spec: dict[str, Any]
+                          ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]] | None:
+        """``data`` with its spec's known rules replaced, and its other rules by their text
+        (to learn if it writes back); None when the texts of its rules are not found."""
+        rules_known = self.rules
+        new_spec = dict(spec)
+        learnt = []
+        for key, section in _RULE_SECTIONS:
+            rules = spec.get(key)
+            if type(rules) is not list or not rules:
+                continue
+            texts = _rule_texts(text, section)
+            if texts is None or len(texts) != len(rules):
+                return None
+            replaced = []
+            for rule_text, rule in zip(texts, rules, strict=True):
+                known = rules_known.get(rule_text)
+                if known is None:
+                    if type(rule) is not dict:
+                        return None
+                    known = rule
+                    learnt.append((rule_text, rule))
+                replaced.append(known)
+            new_spec[key] = replaced
+        document = dict(data)
+        document["spec"] = new_spec
+        return document, learnt
+
+    def entry_line(self, text: str) -> bytes:
+        """The line of an entry (:func:`entry_of`) that holds the known document of ``text``
+        (made once: the same Service copy recurs in many clusters' files)."""
+        line = self.lines.get(text)
+        if line is None:
+            line = self.lines[text] = _entry_line(self.by_text[text])
+        return line
 
     def parts(self, body: str) -> Parts:
         """``body`` (a file's text after its leading comment lines) cut at its "---" lines:
@@ -486,8 +585,12 @@ class RenderedReader:
 def entry_of(documents: Iterable[Any]) -> bytes:
     """The entry of a file's documents: one JSON text per line (JSON escapes line breaks), so
     that one document can be read again on its own (:class:`LazyMarks`)."""
-    return b"\n".join(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-                      for data in documents)
+    return b"\n".join(_entry_line(data) for data in documents)
+
+
+def _entry_line(data: Any) -> bytes:
+    """One document's line of an entry (JSON escapes line breaks)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 _NOT_JSON = object()

@@ -97,6 +97,7 @@ class _RuleReading(NamedTuple):
     read: bool  # False: the rule is ignored (it grants nothing)
     findings: tuple[Finding, ...]
     mesh: str | None  # the mesh name the reading depends on (a peer without a cluster label)
+    namespaced: bool = False  # it depends on the policy's namespace (a peer without one)
 
 
 class _ActualBuilder:
@@ -111,9 +112,22 @@ class _ActualBuilder:
         self.parsed = parsed
         self.reader = reader if reader is not None else RenderedReader(None)
         self._selector_problems: dict[str, tuple[SelectorProblem, ...]] = {}
-        # (direction, policy namespace, rule text) -> its reading: the same requirement renders
-        # the same rules into every cluster of its scope
-        self.rule_readings: dict[tuple[str, str | None, str], _RuleReading] = {}
+        # (direction, rule text) -> its reading: the same requirement renders the same rules
+        # into every cluster of its scope; (direction, policy namespace, rule text) for a rule
+        # whose reading depends on the namespace (a peer that names none)
+        self.rule_readings: dict[tuple[str, str], _RuleReading] = {}
+        self.namespaced_readings: dict[tuple[str, str | None, str], _RuleReading] = {}
+        # id(rule) -> (rule, repr(rule)): the rule held, so that its id is not reused
+        self.rule_texts: dict[int, tuple[Any, str]] = {}
+        # (direction, rule text) -> why Cilium rejects it (paths relative to the rule)
+        self.rule_rejections: dict[tuple[str, str], tuple[tuple[PathKey, str], ...]] = {}
+        # what depends only on a text: port rules, CIDRs over pod networks, selectors
+        self.port_readings: dict[str, tuple[PortSet, tuple[Finding, ...]]] = {}
+        self.cidr_owners: dict[tuple[Block, ...], list[str]] = {}
+        self.selectors: dict[tuple[str, bool], tuple[LabelSelector | None, str | None]] = {}
+        # id(data) -> (data, what service_copy reads from it): a Service's text recurs in
+        # the clusters that mirror it, and its documents then share their data (read-only)
+        self.service_readings: dict[int, tuple[dict[str, Any], _ServiceReading | None]] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints, index)
         self.files = files
@@ -134,6 +148,18 @@ class _ActualBuilder:
         if found is None:
             found = self._selector_problems[key] = tuple(selector_problems(data))
         return found
+
+    def service_copy(self, doc: Document, domain: str, cluster: str) -> ServiceCopy | None:
+        """:func:`service_copy`, reading each distinct Service object (its data, which the
+        documents of a recurring text share) once."""
+        data = doc.data
+        held = self.service_readings.get(id(data))
+        if held is None or held[0] is not data:
+            held = self.service_readings[id(data)] = (data, _service_reading(data))
+        reading = held[1]
+        if reading is None:
+            return None
+        return ServiceCopy(domain, cluster, *reading, place(doc, ("metadata", "name")))
 
     def display(self, relpath: str) -> str:
         return f"{self.root}/{relpath}" if self.root else relpath
@@ -214,7 +240,7 @@ class _ActualBuilder:
                 self.policies += 1
                 _PolicyReader(self, doc, domain, cluster, mesh).read()
             elif kind == "Service":
-                copy = service_copy(doc, domain, cluster)
+                copy = self.service_copy(doc, domain, cluster)
                 if copy is not None:
                     self.services.append(copy)
             elif kind in ISTIO_SECURITY_KINDS:
@@ -248,7 +274,26 @@ class _PolicyReader:
         self.label = (f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
                       f" in {domain}/{cluster}" + (f" (from {source})" if source else ""))
         self._findings: list[Finding] | None = None  # set while a rule is read on its own
-        self._used_mesh = False
+        self._used_mesh = self._used_namespace = False
+
+    def _text(self, rule: Any) -> str:
+        """``repr(rule)``: the key of a rule's readings, computed once per rule object (the
+        reader gives the rules of equal text one shared object, read-only)."""
+        held = self.owner.rule_texts.get(id(rule))
+        if held is None or held[0] is not rule:
+            held = self.owner.rule_texts[id(rule)] = (rule, repr(rule))
+        return held[1]
+
+    def _selector(self, data: Any, *, in_namespace: bool = False
+                  ) -> tuple[LabelSelector | None, str | None]:
+        """:func:`parse_selector` (``in_namespace``: dropping a namespaced policy's
+        namespace label), once per distinct selector text."""
+        key = (repr(data), in_namespace)
+        found = self.owner.selectors.get(key)
+        if found is None:
+            found = self.owner.selectors[key] = parse_selector(
+                data, (K8S_POD_NAMESPACE_LABEL,) if in_namespace else ())
+        return found
 
     def problem(self, path: PathKey, message: str, *, severity: str = "error") -> None:
         if self._findings is not None:
@@ -310,8 +355,18 @@ class _PolicyReader:
 
     def _rule_rejections(self, path: PathKey, rule: Any,
                          direction: Direction) -> list[tuple[PathKey, str]]:
+        """Why Cilium refuses this rule, read once per (direction, rule text)."""
         if not isinstance(rule, dict):
             return [(path, "a rule must be a mapping")]
+        key = (direction, self._text(rule))
+        found = self.owner.rule_rejections.get(key)
+        if found is None:
+            found = self.owner.rule_rejections[key] = tuple(
+                self._read_rule_rejections((), rule, direction))
+        return [((*path, *where), why) for where, why in found] if found else []
+
+    def _read_rule_rejections(self, path: PathKey, rule: dict[str, Any],
+                              direction: Direction) -> list[tuple[PathKey, str]]:
         out: list[tuple[PathKey, str]] = []
         kinds = [k for k in EXCLUSIVE_L3[direction] if rule.get(k)]
         if len(kinds) > 1:
@@ -339,8 +394,8 @@ class _PolicyReader:
         subjects: set[int] = set()
         for _, spec in specs:
             if isinstance(spec, dict) and "endpointSelector" in spec:
-                selector, _ = parse_selector(spec["endpointSelector"],
-                                             (K8S_POD_NAMESPACE_LABEL,) if self.namespace else ())
+                selector, _ = self._selector(spec["endpointSelector"],
+                                             in_namespace=bool(self.namespace))
                 if selector is not None:
                     subjects.update(self._subjects(selector))
         names = sorted({self.owner.model.endpoints[i].title for i in subjects})
@@ -361,7 +416,7 @@ class _PolicyReader:
         policy's and ANDs any other spelling or expression: report one that differs."""
         if self.namespace is None or not isinstance(data, dict):
             return
-        written, _ = parse_selector(data)
+        written, _ = self._selector(data)
         if written is None:
             return
         for term in written.terms:
@@ -387,8 +442,8 @@ class _PolicyReader:
             self.problem((*path, key), f"'{key}' is not modelled by verify: ignored")
         self._subject_namespace(path, spec.get("endpointSelector"))
         self._warn_unknown_sources((*path, "endpointSelector"), spec.get("endpointSelector"))
-        drop = (K8S_POD_NAMESPACE_LABEL,) if self.namespace else ()
-        selector, why = parse_selector(spec.get("endpointSelector"), drop)
+        selector, why = self._selector(spec.get("endpointSelector"),
+                                       in_namespace=bool(self.namespace))
         if selector is None:
             self.problem((*path, "endpointSelector"), f"cannot read endpointSelector: {why}")
             return
@@ -429,13 +484,20 @@ class _PolicyReader:
                 stance.denies.extend(deny_grants)
 
     def _grant(self, rule: Any, direction: Direction, path: PathKey) -> Grant | None:
-        """One rule's grant, read once per (direction, policy namespace, rule text) and mesh
-        name when it matters: what it grants depends on nothing else (the peers are selected
+        """One rule's grant, read once per (direction, rule text), policy namespace and mesh
+        name when they matter: what it grants depends on nothing else (the peers are selected
         from the whole fleet), and its problems are reported again at each place."""
-        key = (direction, self.namespace, repr(rule))
-        reading = self.owner.rule_readings.get(key)
+        owner = self.owner
+        text = self._text(rule)
+        reading = owner.rule_readings.get((direction, text))
+        if reading is None:
+            reading = owner.namespaced_readings.get((direction, self.namespace, text))
         if reading is None or (reading.mesh is not None and reading.mesh != self.mesh):
-            reading = self.owner.rule_readings[key] = self._read_rule(rule, direction)
+            reading = self._read_rule(rule, direction)
+            if reading.namespaced:
+                owner.namespaced_readings[(direction, self.namespace, text)] = reading
+            else:
+                owner.rule_readings[(direction, text)] = reading
         for where, message, severity in reading.findings:
             self.problem((*path, *where), message, severity=severity)
         if not reading.read:
@@ -445,16 +507,17 @@ class _PolicyReader:
 
     def _read_rule(self, rule: Any, direction: Direction) -> _RuleReading:
         findings: list[Finding] = []
-        self._findings, self._used_mesh = findings, False
+        self._findings, self._used_mesh, self._used_namespace = findings, False, False
         try:
             grant = self._read_grant(rule, direction, ())
         finally:
             self._findings = None
         mesh = self.mesh if self._used_mesh else None
         if grant is None:
-            return _RuleReading(frozenset(), (), NO_PORTS, False, False, tuple(findings), mesh)
+            return _RuleReading(frozenset(), (), NO_PORTS, False, False, tuple(findings), mesh,
+                                self._used_namespace)
         return _RuleReading(grant.pods, grant.blocks, grant.ports, grant.wildcard, True,
-                            tuple(findings), mesh)
+                            tuple(findings), mesh, self._used_namespace)
 
     def _read_grant(self, rule: Any, direction: Direction, path: PathKey) -> Grant | None:
         if not isinstance(rule, dict):
@@ -529,6 +592,7 @@ class _PolicyReader:
                          "allows no endpoint here", severity="notice")
             return None
         if not selector.has_key(POD_NAMESPACE_LABEL):
+            self._used_namespace = True
             if self.namespace is None:
                 selector = selector.also(Term(POD_NAMESPACE_LABEL, "Exists"))
             elif not selector.has_key_prefix(NAMESPACE_LABELS_PREFIX):
@@ -543,9 +607,14 @@ class _PolicyReader:
         return selector
 
     def _cidrs_over_pods(self, blocks: Sequence[Block], path: PathKey) -> None:
-        owners = sorted({owner for v, lo, hi in blocks
-                         for (pv, plo, phi), owner in self.owner.pod_networks
-                         if v == pv and lo <= phi and plo <= hi})
+        if not blocks:
+            return
+        key = tuple(blocks)
+        owners = self.owner.cidr_owners.get(key)
+        if owners is None:
+            owners = self.owner.cidr_owners[key] = sorted(
+                {owner for v, lo, hi in blocks for (pv, plo, phi), owner in
+                 self.owner.pod_networks if v == pv and lo <= phi and plo <= hi})
         if owners:
             more = f" and {len(owners) - 3} more" if len(owners) > 3 else ""
             self.problem(path, "the rule's CIDRs overlap the pod networks of "
@@ -553,6 +622,25 @@ class _PolicyReader:
                          "it reaches none of them", severity="warning")
 
     def _ports(self, data: Any, path: PathKey) -> PortSet:
+        """The ports of a toPorts list, read once per distinct text (there are few: the
+        same service ports recur in every rule that calls them)."""
+        if self._findings is None:
+            return self._read_ports(data, path)
+        key = repr(data)
+        found = self.owner.port_readings.get(key)
+        if found is None:
+            outer, self._findings = self._findings, []
+            try:
+                ports = self._read_ports(data, ())
+                found = self.owner.port_readings[key] = (ports, tuple(self._findings))
+            finally:
+                self._findings = outer
+        ports, findings = found
+        self._findings.extend(((*path, *where), message, severity)
+                              for where, message, severity in findings)
+        return ports
+
+    def _read_ports(self, data: Any, path: PathKey) -> PortSet:
         if not isinstance(data, list):
             self.problem(path, "expected a list of port rules")
             return NO_PORTS
@@ -607,7 +695,20 @@ def _blocks_or_none(text: str) -> tuple[Block, ...]:
 
 def service_copy(doc: Document, domain: str, cluster: str) -> ServiceCopy | None:
     """A rendered Service that load-balances (not an ExternalName), as :mod:`.services` needs."""
-    data = doc.data
+    reading = _service_reading(doc.data)
+    if reading is None:
+        return None
+    return ServiceCopy(domain, cluster, *reading, place(doc, ("metadata", "name")))
+
+
+# What a ServiceCopy reads from a Service's data: namespace, name, selector, global, shared,
+# ports (the fields between its cluster and its place)
+_ServiceReading = tuple[str, str, tuple[tuple[str, str], ...] | None, bool, bool, PortSet]
+
+
+def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
+    """The fields of a :class:`ServiceCopy` that depend on the Service's data only, or None
+    when it does not load-balance."""
     meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
     spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
     assert isinstance(meta, dict) and isinstance(spec, dict)
@@ -622,13 +723,11 @@ def service_copy(doc: Document, domain: str, cluster: str) -> ServiceCopy | None
             target = entry.get("targetPort", entry.get("port"))
             if isinstance(target, int):
                 ports |= ports_of(str(entry.get("protocol", "TCP")), target)
-    return ServiceCopy(
-        domain, cluster, str(meta.get("namespace") or "default"), str(meta["name"]),
-        tuple(sorted((str(k), str(v)) for k, v in selector.items()))
-        if isinstance(selector, dict) else None,
-        annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true",
-        annotations.get(SHARED_SERVICE_ANNOTATION) != "false", ports,
-        place(doc, ("metadata", "name")))
+    return (str(meta.get("namespace") or "default"), str(meta["name"]),
+            tuple(sorted((str(k), str(v)) for k, v in selector.items()))
+            if isinstance(selector, dict) else None,
+            annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true",
+            annotations.get(SHARED_SERVICE_ANNOTATION) != "false", ports)
 
 
 class RenderedDocument(NamedTuple):
