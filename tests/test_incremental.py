@@ -878,3 +878,47 @@ def test_pod_networks_read_in_part_must_be_the_snapshots(medium: Path, tmp_path:
     assert_same(medium, cache)
     change.apply()
     assert assert_same(medium, cache) == "incremental, patched"  # not sliced
+
+
+def test_a_namesake_moving_under_a_generated_service_is_reported_as_in_full(
+        tmp_path: Path) -> None:
+    """An ExternalName Service is named after the service it stands for and must not take an
+    inventory Service's place: a service of the client's domain with that name moving (its
+    clusters) to where the generated one goes is an error, which the cached render reports
+    too, although the callers do not look the namesake up (once a cached render exited 0)."""
+    repo = tmp_path / "repo"
+    generate("5x3x8x100", 3, repo)
+    rendered = full(repo)[0]
+    assert rendered is not None
+    generated: dict[tuple[str, str], set[str]] = {}  # (namespace, name) -> "domain/cluster"
+    for file in rendered.files:
+        if file.path.endswith("/services.yaml"):
+            place = "/".join(file.path.split("/")[1:3])
+            for doc in yaml.safe_load_all(file.content):
+                if doc and doc["spec"].get("type") == "ExternalName":
+                    key = (doc["metadata"]["namespace"], doc["metadata"]["name"])
+                    generated.setdefault(key, set()).add(place)
+    files = {load(p)["metadata"]["name"]: p for p in domain_files(repo)}
+    for (namespace_and_name, places) in sorted(generated.items()):
+        namespace, name = namespace_and_name
+        domain, cluster = sorted(places)[0].split("/")
+        path = files[domain]
+        data = load(path)
+        elsewhere = [c["name"] for c in data["spec"]["clusters"]
+                     if f"{domain}/{c['name']}" not in places]
+        own = {s["name"] for s in data["spec"].get("services", [])}
+        if elsewhere and name not in own:  # it stands for another domain's service
+            break
+    else:
+        raise AssertionError("every cluster of a client domain holds its generated Services")
+    namesake: dict[str, Any] = {
+        "name": name, "namespace": namespace, "selector": {"app": "namesake"},
+        "ports": [{"port": 80, "protocol": "TCP", "name": "http"}], "clusters": elsewhere[:1]}
+    data["spec"]["services"].append(namesake)
+    dump(path, data)
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(repo, cache)
+    namesake["clusters"].append(cluster)  # now where the ExternalName Service goes
+    dump(path, data)
+    assert full(repo)[0] is None  # the clash: an error
+    assert_same(repo, cache)  # the same diagnostics

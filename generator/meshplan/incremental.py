@@ -378,9 +378,15 @@ def _service_facts(service: Service) -> tuple[Any, ...]:
 
 def reads_changed(records: Iterable[RequirementRecord], services: set[str]) -> bool:
     """Whether a requirement looks up one of the changed ``services`` (or, through a
-    wildcard, any service of a domain where one changed)."""
+    wildcard, any service of a domain where one changed), or calls a service named like one
+    of them: the mirror and ExternalName Services it puts into client clusters are named
+    after the services it calls and must not take the place of an inventory Service of that
+    name, of any domain (refinement reports the clash), so a namesake's change concerns it."""
     domains = {s.split("/", 1)[0] for s in services}
+    names = {s.partition("/")[2] for s in services} - {"*"}
     for record in records:
+        if any(call.rpartition("/")[2] in names for call in record.calls):
+            return True
         for read in record.reads:
             domain, _, name = read.partition("/")
             if read in services or f"{domain}/*" in services or (
