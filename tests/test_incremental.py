@@ -325,6 +325,28 @@ def limit_peer(n: int, m: int) -> Edit:
     return edit
 
 
+def add_namesake(n: int, m: int) -> Edit:
+    """A service named like another domain's service, in a namespace and cluster of its own
+    domain: where a client's generated Service of that name may go (a clash to report)."""
+    def edit(repo: Path) -> None:
+        path = pick(domain_files(repo), n)
+        if path is None:
+            return
+        data = load(path)
+        own = data["spec"].get("services") or []
+        others = [s for d, s in services_of(repo) if d != data["metadata"]["name"]]
+        name = pick(others, m)
+        if not own or name is None or name in {s["name"] for s in own}:
+            return
+        own.append({"name": name, "namespace": pick(own, m)["namespace"],
+                    "selector": {"app": f"namesake-{m}"},
+                    "ports": [{"port": 80, "protocol": "TCP", "name": "http"}],
+                    "clusters": [pick(data["spec"]["clusters"], m)["name"]]})
+        dump(path, data)
+    edit.__name__ = f"add_namesake({n},{m})"
+    return edit
+
+
 small = st.integers(0, 1000)
 EDITS = st.one_of(
     st.builds(add_peer, small, small, st.booleans()),
@@ -339,6 +361,7 @@ EDITS = st.one_of(
     st.builds(add_cluster, small, small),
     st.builds(remove_cluster, small),
     st.builds(limit_peer, small, small),
+    st.builds(add_namesake, small, small),
 )
 
 SIZES = ("S", "2x4x8x40", "3x3x5x24", "4x2x4x30", "3x3x5x20+mesh+istio", "3x2x4x16+istio")
