@@ -19,7 +19,7 @@ from .connectivity import (
     Verdict,
     sparse_pairs,
 )
-from .endpoints import Endpoint, is_dns_flow
+from .endpoints import Endpoint, is_dns, is_dns_flow
 from .gateways import NO_HOPS, GatewayHops
 from .ports import DNS_PORTS, PortSet
 
@@ -65,8 +65,9 @@ def compare(actual: Connectivity, intended: Connectivity,
 
     # A flow is looked at only from a side on which the models may differ: where both of its
     # sides agree for every peer (kube-dns aside: its flows are not compared), it is as
-    # intended, and most subjects of a fleet rendered from its requirements agree.
-    dns = frozenset(i for i, e in enumerate(endpoints) if e.kind == "dns")
+    # intended, and most subjects of a fleet rendered from its requirements agree. (Sound
+    # because is_dns_flow skips every flow with a kube-dns end: one predicate for both.)
+    dns = frozenset(i for i, e in enumerate(endpoints) if is_dns(e))
 
     def may_differ(direction: Direction, subject: int) -> bool:
         return subject not in dns and not _agree(actual.stance(direction, subject),
@@ -212,7 +213,7 @@ def _blocked(src: Endpoint, dst: Endpoint, missing: PortSet, a_e: Verdict, a_i: 
 
 def dns_problems(actual: Connectivity) -> list[Diagnostic]:
     """Every egress-restricted pod must reach kube-dns of its own cluster on UDP and TCP 53."""
-    dns = {(e.domain, e.cluster): i for i, e in enumerate(actual.endpoints) if e.kind == "dns"}
+    dns = {(e.domain, e.cluster): i for i, e in enumerate(actual.endpoints) if is_dns(e)}
     out = []
     for i, e in enumerate(actual.endpoints):
         if e.kind not in ("service", "client") or not actual.egress[i].restricted:
