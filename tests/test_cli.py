@@ -150,3 +150,23 @@ def test_render_hands_its_analysis_to_keep_only_when_given_one(
     assert any(isinstance(item, pipeline.Analysis) for item in kept)
     assert cli._kept_until_exit() is None  # outside a command: nothing to hand to
     assert cli.main([*args, "--out", str(tmp_path / "plain")]) == 0
+
+
+def test_a_cache_that_cannot_be_saved_warns_and_the_render_stands(
+    example_repo: Path, tmp_path: Path,
+) -> None:
+    """The render cache only saves time: a cache folder that cannot be made (here under a
+    plain file; a full disk alike) is a warning, not an internal error (once exit 3)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["render", "--repo", str(example_repo), "--out", str(out),
+                                 "--cache-dir", str(blocker / "cache")])
+    assert code == 0, err
+    assert "the render cache was not saved" in err and "internal error" not in err
+    expected = tmp_path / "expected"
+    assert run_cli(["render", "--repo", str(example_repo), "--out", str(expected),
+                    "--no-cache"])[0] == 0
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == sorted(
+        p.relative_to(expected) for p in expected.rglob("*"))
+    assert "rendered" in stdout

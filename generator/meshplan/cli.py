@@ -205,6 +205,10 @@ def render_command(repo: Path, out: Path | None, check: bool, cache_dir: Path | 
         progress(f"render cache: {cached.mode}" + (
             f"; {cached.reanalysed} requirement file(s) analysed, {cached.rerendered} "
             "cluster(s) rendered" if cached.mode == "incremental" else ""))
+        if cached.unsaved is not None:
+            click.echo(f"meshplan: warning: the render cache was not saved ({cached.unsaved}); "
+                       "the output is complete, the next render starts afresh (--cache-dir "
+                       "chooses another folder, --no-cache uses none)", err=True)
         if keep is not None:
             keep.append(cached)
         del cached  # its model and blobs: not needed to write (peak memory)

@@ -197,6 +197,7 @@ class IncrementalResult:
     inventory: Inventory | None = field(default=None, repr=False)  # a full run's, whole
     patched: int = 0  # stale clusters patched from their cached objects (not refined again)
     sliced: bool = False  # only the inventory domains the change reads were read
+    unsaved: str | None = None  # why the cache could not store this run (it only saves time)
 
 
 class Fallback(Exception):

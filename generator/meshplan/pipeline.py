@@ -630,9 +630,13 @@ def render_cached(repo: Path, cache: RenderCache, *, slot: str | None = None,
         if result.mode == "unchanged":
             cache.touch_state(slot)  # used again: kept longest when pruning
         elif result.snapshot is not None:
-            cache.write_blobs(result.new_blobs)
             lines: dict[str, tuple[object, bytes]] = {}
-            cache.write_state(slot, snapshot_bytes(result.snapshot, previous, lines))
+            try:
+                cache.write_blobs(result.new_blobs)
+                cache.write_state(slot, snapshot_bytes(result.snapshot, previous, lines))
+            except OSError as exc:  # a full disk, a folder not writable: the render stands
+                where = exc.filename or cache.root
+                return replace(result, unsaved=f"{exc.strerror or exc}: {where}")
             result = replace(result, snapshot=replace(result.snapshot, lines=lines))
     return result
 
