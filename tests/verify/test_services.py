@@ -28,7 +28,8 @@ ENDPOINTS.append(Endpoint("service", "e", "x", "mx", "ns", "web", WEB))  # anoth
 def copy(cluster: str, *, is_global: bool = True, shared: bool = True, selector: bool = True,
          domain: str = "d") -> ServiceCopy:
     return ServiceCopy(domain, cluster, "ns", "web", WEB if selector else None, is_global,
-                       shared, PortSet.single("TCP", 80), Location("f.yaml"))
+                       shared, PortSet.single("TCP", 80), PortSet.single("TCP", 80),
+                       Location("f.yaml"))
 
 
 @pytest.mark.parametrize(("copies", "client", "picked"), [
@@ -170,3 +171,26 @@ def test_a_mirror_that_no_longer_reaches_the_service_is_an_error(edit: str) -> N
                "backends: none)" in problem.message
     else:
         assert "found no such Service in the rendered output" in problem.message
+
+
+@pytest.mark.parametrize("edit", ["port", "targetPort", "protocol"])
+def test_a_mirror_that_no_longer_exposes_the_called_port_is_an_error(edit: str) -> None:
+    """The mirror of backend-namespace/backend in domain2/cl4 still selects the remote pods,
+    but a client calling the name on TCP/80 must reach a pod on TCP/80: a Service port moved
+    (81), forwarded elsewhere (targetPort 8080) or of another protocol reaches none there."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain2/cl4/services.yaml"
+    text = files[path].decode()
+    first, rest = text.split("\n---\n", 1)
+    assert "    port: 80\n    protocol: TCP" in first
+    first = first.replace("    port: 80\n    protocol: TCP", {
+        "port": "    port: 81\n    protocol: TCP",
+        "targetPort": "    port: 80\n    targetPort: 8080\n    protocol: TCP",
+        "protocol": "    port: 80\n    protocol: UDP"}[edit], 1)
+    files[path] = f"{first}\n---\n{rest}".encode()
+    found = [d for d in verify(inventory, files).diagnostics if d.severity is Severity.ERROR]
+    assert len(found) == 1, [d.format_text() for d in found]
+    assert found[0].message.startswith(
+        "expected domain2/cl4 to have a Service backend-namespace/backend whose backends "
+        "include a pod of service domain1/backend"), found[0].message
+    assert "a client calling it on TCP/80 reaches no pod there" in found[0].message

@@ -702,8 +702,9 @@ def service_copy(doc: Document, domain: str, cluster: str) -> ServiceCopy | None
 
 
 # What a ServiceCopy reads from a Service's data: namespace, name, selector, global, shared,
-# ports (the fields between its cluster and its place)
-_ServiceReading = tuple[str, str, tuple[tuple[str, str], ...] | None, bool, bool, PortSet]
+# ports, exposed (the fields between its cluster and its place)
+_ServiceReading = tuple[str, str, tuple[tuple[str, str], ...] | None, bool, bool, PortSet,
+                        PortSet]
 
 
 def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
@@ -717,17 +718,19 @@ def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
     annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
     assert isinstance(annotations, dict)
     selector = spec.get("selector")
-    ports = NO_PORTS
+    ports = exposed = NO_PORTS
     for entry in spec.get("ports") or ():
         if isinstance(entry, dict):
             target = entry.get("targetPort", entry.get("port"))
             if isinstance(target, int):
                 ports |= ports_of(str(entry.get("protocol", "TCP")), target)
+                if entry.get("port") == target:  # the name's port reaches the pods' own
+                    exposed |= ports_of(str(entry.get("protocol", "TCP")), target)
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
             if isinstance(selector, dict) else None,
             annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true",
-            annotations.get(SHARED_SERVICE_ANNOTATION) != "false", ports)
+            annotations.get(SHARED_SERVICE_ANNOTATION) != "false", ports, exposed)
 
 
 class RenderedDocument(NamedTuple):

@@ -195,7 +195,8 @@ class _IntentBuilder:
                         service = target.service
                         calls.append(NamedCall(
                             part.where, self.req.key, self.req.domain, cluster, service.key,
-                            service.namespace, service.name, grant.pods))
+                            service.namespace, service.name, grant.pods,
+                            grant.ports & self._service_ports(service)))
                     grants.append(grant)
                     if hops:
                         grants.extend(self._hops(cluster, target.service.domain,

@@ -34,7 +34,10 @@ class ServiceCopy:
     selector: tuple[tuple[str, str], ...] | None  # None: no selector (no local backends)
     is_global: bool
     shared: bool
-    ports: PortSet  # the ports a client calls (targetPort = port: meshplan writes no other)
+    ports: PortSet  # the pods' ports it forwards to (each entry's targetPort, else its port)
+    # the ports a client calling the Service's name reaches a pod on the same port (an entry
+    # whose targetPort is its port, as meshplan writes them): what a call by name needs
+    exposed: PortSet
     where: Location | Spot  # a Spot is looked up when shown (compared as its document)
 
     @property
@@ -212,14 +215,16 @@ class NamedCall(NamedTuple):
     namespace: str
     name: str
     pods: frozenset[int]  # the service's intended pods (endpoint indices)
+    ports: PortSet  # the service's ports the requirement lets them call
 
 
 def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                   serving: Mapping[ServiceCopy, tuple[int, ...]]) -> list[Diagnostic]:
     """Clients that call a service by name where their cluster has no copy of its Service
     whose backends (``serving``: :func:`backends`) include any of the service's intended
-    pods: the name does not resolve there, or resolves to none of them. Clients with a local
-    pod of the service are not checked (their cluster's own Service is not meshplan's output).
+    pods on every port they may call (:attr:`ServiceCopy.exposed`): the name does not
+    resolve there, resolves to none of them, or not on those ports. Clients with a local pod
+    of the service are not checked (their cluster's own Service is not meshplan's output).
     Reported once per requirement peer, client cluster and Service."""
     by_name: dict[tuple[str, str, str, str], list[tuple[ServiceCopy, tuple[int, ...]]]] = {}
     for copy, picked in serving.items():
@@ -236,7 +241,8 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                for i in pods):
             continue  # local backends
         key = (call.where, domain, cluster, call.namespace, call.name)
-        if any(not pods.isdisjoint(picked) for _, picked in by_name.get(key[1:], ())):
+        if any(not pods.isdisjoint(picked) and copy.exposed.covers(call.ports)
+               for copy, picked in by_name.get(key[1:], ())):
             reached.add(key)
         else:
             failed.setdefault(key, call)
@@ -258,7 +264,14 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                 more = f" and {len(titles) - 3} more" if len(titles) > 3 else ""
                 shown.append(f"{copy.location} (global: {'true' if copy.is_global else 'not true'}"
                              f", backends: {', '.join(titles[:3]) + more or 'none'})")
-            reason = (f"found {'; '.join(shown)}: ClusterMesh gives a copy the remote backends "
-                      "only when it is global, so the call reaches none of the service's pods")
+            exposing = [str(copy.exposed or "no port") for copy, picked in found
+                        if not call.pods.isdisjoint(picked)]
+            if exposing:  # the pods are behind it, not on the ports called
+                reason = (f"found {'; '.join(shown)} exposing {' and '.join(exposing)} by "
+                          f"name: a client calling it on {call.ports} reaches no pod there")
+            else:
+                reason = (f"found {'; '.join(shown)}: ClusterMesh gives a copy the remote "
+                          "backends only when it is global, so the call reaches none of the "
+                          "service's pods")
         out.append(error(call.where, "", f"{expected}, {reason}"))
     return out
