@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from meshplan.diagnostics import Diagnostic
 from meshplan.gitdiff import (
     COMMENT_MARKER,
     BaseRender,
@@ -412,3 +413,34 @@ def test_the_base_checkout_links_what_the_working_tree_holds_unchanged(
         assert (checkout / backend).stat().st_ino != (
             repo / "requirements" / backend).stat().st_ino
     assert len(worktrees(repo)) == 1
+
+
+def test_the_flow_picture_reads_the_working_tree_bytes_the_render_digested(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the cache, the head's inputs are listed (read and digested) once: the flow
+    picture of an incremental head models those bytes, never reading a working-tree input
+    file again (a file edited meanwhile would be pictured but not rendered)."""
+    from meshplan.load import files, repository
+
+    repo = tmp_path / "repo"
+    generate("4x2x4x30", 7, repo)
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "fleet")
+    mutate_one_requirement(repo)  # the working tree: one more egress peer
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert diff_cli(repo, "--base", "HEAD", "--format", "markdown", *cache)[0] == 0  # warm
+    reread: list[str] = []
+    real = files.read_text
+
+    def spied(root: Path, relpath: str) -> str | Diagnostic:
+        if root.resolve() == repo.resolve():
+            reread.append(relpath)
+        return real(root, relpath)
+
+    monkeypatch.setattr(repository, "read_text", spied)
+    modes = render_cached_modes(monkeypatch)
+    code, out, err = diff_cli(repo, "--base", "HEAD", "--format", "markdown", *cache)
+    assert code == 0, err
+    assert "incremental" in modes  # the head: its model is the picture's to read
+    assert "## meshplan: rendered output changes" in out
+    assert reread == []

@@ -504,13 +504,14 @@ class _FlowInputs:
 
     def inventories(self, head: IncrementalResult) -> tuple[Inventory, Inventory]:
         """(base, head)."""
+        contents = self.inputs.contents if self.inputs is not None else None
         if self.changed is None:
             assert self.base is not None
-            return self.base, _flow_inventory(self.project, True, head)
+            return self.base, _flow_inventory(self.project, True, head, contents)
         if self.base is not None and head.inventory is None:
-            documents = _requirement_documents(self.project, self.changed)
+            documents = _requirement_documents(self.project, self.changed, contents)
             return self.base, _with_requirements(self.base, self.changed, documents)
-        now = _flow_inventory(self.project, True, head)
+        now = _flow_inventory(self.project, True, head, contents)
         if self.base is not None:
             return self.base, now
         return _with_requirements(now, self.changed, self.base_documents), now
@@ -532,16 +533,20 @@ def _changed_requirement_files(snapshot: Snapshot | None, head: InputFiles
     return changed if len(changed) <= DERIVE_AT_MOST and all(changed) else None
 
 
-def _requirement_documents(root: Path, relpaths: Iterable[str]) -> list[tuple[str, Document]]:
+def _requirement_documents(root: Path, relpaths: Iterable[str],
+                           contents: Mapping[str, bytes] | None = None
+                           ) -> list[tuple[str, Document]]:
     """(domain folder, document) of the requirement files of ``root`` among ``relpaths``, as
-    :func:`.load.repository.load_repository` reads them (a missing one: none)."""
+    :func:`.load.repository.load_repository` reads them (a missing one: none); ``contents``:
+    the bytes the render digested (the picture reads what was rendered, not a later edit)."""
     from .load.repository import read_documents
 
     found: list[tuple[str, Document]] = []
     for relpath in relpaths:
         parts = relpath.split("/")
-        if len(parts) >= 3 and (root / relpath).is_file():
-            documents, _ = read_documents(root.resolve(), relpath)
+        raw = None if contents is None else contents.get(relpath)
+        if len(parts) >= 3 and (raw is not None or (root / relpath).is_file()):
+            documents, _ = read_documents(root.resolve(), relpath, raw)
             found.extend((parts[1], d) for d in documents)
     return found
 
@@ -560,15 +565,17 @@ def _with_requirements(inventory: Inventory, files: Sequence[str],
         return replace(inventory, requirements=tuple(requirements))
 
 
-def _flow_inventory(repo: Path, with_flows: bool, rendered: IncrementalResult) -> Inventory:
+def _flow_inventory(repo: Path, with_flows: bool, rendered: IncrementalResult,
+                    contents: Mapping[str, bytes] | None = None) -> Inventory:
     """The model the flow picture reads (inputs already validated by the render; a full
-    render's own), or an empty one when there is no picture to draw."""
+    render's own), or an empty one when there is no picture to draw; ``contents``: as for
+    :func:`_requirement_documents`."""
     if not with_flows:
         return Inventory(())
     if rendered.inventory is not None:
         return rendered.inventory
     with without_cyclic_gc():
-        loaded, _ = load_repository(repo)
+        loaded, _ = load_repository(repo, contents)
         model = model_inventory(loaded.inventory)
         requirements = model_requirements(loaded.requirements)
         return with_implied_namespaces(Inventory(model.domains, requirements.requirements,
