@@ -125,7 +125,7 @@ class _ActualBuilder:
         self.port_readings: dict[str, tuple[PortSet, tuple[Finding, ...]]] = {}
         self.cidr_owners: dict[tuple[Block, ...], list[str]] = {}
         self.selectors: dict[tuple[str, bool], tuple[LabelSelector | None, str | None]] = {}
-        # id(data) -> (data, what service_copy reads from it): a Service's text recurs in
+        # id(data) -> (data, what _service_reading reads from it): a Service's text recurs in
         # the clusters that mirror it, and its documents then share their data (read-only)
         self.service_readings: dict[int, tuple[dict[str, Any], _ServiceReading | None]] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
@@ -150,8 +150,9 @@ class _ActualBuilder:
         return found
 
     def service_copy(self, doc: Document, domain: str, cluster: str) -> ServiceCopy | None:
-        """:func:`service_copy`, reading each distinct Service object (its data, which the
-        documents of a recurring text share) once."""
+        """A rendered Service that load-balances (not an ExternalName), as :mod:`.services`
+        needs; each distinct Service object (its data, which the documents of a recurring
+        text share) read once (:func:`_service_reading`)."""
         data = doc.data
         held = self.service_readings.get(id(data))
         if held is None or held[0] is not data:
@@ -691,14 +692,6 @@ def _blocks_or_none(text: str) -> tuple[Block, ...]:
         return cidr_blocks(text)
     except ValueError:
         return ()
-
-
-def service_copy(doc: Document, domain: str, cluster: str) -> ServiceCopy | None:
-    """A rendered Service that load-balances (not an ExternalName), as :mod:`.services` needs."""
-    reading = _service_reading(doc.data)
-    if reading is None:
-        return None
-    return ServiceCopy(domain, cluster, *reading, place(doc, ("metadata", "name")))
 
 
 # What a ServiceCopy reads from a Service's data: namespace, name, selector, global, shared,
