@@ -69,6 +69,7 @@ from .model import Cluster, Domain, Inventory, Requirement, Service
 from .outputs import KUSTOMIZATION, OUTPUT_MARKER, OutputFile, split_cluster_path
 from .refine import (
     KIND_ORDER,
+    KIND_RANK,
     ClusterPlan,
     Manifest,
     ObjectKey,
@@ -632,11 +633,8 @@ def cached_documents(cluster: ClusterPlan, files: Iterable[OutputFile]
                 return None
             kind, namespace, object_name = match[1], match[3] or "", match[2]
             out.append(CachedDocument(ObjectKey(ref, kind, namespace, object_name), document,
-                                      (_KIND_RANK[kind], namespace, object_name)))
+                                      (KIND_RANK[kind], namespace, object_name)))
     return out
-
-
-_KIND_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}  # as refine.output_order
 
 
 def _documents(text: str) -> list[str]:

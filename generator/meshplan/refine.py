@@ -322,7 +322,7 @@ def rule_ports(ports: tuple[PortRule, ...]) -> list[tuple[str, str | None]]:
 # of a shared part by identity. Nothing downstream may mutate a Manifest body.
 
 _LABELS: dict[str, str] = dict(MANAGED_BY)  # the labels of every generated object (shared)
-_KIND_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}
+KIND_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}  # output_order's first key
 _DNS_TO_PORTS = [{"ports": list(DNS_PORTS)}]
 
 
@@ -979,7 +979,7 @@ def with_required_by(body: Mapping[str, Any], causes: tuple[str, ...]) -> dict[s
 def output_order(manifest: Manifest) -> tuple[int, str, str]:
     """The sort key of a cluster's objects: by kind (KIND_ORDER), namespace, name."""
     key = manifest.key
-    return (_KIND_RANK[key.kind], key.namespace, key.name)
+    return (KIND_RANK[key.kind], key.namespace, key.name)
 
 
 class _Keys:
