@@ -831,19 +831,13 @@ class _InventorySlice:
         """The domains of an unchanged file with their clusters (and the services written
         before them): the file read up to its ``services:`` (checked by the caller against
         the snapshot's pod networks)."""
-        from .load.parse import parse_yaml
         from .load.repository import read_documents
 
         raw = self.contents.get(relpath)
         cut = raw.find(b"\n  services:") if raw is not None and relpath.endswith(
             (".yaml", ".yml")) else -1
-        if raw is None or cut < 0:
-            docs, problems = read_documents(self.root, relpath, raw)
-        else:
-            try:
-                docs, problems = parse_yaml(relpath, raw[:cut + 1].decode("utf-8"))
-            except UnicodeDecodeError:
-                raise _WholeInventory from None
+        docs, problems = read_documents(self.root, relpath,
+                                        raw if raw is None or cut < 0 else raw[:cut + 1])
         part = model_inventory(docs)
         if has_errors((*problems, *part.diagnostics)) or part.mesh is not None:
             raise _WholeInventory
@@ -1176,7 +1170,7 @@ def _old_versions(cache: RenderCache, previous: Snapshot, changed: Sequence[str]
                   ) -> dict[str, list[Document]] | None:
     """The documents of the changed inventory files as the snapshot saw them (their bytes
     from the cache), in path order; None when a version is gone, unreadable or in error."""
-    from .load.parse import parse_json_like, parse_yaml
+    from .load.repository import read_documents
 
     old_files: dict[str, list[Document]] = {}
     for relpath in sorted(previous.inventory_files):
@@ -1185,12 +1179,7 @@ def _old_versions(cache: RenderCache, previous: Snapshot, changed: Sequence[str]
         raw = cache.read_blob(previous.inventory_files[relpath][0])
         if raw is None:
             return None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        parse = parse_json_like if relpath.endswith(".json") else parse_yaml
-        docs, problems = parse(relpath, text)
+        docs, problems = read_documents(Path(), relpath, raw)  # as the file was read then
         if has_errors(problems):
             return None
         old_files[relpath] = docs
@@ -1220,7 +1209,7 @@ def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: Inventor
     """
     from .check import PodNetworks
     from .incremental import differing_clusters, domain_folder
-    from .load.parse import parse_yaml
+    from .load.repository import read_documents
 
     new_pods = pods if pods is not None else PodNetworks(Inventory(model.domains))
     old_pods = new_pods if old_model is model or pods is not None \
@@ -1231,10 +1220,7 @@ def _changed_puts(cache: RenderCache, old_model: InventoryModel, model: Inventor
         folder = domain_folder(relpath)
         if raw is None or folder is None:
             continue
-        try:
-            old_docs, problems = parse_yaml(relpath, raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            continue
+        old_docs, problems = read_documents(Path(), relpath, raw)  # as the file was read then
         if has_errors(problems):
             continue
         before = _objects_alone(old_model, [(folder, d) for d in old_docs], old_pods)
