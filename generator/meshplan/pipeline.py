@@ -820,11 +820,11 @@ class _InventorySlice:
         known = frozenset(n for names in self.declared.values() for n in names)
         if check_inventory(Inventory(tuple(now)), known):  # exportTo: any declared domain
             raise _WholeInventory
-        every = [*(d for p in self.order for d in (
-            self.old_domains[p] if p in self.old_domains else self._clusters_of(p)))]
-        if pods_digest(Inventory(tuple(every))) != previous.pods:
+        every = Inventory(tuple(d for p in self.order for d in (
+            self.old_domains[p] if p in self.old_domains else self._clusters_of(p))))
+        if pods_digest(every) != previous.pods:
             raise _WholeInventory
-        self.pods = PodNetworks(Inventory(tuple(every)))
+        self.pods = PodNetworks(every)
         return services
 
     def _clusters_of(self, relpath: str) -> tuple[Domain, ...]:
