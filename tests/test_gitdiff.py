@@ -444,3 +444,22 @@ def test_the_flow_picture_reads_the_working_tree_bytes_the_render_digested(
     assert "incremental" in modes  # the head: its model is the picture's to read
     assert "## meshplan: rendered output changes" in out
     assert reread == []
+
+
+def test_a_diff_whose_cache_cannot_be_saved_warns_once_and_reports_in_full(
+        tmp_path: Path) -> None:
+    """The cache only saves time: when neither render can be stored (a cache folder under a
+    plain file; a full disk alike) the diff says so once and reports what ``--no-cache``
+    does."""
+    repo = tmp_path / "repo"
+    generate("3x2x4x20", 3, repo)
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "fleet")
+    mutate_one_requirement(repo)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    code, out, err = diff_cli(repo, "--base", "HEAD", "--cache-dir", str(blocker / "cache"))
+    assert code == 0, err
+    assert err.count("the render cache was not saved") == 1, err
+    assert "internal error" not in err
+    assert (code, out) == diff_cli(repo, "--base", "HEAD", "--no-cache")[:2]

@@ -63,6 +63,13 @@ def open_cache(cache_dir: Path | None, no_cache: bool) -> RenderCache | None:
     return RenderCache.at(cache_dir if cache_dir is not None else default_cache_dir())
 
 
+def warn_cache_unsaved(reason: str) -> None:
+    """The render cache only saves time: a cache that could not be stored is a warning."""
+    click.echo(f"meshplan: warning: the render cache was not saved ({reason}); the output is "
+               "complete, the next run starts afresh (--cache-dir chooses another folder, "
+               "--no-cache uses none)", err=True)
+
+
 def progress(message: str) -> None:
     """A line saying what long work is under way; on a terminal only (logs get the summary)."""
     if sys.stderr.isatty():
@@ -206,9 +213,7 @@ def render_command(repo: Path, out: Path | None, check: bool, cache_dir: Path | 
             f"; {cached.reanalysed} requirement file(s) analysed, {cached.rerendered} "
             "cluster(s) rendered" if cached.mode == "incremental" else ""))
         if cached.unsaved is not None:
-            click.echo(f"meshplan: warning: the render cache was not saved ({cached.unsaved}); "
-                       "the output is complete, the next render starts afresh (--cache-dir "
-                       "chooses another folder, --no-cache uses none)", err=True)
+            warn_cache_unsaved(cached.unsaved)
         if keep is not None:
             keep.append(cached)
         del cached  # its model and blobs: not needed to write (peak memory)
@@ -331,7 +336,8 @@ def diff_command(repo: Path, base: str, output_format: str, exit_code: bool,
 
     progress(f"rendering {base} and the working tree ...")
     report, diagnostics = diff_repository(repo, base, with_flows=output_format == "markdown",
-                                          cache=open_cache(cache_dir, no_cache))
+                                          cache=open_cache(cache_dir, no_cache),
+                                          unsaved=warn_cache_unsaved)
     print_diagnostics(diagnostics, quiet_notices=True)
     if report.base_note:
         for problem in report.base_diagnostics:

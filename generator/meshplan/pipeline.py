@@ -410,20 +410,23 @@ def verify_repository(repo: Path, rendered: Path | None = None,
 
 
 def diff_repository(project: Path, base: str, *, with_flows: bool = False,
-                    cache: RenderCache | None = None
+                    cache: RenderCache | None = None,
+                    unsaved: Callable[[str], None] | None = None,
                     ) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
     """Render ``base`` (in a temporary worktree) and the working tree, and compare them.
 
     With a ``cache``, the base renders incrementally from the last base this project
     compared with, and the working tree incrementally from the base: a pull request pays for
     what it changes. Raises :class:`InputError` when the working tree's inputs are invalid (an
-    invalid base is a note in the report).
+    invalid base is a note in the report). ``unsaved`` is told, once per reason, why the cache
+    could not store a render (a full disk, a folder not writable: the diff stands).
     """
     with without_cyclic_gc():  # the comparison and picture too, over both renders' objects
-        return _diff_repository(project, base, with_flows, cache)
+        return _diff_repository(project, base, with_flows, cache, unsaved or (lambda _: None))
 
 
-def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCache | None
+def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCache | None,
+                     unsaved: Callable[[str], None]
                      ) -> tuple[DiffReport, tuple[Diagnostic, ...]]:
     from .gitdiff import diff_report, render_ref
 
@@ -436,10 +439,13 @@ def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCa
 
     flows = _FlowInputs(project) if with_flows else None
     base_snapshot: list[Snapshot | None] = [None]
+    reasons: dict[str, None] = {}  # why a render was not saved, in order, each once
 
     def render_base(checkout: Path) -> tuple[Inventory, Rendered, tuple[Diagnostic, ...]]:
         result = render_cached(checkout, cache, slot=slot_for(project, "diff-base"))
         base_snapshot[0] = result.snapshot
+        if result.unsaved is not None:
+            reasons[result.unsaved] = None
         # the head renders from the base: its files come from memory, not from the pack
         cache.hold(_blobs_of(result))
         if flows is not None:
@@ -449,6 +455,10 @@ def _diff_repository(project: Path, base: str, with_flows: bool, cache: RenderCa
     before = render_ref(project, base, render_base, with_flows=with_flows)
     head = render_cached(project, cache, previous=base_snapshot[0],
                          inputs=flows.inputs if flows is not None else None)
+    if head.unsaved is not None:
+        reasons[head.unsaved] = None
+    for reason in reasons:
+        unsaved(reason)
     inventory = Inventory(())
     if flows is not None and before.inventory is not None:  # the base was rendered
         old, inventory = flows.inventories(head)
