@@ -1102,7 +1102,7 @@ def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryMo
     files put there before, with what they put there now (``alone``: their objects before and
     now, refined alone). None when a cluster cannot be patched exactly: its cached files are
     not as meshplan renders them, or an object is ambiguous."""
-    from .incremental import cached_documents, cached_files, patch_documents
+    from .incremental import cached_documents, cached_files, patch_documents, same_objects
     from .yamltext import SharedText
 
     dirty_causes = {cause for _, before, after in alone.values() for side in (before, after)
@@ -1122,7 +1122,8 @@ def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryMo
             return None
         before = {key for _, objects, _ in alone.values() for key in objects.get(name, {})}
         now = [m for _, _, after in alone.values() for m in after.get(name, {}).values()]
-        patched = patch_documents(cluster, documents, dirty_causes, now, record, memo, before)
+        patched = patch_documents(cluster, documents, dirty_causes, now, record, memo, before,
+                                  same_objects(alone.values(), name))
         if patched is None:
             return None
         out[name] = patched
