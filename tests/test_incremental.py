@@ -945,3 +945,26 @@ def test_a_namesake_moving_under_a_generated_service_is_reported_as_in_full(
     dump(path, data)
     assert full(repo)[0] is None  # the clash: an error
     assert_same(repo, cache)  # the same diagnostics
+
+
+def test_objects_a_change_leaves_as_they_were_keep_their_cached_text(
+        medium: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service's port changes its callers' policies and its Service copies, not the
+    Namespaces its callers put into their clusters beside other requirements: a patched
+    cluster keeps their cached text (they are not parsed and written again), and the
+    result is a full render's."""
+    import meshplan.incremental as incremental
+
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(medium, cache)
+    parsed: list[str] = []
+    real = incremental.parsed_manifest
+
+    def counting(document: incremental.CachedDocument) -> Any:
+        parsed.append(document.key.kind)
+        return real(document)
+
+    monkeypatch.setattr(incremental, "parsed_manifest", counting)
+    ServiceChange(medium).apply()
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
+    assert "Namespace" not in parsed
