@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from meshplan.cache import MAGIC, PACK_MAGIC, RenderCache, _pack_index, slot_for
 from meshplan.diagnostics import Diagnostic, InputError
@@ -968,3 +968,37 @@ def test_objects_a_change_leaves_as_they_were_keep_their_cached_text(
     ServiceChange(medium).apply()
     assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
     assert "Namespace" not in parsed
+
+
+def _reads_changed_by_definition(records: list[Any], services: set[str]) -> bool:
+    """reads_changed as first written: every read and call checked against the services."""
+    domains = {s.split("/", 1)[0] for s in services}
+    names = {s.partition("/")[2] for s in services} - {"*"}
+    for record in records:
+        if any(call.rpartition("/")[2] in names for call in record.calls):
+            return True
+        for read in record.reads:
+            domain, _, name = read.partition("/")
+            if read in services or f"{domain}/*" in services or (
+                    name == "*" and domain in domains):
+                return True
+    return False
+
+
+_PART = st.sampled_from(["a", "b", "c", "*", "a/b", ""])
+_NAME = st.builds(lambda x, y: f"{x}/{y}", _PART, _PART)
+
+
+@example(services={"a/*"}, records=[([], ["a/b"])])  # every service of a changed domain
+@example(services={"a/b"}, records=[([], ["a/*"])])  # a wildcard read of a changed domain
+@example(services={"a/b"}, records=[(["c/b"], [])])  # a call of a namesake
+@given(services=st.sets(_NAME, max_size=4),
+       records=st.lists(st.tuples(st.lists(_NAME, max_size=3), st.lists(_NAME, max_size=3)),
+                        max_size=3))
+def test_reads_changed_is_its_definition(services: set[str],
+                                         records: list[tuple[list[str], list[str]]]) -> None:
+    from meshplan.incremental import RequirementRecord, reads_changed
+
+    recs = [RequirementRecord(("d", "n/r", False), (), (), tuple(calls), "", tuple(reads))
+            for calls, reads in records]
+    assert reads_changed(recs, services) == _reads_changed_by_definition(recs, services)
