@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from meshplan.cache import MAGIC, PACK_MAGIC, RenderCache, _pack_index, slot_for
 from meshplan.diagnostics import Diagnostic, InputError
@@ -945,3 +945,60 @@ def test_a_namesake_moving_under_a_generated_service_is_reported_as_in_full(
     dump(path, data)
     assert full(repo)[0] is None  # the clash: an error
     assert_same(repo, cache)  # the same diagnostics
+
+
+def test_objects_a_change_leaves_as_they_were_keep_their_cached_text(
+        medium: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service's port changes its callers' policies and its Service copies, not the
+    Namespaces its callers put into their clusters beside other requirements: a patched
+    cluster keeps their cached text (they are not parsed and written again), and the
+    result is a full render's."""
+    import meshplan.incremental as incremental
+
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(medium, cache)
+    parsed: list[str] = []
+    real = incremental.parsed_manifest
+
+    def counting(document: incremental.CachedDocument) -> Any:
+        parsed.append(document.key.kind)
+        return real(document)
+
+    monkeypatch.setattr(incremental, "parsed_manifest", counting)
+    ServiceChange(medium).apply()
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
+    assert "Namespace" not in parsed
+
+
+def _reads_changed_by_definition(records: list[Any], services: set[str]) -> bool:
+    """reads_changed as first written: every read and call checked against the services."""
+    domains = {s.split("/", 1)[0] for s in services}
+    names = {s.partition("/")[2] for s in services} - {"*"}
+    for record in records:
+        if any(call.rpartition("/")[2] in names for call in record.calls):
+            return True
+        for read in record.reads:
+            domain, _, name = read.partition("/")
+            if read in services or f"{domain}/*" in services or (
+                    name == "*" and domain in domains):
+                return True
+    return False
+
+
+_PART = st.sampled_from(["a", "b", "c", "*", "a/b", ""])
+_NAME = st.builds(lambda x, y: f"{x}/{y}", _PART, _PART)
+
+
+@example(services={"a/*"}, records=[([], ["a/b"])])  # every service of a changed domain
+@example(services={"a/b"}, records=[([], ["a/*"])])  # a wildcard read of a changed domain
+@example(services={"a/b"}, records=[(["c/b"], [])])  # a call of a namesake
+@given(services=st.sets(_NAME, max_size=4),
+       records=st.lists(st.tuples(st.lists(_NAME, max_size=3), st.lists(_NAME, max_size=3)),
+                        max_size=3))
+def test_reads_changed_is_its_definition(services: set[str],
+                                         records: list[tuple[list[str], list[str]]]) -> None:
+    from meshplan.incremental import RequirementRecord, reads_changed
+
+    recs = [RequirementRecord(("d", "n/r", False), (), (), tuple(calls), "", tuple(reads))
+            for calls, reads in records]
+    assert reads_changed(recs, services) == _reads_changed_by_definition(recs, services)

@@ -54,7 +54,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -384,17 +385,30 @@ def reads_changed(records: Iterable[RequirementRecord], services: set[str]) -> b
     of them: the mirror and ExternalName Services it puts into client clusters are named
     after the services it calls and must not take the place of an inventory Service of that
     name, of any domain (refinement reports the clash), so a namesake's change concerns it."""
-    domains = {s.split("/", 1)[0] for s in services}
-    names = {s.partition("/")[2] for s in services} - {"*"}
-    for record in records:
-        if any(call.rpartition("/")[2] in names for call in record.calls):
-            return True
-        for read in record.reads:
-            domain, _, name = read.partition("/")
-            if read in services or f"{domain}/*" in services or (
-                    name == "*" and domain in domains):
+    return reads_changed_test(services)(records)
+
+
+def reads_changed_test(services: set[str]
+                       ) -> Callable[[Iterable[RequirementRecord]], bool]:
+    """:func:`reads_changed` for these ``services``, its sets made once (a run asks it of
+    every requirement file, thousands)."""
+    domains = {s.partition("/")[0] for s in services}
+    names = frozenset({s.partition("/")[2] for s in services} - {"*"})
+    # a read "d/n" matches when it is a changed service, a wildcard "d/*" of a domain where
+    # one changed, or any read of a domain whose services all count as changed ("d/*")
+    exact = frozenset({*services, *(f"{d}/*" for d in domains)})
+    whole = frozenset(s.partition("/")[0] for s in services if s.partition("/")[2] == "*")
+
+    def test(records: Iterable[RequirementRecord]) -> bool:
+        for record in records:
+            if names and any(call.rpartition("/")[2] in names for call in record.calls):
                 return True
-    return False
+            if not exact.isdisjoint(record.reads):
+                return True
+            if whole and any(read.partition("/")[0] in whole for read in record.reads):
+                return True
+        return False
+    return test
 
 
 def pods_digest(inventory: Inventory) -> str:
@@ -665,20 +679,57 @@ def parsed_manifest(document: CachedDocument) -> Manifest | None:
     return Manifest(key, body, tuple(causes.split(",")))
 
 
+def same_objects(alone: Iterable[tuple[Any, ObjectsByCluster, ObjectsByCluster]],
+                 cluster: str) -> set[ObjectKey]:
+    """The keys of the objects that every dirty file puts into ``cluster`` exactly as before
+    (the same body, in the same order, and the same causes), and no dirty file puts there only
+    before or only now: the change leaves such an object as it was (:func:`patch_documents`
+    keeps its cached text)."""
+    before: dict[ObjectKey, list[Manifest | None]] = {}
+    now: dict[ObjectKey, list[Manifest | None]] = {}
+    for _, old, new in alone:
+        olds, news = old.get(cluster, {}), new.get(cluster, {})
+        for key in olds.keys() | news.keys():
+            before.setdefault(key, []).append(olds.get(key))
+            now.setdefault(key, []).append(news.get(key))
+    return {key for key, olds in before.items()
+            if all(_same_manifest(a, b) for a, b in zip(olds, now[key], strict=True))}
+
+
+def _same_manifest(a: Manifest | None, b: Manifest | None) -> bool:
+    if a is None or b is None:
+        return False
+    return a.required_by == b.required_by and a.body == b.body \
+        and json.dumps(a.body) == json.dumps(b.body)  # order is output too
+
+
 def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
                     dirty_causes: set[str], contributed: Sequence[Manifest],
-                    previous: ClusterRecord, memo: SharedText, touch: set[ObjectKey]
+                    previous: ClusterRecord, memo: SharedText, touch: set[ObjectKey],
+                    unchanged: AbstractSet[ObjectKey] = frozenset()
                     ) -> tuple[ClusterRecord, list[OutputFile]] | None:
     """The cluster's files and record after the change: the documents it touches (their keys
     are the dirty files' objects before and now, or they name a dirty cause) are parsed and
     patched (:func:`patched_cluster`); every other document is kept as it is. ``touch``: the
-    keys of the dirty files' objects before and now."""
+    keys of the dirty files' objects before and now. ``unchanged``: keys of objects the dirty
+    files put there exactly as before (:func:`same_objects`): their cached documents are kept
+    as they are (the other requirements putting them did not change either), and the dirty
+    files' objects of those keys are not added again."""
+    if unchanged:
+        keys = [document.key for document in documents if document.key in unchanged]
+        if len(keys) != len(set(keys)):
+            return None  # an object twice: not as meshplan renders a cluster
+        unchanged = set(keys)
+        contributed = [m for m in contributed if m.key not in unchanged]
+        touch = touch - unchanged
     touched_keys = touch | {m.key for m in contributed}
     naming = re.compile("|".join(re.escape(c) for c in sorted(dirty_causes)) or "(?!)")
     kept: list[tuple[Any, str]] = []
     touched: list[Manifest] = []
     for document in documents:
-        if document.key in touched_keys or naming.search(document.text):
+        if document.key in unchanged:
+            kept.append((document.order, document.text))
+        elif document.key in touched_keys or naming.search(document.text):
             causes = _REQUIRED_BY.findall(document.text)
             if len(causes) == 1 and dirty_causes.issuperset(causes[0].split(",")):
                 continue  # only the dirty files put it here: what they put now is added below

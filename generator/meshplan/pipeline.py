@@ -880,7 +880,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         other_outputs,
         plan_work,
         pods_digest,
-        reads_changed,
+        reads_changed_test,
         render_stale,
         shared_global_names,
         split_diagnostics,
@@ -915,8 +915,9 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         piece = _InventorySlice(root, inputs, previous)
         if changed_inventory:
             services = piece.services_changed(cache, previous, changed_inventory)
+        concerned = reads_changed_test(services) if services is not None else None
         dirty = [p for p in inputs.requirements if p in changed or (
-            services is not None and reads_changed(old[p].requirements, services))]
+            concerned is not None and concerned(old[p].requirements))]
         dirty_docs, found, dirty_model = _dirty_requirements(root, inputs, dirty, full_above)
         old_model: InventoryModel | None
         model = old_model = piece.covering({
@@ -963,8 +964,9 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
                     if old_model is not None and changed_inventory else None)
         if services is not None:
             changed_domains.difference_update(d.name for d in model.domains)
-            dirty = [p for p in inputs.requirements if p in changed or reads_changed(
-                old[p].requirements, services) or any(
+            concerns = reads_changed_test(services)
+            dirty = [p for p in inputs.requirements if p in changed or concerns(
+                old[p].requirements) or any(
                 not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
         else:
             dirty = [p for p in inputs.requirements if p in changed or any(
@@ -1112,7 +1114,7 @@ def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryMo
     files put there before, with what they put there now (``alone``: their objects before and
     now, refined alone). None when a cluster cannot be patched exactly: its cached files are
     not as meshplan renders them, or an object is ambiguous."""
-    from .incremental import cached_documents, cached_files, patch_documents
+    from .incremental import cached_documents, cached_files, patch_documents, same_objects
     from .yamltext import SharedText
 
     dirty_causes = {cause for _, before, after in alone.values() for side in (before, after)
@@ -1132,7 +1134,8 @@ def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryMo
             return None
         before = {key for _, objects, _ in alone.values() for key in objects.get(name, {})}
         now = [m for _, _, after in alone.values() for m in after.get(name, {}).values()]
-        patched = patch_documents(cluster, documents, dirty_causes, now, record, memo, before)
+        patched = patch_documents(cluster, documents, dirty_causes, now, record, memo, before,
+                                  same_objects(alone.values(), name))
         if patched is None:
             return None
         out[name] = patched
