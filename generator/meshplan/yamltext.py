@@ -225,6 +225,32 @@ def dump_document(data: Mapping[str, Any], memo: SharedText | None = None) -> st
     return "".join(out) if out else "{}\n"
 
 
+def mapping_text(data: Mapping[str, Any], indent: str) -> str:
+    """The text of ``data``'s items as a mapping written at ``indent`` writes them (without a
+    memo). A mapping's text is its items' texts in order, however they are grouped
+    (:func:`dump_document`'s, for a nonempty one at ``""``); a nonempty mapping or list
+    value's item is :func:`nested_head`, then the value's items: the mapping's (at
+    ``indent`` plus two spaces), or the list's (:func:`sequence_item_text` at ``indent``).
+    Used to check a text in parts (:mod:`meshplan.load.canonical`)."""
+    out: list[str] = []
+    _mapping(data, indent, out)
+    return "".join(out)
+
+
+def nested_head(key: str, indent: str) -> str:
+    """What :func:`mapping_text` writes before the items of a nonempty mapping or list value
+    of ``key`` at ``indent``: ``key:`` (or ``? key`` then ``:``), and a line break."""
+    heads = _HEADS.get(indent) or _new_heads(indent)
+    return (heads.get(key) or _new_head(heads, key, indent)) + "\n"
+
+
+def sequence_item_text(item: Any, indent: str) -> str:
+    """The text of one item of a list, the value of a key at ``indent`` (without a memo)."""
+    out: list[str] = []
+    _sequence((item,), indent, out)
+    return "".join(out)
+
+
 def dump_documents(documents: Iterable[Mapping[str, Any]],
                    memo: SharedText | None = None) -> str:
     """Several documents separated by ``---``; ``memo`` reuses the text of shared parts."""

@@ -14,7 +14,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from meshplan import cache as cache_module
 from meshplan.cache import PARSED_MAGIC, RenderCache, _pack_index
+from meshplan.load import canonical as canonical_module
 from meshplan.load.canonical import (
+    KnownDocuments,
     RenderedReader,
     canonical_marks,
     entry_of,
@@ -22,7 +24,14 @@ from meshplan.load.canonical import (
 )
 from meshplan.load.document import KEY
 from meshplan.load.parse import parse_yaml
-from meshplan.yamltext import LiteralText, dump_documents
+from meshplan.yamltext import (
+    LiteralText,
+    dump_document,
+    dump_documents,
+    mapping_text,
+    nested_head,
+    sequence_item_text,
+)
 
 from tests.support.ci import examples
 from tests.test_yamltext import strings
@@ -421,3 +430,69 @@ def test_a_known_rule_text_never_stands_for_another_rule() -> None:
         reader.documents("a.yaml", dump_documents([policy("p", [RULE_A, RULE_B])]).encode())
         docs, _ = reader.documents("b.yaml", raw)
         assert [d.data for d in docs] == [d.data for d in parsed]
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(strings, json_values, min_size=1, max_size=5), st.data())
+def test_a_mapping_is_written_as_its_items_in_parts(data: dict[str, Any],
+                                                    draw: st.DataObject) -> None:
+    """What checking a policy in parts rests on: a mapping's text is its items' texts in
+    order, however grouped, and a nonempty list value's is its head, then its items'."""
+    indent = draw.draw(st.sampled_from(["", "  ", "    "]))
+    items = list(data.items())
+    cut = draw.draw(st.integers(0, len(items)))
+    whole = mapping_text(data, indent)
+    assert whole == mapping_text(dict(items[:cut]), indent) + mapping_text(dict(items[cut:]),
+                                                                           indent)
+    if not indent:
+        assert whole == dump_document(data)
+    for key, value in items:
+        if type(value) is list and value:
+            assert mapping_text({key: value}, indent) == nested_head(key, indent) + "".join(
+                sequence_item_text(item, indent) for item in value)
+
+
+rules = st.sampled_from([RULE_A, RULE_B, {"toEndpoints": [{}]}, {"toPorts": []}, {"x": 1}])
+policies = st.builds(
+    lambda name, egress, ingress, extra: {
+        "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": name},
+        "spec": {**extra, "egress": egress, **({"ingress": ingress} if ingress else {})}},
+    st.sampled_from(["p", "q"]), st.lists(rules, max_size=3), st.lists(rules, max_size=2),
+    st.dictionaries(st.sampled_from(["endpointSelector", "egress", "b"]), json_values,
+                    max_size=2))
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(policies, policies), min_size=1, max_size=6))
+def test_a_policy_checked_in_parts_is_a_reading_of_its_text(
+        pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Whatever candidate is offered for a policy's text (its own data, another policy's),
+    after whatever rules were learnt: what is accepted writes back to exactly the text, and
+    its own data is accepted."""
+    known = KnownDocuments()
+    for written, candidate in pairs:
+        text = dump_document(written)
+        found = known.checked(text, candidate)
+        assert found is None or dump_document(found) == text
+        assert found is not None or candidate != written
+        mine = known.checked(text, written)
+        assert mine == written and dump_document(mine) == text
+
+
+def test_a_policy_of_known_rules_is_checked_without_writing_them(monkeypatch: Any) -> None:
+    """Each known rule's text is found in the policy's text, not written again: the policy
+    is written in parts, the whole policy is not written back."""
+    known = KnownDocuments()
+    first = policy("p", [RULE_A, RULE_B])
+    assert known.checked(dump_document(first), first) == first
+    later = policy("q", [RULE_B, RULE_A, RULE_B])
+    text = dump_document(later)
+
+    def refused(*args: Any) -> str:
+        raise AssertionError("written whole")
+
+    monkeypatch.setattr(canonical_module, "dump_document", refused)
+    monkeypatch.setattr(canonical_module, "sequence_item_text", refused, raising=False)
+    found = known.checked(text, later)
+    assert found == later
+    assert found["spec"]["egress"][0] is first["spec"]["egress"][1]

@@ -29,7 +29,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from ..diagnostics import Diagnostic
-from ..yamltext import MAX_IMPLICIT_KEY, SharedText, dump_document, scalar_text
+from ..yamltext import (
+    MAX_IMPLICIT_KEY,
+    dump_document,
+    mapping_text,
+    nested_head,
+    scalar_text,
+    sequence_item_text,
+)
 from .document import KEY, Document, PathKey
 from .files import decode_utf8
 from .layout import QuotedScalars, laid_out_documents
@@ -186,48 +193,18 @@ def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
     return documents
 
 
-def _written(data: dict[str, Any], memo: SharedText | None = None) -> str | None:
+def _written(data: dict[str, Any]) -> str | None:
     """:func:`~meshplan.yamltext.dump_document`, or None when it cannot write ``data``."""
     try:
-        return dump_document(data, memo)
+        return dump_document(data)
     except (TypeError, ValueError, RecursionError):  # a float, a huge or too deep value
         return None
 
 
-class _KnownItems(SharedText):
-    """The writer's memo of shared sub-objects (:class:`~meshplan.yamltext.SharedText`), for
-    the known rules only (:meth:`KnownDocuments.checked`): their text is written once per
-    place (indentation), any other object is written as usual."""
-
-    def text(self, item: Mapping[str, Any], indent: str, first: str | None) -> str | None:
-        if self.seen.get(id(item)) is not item:
-            return None
-        return super().text(item, indent, first)
-
-    def know(self, item: dict[str, Any]) -> None:
-        self.seen[id(item)] = item  # held: its id is not reused meanwhile
-
-
 # A policy's rules (spec.egress, spec.ingress items) as the writer lays them out: each item's
 # text starts with "  - " and its other lines with four spaces at least.
-_RULE_SECTIONS = (("egress", "\n  egress:\n"), ("ingress", "\n  ingress:\n"))
+_RULE_KEYS = ("egress", "ingress")
 _ITEM_END = re.compile(r"\n(?!    )")
-
-
-def _rule_texts(part: str, section: str) -> list[str] | None:
-    """The texts of the items of ``section`` (a "\n  key:\n" line) in a document's text, as
-    the writer lays them out (a guess: what is read from them is checked)."""
-    at = part.find(section)
-    if at < 0:
-        return None
-    pos = at + len(section)
-    texts = []
-    while part.startswith("  - ", pos):
-        found = _ITEM_END.search(part, pos)
-        end = found.start() + 1 if found is not None else len(part)
-        texts.append(part[pos:end])
-        pos = end
-    return texts
 
 
 class Parts:
@@ -270,13 +247,12 @@ class KnownDocuments:
     files are read (:meth:`RenderedReader.forget_known`).
     """
 
-    __slots__ = ("by_text", "lines", "memo", "rules")
+    __slots__ = ("by_text", "lines", "rules")
 
     def __init__(self) -> None:
         self.by_text: dict[str, dict[str, Any]] = {}
         self.lines: dict[str, bytes] = {}  # the entry line of a known text, once made
         self.rules: dict[str, dict[str, Any]] = {}  # a policy rule's text -> its data
-        self.memo = _KnownItems()  # the text the known rules are written as
 
     def checked(self, text: str, data: dict[str, Any]) -> dict[str, Any] | None:
         """The document ``data`` when it writes back to exactly ``text``, else None; with the
@@ -284,49 +260,73 @@ class KnownDocuments:
         holds for them is not read; each rule's text is written once, not once per policy
         that has it: the same requirement renders the same rules into many clusters).
 
-        Sound whatever the rules' texts are guessed to be (:func:`_rule_texts`): the document
-        returned is the one written back and compared with ``text``, with the writer's own
-        memo (which writes a shared object as it would without it). When it does not write
-        back, ``data`` itself is written back and compared."""
+        A policy is checked in parts (:func:`~meshplan.yamltext.mapping_text`): a mapping's
+        text is its items' texts in order, a nonempty list value's is its key's head then its
+        items' texts. Sound whatever the rules' texts are guessed to be (each up to the next
+        line indented less than its own lines): the document returned writes back to the
+        parts, one after the other, each of which is checked (a known rule's text wrote back
+        from that rule). When that fails, ``data`` itself is written back and compared."""
         spec = data.get("spec")
         if type(spec) is dict and ("egress" in spec or "ingress" in spec):
-            shared = self._with_known_rules(text, data, spec)
-            if shared is not None:
-                document, learnt = shared
-                if _written(document, self.memo) == text:
-                    for rule_text, rule in learnt:
-                        self.rules[rule_text] = rule
-                        self.memo.know(rule)
-                    return document
+            with contextlib.suppress(TypeError, ValueError, RecursionError):
+                found = self._policy(text, data, spec)
+                if found is not None:
+                    return found
         return data if _written(data) == text else None
 
-    def _with_known_rules(self, text: str, data: dict[str, Any], spec: dict[str, Any]
-                          ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]] | None:
-        """``data`` with its spec's known rules replaced, and its other rules by their text
-        (to learn if it writes back); None when the texts of its rules are not found."""
+    def _policy(self, text: str, data: dict[str, Any], spec: dict[str, Any]
+                ) -> dict[str, Any] | None:
+        """``data`` with its spec's rules replaced by the known ones, when it writes back to
+        exactly ``text`` (written in parts: the items before the spec, the spec's, its rules
+        one by one, the items after it), else None."""
+        before: dict[str, Any] = {}
+        after = before
+        for key, value in data.items():
+            if key == "spec":
+                after = {}  # from now on, the items after the spec
+            else:
+                after[key] = value
+        written = mapping_text(before, "") + nested_head("spec", "")
+        if not text.startswith(written):
+            return None
+        pos = len(written)
         rules_known = self.rules
-        new_spec = dict(spec)
         learnt = []
-        for key, section in _RULE_SECTIONS:
-            rules = spec.get(key)
-            if type(rules) is not list or not rules:
+        new_spec: dict[str, Any] = {}
+        run: dict[str, Any] = {}  # the spec's items before the next rules
+        for key, value in spec.items():
+            if key not in _RULE_KEYS or type(value) is not list or not value:
+                run[key] = value
                 continue
-            texts = _rule_texts(text, section)
-            if texts is None or len(texts) != len(rules):
+            written = (mapping_text(run, "  ") if run else "") + nested_head(key, "  ")
+            if not text.startswith(written, pos):
                 return None
-            replaced = []
-            for rule_text, rule in zip(texts, rules, strict=True):
+            pos += len(written)
+            new_spec.update(run)
+            run = {}
+            rules = []
+            for rule in value:
+                found = _ITEM_END.search(text, pos)
+                end = found.start() + 1 if found is not None else len(text)
+                rule_text = text[pos:end]
                 known = rules_known.get(rule_text)
                 if known is None:
-                    if type(rule) is not dict:
+                    if type(rule) is not dict or sequence_item_text(rule, "  ") != rule_text:
                         return None
                     known = rule
                     learnt.append((rule_text, rule))
-                replaced.append(known)
-            new_spec[key] = replaced
+                rules.append(known)
+                pos = end
+            new_spec[key] = rules
+        written = (mapping_text(run, "  ") if run else "") + mapping_text(after, "")
+        if pos + len(written) != len(text) or not text.startswith(written, pos):
+            return None
+        new_spec.update(run)
+        for rule_text, rule in learnt:
+            rules_known[rule_text] = rule
         document = dict(data)
         document["spec"] = new_spec
-        return document, learnt
+        return document
 
     def entry_line(self, text: str) -> bytes:
         """The line of an entry (:func:`entry_of`) that holds the known document of ``text``
