@@ -161,7 +161,7 @@ class Selector:
     def label(self, key: str) -> str | None:
         return dict(self.match_labels).get(key)
 
-    @property
+    @cached_property  # asked for each peer by the checks, refinement and the render cache
     def is_abstract(self) -> bool:
         return any(k in ABSTRACT_KEYS for k, _ in self.match_labels)
 
@@ -174,7 +174,7 @@ class Peer:
     location: Location
     path: str = ""  # e.g. "spec.egress[0].toEndpoints[1]"
 
-    @property
+    @cached_property
     def is_abstract(self) -> bool:
         return self.selector.is_abstract
 

@@ -134,16 +134,26 @@ def render_cluster(cluster: ClusterPlan, memo: SharedText | None = None) -> list
 def _render_cluster(cluster: ClusterPlan, memo: SharedText | None
                     ) -> tuple[list[OutputFile], dict[str, list[Manifest]]]:
     """:func:`render_cluster`, and the cluster's objects by file name (to count them)."""
-    groups: dict[str, list[Manifest]] = {}
-    for manifest in cluster.objects:
-        groups.setdefault(FILE_FOR_KIND[manifest.key.kind], []).append(manifest)
     if isinstance(memo, ObjectTexts):
         write = memo.document
     else:
         def write(manifest: Manifest) -> str:
             return dump_document(manifest.body, memo)
-    return cluster_files(cluster, {name: "---\n".join(write(m) for m in manifests)
-                                   for name, manifests in groups.items()}), groups
+    groups: dict[str, list[Manifest]] = {}
+    texts: dict[str, list[str]] = {}
+    kind = None
+    group: list[Manifest] = []
+    text: list[str] = []
+    for manifest in cluster.objects:
+        if manifest.key.kind is not kind:  # the objects come by kind: look the file up once
+            kind = manifest.key.kind
+            name = FILE_FOR_KIND[kind]
+            group = groups.setdefault(name, [])
+            text = texts.setdefault(name, [])
+        group.append(manifest)
+        text.append(write(manifest))
+    return cluster_files(cluster, {name: "---\n".join(parts)
+                                   for name, parts in texts.items()}), groups
 
 
 def cluster_files(cluster: ClusterPlan, texts: dict[str, str]) -> list[OutputFile]:
