@@ -873,12 +873,25 @@ class _PlanBuilder:
         by_cluster: dict[ClusterRef, dict[str, list[Manifest]]] = {}
         objects, self.objects = self.objects, {}
         uses = Counter(id(pending.body) for pending in objects.values())
+        # (id(shared body), causes) -> the final body: objects of one shared body with the same
+        # causes (a Namespace or a Service copy required by the same requirements in several
+        # clusters) share it too (never mutated; each Manifest holds its shared body, so the
+        # body keeps its id meanwhile)
+        finished: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
         while objects:  # popping frees each pending record as soon as its Manifest exists
             at, pending = objects.popitem()
             key = _object_key(at)
-            causes = tuple(sorted(pending.causes))
-            body = with_required_by(pending.body, causes)
-            shared = pending.body if uses[id(pending.body)] > 1 else None
+            causes = (tuple(pending.causes) if len(pending.causes) == 1
+                      else tuple(sorted(pending.causes)))
+            shared: dict[str, Any] | None = pending.body
+            if uses[id(shared)] > 1:
+                memo = (id(shared), causes)
+                body = finished.get(memo)
+                if body is None:
+                    body = finished[memo] = with_required_by(pending.body, causes)
+            else:
+                shared = None
+                body = with_required_by(pending.body, causes)
             kinds = by_cluster.get(key.cluster)
             if kinds is None:
                 kinds = by_cluster[key.cluster] = {}
