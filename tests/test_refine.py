@@ -766,3 +766,19 @@ def test_every_emitted_object_is_admitted_and_the_check_can_fail(tmp_path: Path)
         "policy)"]
     service = {"kind": "Service", "metadata": {"name": "2web", "namespace": "n"}, "spec": {}}
     assert admission_anomalies(service) == ["Service n/2web: invalid name for its kind"]
+
+
+def test_the_fast_manifest_maker_sets_every_field_as_the_dataclass_does() -> None:
+    """refine._manifest bypasses Manifest's frozen __init__: a field added to Manifest must be
+    added there too (else finish would make objects without it)."""
+    import dataclasses
+
+    from meshplan.refine import ClusterRef, Manifest, ObjectKey, _manifest, _object_key
+
+    key = _object_key((ClusterRef("d", "c"), "Service", "ns", "n"))
+    assert type(key) is ObjectKey and key == ObjectKey(ClusterRef("d", "c"), "Service", "ns", "n")
+    body = {"kind": "Service"}
+    made = _manifest(key, body, ("a/r",), body)
+    assert vars(made) == vars(Manifest(key, body, ("a/r",), body))
+    assert set(vars(made)) == {f.name for f in dataclasses.fields(Manifest)}
+    assert made == Manifest(key, body, ("a/r",), None)  # shared is not compared

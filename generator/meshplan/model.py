@@ -124,7 +124,7 @@ class Service:
     def exported_to(self, domain: str) -> bool:
         return domain == self.domain or WILDCARD in self.export_to or domain in self.export_to
 
-    @property
+    @cached_property  # refinement asks for each object it puts
     def key(self) -> str:
         return f"{self.domain}/{self.name}"
 
@@ -159,9 +159,13 @@ class Selector:
     match_expressions: tuple[Expression, ...] = ()
 
     def label(self, key: str) -> str | None:
-        return dict(self.match_labels).get(key)
+        return self._label_values.get(key)
 
-    @property
+    @cached_property
+    def _label_values(self) -> Mapping[str, str]:
+        return dict(self.match_labels)
+
+    @cached_property  # asked for each peer by the checks, refinement and the render cache
     def is_abstract(self) -> bool:
         return any(k in ABSTRACT_KEYS for k, _ in self.match_labels)
 
@@ -174,7 +178,7 @@ class Peer:
     location: Location
     path: str = ""  # e.g. "spec.egress[0].toEndpoints[1]"
 
-    @property
+    @cached_property
     def is_abstract(self) -> bool:
         return self.selector.is_abstract
 
@@ -225,7 +229,7 @@ class Requirement:
     namespace_location: Location
     selector_location: Location
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Stable identity used to trace generated objects back: ``domain/namespace/name``."""
         return f"{self.domain}/{self.namespace or '*'}/{self.name}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from .admission import MAX_PORTS_PER_PORT_RULE, bare_key, valid_external_name
@@ -352,6 +353,9 @@ class _RawPeer(NamedTuple):
     to_ports: list[dict[str, Any]] | None
 
 
+# An object's key while refinement collects objects (ObjectKey's fields, as a plain tuple).
+_Key = tuple[ClusterRef, str, str, str]
+
 # A rule body as it goes into every cluster's policy, or the recipe for one.
 _RuleItem = dict[str, Any] | _Connection | _RawPeer
 
@@ -376,7 +380,9 @@ class _PlanBuilder:
     def __init__(self, inventory: Inventory, settled: SettledCopies | None = None) -> None:
         self.inventory = inventory
         self.settled = settled
-        self.objects: dict[ObjectKey, _Pending] = {}
+        # Keyed by plain (cluster, kind, namespace, name) tuples, equal to the ObjectKey they
+        # become in finish (a NamedTuple is slower to make, and most puts repeat a key)
+        self.objects: dict[_Key, _Pending] = {}
         self.diagnostics: list[Diagnostic] = []
         # (namespace, name) -> (owner's key, owner's location, owner)
         self.global_services: dict[tuple[str, str], tuple[str, Location, Service]] = {}
@@ -455,8 +461,8 @@ class _PlanBuilder:
         req = prep.requirement
         body = {"apiVersion": "cilium.io/v2", "kind": prep.kind, "metadata": prep.metadata,
                 "spec": spec}
-        key = ObjectKey(here, prep.kind, prep.namespace or "", req.name)
-        self._put(key, body, prep.key, req.location, prep.origin)
+        self._put((here, prep.kind, prep.namespace or "", req.name), body, prep.key,
+                  req.location, prep.origin)
 
     def _endpoint_selector(self, requirement: Requirement, namespace: str | None) -> dict[str, Any]:
         service = self.inventory.service_selected_by(requirement)
@@ -654,7 +660,7 @@ class _PlanBuilder:
                                                      f"{'mirror of' if mirror else 'global'} "
                                                      f"service {service.key}")
         body, origin = memo
-        self._put(ObjectKey(ref, SERVICE_KIND, service.namespace, service.name), body, cause,
+        self._put((ref, SERVICE_KIND, service.namespace, service.name), body, cause,
                   peer.location, origin)
         self._claim_global_name(service, peer.location)
 
@@ -729,7 +735,7 @@ class _PlanBuilder:
             }
             memo = self._external_bodies[memo_key] = (body, f"ExternalName for {service.key}")
         body, origin = memo
-        self._put(ObjectKey(ref, SERVICE_KIND, namespace, service.name), body, cause,
+        self._put((ref, SERVICE_KIND, namespace, service.name), body, cause,
                   peer.location, origin)
 
     def _clashes_with_inventory(
@@ -769,19 +775,20 @@ class _PlanBuilder:
                     },
                 },
             }
-        self._put(ObjectKey(ref, NAMESPACE_KIND, "", name), body, cause, peer.location,
+        self._put((ref, NAMESPACE_KIND, "", name), body, cause, peer.location,
                   "namespace")
 
     # -- collection ---------------------------------------------------------------------
 
-    def _put(self, key: ObjectKey, body: dict[str, Any], cause: str, where: Location,
+    def _put(self, at: _Key, body: dict[str, Any], cause: str, where: Location,
              origin: str) -> None:
-        pending = self.objects.get(key)
+        pending = self.objects.get(at)
         if pending is None:
-            self.objects[key] = _Pending(body, {cause}, where, origin)
+            self.objects[at] = _Pending(body, {cause}, where, origin)
             return
         # Memoized bodies make the common repeat an identity check, not a deep comparison.
         if pending.body is not body and pending.body != body:
+            key = ObjectKey._make(at)
             self.diagnostics.append(error(
                 where, "", f"expected one definition of {key.kind} {key.namespace}/{key.name} "
                 f"in {key.cluster.path}, found two that differ: {origin} and {pending.origin} "
@@ -818,7 +825,7 @@ class _PlanBuilder:
             known = self.settled(ref, service.namespace, service.name)
             if known is not None:
                 return known
-        pending = self.objects.get(ObjectKey(ref, "Service", service.namespace, service.name))
+        pending = self.objects.get((ref, SERVICE_KIND, service.namespace, service.name))
         return pending.body["metadata"]["annotations"] if pending is not None else {}
 
     def _load_balancing_warnings(self) -> None:
@@ -862,21 +869,47 @@ class _PlanBuilder:
     def finish(self, empty_clusters: bool = True) -> Plan:
         self._keys = _Keys()  # every policy is complete: free the keys (and what they hold)
         self._load_balancing_warnings()
-        by_cluster: dict[ClusterRef, list[Manifest]] = {}
+        # cluster -> kind -> its manifests (sorted below by kind, then by key)
+        by_cluster: dict[ClusterRef, dict[str, list[Manifest]]] = {}
         objects, self.objects = self.objects, {}
         uses = Counter(id(pending.body) for pending in objects.values())
+        # (id(shared body), causes) -> the final body: objects of one shared body with the same
+        # causes (a Namespace or a Service copy required by the same requirements in several
+        # clusters) share it too (never mutated; each Manifest holds its shared body, so the
+        # body keeps its id meanwhile)
+        finished: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
         while objects:  # popping frees each pending record as soon as its Manifest exists
-            key, pending = objects.popitem()
-            causes = tuple(sorted(pending.causes))
-            body = with_required_by(pending.body, causes)
-            shared = pending.body if uses[id(pending.body)] > 1 else None
-            by_cluster.setdefault(key.cluster, []).append(Manifest(key, body, causes, shared))
+            at, pending = objects.popitem()
+            key = _object_key(at)
+            causes = (tuple(pending.causes) if len(pending.causes) == 1
+                      else tuple(sorted(pending.causes)))
+            shared: dict[str, Any] | None = pending.body
+            if uses[id(shared)] > 1:
+                memo = (id(shared), causes)
+                body = finished.get(memo)
+                if body is None:
+                    body = finished[memo] = with_required_by(pending.body, causes)
+            else:
+                shared = None
+                body = with_required_by(pending.body, causes)
+            kinds = by_cluster.get(key.cluster)
+            if kinds is None:
+                kinds = by_cluster[key.cluster] = {}
+            same = kinds.get(key.kind)
+            if same is None:
+                same = kinds[key.kind] = []
+            same.append(_manifest(key, body, causes, shared))
         plans = []
         for ref, cluster in (_every_cluster(self.inventory) if empty_clusters
                              else _clusters_of(self.inventory, by_cluster)):
-            # Keys are unique within a cluster, so this order does not depend on the
-            # order objects were collected in.
-            manifests = sorted(by_cluster.get(ref, ()), key=output_order)
+            # output_order: by kind, then namespace and name (the rest of a key within one
+            # cluster and kind). Keys are unique within a cluster, so this order does not
+            # depend on the order objects were collected in.
+            manifests: list[Manifest] = []
+            kinds = by_cluster.get(ref)
+            if kinds is not None:
+                for kind in sorted(kinds, key=KIND_RANK.__getitem__):
+                    manifests.extend(sorted(kinds[kind], key=_BY_KEY))
             plans.append(ClusterPlan(ref, cluster.mesh_name, tuple(manifests)))
         plans.sort(key=lambda p: p.cluster)
         return Plan(tuple(plans), tuple(self.diagnostics))
@@ -974,6 +1007,29 @@ def with_required_by(body: Mapping[str, Any], causes: tuple[str, ...]) -> dict[s
     metadata = body["metadata"]
     annotations = {**metadata.get("annotations", {}), REQUIRED_BY_ANNOTATION: ",".join(causes)}
     return {**body, "metadata": {**metadata, "annotations": annotations}}
+
+
+_BY_KEY = attrgetter("key")
+_new_object = object.__new__
+
+
+def _object_key(at: _Key) -> ObjectKey:
+    """``ObjectKey(*at)``, made as NamedTuple's own ``_make`` makes it (one C call)."""
+    return tuple.__new__(ObjectKey, at)
+
+
+def _manifest(key: ObjectKey, body: Mapping[str, Any], required_by: tuple[str, ...],
+              shared: Mapping[str, Any] | None) -> Manifest:
+    """``Manifest(key, body, required_by, shared)`` without the frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` call per field: a third of a second at a thousand
+    clusters). Every field is set (tests/test_refine.py checks the list against the class)."""
+    manifest = _new_object(Manifest)
+    fields = manifest.__dict__
+    fields["key"] = key
+    fields["body"] = body
+    fields["required_by"] = required_by
+    fields["shared"] = shared
+    return manifest
 
 
 def output_order(manifest: Manifest) -> tuple[int, str, str]:

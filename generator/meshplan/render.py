@@ -104,6 +104,10 @@ class ObjectTexts(SharedText):
         # before the value, text after it), or None texts when another line also ends in the
         # placeholder
         self.around: dict[int, tuple[Mapping[str, Any], str | None, str | None]] = {}
+        # id(shared body) -> the body of the last object written from it, and its text:
+        # refinement gives the objects of one shared body with the same required-by value one
+        # body (meshplan.refine), whose text is then that text again
+        self.last: dict[int, tuple[Mapping[str, Any], str]] = {}
 
     def document(self, manifest: Manifest) -> str:
         shared = manifest.shared
@@ -112,9 +116,15 @@ class ObjectTexts(SharedText):
             if found is None:
                 found = self.around[id(shared)] = (shared, *self._split(shared))
             if found[1] is not None and found[2] is not None:
-                value = manifest.body["metadata"]["annotations"][REQUIRED_BY_ANNOTATION]
+                body = manifest.body
+                last = self.last.get(id(shared))
+                if last is not None and last[0] is body:
+                    return last[1]
+                value = body["metadata"]["annotations"][REQUIRED_BY_ANNOTATION]
                 if type(value) is str:
-                    return found[1] + scalar_text(value) + found[2]
+                    text = found[1] + scalar_text(value) + found[2]
+                    self.last[id(shared)] = (body, text)  # the body held: its id stays its own
+                    return text
         return dump_document(manifest.body, self)
 
     def _split(self, shared: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -134,16 +144,26 @@ def render_cluster(cluster: ClusterPlan, memo: SharedText | None = None) -> list
 def _render_cluster(cluster: ClusterPlan, memo: SharedText | None
                     ) -> tuple[list[OutputFile], dict[str, list[Manifest]]]:
     """:func:`render_cluster`, and the cluster's objects by file name (to count them)."""
-    groups: dict[str, list[Manifest]] = {}
-    for manifest in cluster.objects:
-        groups.setdefault(FILE_FOR_KIND[manifest.key.kind], []).append(manifest)
     if isinstance(memo, ObjectTexts):
         write = memo.document
     else:
         def write(manifest: Manifest) -> str:
             return dump_document(manifest.body, memo)
-    return cluster_files(cluster, {name: "---\n".join(write(m) for m in manifests)
-                                   for name, manifests in groups.items()}), groups
+    groups: dict[str, list[Manifest]] = {}
+    texts: dict[str, list[str]] = {}
+    kind = None
+    group: list[Manifest] = []
+    text: list[str] = []
+    for manifest in cluster.objects:
+        if manifest.key.kind is not kind:  # the objects come by kind: look the file up once
+            kind = manifest.key.kind
+            name = FILE_FOR_KIND[kind]
+            group = groups.setdefault(name, [])
+            text = texts.setdefault(name, [])
+        group.append(manifest)
+        text.append(write(manifest))
+    return cluster_files(cluster, {name: "---\n".join(parts)
+                                   for name, parts in texts.items()}), groups
 
 
 def cluster_files(cluster: ClusterPlan, texts: dict[str, str]) -> list[OutputFile]:

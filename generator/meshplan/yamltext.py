@@ -23,6 +23,8 @@ from typing import Any
 # colons inside (label keys such as k8s:io.kubernetes.pod.namespace). Everything starting with
 # a digit, sign or dot is quoted, which covers every YAML number, date and sexagesimal form.
 _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*(?::[A-Za-z0-9_./-]+)*")
+# What json.dumps(text, ensure_ascii=False) calls for a str (C when json has its accelerator).
+_json_string = json.encoder.encode_basestring
 # Words some YAML reader turns into booleans or null (YAML 1.1 is the widest set).
 _SPECIAL_WORDS = frozenset(
     ["y", "yes", "n", "no", "true", "false", "on", "off", "null"]
@@ -60,7 +62,7 @@ def scalar_text(value: str) -> str:
     """How a string is written: plain when unambiguous, else double-quoted."""
     if _PLAIN.fullmatch(value) and value.lower() not in _SPECIAL_WORDS:
         return value
-    quoted = json.dumps(value, ensure_ascii=False)
+    quoted = _json_string(value)  # json.dumps(value, ensure_ascii=False), without an encoder
     return _UNSAFE_IN_QUOTES.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 

@@ -381,6 +381,12 @@ _PLAIN_CACHE_SIZE = 100_000
 _PLAIN_CACHE_TEXT = 100  # characters
 _RESOLVER: Any = Resolver()  # PyYAML's implicit types, as SafeLoader resolves them
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_AliasEvent = yaml.AliasEvent
+_ScalarEvent = yaml.ScalarEvent
+_SequenceStartEvent = yaml.SequenceStartEvent
+_SequenceEndEvent = yaml.SequenceEndEvent
+_MappingStartEvent = yaml.MappingStartEvent
+_MappingEndEvent = yaml.MappingEndEvent
 
 
 class _EventBuilder(_DataBuilder):
@@ -431,30 +437,48 @@ class _EventBuilder(_DataBuilder):
         return documents, diagnostics
 
     def _enter(self, event: Any) -> None:
-        """Count a node by its first event, as ``_Budget.enter`` counts it."""
+        """Count a node by its first event, as ``_Budget.enter`` counts it (inlined in
+        :meth:`_node` and :meth:`_mapping`, the hot paths: keep them in step)."""
         self.nodes_left -= 1
         self.depth += 1
+        if self.depth > MAX_DEPTH or self.nodes_left < 0:
+            self._over_limit(event)
+        if type(event) is _AliasEvent or event.anchor is not None or event.tag is not None:
+            raise _NeedsComposer
+
+    def _over_limit(self, event: Any) -> None:
+        """Raise for a node past a limit (nesting first, as ``_Budget.enter``)."""
         if self.depth > MAX_DEPTH:
             raise _LimitExceeded(event.start_mark, f"expected at most {MAX_DEPTH} levels of "
                                  "nesting, found more")
-        if self.nodes_left < 0:
-            raise _LimitExceeded(event.start_mark, f"expected at most {MAX_NODES_PER_FILE:,} "
-                                 "YAML nodes in one file, found more (split the file)")
-        if type(event) is yaml.AliasEvent or event.anchor is not None or event.tag is not None:
-            raise _NeedsComposer
+        raise _LimitExceeded(event.start_mark, f"expected at most {MAX_NODES_PER_FILE:,} "
+                             "YAML nodes in one file, found more (split the file)")
 
     def _node(self, event: Any, path: PathKey, live: bool) -> Any:
         """Read the node that ``event`` starts; build it (data and marks) only if ``live``: not
         after a fatal problem in its document, not as the value of a repeated key."""
-        self._enter(event)
-        live = live and not self.fatal
+        # _enter, inlined
+        self.nodes_left -= 1
+        self.depth += 1
+        if self.depth > MAX_DEPTH or self.nodes_left < 0:
+            self._over_limit(event)
         kind = type(event)
+        if kind is _AliasEvent or event.anchor is not None or event.tag is not None:
+            raise _NeedsComposer
+        live = live and not self.fatal
         if live:
             mark = event.start_mark
             self.marks.setdefault(path, (mark.line + 1, mark.column + 1))
-        if kind is yaml.ScalarEvent:
-            value = self._scalar(event, path) if live else None
-        elif kind is yaml.SequenceStartEvent:
+        if kind is _ScalarEvent:
+            value: Any = None
+            if live:
+                # _scalar's common cases inlined: quoted text, a plain scalar met before
+                value = event.value
+                if event.implicit[0]:
+                    value = _PLAIN_CACHE.get(value, _MISSING)
+                    if value is _MISSING:
+                        value = self._scalar(event, path)
+        elif kind is _SequenceStartEvent:
             value = self._sequence(path, live)
         else:
             value = self._mapping(path, live)
@@ -463,28 +487,49 @@ class _EventBuilder(_DataBuilder):
 
     def _sequence(self, path: PathKey, live: bool) -> list[Any] | None:
         # each loop fetches the next event once (no peeking): an item's start, or the end
-        events = self.events
+        get_event = self.events.get_event
+        node = self._node
         items: list[Any] = []
-        while type(event := events.get_event()) is not yaml.SequenceEndEvent:
-            items.append(self._node(event, (*path, len(items)), live))
+        while type(event := get_event()) is not _SequenceEndEvent:
+            items.append(node(event, (*path, len(items)), live))
         return items if live else None
 
     def _mapping(self, path: PathKey, live: bool) -> dict[Any, Any] | None:
-        events = self.events
+        get_event = self.events.get_event
+        marks = self.marks
         result: dict[Any, Any] = {}
-        while type(key_event := events.get_event()) is not yaml.MappingEndEvent:
-            self._enter(key_event)
-            found = self._key(key_event, path, result) if live and not self.fatal else None
-            if type(key_event) is yaml.SequenceStartEvent:  # a list as key: read it
+        while (kind := type(key_event := get_event())) is not _MappingEndEvent:
+            # _enter, inlined: the key counts as a node
+            self.nodes_left -= 1
+            self.depth += 1
+            if self.depth > MAX_DEPTH or self.nodes_left < 0:
+                self._over_limit(key_event)
+            if kind is _AliasEvent or key_event.anchor is not None or \
+                    key_event.tag is not None:
+                raise _NeedsComposer
+            found: tuple[Any, PathKey] | None = None
+            if live and not self.fatal:
+                key: Any = _MISSING
+                if kind is _ScalarEvent:  # the common case of _key, inlined: a new text key
+                    key = key_event.value
+                    if key_event.implicit[0]:
+                        key = _PLAIN_CACHE.get(key, _MISSING) if key != "<<" else _MISSING
+                if type(key) is str and key not in result:
+                    child = (*path, key)
+                    mark = key_event.start_mark
+                    marks[(*child, KEY)] = (mark.line + 1, mark.column + 1)
+                    found = (key, child)
+                else:
+                    found = self._key(key_event, path, result)
+            if kind is _SequenceStartEvent:  # a list as key: read it
                 self._sequence(path, False)
-            elif type(key_event) is yaml.MappingStartEvent:
+            elif kind is _MappingStartEvent:
                 self._mapping(path, False)
             self.depth -= 1  # the key is complete
             if found is None:  # no key to build (a problem, or a repeated key): read the value
-                self._node(events.get_event(), path, False)
+                self._node(get_event(), path, False)
                 continue
-            key, child = found
-            result[key] = self._node(events.get_event(), child, True)
+            result[found[0]] = self._node(get_event(), found[1], True)
         return result if live else None
 
     def _key(
