@@ -36,7 +36,26 @@ class LabelSelector:
     terms: tuple[Term, ...] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(t.holds(labels) for t in self.terms)
+        # Term.holds, inlined: selecting pods evaluates it for every candidate pod.
+        for term in self.terms:
+            key, operator = term.key, term.operator
+            if key is None:
+                if operator != "NotIn" and operator != "DoesNotExist":
+                    return False
+                continue
+            value = labels.get(key)
+            if operator == "In":
+                if value is None or value not in term.values:
+                    return False
+            elif operator == "NotIn":
+                if value is not None and value in term.values:
+                    return False
+            elif operator == "Exists":
+                if value is None:
+                    return False
+            elif value is not None:
+                return False
+        return True
 
     def has_key(self, key: str) -> bool:
         return any(t.key == key for t in self.terms)
