@@ -36,3 +36,22 @@ def test_matches_is_every_term_holding() -> None:
             for labels in label_sets:
                 assert selector.matches(labels) == all(t.holds(labels) for t in chosen), \
                     (chosen, labels)
+
+
+def test_parse_selector_terms_are_the_written_labels_each_time() -> None:
+    """Label terms are kept per (key, value) text: a selector parsed again, a value written as
+    a number or a boolean, and a dropped key read as before (one term per label, in order)."""
+    data = {"matchLabels": {"k8s:app": "x", "tier": 1, "flag": True,
+                            "k8s:io.kubernetes.pod.namespace": "n"},
+            "matchExpressions": [{"key": "k8s:zone", "operator": "In", "values": ["a", 2]}]}
+    expected = (Term("app", "In", ("x",)), Term("tier", "In", ("1",)),
+                Term("flag", "In", ("True",)), Term("io.kubernetes.pod.namespace", "In", ("n",)),
+                Term("zone", "In", ("a", "2")))
+    for _ in range(2):
+        selector, why = parse_selector(data)
+        assert why is None and selector is not None and selector.terms == expected
+        assert [type(v) for t in selector.terms for v in t.values] == [str] * 6
+    dropped, _ = parse_selector(data, ("k8s:io.kubernetes.pod.namespace",))
+    assert dropped is not None and dropped.terms == expected[:3] + expected[4:]
+    assert parse_selector({"matchLabels": {}, "other": 1}) == (
+        None, "expected matchLabels/matchExpressions, found other")
