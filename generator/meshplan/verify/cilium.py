@@ -388,7 +388,8 @@ class _PolicyReader:
             found = self._subject_reading(spec["endpointSelector"]).rejections
             if found:
                 out += [((*path, "endpointSelector", *where), why) for where, why in found]
-        if not any(spec.get(section) for section in SECTIONS):
+        if not (spec.get("ingress") or spec.get("ingressDeny") or spec.get("egress")
+                or spec.get("egressDeny")):  # any of SECTIONS with rules
             out.append((path, "a rule needs at least one of ingress, ingressDeny, egress, "
                         "egressDeny with rules (an empty list is none)"))
         for section in SECTIONS:
