@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from .vocabulary import LABEL_SOURCES, NAMESPACE_LABELS_PREFIX
@@ -147,6 +148,7 @@ SELECTOR_KEY_EXPECTED = ("a Cilium selector key: [k8s: or any:]label key, where 
                          "(so at most 59 without a prefix)")
 
 
+@lru_cache(maxsize=4096)  # the same few keys recur in every selector of a fleet
 def _selector_key_problem(key: str) -> tuple[str, bool] | None:
     """(why, Cilium rejects the policy) for a selector key, or None when it is fine.
 

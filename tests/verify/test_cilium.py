@@ -255,3 +255,72 @@ def test_a_rule_read_once_is_still_read_in_each_policys_namespace(
                    cnp("n2", rule % "y").replace("name: p", "name: q"))
     assert flow(report, "d/z@a", "d/x@a") == "TCP/80"
     assert flow(report, "d/y@a", "d/x@a") == "TCP/80"  # the cluster-wide one: any namespace
+
+
+def test_a_shared_rule_object_is_read_in_each_mesh_and_namespace(
+        semantics_inventory: Inventory) -> None:
+    """Through the cache's reader, equal rule texts are one object (load.canonical), and a
+    rule's reading is kept with its object: a peer without a cluster label still means each
+    cluster's own mesh, and one without a namespace each policy's own namespace (in policies
+    that alternate between them); the answers are exactly the parser's."""
+    from meshplan.load.canonical import RenderedReader
+    from meshplan.yamltext import dump_documents
+
+    from tests.load.test_canonical import HEADER, MemoryStore
+
+    rule = {"toEndpoints": [{"matchLabels": {"app": "x"}}],
+            "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}
+    other = {"toEndpoints": [{"matchLabels": {"app": "y", "io.cilium.k8s.policy.cluster": "ma",
+                                              "k8s:io.kubernetes.pod.namespace": "n2"}}]}
+
+    def policy(name: str, namespace: str | None, app: str) -> dict[str, object]:
+        meta: dict[str, object] = {"name": name}
+        if namespace is not None:
+            meta["namespace"] = namespace
+        kind = "CiliumNetworkPolicy" if namespace else "CiliumClusterwideNetworkPolicy"
+        return {"apiVersion": "cilium.io/v2", "kind": kind, "metadata": meta,
+                "spec": {"endpointSelector": {"matchLabels": {"app": app}},
+                         "egress": [dict(rule), dict(other)],
+                         "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "x"}}]}]}}
+
+    # in this order, a reading kept for the last policy's (namespace, mesh) would do for
+    # the next one in the other cluster, and the first one's for the second's namespace
+    documents = [policy("r", "n1", "x"), policy("q", "n2", "y"), policy("s", None, "z"),
+                 policy("p", "n1", "z"), policy("u", "n1", "x")]
+    text = (HEADER + dump_documents(documents)).encode()
+    files: Files = {}
+    for name in ("a", "b"):
+        files[f"clusters/d/{name}/policies.yaml"] = text
+        files[f"clusters/d/{name}/kustomization.yaml"] = b"resources: [policies.yaml]\n"
+    store = MemoryStore()
+    probe = RenderedReader(store)
+    first, _ = probe.documents("a.yaml", text)
+    again, _ = probe.documents("b.yaml", text)
+    assert first[0].data["spec"]["egress"][0] is again[4].data["spec"]["egress"][0]
+    assert first[1].data["spec"]["egress"][0] is first[0].data["spec"]["egress"][0]
+
+    def answers(report: VerifyReport) -> tuple[object, ...]:
+        """Every pair's verdict in each direction, with the rules that matched, and the
+        problems reported."""
+        actual, count = report.actual, len(report.endpoints)
+        verdicts = [(str(v.ports), v.restricted, [str(g.origin) for g in v.grants])
+                    for direction in ("egress", "ingress")
+                    for i in range(count) for j in range(count)
+                    for v in (actual.verdict(direction, i, j),)]
+        return verdicts, [d.format_text() for d in report.diagnostics]
+
+    expected = answers(verify(semantics_inventory, files))
+    assert expected == answers(verify(semantics_inventory, files, reader=RenderedReader(store)))
+    report = verify(semantics_inventory, files, reader=RenderedReader(store))
+    titles = [e.title for e in report.endpoints]
+
+    def egress(source: str, destination: str) -> str:
+        return str(report.actual.verdict("egress", titles.index(source),
+                                         titles.index(destination)).ports)
+
+    assert egress("d/x@b", "d/x@b") == "TCP/80"  # the peer is in b's mesh, from b
+    assert egress("d/x@b", "d/x@a") == "none"
+    assert egress("d/x@a", "d/x@a") == "TCP/80"
+    assert egress("d/y@a", "d/x@a") == "none"  # q's peer is app=x in n2: there is none
+    assert egress("d/z@a", "d/x@a") == "TCP/80"  # p's, and s's in any namespace
+    assert egress("d/z@a", "d/y@a") == "any"  # the rule naming n2/y, cluster ma

@@ -28,7 +28,6 @@ from ..admission import (
     MAX_PORTS_PER_PORT_RULE,
     SelectorProblem,
     selector_problems,
-    split_source,
 )
 from ..diagnostics import Diagnostic, Location, error, notice, warning
 from ..load.canonical import RenderedReader
@@ -79,6 +78,10 @@ SECTIONS = ("ingress", "ingressDeny", "egress", "egressDeny")
 NOTED_RULE_KEYS = {"icmps", "authentication"}
 PORT_RULE_KEYS = {"ports"}
 NOTED_PORT_RULE_KEYS = {"rules", "serverNames", "listener", "terminatingTLS", "originatingTLS"}
+# The keys of an allow or deny rule that verify reads, notes, or ignores the rule for
+KNOWN_RULE_KEYS: dict[Direction, frozenset[str]] = {
+    d: frozenset({*L3_KEYS[d], "toPorts", *NOTED_RULE_KEYS, *UNMODELLED_L3[d]})
+    for d in ("egress", "ingress")}
 
 
 # (displayed path, content) -> the file's documents and the problems parsing it found
@@ -88,7 +91,7 @@ Finding = tuple[PathKey, str, str]
 
 
 class _RuleReading(NamedTuple):
-    """What one allow or deny rule grants, without its place (:meth:`_PolicyReader._grant`)."""
+    """What one allow or deny rule grants, without its place (:meth:`_PolicyReader._grants`)."""
 
     pods: frozenset[int]
     blocks: tuple[Block, ...]
@@ -98,6 +101,31 @@ class _RuleReading(NamedTuple):
     findings: tuple[Finding, ...]
     mesh: str | None  # the mesh name the reading depends on (a peer without a cluster label)
     namespaced: bool = False  # it depends on the policy's namespace (a peer without one)
+
+
+class _SubjectReading(NamedTuple):
+    """What a policy rule's endpointSelector reads as in one policy namespace
+    (:meth:`_PolicyReader._subject_reading`)."""
+
+    rejections: tuple[tuple[PathKey, str], ...]  # why Cilium refuses it (relative to it)
+    findings: tuple[Finding, ...]  # what _rule reports about it (relative to the rule)
+    selector: LabelSelector | None  # None: unreadable (a finding says why)
+
+
+class _RuleEntry:
+    """One rule object in one direction: its text, why Cilium rejects it, and its last
+    reading with the policy namespace it was read in (valid again for the same namespace, or
+    any when the reading does not depend on it, and the same mesh when it depends on that)."""
+
+    __slots__ = ("namespace", "reading", "rejections", "rule", "text")
+
+    def __init__(self, rule: Any, text: str,
+                 rejections: tuple[tuple[PathKey, str], ...]) -> None:
+        self.rule = rule
+        self.text = text
+        self.rejections = rejections
+        self.reading: _RuleReading | None = None
+        self.namespace: str | None = None
 
 
 class _ActualBuilder:
@@ -112,6 +140,9 @@ class _ActualBuilder:
         self.parsed = parsed
         self.reader = reader if reader is not None else RenderedReader(None)
         self._selector_problems: dict[str, tuple[SelectorProblem, ...]] = {}
+        # id(data) -> (data, its problems): a peer's selector is asked about again when its
+        # rule is read (its text is not written again for that)
+        self._problems_held: dict[int, tuple[Any, tuple[SelectorProblem, ...]]] = {}
         # (direction, rule text) -> its reading: the same requirement renders the same rules
         # into every cluster of its scope; (direction, policy namespace, rule text) for a rule
         # whose reading depends on the namespace (a peer that names none)
@@ -121,6 +152,12 @@ class _ActualBuilder:
         self.rule_texts: dict[int, tuple[Any, str]] = {}
         # (direction, rule text) -> why Cilium rejects it (paths relative to the rule)
         self.rule_rejections: dict[tuple[str, str], tuple[tuple[PathKey, str], ...]] = {}
+        # direction -> id(rule) -> its entry (the rule held, so that its id is not reused):
+        # what a rule occurrence needs, found with one look-up (the reader gives the rules of
+        # equal text one shared object; entries of equal text share their readings)
+        self.rule_entries: dict[str, dict[int, _RuleEntry]] = {d: {} for d in DIRECTIONS}
+        # (endpointSelector text, policy namespace) -> what a policy's subject reads as
+        self.subject_readings: dict[tuple[str, str | None], _SubjectReading] = {}
         # what depends only on a text: port rules, CIDRs over pod networks, selectors
         self.port_readings: dict[str, tuple[PortSet, tuple[Finding, ...]]] = {}
         self.cidr_owners: dict[tuple[Block, ...], list[str]] = {}
@@ -143,10 +180,14 @@ class _ActualBuilder:
     def selector_problems(self, data: Any) -> Sequence[SelectorProblem]:
         """:func:`~meshplan.admission.selector_problems`, once per distinct selector text (the
         same peers, kube-dns for one, recur in most policies of a fleet)."""
+        held = self._problems_held.get(id(data))
+        if held is not None and held[0] is data:
+            return held[1]
         key = repr(data)
         found = self._selector_problems.get(key)
         if found is None:
             found = self._selector_problems[key] = tuple(selector_problems(data))
+        self._problems_held[id(data)] = (data, found)
         return found
 
     def service_copy(self, doc: Document, domain: str, cluster: str) -> ServiceCopy | None:
@@ -275,6 +316,10 @@ class _PolicyReader:
         self.label = (f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
                       f" in {domain}/{cluster}" + (f" (from {source})" if source else ""))
         self._findings: list[Finding] | None = None  # set while a rule is read on its own
+        # (id(section's rule list), direction) -> the entries of its rules (found while
+        # checking what Cilium rejects, used again to read what the rules grant)
+        self._entries: dict[tuple[int, str], list[_RuleEntry]] = {}
+        self._subject: tuple[Any, _SubjectReading] | None = None  # the last one read
         self._used_mesh = self._used_namespace = False
 
     def _text(self, rule: Any) -> str:
@@ -320,7 +365,9 @@ class _PolicyReader:
             specs.append((("spec",), data["spec"]))
         for i, spec in enumerate(data.get("specs") or []):
             specs.append((("specs", i), spec))
-        rejected = [r for path, spec in specs for r in self._rejections(path, spec)]
+        rejected: list[tuple[PathKey, str]] = []
+        for path, spec in specs:
+            self._rejections(path, spec, rejected)
         if rejected:
             self._reject(specs, rejected)
             return
@@ -329,17 +376,20 @@ class _PolicyReader:
 
     # -- what the Cilium agent refuses ---------------------------------------------------
 
-    def _rejections(self, path: PathKey, spec: Any) -> list[tuple[PathKey, str]]:
-        """Why Cilium's ``Parse`` refuses this rule (any of them drops the whole object)."""
+    def _rejections(self, path: PathKey, spec: Any, out: list[tuple[PathKey, str]]) -> None:
+        """Why Cilium's ``Parse`` refuses this rule (any of them drops the whole object),
+        added to ``out``."""
         if not isinstance(spec, dict):
-            return [(path, "a rule must be a mapping")]
-        out: list[tuple[PathKey, str]] = []
+            out.append((path, "a rule must be a mapping"))
+            return
         if "endpointSelector" not in spec and "nodeSelector" not in spec:
             out.append((path, "a rule needs an endpointSelector or a nodeSelector"))
         if "endpointSelector" in spec:
-            out += self._selector_rejections((*path, "endpointSelector"),
-                                             spec["endpointSelector"])
-        if not any(spec.get(section) for section in SECTIONS):
+            found = self._subject_reading(spec["endpointSelector"]).rejections
+            if found:
+                out += [((*path, "endpointSelector", *where), why) for where, why in found]
+        if not (spec.get("ingress") or spec.get("ingressDeny") or spec.get("egress")
+                or spec.get("egressDeny")):  # any of SECTIONS with rules
             out.append((path, "a rule needs at least one of ingress, ingressDeny, egress, "
                         "egressDeny with rules (an empty list is none)"))
         for section in SECTIONS:
@@ -350,21 +400,61 @@ class _PolicyReader:
                 out.append(((*path, section), "expected a list of rules"))
                 continue
             direction: Direction = "egress" if section.startswith("egress") else "ingress"
+            entries = self.owner.rule_entries[direction]
+            section_entries: list[_RuleEntry] = []
             for i, rule in enumerate(rules):
-                out += self._rule_rejections((*path, section, i), rule, direction)
-        return out
+                if not isinstance(rule, dict):
+                    out.append(((*path, section, i), "a rule must be a mapping"))
+                    continue
+                entry = entries.get(id(rule))
+                if entry is None or entry.rule is not rule:
+                    entry = self._entry(rule, direction)
+                section_entries.append(entry)
+                if entry.rejections:
+                    out += [((*path, section, i, *where), why)
+                            for where, why in entry.rejections]
+            # by direction too: a YAML alias may give two sections one list object
+            self._entries[(id(rules), direction)] = section_entries
 
-    def _rule_rejections(self, path: PathKey, rule: Any,
-                         direction: Direction) -> list[tuple[PathKey, str]]:
-        """Why Cilium refuses this rule, read once per (direction, rule text)."""
-        if not isinstance(rule, dict):
-            return [(path, "a rule must be a mapping")]
-        key = (direction, self._text(rule))
+    def _entry(self, rule: dict[str, Any], direction: Direction) -> _RuleEntry:
+        """A rule object's entry, made on its first occurrence: why Cilium refuses it, read
+        once per (direction, rule text)."""
+        text = self._text(rule)
+        key = (direction, text)
         found = self.owner.rule_rejections.get(key)
         if found is None:
             found = self.owner.rule_rejections[key] = tuple(
                 self._read_rule_rejections((), rule, direction))
-        return [((*path, *where), why) for where, why in found] if found else []
+        entry = self.owner.rule_entries[direction][id(rule)] = _RuleEntry(rule, text, found)
+        return entry
+
+    def _subject_reading(self, data: Any) -> _SubjectReading:
+        """What an endpointSelector reads as in this policy's namespace, once per (selector
+        text, namespace): why Cilium refuses it, what :meth:`_rule` reports about it (the
+        namespace it names, label sources no pod carries, why it cannot be read) and its
+        selector confined to the namespace."""
+        if self._subject is not None and self._subject[0] is data:
+            return self._subject[1]
+        key = (repr(data), self.namespace)
+        found = self.owner.subject_readings.get(key)
+        if found is not None:
+            self._subject = (data, found)
+            return found
+        rejections = tuple(self._selector_rejections((), data))
+        findings: list[Finding] = []
+        outer, self._findings = self._findings, findings
+        try:
+            self._subject_namespace((), data)
+            self._warn_unknown_sources(("endpointSelector",), data)
+            selector, why = self._selector(data, in_namespace=bool(self.namespace))
+            if selector is None:
+                self.problem(("endpointSelector",), f"cannot read endpointSelector: {why}")
+        finally:
+            self._findings = outer
+        found = self.owner.subject_readings[key] = _SubjectReading(
+            rejections, tuple(findings), selector)
+        self._subject = (data, found)
+        return found
 
     def _read_rule_rejections(self, path: PathKey, rule: dict[str, Any],
                               direction: Direction) -> list[tuple[PathKey, str]]:
@@ -439,14 +529,14 @@ class _PolicyReader:
             self.problem((*path, "nodeSelector"), "host policies (nodeSelector) are not "
                          "modelled: this rule is ignored")
             return
-        for key in sorted(set(spec) - RULE_KEYS):
-            self.problem((*path, key), f"'{key}' is not modelled by verify: ignored")
-        self._subject_namespace(path, spec.get("endpointSelector"))
-        self._warn_unknown_sources((*path, "endpointSelector"), spec.get("endpointSelector"))
-        selector, why = self._selector(spec.get("endpointSelector"),
-                                       in_namespace=bool(self.namespace))
+        if not spec.keys() <= RULE_KEYS:
+            for key in sorted(set(spec) - RULE_KEYS):
+                self.problem((*path, key), f"'{key}' is not modelled by verify: ignored")
+        subject = self._subject_reading(spec.get("endpointSelector"))
+        for where, message, severity in subject.findings:
+            self.problem((*path, *where), message, severity=severity)
+        selector = subject.selector
         if selector is None:
-            self.problem((*path, "endpointSelector"), f"cannot read endpointSelector: {why}")
             return
         subjects = self._subjects(selector)
         if not subjects:
@@ -457,6 +547,7 @@ class _PolicyReader:
         if not isinstance(defaults, dict):
             self.problem((*path, "enableDefaultDeny"), "expected a mapping")
             defaults = {}
+        model = self.owner.model
         for direction in DIRECTIONS:
             allows = spec.get(direction) or []
             denies = spec.get(direction + "Deny") or []
@@ -471,40 +562,62 @@ class _PolicyReader:
                         f"{direction} stays open", severity="warning")
                 continue
             default_deny = enforced if explicit is None else bool(explicit)
-            origin = Origin(place(self.doc, (*path, direction)), self.label)
-            grants = [g for i, r in enumerate(allows)
-                      if (g := self._grant(r, direction, (*path, direction, i))) is not None]
-            deny_grants = [g for i, r in enumerate(denies)
-                           if (g := self._grant(r, direction, (*path, direction + "Deny", i)))
-                           is not None]
-            for index in subjects:
-                stance = self.owner.model.stance(direction, index)
-                if default_deny:
-                    stance.default_deny.append(origin)
-                stance.allows.extend(grants)
-                stance.denies.extend(deny_grants)
+            entries = self._entries
+            grants = self._grants(entries[(id(allows), direction)], direction,
+                                  (*path, direction)) if allows else []
+            deny_grants = self._grants(entries[(id(denies), direction)], direction,
+                                       (*path, direction + "Deny")) if denies else []
+            stances = model.egress if direction == "egress" else model.ingress
+            if default_deny and subjects:
+                origin = Origin(place(self.doc, (*path, direction)), self.label)
+                for index in subjects:
+                    stances[index].default_deny.append(origin)
+            if grants:
+                for index in subjects:
+                    stances[index].allows.extend(grants)
+            if deny_grants:
+                for index in subjects:
+                    stances[index].denies.extend(deny_grants)
 
-    def _grant(self, rule: Any, direction: Direction, path: PathKey) -> Grant | None:
-        """One rule's grant, read once per (direction, rule text), policy namespace and mesh
-        name when they matter: what it grants depends on nothing else (the peers are selected
-        from the whole fleet), and its problems are reported again at each place."""
+    def _grants(self, entries: Sequence[_RuleEntry], direction: Direction, path: PathKey
+                ) -> list[Grant]:
+        """The grants of one section's rules (their entries; ``path``: the section's), one
+        per rule that is read, each rule read once per (direction, rule text), policy
+        namespace and mesh name when they matter: what it grants depends on nothing else (the
+        peers are selected from the whole fleet), and its problems are reported again at each
+        place."""
+        doc, label, mesh, namespace = self.doc, self.label, self.mesh, self.namespace
+        out: list[Grant] = []
+        for i, entry in enumerate(entries):
+            reading = entry.reading
+            if reading is None or (reading.mesh is not None and reading.mesh != mesh) or (
+                    reading.namespaced and entry.namespace != namespace):
+                reading = entry.reading = self._reading(entry, direction)
+                entry.namespace = namespace
+            if reading.findings:
+                for where, message, severity in reading.findings:
+                    self.problem((*path, i, *where), message, severity=severity)
+            if reading.read:
+                out.append(Grant(reading.pods, reading.blocks, reading.ports,
+                                 Origin(place(doc, (*path, i)), label), reading.wildcard))
+        return out
+
+    def _reading(self, entry: _RuleEntry, direction: Direction) -> _RuleReading:
+        """A rule's reading here: the one of its (direction, text) when it does not depend
+        on the policy's namespace, else of its (direction, namespace, text); read again when
+        it depends on the mesh name and was read in another mesh."""
         owner = self.owner
-        text = self._text(rule)
+        text = entry.text
         reading = owner.rule_readings.get((direction, text))
         if reading is None:
             reading = owner.namespaced_readings.get((direction, self.namespace, text))
         if reading is None or (reading.mesh is not None and reading.mesh != self.mesh):
-            reading = self._read_rule(rule, direction)
+            reading = self._read_rule(entry.rule, direction)
             if reading.namespaced:
                 owner.namespaced_readings[(direction, self.namespace, text)] = reading
             else:
                 owner.rule_readings[(direction, text)] = reading
-        for where, message, severity in reading.findings:
-            self.problem((*path, *where), message, severity=severity)
-        if not reading.read:
-            return None
-        return Grant(reading.pods, reading.blocks, reading.ports,
-                     Origin(place(self.doc, path), self.label), reading.wildcard)
+        return reading
 
     def _read_rule(self, rule: Any, direction: Direction) -> _RuleReading:
         findings: list[Finding] = []
@@ -530,12 +643,14 @@ class _PolicyReader:
                 self.problem((*path, key), f"'{key}' is not modelled by verify: the rule is "
                              "ignored (what it allows is not counted)")
                 return None
-        for key in sorted(set(rule) - {peers_key, cidr_key, cidrset_key, "toPorts"}
-                          - NOTED_RULE_KEYS - set(UNMODELLED_L3[direction])):
-            self.problem((*path, key), f"'{key}' is not modelled by verify: ignored")
-        for key in sorted(NOTED_RULE_KEYS & set(rule)):
-            self.problem((*path, key), f"'{key}' is outside verify's model (ICMP and "
-                         "authentication are not evaluated)", severity="notice")
+        known = KNOWN_RULE_KEYS[direction]
+        if not rule.keys() <= known:
+            for key in sorted(set(rule) - known):
+                self.problem((*path, key), f"'{key}' is not modelled by verify: ignored")
+        if not rule.keys().isdisjoint(NOTED_RULE_KEYS):
+            for key in sorted(NOTED_RULE_KEYS & set(rule)):
+                self.problem((*path, key), f"'{key}' is outside verify's model (ICMP and "
+                             "authentication are not evaluated)", severity="notice")
         # No L3 part: with toPorts (or ICMP) the rule allows those ports to and from every
         # peer; with nothing at all it allows nothing (Cilium's documented default-deny rule
         # ``- {}``).
@@ -544,13 +659,13 @@ class _PolicyReader:
         pods = self._peers(rule.get(peers_key), (*path, peers_key)) if peers_key in rule \
             else frozenset()
         blocks: list[Block] = []
-        for j, text in enumerate(rule.get(cidr_key) or []):
+        for j, text in enumerate(rule.get(cidr_key) or ()):
             try:
                 blocks.extend(cidr_blocks(str(text) if "/" in str(text) else
                                           f"{text}/{32 if ':' not in str(text) else 128}"))
             except ValueError:
                 self.problem((*path, cidr_key, j), f"cannot read CIDR {text!r}")
-        for j, item in enumerate(rule.get(cidrset_key) or []):
+        for j, item in enumerate(rule.get(cidrset_key) or ()):
             if not isinstance(item, dict) or "cidr" not in item:
                 self.problem((*path, cidrset_key, j), "expected {cidr, except}: the entry "
                              "is ignored (cidrGroupRef is not modelled)")
@@ -587,7 +702,8 @@ class _PolicyReader:
         written = [*(data.get("matchLabels") or {}),
                    *(e.get("key", "") for e in data.get("matchExpressions") or ()
                      if isinstance(e, dict))]
-        if any(split_source(str(key)).source == "reserved" for key in written):
+        # split_source(key).source == "reserved", without a record per key
+        if any(str(key).startswith("reserved:") for key in written):
             self.problem(path, "a peer with reserved: labels selects Cilium's reserved "
                          "identities (host, world, ...), which verify does not model: it "
                          "allows no endpoint here", severity="notice")
@@ -684,7 +800,7 @@ class _PolicyReader:
         return ports_of(protocol, number, int(end) if isinstance(end, int) else None)
 
 
-_NO_ORIGIN = Origin(Location("(rule)"), "")  # replaced by the rule's place (_grant)
+_NO_ORIGIN = Origin(Location("(rule)"), "")  # replaced by the rule's place (_grants)
 
 
 def _blocks_or_none(text: str) -> tuple[Block, ...]:
@@ -703,22 +819,28 @@ _ServiceReading = tuple[str, str, tuple[tuple[str, str], ...] | None, bool, bool
 def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
     """The fields of a :class:`ServiceCopy` that depend on the Service's data only, or None
     when it does not load-balance."""
-    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
-    assert isinstance(meta, dict) and isinstance(spec, dict)
+    meta = data.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
+    spec = data.get("spec")
+    if not isinstance(spec, dict):
+        spec = {}
     if spec.get("type", "ClusterIP") == "ExternalName" or not meta.get("name"):
         return None
-    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
-    assert isinstance(annotations, dict)
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = {}
     selector = spec.get("selector")
     ports = exposed = NO_PORTS
     for entry in spec.get("ports") or ():
         if isinstance(entry, dict):
-            target = entry.get("targetPort", entry.get("port"))
+            port = entry.get("port")
+            target = entry.get("targetPort", port)
             if isinstance(target, int):
-                ports |= ports_of(str(entry.get("protocol", "TCP")), target)
-                if entry.get("port") == target:  # the name's port reaches the pods' own
-                    exposed |= ports_of(str(entry.get("protocol", "TCP")), target)
+                one = ports_of(str(entry.get("protocol", "TCP")), target)
+                ports |= one
+                if port == target:  # the name's port reaches the pods' own
+                    exposed |= one
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
             if isinstance(selector, dict) else None,

@@ -137,8 +137,27 @@ NO_PORTS = PortSet()
 DNS_PORTS = PortSet.of([("UDP", 53, 53), ("TCP", 53, 53)])
 
 
+_PORTS_OF: dict[tuple[str | None, int | None, int | None], PortSet] = {}
+_PORTS_OF_LIMIT = 4096
+
+
 def ports_of(protocol: str | None, port: int | None, end_port: int | None = None) -> PortSet:
-    """Cilium's reading of one ``ports`` entry: no protocol or ANY = TCP+UDP+SCTP; port 0 = all."""
+    """Cilium's reading of one ``ports`` entry: no protocol or ANY = TCP+UDP+SCTP; port 0 = all.
+
+    Memoized (a PortSet is immutable): the same few service ports recur in every rule and
+    Service that names them. Only plain ints are memoized (``True == 1`` as a dict key)."""
+    if type(port) is int and (end_port is None or type(end_port) is int):
+        key = (protocol, port, end_port)
+        found = _PORTS_OF.get(key)
+        if found is None:
+            found = _ports_of(protocol, port, end_port)
+            if len(_PORTS_OF) < _PORTS_OF_LIMIT:
+                _PORTS_OF[key] = found
+        return found
+    return _ports_of(protocol, port, end_port)
+
+
+def _ports_of(protocol: str | None, port: int | None, end_port: int | None) -> PortSet:
     protocols = PROTOCOLS if protocol in (None, "ANY") else (protocol,)
     if not port:
         return PortSet.of((p, 1, MAX_PORT) for p in protocols)

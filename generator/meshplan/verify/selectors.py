@@ -36,7 +36,26 @@ class LabelSelector:
     terms: tuple[Term, ...] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(t.holds(labels) for t in self.terms)
+        # Term.holds, inlined: selecting pods evaluates it for every candidate pod.
+        for term in self.terms:
+            key, operator = term.key, term.operator
+            if key is None:
+                if operator != "NotIn" and operator != "DoesNotExist":
+                    return False
+                continue
+            value = labels.get(key)
+            if operator == "In":
+                if value is None or value not in term.values:
+                    return False
+            elif operator == "NotIn":
+                if value is not None and value in term.values:
+                    return False
+            elif operator == "Exists":
+                if value is None:
+                    return False
+            elif value is not None:
+                return False
+        return True
 
     def has_key(self, key: str) -> bool:
         return any(t.key == key for t in self.terms)
@@ -56,6 +75,11 @@ class LabelSelector:
 
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+_SELECTOR_KEYS = frozenset({"matchLabels", "matchExpressions"})
+# (key, value) of a matchLabels item, both text -> its term (a Term is immutable: the same
+# labels recur in the peers of a fleet's policies)
+_LABEL_TERMS: dict[tuple[str, str], Term] = {}
+_LABEL_TERMS_LIMIT = 1 << 16
 
 
 def parse_selector(data: Any, drop: Iterable[str] = ()) -> tuple[LabelSelector | None, str | None]:
@@ -65,15 +89,26 @@ def parse_selector(data: Any, drop: Iterable[str] = ()) -> tuple[LabelSelector |
     """
     if not isinstance(data, dict):
         return None, f"expected a label selector mapping, found {type(data).__name__}"
-    unknown = sorted(set(data) - {"matchLabels", "matchExpressions"})
-    if unknown:
+    if not data.keys() <= _SELECTOR_KEYS:
+        unknown = sorted(set(data) - _SELECTOR_KEYS)
         return None, f"expected matchLabels/matchExpressions, found {', '.join(unknown)}"
     terms: list[Term] = []
     labels = data.get("matchLabels") or {}
     if not isinstance(labels, dict):
         return None, "expected matchLabels to be a mapping"
     skip = set(drop)
+    known = _LABEL_TERMS
     for key, value in labels.items():
+        if type(key) is str and type(value) is str:
+            if key in skip:
+                continue
+            term = known.get((key, value))
+            if term is None:
+                term = Term(normalize_key(key), "In", (value,))
+                if len(known) < _LABEL_TERMS_LIMIT:
+                    known[(key, value)] = term
+            terms.append(term)
+            continue
         if str(key) in skip:
             continue
         terms.append(Term(normalize_key(str(key)), "In", (str(value),)))
