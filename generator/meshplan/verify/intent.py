@@ -20,7 +20,7 @@ from ..refine import ClusterRef
 from ..vocabulary import NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL
 from .addresses import cidr_blocks
 from .connectivity import Connectivity, Grant, Origin
-from .endpoints import Endpoint
+from .endpoints import Endpoint, EndpointIndex
 from .gateways import NO_HOPS, TCP, GatewayHops
 from .istio import (
     AuthzPolicy,
@@ -37,7 +37,8 @@ from .services import NamedCall
 
 def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint],
                           hops: GatewayHops = NO_HOPS,
-                          calls: list[NamedCall] | None = None) -> Connectivity:
+                          calls: list[NamedCall] | None = None,
+                          index: EndpointIndex | None = None) -> Connectivity:
     """The connectivity the requirements ask for, independent of the rendered output.
 
     Between Istio networks (:mod:`.gateways`) a flow is intended twice: pod to pod (what the
@@ -48,9 +49,10 @@ def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint],
     its cluster, and nothing else.
 
     ``calls``: when given, filled with the intended calls of a service by name (egress peers
-    that name a service), for :func:`.services.name_problems`.
+    that name a service), for :func:`.services.name_problems`. ``index``: the endpoints'
+    :class:`.endpoints.EndpointIndex`, when already built.
     """
-    model = Connectivity(endpoints)
+    model = Connectivity(endpoints, index)
     shared = _Shared()
     for requirement in inventory.requirements:
         if requirement.domain not in inventory.domain_by_name:
@@ -148,7 +150,7 @@ class _IntentBuilder:
         domain = self.req.domain
         protected = self.protected
         if protected is not None:
-            return lambda cluster: _with_labels(self.model.endpoints, index.in_place(
+            return lambda cluster: index.with_labels(index.in_place(
                 domain, cluster, protected.namespace), protected.selector)
         selector = LabelSelector.from_model(self.req.endpoint_selector)
         namespace = self.inventory.policy_namespace(self.req)
@@ -261,9 +263,9 @@ class _IntentBuilder:
         found = known.get(key)
         if found is None:
             index = self.model.index
-            found = known[key] = frozenset(i for cluster in set(clusters) for i in _with_labels(
-                self.model.endpoints, index.in_place(service.domain, cluster,
-                                                     service.namespace), service.selector))
+            found = known[key] = frozenset(
+                i for cluster in set(clusters) for i in index.with_labels(
+                    index.in_place(service.domain, cluster, service.namespace), service.selector))
         return found
 
     def _raw_pods(self, selector: Selector, cluster: str) -> frozenset[int]:
@@ -276,13 +278,6 @@ class _IntentBuilder:
             labels = labels.also(Term(POD_NAMESPACE_LABEL, "In", (namespace,)))
         index = self.model.index
         return frozenset(index.select(labels, index.in_place(self.req.domain, cluster)))
-
-
-def _with_labels(endpoints: Sequence[Endpoint], candidates: Sequence[int],
-                 wanted: Sequence[tuple[str, str]]) -> list[int]:
-    """The candidates whose own labels include every ``wanted`` one (a service's selector)."""
-    return [i for i in candidates
-            if all(endpoints[i].label_map.get(k) == v for k, v in wanted)]
 
 
 # --------------------------------------------------------------------------- identity layer

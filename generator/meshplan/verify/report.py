@@ -95,7 +95,7 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
                                                    reader=reader)
     actual, hops = layers.cilium, layers.hops
     calls: list[NamedCall] = []
-    intended = intended_connectivity(inventory, endpoints, hops, calls)
+    intended = intended_connectivity(inventory, endpoints, hops, calls, actual.index)
     serving = backends(cilium.services, endpoints)
     mismatches = compare(actual, intended, hops)
     diagnostics = [*cilium.problems, *identity_reading, *annotate_cilium(mismatches, layers),
