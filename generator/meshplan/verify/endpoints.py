@@ -76,7 +76,7 @@ class Endpoint:
     def block(self) -> Block:
         return block_of(self.name)
 
-    @property
+    @cached_property
     def title(self) -> str:
         if self.kind == "cidr":
             return self.name
@@ -89,7 +89,7 @@ class Endpoint:
         """Pods of the applications (services and raw-label clients): what Istio protects."""
         return self.kind in ("service", "client")
 
-    @property
+    @cached_property
     def service_level(self) -> str:
         """The endpoint without its cluster: ``domain/service`` or ``domain/namespace/labels``."""
         if self.kind == "cidr":
