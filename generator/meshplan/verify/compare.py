@@ -113,6 +113,8 @@ def _agree(a: Stance, b: Stance, dns: frozenset[int]) -> bool:
     for x, y in ((a_allow, b_allow), (a_deny, b_deny)):
         if x != y and any(peer not in dns for peer, _ in x.items() ^ y.items()):
             return False
+    if not (a.addresses() or b.addresses()):
+        return True  # neither has a grant _address_grants keeps
     return _address_grants(a) == _address_grants(b)
 
 

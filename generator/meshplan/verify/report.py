@@ -96,7 +96,7 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
     actual, hops = layers.cilium, layers.hops
     calls: list[NamedCall] = []
     intended = intended_connectivity(inventory, endpoints, hops, calls, actual.index)
-    serving = backends(cilium.services, endpoints)
+    serving = backends(cilium.services, endpoints, actual.index)
     mismatches = compare(actual, intended, hops)
     diagnostics = [*cilium.problems, *identity_reading, *annotate_cilium(mismatches, layers),
                    *identity_problems(layers, intended_identity_layer(inventory, endpoints)),

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from ..diagnostics import Diagnostic, Location, error, warning
 from ..load.document import Spot
 from .connectivity import Connectivity, Direction
-from .endpoints import Endpoint
+from .endpoints import Endpoint, EndpointIndex
 from .ports import PortSet
 
 
@@ -45,39 +45,40 @@ class ServiceCopy:
         return self.where if isinstance(self.where, Location) else self.where.location()
 
 
-def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint]) -> dict[
-        ServiceCopy, tuple[int, ...]]:
+def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
+             index: EndpointIndex | None = None) -> dict[ServiceCopy, tuple[int, ...]]:
     """Every copy's backends (endpoint indices): its local pods, plus, for a global copy, the
-    local pods of every other global and shared copy of the same namespace/name."""
-    pods: dict[tuple[str, str, str], list[tuple[int, dict[str, str]]]] = {}
-    # the pods of a namespace by one label: candidates for a selector with that label
-    by_label: dict[tuple[str, str, str, str, str], list[tuple[int, dict[str, str]]]] = {}
-    for i, e in enumerate(endpoints):
-        if e.is_pod:
-            pod = (i, dict(e.labels))
-            pods.setdefault((e.domain, e.cluster, e.namespace), []).append(pod)
-            for k, v in pod[1].items():
-                by_label.setdefault((e.domain, e.cluster, e.namespace, k, v), []).append(pod)
+    local pods of every other global and shared copy of the same namespace/name. ``index``:
+    the endpoints' :class:`.endpoints.EndpointIndex`, when already built."""
+    if index is None:
+        index = EndpointIndex(endpoints)
+    elif index.endpoints != tuple(endpoints):
+        raise ValueError("the endpoint index is of other endpoints")
     local: list[tuple[int, ...]] = []
     shared: dict[tuple[str, str], set[int]] = {}  # the pods global, shared copies give
     for copy in copies:
         selector = copy.selector
-        if not selector:
-            candidates = pods.get((copy.domain, copy.cluster, copy.namespace), [])
-        else:
-            candidates = by_label.get((copy.domain, copy.cluster, copy.namespace,
-                                       *selector[0]), [])
-        mine = () if selector is None else tuple(
-            i for i, labels in candidates if all(labels.get(k) == v for k, v in selector))
+        mine = () if selector is None else tuple(index.with_labels(
+            index.in_place(copy.domain, copy.cluster, copy.namespace), selector))
         local.append(mine)
         if copy.is_global and copy.shared:
             shared.setdefault((copy.namespace, copy.name), set()).update(mine)
     out: dict[ServiceCopy, tuple[int, ...]] = {}
+    ordered: dict[tuple[str, str], tuple[int, ...]] = {}  # each shared set, in index order
     for copy, mine in zip(copies, local, strict=True):
         # local pods are in index order already; a global copy also gets every global and
         # shared copy's (its own among them when it is shared)
-        out[copy] = tuple(sorted(shared.get((copy.namespace, copy.name), set()).union(mine))) \
-            if copy.is_global else mine
+        if not copy.is_global:
+            out[copy] = mine
+            continue
+        name = (copy.namespace, copy.name)
+        if mine and not copy.shared:
+            out[copy] = tuple(sorted(shared.get(name, set()).union(mine)))
+            continue
+        found = ordered.get(name)
+        if found is None:
+            found = ordered[name] = tuple(sorted(shared.get(name, ())))
+        out[copy] = found
     return out
 
 
