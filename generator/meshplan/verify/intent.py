@@ -82,10 +82,12 @@ def _gateway_intent(inventory: Inventory, model: Connectivity, hops: GatewayHops
 
 
 class _ServicePeer(NamedTuple):
-    """An abstract peer: the grant of each service it resolves to, with the target."""
+    """An abstract peer: the grant of each service it resolves to, with the target, and (at
+    egress, when the calls are asked for) its calls but for the clients' cluster."""
 
     where: Location
     grants: list[tuple[Grant, PeerTarget]]
+    calls: list[tuple[Location, str, str, str, str, str, frozenset[int], PortSet]]
 
 
 class _RawPeer(NamedTuple):
@@ -173,8 +175,14 @@ class _IntentBuilder:
             for peer in rule.endpoints:
                 origin = Origin(peer.location, f"requirement {self.req.key}, {direction} peer")
                 if peer.is_abstract:
-                    parts.append(_ServicePeer(peer.location, list(self._service_grants(
-                        rule, peer.selector, direction, explicit, origin))))
+                    grants = list(self._service_grants(rule, peer.selector, direction,
+                                                       explicit, origin))
+                    calls = [] if direction != "egress" or self.calls is None else [
+                        (peer.location, self.req.key, self.req.domain, target.service.key,
+                         target.service.namespace, target.service.name, grant.pods,
+                         grant.ports & self._service_ports(target.service))
+                        for grant, target in grants]
+                    parts.append(_ServicePeer(peer.location, grants, calls))
                     continue
                 ports = explicit
                 if ports is None:
@@ -192,13 +200,11 @@ class _IntentBuilder:
             if type(part) is Grant:
                 grants.append(part)
             elif type(part) is _ServicePeer:
+                if calls is not None:
+                    for where, key, domain, service, namespace, name, pods, ports in part.calls:
+                        calls.append(NamedCall(where, key, domain, cluster, service, namespace,
+                                               name, pods, ports))
                 for grant, target in part.grants:
-                    if calls is not None:
-                        service = target.service
-                        calls.append(NamedCall(
-                            part.where, self.req.key, self.req.domain, cluster, service.key,
-                            service.namespace, service.name, grant.pods,
-                            grant.ports & self._service_ports(service)))
                     grants.append(grant)
                     if hops:
                         grants.extend(self._hops(cluster, target.service.domain,
