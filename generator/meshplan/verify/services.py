@@ -136,6 +136,8 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
     # A client that no backend's ingress rules name, and whose egress rules name no backend,
     # gets both defaults from every backend (Connectivity.named): the backends it is allowed
     # then depend only on its egress default, and are found once per copy and default.
+    # Port sets are numbered by value (a number hashes faster than a PortSet).
+    numbers: dict[PortSet, int] = {}
     by_default: dict[tuple[str, str], dict[PortSet, list[int]]] = {}
     egress_defaults: dict[int, PortSet] = {}
     egress_namers: dict[int, list[int]] = {}
@@ -146,14 +148,17 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
             classes.setdefault(default, []).append(i)
             for b in named_by("egress", i):
                 egress_namers.setdefault(b, []).append(i)
+    numbered = {key: [(numbers.setdefault(default, len(numbers)), default, members)
+                      for default, members in classes.items()]
+                for key, classes in by_default.items()}
+    meets: dict[tuple[int, int], bool] = {}  # whether two numbered port sets intersect
 
     if serving is None:
         serving = backends(copies, endpoints)
     # The copies of one global Service pick from the same backends in every cluster: what
     # depends only on the backends (and the ports) is found once for all of them.
     specials: dict[tuple[int, ...], tuple[frozenset[int], frozenset[int]]] = {}
-    allowed_by_class: dict[tuple[tuple[int, ...], PortSet, PortSet],
-                           tuple[list[int], list[int]]] = {}
+    allowed_by_class: dict[tuple[tuple[int, ...], int, int], tuple[list[int], list[int]]] = {}
     for copy, picked in serving.items():
         if len(picked) < 2 or not copy.ports:
             continue
@@ -161,6 +166,7 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
         if key not in clients:
             continue
         ports = copy.ports
+        port_number = numbers.setdefault(ports, len(numbers))
         known = specials.get(picked)
         if known is None:
             found: set[int] = set()  # named by a backend's ingress or naming one at egress
@@ -170,10 +176,14 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
             known = specials[picked] = (frozenset(picked), frozenset(found))
         picked_set, special = known
         mine: dict[str, tuple[set[int], set[int]]] = {}
-        for egress_default, members in by_default[key].items():
-            if not egress_default & ports:
+        for default_number, egress_default, members in numbered[key]:
+            both = (default_number, port_number)
+            meet = meets.get(both)
+            if meet is None:
+                meet = meets[both] = bool(egress_default & ports)
+            if not meet:
                 continue  # no backend allowed to a client that names none
-            class_key = (picked, egress_default, ports)
+            class_key = (picked, default_number, port_number)
             split = allowed_by_class.get(class_key)
             if split is None:
                 allowed_here = [b for b in picked
