@@ -273,10 +273,9 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                            []).append((copy, picked))
     reached: set[tuple[Location, str, str, str, str]] = set()
     failed: dict[tuple[Location, str, str, str, str], NamedCall] = {}
-    # Many calls share their pods (a service's, in the clusters its peer names) and their
-    # answer: the clusters of a set of pods, and whether a Service reaches them, found once.
+    # Many calls share their pods (a service's, in the clusters its peer names): the
+    # clusters of a set of pods are found once.
     places: dict[frozenset[int], frozenset[tuple[str, str]]] = {}
-    reaches: dict[tuple[str, str, str, str, frozenset[int], PortSet], bool] = {}
     for call in calls:
         pods = call.pods
         if not pods:
@@ -291,13 +290,8 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
         key = (call.where, domain, cluster, call.namespace, call.name)
         if key in reached:
             continue  # reported by no call: what this one finds changes nothing
-        known = (domain, cluster, call.namespace, call.name, pods, call.ports)
-        reach = reaches.get(known)
-        if reach is None:
-            reach = reaches[known] = any(
-                not pods.isdisjoint(picked) and copy.exposed.covers(call.ports)
-                for copy, picked in by_name.get(key[1:], ()))
-        if reach:
+        if any(not pods.isdisjoint(picked) and copy.exposed.covers(call.ports)
+               for copy, picked in by_name.get(key[1:], ())):
             reached.add(key)
         else:
             failed.setdefault(key, call)
