@@ -12,7 +12,7 @@ import pytest
 from meshplan.diagnostics import Diagnostic, Location, Severity
 from meshplan.pipeline import validate
 from meshplan.verify.connectivity import Connectivity
-from meshplan.verify.endpoints import Endpoint
+from meshplan.verify.endpoints import Endpoint, EndpointIndex
 from meshplan.verify.ports import PortSet
 from meshplan.verify.report import verify
 from meshplan.verify.services import ServiceCopy, backends
@@ -52,6 +52,15 @@ def test_backends(copies: list[ServiceCopy], client: str, picked: list[str]) -> 
     [mine] = [c for c in copies if c.cluster == client]
     found = backends(copies, ENDPOINTS)[mine]
     assert sorted(ENDPOINTS[i].cluster for i in found) == picked
+
+
+def test_backends_take_only_their_own_endpoints_index() -> None:
+    """An index already built selects as the one backends would build; another's is refused
+    (it would select other pods)."""
+    copies = [copy("a"), copy("b"), copy("c", shared=False)]
+    assert backends(copies, ENDPOINTS, EndpointIndex(ENDPOINTS)) == backends(copies, ENDPOINTS)
+    with pytest.raises(ValueError, match="other endpoints"):
+        backends(copies, ENDPOINTS, EndpointIndex(ENDPOINTS[1:]))
 
 
 def test_dropped_connections_behind_a_global_service_are_reported(tmp_path: Path) -> None:

@@ -113,6 +113,8 @@ def _agree(a: Stance, b: Stance, dns: frozenset[int]) -> bool:
     for x, y in ((a_allow, b_allow), (a_deny, b_deny)):
         if x != y and any(peer not in dns for peer, _ in x.items() ^ y.items()):
             return False
+    if not (a.addresses() or b.addresses()):
+        return True  # neither has a grant _address_grants keeps
     return _address_grants(a) == _address_grants(b)
 
 
@@ -235,22 +237,38 @@ def _cross_domain_pairs(model: Connectivity, everyone: Callable[[Direction, int]
                         ) -> list[tuple[int, int]]:
     """Of :func:`.connectivity.sparse_pairs` ``((model,), everyone)``, in its order, the flows
     between pods (kube-dns aside) of different domains whose sides are both restricted, found
-    from the restricted sides only: what :func:`half_open` looks at (it skips every other)."""
+    from the restricted sides only: what :func:`half_open` looks at (it skips every other).
+
+    A subject's named peers that are pods are those its allows and denies select
+    (:meth:`.connectivity.Connectivity.named`: the others are address endpoints)."""
     endpoints = model.endpoints
     domain = [e.domain for e in endpoints]
     workload = [e.is_pod and e.kind != "dns" for e in endpoints]
+    # per direction, the workloads restricted in it: a restricted egress (ingress) side
+    # makes a pair only with a peer whose ingress (egress) is restricted
+    restricted = [[workload[p] and model.stance(direction, p).restricted
+                   for p in range(len(endpoints))] for direction in DIRECTIONS]
+    every: dict[tuple[int, str], list[int]] = {}  # such peers of other domains, by side
     found: set[tuple[int, int]] = set()
     for subject in range(len(endpoints)):
         if not workload[subject]:
             continue
         here = domain[subject]
-        for direction in DIRECTIONS:
-            if not model.stance(direction, subject).restricted:
+        for side, direction in enumerate(DIRECTIONS):
+            if not restricted[side][subject]:
                 continue
-            peers: Iterable[int] = range(len(endpoints)) if everyone(direction, subject) \
-                else model.named(direction, subject)
-            others = [p for p in peers if workload[p] and domain[p] != here]
-            if direction == "egress":
+            ok = restricted[1 - side]
+            others: list[int] | None
+            if everyone(direction, subject):
+                others = every.get((side, here))
+                if others is None:
+                    others = every[(side, here)] = [
+                        p for p in range(len(endpoints)) if ok[p] and domain[p] != here]
+            else:
+                allow, _, deny, _ = model.stance(direction, subject).compiled()
+                others = [p for p in allow if ok[p] and domain[p] != here]
+                others += [p for p in deny if p not in allow and ok[p] and domain[p] != here]
+            if side == 0:
                 found.update((subject, p) for p in others)
             else:
                 found.update((p, subject) for p in others)
@@ -271,18 +289,21 @@ def half_open(intended: Connectivity) -> list[Diagnostic]:
         src, dst = endpoints[i], endpoints[j]
         if not (src.is_pod and dst.is_pod) or is_dns_flow(src, dst) or src.domain == dst.domain:
             continue
-        if not (intended.egress[i].restricted and intended.ingress[j].restricted):
+        egress, ingress = intended.egress[i], intended.ingress[j]
+        if not (egress.restricted and ingress.restricted):
             continue
-        n_e, n_i = intended.verdict("egress", i, j), intended.verdict("ingress", j, i)
+        e_ports = intended.verdict_ports("egress", i, j)
+        i_ports = intended.verdict_ports("ingress", j, i)
         for granted, other, asking, refusing in (
-            (n_e, n_i, "egress", "ingress"), (n_i, n_e, "ingress", "egress"),
+            (e_ports, i_ports, "egress", "ingress"), (i_ports, e_ports, "ingress", "egress"),
         ):
-            lost = granted.ports - other.ports
-            if not granted.ports or not lost:
+            lost = granted - other
+            if not granted or not lost:
                 continue
-            grants = _origins(granted.grants, lost)
-            refusers = (intended.ingress[j] if refusing == "ingress"
-                        else intended.egress[i]).default_deny
+            # the allows of the granting side that match the peer (Connectivity.verdict's)
+            stance, peer = (egress, j) if asking == "egress" else (ingress, i)
+            grants = _origins((g for g in stance.allows if g.selects(peer)), lost)
+            refusers = (ingress if refusing == "ingress" else egress).default_deny
             if not grants or not refusers:
                 continue
             a, r = grants[0], refusers[0]

@@ -84,6 +84,7 @@ class Stance:
     _compiled: tuple[dict[int, PortSet], PortSet, dict[int, PortSet], PortSet] | None = field(
         default=None, repr=False, compare=False)
     _default: PortSet | None = field(default=None, repr=False, compare=False)
+    _addresses: bool = field(default=False, repr=False, compare=False)
 
     @property
     def restricted(self) -> bool:
@@ -106,17 +107,29 @@ class Stance:
         """
         if self._compiled is None:
             maps: list[tuple[dict[int, PortSet], PortSet]] = []
+            addresses = False
             for grants in (self.allows, self.denies):
                 per_pod: dict[int, PortSet] = {}
                 everywhere = NO_PORTS
                 for grant in grants:
-                    if grant.wildcard:
-                        everywhere |= grant.ports
+                    ports = grant.ports
+                    if grant.wildcard or grant.blocks:
+                        addresses = True
+                        if grant.wildcard:
+                            everywhere |= ports
                     for index in grant.pods:
-                        per_pod[index] = per_pod.get(index, NO_PORTS) | grant.ports
+                        old = per_pod.get(index)
+                        per_pod[index] = ports if old is None else old | ports
                 maps.append((per_pod, everywhere))
+            self._addresses = addresses
             self._compiled = (maps[0][0], maps[0][1], maps[1][0], maps[1][1])
         return self._compiled
+
+    def addresses(self) -> bool:
+        """Whether any of its grants names addresses or every peer (wildcard): what decides
+        its verdicts on address endpoints besides restriction."""
+        self.compiled()
+        return self._addresses
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ class Endpoint:
     def block(self) -> Block:
         return block_of(self.name)
 
-    @property
+    @cached_property
     def title(self) -> str:
         if self.kind == "cidr":
             return self.name
@@ -89,7 +89,7 @@ class Endpoint:
         """Pods of the applications (services and raw-label clients): what Istio protects."""
         return self.kind in ("service", "client")
 
-    @property
+    @cached_property
     def service_level(self) -> str:
         """The endpoint without its cluster: ``domain/service`` or ``domain/namespace/labels``."""
         if self.kind == "cidr":
@@ -261,6 +261,20 @@ def _gateway_hops(inventory: Inventory, add: Callable[[Endpoint], None],
                                                infrastructure=True))
 
 
+# The identity labels Cilium derives for every pod, whatever its own labels say
+# (:attr:`Endpoint.identity`).
+_DERIVED_KEYS = frozenset((POD_NAMESPACE_LABEL, CILIUM_CLUSTER_LABEL,
+                           NAMESPACE_LABELS_PREFIX + NAMESPACE_NAME_LABEL))
+
+
+class Place(tuple[int, ...]):
+    """The pods of one cluster, or of one of its namespaces (:meth:`EndpointIndex.in_place`),
+    in index order: a tuple that keeps its own label index (so that selecting in it costs
+    the pods an ``In`` term names there)."""
+
+    labels: dict[tuple[str, str], tuple[int, ...]] | None  # EndpointIndex.place_labels
+
+
 class EndpointIndex:
     """The pods of an endpoint tuple by place and by identity label, so that selecting the pods
     a selector matches costs the candidates one of its ``In`` terms names, not every endpoint.
@@ -282,36 +296,92 @@ class EndpointIndex:
             namespaces.setdefault((e.domain, e.cluster, e.namespace), []).append(i)
             for item in e.identity.items():
                 labels.setdefault(item, []).append(i)
-        self.places = {k: tuple(v) for k, v in places.items()}
-        self.namespaces = {k: tuple(v) for k, v in namespaces.items()}
+        self.places = {k: _place(v) for k, v in places.items()}
+        self.namespaces = {k: _place(v) for k, v in namespaces.items()}
         self.labels = {k: tuple(v) for k, v in labels.items()}
         self.cidrs = tuple(i for i, e in enumerate(self.endpoints) if not e.is_pod)
 
     def in_place(self, domain: str, cluster: str, namespace: str | None = None
                  ) -> tuple[int, ...]:
-        """The pods of one cluster (of one of its namespaces), in index order."""
+        """The pods of one cluster (of one of its namespaces), in index order (a
+        :class:`Place`, when there is any)."""
         if namespace is None:
             return self.places.get((domain, cluster), ())
         return self.namespaces.get((domain, cluster, namespace), ())
 
+    def place_labels(self, place: Place) -> dict[tuple[str, str], tuple[int, ...]]:
+        """The pods of ``place`` by identity label, each in index order (made when a selection
+        in the place first asks)."""
+        found = place.labels
+        if found is None:
+            lists: dict[tuple[str, str], list[int]] = {}
+            endpoints = self.endpoints
+            for i in place:
+                for item in endpoints[i].identity.items():
+                    lists.setdefault(item, []).append(i)
+            found = place.labels = {k: tuple(v) for k, v in lists.items()}
+        return found
+
+    def with_labels(self, within: Sequence[int], wanted: Sequence[tuple[str, str]]
+                    ) -> list[int]:
+        """The pods of ``within`` whose own labels (:attr:`Endpoint.label_map`) include every
+        ``wanted`` one (a service's selector), in the order of ``within``."""
+        endpoints = self.endpoints
+        if type(within) is Place:
+            for key, value in wanted:
+                if key not in _DERIVED_KEYS:  # the pod's own label is its identity's
+                    within = self.place_labels(within).get((key, value), ())
+                    break
+        return [i for i in within
+                if all(endpoints[i].label_map.get(k) == v for k, v in wanted)]
+
     def select(self, selector: LabelSelector, within: Sequence[int] | None = None
                ) -> list[int]:
         """The pods ``selector`` matches (of ``within`` when given), in index order."""
+        endpoints = self.endpoints
+        if type(within) is Place:
+            # The pods of the place that its In term naming the fewest of them names.
+            table = self.place_labels(within)
+            fewest: Sequence[int] = within
+            for term in selector.terms:
+                if term.operator == "In" and term.key is not None:
+                    values = term.values
+                    named: Sequence[int] = table.get((term.key, values[0]), ()) \
+                        if len(values) == 1 else sorted(
+                            {i for value in values for i in table.get((term.key, value), ())})
+                    if len(named) < len(fewest):
+                        if not named:
+                            return []  # the term holds for none of them
+                        fewest = named
+            return [i for i in fewest if selector.matches(endpoints[i].identity)]
         # The In term naming the fewest pods (counted, not gathered: kube-dns's label names a
         # pod in every cluster of the fleet), unless the place has fewer still.
-        best: tuple[int, Term] | None = None
+        labels = self.labels
+        best: tuple[int, Term, tuple[int, ...] | None] | None = None
         for term in selector.terms:
             if term.operator == "In" and term.key is not None:
-                size = sum(len(self.labels.get((term.key, v), ())) for v in set(term.values))
+                values = term.values
+                pods: tuple[int, ...] | None
+                if len(values) == 1:  # its pods, already in index order
+                    found = labels.get((term.key, values[0]), ())
+                    pods, size = found, len(found)
+                else:
+                    pods = None
+                    size = sum(len(labels.get((term.key, v), ())) for v in set(values))
                 if best is None or size < best[0]:
-                    best = (size, term)
+                    best = (size, term, pods)
         candidates: Sequence[int]
         if best is not None and (within is None or best[0] < len(within)):
-            size, term = best
-            named = sorted({i for value in term.values
-                            for i in self.labels.get((str(term.key), value), ())})
+            size, term, pods = best
+            named = pods if pods is not None else sorted(
+                {i for value in term.values for i in labels.get((str(term.key), value), ())})
             candidates = named if within is None else sorted(set(named) & set(within))
         else:
             candidates = self.pods if within is None else within
-        endpoints = self.endpoints
         return [i for i in candidates if selector.matches(endpoints[i].identity)]
+
+
+def _place(pods: list[int]) -> Place:
+    place = Place(pods)
+    place.labels = None
+    return place

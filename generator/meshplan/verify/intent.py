@@ -20,7 +20,7 @@ from ..refine import ClusterRef
 from ..vocabulary import NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL
 from .addresses import cidr_blocks
 from .connectivity import Connectivity, Grant, Origin
-from .endpoints import Endpoint
+from .endpoints import Endpoint, EndpointIndex
 from .gateways import NO_HOPS, TCP, GatewayHops
 from .istio import (
     AuthzPolicy,
@@ -37,7 +37,8 @@ from .services import NamedCall
 
 def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint],
                           hops: GatewayHops = NO_HOPS,
-                          calls: list[NamedCall] | None = None) -> Connectivity:
+                          calls: list[NamedCall] | None = None,
+                          index: EndpointIndex | None = None) -> Connectivity:
     """The connectivity the requirements ask for, independent of the rendered output.
 
     Between Istio networks (:mod:`.gateways`) a flow is intended twice: pod to pod (what the
@@ -48,9 +49,10 @@ def intended_connectivity(inventory: Inventory, endpoints: Sequence[Endpoint],
     its cluster, and nothing else.
 
     ``calls``: when given, filled with the intended calls of a service by name (egress peers
-    that name a service), for :func:`.services.name_problems`.
+    that name a service), for :func:`.services.name_problems`. ``index``: the endpoints'
+    :class:`.endpoints.EndpointIndex`, when already built.
     """
-    model = Connectivity(endpoints)
+    model = Connectivity(endpoints, index)
     shared = _Shared()
     for requirement in inventory.requirements:
         if requirement.domain not in inventory.domain_by_name:
@@ -80,10 +82,12 @@ def _gateway_intent(inventory: Inventory, model: Connectivity, hops: GatewayHops
 
 
 class _ServicePeer(NamedTuple):
-    """An abstract peer: the grant of each service it resolves to, with the target."""
+    """An abstract peer: the grant of each service it resolves to, with the target, and (at
+    egress, when the calls are asked for) its calls but for the clients' cluster."""
 
     where: Location
     grants: list[tuple[Grant, PeerTarget]]
+    calls: list[tuple[Location, str, str, str, str, str, frozenset[int], PortSet]]
 
 
 class _RawPeer(NamedTuple):
@@ -148,7 +152,7 @@ class _IntentBuilder:
         domain = self.req.domain
         protected = self.protected
         if protected is not None:
-            return lambda cluster: _with_labels(self.model.endpoints, index.in_place(
+            return lambda cluster: index.with_labels(index.in_place(
                 domain, cluster, protected.namespace), protected.selector)
         selector = LabelSelector.from_model(self.req.endpoint_selector)
         namespace = self.inventory.policy_namespace(self.req)
@@ -171,8 +175,14 @@ class _IntentBuilder:
             for peer in rule.endpoints:
                 origin = Origin(peer.location, f"requirement {self.req.key}, {direction} peer")
                 if peer.is_abstract:
-                    parts.append(_ServicePeer(peer.location, list(self._service_grants(
-                        rule, peer.selector, direction, explicit, origin))))
+                    grants = list(self._service_grants(rule, peer.selector, direction,
+                                                       explicit, origin))
+                    calls = [] if direction != "egress" or self.calls is None else [
+                        (peer.location, self.req.key, self.req.domain, target.service.key,
+                         target.service.namespace, target.service.name, grant.pods,
+                         grant.ports & self._service_ports(target.service))
+                        for grant, target in grants]
+                    parts.append(_ServicePeer(peer.location, grants, calls))
                     continue
                 ports = explicit
                 if ports is None:
@@ -190,13 +200,11 @@ class _IntentBuilder:
             if type(part) is Grant:
                 grants.append(part)
             elif type(part) is _ServicePeer:
+                if calls is not None:
+                    for where, key, domain, service, namespace, name, pods, ports in part.calls:
+                        calls.append(NamedCall(where, key, domain, cluster, service, namespace,
+                                               name, pods, ports))
                 for grant, target in part.grants:
-                    if calls is not None:
-                        service = target.service
-                        calls.append(NamedCall(
-                            part.where, self.req.key, self.req.domain, cluster, service.key,
-                            service.namespace, service.name, grant.pods,
-                            grant.ports & self._service_ports(service)))
                     grants.append(grant)
                     if hops:
                         grants.extend(self._hops(cluster, target.service.domain,
@@ -261,9 +269,9 @@ class _IntentBuilder:
         found = known.get(key)
         if found is None:
             index = self.model.index
-            found = known[key] = frozenset(i for cluster in set(clusters) for i in _with_labels(
-                self.model.endpoints, index.in_place(service.domain, cluster,
-                                                     service.namespace), service.selector))
+            found = known[key] = frozenset(
+                i for cluster in set(clusters) for i in index.with_labels(
+                    index.in_place(service.domain, cluster, service.namespace), service.selector))
         return found
 
     def _raw_pods(self, selector: Selector, cluster: str) -> frozenset[int]:
@@ -276,13 +284,6 @@ class _IntentBuilder:
             labels = labels.also(Term(POD_NAMESPACE_LABEL, "In", (namespace,)))
         index = self.model.index
         return frozenset(index.select(labels, index.in_place(self.req.domain, cluster)))
-
-
-def _with_labels(endpoints: Sequence[Endpoint], candidates: Sequence[int],
-                 wanted: Sequence[tuple[str, str]]) -> list[int]:
-    """The candidates whose own labels include every ``wanted`` one (a service's selector)."""
-    return [i for i in candidates
-            if all(endpoints[i].label_map.get(k) == v for k, v in wanted)]
 
 
 # --------------------------------------------------------------------------- identity layer

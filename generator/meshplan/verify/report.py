@@ -95,8 +95,8 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
                                                    reader=reader)
     actual, hops = layers.cilium, layers.hops
     calls: list[NamedCall] = []
-    intended = intended_connectivity(inventory, endpoints, hops, calls)
-    serving = backends(cilium.services, endpoints)
+    intended = intended_connectivity(inventory, endpoints, hops, calls, actual.index)
+    serving = backends(cilium.services, endpoints, actual.index)
     mismatches = compare(actual, intended, hops)
     diagnostics = [*cilium.problems, *identity_reading, *annotate_cilium(mismatches, layers),
                    *identity_problems(layers, intended_identity_layer(inventory, endpoints)),

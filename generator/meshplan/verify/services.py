@@ -12,14 +12,14 @@ not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh tes
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..diagnostics import Diagnostic, Location, error, warning
 from ..load.document import Spot
 from .connectivity import Connectivity, Direction
-from .endpoints import Endpoint
+from .endpoints import Endpoint, EndpointIndex
 from .ports import PortSet
 
 
@@ -45,39 +45,40 @@ class ServiceCopy:
         return self.where if isinstance(self.where, Location) else self.where.location()
 
 
-def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint]) -> dict[
-        ServiceCopy, tuple[int, ...]]:
+def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
+             index: EndpointIndex | None = None) -> dict[ServiceCopy, tuple[int, ...]]:
     """Every copy's backends (endpoint indices): its local pods, plus, for a global copy, the
-    local pods of every other global and shared copy of the same namespace/name."""
-    pods: dict[tuple[str, str, str], list[tuple[int, dict[str, str]]]] = {}
-    # the pods of a namespace by one label: candidates for a selector with that label
-    by_label: dict[tuple[str, str, str, str, str], list[tuple[int, dict[str, str]]]] = {}
-    for i, e in enumerate(endpoints):
-        if e.is_pod:
-            pod = (i, dict(e.labels))
-            pods.setdefault((e.domain, e.cluster, e.namespace), []).append(pod)
-            for k, v in pod[1].items():
-                by_label.setdefault((e.domain, e.cluster, e.namespace, k, v), []).append(pod)
+    local pods of every other global and shared copy of the same namespace/name. ``index``:
+    the endpoints' :class:`.endpoints.EndpointIndex`, when already built."""
+    if index is None:
+        index = EndpointIndex(endpoints)
+    elif index.endpoints != tuple(endpoints):
+        raise ValueError("the endpoint index is of other endpoints")
     local: list[tuple[int, ...]] = []
     shared: dict[tuple[str, str], set[int]] = {}  # the pods global, shared copies give
     for copy in copies:
         selector = copy.selector
-        if not selector:
-            candidates = pods.get((copy.domain, copy.cluster, copy.namespace), [])
-        else:
-            candidates = by_label.get((copy.domain, copy.cluster, copy.namespace,
-                                       *selector[0]), [])
-        mine = () if selector is None else tuple(
-            i for i, labels in candidates if all(labels.get(k) == v for k, v in selector))
+        mine = () if selector is None else tuple(index.with_labels(
+            index.in_place(copy.domain, copy.cluster, copy.namespace), selector))
         local.append(mine)
         if copy.is_global and copy.shared:
             shared.setdefault((copy.namespace, copy.name), set()).update(mine)
     out: dict[ServiceCopy, tuple[int, ...]] = {}
+    ordered: dict[tuple[str, str], tuple[int, ...]] = {}  # each shared set, in index order
     for copy, mine in zip(copies, local, strict=True):
         # local pods are in index order already; a global copy also gets every global and
         # shared copy's (its own among them when it is shared)
-        out[copy] = tuple(sorted(shared.get((copy.namespace, copy.name), set()).union(mine))) \
-            if copy.is_global else mine
+        if not copy.is_global:
+            out[copy] = mine
+            continue
+        name = (copy.namespace, copy.name)
+        if mine and not copy.shared:
+            out[copy] = tuple(sorted(shared.get(name, set()).union(mine)))
+            continue
+        found = ordered.get(name)
+        if found is None:
+            found = ordered[name] = tuple(sorted(shared.get(name, ())))
+        out[copy] = found
     return out
 
 
@@ -92,7 +93,6 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
     for i, e in enumerate(endpoints):
         if e.kind in ("service", "client"):
             clients.setdefault((e.domain, e.cluster), []).append(i)
-    groups: dict[tuple[ServiceCopy, str], tuple[set[str], set[str]]] = {}
     named: dict[tuple[Direction, int], frozenset[int]] = {}
 
     def named_by(direction: Direction, subject: int) -> frozenset[int]:
@@ -101,35 +101,34 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
             found = named[(direction, subject)] = actual.named(direction, subject)
         return found
 
-    def flow(client: int, backend: int) -> PortSet:
-        # By classes: a pod neither side's rules name gets both defaults (Connectivity.named)
-        if backend not in named_by("egress", client) and \
-                client not in named_by("ingress", backend):
-            return actual.default("egress", client) & actual.default("ingress", backend)
-        return actual.flow(client, backend)
+    ingress_defaults: dict[int, PortSet] = {}
 
-    titles: dict[int, str] = {}
-
-    def title(b: int) -> str:
-        found = titles.get(b)
+    def ingress_default(backend: int) -> PortSet:
+        found = ingress_defaults.get(backend)
         if found is None:
-            found = titles[b] = endpoints[b].title
+            found = ingress_defaults[backend] = actual.default("ingress", backend)
         return found
 
-    def add(copy: ServiceCopy, client: int, picked: Sequence[int],
-            allowed: Collection[int]) -> None:
-        reached, dropped = groups.setdefault((copy, endpoints[client].service_level),
-                                             (set(), set()))
-        reached.update(title(b) for b in allowed)
-        dropped.update(title(b) for b in picked if b not in allowed)
+    levels: dict[int, str] = {}
 
-    def add_class(copy: ServiceCopy, clients: Iterable[int], picked: Sequence[int],
-                  allowed: Collection[int]) -> None:
-        """:func:`add` for clients that all reach ``allowed`` of ``picked``."""
-        reached = [title(b) for b in allowed]
-        dropped = [title(b) for b in picked if b not in allowed]
-        for client in clients:
-            found = groups.setdefault((copy, endpoints[client].service_level), (set(), set()))
+    def level(client: int) -> str:
+        found = levels.get(client)
+        if found is None:
+            found = levels[client] = endpoints[client].service_level
+        return found
+
+    # Per copy, per caller (a client's service level): the backends (endpoint indices) some
+    # client of it reaches, and those some client of it finds blocked. Each copy's are all
+    # found in one pass of the loop below, so the copies and their callers keep the order
+    # they are first found in.
+    groups: dict[ServiceCopy, dict[str, tuple[set[int], set[int]]]] = {}
+
+    def add(mine: dict[str, tuple[set[int], set[int]]], callers: Iterable[str],
+            reached: Iterable[int], dropped: Iterable[int]) -> None:
+        for caller in callers:
+            found = mine.get(caller)
+            if found is None:
+                found = mine[caller] = (set(), set())
             found[0].update(reached)
             found[1].update(dropped)
 
@@ -137,21 +136,29 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
     # A client that no backend's ingress rules name, and whose egress rules name no backend,
     # gets both defaults from every backend (Connectivity.named): the backends it is allowed
     # then depend only on its egress default, and are found once per copy and default.
+    # Port sets are numbered by value (a number hashes faster than a PortSet).
+    numbers: dict[PortSet, int] = {}
     by_default: dict[tuple[str, str], dict[PortSet, list[int]]] = {}
+    egress_defaults: dict[int, PortSet] = {}
     egress_namers: dict[int, list[int]] = {}
     for key, members in clients.items():
         classes = by_default[key] = {}
         for i in members:
-            classes.setdefault(actual.default("egress", i), []).append(i)
+            default = egress_defaults[i] = actual.default("egress", i)
+            classes.setdefault(default, []).append(i)
             for b in named_by("egress", i):
                 egress_namers.setdefault(b, []).append(i)
+    numbered = {key: [(numbers.setdefault(default, len(numbers)), default, members)
+                      for default, members in classes.items()]
+                for key, classes in by_default.items()}
+    meets: dict[tuple[int, int], bool] = {}  # whether two numbered port sets intersect
 
     if serving is None:
         serving = backends(copies, endpoints)
     # The copies of one global Service pick from the same backends in every cluster: what
     # depends only on the backends (and the ports) is found once for all of them.
     specials: dict[tuple[int, ...], tuple[frozenset[int], frozenset[int]]] = {}
-    allowed_by_class: dict[tuple[tuple[int, ...], PortSet, PortSet], list[int]] = {}
+    allowed_by_class: dict[tuple[tuple[int, ...], int, int], tuple[list[int], list[int]]] = {}
     for copy, picked in serving.items():
         if len(picked) < 2 or not copy.ports:
             continue
@@ -159,6 +166,7 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
         if key not in clients:
             continue
         ports = copy.ports
+        port_number = numbers.setdefault(ports, len(numbers))
         known = specials.get(picked)
         if known is None:
             found: set[int] = set()  # named by a backend's ingress or naming one at egress
@@ -167,39 +175,72 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
                 found.update(egress_namers.get(b, ()))
             known = specials[picked] = (frozenset(picked), frozenset(found))
         picked_set, special = known
-        for egress_default, members in by_default[key].items():
-            if not egress_default & ports:
+        mine: dict[str, tuple[set[int], set[int]]] = {}
+        for default_number, egress_default, members in numbered[key]:
+            both = (default_number, port_number)
+            meet = meets.get(both)
+            if meet is None:
+                meet = meets[both] = bool(egress_default & ports)
+            if not meet:
                 continue  # no backend allowed to a client that names none
-            class_key = (picked, egress_default, ports)
-            allowed_here = allowed_by_class.get(class_key)
-            if allowed_here is None:
-                allowed_here = allowed_by_class[class_key] = [
-                    b for b in picked if egress_default & actual.default("ingress", b) & ports]
-            allowed: Collection[int] = allowed_here
-            if not allowed or len(allowed) == len(picked):
+            class_key = (picked, default_number, port_number)
+            split = allowed_by_class.get(class_key)
+            if split is None:
+                allowed_here = [b for b in picked
+                                if egress_default & ingress_default(b) & ports]
+                split = allowed_by_class[class_key] = (
+                    allowed_here, [b for b in picked if b not in allowed_here])
+            allowed_here, dropped_here = split
+            if not allowed_here or len(allowed_here) == len(picked):
                 continue
-            add_class(copy, (i for i in members if i not in special and i not in picked_set),
-                      picked, allowed)
+            # every such client reaches the same backends: once per caller
+            add(mine, dict.fromkeys(level(i) for i in members
+                                    if i not in special and i not in picked_set),
+                allowed_here, dropped_here)
         for i in special.intersection(clients[key]) - picked_set:
             # By classes: a backend its egress rules do not name gets the egress default,
             # so when that allows none of the ports only the named backends can be allowed.
-            if actual.default("egress", i) & ports:
-                reachable: Iterable[int] = picked
-            else:
-                reachable = [b for b in picked if b in named_by("egress", i)]
-            allowed = {b for b in reachable if flow(i, b) & ports}
+            egress_named = named_by("egress", i)
+            egress_default = egress_defaults[i]
+            reachable: Iterable[int] = picked if egress_default & ports else [
+                b for b in picked if b in egress_named]
+            allowed: set[int] = set()
+            for b in reachable:
+                # By classes: a pod neither side's rules name gets both defaults
+                # (Connectivity.named)
+                if b not in egress_named and i not in named_by("ingress", b):
+                    flow = egress_default & ingress_default(b)
+                else:
+                    flow = actual.flow(i, b)
+                if flow & ports:
+                    allowed.add(b)
             if allowed and len(allowed) != len(picked):
-                add(copy, i, picked, allowed)
+                add(mine, (level(i),), allowed, [b for b in picked if b not in allowed])
+        if mine:
+            groups[copy] = mine
+    titles: dict[int, str] = {}
+
+    def title(b: int) -> str:
+        found = titles.get(b)
+        if found is None:
+            found = titles[b] = endpoints[b].title
+        return found
+
+    found_groups = []
+    for copy, mine in groups.items():
+        location = copy.location  # looked up once per copy (a Spot finds it each time)
+        for caller, (reached, dropped) in mine.items():
+            found_groups.append((location, caller, copy, reached, dropped))
+    found_groups.sort(key=lambda g: (g[0], g[1]))
     out = []
-    for (copy, caller), (reached, dropped) in sorted(groups.items(), key=lambda g: (
-            g[0][0].location, g[0][1])):
-        out.append(warning(copy.location, "", f"expected every backend of the global Service "
+    for location, caller, copy, reached, dropped in found_groups:
+        out.append(warning(location, "", f"expected every backend of the global Service "
                            f"{copy.namespace}/{copy.name} of {copy.domain}/{copy.cluster} to be "
                            f"allowed for {caller}, which may call it there, found "
-                           f"{', '.join(sorted(dropped))} blocked and "
-                           f"{', '.join(sorted(reached))} allowed: Cilium load-balances every "
-                           "connection to any of them (affinity is only a preference), so "
-                           "part of the connections will be dropped, at random"))
+                           f"{', '.join(sorted({title(b) for b in dropped}))} blocked and "
+                           f"{', '.join(sorted({title(b) for b in reached}))} allowed: Cilium "
+                           "load-balances every connection to any of them (affinity is only a "
+                           "preference), so part of the connections will be dropped, at random"))
     return out
 
 
@@ -232,15 +273,23 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                            []).append((copy, picked))
     reached: set[tuple[Location, str, str, str, str]] = set()
     failed: dict[tuple[Location, str, str, str, str], NamedCall] = {}
+    # Many calls share their pods (a service's, in the clusters its peer names): the
+    # clusters of a set of pods are found once.
+    places: dict[frozenset[int], frozenset[tuple[str, str]]] = {}
     for call in calls:
         pods = call.pods
         if not pods:
             continue  # nothing to reach
         domain, cluster = call.domain, call.cluster
-        if any(endpoints[i].cluster == cluster and endpoints[i].domain == domain
-               for i in pods):
+        local = places.get(pods)
+        if local is None:
+            local = places[pods] = frozenset((endpoints[i].domain, endpoints[i].cluster)
+                                             for i in pods)
+        if (domain, cluster) in local:
             continue  # local backends
         key = (call.where, domain, cluster, call.namespace, call.name)
+        if key in reached:
+            continue  # reported by no call: what this one finds changes nothing
         if any(not pods.isdisjoint(picked) and copy.exposed.covers(call.ports)
                for copy, picked in by_name.get(key[1:], ())):
             reached.add(key)
