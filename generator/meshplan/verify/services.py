@@ -109,14 +109,6 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
             found = ingress_defaults[backend] = actual.default("ingress", backend)
         return found
 
-    levels: dict[int, str] = {}
-
-    def level(client: int) -> str:
-        found = levels.get(client)
-        if found is None:
-            found = levels[client] = endpoints[client].service_level
-        return found
-
     # Per copy, per caller (a client's service level): the backends (endpoint indices) some
     # client of it reaches, and those some client of it finds blocked. Each copy's are all
     # found in one pass of the loop below, so the copies and their callers keep the order
@@ -194,7 +186,7 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
             if not allowed_here or len(allowed_here) == len(picked):
                 continue
             # every such client reaches the same backends: once per caller
-            add(mine, dict.fromkeys(level(i) for i in members
+            add(mine, dict.fromkeys(endpoints[i].service_level for i in members
                                     if i not in special and i not in picked_set),
                 allowed_here, dropped_here)
         for i in special.intersection(clients[key]) - picked_set:
@@ -215,17 +207,10 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
                 if flow & ports:
                     allowed.add(b)
             if allowed and len(allowed) != len(picked):
-                add(mine, (level(i),), allowed, [b for b in picked if b not in allowed])
+                add(mine, (endpoints[i].service_level,), allowed,
+                    [b for b in picked if b not in allowed])
         if mine:
             groups[copy] = mine
-    titles: dict[int, str] = {}
-
-    def title(b: int) -> str:
-        found = titles.get(b)
-        if found is None:
-            found = titles[b] = endpoints[b].title
-        return found
-
     found_groups = []
     for copy, mine in groups.items():
         location = copy.location  # looked up once per copy (a Spot finds it each time)
@@ -234,11 +219,12 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
     found_groups.sort(key=lambda g: (g[0], g[1]))
     out = []
     for location, caller, copy, reached, dropped in found_groups:
+        blocked_titles = ", ".join(sorted({endpoints[b].title for b in dropped}))
+        allowed_titles = ", ".join(sorted({endpoints[b].title for b in reached}))
         out.append(warning(location, "", f"expected every backend of the global Service "
                            f"{copy.namespace}/{copy.name} of {copy.domain}/{copy.cluster} to be "
                            f"allowed for {caller}, which may call it there, found "
-                           f"{', '.join(sorted({title(b) for b in dropped}))} blocked and "
-                           f"{', '.join(sorted({title(b) for b in reached}))} allowed: Cilium "
+                           f"{blocked_titles} blocked and {allowed_titles} allowed: Cilium "
                            "load-balances every connection to any of them (affinity is only a "
                            "preference), so part of the connections will be dropped, at random"))
     return out
