@@ -411,7 +411,8 @@ def test_a_rule_recurring_in_policies_is_read_once_as_one_object() -> None:
 def test_a_known_rule_text_never_stands_for_another_rule() -> None:
     """Rules are found by their text as the writer lays it out: a guess, checked. A mapping
     laid out like rules elsewhere (metadata's), a forged entry with another rule where a
-    known one is written: each file still reads as the parser reads it."""
+    known one is written: each file still reads as the parser reads it, positions included
+    (once, a forged entry's rules gave the positions of the known ones standing for them)."""
     store = MemoryStore()
     first = RenderedReader(store)
     first.documents("a.yaml", dump_documents([policy("p", [RULE_A, RULE_B])]).encode())
@@ -429,7 +430,9 @@ def test_a_known_rule_text_never_stands_for_another_rule() -> None:
         reader = RenderedReader(store)
         reader.documents("a.yaml", dump_documents([policy("p", [RULE_A, RULE_B])]).encode())
         docs, _ = reader.documents("b.yaml", raw)
-        assert [d.data for d in docs] == [d.data for d in parsed]
+        # positions too: those of the rules read, never of the forged ones they stand for
+        assert [(d.data, dict(d.marks)) for d in docs] == \
+            [(d.data, dict(d.marks)) for d in parsed]
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])

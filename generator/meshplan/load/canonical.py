@@ -164,12 +164,14 @@ def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
                 continue
             if source is None or type(item) is not dict:
                 return None
-            item = parts.known.checked(part, item)
-            if item is None:
+            checked = parts.known.checked(part, item)
+            if checked is None:
                 return None
-            data.append(item)
-            sources.append(source)
-            learnt.append((part, item))
+            data.append(checked)
+            # marks from the data checked: a policy may read with known rules in place of
+            # the candidate's (which an entry's JSON would give the positions of)
+            sources.append(source if checked is item else _KnownSource(checked))
+            learnt.append((part, checked))
         for part, item in learnt:
             parts.learn(part, item)
     else:
