@@ -148,8 +148,6 @@ class _ActualBuilder:
         # whose reading depends on the namespace (a peer that names none)
         self.rule_readings: dict[tuple[str, str], _RuleReading] = {}
         self.namespaced_readings: dict[tuple[str, str | None, str], _RuleReading] = {}
-        # id(rule) -> (rule, repr(rule)): the rule held, so that its id is not reused
-        self.rule_texts: dict[int, tuple[Any, str]] = {}
         # (direction, rule text) -> why Cilium rejects it (paths relative to the rule)
         self.rule_rejections: dict[tuple[str, str], tuple[tuple[PathKey, str], ...]] = {}
         # direction -> id(rule) -> its entry (the rule held, so that its id is not reused):
@@ -322,14 +320,6 @@ class _PolicyReader:
         self._subject: tuple[Any, _SubjectReading] | None = None  # the last one read
         self._used_mesh = self._used_namespace = False
 
-    def _text(self, rule: Any) -> str:
-        """``repr(rule)``: the key of a rule's readings, computed once per rule object (the
-        reader gives the rules of equal text one shared object, read-only)."""
-        held = self.owner.rule_texts.get(id(rule))
-        if held is None or held[0] is not rule:
-            held = self.owner.rule_texts[id(rule)] = (rule, repr(rule))
-        return held[1]
-
     def _selector(self, data: Any, *, in_namespace: bool = False
                   ) -> tuple[LabelSelector | None, str | None]:
         """:func:`parse_selector` (``in_namespace``: dropping a namespaced policy's
@@ -418,8 +408,10 @@ class _PolicyReader:
 
     def _entry(self, rule: dict[str, Any], direction: Direction) -> _RuleEntry:
         """A rule object's entry, made on its first occurrence: why Cilium refuses it, read
-        once per (direction, rule text)."""
-        text = self._text(rule)
+        once per (direction, rule text). ``repr``: the key of a rule's readings, made once per
+        rule object and direction (the reader gives the rules of equal text one shared
+        object, read-only)."""
+        text = repr(rule)
         key = (direction, text)
         found = self.owner.rule_rejections.get(key)
         if found is None:
