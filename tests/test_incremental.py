@@ -1001,4 +1001,4 @@ def test_reads_changed_is_its_definition(services: set[str],
 
     recs = [RequirementRecord(("d", "n/r", False), (), (), tuple(calls), "", tuple(reads))
             for calls, reads in records]
-    assert reads_changed(recs, services) == _reads_changed_by_definition(recs, services)
+    assert reads_changed(services)(recs) == _reads_changed_by_definition(recs, services)

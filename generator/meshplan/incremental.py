@@ -379,19 +379,13 @@ def _service_facts(service: Service) -> tuple[Any, ...]:
             service.export_to, service.path, service.clusters_path, service.service_account)
 
 
-def reads_changed(records: Iterable[RequirementRecord], services: set[str]) -> bool:
-    """Whether a requirement looks up one of the changed ``services`` (or, through a
-    wildcard, any service of a domain where one changed), or calls a service named like one
-    of them: the mirror and ExternalName Services it puts into client clusters are named
-    after the services it calls and must not take the place of an inventory Service of that
-    name, of any domain (refinement reports the clash), so a namesake's change concerns it."""
-    return reads_changed_test(services)(records)
-
-
-def reads_changed_test(services: set[str]
-                       ) -> Callable[[Iterable[RequirementRecord]], bool]:
-    """:func:`reads_changed` for these ``services``, its sets made once (a run asks it of
-    every requirement file, thousands)."""
+def reads_changed(services: set[str]) -> Callable[[Iterable[RequirementRecord]], bool]:
+    """Whether a requirement file (its records) looks up one of the changed ``services`` (or,
+    through a wildcard, any service of a domain where one changed), or calls a service named
+    like one of them: the mirror and ExternalName Services it puts into client clusters are
+    named after the services it calls and must not take the place of an inventory Service of
+    that name, of any domain (refinement reports the clash), so a namesake's change concerns
+    it. The test's sets are made once (a run asks it of every requirement file)."""
     domains = {s.partition("/")[0] for s in services}
     names = frozenset({s.partition("/")[2] for s in services} - {"*"})
     # a read "d/n" matches when it is a changed service, a wildcard "d/*" of a domain where

@@ -880,7 +880,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         other_outputs,
         plan_work,
         pods_digest,
-        reads_changed_test,
+        reads_changed,
         render_stale,
         shared_global_names,
         split_diagnostics,
@@ -915,7 +915,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         piece = _InventorySlice(root, inputs, previous)
         if changed_inventory:
             services = piece.services_changed(cache, previous, changed_inventory)
-        concerned = reads_changed_test(services) if services is not None else None
+        concerned = reads_changed(services) if services is not None else None
         dirty = [p for p in inputs.requirements if p in changed or (
             concerned is not None and concerned(old[p].requirements))]
         dirty_docs, found, dirty_model = _dirty_requirements(root, inputs, dirty, full_above)
@@ -964,7 +964,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
                     if old_model is not None and changed_inventory else None)
         if services is not None:
             changed_domains.difference_update(d.name for d in model.domains)
-            concerns = reads_changed_test(services)
+            concerns = reads_changed(services)
             dirty = [p for p in inputs.requirements if p in changed or concerns(
                 old[p].requirements) or any(
                 not changed_domains.isdisjoint(rec.footprint) for rec in old[p].requirements)]
