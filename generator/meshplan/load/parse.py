@@ -436,18 +436,10 @@ class _EventBuilder(_DataBuilder):
             events.dispose()
         return documents, diagnostics
 
-    def _enter(self, event: Any) -> None:
-        """Count a node by its first event, as ``_Budget.enter`` counts it (inlined in
-        :meth:`_node` and :meth:`_mapping`, the hot paths: keep them in step)."""
-        self.nodes_left -= 1
-        self.depth += 1
-        if self.depth > MAX_DEPTH or self.nodes_left < 0:
-            self._over_limit(event)
-        if type(event) is _AliasEvent or event.anchor is not None or event.tag is not None:
-            raise _NeedsComposer
-
     def _over_limit(self, event: Any) -> None:
-        """Raise for a node past a limit (nesting first, as ``_Budget.enter``)."""
+        """Raise for a node past a limit (nesting first, as ``_Budget.enter``). A node is
+        counted by its first event as ``_Budget.enter`` counts it, inlined in :meth:`_node`
+        and :meth:`_mapping` (the hot paths: keep them in step)."""
         if self.depth > MAX_DEPTH:
             raise _LimitExceeded(event.start_mark, f"expected at most {MAX_DEPTH} levels of "
                                  "nesting, found more")
@@ -457,7 +449,7 @@ class _EventBuilder(_DataBuilder):
     def _node(self, event: Any, path: PathKey, live: bool) -> Any:
         """Read the node that ``event`` starts; build it (data and marks) only if ``live``: not
         after a fatal problem in its document, not as the value of a repeated key."""
-        # _enter, inlined
+        # counted as _Budget.enter counts a node (see _over_limit)
         self.nodes_left -= 1
         self.depth += 1
         if self.depth > MAX_DEPTH or self.nodes_left < 0:
@@ -499,7 +491,7 @@ class _EventBuilder(_DataBuilder):
         marks = self.marks
         result: dict[Any, Any] = {}
         while (kind := type(key_event := get_event())) is not _MappingEndEvent:
-            # _enter, inlined: the key counts as a node
+            # the key counts as a node (see _over_limit)
             self.nodes_left -= 1
             self.depth += 1
             if self.depth > MAX_DEPTH or self.nodes_left < 0:
