@@ -140,16 +140,25 @@ def test_main_returns_the_exit_code_instead_of_exiting(tmp_path: Path) -> None:
 
 
 def test_render_hands_its_analysis_to_keep_only_when_given_one(
-    example_repo: Path, tmp_path: Path,
+    example_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """What ``run`` passes (its process ends right after) keeps the analysis alive; a plain
     ``main(argv)`` (a process that goes on) keeps nothing."""
+    handed: list[list[object] | None] = []
+    real = cli._kept_until_exit
+
+    def spy() -> list[object] | None:
+        handed.append(real())
+        return handed[-1]
+
+    monkeypatch.setattr(cli, "_kept_until_exit", spy)
     kept: list[object] = []
     args = ["render", "--repo", str(example_repo), "--no-cache"]
     assert cli.main([*args, "--out", str(tmp_path / "kept")], keep=kept) == 0
     assert any(isinstance(item, pipeline.Analysis) for item in kept)
-    assert cli._kept_until_exit() is None  # outside a command: nothing to hand to
+    assert handed == [kept]
     assert cli.main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert handed == [kept, None]  # inside the command, with nothing to hand to
 
 
 def test_a_cache_that_cannot_be_saved_warns_and_the_render_stands(
