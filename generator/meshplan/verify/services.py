@@ -12,7 +12,7 @@ not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh tes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -87,15 +87,7 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
                             ) -> list[Diagnostic]:
     """Clients of a cluster allowed to some, but not all, backends its copy of a Service picks
     from: part of their connections will be dropped, at random. ``serving``: the copies'
-    :func:`backends`, when already found.
-
-    Decided by classes, not pair by pair. A client that no backend's ingress rules name, and
-    whose egress rules name no backend, gets both defaults from every backend
-    (:meth:`.Connectivity.named`): the backends it is allowed depend only on its egress
-    default, and are found once per set of backends, ports and egress default; its cluster's
-    callers of each default are found once. Only the few clients a backend's rules name, or
-    whose rules name one (found per set of backends, from the backends' named sets, and
-    grouped by cluster), are looked at one by one, and then only on the side that names."""
+    :func:`backends`, when already found."""
     endpoints = actual.endpoints
     clients: dict[tuple[str, str], list[int]] = {}
     for i, e in enumerate(endpoints):
@@ -118,7 +110,9 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
         return found
 
     # Per copy, per caller (a client's service level): the backends (endpoint indices) some
-    # client of it reaches, and those some client of it finds blocked.
+    # client of it reaches, and those some client of it finds blocked. Each copy's are all
+    # found in one pass of the loop below, so the copies and their callers keep the order
+    # they are first found in.
     groups: dict[ServiceCopy, dict[str, tuple[set[int], set[int]]]] = {}
 
     def add(mine: dict[str, tuple[set[int], set[int]]], callers: Iterable[str],
@@ -130,26 +124,24 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
             found[0].update(reached)
             found[1].update(dropped)
 
-    # The clients of each cluster by their egress default (a class: its number, the default,
-    # and how many of its members each caller has), and who names a pod at egress.
+    # The clients of each cluster by their egress default, and who names a pod at egress.
+    # A client that no backend's ingress rules name, and whose egress rules name no backend,
+    # gets both defaults from every backend (Connectivity.named): the backends it is allowed
+    # then depend only on its egress default, and are found once per copy and default.
     # Port sets are numbered by value (a number hashes faster than a PortSet).
     numbers: dict[PortSet, int] = {}
-    by_default: dict[tuple[str, str], dict[PortSet, dict[str, int]]] = {}
+    by_default: dict[tuple[str, str], dict[PortSet, list[int]]] = {}
     egress_defaults: dict[int, PortSet] = {}
     egress_namers: dict[int, list[int]] = {}
     for key, members in clients.items():
         classes = by_default[key] = {}
         for i in members:
             default = egress_defaults[i] = actual.default("egress", i)
-            callers = classes.get(default)
-            if callers is None:
-                callers = classes[default] = {}
-            level = endpoints[i].service_level
-            callers[level] = callers.get(level, 0) + 1
+            classes.setdefault(default, []).append(i)
             for b in named_by("egress", i):
                 egress_namers.setdefault(b, []).append(i)
-    numbered = {key: [(numbers.setdefault(default, len(numbers)), default, callers)
-                      for default, callers in classes.items()]
+    numbered = {key: [(numbers.setdefault(default, len(numbers)), default, members)
+                      for default, members in classes.items()]
                 for key, classes in by_default.items()}
     meets: dict[tuple[int, int], bool] = {}  # whether two numbered port sets intersect
 
@@ -157,7 +149,7 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
         serving = backends(copies, endpoints)
     # The copies of one global Service pick from the same backends in every cluster: what
     # depends only on the backends (and the ports) is found once for all of them.
-    specials: dict[tuple[int, ...], _Special] = {}
+    specials: dict[tuple[int, ...], tuple[frozenset[int], frozenset[int]]] = {}
     allowed_by_class: dict[tuple[tuple[int, ...], int, int], tuple[list[int], list[int]]] = {}
     for copy, picked in serving.items():
         if len(picked) < 2 or not copy.ports:
@@ -167,13 +159,16 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
             continue
         ports = copy.ports
         port_number = numbers.setdefault(ports, len(numbers))
-        special = specials.get(picked)
-        if special is None:
-            special = specials[picked] = _special(picked, endpoints, named_by, egress_namers)
-        special_here = special.clients.get(key, ())
-        left_out = special.left_out.get(key)
+        known = specials.get(picked)
+        if known is None:
+            found: set[int] = set()  # named by a backend's ingress or naming one at egress
+            for b in picked:
+                found.update(named_by("ingress", b))
+                found.update(egress_namers.get(b, ()))
+            known = specials[picked] = (frozenset(picked), frozenset(found))
+        picked_set, special = known
         mine: dict[str, tuple[set[int], set[int]]] = {}
-        for default_number, egress_default, callers in numbered[key]:
+        for default_number, egress_default, members in numbered[key]:
             both = (default_number, port_number)
             meet = meets.get(both)
             if meet is None:
@@ -190,35 +185,30 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
             allowed_here, dropped_here = split
             if not allowed_here or len(allowed_here) == len(picked):
                 continue
-            # every such client reaches the same backends: once per caller that has one
-            # (a member the rules name, or a backend itself, is not one of the class)
-            if left_out:
-                gone: dict[str, int] = {}
-                for i in left_out:
-                    if egress_defaults[i] == egress_default:
-                        level = endpoints[i].service_level
-                        gone[level] = gone.get(level, 0) + 1
-                add(mine, [level for level, count in callers.items()
-                           if gone.get(level, 0) < count], allowed_here, dropped_here)
-            else:
-                add(mine, callers, allowed_here, dropped_here)
-        for i in special_here:
-            # By sides: a backend its egress rules do not name gets its egress default, and
-            # a backend whose ingress rules do not name it gives its ingress default
-            # (Connectivity.named), so only a naming side is evaluated.
+            # every such client reaches the same backends: once per caller
+            add(mine, dict.fromkeys(endpoints[i].service_level for i in members
+                                    if i not in special and i not in picked_set),
+                allowed_here, dropped_here)
+        for i in special.intersection(clients[key]) - picked_set:
+            # By classes: a backend its egress rules do not name gets the egress default,
+            # so when that allows none of the ports only the named backends can be allowed.
             egress_named = named_by("egress", i)
             egress_default = egress_defaults[i]
-            naming = special.naming.get(i, ())
-            allowed: list[int] = []
-            for b in picked:
+            reachable: Iterable[int] = picked if egress_default & ports else [
+                b for b in picked if b in egress_named]
+            allowed: set[int] = set()
+            for b in reachable:
+                # By sides: a pod a side's rules do not name gets that side's default
+                # (Connectivity.named), so only a naming side is evaluated (most often the
+                # client's egress alone: its rules name the backends, theirs not the client)
                 out_ports = actual.verdict_ports("egress", i, b) if b in egress_named \
                     else egress_default
                 if not out_ports & ports:
                     continue
-                in_ports = actual.verdict_ports("ingress", b, i) if b in naming \
-                    else ingress_default(b)
+                in_ports = actual.verdict_ports("ingress", b, i) \
+                    if i in named_by("ingress", b) else ingress_default(b)
                 if out_ports & in_ports & ports:
-                    allowed.append(b)
+                    allowed.add(b)
             if allowed and len(allowed) != len(picked):
                 add(mine, (endpoints[i].service_level,), allowed,
                     [b for b in picked if b not in allowed])
@@ -241,42 +231,6 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
                            "load-balances every connection to any of them (affinity is only a "
                            "preference), so part of the connections will be dropped, at random"))
     return out
-
-
-class _Special(NamedTuple):
-    """What one set of backends (a global Service's) makes of the clients its rules name."""
-
-    # per cluster: its clients named by a backend's ingress or naming one at egress, the
-    # backends themselves left out (looked at one by one)
-    clients: dict[tuple[str, str], list[int]]
-    # per cluster: the clients of its egress-default classes that are not of them (the
-    # named ones and the backends)
-    left_out: dict[tuple[str, str], list[int]]
-    naming: dict[int, list[int]]  # per client: the backends whose ingress rules name it
-
-
-def _special(picked: tuple[int, ...], endpoints: Sequence[Endpoint],
-             named_by: Callable[[Direction, int], frozenset[int]],
-             egress_namers: Mapping[int, list[int]]) -> _Special:
-    picked_set = frozenset(picked)
-    naming: dict[int, list[int]] = {}
-    found: set[int] = set()
-    for b in picked:
-        for i in named_by("ingress", b):
-            naming.setdefault(i, []).append(b)
-        found.update(egress_namers.get(b, ()))
-    found.update(naming)
-    clients: dict[tuple[str, str], list[int]] = {}
-    left_out: dict[tuple[str, str], list[int]] = {}
-    for i in found.union(picked):
-        e = endpoints[i]
-        if e.kind not in ("service", "client"):
-            continue
-        key = (e.domain, e.cluster)
-        left_out.setdefault(key, []).append(i)
-        if i not in picked_set:
-            clients.setdefault(key, []).append(i)
-    return _Special(clients, left_out, naming)
 
 
 class NamedCall(NamedTuple):
