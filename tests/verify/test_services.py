@@ -9,13 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from meshplan.diagnostics import Diagnostic, Location, Severity
 from meshplan.pipeline import validate
 from meshplan.verify.connectivity import Connectivity
 from meshplan.verify.endpoints import Endpoint, EndpointIndex
 from meshplan.verify.ports import PortSet
 from meshplan.verify.report import verify
-from meshplan.verify.services import ServiceCopy, backends
+from meshplan.verify.services import NamedCall, ServiceCopy, backends, name_problems
 
 from tests.support.flows import rendered_files, verify_repo
 from tests.support.repos import REPO_ROOT, THESIS_DIR, copy_tree
@@ -203,3 +205,78 @@ def test_a_mirror_that_no_longer_exposes_the_called_port_is_an_error(edit: str) 
         "expected domain2/cl4 to have a Service backend-namespace/backend whose backends "
         "include a pod of service domain1/backend"), found[0].message
     assert "a client calling it on TCP/80 reaches no pod there" in found[0].message
+
+
+def reference_name_problems(calls: list[NamedCall], serving: dict[ServiceCopy, tuple[int, ...]]
+                            ) -> list[tuple[str, str]]:
+    """Name problems by their definition, call by call: a (peer, client cluster, Service) is
+    reported, with its first call, when none of its calls (to pods not local there) reaches a
+    copy of that name holding one of the pods and exposing every port called."""
+    results: dict[tuple[Location, str, str, str, str], list[tuple[NamedCall, bool]]] = {}
+    for call in calls:
+        if not call.pods or any((ENDPOINTS[i].domain, ENDPOINTS[i].cluster)
+                                == (call.domain, call.cluster) for i in call.pods):
+            continue
+        reaches = any((copy.domain, copy.cluster, copy.namespace, copy.name)
+                      == (call.domain, call.cluster, call.namespace, call.name)
+                      and set(picked) & call.pods and copy.exposed.covers(call.ports)
+                      for copy, picked in serving.items())
+        results.setdefault((call.where, call.domain, call.cluster, call.namespace, call.name),
+                           []).append((call, reaches))
+    return [(str(found[0][0].where), found[0][0].requirement) for found in results.values()
+            if not any(reaches for _, reaches in found)]
+
+
+@pytest.mark.slow
+@settings(deadline=None)
+@given(st.data())
+def test_name_problems_agree_with_every_call(data: st.DataObject) -> None:
+    """Calls of one peer, cluster and Service that reach a copy and calls that do not, in any
+    order: the key is reported, with its first call, exactly when none of its calls reaches."""
+    tcp80 = PortSet.single("TCP", 80)
+    ports = st.sampled_from([tcp80, tcp80, PortSet.single("TCP", 443), PortSet()])
+    names = st.sampled_from(["web", "web", "web", "api"])
+    likely = st.sampled_from([True, True, True, False])
+    copies: list[ServiceCopy] = []
+    for domain, cluster in [("d", "a"), ("d", "b"), ("d", "c"), ("e", "x")]:
+        if data.draw(likely):
+            copies.append(ServiceCopy(domain, cluster, "ns", data.draw(names),
+                                      WEB if data.draw(likely) else None, data.draw(likely),
+                                      data.draw(likely), tcp80, data.draw(ports),
+                                      Location("s.yaml", len(copies) + 1)))
+    serving = backends(copies, ENDPOINTS)
+    # few keys (peer, cluster, name), so that one often has calls that reach and calls that
+    # do not, in either order
+    calls: list[NamedCall] = []
+    for n in range(data.draw(st.integers(0, 10))):
+        domain, cluster = ("d", "a") if data.draw(likely) else ("e", "x")
+        calls.append(NamedCall(Location("r.yaml", 1 if data.draw(likely) else 2), f"req{n}",
+                               domain, cluster, "d/web", "ns", data.draw(names),
+                               frozenset(data.draw(st.sets(st.integers(0, 3), min_size=1,
+                                                           max_size=2))),
+                               data.draw(ports)))
+    found = [(str(d.location), d.message.split("which requirement ")[1].split(" ")[0])
+             for d in name_problems(calls, ENDPOINTS, serving)]
+    assert found == reference_name_problems(calls, serving)
+
+
+@pytest.mark.parametrize("reaching_first", [True, False])
+def test_a_name_one_call_reaches_is_not_reported_for_another(reaching_first: bool) -> None:
+    """Two calls of one peer, cluster and Service: one reaches the copy (pods behind it, port
+    exposed), the other not (a port it does not expose). The name works: nothing is reported,
+    whichever comes first. A third key, whose two calls both fail, is reported once, with its
+    first call."""
+    copies = [copy("a"), copy("b")]  # global and shared: a's copy picks b's pod too
+    serving = backends(copies, ENDPOINTS)
+
+    def call(requirement: str, line: int, port: int) -> NamedCall:
+        return NamedCall(Location("r.yaml", line), requirement, "d", "a", "d/web", "ns", "web",
+                         frozenset({1}), PortSet.single("TCP", port))
+
+    pair = [call("reaches", 1, 80), call("fails", 1, 443)]
+    calls = [*(pair if reaching_first else pair[::-1]), call("first", 2, 443),
+             call("second", 2, 443)]
+    assert reference_name_problems(calls, serving) == [("r.yaml:2:0", "first")]
+    found = name_problems(calls, ENDPOINTS, serving)
+    assert [(str(d.location), d.message.split("which requirement ")[1].split(" ")[0])
+            for d in found] == [("r.yaml:2:0", "first")]

@@ -198,13 +198,16 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
                 b for b in picked if b in egress_named]
             allowed: set[int] = set()
             for b in reachable:
-                # By classes: a pod neither side's rules name gets both defaults
-                # (Connectivity.named)
-                if b not in egress_named and i not in named_by("ingress", b):
-                    flow = egress_default & ingress_default(b)
-                else:
-                    flow = actual.flow(i, b)
-                if flow & ports:
+                # By sides: a pod a side's rules do not name gets that side's default
+                # (Connectivity.named), so only a naming side is evaluated (most often the
+                # client's egress alone: its rules name the backends, theirs not the client)
+                out_ports = actual.verdict_ports("egress", i, b) if b in egress_named \
+                    else egress_default
+                if not out_ports & ports:
+                    continue
+                in_ports = actual.verdict_ports("ingress", b, i) \
+                    if i in named_by("ingress", b) else ingress_default(b)
+                if out_ports & in_ports & ports:
                     allowed.add(b)
             if allowed and len(allowed) != len(picked):
                 add(mine, (endpoints[i].service_level,), allowed,
@@ -257,8 +260,11 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
     for copy, picked in serving.items():
         by_name.setdefault((copy.domain, copy.cluster, copy.namespace, copy.name),
                            []).append((copy, picked))
-    reached: set[tuple[Location, str, str, str, str]] = set()
+    # Two passes: the first finds each call's answer and keeps only the failures (rare), the
+    # second, only when there are some, which of their keys another call reaches. A key is
+    # reported (with its first failing call) exactly when no call of it reaches a copy.
     failed: dict[tuple[Location, str, str, str, str], NamedCall] = {}
+    reaching: list[NamedCall] = []  # the checked calls that reach a copy
     # Many calls share their pods (a service's, in the clusters its peer names): the
     # clusters of a set of pods are found once.
     places: dict[frozenset[int], frozenset[tuple[str, str]]] = {}
@@ -273,14 +279,19 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                                              for i in pods)
         if (domain, cluster) in local:
             continue  # local backends
-        key = (call.where, domain, cluster, call.namespace, call.name)
-        if key in reached:
-            continue  # reported by no call: what this one finds changes nothing
-        if any(not pods.isdisjoint(picked) and copy.exposed.covers(call.ports)
-               for copy, picked in by_name.get(key[1:], ())):
-            reached.add(key)
+        for copy, picked in by_name.get((domain, cluster, call.namespace, call.name), ()):
+            if not pods.isdisjoint(picked) and copy.exposed.covers(call.ports):
+                reaching.append(call)
+                break
         else:
-            failed.setdefault(key, call)
+            failed.setdefault((call.where, domain, cluster, call.namespace, call.name), call)
+    if failed:
+        names = {key[1:] for key in failed}
+        reached = {key for call in reaching
+                   for key in ((call.where, call.domain, call.cluster, call.namespace,
+                                call.name),) if key[1:] in names}
+    else:
+        reached = set()
     out = []
     for key, call in failed.items():
         if key in reached:
