@@ -301,7 +301,9 @@ class KnownDocuments:
     entry or the layout reader offers for it is not even looked at). The documents of equal
     texts share their data, so nothing may change a document's data (no reader of rendered
     files does). Only small documents are kept (:data:`MAX_KNOWN_TEXT`), and only while the
-    files are read (:meth:`RenderedReader.forget_known`).
+    files are read (:meth:`RenderedReader.forget_known`). The same holds for the pieces of
+    policies (:meth:`policy`), kept whatever their size: those are what recurs in policies
+    (a policy as a whole is mostly its own cluster's).
     """
 
     __slots__ = ("by_text", "heads", "lines", "rules", "runs", "tails")
