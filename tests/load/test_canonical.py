@@ -499,3 +499,68 @@ def test_a_policy_of_known_rules_is_checked_without_writing_them(monkeypatch: An
     found = known.checked(text, later)
     assert found == later
     assert found["spec"]["egress"][0] is first["spec"]["egress"][1]
+
+
+def test_a_policy_of_known_pieces_is_read_without_its_candidate(monkeypatch: Any) -> None:
+    """A policy whose every piece (the items before its spec, the spec's other items, each
+    rule, what follows them) was read in an earlier policy is put together from them: its
+    entry line is not decoded (here it is not even JSON) and its text not laid out, and it
+    reads as the parser reads it, positions included."""
+    first = dump_documents([policy("p", [RULE_A]), policy("p", [RULE_B])])
+    later = HEADER + dump_documents([policy("p", [RULE_B, RULE_A, RULE_B])])
+    parsed, _ = parse_yaml("b.yaml", later)
+    for store in (None, MemoryStore()):
+        reader = RenderedReader(store)
+        reader.documents("a.yaml", first.encode())
+        before = reader.accepted, reader.laid_out
+        if store is not None:
+            store.entries[hashlib.sha256(later.encode()).hexdigest()] = b"not JSON"
+
+        def refused(*args: Any) -> None:
+            raise AssertionError("laid out")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(canonical_module, "laid_out_documents", refused)
+            docs, problems = reader.documents("b.yaml", later.encode())
+        assert problems == [] and reader.parsed == 0
+        assert (reader.accepted - before[0], reader.laid_out - before[1]) == \
+            ((0, 1) if store is None else (1, 0))
+        assert [(d.data, dict(d.marks)) for d in docs] == \
+            [(d.data, dict(d.marks)) for d in parsed]
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(policies, policies), min_size=1, max_size=6), st.lists(policies))
+def test_a_policy_of_known_pieces_is_a_reading_of_its_text(
+        pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+        others: list[dict[str, Any]]) -> None:
+    """Whatever pieces were learnt (from policies checked with whatever candidates), a policy
+    put together from known pieces alone writes back to exactly its text, and is its own
+    data when its pieces are all known."""
+    known = KnownDocuments()
+    for written, candidate in pairs:
+        known.checked(dump_document(written), candidate)
+    for other in [*(w for w, _ in pairs), *others]:
+        text = dump_document(other)
+        found = known.policy(text)
+        assert found is None or (dump_document(found) == text and found == other)
+
+
+def test_a_key_twice_in_known_pieces_is_not_a_policy() -> None:
+    """Pieces each known, put one after the other, may write a key twice (a hand-edited file):
+    that text is no policy's (one of the keys would hide the other), and reads as the parser
+    reads it."""
+    known = KnownDocuments()
+    sections = {"apiVersion": "v", "spec": {"egress": [RULE_A], "ingress": [RULE_A]}}
+    status_first = {"status": 1, "spec": {"egress": [RULE_A]}}
+    status_last = {"spec": {"egress": [RULE_A]}, "status": 1}
+    for data in (sections, status_first, status_last):
+        text = dump_document(data)
+        assert known.checked(text, data) == data
+    texts = [dump_document(sections).replace("  ingress:\n", "  egress:\n"),
+             dump_document(status_first) + "status: 1\n"]
+    for text in texts:
+        assert known.policy(text) is None
+        docs, problems = RenderedReader(None).documents("b.yaml", text.encode())
+        parsed, parser_problems = parse_yaml("b.yaml", text)
+        assert ([d.data for d in docs], problems) == ([d.data for d in parsed], parser_problems)

@@ -79,17 +79,16 @@ def verified_documents(relpath: str, text: str, entry: bytes,
     exactly that text, else None. Their marks are computed on first use (:class:`LazyMarks`,
     which keeps the entry, not the data). ``parts``: the text's body cut into documents
     (:meth:`KnownDocuments.parts`): a part already known is taken as it is, and only the
-    entry's other lines are read."""
+    entry's lines of the other parts are read, when they are not known by then (a policy
+    whose every piece is known: :meth:`KnownDocuments.policy`)."""
     body = canonical_body(text)
     if body is None:
         return None
     if parts is not None:
         lines = entry.split(b"\n") if entry else []
         if len(lines) == len(parts.texts):
-            candidate = [None if part in parts.found else _load(line)
+            candidate = [None if part in parts.found else _Offer(line, part, None)
                          for part, line in zip(parts.texts, lines, strict=True)]
-            if any(c is _NOT_JSON for c in candidate):
-                return None
             return checked_documents(relpath, text, body, candidate, _EntrySource(entry),
                                      parts)
     candidate = _loads(entry)
@@ -111,30 +110,33 @@ def laid_out(relpath: str, text: str, raw: bytes, *, with_entry: bool = False,
     body = canonical_body(text)
     if body is None:
         return None
-    candidate: list[Any] | None
-    if parts is not None:
-        candidate = []
-        for part in parts.texts:
-            one = None if part in parts.found else laid_out_documents(part, quoted)
-            if one is not None and len(one) != 1:
-                return None
-            candidate.append(one[0] if one is not None else None)
-        if any(c is None and part not in parts.found
-               for c, part in zip(candidate, parts.texts, strict=True)):
+    if parts is not None:  # each part read when it is not known by then
+        offers: list[Any] = [
+            None if part in parts.found else _Offer(None, part, quoted) for part in parts.texts]
+        source: _Source = _EntrySource(b"") if with_entry else _TextSource(raw, body)
+        found = checked_documents(relpath, text, body, offers, source, parts)
+        if found is None:
             return None
-    else:
-        candidate = laid_out_documents(body, quoted)
+        if not with_entry:
+            return found, None
+        try:  # the entry of the documents read, for their marks too
+            entry = b"\n".join(parts.known.entry_line(part, doc.data)
+                               for part, doc in zip(parts.texts, found, strict=True))
+        except ValueError:  # text JSON cannot hold (a lone surrogate: not read so above)
+            return None
+        assert isinstance(source, _EntrySource)
+        source.entry = entry
+        return found, entry
+    candidate = laid_out_documents(body, quoted)
     if candidate is None:
         return None
-    entry = None
+    made = None
     if with_entry:  # the entry is made of every document
         with contextlib.suppress(ValueError):  # text JSON cannot hold (a lone surrogate)
-            entry = (entry_of(candidate) if parts is None else b"\n".join(
-                parts.known.entry_line(part) if part in parts.found else _entry_line(c)
-                for c, part in zip(candidate, parts.texts, strict=True)))
-    source = _EntrySource(entry) if entry is not None else _TextSource(raw, body)
-    found = checked_documents(relpath, text, body, candidate, source, parts)
-    return (found, entry) if found is not None else None
+            made = entry_of(candidate)
+    source = _EntrySource(made) if made is not None else _TextSource(raw, body)
+    found = checked_documents(relpath, text, body, candidate, source)
+    return (found, made) if found is not None else None
 
 
 def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
@@ -162,15 +164,16 @@ def checked_documents(relpath: str, text: str, body: str, candidate: list[Any],
                 data.append(hit)
                 sources.append(_KnownSource(hit))
                 continue
-            if source is None or type(item) is not dict:
+            if source is None or (type(item) is not dict and type(item) is not _Offer):
                 return None
             checked = parts.known.checked(part, item)
             if checked is None:
                 return None
             data.append(checked)
-            # marks from the data checked: a policy may read with known rules in place of
+            # marks from the data checked: a policy may read with known pieces in place of
             # the candidate's (which an entry's JSON would give the positions of)
-            sources.append(source if checked is item else _KnownSource(checked))
+            offered = item.data if type(item) is _Offer else item
+            sources.append(source if checked is offered else _KnownSource(checked))
             learnt.append((part, checked))
         for part, item in learnt:
             parts.learn(part, item)
@@ -207,6 +210,58 @@ def _written(data: dict[str, Any]) -> str | None:
 # text starts with "  - " and its other lines with four spaces at least.
 _RULE_KEYS = ("egress", "ingress")
 _ITEM_END = re.compile(r"\n(?!    )")
+# A rule section's head in a policy's spec, as the writer lays it out (at a line's start: the
+# search starts just after a line break), and what a policy's text holds at least one of.
+_SECTION = re.compile(r"^  (egress|ingress):\n", re.MULTILINE)
+_SECTION_HEADS = ("\n  egress:\n", "\n  ingress:\n")
+
+
+def _spec_start(text: str) -> int:
+    """Where the items of a document's spec start in its text (after its "spec:" line, at the
+    writer's first level), or -1 when there is no such line."""
+    if text.startswith("spec:\n"):
+        return 6
+    at = text.find("\nspec:\n")
+    return at + 7 if at >= 0 else -1
+
+
+_Pieces = tuple[dict[str, Any], list[dict[str, Any]], list[tuple[str, list[Any]]],
+                dict[str, Any]]
+
+
+def _offered_pieces(offer: _Offer | None) -> _Pieces | None:
+    """The pieces of the policy ``offer`` offers (:func:`_policy_pieces`), read now."""
+    data = offer.read() if offer is not None else None
+    return _policy_pieces(data) if type(data) is dict else None
+
+
+def _policy_pieces(data: dict[str, Any]) -> tuple[
+        dict[str, Any], list[dict[str, Any]], list[tuple[str, list[Any]]], dict[str, Any]
+        ] | None:
+    """A policy's data cut as :meth:`KnownDocuments.policy` cuts its text: the items before
+    its spec; the runs of the spec's other items (before each rule section, and after the
+    last: one more than the sections); its rule sections (key, nonempty list); the items
+    after its spec. None when its spec is not a mapping."""
+    before: dict[str, Any] = {}
+    after = before
+    spec = None
+    for key, value in data.items():
+        if key == "spec":
+            spec = value
+            after = {}  # from now on, the items after the spec
+        else:
+            after[key] = value
+    if type(spec) is not dict:
+        return None
+    runs: list[dict[str, Any]] = [{}]
+    sections: list[tuple[str, list[Any]]] = []
+    for key, value in spec.items():
+        if key in _RULE_KEYS and type(value) is list and value:
+            sections.append((key, value))
+            runs.append({})
+        else:
+            runs[-1][key] = value
+    return before, runs, sections, after
 
 
 class Parts:
@@ -246,96 +301,157 @@ class KnownDocuments:
     entry or the layout reader offers for it is not even looked at). The documents of equal
     texts share their data, so nothing may change a document's data (no reader of rendered
     files does). Only small documents are kept (:data:`MAX_KNOWN_TEXT`), and only while the
-    files are read (:meth:`RenderedReader.forget_known`).
+    files are read (:meth:`RenderedReader.forget_known`). The same holds for the pieces of
+    policies (:meth:`policy`), kept whatever their size: those are what recurs in policies
+    (a policy as a whole is mostly its own cluster's).
     """
 
-    __slots__ = ("by_text", "lines", "rules")
+    __slots__ = ("by_text", "heads", "lines", "rules", "runs", "tails")
 
     def __init__(self) -> None:
         self.by_text: dict[str, dict[str, Any]] = {}
         self.lines: dict[str, bytes] = {}  # the entry line of a known text, once made
-        self.rules: dict[str, dict[str, Any]] = {}  # a policy rule's text -> its data
+        # the pieces of policies (:meth:`policy`), by their text: a rule -> its data; the
+        # items before a spec and its "spec:" line -> those items; a run of a spec's other
+        # items -> them; what follows a spec's last rule -> (the spec's, the document's items)
+        self.rules: dict[str, dict[str, Any]] = {}
+        self.heads: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.tails: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
-    def checked(self, text: str, data: dict[str, Any]) -> dict[str, Any] | None:
-        """The document ``data`` when it writes back to exactly ``text``, else None; with the
-        rules of its spec whose text is known replaced by their known data (what ``data``
-        holds for them is not read; each rule's text is written once, not once per policy
-        that has it: the same requirement renders the same rules into many clusters).
-
-        A policy is checked in parts (:func:`~meshplan.yamltext.mapping_text`): a mapping's
-        text is its items' texts in order, a nonempty list value's is its key's head then its
-        items' texts. Sound whatever the rules' texts are guessed to be (each up to the next
-        line indented less than its own lines): the document returned writes back to the
-        parts, one after the other, each of which is checked (a known rule's text wrote back
-        from that rule). When that fails, ``data`` itself is written back and compared."""
-        spec = data.get("spec")
-        if type(spec) is dict and ("egress" in spec or "ingress" in spec):
+    def checked(self, text: str, data: dict[str, Any] | _Offer) -> dict[str, Any] | None:
+        """The document ``data`` (or the one offered, read only when needed) when it writes
+        back to exactly ``text``, else None; a policy checked in parts (:meth:`policy`, with
+        ``data`` offering the pieces not known yet). When that fails, ``data`` itself is
+        written back and compared."""
+        if _SECTION_HEADS[0] in text or _SECTION_HEADS[1] in text:
             with contextlib.suppress(TypeError, ValueError, RecursionError):
-                found = self._policy(text, data, spec)
+                found = self.policy(text, data)
                 if found is not None:
                     return found
+        if type(data) is _Offer:
+            data = data.read()
+        if type(data) is not dict:
+            return None
         return data if _written(data) == text else None
 
-    def _policy(self, text: str, data: dict[str, Any], spec: dict[str, Any]
-                ) -> dict[str, Any] | None:
-        """``data`` with its spec's rules replaced by the known ones, when it writes back to
-        exactly ``text`` (written in parts: the items before the spec, the spec's, its rules
-        one by one, the items after it), else None."""
-        before: dict[str, Any] = {}
-        after = before
-        for key, value in data.items():
-            if key == "spec":
-                after = {}  # from now on, the items after the spec
-            else:
-                after[key] = value
-        written = mapping_text(before, "") + nested_head("spec", "")
-        if not text.startswith(written):
+    def policy(self, text: str, candidate: dict[str, Any] | _Offer | None = None
+               ) -> dict[str, Any] | None:
+        """The policy that writes back to exactly ``text``, put together from the pieces of
+        its text: the items before its spec (and the spec's head), the runs of the spec's
+        other items between its rule sections (``egress:``, ``ingress:``), each rule, what
+        follows the last rule. A piece whose text is known (it wrote back from a piece of an
+        earlier policy) is that piece's data; any other is ``candidate``'s piece in the same
+        place, written and compared, and known from then on (when the whole checks out).
+        None when a piece is neither known nor written by ``candidate``.
+
+        In a fleet the pieces recur (the same requirement renders the same rules, subject and
+        metadata into many clusters): a policy whose every piece is known is checked by
+        looking its pieces' texts up, without a candidate (no cache entry is decoded, no text
+        is written). Sound however the text is cut (a guess: each piece up to the next line
+        of the writer's layout that ends it): the pieces are the text, one after the other,
+        and the policy put together from them writes each of them in turn
+        (:func:`~meshplan.yamltext.mapping_text`: a mapping's text is its items' texts in
+        order; a nonempty list value's is its key's head then its items'), a key twice
+        refused. ``candidate``: an :class:`_Offer` is read when a piece is not known."""
+        pieces = _policy_pieces(candidate) if type(candidate) is dict else None
+        offer = candidate if type(candidate) is _Offer else None
+        pos = _spec_start(text)
+        if pos < 0:
             return None
-        pos = len(written)
-        rules_known = self.rules
-        learnt = []
-        new_spec: dict[str, Any] = {}
-        run: dict[str, Any] = {}  # the spec's items before the next rules
-        for key, value in spec.items():
-            if key not in _RULE_KEYS or type(value) is not list or not value:
-                run[key] = value
-                continue
-            written = (mapping_text(run, "  ") if run else "") + nested_head(key, "  ")
-            if not text.startswith(written, pos):
+        learnt: list[tuple[dict[str, Any], str, Any]] = []
+        piece = text[:pos]
+        before = self.heads.get(piece)
+        if before is None:
+            if pieces is None and (pieces := _offered_pieces(offer)) is None:
                 return None
-            pos += len(written)
-            new_spec.update(run)
-            run = {}
-            rules = []
-            for rule in value:
-                found = _ITEM_END.search(text, pos)
-                end = found.start() + 1 if found is not None else len(text)
-                rule_text = text[pos:end]
-                known = rules_known.get(rule_text)
-                if known is None:
-                    if type(rule) is not dict or sequence_item_text(rule, "  ") != rule_text:
+            before = pieces[0]
+            if mapping_text(before, "") + nested_head("spec", "") != piece:
+                return None
+            learnt.append((self.heads, piece, before))
+        spec: dict[str, Any] = {}
+        size = 0  # items put in the spec
+        index = 0  # rule sections read
+        rules_known, runs_known = self.rules, self.runs
+        while (found := _SECTION.search(text, pos)) is not None:
+            piece = text[pos:found.start()]
+            run = runs_known.get(piece)
+            if run is None:
+                if pieces is None and (pieces := _offered_pieces(offer)) is None:
+                    return None
+                if index >= len(pieces[2]):
+                    return None
+                run = pieces[1][index]
+                if mapping_text(run, "  ") != piece:
+                    return None
+                learnt.append((runs_known, piece, run))
+            key = found.group(1)
+            if found.group() != nested_head(key, "  "):
+                return None
+            pos = found.end()
+            rules: list[Any] = []
+            while text.startswith("  - ", pos):
+                item_end = _ITEM_END.search(text, pos)
+                end = item_end.start() + 1 if item_end is not None else len(text)
+                piece = text[pos:end]
+                rule = rules_known.get(piece)
+                if rule is None:
+                    if pieces is None and (pieces := _offered_pieces(offer)) is None:
                         return None
-                    known = rule
-                    learnt.append((rule_text, rule))
-                rules.append(known)
+                    offered = pieces[2][index][1] if index < len(pieces[2]) else []
+                    if len(rules) >= len(offered):
+                        return None
+                    rule = offered[len(rules)]
+                    if type(rule) is not dict or sequence_item_text(rule, "  ") != piece:
+                        return None
+                    learnt.append((rules_known, piece, rule))
+                rules.append(rule)
                 pos = end
-            new_spec[key] = rules
-        written = (mapping_text(run, "  ") if run else "") + mapping_text(after, "")
-        if pos + len(written) != len(text) or not text.startswith(written, pos):
+            if not rules:
+                return None
+            size += len(run) + 1
+            spec.update(run)
+            spec[key] = rules
+            if len(spec) != size:  # a key twice
+                return None
+            index += 1
+        piece = text[pos:]
+        tail = self.tails.get(piece)
+        if tail is None:
+            if pieces is None and (pieces := _offered_pieces(offer)) is None:
+                return None
+            if index >= len(pieces[1]):
+                return None
+            tail = (pieces[1][index], pieces[3])
+            if mapping_text(tail[0], "  ") + mapping_text(tail[1], "") != piece:
+                return None
+            learnt.append((self.tails, piece, tail))
+        run, after = tail
+        size += len(run)
+        spec.update(run)
+        if len(spec) != size or not spec:  # "spec:" then no items is not how {} is written
             return None
-        new_spec.update(run)
-        for rule_text, rule in learnt:
-            rules_known[rule_text] = rule
-        document = dict(data)
-        document["spec"] = new_spec
+        document = dict(before)
+        if "spec" in document:
+            return None
+        document["spec"] = spec
+        size = len(document) + len(after)
+        document.update(after)
+        if len(document) != size:
+            return None
+        for memo, piece, value in learnt:
+            memo[piece] = value
         return document
 
-    def entry_line(self, text: str) -> bytes:
-        """The line of an entry (:func:`entry_of`) that holds the known document of ``text``
-        (made once: the same Service copy recurs in many clusters' files)."""
+    def entry_line(self, text: str, data: dict[str, Any]) -> bytes:
+        """The line of an entry (:func:`entry_of`) that holds ``data``, the known document of
+        ``text`` (made once for a small one: the same Service copy recurs in many clusters'
+        files)."""
         line = self.lines.get(text)
         if line is None:
-            line = self.lines[text] = _entry_line(self.by_text[text])
+            line = _entry_line(data)
+            if len(text) <= MAX_KNOWN_TEXT:
+                self.lines[text] = line
         return line
 
     def parts(self, body: str) -> Parts:
@@ -346,6 +462,30 @@ class KnownDocuments:
             return Parts(self, [])
         pieces = body.split("\n---\n")
         return Parts(self, [p + "\n" for p in pieces[:-1]] + pieces[-1:])
+
+
+class _Offer:
+    """A candidate document not read yet, read when its text is not known by then: a line of
+    an entry (``line``), else the document's text in the writer's layout."""
+
+    __slots__ = ("data", "line", "quoted", "text")
+
+    def __init__(self, line: bytes | None, text: str, quoted: QuotedScalars | None) -> None:
+        self.line = line
+        self.text = text
+        self.quoted = quoted
+        self.data: Any = _NOT_JSON  # once read: what was (None: nothing)
+
+    def read(self) -> Any:
+        """The document offered (read once), or None when there is none."""
+        if self.data is _NOT_JSON:
+            if self.line is not None:
+                data = _load(self.line)
+                self.data = None if data is _NOT_JSON else data
+            else:
+                one = laid_out_documents(self.text, self.quoted)
+                self.data = one[0] if one is not None and len(one) == 1 else None
+        return self.data
 
 
 class _Source(Protocol):
