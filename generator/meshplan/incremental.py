@@ -54,9 +54,12 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -281,17 +284,22 @@ def requirement_record(inventory: Inventory, requirement: Requirement,
     # service change leaves such a requirement alone unless a peer looks the service up.
     selected = requirement.selected_service
     reads = {f"{requirement.domain}/{selected}"} if selected is not None else set()
+    footprint = {requirement.domain}  # footprint_of's, in the same pass over the peers
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
+        if rule.cidrs:
+            footprint.add(PODS)
         for peer in rule.endpoints:
-            if not peer.is_abstract:
+            selector = peer.selector
+            if not selector.is_abstract:
                 continue
-            labels = dict(peer.selector.match_labels)
-            named = labels.get(DOMAIN_KEY)
-            reads.add(f"{named or requirement.domain}/{labels.get(SERVICE_KEY) or '*'}")
-            asked = (peer.selector, requirement.domain, rule.direction)
+            named = selector.label(DOMAIN_KEY)
+            if named is not None:
+                footprint.add(named)
+            reads.add(f"{named or requirement.domain}/{selector.label(SERVICE_KEY) or '*'}")
+            asked = (selector, requirement.domain, rule.direction)
             reach = memo.get(asked)
             if reach is None:
-                targets = inventory.resolve_peer(peer.selector, requirement.domain,
+                targets = inventory.resolve_peer(selector, requirement.domain,
                                                  direction=rule.direction)
                 reach = memo[asked] = (
                     tuple(f"{t.service.domain}/{c}" for t in targets for c in t.clusters),
@@ -302,16 +310,19 @@ def requirement_record(inventory: Inventory, requirement: Requirement,
     namespace = inventory.policy_namespace(requirement)
     service = inventory.service_selected_by(requirement)
     if service is None:
-        selector: Any = selector_body(requirement.endpoint_selector)
+        selector_text: Any = selector_body(requirement.endpoint_selector)
     else:
-        selector = {"matchLabels": dict(service.selector)}
+        selector_text = {"matchLabels": dict(service.selector)}
         if namespace is None:
-            selector["matchLabels"][K8S_POD_NAMESPACE_LABEL] = service.namespace
-    subject = digest(json.dumps([namespace, selector], sort_keys=True).encode())
+            selector_text["matchLabels"][K8S_POD_NAMESPACE_LABEL] = service.namespace
+    subject = digest(_SORTED_JSON([namespace, selector_text]).encode())
     key = (requirement.domain, f"{requirement.namespace}/{requirement.name}",
            requirement.cluster_wide)
-    return RequirementRecord(key, tuple(sorted(footprint_of(requirement))), tuple(sorted(puts)),
+    return RequirementRecord(key, tuple(sorted(footprint)), tuple(sorted(puts)),
                              tuple(sorted(calls)), subject, tuple(sorted(reads)))
+
+
+_SORTED_JSON = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True)
 
 
 def footprint_of(requirement: Requirement) -> set[str]:
@@ -424,27 +435,62 @@ def shared_global_names(inventory: Inventory) -> bool:
     return False
 
 
-def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile]) -> ClusterRecord:
+def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile],
+                   flags: SharedFlags | None = None,
+                   groups: Mapping[str, Sequence[Manifest]] | None = None) -> ClusterRecord:
     """The record of a rendered cluster: what the render's summary counts of it and what
-    :func:`service_copies` finds, in one pass over its objects (a full run takes this of every
-    object of the fleet, as each cluster is rendered: :func:`meshplan.render.render`)."""
-    counts = [0, 0, 0]  # policies, services, namespaces (the mesh plan's Istio objects: no)
+    :func:`service_copies` finds. ``groups``: the cluster's objects by file name, as the
+    render grouped them while writing them (:func:`meshplan.render.render` hands them to
+    ``each_cluster``): the counts are their lengths and only the Services are looked at, no
+    pass over the other objects; without them, the objects are counted by kind in one C-level
+    pass. ``flags``: the annotations and name of each shared body refinement built
+    (:attr:`Manifest.shared`), read once for all the clusters whose copies have it
+    (:class:`ClusterRecords` keeps one for the fleet)."""
+    if groups is not None:
+        counts = (len(groups.get("policies.yaml", ())), len(groups.get("services.yaml", ())),
+                  len(groups.get("namespaces.yaml", ())))
+        services: Iterable[Manifest] = groups.get("services.yaml", ())  # only Services
+    else:
+        objects = cluster.objects
+        kinds = Counter(map(_KIND_OF, objects))
+        tally = [0, 0, 0]  # policies, services, namespaces (the mesh plan's Istio objects: no)
+        counted = _COUNTED
+        for kind, number in kinds.items():
+            at = counted.get(kind)
+            if at is None:
+                FILE_FOR_KIND[kind]  # an unknown kind raises, as rendering does
+                continue
+            tally[at] += number
+        counts = (tally[0], tally[1], tally[2])
+        services = (compress(objects, map(_IS_SERVICE, map(_KIND_OF, objects)))
+                    if SERVICE_KIND in kinds else ())
     copies: dict[str, tuple[str | None, str | None]] = {}
-    counted = _COUNTED
-    for manifest in cluster.objects:
-        key = manifest.key
-        kind = key.kind
-        at = counted.get(kind)
-        if at is None:
-            FILE_FOR_KIND[kind]  # an unknown kind raises, as rendering does
-            continue
-        counts[at] += 1
-        if at == 1 and kind == SERVICE_KIND:
-            found = _copy_flags(manifest)
+    memo: SharedFlags = {} if flags is None else flags
+    for manifest in services:
+        shared = manifest.shared
+        if shared is None:
+            found = _copy_flags(manifest.body)
             if found is not None:
+                key = manifest.key
                 copies[f"{key.namespace}/{key.name}"] = found
-    return ClusterRecord(file_digests(files), (counts[0], counts[1], counts[2]), copies)
+            continue
+        # its body is with_required_by(shared, ...): the shared body's name, namespace and
+        # other annotations, as written (an object's key is its body's)
+        held = memo.get(id(shared))
+        if held is None:  # the body held: its id stays its own meanwhile
+            metadata = shared["metadata"]
+            name = f"{metadata.get('namespace', '')}/{metadata['name']}"
+            held = memo[id(shared)] = (shared, name, _copy_flags(shared))
+        if held[2] is not None:
+            copies[held[1]] = held[2]
+    return ClusterRecord(file_digests(files), counts, copies)
 
+
+# id(shared body) -> (the body, "namespace/name", its (global, shared) annotations or None):
+# see cluster_record
+SharedFlags = dict[int, tuple[Mapping[str, Any], str, tuple[str | None, str | None] | None]]
+_KIND_OF = attrgetter("key.kind")
+_IS_SERVICE = SERVICE_KIND.__eq__
 
 # the kinds whose objects a cluster record counts: kind -> index in ClusterRecord.counts
 _COUNTED = {kind: ("policies.yaml", "services.yaml", "namespaces.yaml").index(name)
@@ -459,14 +505,14 @@ def service_copies(manifests: Iterable[Manifest]
     {} for both, so a snapshot leaves them out -- half of all copies)."""
     for manifest in manifests:
         if manifest.key.kind == SERVICE_KIND:
-            found = _copy_flags(manifest)
+            found = _copy_flags(manifest.body)
             if found is not None:
                 yield f"{manifest.key.namespace}/{manifest.key.name}", found
 
 
-def _copy_flags(service: Manifest) -> tuple[str | None, str | None] | None:
-    """A Service's (global, shared) annotations; None when it has neither."""
-    annotations = service.body["metadata"].get("annotations")
+def _copy_flags(body: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
+    """A Service body's (global, shared) annotations; None when it has neither."""
+    annotations = body["metadata"].get("annotations")
     if not annotations:
         return None
     found = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
@@ -839,10 +885,16 @@ class ClusterRecords(dict[str, ClusterRecord]):
     objects are then still in the processor's caches; a pass over the whole fleet's objects
     after the render takes about as long as that render's own pass over them."""
 
-    def __call__(self, cluster: ClusterPlan, files: Sequence[OutputFile]) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.flags: SharedFlags = {}  # of the fleet's shared bodies (cluster_record)
+
+    def __call__(self, cluster: ClusterPlan, files: Sequence[OutputFile],
+                 groups: Mapping[str, Sequence[Manifest]] | None = None) -> None:
         # files in path order, as a snapshot lists them; two plans of one folder (never in a
         # valid plan) leave fewer records than clusters, and snapshot_of takes them afresh
-        self[cluster.cluster.path] = cluster_record(cluster, sorted(files, key=_path))
+        self[cluster.cluster.path] = cluster_record(cluster, sorted(files, key=_path),
+                                                    self.flags, groups)
 
 
 def _path(file: OutputFile) -> str:
