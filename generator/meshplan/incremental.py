@@ -269,44 +269,59 @@ def domain_folder(relpath: str) -> str | None:
 # --------------------------------------------------------------------------- dependencies
 
 
-PeerReach = dict[tuple[Any, str, str], tuple[tuple[str, ...], tuple[str, ...]]]
+# what a requirement takes of a peer (selector, own domain, direction): the clusters it may put
+# objects into and the services it calls through it, the domain it names (None: its own) and
+# the service it reads; and of its scope ("@scope", domain, clusters, selected service): the
+# clusters
+PeerReach = dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...], str | None, str]]
 
 
 def requirement_record(inventory: Inventory, requirement: Requirement,
                        memo: PeerReach | None = None) -> RequirementRecord:
-    """``memo``: the clusters and calls of peers already resolved (a snapshot resolves the same
-    peers for thousands of requirements)."""
+    """``memo``: what the peers and scopes already resolved give (a snapshot resolves the same
+    peers and scopes for thousands of requirements)."""
     memo = {} if memo is None else memo
-    puts = {f"{requirement.domain}/{c.name}" for c in inventory.requirement_scope(requirement)}
+    domain = requirement.domain
+    selected = requirement.selected_service
+    # the scope is the domain's clusters, those written, and those where the selected service
+    # runs (Inventory.requirement_scope): the same for every requirement of these three
+    scope_key = ("@scope", domain, requirement.clusters, selected)
+    scope = memo.get(scope_key)
+    if scope is None:
+        scope = memo[scope_key] = (
+            tuple([f"{domain}/{c.name}" for c in inventory.requirement_scope(requirement)]),
+            (), None, "")
+    puts = set(scope[0])
     calls: set[str] = set()
     # A {service: x} subject reads x (its selector, namespace, clusters and ports); raw pod
     # labels read no service (scope: the domain's clusters; namespace: the written one), so a
     # service change leaves such a requirement alone unless a peer looks the service up.
-    selected = requirement.selected_service
-    reads = {f"{requirement.domain}/{selected}"} if selected is not None else set()
-    footprint = {requirement.domain}  # footprint_of's, in the same pass over the peers
+    reads = {f"{domain}/{selected}"} if selected is not None else set()
+    footprint = {domain}  # footprint_of's, in the same pass over the peers
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
         if rule.cidrs:
             footprint.add(PODS)
+        direction = rule.direction
         for peer in rule.endpoints:
             selector = peer.selector
             if not selector.is_abstract:
                 continue
-            named = selector.label(DOMAIN_KEY)
-            if named is not None:
-                footprint.add(named)
-            reads.add(f"{named or requirement.domain}/{selector.label(SERVICE_KEY) or '*'}")
-            asked = (selector, requirement.domain, rule.direction)
+            asked = (selector, domain, direction)
             reach = memo.get(asked)
             if reach is None:
-                targets = inventory.resolve_peer(selector, requirement.domain,
-                                                 direction=rule.direction)
+                targets = inventory.resolve_peer(selector, domain, direction=direction)
+                named = selector.label(DOMAIN_KEY)
                 reach = memo[asked] = (
                     tuple(f"{t.service.domain}/{c}" for t in targets for c in t.clusters),
                     tuple(f"{t.service.namespace}/{t.service.name}" for t in targets
-                          if rule.direction == "egress"))
+                          if direction == "egress"),
+                    named, f"{named or domain}/{selector.label(SERVICE_KEY) or '*'}")
             puts.update(reach[0])
-            calls.update(reach[1])
+            if reach[1]:
+                calls.update(reach[1])
+            if reach[2] is not None:
+                footprint.add(reach[2])
+            reads.add(reach[3])
     namespace = inventory.policy_namespace(requirement)
     service = inventory.service_selected_by(requirement)
     if service is None:
@@ -316,8 +331,7 @@ def requirement_record(inventory: Inventory, requirement: Requirement,
         if namespace is None:
             selector_text["matchLabels"][K8S_POD_NAMESPACE_LABEL] = service.namespace
     subject = digest(_SORTED_JSON([namespace, selector_text]).encode())
-    key = (requirement.domain, f"{requirement.namespace}/{requirement.name}",
-           requirement.cluster_wide)
+    key = (domain, f"{requirement.namespace}/{requirement.name}", requirement.cluster_wide)
     return RequirementRecord(key, tuple(sorted(footprint)), tuple(sorted(puts)),
                              tuple(sorted(calls)), subject, tuple(sorted(reads)))
 
