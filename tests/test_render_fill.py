@@ -15,6 +15,7 @@ from meshplan import pipeline
 from meshplan.cache import RenderCache, digest, slot_for
 from meshplan.gitdiff import format_markdown
 from meshplan.incremental import (
+    CachedCopies,
     ClusterRecord,
     ClusterRecords,
     SharedFlags,
@@ -81,10 +82,17 @@ def test_a_record_from_the_render_groups_is_that_of_a_pass_over_every_object(fle
     assert all(alone == grouped for alone, grouped in taken)
     assert flags and any(grouped.copies for _, grouped in taken)
     # a body refinement shares between clusters is read once, under its own name
-    for shared, name, found in flags.values():
+    for shared, text in flags.values():
         metadata = shared["metadata"]
-        assert name == f"{metadata['namespace']}/{metadata['name']}"
-        assert found == service_copy_flags(shared)
+        found = service_copy_flags(shared)
+        assert (text is None) == (found is None)
+        if text is not None:
+            assert json.loads(f"{{{text}}}") == {
+                f"{metadata['namespace']}/{metadata['name']}": list(found or ())}
+    # the copies as the snapshot saves them: the text json writes of them as a dict
+    for alone, grouped in taken:
+        assert isinstance(grouped.copies, CachedCopies)
+        assert grouped.copies.text == json.dumps(dict(alone.copies), separators=(",", ":"))
 
 
 def test_a_saved_snapshot_carries_the_lines_it_was_saved_as(fleet: Path, tmp_path: Path
@@ -198,3 +206,15 @@ def service_copy_flags(body: Mapping[str, Any]) -> tuple[str | None, str | None]
     found = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
              annotations.get(SHARED_SERVICE_ANNOTATION))
     return None if found == (None, None) else found
+
+
+@pytest.mark.parametrize("name", ["team-a/api", 'odd"name\\x/é\u2028', ""])
+@pytest.mark.parametrize("found", [("true", "false"), ("true", None), (None, "é")])
+def test_a_copy_entry_is_written_as_json_writes_it(name: str,
+                                                   found: tuple[str | None, str | None]
+                                                   ) -> None:
+    from meshplan.incremental import _copy_text
+
+    for _ in range(2):  # the second time from the memo of annotation texts
+        assert "{" + _copy_text(name, found) + "}" == json.dumps(
+            {name: list(found)}, separators=(",", ":"))

@@ -457,9 +457,11 @@ def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile],
     render grouped them while writing them (:func:`meshplan.render.render` hands them to
     ``each_cluster``): the counts are their lengths and only the Services are looked at, no
     pass over the other objects; without them, the objects are counted by kind in one C-level
-    pass. ``flags``: the annotations and name of each shared body refinement built
-    (:attr:`Manifest.shared`), read once for all the clusters whose copies have it
-    (:class:`ClusterRecords` keeps one for the fleet)."""
+    pass. ``flags``: the text of the copy of each shared body refinement built
+    (:attr:`Manifest.shared`), made once for all the clusters whose copies have it
+    (:class:`ClusterRecords` keeps one for the fleet). The copies are kept as the text the
+    snapshot saves (:class:`CachedCopies`, decoded when asked): a cold render's snapshot
+    writes them as they are."""
     if groups is not None:
         counts = (len(groups.get("policies.yaml", ())), len(groups.get("services.yaml", ())),
                   len(groups.get("namespaces.yaml", ())))
@@ -478,7 +480,9 @@ def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile],
         counts = (tally[0], tally[1], tally[2])
         services = (compress(objects, map(_IS_SERVICE, map(_KIND_OF, objects)))
                     if SERVICE_KIND in kinds else ())
-    copies: dict[str, tuple[str | None, str | None]] = {}
+    # the copies as the snapshot writes them (a JSON object, :class:`CachedCopies`): each
+    # entry's text made once per shared body, joined, never encoded again when saved
+    parts: list[str] = []
     memo: SharedFlags = {} if flags is None else flags
     for manifest in services:
         shared = manifest.shared
@@ -486,23 +490,41 @@ def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile],
             found = _copy_flags(manifest.body)
             if found is not None:
                 key = manifest.key
-                copies[f"{key.namespace}/{key.name}"] = found
+                parts.append(_copy_text(f"{key.namespace}/{key.name}", found))
             continue
         # its body is with_required_by(shared, ...): the shared body's name, namespace and
         # other annotations, as written (an object's key is its body's)
         held = memo.get(id(shared))
         if held is None:  # the body held: its id stays its own meanwhile
             metadata = shared["metadata"]
-            name = f"{metadata.get('namespace', '')}/{metadata['name']}"
-            held = memo[id(shared)] = (shared, name, _copy_flags(shared))
-        if held[2] is not None:
-            copies[held[1]] = held[2]
+            found = _copy_flags(shared)
+            held = memo[id(shared)] = (shared, None if found is None else _copy_text(
+                f"{metadata.get('namespace', '')}/{metadata['name']}", found))
+        if held[1] is not None:
+            parts.append(held[1])
+    copies = CachedCopies("{" + ",".join(parts) + "}")
     return ClusterRecord(file_digests(files), counts, copies)
 
 
-# id(shared body) -> (the body, "namespace/name", its (global, shared) annotations or None):
-# see cluster_record
-SharedFlags = dict[int, tuple[Mapping[str, Any], str, tuple[str | None, str | None] | None]]
+# id(shared body) -> (the body, the text of its copy's entry in a record, None without either
+# annotation): see cluster_record
+SharedFlags = dict[int, tuple[Mapping[str, Any], str | None]]
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode  # as snapshot_bytes writes
+_ENCODE_STRING = json.encoder.encode_basestring_ascii  # how it writes a string (a key)
+
+
+_FLAGS_TEXT: dict[tuple[str | None, str | None], str] = {}  # a few: ["true","false"], ...
+
+
+def _copy_text(name: str, found: tuple[str | None, str | None]) -> str:
+    """``"namespace/name":[global,shared]``: one entry of a record's copies, as the JSON
+    encoder writes it in a snapshot's line (its string escaping, ``ensure_ascii``)."""
+    flags = _FLAGS_TEXT.get(found)
+    if flags is None:
+        flags = _COMPACT_JSON(found)
+        if len(_FLAGS_TEXT) < 64:  # meshplan writes "true" and "false": kept small anyway
+            _FLAGS_TEXT[found] = flags
+    return f"{_ENCODE_STRING(name)}:{flags}"
 _KIND_OF = attrgetter("key.kind")
 _IS_SERVICE = SERVICE_KIND.__eq__
 
