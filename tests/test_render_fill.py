@@ -6,22 +6,29 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from meshplan import pipeline
 from meshplan.cache import RenderCache, digest, slot_for
 from meshplan.gitdiff import format_markdown
 from meshplan.incremental import (
+    CachedCopies,
+    ClusterRecord,
     ClusterRecords,
+    SharedFlags,
     cluster_record,
     files_by_cluster,
     list_inputs,
     snapshot_bytes,
     snapshot_from_bytes,
 )
+from meshplan.outputs import OutputFile
+from meshplan.refine import ClusterPlan, Manifest
 from meshplan.render import FILE_FOR_KIND, render
+from meshplan.vocabulary import GLOBAL_SERVICE_ANNOTATION, SHARED_SERVICE_ANNOTATION
 
 from benchmarks.workload import generate, mutate_one_requirement
 from tests.support.spies import render_cached_modes
@@ -53,6 +60,39 @@ def test_records_taken_while_rendering_are_those_of_a_pass_afterwards(fleet: Pat
         len(analysis.plan.clusters), counts["policies"], counts["services"],
         counts["namespaces"])
     assert rendered == render(analysis.plan, analysis.inventory)
+
+
+def test_a_record_from_the_render_groups_is_that_of_a_pass_over_every_object(fleet: Path
+                                                                           ) -> None:
+    """The render hands each cluster's objects by file to ``each_cluster``: the record counts
+    them by those groups and reads the copies of the Services only, each shared body's
+    annotations once for the fleet; the same record as one taken object by object."""
+    analysis = pipeline.analyse(fleet)
+    assert analysis.plan is not None and analysis.inventory is not None
+    taken: list[tuple[ClusterRecord, ClusterRecord]] = []
+
+    def each(cluster: ClusterPlan, files: list[OutputFile],
+             groups: dict[str, list[Manifest]]) -> None:
+        taken.append((cluster_record(cluster, files), cluster_record(cluster, files, flags,
+                                                                     groups)))
+
+    flags: SharedFlags = {}
+    render(analysis.plan, analysis.inventory, each_cluster=each)
+    assert len(taken) == len(analysis.plan.clusters)
+    assert all(alone == grouped for alone, grouped in taken)
+    assert flags and any(grouped.copies for _, grouped in taken)
+    # a body refinement shares between clusters is read once, under its own name
+    for shared, text in flags.values():
+        metadata = shared["metadata"]
+        found = service_copy_flags(shared)
+        assert (text is None) == (found is None)
+        if text is not None:
+            assert json.loads(f"{{{text}}}") == {
+                f"{metadata['namespace']}/{metadata['name']}": list(found or ())}
+    # the copies as the snapshot saves them: the text json writes of them as a dict
+    for alone, grouped in taken:
+        assert isinstance(grouped.copies, CachedCopies)
+        assert grouped.copies.text == json.dumps(dict(alone.copies), separators=(",", ":"))
 
 
 def test_a_saved_snapshot_carries_the_lines_it_was_saved_as(fleet: Path, tmp_path: Path
@@ -159,3 +199,22 @@ def test_a_pack_is_written_whole_through_short_writes(tmp_path: Path,
     pack, = (tmp_path / "cache" / "packs").glob("*.pack")
     index = json.loads(pack.read_bytes().split(b"\n", 2)[1])
     assert index[digest(b"")] == [0, 0] and len(index) == len(set(contents))
+
+
+def service_copy_flags(body: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
+    annotations = body["metadata"].get("annotations") or {}
+    found = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
+             annotations.get(SHARED_SERVICE_ANNOTATION))
+    return None if found == (None, None) else found
+
+
+@pytest.mark.parametrize("name", ["team-a/api", 'odd"name\\x/é\u2028', ""])
+@pytest.mark.parametrize("found", [("true", "false"), ("true", None), (None, "é")])
+def test_a_copy_entry_is_written_as_json_writes_it(name: str,
+                                                   found: tuple[str | None, str | None]
+                                                   ) -> None:
+    from meshplan.incremental import _copy_text
+
+    for _ in range(2):  # the second time from the memo of annotation texts
+        assert "{" + _copy_text(name, found) + "}" == json.dumps(
+            {name: list(found)}, separators=(",", ":"))

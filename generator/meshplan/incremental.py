@@ -54,9 +54,13 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import compress
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -266,52 +270,74 @@ def domain_folder(relpath: str) -> str | None:
 # --------------------------------------------------------------------------- dependencies
 
 
-PeerReach = dict[tuple[Any, str, str], tuple[tuple[str, ...], tuple[str, ...]]]
+# what a requirement takes of a peer (selector, own domain, direction): the clusters it may put
+# objects into and the services it calls through it, the domain it names (None: its own) and
+# the service it reads; and of its scope ("@scope", domain, clusters, selected service): the
+# clusters
+PeerReach = dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...], str | None, str]]
 
 
 def requirement_record(inventory: Inventory, requirement: Requirement,
                        memo: PeerReach | None = None) -> RequirementRecord:
-    """``memo``: the clusters and calls of peers already resolved (a snapshot resolves the same
-    peers for thousands of requirements)."""
+    """``memo``: what the peers and scopes already resolved give (a snapshot resolves the same
+    peers and scopes for thousands of requirements)."""
     memo = {} if memo is None else memo
-    puts = {f"{requirement.domain}/{c.name}" for c in inventory.requirement_scope(requirement)}
+    domain = requirement.domain
+    selected = requirement.selected_service
+    # the scope is the domain's clusters, those written, and those where the selected service
+    # runs (Inventory.requirement_scope): the same for every requirement of these three
+    scope_key = ("@scope", domain, requirement.clusters, selected)
+    scope = memo.get(scope_key)
+    if scope is None:
+        scope = memo[scope_key] = (
+            tuple([f"{domain}/{c.name}" for c in inventory.requirement_scope(requirement)]),
+            (), None, "")
+    puts = set(scope[0])
     calls: set[str] = set()
     # A {service: x} subject reads x (its selector, namespace, clusters and ports); raw pod
     # labels read no service (scope: the domain's clusters; namespace: the written one), so a
     # service change leaves such a requirement alone unless a peer looks the service up.
-    selected = requirement.selected_service
-    reads = {f"{requirement.domain}/{selected}"} if selected is not None else set()
+    reads = {f"{domain}/{selected}"} if selected is not None else set()
+    footprint = {domain}  # footprint_of's, in the same pass over the peers
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
+        if rule.cidrs:
+            footprint.add(PODS)
+        direction = rule.direction
         for peer in rule.endpoints:
-            if not peer.is_abstract:
+            selector = peer.selector
+            if not selector.is_abstract:
                 continue
-            labels = dict(peer.selector.match_labels)
-            named = labels.get(DOMAIN_KEY)
-            reads.add(f"{named or requirement.domain}/{labels.get(SERVICE_KEY) or '*'}")
-            asked = (peer.selector, requirement.domain, rule.direction)
+            asked = (selector, domain, direction)
             reach = memo.get(asked)
             if reach is None:
-                targets = inventory.resolve_peer(peer.selector, requirement.domain,
-                                                 direction=rule.direction)
+                targets = inventory.resolve_peer(selector, domain, direction=direction)
+                named = selector.label(DOMAIN_KEY)
                 reach = memo[asked] = (
                     tuple(f"{t.service.domain}/{c}" for t in targets for c in t.clusters),
                     tuple(f"{t.service.namespace}/{t.service.name}" for t in targets
-                          if rule.direction == "egress"))
+                          if direction == "egress"),
+                    named, f"{named or domain}/{selector.label(SERVICE_KEY) or '*'}")
             puts.update(reach[0])
-            calls.update(reach[1])
+            if reach[1]:
+                calls.update(reach[1])
+            if reach[2] is not None:
+                footprint.add(reach[2])
+            reads.add(reach[3])
     namespace = inventory.policy_namespace(requirement)
     service = inventory.service_selected_by(requirement)
     if service is None:
-        selector: Any = selector_body(requirement.endpoint_selector)
+        selector_text: Any = selector_body(requirement.endpoint_selector)
     else:
-        selector = {"matchLabels": dict(service.selector)}
+        selector_text = {"matchLabels": dict(service.selector)}
         if namespace is None:
-            selector["matchLabels"][K8S_POD_NAMESPACE_LABEL] = service.namespace
-    subject = digest(json.dumps([namespace, selector], sort_keys=True).encode())
-    key = (requirement.domain, f"{requirement.namespace}/{requirement.name}",
-           requirement.cluster_wide)
-    return RequirementRecord(key, tuple(sorted(footprint_of(requirement))), tuple(sorted(puts)),
+            selector_text["matchLabels"][K8S_POD_NAMESPACE_LABEL] = service.namespace
+    subject = digest(_SORTED_JSON([namespace, selector_text]).encode())
+    key = (domain, f"{requirement.namespace}/{requirement.name}", requirement.cluster_wide)
+    return RequirementRecord(key, tuple(sorted(footprint)), tuple(sorted(puts)),
                              tuple(sorted(calls)), subject, tuple(sorted(reads)))
+
+
+_SORTED_JSON = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True)
 
 
 def footprint_of(requirement: Requirement) -> set[str]:
@@ -424,27 +450,83 @@ def shared_global_names(inventory: Inventory) -> bool:
     return False
 
 
-def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile]) -> ClusterRecord:
+def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile],
+                   flags: SharedFlags | None = None,
+                   groups: Mapping[str, Sequence[Manifest]] | None = None) -> ClusterRecord:
     """The record of a rendered cluster: what the render's summary counts of it and what
-    :func:`service_copies` finds, in one pass over its objects (a full run takes this of every
-    object of the fleet, as each cluster is rendered: :func:`meshplan.render.render`)."""
-    counts = [0, 0, 0]  # policies, services, namespaces (the mesh plan's Istio objects: no)
-    copies: dict[str, tuple[str | None, str | None]] = {}
-    counted = _COUNTED
-    for manifest in cluster.objects:
-        key = manifest.key
-        kind = key.kind
-        at = counted.get(kind)
-        if at is None:
-            FILE_FOR_KIND[kind]  # an unknown kind raises, as rendering does
-            continue
-        counts[at] += 1
-        if at == 1 and kind == SERVICE_KIND:
-            found = _copy_flags(manifest)
+    :func:`service_copies` finds. ``groups``: the cluster's objects by file name, as the
+    render grouped them while writing them (:func:`meshplan.render.render` hands them to
+    ``each_cluster``): the counts are their lengths and only the Services are looked at, no
+    pass over the other objects; without them, the objects are counted by kind in one C-level
+    pass. ``flags``: the text of the copy of each shared body refinement built
+    (:attr:`Manifest.shared`), made once for all the clusters whose copies have it
+    (:class:`ClusterRecords` keeps one for the fleet). The copies are kept as the text the
+    snapshot saves (:class:`CachedCopies`, decoded when asked): a cold render's snapshot
+    writes them as they are."""
+    if groups is not None:
+        counts = (len(groups.get("policies.yaml", ())), len(groups.get("services.yaml", ())),
+                  len(groups.get("namespaces.yaml", ())))
+        services: Iterable[Manifest] = groups.get("services.yaml", ())  # only Services
+    else:
+        objects = cluster.objects
+        kinds = Counter(map(_KIND_OF, objects))
+        tally = [0, 0, 0]  # policies, services, namespaces (the mesh plan's Istio objects: no)
+        counted = _COUNTED
+        for kind, number in kinds.items():
+            at = counted.get(kind)
+            if at is None:
+                FILE_FOR_KIND[kind]  # an unknown kind raises, as rendering does
+                continue
+            tally[at] += number
+        counts = (tally[0], tally[1], tally[2])
+        services = (compress(objects, map(_IS_SERVICE, map(_KIND_OF, objects)))
+                    if SERVICE_KIND in kinds else ())
+    # the copies as the snapshot writes them (a JSON object, :class:`CachedCopies`): each
+    # entry's text made once per shared body, joined, never encoded again when saved
+    parts: list[str] = []
+    memo: SharedFlags = {} if flags is None else flags
+    for manifest in services:
+        shared = manifest.shared
+        if shared is None:
+            found = _copy_flags(manifest.body)
             if found is not None:
-                copies[f"{key.namespace}/{key.name}"] = found
-    return ClusterRecord(file_digests(files), (counts[0], counts[1], counts[2]), copies)
+                key = manifest.key
+                parts.append(_copy_text(f"{key.namespace}/{key.name}", found))
+            continue
+        # its body is with_required_by(shared, ...): the shared body's name, namespace and
+        # other annotations, as written (an object's key is its body's)
+        held = memo.get(id(shared))
+        if held is None:  # the body held: its id stays its own meanwhile
+            metadata = shared["metadata"]
+            found = _copy_flags(shared)
+            held = memo[id(shared)] = (shared, None if found is None else _copy_text(
+                f"{metadata.get('namespace', '')}/{metadata['name']}", found))
+        if held[1] is not None:
+            parts.append(held[1])
+    copies = CachedCopies("{" + ",".join(parts) + "}")
+    return ClusterRecord(file_digests(files), counts, copies)
 
+
+# id(shared body) -> (the body, the text of its copy's entry in a record, None without either
+# annotation): see cluster_record
+SharedFlags = dict[int, tuple[Mapping[str, Any], str | None]]
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode  # as snapshot_bytes writes
+_ENCODE_STRING = json.encoder.encode_basestring_ascii  # how it writes a string (a key)
+
+
+@lru_cache(maxsize=64)  # a few pairs: meshplan writes "true" and "false"
+def _flags_text(found: tuple[str | None, str | None]) -> str:
+    return _COMPACT_JSON(found)
+
+
+def _copy_text(name: str, found: tuple[str | None, str | None]) -> str:
+    """``"namespace/name":[global,shared]``: one entry of a record's copies, as the JSON
+    encoder writes it in a snapshot's line (its string escaping, ``ensure_ascii``)."""
+    return f"{_ENCODE_STRING(name)}:{_flags_text(found)}"
+
+
+_KIND_OF = attrgetter("key.kind")
+_IS_SERVICE = SERVICE_KIND.__eq__
 
 # the kinds whose objects a cluster record counts: kind -> index in ClusterRecord.counts
 _COUNTED = {kind: ("policies.yaml", "services.yaml", "namespaces.yaml").index(name)
@@ -459,14 +541,14 @@ def service_copies(manifests: Iterable[Manifest]
     {} for both, so a snapshot leaves them out -- half of all copies)."""
     for manifest in manifests:
         if manifest.key.kind == SERVICE_KIND:
-            found = _copy_flags(manifest)
+            found = _copy_flags(manifest.body)
             if found is not None:
                 yield f"{manifest.key.namespace}/{manifest.key.name}", found
 
 
-def _copy_flags(service: Manifest) -> tuple[str | None, str | None] | None:
-    """A Service's (global, shared) annotations; None when it has neither."""
-    annotations = service.body["metadata"].get("annotations")
+def _copy_flags(body: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
+    """A Service body's (global, shared) annotations; None when it has neither."""
+    annotations = body["metadata"].get("annotations")
     if not annotations:
         return None
     found = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
@@ -839,10 +921,16 @@ class ClusterRecords(dict[str, ClusterRecord]):
     objects are then still in the processor's caches; a pass over the whole fleet's objects
     after the render takes about as long as that render's own pass over them."""
 
-    def __call__(self, cluster: ClusterPlan, files: Sequence[OutputFile]) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.flags: SharedFlags = {}  # of the fleet's shared bodies (cluster_record)
+
+    def __call__(self, cluster: ClusterPlan, files: Sequence[OutputFile],
+                 groups: Mapping[str, Sequence[Manifest]] | None = None) -> None:
         # files in path order, as a snapshot lists them; two plans of one folder (never in a
         # valid plan) leave fewer records than clusters, and snapshot_of takes them afresh
-        self[cluster.cluster.path] = cluster_record(cluster, sorted(files, key=_path))
+        self[cluster.cluster.path] = cluster_record(cluster, sorted(files, key=_path),
+                                                    self.flags, groups)
 
 
 def _path(file: OutputFile) -> str:

@@ -43,6 +43,7 @@ from .outputs import DEFAULT_OUTPUT_DIR, read_tree
 from .refine import (
     ClusterPlan,
     ClusterRef,
+    Manifest,
     Plan,
     SettledCopies,
     refine,
@@ -353,7 +354,8 @@ def render_with_inventory(repo: Path, *, keep: list[object] | None = None
 
 
 def render_analysis(analysis: Analysis,
-                    each_cluster: Callable[[ClusterPlan, list[OutputFile]], object] | None = None
+                    each_cluster: Callable[[ClusterPlan, list[OutputFile],
+                                            dict[str, list[Manifest]]], object] | None = None
                     ) -> Rendered:
     """The output files of an analysis; raises :class:`InputError` if it found errors.
     ``each_cluster``: see :func:`meshplan.render.render`."""

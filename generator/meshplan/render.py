@@ -187,14 +187,16 @@ def cluster_files(cluster: ClusterPlan, texts: dict[str, str]) -> list[OutputFil
 
 
 def render(plan: Plan, inventory: Inventory | None = None, mesh: MeshPlan | None = None, *,
-           each_cluster: Callable[[ClusterPlan, list[OutputFile]], object] | None = None
+           each_cluster: Callable[[ClusterPlan, list[OutputFile], dict[str, list[Manifest]]],
+                                  object] | None = None
            ) -> Rendered:
     """All output files; with ``inventory``, also its GitOps bootstrap files (``bootstrap/``);
     with ``mesh``, the mesh plan's files (``mesh/``, see :mod:`meshplan.mesh.render`).
 
-    ``each_cluster`` is called with each cluster and its files right after they are written,
-    while its objects are still in the processor's caches (the render cache records them:
-    a second pass over the fleet's objects afterwards costs about as much again)."""
+    ``each_cluster`` is called with each cluster, its files and its objects by file name right
+    after they are written, while its objects are still in the processor's caches (the render
+    cache records them: a second pass over the fleet's objects afterwards costs about as much
+    again; the grouping spares it a pass over the cluster's objects)."""
     files = [OutputFile(OUTPUT_MARKER, MARKER_TEXT.encode())]
     memo = ObjectTexts()  # the plan's objects are immutable and alive for the whole render
     counts = {"policies": 0, "services": 0, "namespaces": 0}
@@ -205,7 +207,7 @@ def render(plan: Plan, inventory: Inventory | None = None, mesh: MeshPlan | None
             if counted in counts:
                 counts[counted] += len(manifests)
         if each_cluster is not None:
-            each_cluster(cluster, written)
+            each_cluster(cluster, written, groups)
         files.extend(written)
     if inventory is not None:
         files.extend(bootstrap_files(inventory))
