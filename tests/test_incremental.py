@@ -1002,3 +1002,142 @@ def test_reads_changed_is_its_definition(services: set[str],
     recs = [RequirementRecord(("d", "n/r", False), (), (), tuple(calls), "", tuple(reads))
             for calls, reads in records]
     assert reads_changed(services)(recs) == _reads_changed_by_definition(recs, services)
+
+
+def test_requirement_reads_are_the_records_reads(medium: Path) -> None:
+    """What a sliced run reads of each domain (:func:`services_read`) comes from
+    :func:`requirement_reads`, read off the requirement's text: the same as its record's."""
+    from meshplan.incremental import requirement_reads, requirement_record
+    from meshplan.pipeline import analyse
+
+    inventory = analyse(medium).inventory
+    assert inventory is not None and inventory.requirements
+    for requirement in inventory.requirements:
+        assert tuple(sorted(requirement_reads(requirement))) \
+            == requirement_record(inventory, requirement).reads
+
+
+def test_services_read_counts_each_name_in_the_readers_domain_too() -> None:
+    from meshplan.incremental import services_read
+
+    assert services_read([("a", ["a/x", "b/y"]), ("c", [])]) \
+        == {"a": {"x", "y"}, "b": {"y", "x"} - {"x"}, "c": set()}
+    assert services_read([("a", ["b/*"]), ("a", ["b/y"]), ("d", ["a/z"])]) \
+        == {"a": None, "b": None, "d": {"z"}}
+
+
+PLAIN_DOMAIN = """\
+# a comment
+apiVersion: meshplan.dev/v1alpha1
+kind: Domain
+metadata:
+  name: d
+spec:
+  clusters:
+    - name: c1
+      podCIDRs: [10.0.0.0/20]
+  services:
+    - name: s0
+      namespace: n
+      selector: {app: s0}
+      ports: [{port: 80, protocol: TCP, name: http}]
+      clusters: [c1]
+      exportTo: ["*"]
+    - name: s1
+      namespace: n
+      selector:
+        app: s1
+      ports: [{port: 81, protocol: TCP}]
+      clusters: [c1]
+    - name: s2
+      namespace: n
+      selector: {app: s2}
+      ports: [{port: 82, protocol: TCP}]
+      clusters: [c1]
+"""
+
+
+@pytest.mark.parametrize("wanted", [set(), {"s1"}, {"s0", "s2"}, {"s0", "s1", "s2", "other"}])
+def test_a_services_cut_keeps_every_place(wanted: set[str]) -> None:
+    """The services kept read as in the whole file (data and every position); the others
+    are gone; the text has as many lines."""
+    from meshplan.incremental import services_cut
+    from meshplan.load.parse import parse_yaml
+
+    raw = PLAIN_DOMAIN.encode()
+    cut = services_cut(raw, wanted)
+    assert cut is not None
+    text, names, kept = cut
+    assert text.count(b"\n") == raw.count(b"\n")
+    assert names == tuple(n for n in ("s0", "s1", "s2") if n in wanted)
+    (whole,), _ = parse_yaml("d.yaml", PLAIN_DOMAIN)
+    (part,), problems = parse_yaml("d.yaml", text.decode())
+    assert not problems
+    assert [s["name"] for s in part.data["spec"].get("services") or []] == list(names)
+    for k, i in enumerate(kept):
+        assert part.data["spec"]["services"][k] == whole.data["spec"]["services"][i]
+        for path, mark in part.marks.items():
+            if path[:3] == ("spec", "services", k):
+                assert whole.marks[("spec", "services", i, *path[3:])] == mark
+    assert part.data["spec"]["clusters"] == whole.data["spec"]["clusters"]
+
+
+@pytest.mark.parametrize("edit", [
+    ("selector: {app: s0}", "selector: {app:\n        s0}"),  # a flow mapping over two lines
+    ("namespace: n\n      selector: {app: s2}", 'namespace: "n\n    - name: s9"'),  # quoted
+    ("selector: {app: s0}", "selector: {app: s0}  # s0"),  # a comment after content
+    ("namespace: n\n      selector: {app: s2}", "namespace: n\n      note: |\n        x"),
+    ("namespace: n\n      selector: {app: s2}", "namespace: &n n\n      selector: {app: s2}"),
+    ("      exportTo: [\"*\"]\n", "      exportTo: [\"*\"]\n\n"),  # a blank line in the list
+    ("    - name: s1\n      namespace: n", "    - namespace: n\n      name: s1"),
+    ("spec:\n", "spec:\n  note: 'x'\n"),
+    ("name: d\n", "name: d\n---\n"),
+    ("    - name: s2\n", "    -   name: s2\n"),
+    ("c1]\n", "c1]\r\n"),
+])
+def test_a_services_cut_refuses_a_layout_it_cannot_read_line_by_line(
+        edit: tuple[str, str]) -> None:
+    from meshplan.incremental import services_cut
+
+    old, new = edit
+    assert old in PLAIN_DOMAIN
+    assert services_cut(PLAIN_DOMAIN.replace(old, new, 1).encode(), {"s1"}) is None
+
+
+def test_a_service_change_reads_the_callers_domains_in_part(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callers' domains (unchanged) are read with only the services the analysed
+    requirements can look up (ten domains: some are read by no peer without a service);
+    the result is the full render's, both ways."""
+    import meshplan.pipeline as pipeline
+
+    medium = tmp_path / "repo"
+    generate("10x2x10x100", 1, medium)
+
+    from meshplan.load.repository import read_documents
+
+    cuts: list[str] = []
+    modelled = pipeline._InventorySlice._modelled
+
+    def spy(self: Any, relpath: str, docs: list[Any]) -> Any:
+        part = modelled(self, relpath, docs)
+        if relpath in self.cuts:  # each service as the whole file models it
+            cuts.append(relpath)
+            whole = pipeline.model_inventory(read_documents(medium, relpath)[0])
+            (domain,), (every,) = part.domains, whole.domains
+            assert domain.clusters == every.clusters and domain.services
+            assert domain.services == tuple(s for s in every.services
+                                            if s.name in self.cuts[relpath][0])
+        return part
+
+    monkeypatch.setattr(pipeline._InventorySlice, "_modelled", spy)
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(medium, cache)
+    change = ServiceChange(medium)
+    change.apply()
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
+    assert cuts and change.path.relative_to(medium).as_posix() not in cuts
+    cuts.clear()
+    change.undo()
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
+    assert cuts
