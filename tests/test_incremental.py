@@ -347,6 +347,51 @@ def add_namesake(n: int, m: int) -> Edit:
     return edit
 
 
+def service_in_place(n: int, m: int, how: int) -> Edit:
+    """A one-service change written into the file's text as it is laid out (the other lines
+    stay, so the inventory can be read in part): a port, another namespace of the domain,
+    or a new service named like another domain's, in a namespace of its own domain (a
+    namesake that a generated ExternalName Service may clash with)."""
+    def edit(repo: Path) -> None:
+        path = pick(domain_files(repo), n)
+        if path is None:
+            return
+        text = path.read_text(encoding="utf-8")
+        at = text.find("\n  services:\n")
+        starts = [x.start() for x in re.finditer(r"(?m)^    - name: ", text) if x.start() > at]
+        if at < 0 or not starts:
+            return
+        found = re.compile(r"(?m)^(?!    )").search(text, starts[-1] + 1)
+        bounds = [*starts, found.start() if found is not None else len(text)]
+        k = m % len(starts)
+        begin, end = bounds[k], bounds[k + 1]
+        item = text[begin:end]
+        data = load(path)
+        others = [s for d in domain_files(repo) if d != path
+                  for s in load(d)["spec"].get("services") or []]
+        other = pick(others, m)
+        own = pick(data["spec"]["services"], m + how)["namespace"]
+        if how % 3 == 0:
+            item = re.sub(r"port: (\d+)", lambda x: f"port: {int(x[1]) % 65535 + 1}", item,
+                          count=1)
+        elif how % 3 == 1:
+            item = re.sub(r"(?m)^      namespace: .*$", f"      namespace: {own}", item,
+                          count=1)
+        elif other is not None and other["name"] not in {
+                s["name"] for s in data["spec"]["services"]}:
+            cluster = pick(data["spec"]["clusters"], m)["name"]
+            text = text[:bounds[-1]] + (
+                f"    - name: {other['name']}\n      namespace: {own}\n"
+                f"      selector: {{app: namesake-{m}}}\n"
+                f"      ports: [{{port: 80, protocol: TCP, name: http}}]\n"
+                f"      clusters: [{cluster}]\n") + text[bounds[-1]:]
+            path.write_text(text, encoding="utf-8")
+            return
+        path.write_text(text[:begin] + item + text[end:], encoding="utf-8")
+    edit.__name__ = f"service_in_place({n},{m},{how})"
+    return edit
+
+
 small = st.integers(0, 1000)
 EDITS = st.one_of(
     st.builds(add_peer, small, small, st.booleans()),
@@ -362,9 +407,11 @@ EDITS = st.one_of(
     st.builds(remove_cluster, small),
     st.builds(limit_peer, small, small),
     st.builds(add_namesake, small, small),
+    st.builds(service_in_place, small, small, small),
 )
 
-SIZES = ("S", "2x4x8x40", "3x3x5x24", "4x2x4x30", "3x3x5x20+mesh+istio", "3x2x4x16+istio")
+SIZES = ("S", "2x4x8x40", "3x3x5x24", "4x2x4x30", "10x2x6x60", "3x3x5x20+mesh+istio",
+         "3x2x4x16+istio")
 
 
 @pytest.fixture(scope="module")
@@ -1141,3 +1188,78 @@ def test_a_service_change_reads_the_callers_domains_in_part(
     change.undo()
     assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
     assert cuts
+
+
+def test_a_namesake_in_a_domain_read_in_part_is_seen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A requirement starts calling another domain's service x: its ExternalName Service x
+    goes into the policy's namespace, where its own domain (unchanged, read in part) has an
+    inventory service x. Refinement reports the clash; the cached render must read that
+    namesake although no requirement looks it up (services_read counts each name read in the
+    reader's own domain too)."""
+    import meshplan.pipeline as pipeline
+    from meshplan.pipeline import analyse
+
+    reads: list[str] = []  # the files read in part ("whole": the inventory read whole)
+    read, covering = pipeline._InventorySlice._read, pipeline._InventorySlice.covering
+
+    def spy(self: Any, relpath: str, names: frozenset[str] | None) -> Any:
+        docs = read(self, relpath, names)
+        if relpath in self.cuts:
+            reads.append(relpath)
+        return docs
+
+    def whole(self: Any, *args: Any) -> Any:
+        try:
+            return covering(self, *args)
+        except pipeline._WholeInventory:
+            reads.append("whole")
+            raise
+
+    monkeypatch.setattr(pipeline._InventorySlice, "_read", spy)
+    monkeypatch.setattr(pipeline._InventorySlice, "covering", whole)
+    repo = tmp_path / "repo"
+    generate("10x2x6x60", 1, repo)
+    inventory = analyse(repo).inventory
+    assert inventory is not None
+    files = {load(p)["metadata"]["name"]: p for p in domain_files(repo)}
+    for requirement in inventory.requirements:
+        service = inventory.service_selected_by(requirement)
+        peers = [p for rule in (*(requirement.egress or ()), *(requirement.ingress or ()))
+                 for p in rule.endpoints]
+        if service is None or not peers or not all(  # every peer named: read in part
+                p.is_abstract and p.selector.label("service") for p in peers) or any(
+                rule.cidrs for rule in (*(requirement.egress or ()),
+                                        *(requirement.ingress or ()))):
+            continue
+        domain = inventory.domain_by_name[requirement.domain]
+        target = next((s for d in inventory.domains if d.name != domain.name
+                       for s in d.services if s.exported_to(domain.name)
+                       and s.namespace != service.namespace
+                       and s.name not in domain.service_by_name), None)
+        if target is None:
+            continue
+        work = tmp_path / f"try-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(repo, work)
+        path = work / files[domain.name].relative_to(repo)
+        path.write_text(path.read_text("utf-8") + (
+            f"    - name: {target.name}\n      namespace: {service.namespace}\n"
+            f"      selector: {{app: namesake}}\n"
+            f"      ports: [{{port: 80, protocol: TCP, name: http}}]\n"
+            f"      clusters: [{service.clusters[0]}]\n"), "utf-8")
+        if full(work)[0] is None:
+            continue  # a clash already
+        cache = RenderCache.at(work / ".cache")
+        assert_same(work, cache)
+        caller = work / requirement.file
+        data = load(caller)
+        data["spec"].setdefault("egress", []).append({"toEndpoints": [{"matchLabels": {
+            "domain": target.domain, "service": target.name}}]})
+        dump(caller, data)
+        if full(work)[0] is not None:
+            continue  # no clash: the ExternalName Service goes elsewhere
+        reads.clear()
+        assert assert_same(work, cache) == "error"
+        if path.relative_to(work).as_posix() in reads and "whole" not in reads:
+            return
+    raise AssertionError("no requirement to give a namesake clash read in part")
