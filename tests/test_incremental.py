@@ -1133,6 +1133,8 @@ def test_a_services_cut_keeps_every_place(wanted: set[str]) -> None:
     ("selector: {app: s0}", "selector: {app:\n        s0}"),  # a flow mapping over two lines
     ("namespace: n\n      selector: {app: s2}", 'namespace: "n\n    - name: s9"'),  # quoted
     ("selector: {app: s0}", "selector: {app: s0}  # s0"),  # a comment after content
+    ("      clusters: [c1]\n    - name: s2", "      clusters: [c1]\n    # s2\n    - name: s2"),
+    ("selector: {app: s0}", "selector: {app: [s0}"),  # brackets that do not close
     ("namespace: n\n      selector: {app: s2}", "namespace: n\n      note: |\n        x"),
     ("namespace: n\n      selector: {app: s2}", "namespace: &n n\n      selector: {app: s2}"),
     ("      exportTo: [\"*\"]\n", "      exportTo: [\"*\"]\n\n"),  # a blank line in the list

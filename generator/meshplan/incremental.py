@@ -373,11 +373,11 @@ def services_read(reads: Iterable[tuple[str, Iterable[str]]]
 
 
 # A Domain file laid out plainly enough to read its services in part (services_cut): ASCII
-# (no line break but LF), one document, no tab, and, outside full-line comments and one-line
-# double-quoted texts without escapes, no character that starts a multi-line construct, an
-# anchor, alias or tag or a comment, and flow brackets closed on their own line.
+# (no line break but LF), one document, no tab, and, after the comment lines it starts with and
+# outside one-line double-quoted texts without escapes, no character that starts a multi-line
+# construct, an anchor, alias or tag or a comment, and flow brackets closed on their own line.
 _SERVICES_KEY = b"\n  services:\n"
-_FULL_LINE_COMMENT = re.compile(rb"(?m)^ *#[^\n]*$")
+_LEADING_COMMENTS = re.compile(rb"(?: *#[^\n]*\n)*")  # the only comments allowed
 _ONE_LINE_QUOTED = re.compile(rb'"[^"\\\n]*"')
 _INNER_BRACKETS = re.compile(rb"\[[^\[\]{}\n]*\]|\{[^\[\]{}\n]*\}")
 _UNSAFE = re.compile(rb"[\t\r'\"\\|>&*!%@`#?\[\]{}]|(?m:^(?:---|\.\.\.))")
@@ -406,11 +406,12 @@ def services_cut(raw: bytes, wanted: AbstractSet[str]
     at = raw.find(_SERVICES_KEY)
     if at < 0 or raw.find(_SERVICES_KEY, at + 1) >= 0:
         return None
-    rest = _ONE_LINE_QUOTED.sub(b"", _FULL_LINE_COMMENT.sub(b"", raw))
-    while True:
+    lead = _LEADING_COMMENTS.match(raw)
+    rest = _ONE_LINE_QUOTED.sub(b"", raw[lead.end() if lead is not None else 0:])
+    while b"[" in rest or b"{" in rest:  # innermost pairs first
         fewer = _INNER_BRACKETS.sub(b"", rest)
-        if fewer == rest:
-            break
+        if len(fewer) == len(rest):
+            return None
         rest = fewer
     if _UNSAFE.search(rest):
         return None
