@@ -347,6 +347,51 @@ def add_namesake(n: int, m: int) -> Edit:
     return edit
 
 
+def service_in_place(n: int, m: int, how: int) -> Edit:
+    """A one-service change written into the file's text as it is laid out (the other lines
+    stay, so the inventory can be read in part): a port, another namespace of the domain,
+    or a new service named like another domain's, in a namespace of its own domain (a
+    namesake that a generated ExternalName Service may clash with)."""
+    def edit(repo: Path) -> None:
+        path = pick(domain_files(repo), n)
+        if path is None:
+            return
+        text = path.read_text(encoding="utf-8")
+        at = text.find("\n  services:\n")
+        starts = [x.start() for x in re.finditer(r"(?m)^    - name: ", text) if x.start() > at]
+        if at < 0 or not starts:
+            return
+        found = re.compile(r"(?m)^(?!    )").search(text, starts[-1] + 1)
+        bounds = [*starts, found.start() if found is not None else len(text)]
+        k = m % len(starts)
+        begin, end = bounds[k], bounds[k + 1]
+        item = text[begin:end]
+        data = load(path)
+        others = [s for d in domain_files(repo) if d != path
+                  for s in load(d)["spec"].get("services") or []]
+        other = pick(others, m)
+        own = pick(data["spec"]["services"], m + how)["namespace"]
+        if how % 3 == 0:
+            item = re.sub(r"port: (\d+)", lambda x: f"port: {int(x[1]) % 65535 + 1}", item,
+                          count=1)
+        elif how % 3 == 1:
+            item = re.sub(r"(?m)^      namespace: .*$", f"      namespace: {own}", item,
+                          count=1)
+        elif other is not None and other["name"] not in {
+                s["name"] for s in data["spec"]["services"]}:
+            cluster = pick(data["spec"]["clusters"], m)["name"]
+            text = text[:bounds[-1]] + (
+                f"    - name: {other['name']}\n      namespace: {own}\n"
+                f"      selector: {{app: namesake-{m}}}\n"
+                f"      ports: [{{port: 80, protocol: TCP, name: http}}]\n"
+                f"      clusters: [{cluster}]\n") + text[bounds[-1]:]
+            path.write_text(text, encoding="utf-8")
+            return
+        path.write_text(text[:begin] + item + text[end:], encoding="utf-8")
+    edit.__name__ = f"service_in_place({n},{m},{how})"
+    return edit
+
+
 small = st.integers(0, 1000)
 EDITS = st.one_of(
     st.builds(add_peer, small, small, st.booleans()),
@@ -362,9 +407,11 @@ EDITS = st.one_of(
     st.builds(remove_cluster, small),
     st.builds(limit_peer, small, small),
     st.builds(add_namesake, small, small),
+    st.builds(service_in_place, small, small, small),
 )
 
-SIZES = ("S", "2x4x8x40", "3x3x5x24", "4x2x4x30", "3x3x5x20+mesh+istio", "3x2x4x16+istio")
+SIZES = ("S", "2x4x8x40", "3x3x5x24", "4x2x4x30", "10x2x6x60", "3x3x5x20+mesh+istio",
+         "3x2x4x16+istio")
 
 
 @pytest.fixture(scope="module")
@@ -1002,3 +1049,219 @@ def test_reads_changed_is_its_definition(services: set[str],
     recs = [RequirementRecord(("d", "n/r", False), (), (), tuple(calls), "", tuple(reads))
             for calls, reads in records]
     assert reads_changed(services)(recs) == _reads_changed_by_definition(recs, services)
+
+
+def test_requirement_reads_are_the_records_reads(medium: Path) -> None:
+    """What a sliced run reads of each domain (:func:`services_read`) comes from
+    :func:`requirement_reads`, read off the requirement's text: the same as its record's."""
+    from meshplan.incremental import requirement_reads, requirement_record
+    from meshplan.pipeline import analyse
+
+    inventory = analyse(medium).inventory
+    assert inventory is not None and inventory.requirements
+    for requirement in inventory.requirements:
+        assert tuple(sorted(requirement_reads(requirement))) \
+            == requirement_record(inventory, requirement).reads
+
+
+def test_services_read_counts_each_name_in_the_readers_domain_too() -> None:
+    from meshplan.incremental import services_read
+
+    assert services_read([("a", ["a/x", "b/y"]), ("c", [])]) \
+        == {"a": {"x", "y"}, "b": {"y", "x"} - {"x"}, "c": set()}
+    assert services_read([("a", ["b/*"]), ("a", ["b/y"]), ("d", ["a/z"])]) \
+        == {"a": None, "b": None, "d": {"z"}}
+
+
+PLAIN_DOMAIN = """\
+# a comment
+apiVersion: meshplan.dev/v1alpha1
+kind: Domain
+metadata:
+  name: d
+spec:
+  clusters:
+    - name: c1
+      podCIDRs: [10.0.0.0/20]
+  services:
+    - name: s0
+      namespace: n
+      selector: {app: s0}
+      ports: [{port: 80, protocol: TCP, name: http}]
+      clusters: [c1]
+      exportTo: ["*"]
+    - name: s1
+      namespace: n
+      selector:
+        app: s1
+      ports: [{port: 81, protocol: TCP}]
+      clusters: [c1]
+    - name: s2
+      namespace: n
+      selector: {app: s2}
+      ports: [{port: 82, protocol: TCP}]
+      clusters: [c1]
+"""
+
+
+@pytest.mark.parametrize("wanted", [set(), {"s1"}, {"s0", "s2"}, {"s0", "s1", "s2", "other"}])
+def test_a_services_cut_keeps_every_place(wanted: set[str]) -> None:
+    """The services kept read as in the whole file (data and every position); the others
+    are gone; the text has as many lines."""
+    from meshplan.incremental import services_cut
+    from meshplan.load.parse import parse_yaml
+
+    raw = PLAIN_DOMAIN.encode()
+    cut = services_cut(raw, wanted)
+    assert cut is not None
+    text, names, kept = cut
+    assert text.count(b"\n") == raw.count(b"\n")
+    assert names == tuple(n for n in ("s0", "s1", "s2") if n in wanted)
+    (whole,), _ = parse_yaml("d.yaml", PLAIN_DOMAIN)
+    (part,), problems = parse_yaml("d.yaml", text.decode())
+    assert not problems
+    assert [s["name"] for s in part.data["spec"].get("services") or []] == list(names)
+    for k, i in enumerate(kept):
+        assert part.data["spec"]["services"][k] == whole.data["spec"]["services"][i]
+        for path, mark in part.marks.items():
+            if path[:3] == ("spec", "services", k):
+                assert whole.marks[("spec", "services", i, *path[3:])] == mark
+    assert part.data["spec"]["clusters"] == whole.data["spec"]["clusters"]
+
+
+@pytest.mark.parametrize("edit", [
+    ("selector: {app: s0}", "selector: {app:\n        s0}"),  # a flow mapping over two lines
+    ("namespace: n\n      selector: {app: s2}", 'namespace: "n\n    - name: s9"'),  # quoted
+    ("selector: {app: s0}", "selector: {app: s0}  # s0"),  # a comment after content
+    ("      clusters: [c1]\n    - name: s2", "      clusters: [c1]\n    # s2\n    - name: s2"),
+    ("selector: {app: s0}", "selector: {app: [s0}"),  # brackets that do not close
+    ("namespace: n\n      selector: {app: s2}", "namespace: n\n      note: |\n        x"),
+    ("namespace: n\n      selector: {app: s2}", "namespace: &n n\n      selector: {app: s2}"),
+    ("      exportTo: [\"*\"]\n", "      exportTo: [\"*\"]\n\n"),  # a blank line in the list
+    ("    - name: s1\n      namespace: n", "    - namespace: n\n      name: s1"),
+    ("spec:\n", "spec:\n  note: 'x'\n"),
+    ("name: d\n", "name: d\n---\n"),
+    ("    - name: s2\n", "    -   name: s2\n"),
+    ("c1]\n", "c1]\r\n"),
+])
+def test_a_services_cut_refuses_a_layout_it_cannot_read_line_by_line(
+        edit: tuple[str, str]) -> None:
+    from meshplan.incremental import services_cut
+
+    old, new = edit
+    assert old in PLAIN_DOMAIN
+    assert services_cut(PLAIN_DOMAIN.replace(old, new, 1).encode(), {"s1"}) is None
+
+
+def test_a_service_change_reads_the_callers_domains_in_part(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callers' domains (unchanged) are read with only the services the analysed
+    requirements can look up (ten domains: some are read by no peer without a service);
+    the result is the full render's, both ways."""
+    import meshplan.pipeline as pipeline
+
+    medium = tmp_path / "repo"
+    generate("10x2x10x100", 1, medium)
+
+    from meshplan.load.repository import read_documents
+
+    cuts: list[str] = []
+    modelled = pipeline._InventorySlice._modelled
+
+    def spy(self: Any, relpath: str, docs: list[Any]) -> Any:
+        part = modelled(self, relpath, docs)
+        if relpath in self.cuts:  # each service as the whole file models it
+            cuts.append(relpath)
+            whole = pipeline.model_inventory(read_documents(medium, relpath)[0])
+            (domain,), (every,) = part.domains, whole.domains
+            assert domain.clusters == every.clusters and domain.services
+            assert domain.services == tuple(s for s in every.services
+                                            if s.name in self.cuts[relpath][0])
+        return part
+
+    monkeypatch.setattr(pipeline._InventorySlice, "_modelled", spy)
+    cache = RenderCache.at(tmp_path / "cache")
+    assert_same(medium, cache)
+    change = ServiceChange(medium)
+    change.apply()
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
+    assert cuts and change.path.relative_to(medium).as_posix() not in cuts
+    cuts.clear()
+    change.undo()
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
+    assert cuts
+
+
+def test_a_namesake_in_a_domain_read_in_part_is_seen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A requirement starts calling another domain's service x: its ExternalName Service x
+    goes into the policy's namespace, where its own domain (unchanged, read in part) has an
+    inventory service x. Refinement reports the clash; the cached render must read that
+    namesake although no requirement looks it up (services_read counts each name read in the
+    reader's own domain too)."""
+    import meshplan.pipeline as pipeline
+    from meshplan.pipeline import analyse
+
+    reads: list[str] = []  # the files read in part ("whole": the inventory read whole)
+    read, covering = pipeline._InventorySlice._read, pipeline._InventorySlice.covering
+
+    def spy(self: Any, relpath: str, names: frozenset[str] | None) -> Any:
+        docs = read(self, relpath, names)
+        if relpath in self.cuts:
+            reads.append(relpath)
+        return docs
+
+    def whole(self: Any, *args: Any) -> Any:
+        try:
+            return covering(self, *args)
+        except pipeline._WholeInventory:
+            reads.append("whole")
+            raise
+
+    monkeypatch.setattr(pipeline._InventorySlice, "_read", spy)
+    monkeypatch.setattr(pipeline._InventorySlice, "covering", whole)
+    repo = tmp_path / "repo"
+    generate("10x2x6x60", 1, repo)
+    inventory = analyse(repo).inventory
+    assert inventory is not None
+    files = {load(p)["metadata"]["name"]: p for p in domain_files(repo)}
+    for requirement in inventory.requirements:
+        service = inventory.service_selected_by(requirement)
+        peers = [p for rule in (*(requirement.egress or ()), *(requirement.ingress or ()))
+                 for p in rule.endpoints]
+        if service is None or not peers or not all(  # every peer named: read in part
+                p.is_abstract and p.selector.label("service") for p in peers) or any(
+                rule.cidrs for rule in (*(requirement.egress or ()),
+                                        *(requirement.ingress or ()))):
+            continue
+        domain = inventory.domain_by_name[requirement.domain]
+        target = next((s for d in inventory.domains if d.name != domain.name
+                       for s in d.services if s.exported_to(domain.name)
+                       and s.namespace != service.namespace
+                       and s.name not in domain.service_by_name), None)
+        if target is None:
+            continue
+        work = tmp_path / f"try-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(repo, work)
+        path = work / files[domain.name].relative_to(repo)
+        path.write_text(path.read_text("utf-8") + (
+            f"    - name: {target.name}\n      namespace: {service.namespace}\n"
+            f"      selector: {{app: namesake}}\n"
+            f"      ports: [{{port: 80, protocol: TCP, name: http}}]\n"
+            f"      clusters: [{service.clusters[0]}]\n"), "utf-8")
+        if full(work)[0] is None:
+            continue  # a clash already
+        cache = RenderCache.at(work / ".cache")
+        assert_same(work, cache)
+        caller = work / requirement.file
+        data = load(caller)
+        data["spec"].setdefault("egress", []).append({"toEndpoints": [{"matchLabels": {
+            "domain": target.domain, "service": target.name}}]})
+        dump(caller, data)
+        if full(work)[0] is not None:
+            continue  # no clash: the ExternalName Service goes elsewhere
+        reads.clear()
+        assert assert_same(work, cache) == "error"
+        if path.relative_to(work).as_posix() in reads and "whole" not in reads:
+            return
+    raise AssertionError("no requirement to give a namesake clash read in part")

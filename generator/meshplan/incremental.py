@@ -355,6 +355,119 @@ def footprint_of(requirement: Requirement) -> set[str]:
     return footprint
 
 
+def requirement_reads(requirement: Requirement) -> set[str]:
+    """The services ("domain/name"; "domain/*": all of them) a requirement looks up: its
+    record's ``reads`` (:func:`requirement_record`), read off its text."""
+    selected = requirement.selected_service
+    reads = {f"{requirement.domain}/{selected}"} if selected is not None else set()
+    for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
+        for peer in rule.endpoints:
+            if peer.is_abstract:
+                labels = dict(peer.selector.match_labels)
+                named = labels.get(DOMAIN_KEY)
+                reads.add(f"{named or requirement.domain}/{labels.get(SERVICE_KEY) or '*'}")
+    return reads
+
+
+def services_read(reads: Iterable[tuple[str, Iterable[str]]]
+                  ) -> dict[str, set[str] | None]:
+    """The services of each domain that requirements reading ``reads`` (their own domain and
+    what they read: :func:`requirement_reads`) can see: domain -> names (None: all of them).
+
+    A requirement looks up the services it reads (its subject, its peers: by name, or all of
+    a domain's for a peer without a service); refinement also looks up, in its own domain,
+    every service named like one it calls (a mirror or ExternalName Service must not take an
+    inventory Service's place), so each name read counts in the reader's domain too, and a
+    domain read whole makes its reader's domain read whole."""
+    out: dict[str, set[str] | None] = {}
+
+    def add(domain: str, name: str) -> None:
+        if name == "*":
+            out[domain] = None
+        else:
+            known = out.setdefault(domain, set())
+            if known is not None:
+                known.add(name)
+
+    for own, names in reads:
+        out.setdefault(own, set())
+        for read in names:
+            domain, _, name = read.partition("/")
+            add(domain, name)
+            add(own, name)
+    return out
+
+
+# A Domain file laid out plainly enough to read its services in part (services_cut): ASCII
+# (no line break but LF), one document, no tab, and, after the comment lines it starts with and
+# outside one-line double-quoted texts without escapes, no character that starts a multi-line
+# construct, an anchor, alias or tag or a comment, and flow brackets closed on their own line.
+_SERVICES_KEY = b"\n  services:\n"
+_LEADING_COMMENTS = re.compile(rb"(?: *#[^\n]*\n)*")  # the only comments allowed
+_ONE_LINE_QUOTED = re.compile(rb'"[^"\\\n]*"')
+_INNER_BRACKETS = re.compile(rb"\[[^\[\]{}\n]*\]|\{[^\[\]{}\n]*\}")
+_UNSAFE = re.compile(rb"[\t\r'\"\\|>&*!%@`#?\[\]{}]|(?m:^(?:---|\.\.\.))")
+_ITEM_START = re.compile(rb"(?m)^    - ")
+_NOT_IN_BLOCK = re.compile(rb"\n(?!    - |      )")
+_BLOCK_END = re.compile(rb"(?m)^(?!    )")
+_LIST_ENDS = re.compile(rb" {0,3}[^ #\n]")  # content indented less (a blank or comment does not)
+_ITEM_NAME = re.compile(rb"    - name: ([a-z0-9]([-a-z0-9]*[a-z0-9])?)\n")
+
+
+def services_cut(raw: bytes, wanted: AbstractSet[str]
+                 ) -> tuple[bytes, tuple[str, ...], tuple[int, ...]] | None:
+    """A Domain file's bytes with every item of its ``spec.services`` not named in ``wanted``
+    emptied (its lines kept, blank: every other line and column stays where it was), the names
+    of the items kept and their positions in the list; None when the file is not laid out so
+    that its items can be told apart line by line (see above): read it whole then.
+
+    Every item must start with its name (``    - name: x``, a plain name) at the indentation
+    of the first; every line of the list is an item's first or is indented deeper; the list
+    ends at the first line indented less, which holds content. With no multi-line construct
+    but plain scalars (which end at a line indented less), those lines are the list's items
+    for any YAML reader. The caller checks the names the cut text gives against those
+    returned."""
+    if not raw.isascii() or not raw.endswith(b"\n"):
+        return None
+    at = raw.find(_SERVICES_KEY)
+    if at < 0 or raw.find(_SERVICES_KEY, at + 1) >= 0:
+        return None
+    lead = _LEADING_COMMENTS.match(raw)
+    rest = _ONE_LINE_QUOTED.sub(b"", raw[lead.end() if lead is not None else 0:])
+    while b"[" in rest or b"{" in rest:  # innermost pairs first
+        fewer = _INNER_BRACKETS.sub(b"", rest)
+        if len(fewer) == len(rest):
+            return None
+        rest = fewer
+    if _UNSAFE.search(rest):
+        return None
+    start = at + len(_SERVICES_KEY)
+    found = _BLOCK_END.search(raw, start)
+    end = found.start() if found is not None and found.start() < len(raw) else len(raw)
+    block = raw[start:end]
+    if not block.startswith(b"    - ") or _NOT_IN_BLOCK.search(block, 0, len(block) - 1) \
+            or (end < len(raw) and not _LIST_ENDS.match(raw, end)):
+        return None
+    starts = [m.start() for m in _ITEM_START.finditer(block)]
+    pieces = [raw[:start]]
+    names: list[str] = []
+    kept: list[int] = []
+    for i, begin in enumerate(starts):
+        item = block[begin:starts[i + 1] if i + 1 < len(starts) else len(block)]
+        head = _ITEM_NAME.match(item)
+        if head is None:
+            return None
+        name = head[1].decode()
+        if name in wanted:
+            pieces.append(item)
+            names.append(name)
+            kept.append(i)
+        else:
+            pieces.append(b"\n" * item.count(b"\n"))
+    pieces.append(raw[end:])
+    return b"".join(pieces), tuple(names), tuple(kept)
+
+
 ObjectsByCluster = dict[str, dict[ObjectKey, Manifest]]  # "domain/cluster" -> key -> object
 
 

@@ -733,34 +733,44 @@ class _InventorySlice:
         self.model: InventoryModel | None = None
         self.old_domains: dict[str, tuple[Domain, ...]] = {}  # changed file -> as before
         self.pods: PodNetworks | None = None  # every cluster's (with services_changed)
+        # file read in part -> the services read (by name) and their places in its list
+        self.cuts: dict[str, tuple[frozenset[str], tuple[int, ...]]] = {}
 
-    def covering(self, domains: set[str]) -> InventoryModel:
+    def covering(self, domains: set[str],
+                 services: Mapping[str, set[str] | None] | None = None) -> InventoryModel:
         """The model of at least ``domains``; ``_WholeInventory`` when the slice cannot give
         it (the pod networks of every cluster, unless known; a domain no inventory file
-        declares)."""
+        declares). ``services``: of each domain, the services the requirements analysed can
+        look up (:func:`meshplan.incremental.services_read`; None: all, and so for a domain
+        not named): an unchanged, checked file declaring one domain is read without the others
+        when its layout allows (:meth:`_read`); every other place stays where it was."""
         from .incremental import PODS
-        from .load.repository import read_documents
 
         if PODS in domains:
             if self.pods is None:
                 raise _WholeInventory
             domains = domains - {PODS}
         missing = domains - self.domains
-        if self.model is not None and not missing:
-            return self.model
         wanted = [p for p in self.order if p not in self.documents and (
             not self.declared[p] or not missing.isdisjoint(self.declared[p]))]
         self.domains.update(n for p in wanted for n in self.declared[p])
         if not domains <= self.domains:
             raise _WholeInventory
+        for relpath, (read, _) in self.cuts.items():  # read in part: enough of it?
+            need = self._names_for(relpath, services)
+            if need is None or not need <= read:
+                wanted.append(relpath)
+        if self.model is not None and not wanted:
+            return self.model
         for relpath in wanted:
-            docs, problems = read_documents(self.root, relpath, self.contents.get(relpath))
-            if has_errors(problems):
-                raise _WholeInventory
-            self.documents[relpath] = docs
+            names = self._names_for(relpath, services)
+            if names is not None and relpath in self.cuts:
+                names = names | self.cuts[relpath][0]
+            self.documents[relpath] = self._read(relpath, names)
+            self.parts.pop(relpath, None)
         for relpath, docs in self.documents.items():  # each file modelled once
             if relpath not in self.parts:
-                self.parts[relpath] = model_inventory(docs, self.checked)
+                self.parts[relpath] = self._modelled(relpath, docs)
         parts = [self.parts[p] for p in self.order if p in self.parts]
         gitops = [part.gitops for part in parts if part.gitops is not None]
         if len(gitops) > 1 or any(part.mesh is not None or has_errors(part.diagnostics)
@@ -771,6 +781,54 @@ class _InventorySlice:
             None, frozenset(n for part in parts for n in part.broken_domains),
             tuple(d for part in parts for d in part.diagnostics))
         return self.model
+
+    def _names_for(self, relpath: str, services: Mapping[str, set[str] | None] | None
+                   ) -> frozenset[str] | None:
+        """The services to read of a file (None: all): of its one domain, when the file is
+        unchanged and passed its checks (an inventory-only file is read whole)."""
+        declared = self.declared[relpath]
+        if services is None or len(declared) != 1 or relpath not in self.checked \
+                or relpath in self.old_domains:
+            return None
+        names = services.get(declared[0])
+        return frozenset(names) if names is not None else None
+
+    def _read(self, relpath: str, names: frozenset[str] | None) -> list[Document]:
+        """The file's documents; with ``names``, those of its services only, when its layout
+        allows (:func:`meshplan.incremental.services_cut`) and the cut text reads as one
+        Domain whose services are exactly those kept, else whole."""
+        from .incremental import services_cut
+        from .load.repository import read_documents
+
+        raw = self.contents.get(relpath)
+        self.cuts.pop(relpath, None)
+        cut = services_cut(raw, names) if names is not None and raw is not None else None
+        if cut is not None and names is not None:
+            text, kept_names, kept = cut
+            docs, problems = read_documents(self.root, relpath, text)
+            if not problems and len(docs) == 1 and _service_names(docs[0]) == kept_names:
+                self.cuts[relpath] = (names, kept)
+                return docs
+        docs, problems = read_documents(self.root, relpath, raw)
+        if has_errors(problems):
+            raise _WholeInventory
+        return docs
+
+    def _modelled(self, relpath: str, docs: list[Document]) -> InventoryModel:
+        """A file's documents modelled; a file read in part has its services' key paths
+        (the only places naming their position in the list) as in the whole file."""
+        from .load.document import format_path
+
+        part = model_inventory(docs, self.checked)
+        if relpath not in self.cuts or len(part.domains) != 1:
+            return part
+        kept = self.cuts[relpath][1]
+        domain = part.domains[0]
+        services = tuple(replace(s, path=format_path(("spec", "services", kept[i])),
+                                 clusters_path=format_path(("spec", "services", kept[i],
+                                                            "clusters")))
+                         for i, s in enumerate(domain.services))
+        return replace(part, domains=(replace(domain, services=services),))
 
     def old_model(self) -> InventoryModel:
         """:meth:`covering`'s model with the changed files' domains as they were."""
@@ -856,6 +914,20 @@ class _InventorySlice:
         return part.domains
 
 
+def _service_names(document: Document) -> tuple[str, ...] | None:
+    """The names of a Domain document's ``spec.services`` (None: not such a document)."""
+    data = document.data
+    spec = data.get("spec") if isinstance(data, dict) and data.get("kind") == "Domain" else None
+    if not isinstance(spec, dict):
+        return None
+    services = spec.get("services")
+    if services is None:
+        return ()
+    if not isinstance(services, list) or not all(isinstance(s, dict) for s in services):
+        return None
+    return tuple(s.get("name") for s in services)
+
+
 def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
                           previous: Snapshot | None, full_above: float, sliced: bool
                           ) -> IncrementalResult:
@@ -884,6 +956,8 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         pods_digest,
         reads_changed,
         render_stale,
+        requirement_reads,
+        services_read,
         shared_global_names,
         split_diagnostics,
         stale_clusters,
@@ -925,7 +999,10 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         model = old_model = piece.covering({
             *(d for r in dirty_model.requirements for d in footprint_of(r)),
             *(d for p in dirty if p in old for rec in old[p].requirements
-              for d in rec.footprint)})
+              for d in rec.footprint)}, services_read([
+                *((r.domain, requirement_reads(r)) for r in dirty_model.requirements),
+                *((rec.key[0], rec.reads) for p in dirty if p in old
+                  for rec in old[p].requirements)]))
         if changed_inventory:
             old_model = piece.old_model()
         problems: list[Diagnostic] = []
@@ -1024,7 +1101,8 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     if len(selected) > len(inputs.requirements) * full_above:
         raise Fallback("the change reaches most requirements")  # a full render is cheaper
     if piece is not None:
-        model = piece.covering(_footprints(previous, records, selected))
+        model = piece.covering(_footprints(previous, records, selected),
+                               _services_of(previous, records, selected))
     pods = piece.pods if piece is not None else None
     analysis, inventory = _analyse_selected(root, inputs, model, selected, preloaded,
                                             (*inputs.diagnostics, *problems, *found), settled,
@@ -1070,7 +1148,8 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
 
         chosen = {*readers, *with_companions(previous, inputs, records, readers)}
         if piece is not None:
-            model = piece.covering(_footprints(previous, records, chosen))
+            model = piece.covering(_footprints(previous, records, chosen),
+                                   _services_of(previous, records, chosen))
         again, again_inventory = _analyse_selected(root, inputs, model, chosen, {}, (),
                                                    renewed, whole=piece is None, pods=pods)
         again_by_file, _ = split_diagnostics(again.diagnostics, requirement_set)
@@ -1288,6 +1367,17 @@ def _footprints(previous: Snapshot, records: Mapping[str, tuple[RequirementRecor
     old = previous.requirement_files
     return {d for p in paths for rec in (records[p] if p in records else old[p].requirements)
             for d in rec.footprint}
+
+
+def _services_of(previous: Snapshot, records: Mapping[str, tuple[RequirementRecord, ...]],
+                 paths: Iterable[str]) -> dict[str, set[str] | None]:
+    """The services these requirement files can look up, per domain (their new records,
+    else the snapshot's): :func:`meshplan.incremental.services_read`."""
+    from .incremental import services_read
+
+    old = previous.requirement_files
+    return services_read((rec.key[0], rec.reads) for p in paths
+                         for rec in (records[p] if p in records else old[p].requirements))
 
 
 def _analyse_selected(root: Path, inputs: InputFiles, model: InventoryModel, selected: set[str],
