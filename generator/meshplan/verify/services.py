@@ -285,13 +285,13 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                 break
         else:
             failed.setdefault((call.where, domain, cluster, call.namespace, call.name), call)
+    reached: set[tuple[Location, str, str, str, str]] = set()
     if failed:
         names = {key[1:] for key in failed}
-        reached = {key for call in reaching
-                   for key in ((call.where, call.domain, call.cluster, call.namespace,
-                                call.name),) if key[1:] in names}
-    else:
-        reached = set()
+        for call in reaching:
+            service = (call.domain, call.cluster, call.namespace, call.name)
+            if service in names:  # a key (and its location's hash) only for these
+                reached.add((call.where, *service))
     out = []
     for key, call in failed.items():
         if key in reached:
