@@ -26,7 +26,10 @@ into them, in input order;
 every other cluster's files come from the cache (checked against their SHA-256). When no
 inventory file changed, only the inventory files declaring the domains the analysed
 requirements read (their footprints) are read, and what is taken of the inventory whole --
-its diagnostics, the pod networks, the bootstrap files -- comes from the snapshot. So too when
+its diagnostics, the pod networks, the bootstrap files -- comes from the snapshot; an
+unchanged file of one domain is read with only the services those requirements can look up
+(:func:`services_read`), its other service items blanked line for line when its layout
+allows (:func:`services_cut`). So too when
 inventory files changed in their services only (each was and is domains only, without a
 diagnostic; the same domains, clusters written in the same places, service names): the
 changed files are read before and now, and the pod networks of every other file are read up
@@ -378,7 +381,11 @@ def services_read(reads: Iterable[tuple[str, Iterable[str]]]
     a domain's for a peer without a service); refinement also looks up, in its own domain,
     every service named like one it calls (a mirror or ExternalName Service must not take an
     inventory Service's place), so each name read counts in the reader's domain too, and a
-    domain read whole makes its reader's domain read whole."""
+    domain read whole makes its reader's domain read whole. That rests on refinement looking
+    a namesake up in the client cluster's domain only (``refine._inventory_service_at``),
+    which is the requirement's own: it calls services through its egress rules, whose
+    clients are its subject. (:func:`reads_changed` counts a namesake of any domain: for it a
+    superset is safe; here it is the set read.)"""
     out: dict[str, set[str] | None] = {}
 
     def add(domain: str, name: str) -> None:
@@ -404,7 +411,12 @@ def services_read(reads: Iterable[tuple[str, Iterable[str]]]
 # construct, an anchor, alias or tag or a comment, and flow brackets closed on their own line.
 _SERVICES_KEY = b"\n  services:\n"
 _LEADING_COMMENTS = re.compile(rb"(?: *#[^\n]*\n)*")  # the only comments allowed
-_ONE_LINE_QUOTED = re.compile(rb'"[^"\\\n]*"')
+# a double-quoted scalar on one line where a scalar starts (a line's first content, after a key's
+# ": ", an item's "- " or a flow collection's "[", "{", ", ") and ends (before a space, line end,
+# ":", ",", "]", "}"): a '"' elsewhere (inside a plain key, say) is left for _UNSAFE to refuse,
+# never paired with another line's quote
+_ONE_LINE_QUOTED = re.compile(
+    rb'(?:(?<=\n)|(?<=: )|(?<=- )|(?<=[\[{])|(?<=, ))[ ]*"[^"\\\n]*"(?=[ \n:,\]}])')
 _INNER_BRACKETS = re.compile(rb"\[[^\[\]{}\n]*\]|\{[^\[\]{}\n]*\}")
 _UNSAFE = re.compile(rb"[\t\r'\"\\|>&*!%@`#?\[\]{}]|(?m:^(?:---|\.\.\.))")
 _ITEM_START = re.compile(rb"(?m)^    - ")

@@ -933,7 +933,10 @@ def _clusters_of(inventory: Inventory, refs: Iterable[ClusterRef]
 
 def _inventory_service_at(inventory: Inventory, ref: ClusterRef, namespace: str, name: str
                           ) -> Service | None:
-    """The inventory Service named ``namespace/name`` in cluster ``ref``, if any."""
+    """The inventory Service named ``namespace/name`` in cluster ``ref``, if any. Only the
+    cluster's own domain is looked in: an incremental render reads of a domain only the
+    services its requirements can look up, this one among them
+    (:func:`meshplan.incremental.services_read`); looking wider needs that widened too."""
     domain = inventory.domain_by_name[ref.domain]
     found = domain.service_by_name.get(name)
     if found and found.namespace == namespace and ref.name in found.clusters:
