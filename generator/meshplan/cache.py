@@ -37,8 +37,9 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from . import __version__
@@ -86,24 +87,114 @@ def slot_for(repo: Path, purpose: str = "render") -> str:
     return digest(f"{purpose}\0{repo.resolve()}".encode())[:32]
 
 
+# where each stored entry of a pack folder is: name -> (pack path, offset, length)
+PackIndex = dict[str, tuple[str, int, int]]
+
+
+@dataclass(frozen=True)
+class PackStore:
+    """A folder of packs: files named ``<pid>-<random><suffix>``, each its ``magic`` line, a
+    header (one line of JSON: name -> [offset after the header, length]) and the contents.
+    Where two packs name one entry, the first in name order is read, or the newest
+    (``newest_first``). Used for the blobs and for the parsed entries alike."""
+
+    folder: Path
+    suffix: str
+    magic: bytes
+    newest_first: bool = False
+    # where each entry is (see where): filled on first use, extended by write
+    index: PackIndex = field(default_factory=dict, compare=False, repr=False)
+
+    def packs(self) -> list[Path]:
+        return list(self.folder.glob(f"*{self.suffix}"))
+
+    def where(self) -> PackIndex:
+        """Where each stored entry is, read once per run from the packs' headers (a pack
+        that does not check out, or of another format, is left out)."""
+        index = self.index
+        if index:
+            return index
+        packs = self.packs()
+        ordered = sorted(packs, key=_mtime, reverse=True) if self.newest_first else sorted(packs)
+        for pack in ordered:
+            found = _pack_index(pack, self.magic)
+            if found is not None:
+                for name, (offset, length) in found.items():
+                    index.setdefault(name, (str(pack), offset, length))
+        index.setdefault("", ("", 0, 0))  # read: an empty folder is not listed again
+        return index
+
+    def write(self, entries: Sequence[tuple[str, int]], contents: Iterable[bytes]) -> None:
+        """A new pack of ``contents`` (streamed: not all in memory at once), whose names and
+        lengths are ``entries``."""
+        known = self.where()
+        known.update(self._put(entries, contents))
+
+    def _put(self, entries: Sequence[tuple[str, int]], contents: Iterable[bytes]) -> PackIndex:
+        index: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for name, length in entries:
+            index[name] = (offset, length)
+            offset += length
+        if all(map(_SHA256.fullmatch, index)):  # nothing to escape: json.dumps' text, directly
+            header = "{" + ",".join([f'"{name}":[{start},{length}]'
+                                     for name, (start, length) in index.items()]) + "}"
+        else:
+            header = json.dumps(index, separators=(",", ":"))
+        head = self.magic + header.encode() + b"\n"
+        path = self.folder / f"{os.getpid()}-{os.urandom(8).hex()}{self.suffix}"
+        _write_atomically(path, head, contents)
+        return {name: (str(path), len(head) + start, length)
+                for name, (start, length) in index.items()}
+
+    def merge(self, where: Mapping[str, tuple[str, int, int]], packs: Iterable[Path]) -> None:
+        """Copy the entries ``where`` says into one new pack and remove ``packs``; when one
+        cannot be read whole (its pack went away meanwhile), nothing is removed (merged
+        another time). Each content is still checked when read (a blob against its name, a
+        parsed entry by writing it back)."""
+
+        def contents() -> Iterator[bytes]:
+            with _pack_reader() as read:
+                for pack, offset, length in where.values():
+                    content = read(pack, offset, length)
+                    if content is None:
+                        raise OSError(f"{pack} is shorter than its header says")
+                    yield content
+
+        try:
+            self._put([(name, length) for name, (_, _, length) in where.items()], contents())
+        except OSError:
+            return
+        finally:
+            self.index.clear()  # listed again when next needed
+        for pack in packs:
+            pack.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class RenderCache:
     """A cache folder; ``fingerprint`` is :func:`code_fingerprint` (computed once per run)."""
 
     root: Path
     fingerprint: str
-    # where each stored blob is (see _packs): filled on first use, extended by write_blobs
-    index: dict[str, tuple[str, int, int]] = field(default_factory=dict, compare=False,
-                                                   repr=False)
     # blobs this process made or checked, each under its SHA-256 (:meth:`hold`)
     held: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
-    # where each parsed entry is (see _parsed): filled on first use, extended by write_parsed
-    parsed_index: dict[str, tuple[str, int, int]] = field(default_factory=dict, compare=False,
-                                                          repr=False)
 
     @classmethod
     def at(cls, root: Path) -> RenderCache:
         return cls(root, code_fingerprint())
+
+    @cached_property
+    def blobs(self) -> PackStore:
+        """The blob packs (``packs/*.pack``)."""
+        return PackStore(self.root / "packs", ".pack", PACK_MAGIC)
+
+    @cached_property
+    def parsed(self) -> PackStore:
+        """The parsed entries of this build of meshplan (``parsed/<code>/*.entries``), the
+        newest pack's first."""
+        return PackStore(self.root / "parsed" / self.fingerprint[:32], ".entries", PARSED_MAGIC,
+                         newest_first=True)
 
     # -- states ---------------------------------------------------------------------------
 
@@ -121,7 +212,7 @@ class RenderCache:
     def write_state(self, slot: str, payload: bytes) -> None:
         path = self._state_path(slot)
         _write_atomically(path, self._frame_head(payload), (payload,))  # not copied whole
-        self._prune(force=sum(1 for _ in self.root.glob("packs/*.pack")) > PACKS_KEPT)
+        self._prune(force=len(self.blobs.packs()) > PACKS_KEPT)
 
     def touch_state(self, slot: str) -> None:
         with contextlib.suppress(OSError):
@@ -157,18 +248,9 @@ class RenderCache:
 
     # -- blobs ----------------------------------------------------------------------------
 
-    def _packs(self) -> dict[str, tuple[str, int, int]]:
-        """Where each stored blob is: name -> (pack path, offset, length); read once per run
-        from the packs' headers (a pack that does not check out is left out)."""
-        if self.index:
-            return self.index
-        for pack in sorted((self.root / "packs").glob("*.pack")):
-            found = _pack_index(pack)
-            if found is not None:
-                for name, (offset, length) in found.items():
-                    self.index.setdefault(name, (str(pack), offset, length))
-        self.index.setdefault("", ("", 0, 0))  # read: an empty cache is not read again
-        return self.index
+    def _packs(self) -> PackIndex:
+        """Where each stored blob is (:meth:`PackStore.where`)."""
+        return self.blobs.where()
 
     def read_blob(self, name: str) -> bytes | None:
         """The content whose SHA-256 is ``name``, or None when absent or corrupt (or when
@@ -183,171 +265,77 @@ class RenderCache:
 
     def read_blobs(self, names: Sequence[str]) -> list[bytes | None]:
         """:meth:`read_blob` of each name, opening each pack once (a held blob from memory)."""
-        index = self._packs()
+        index = self.blobs.where()
         held = self.held
-        handles: dict[str, int | None] = {}
         out: list[bytes | None] = []
-        try:
+        with _pack_reader() as read:
             for name in names:
                 kept = held.get(name)
                 if kept is not None:
                     out.append(kept)
                     continue
                 where = index.get(name) if _SHA256.fullmatch(name) else None
-                if where is None:
-                    out.append(None)
-                    continue
-                pack, offset, length = where
-                if pack not in handles:
-                    try:
-                        handles[pack] = os.open(pack, os.O_RDONLY)
-                    except OSError:
-                        handles[pack] = None
-                fd = handles[pack]
-                try:
-                    content = os.pread(fd, length, offset) if fd is not None else b""
-                except OSError:
-                    content = b""
-                out.append(content if len(content) == length and digest(content) == name
+                content = read(*where) if where is not None else None
+                out.append(content if content is not None and digest(content) == name
                            else None)
-        finally:
-            for fd in handles.values():
-                if fd is not None:
-                    os.close(fd)
         return out
 
     def write_blobs(self, contents: Iterable[tuple[str, bytes]]) -> None:
         """Store each (sha256, content) not stored yet, all in one new pack: one file per
         run, not one per blob (creating files is what costs, at thousands of them)."""
-        known = self._packs()
-        new: dict[str, bytes] = {}
-        for name, content in contents:
-            if name not in known and _SHA256.fullmatch(name):
-                new.setdefault(name, content)
+        new = _not_stored(self.blobs.where(), contents)
         if new:
-            self._write_pack([(name, len(content)) for name, content in new.items()],
-                             iter(new.values()))
-
-    def _write_pack(self, entries: Sequence[tuple[str, int]], contents: Iterator[bytes]
-                    ) -> None:
-        """A new pack of ``contents`` (streamed: not all in memory at once), whose names and
-        lengths are ``entries``."""
-        index: dict[str, tuple[int, int]] = {}
-        offset = 0
-        for name, length in entries:
-            index[name] = (offset, length)
-            offset += length
-        if all(map(_SHA256.fullmatch, index)):  # nothing to escape: json.dumps' text, directly
-            header = "{" + ",".join([f'"{name}":[{start},{length}]'
-                                     for name, (start, length) in index.items()]) + "}"
-        else:
-            header = json.dumps(index, separators=(",", ":"))
-        head = PACK_MAGIC + header.encode() + b"\n"
-        path = self.root / "packs" / f"{os.getpid()}-{os.urandom(8).hex()}.pack"
-        _write_atomically(path, head, contents)
-        known = self._packs()
-        for name, (start, length) in index.items():
-            known[name] = (str(path), len(head) + start, length)
+            self.blobs.write([(name, len(content)) for name, content in new.items()],
+                             new.values())
 
     # -- parsed documents (meshplan.load.canonical) ---------------------------------------
-
-    def _parsed_folder(self) -> str:
-        return os.path.join(self.root, "parsed", self.fingerprint[:32])  # noqa: PTH118
-
-    def _parsed(self) -> dict[str, tuple[str, int, int]]:
-        """Where each stored entry is: name -> (pack path, offset, length), the newest pack's
-        first; read once per run from the packs' headers (one that does not check out, or of
-        another format, is left out)."""
-        index = self.parsed_index
-        if index:
-            return index
-        for pack in sorted(Path(self._parsed_folder()).glob("*.entries"), key=_mtime,
-                           reverse=True):
-            found = _pack_index(pack, PARSED_MAGIC)
-            if found is not None:
-                for name, (offset, length) in found.items():
-                    index.setdefault(name, (str(pack), offset, length))
-        index.setdefault("", ("", 0, 0))  # read: an empty folder is not listed again
-        return index
 
     def read_parsed(self, name: str, limit: int) -> bytes | None:
         """The entry of the file whose SHA-256 is ``name``, or None (absent, unreadable, or
         larger than ``limit`` bytes)."""
-        where = self._parsed().get(name) if _SHA256.fullmatch(name) else None
+        where = self.parsed.where().get(name) if _SHA256.fullmatch(name) else None
         if where is None or where[2] > limit:
             return None
-        pack, offset, length = where
-        try:
-            fd = os.open(pack, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            entry = os.pread(fd, length, offset)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        return entry if len(entry) == length else None
+        with _pack_reader() as read:
+            return read(*where)
 
     def write_parsed(self, entries: Iterable[tuple[str, bytes]]) -> None:
         """Store each (sha256 of a file, entry) not stored yet, all in one new pack; entries
         of other builds of meshplan go, and the packs are merged when there are many. Never
         raises on a full or read-only cache folder: the cache only saves time."""
-        known = self._parsed()
-        new: dict[str, bytes] = {}
-        for name, entry in entries:
-            if name not in known and _SHA256.fullmatch(name):
-                new.setdefault(name, entry)
+        new = _not_stored(self.parsed.where(), entries)
         if not new:
             return
-        folder = Path(self._parsed_folder())
         with contextlib.suppress(OSError):
-            self._write_parsed_pack(folder, new)
-            self._prune_parsed(folder)
+            self.parsed.write([(name, len(entry)) for name, entry in new.items()],
+                              new.values())
+            self._prune_parsed()
 
-    def _write_parsed_pack(self, folder: Path, entries: dict[str, bytes]) -> None:
-        index: dict[str, list[int]] = {}
-        offset = 0
-        for name, entry in entries.items():
-            index[name] = [offset, len(entry)]
-            offset += len(entry)
-        head = PARSED_MAGIC + json.dumps(index, separators=(",", ":")).encode() + b"\n"
-        path = folder / f"{os.getpid()}-{os.urandom(8).hex()}.entries"
-        _write_atomically(path, head, entries.values())
-        known = self._parsed()
-        for name, (start, length) in index.items():
-            known[name] = (str(path), len(head) + start, length)
-
-    def _prune_parsed(self, current: Path) -> None:
+    def _prune_parsed(self) -> None:
         """Remove the entries of other builds; merge the packs into one (the newest
         :data:`PARSED_KEPT` entries) when there are more than :data:`PARSED_PACKS_KEPT`."""
+        current = self.parsed.folder
         for other in current.parent.iterdir():
             if other != current and other.is_dir():
                 shutil.rmtree(other, ignore_errors=True)
-        packs = list(current.glob("*.entries"))
+        packs = self.parsed.packs()
         if len(packs) <= PARSED_PACKS_KEPT:
             return
-        kept: dict[str, bytes] = {}
-        self.parsed_index.clear()  # listed again: the newest pack first
-        for name, (pack, offset, length) in list(self._parsed().items()):
-            if len(kept) >= PARSED_KEPT:
-                break
-            if name:
-                with contextlib.suppress(OSError), open(pack, "rb") as handle:  # noqa: PTH123
-                    handle.seek(offset)
-                    kept[name] = handle.read(length)  # a candidate, checked when read
-        self.parsed_index.clear()
-        self._write_parsed_pack(current, kept)
-        for pack_path in packs:
-            pack_path.unlink(missing_ok=True)
-        self.parsed_index.clear()
+        self.parsed.index.clear()  # listed again: the newest pack first
+        kept = dict(itertools.islice(
+            ((name, where) for name, where in self.parsed.where().items() if name),
+            PARSED_KEPT))
+        self.parsed.merge(kept, packs)
 
     # -- housekeeping ---------------------------------------------------------------------
 
     def _prune(self, *, force: bool = False) -> None:
         """Keep the most recently written states; a pack goes when no kept state names any
         of its blobs (states are JSON naming blobs by digest, so a text search finds the live
-        ones). Packs are pruned when there are too many states, or too many packs."""
+        ones). Packs are pruned when there are too many states, or too many packs; past half
+        :data:`PACKS_KEPT`, the live blobs are copied into one pack (what no state names any
+        more is dropped): the cache stays within about the size of its states' outputs,
+        however many incremental runs wrote a pack each."""
         states = sorted(self.root.glob("states/*.state"), key=_mtime, reverse=True)
         if len(states) <= STATES_KEPT and not force:
             return
@@ -359,46 +347,61 @@ class RenderCache:
             with contextlib.suppress(OSError):
                 live.update(_hex_names(kept.read_bytes()))
         young = time.time() - PACK_GRACE_SECONDS
-        live_packs: list[tuple[Path, dict[str, tuple[int, int]]]] = []
-        for pack in self.root.glob("packs/*.pack"):
+        live_packs: list[Path] = []
+        where: PackIndex = {}
+        for pack in self.blobs.packs():
             found = _pack_index(pack)
             if _mtime(pack) >= young:
                 continue
             if found is None or live.isdisjoint(found):
                 pack.unlink(missing_ok=True)
-            else:
-                live_packs.append((pack, found))
-        if len(live_packs) > PACKS_KEPT // 2:
-            self._compact(live_packs, live)
-        self.index.clear()
-
-    def _compact(self, packs: list[tuple[Path, dict[str, tuple[int, int]]]],
-                 live: set[str]) -> None:
-        """Copy the live blobs of ``packs`` into one new pack and remove them (what no state
-        names any more is dropped): the cache stays within about the size of its states'
-        outputs, however many incremental runs wrote a pack each."""
-        where: dict[str, tuple[Path, int, int]] = {}
-        for pack, found in packs:
+                continue
+            live_packs.append(pack)
             for name, (offset, length) in found.items():
                 if name in live:
-                    where.setdefault(name, (pack, offset, length))
+                    where.setdefault(name, (str(pack), offset, length))
+        if len(live_packs) > PACKS_KEPT // 2:
+            self.blobs.merge(where, live_packs)
+        self.blobs.index.clear()
 
-        def contents() -> Iterator[bytes]:
-            for pack, offset, length in where.values():
-                with pack.open("rb") as handle:
-                    handle.seek(offset)
-                    content = handle.read(length)  # checked against its name when read
-                if len(content) != length:
-                    raise OSError(f"{pack} is shorter than its header says")
-                yield content
 
+def _not_stored(known: PackIndex, contents: Iterable[tuple[str, bytes]]) -> dict[str, bytes]:
+    """Those of (sha256, content) not in ``known`` and named by a SHA-256, the first of each."""
+    new: dict[str, bytes] = {}
+    for name, content in contents:
+        if name not in known and _SHA256.fullmatch(name):
+            new.setdefault(name, content)
+    return new
+
+
+@contextlib.contextmanager
+def _pack_reader() -> Iterator[Callable[[str, int, int], bytes | None]]:
+    """``read(pack, offset, length)``: those bytes of a pack, or None when it cannot be read
+    or is shorter; each pack is opened once (closed on leaving)."""
+    handles: dict[str, int | None] = {}
+
+    def read(pack: str, offset: int, length: int) -> bytes | None:
+        if pack in handles:
+            fd = handles[pack]
+        else:
+            try:
+                fd = handles[pack] = os.open(pack, os.O_RDONLY)
+            except OSError:
+                fd = handles[pack] = None
+        if fd is None:
+            return None
         try:
-            self._write_pack([(name, length) for name, (_, _, length) in where.items()],
-                             contents())
+            content = os.pread(fd, length, offset)
         except OSError:
-            return  # a pack went away meanwhile: compact another time
-        for pack, _ in packs:
-            pack.unlink(missing_ok=True)
+            return None
+        return content if len(content) == length else None
+
+    try:
+        yield read
+    finally:
+        for fd in handles.values():
+            if fd is not None:
+                os.close(fd)
 
 
 def _pack_index(pack: Path, magic: bytes = PACK_MAGIC) -> dict[str, tuple[int, int]] | None:

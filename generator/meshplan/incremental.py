@@ -73,7 +73,7 @@ from .diagnostics import Diagnostic, Location, Severity
 from .load.document import Document
 from .load.files import INVENTORY_SUFFIXES, YAML_SUFFIXES, input_files
 from .load.repository import read_documents
-from .model import Cluster, Domain, Inventory, Requirement, Service
+from .model import Cluster, Domain, Inventory, Requirement, Selector, Service
 from .outputs import KUSTOMIZATION, OUTPUT_MARKER, OutputFile, split_cluster_path
 from .refine import (
     KIND_ORDER,
@@ -297,10 +297,7 @@ def requirement_record(inventory: Inventory, requirement: Requirement,
             (), None, "")
     puts = set(scope[0])
     calls: set[str] = set()
-    # A {service: x} subject reads x (its selector, namespace, clusters and ports); raw pod
-    # labels read no service (scope: the domain's clusters; namespace: the written one), so a
-    # service change leaves such a requirement alone unless a peer looks the service up.
-    reads = {f"{domain}/{selected}"} if selected is not None else set()
+    reads = _subject_reads(requirement)
     footprint = {domain}  # footprint_of's, in the same pass over the peers
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
         if rule.cidrs:
@@ -319,7 +316,7 @@ def requirement_record(inventory: Inventory, requirement: Requirement,
                     tuple(f"{t.service.domain}/{c}" for t in targets for c in t.clusters),
                     tuple(f"{t.service.namespace}/{t.service.name}" for t in targets
                           if direction == "egress"),
-                    named, f"{named or domain}/{selector.label(SERVICE_KEY) or '*'}")
+                    named, _peer_read(selector, domain))
             puts.update(reach[0])
             if reach[1]:
                 calls.update(reach[1])
@@ -361,15 +358,26 @@ def footprint_of(requirement: Requirement) -> set[str]:
 def requirement_reads(requirement: Requirement) -> set[str]:
     """The services ("domain/name"; "domain/*": all of them) a requirement looks up: its
     record's ``reads`` (:func:`requirement_record`), read off its text."""
-    selected = requirement.selected_service
-    reads = {f"{requirement.domain}/{selected}"} if selected is not None else set()
+    reads = _subject_reads(requirement)
     for rule in (*(requirement.egress or ()), *(requirement.ingress or ())):
         for peer in rule.endpoints:
             if peer.is_abstract:
-                labels = dict(peer.selector.match_labels)
-                named = labels.get(DOMAIN_KEY)
-                reads.add(f"{named or requirement.domain}/{labels.get(SERVICE_KEY) or '*'}")
+                reads.add(_peer_read(peer.selector, requirement.domain))
     return reads
+
+
+def _subject_reads(requirement: Requirement) -> set[str]:
+    """A {service: x} subject reads x (its selector, namespace, clusters and ports); raw pod
+    labels read no service (scope: the domain's clusters; namespace: the written one), so a
+    service change leaves such a requirement alone unless a peer looks the service up."""
+    selected = requirement.selected_service
+    return {f"{requirement.domain}/{selected}"} if selected is not None else set()
+
+
+def _peer_read(selector: Selector, domain: str) -> str:
+    """The service an abstract peer of a requirement of ``domain`` looks up ("domain/name";
+    "domain/*": all of the domain's)."""
+    return f"{selector.label(DOMAIN_KEY) or domain}/{selector.label(SERVICE_KEY) or '*'}"
 
 
 def services_read(reads: Iterable[tuple[str, Iterable[str]]]
