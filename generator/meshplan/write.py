@@ -78,12 +78,33 @@ def diff_against(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     return _diff(_existing(root), files)
 
 
-def _diff(old: dict[str, str], files: Iterable[OutputFile]) -> WriteResult:
-    new = {f.path: f.content for f in files}
-    changed = sorted(p for p, content in new.items()
-                     if p not in old or not _same_content(old[p], content))
+def _diff(old: dict[str, str], files: Iterable[OutputFile],
+          known: _Record | None = None) -> WriteResult:
+    """``known``: the output's record (:func:`_record_output`): a file it vouches for holding
+    the new content's digest is not read."""
+    new = {f.path: f for f in files}
+    changed = sorted(p for p, f in new.items() if p not in old or not (
+        (known is not None and _recorded(old[p], f, known)) or _same_content(old[p], f.content)))
     removed = sorted(p for p in old if p not in new)
     return WriteResult(tuple(changed), tuple(removed))
+
+
+def _recorded(path: str, output: OutputFile, known: _Record) -> bool:
+    """Whether the output's record vouches that ``path`` holds ``output``'s content: the file
+    is exactly as recorded (device, inode, size, mtime, ctime), not changed close to the
+    record (then its stat cannot tell), and recorded with the digest the render knows of the
+    new content."""
+    taken, entries = known
+    entry = entries.get(output.path)
+    if entry is None or output.sha256 is None or entry[5] != output.sha256:
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == len(output.content) \
+        and st.st_ctime_ns < taken - RACY_NS and entry[:5] == (
+            st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _same_content(path: str, content: bytes) -> bool:
@@ -118,20 +139,29 @@ def write_tree(root: Path, files: Iterable[OutputFile], *,
     root = root.resolve()  # a symlinked output folder: replace what it points at
     ensure_replaceable(root)
     listing = _existing(root)
-    result = _diff(listing, files)
+    known = _read_output_record(_spare_key(root, spares)) if spares is not None and listing \
+        else None
+    result = _diff(listing, files, known)
     if result.unchanged:
+        if spares is not None and _unrecorded(files, known):  # vouch for them next time
+            with contextlib.suppress(OSError):
+                _record_output(_spare_key(root, spares), root, files)
         return result
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(root)
     spare = _spare_folder(root, spares)
     try:
-        if spare is not None and _write_through_spare(spare, root, files, result, listing):
-            return result
-        _swap_whole(root, files, result, spare, listing)
+        if spare is not None:  # the output is about to change: its record goes first
+            (spare / _OUTPUT_RECORD).unlink(missing_ok=True)
+        if spare is None or not _write_through_spare(spare, root, files, result, listing):
+            _swap_whole(root, files, result, spare, listing)
     except OSError as exc:
         raise OperationError(f"could not replace {root}: {exc.strerror or exc} (the previous "
                              "output is unchanged; is the folder a mount point or read-only?)"
                              ) from exc
+    if spare is not None:
+        with contextlib.suppress(OSError):  # only saves reading next time
+            _record_output(spare, root, files)
     return result
 
 
@@ -199,6 +229,8 @@ def _spread_subfolders(folder: Path) -> None:
 _SPARE_TREE = "tree"
 _SPARE_RECORD = "record"
 _RECORD_MAGIC = "meshplan-spare 1"
+_OUTPUT_RECORD = "output"  # the output's files as last written (_record_output)
+_OUTPUT_MAGIC = "meshplan-output 1"
 SPARES_KEPT = 4  # spare trees kept (one per output folder; the most recently used)
 RACY_NS = 2_000_000_000  # a file changed this close to its record is read again, not trusted
 _HEX = frozenset("0123456789abcdef")  # a recorded digest is hexdigest() output
@@ -218,8 +250,11 @@ def _spare_folder(root: Path, spares: Path | None) -> Path | None:
             return None
     except OSError:
         return None
-    key = hashlib.sha256(os.fsencode(str(root))).hexdigest()[:32]
-    return spares / key
+    return _spare_key(root, spares)
+
+
+def _spare_key(root: Path, spares: Path) -> Path:
+    return spares / hashlib.sha256(os.fsencode(str(root))).hexdigest()[:32]
 
 
 def _lstat(path: str) -> os.stat_result:
@@ -238,15 +273,19 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read_record(spare: Path) -> tuple[int, dict[str, tuple[int, int, int, int, int, str]]]:
+_Record = tuple[int, dict[str, tuple[int, int, int, int, int, str]]]
+
+
+def _read_record(spare: Path, name: str = _SPARE_RECORD, magic: str = _RECORD_MAGIC
+                 ) -> _Record:
     """(when it was taken, relative path -> (dev, inode, size, mtime_ns, ctime_ns, digest))."""
     try:
-        text = (spare / _SPARE_RECORD).read_text(encoding="utf-8")
+        text = (spare / name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _Odd from exc
     lines = text.split("\n")
     head = lines[0].split(" ")
-    if len(head) != 3 or " ".join(head[:2]) != _RECORD_MAGIC or lines[-1] != "":
+    if len(head) != 3 or " ".join(head[:2]) != magic or lines[-1] != "":
         raise _Odd
     entries = {}
     try:
@@ -293,6 +332,48 @@ def _record_spare(spare: Path, result: WriteResult, listing: dict[str, str]) -> 
                          encoding="utf-8")
     temporary.replace(record)
     _prune_spares(spare)
+
+
+def _read_output_record(spare: Path) -> _Record | None:
+    """The output's record (:func:`_record_output`), None when absent or malformed."""
+    try:
+        return _read_record(spare, _OUTPUT_RECORD, _OUTPUT_MAGIC)
+    except _Odd:
+        return None
+
+
+def _unrecorded(files: tuple[OutputFile, ...], known: _Record | None) -> bool:
+    """Whether a file of known digest is not in the output's record under that digest."""
+    entries = known[1] if known is not None else {}
+    return any(f.sha256 is not None and (f.path not in entries or entries[f.path][5] != f.sha256)
+               for f in files)
+
+
+def _record_output(spare: Path, root: Path, files: tuple[OutputFile, ...]) -> None:
+    """Record the output just written (or found unchanged): the stat of each file whose
+    digest the render knew, with that digest. The next write takes such a file as holding
+    the content of that digest when its stat is exactly the recorded one and it was not
+    changed close to the record (:func:`_recorded`), without reading it; any other file is
+    read and compared. Written beside the spare (a file of the cache, so only a candidate:
+    the stat must match, and a file a record names wrongly is taken as changed at worst)."""
+    lines = []
+    base = str(root)
+    for output in files:
+        if output.sha256 is None or "\n" in output.path or len(output.sha256) != 64:
+            continue  # unknown: read next time
+        try:
+            st = _lstat(os.path.join(base, output.path))  # noqa: PTH118
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            lines.append(f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} "
+                         f"{st.st_ctime_ns} {output.sha256} {output.path}\n")
+    spare.mkdir(parents=True, exist_ok=True)
+    record = spare / _OUTPUT_RECORD
+    temporary = spare / (_OUTPUT_RECORD + ".tmp")
+    temporary.write_text(f"{_OUTPUT_MAGIC} {time.time_ns()}\n" + "".join(lines),
+                         encoding="utf-8")
+    temporary.replace(record)
 
 
 def _prune_spares(current: Path) -> None:
