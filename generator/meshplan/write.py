@@ -164,9 +164,11 @@ def write_tree(root: Path, files: Iterable[OutputFile], *,
     seen: dict[str, os.stat_result] = {}  # output files found unchanged by their record
     result = _diff(listing, files, known, seen)
     if result.unchanged:
-        if spares is not None and _unrecorded(files, known):  # vouch for them next time
+        # a file of known digest that had to be read (unrecorded, or written too close to
+        # the record to tell by its stat): recorded again, to be vouched for next time
+        if spares is not None and sum(f.sha256 is not None for f in files) > len(seen):
             with contextlib.suppress(OSError):
-                _record_output(_spare_key(root, spares), root, files)
+                _record_output(_spare_key(root, spares), root, files, seen)
         return result
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(root)
@@ -379,13 +381,6 @@ def _read_output_record(spare: Path) -> _Record | None:
         return _read_record(spare, _OUTPUT_RECORD, _OUTPUT_MAGIC)
     except _Odd:
         return None
-
-
-def _unrecorded(files: tuple[OutputFile, ...], known: _Record | None) -> bool:
-    """Whether a file of known digest is not in the output's record under that digest."""
-    entries = known[1] if known is not None else {}
-    return any(f.sha256 is not None and (f.path not in entries or entries[f.path][5] != f.sha256)
-               for f in files)
 
 
 def _record_output(spare: Path, root: Path, files: tuple[OutputFile, ...],
