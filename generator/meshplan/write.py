@@ -19,6 +19,13 @@ unrecorded or no longer generated file is removed, and anything odd (a missing o
 record, a symlink, a failed write, another file system than the output's) discards the
 spare. Without a usable spare the new tree is built in a temporary folder beside the output,
 hard-linking the files whose bytes did not change from the old tree.
+
+Whether an output file changes is told by reading it, unless the output's record (beside
+the spare: each file's stat and the SHA-256 the render knew of its content when it was
+written) vouches for it: its stat exactly the recorded one, not changed close to the record,
+and the recorded digest the one the render knows of the new content (``OutputFile.sha256``).
+A write so looks at each file once (one stat, shared by the spare's update and the records),
+not at its bytes.
 """
 
 from __future__ import annotations
