@@ -618,3 +618,96 @@ def test_spares_are_kept_one_per_output_and_bounded(tmp_path: Path,
         for files in (first, second, first):
             write_tree(tmp_path / name, files, spares=spares)
     assert len(list(spares.iterdir())) == 2
+
+
+# --------------------------------------------------------------------------- the output's record
+
+
+def digested(files: tuple[OutputFile, ...]) -> tuple[OutputFile, ...]:
+    """The files as a cached render hands them over: each with its content's digest."""
+    return tuple(OutputFile(f.path, f.content, write._sha(f.content)) for f in files)
+
+
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the output files read to compare them (and still compare them)."""
+    seen: list[str] = []
+    real = write._same_content
+
+    def spy(path: str, content: bytes) -> bool:
+        seen.append(path)
+        return real(path, content)
+
+    monkeypatch.setattr(write, "_same_content", spy)
+    return seen
+
+
+def test_an_output_file_its_record_vouches_for_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file whose digest the render knows, exactly as the output's record has it (stat and
+    that digest), is unchanged without being read; only the others are read."""
+    monkeypatch.setattr(write, "RACY_NS", -10**18)  # the stat alone decides
+    repo, out, spares = example(tmp_path), tmp_path / "out", tmp_path / "spares"
+    write_tree(out, digested(files_of(repo)), spares=spares)
+    write_tree(out, digested(files_of(repo)), spares=spares)  # unchanged
+    edit_requirement(repo)
+    files = digested(files_of(repo))
+    read = reads(monkeypatch)
+    result = write_tree(out, files, spares=spares)
+    assert sorted(os.path.relpath(p, out) for p in read) == list(result.changed) == [
+        "clusters/domain1/cl1/policies.yaml", "clusters/domain1/cl2/policies.yaml"]
+    assert read_tree(out) == {f.path: f.content for f in files}
+    read.clear()
+    assert write_tree(out, files, spares=spares).unchanged and read == []
+    # without a digest, a file is read (and so without spares: no record)
+    assert write_tree(out, files_of(repo), spares=spares).unchanged and len(read) == len(files)
+
+
+@pytest.mark.parametrize("when", ["long after its record", "just after its record"])
+def test_an_output_file_changed_since_its_record_is_read_and_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str,
+) -> None:
+    """Other bytes of the same size, the mtime put back: the ctime tells (or, changed within
+    the timestamps' granularity of the record, the file is read as its stat cannot tell)."""
+    if when == "just after its record":
+        coarse_timestamps(monkeypatch)
+    else:
+        monkeypatch.setattr(write, "RACY_NS", -10**18)
+    repo, out, spares = example(tmp_path), tmp_path / "out", tmp_path / "spares"
+    files = digested(files_of(repo))
+    write_tree(out, files, spares=spares)
+    write_tree(out, files, spares=spares)
+    if when == "long after its record":
+        time.sleep(0.05)  # past the file system's timestamp granularity
+    victim = "clusters/domain2/cl3/policies.yaml"
+    tamper(out / victim)
+    result = write_tree(out, files, spares=spares)
+    assert result.changed == (victim,)
+    assert read_tree(out) == {f.path: f.content for f in files}
+
+
+def test_an_output_record_naming_another_digest_or_malformed_is_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(write, "RACY_NS", -10**18)
+    repo, out, spares = example(tmp_path), tmp_path / "out", tmp_path / "spares"
+    first = digested(files_of(repo))
+    write_tree(out, first, spares=spares)
+    edit_requirement(repo)
+    files = digested(files_of(repo))
+    record = the_spare(spares) / "output"
+    assert record.is_file()
+    read = reads(monkeypatch)
+    write_tree(out, files, spares=spares)  # the record has v1's digests of the edited files
+    assert read_tree(out) == {f.path: f.content for f in files}
+    assert len(read) == 2
+    # a file as recorded, to hold other bytes of its size: its digest is not the recorded one
+    victim = "clusters/domain2/cl3/policies.yaml"
+    files = tuple(OutputFile(f.path, bytes([f.content[0] ^ 1]) + f.content[1:])
+                  if f.path == victim else f for f in files)
+    files = digested(files)
+    assert write_tree(out, files, spares=spares).changed == (victim,)
+    assert read_tree(out) == {f.path: f.content for f in files}
+    record.write_text("meshplan-output 1 x\n", encoding="utf-8")
+    read.clear()
+    assert write_tree(out, files, spares=spares).unchanged and len(read) == len(files)
