@@ -1288,11 +1288,11 @@ def _diagnostic(x: Sequence[Any]) -> Diagnostic:
 def cached_files(cache: RenderCache, entries: Iterable[tuple[str, str]]) -> Iterator[OutputFile]:
     """The cached output files; :class:`Fallback` when one is missing or corrupt."""
     entries = list(entries)
-    for (path, name), content in zip(entries, cache.read_blobs([n for _, n in entries]),
+    for (path, _), content in zip(entries, cache.read_blobs([n for _, n in entries]),
                                   strict=True):
         if content is None:
             raise Fallback(f"the cached content of {path} is missing or corrupt")
-        yield OutputFile(path, content, name)  # read_blobs checked it hashes to its name
+        yield OutputFile(path, content)
 
 
 def assemble(files: Iterable[OutputFile]) -> tuple[OutputFile, ...]:

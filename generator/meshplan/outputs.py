@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 OUTPUT_MARKER = ".meshplan-output"
@@ -47,10 +47,6 @@ DASHBOARDS = "dashboards.yaml"  # Grafana dashboards as ConfigMaps
 class OutputFile:
     path: str  # relative, '/'-separated
     content: bytes
-    # the SHA-256 of ``content`` when the render knows it already (a cached file checked
-    # against its name, a file it digested for the cache): writing can then tell an output
-    # file recorded with that digest unchanged without reading it (meshplan.write)
-    sha256: str | None = field(default=None, compare=False, repr=False)
 
 
 def cluster_dir(domain: str, cluster: str) -> str:

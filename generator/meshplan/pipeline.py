@@ -39,7 +39,7 @@ from .model import (
     build_requirement,
     with_implied_namespaces,
 )
-from .outputs import DEFAULT_OUTPUT_DIR, OutputFile, read_tree
+from .outputs import DEFAULT_OUTPUT_DIR, read_tree
 from .refine import (
     ClusterPlan,
     ClusterRef,
@@ -73,6 +73,7 @@ if TYPE_CHECKING:  # the commands below import their modules when they run (star
     from .mesh.ids import IdProposal
     from .mesh.model import Mesh
     from .mesh.plan import MeshPlan
+    from .outputs import OutputFile
     from .publish import PublishOptions, PublishResult
     from .render import Rendered
     from .verify.report import VerifyReport
@@ -685,11 +686,7 @@ def _render_fully(root: Path, inputs: InputFiles, mode: str, keep: list[object] 
                            analysis.diagnostics, declared, records)
     names = {path: name for record in snapshot.clusters.values() for path, name in record.files}
     names.update(snapshot.other_files)  # the snapshot digested every output file already
-    # each file with its digest: writing it out need not read what the output holds of it
-    rendered = replace(rendered, files=tuple(
-        OutputFile(f.path, f.content, names.get(f.path) or digest(f.content))
-        for f in rendered.files))
-    blobs = tuple((f.sha256 or "", f.content) for f in rendered.files)
+    blobs = tuple((names.get(f.path) or digest(f.content), f.content) for f in rendered.files)
     return IncrementalResult(rendered, analysis.diagnostics, snapshot, mode,
                              len(inputs.requirements), rendered.summary.clusters,
                              (*blobs, *_input_blobs(inputs, (*inputs.inventory,
@@ -1117,12 +1114,9 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
             cluster_records[name] = cluster_record(plan_cluster, its_files)
             cluster_files[name] = its_files
     if piece is None:
-        made = other_outputs(inventory)
-        other_files = file_digests(made)
-        outputs = [OutputFile(f.path, f.content, name)
-                   for f, (_, name) in zip(made, other_files, strict=True)]
-        new_blobs = [(name, f.content) for f, (_, name) in zip(outputs, other_files,
-                                                                  strict=True)]
+        outputs = other_outputs(inventory)
+        new_blobs = [(digest(f.content), f.content) for f in outputs]
+        other_files = file_digests(outputs)
     else:  # the marker and the bootstrap files: of the inventory, which did not change
         outputs = list(cached_files(cache, previous.other_files))
         new_blobs = []
@@ -1130,12 +1124,9 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     files = list(outputs)
     unchanged_files: list[tuple[str, str]] = []
     for name in clusters:
-        if name in cluster_files:  # its record digested its files
-            known = dict(cluster_records[name].files)
-            its = [OutputFile(f.path, f.content, known.get(f.path) or digest(f.content))
-                   for f in cluster_files[name]]
-            files.extend(its)
-            new_blobs.extend((f.sha256 or "", f.content) for f in its)
+        if name in cluster_files:
+            files.extend(cluster_files[name])
+            new_blobs.extend((digest(f.content), f.content) for f in cluster_files[name])
         elif name in previous.clusters:
             cluster_records[name] = previous.clusters[name]
             unchanged_files.extend(previous.clusters[name].files)

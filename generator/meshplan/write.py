@@ -19,13 +19,6 @@ unrecorded or no longer generated file is removed, and anything odd (a missing o
 record, a symlink, a failed write, another file system than the output's) discards the
 spare. Without a usable spare the new tree is built in a temporary folder beside the output,
 hard-linking the files whose bytes did not change from the old tree.
-
-Whether an output file changes is told by reading it, unless the output's record (beside
-the spare: each file's stat and the SHA-256 the render knew of its content when it was
-written) vouches for it: its stat exactly the recorded one, not changed close to the record,
-and the recorded digest the one the render knows of the new content (``OutputFile.sha256``).
-A write so looks at each file once (one stat, shared by the spare's update and the records),
-not at its bytes.
 """
 
 from __future__ import annotations
@@ -68,27 +61,15 @@ def existing_files(root: Path) -> dict[str, Path]:
 
 def _existing(root: Path) -> dict[str, str]:
     # strings, not Paths: thousands of files on every render
-    # as os.walk lists them (a folder that cannot be listed is left out; a symlink to a
-    # folder is neither a file nor gone into), without its per-folder path arithmetic
     if not root.is_dir():
         return {}
     found = {}
-    pending = [("", str(root))]
-    while pending:
-        prefix, folder = pending.pop()
-        try:
-            with os.scandir(folder) as listing:
-                for entry in listing:
-                    try:
-                        is_dir = entry.is_dir()
-                    except OSError:
-                        is_dir = False
-                    if not is_dir:
-                        found[prefix + entry.name] = entry.path
-                    elif not entry.is_symlink():
-                        pending.append((prefix + entry.name + "/", entry.path))
-        except OSError:
-            continue
+    base = str(root)
+    for dirpath, _dirnames, filenames in os.walk(base):
+        rel = os.path.relpath(dirpath, base).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
+        for name in filenames:
+            found[prefix + name] = os.path.join(dirpath, name)  # noqa: PTH118
     return found
 
 
@@ -97,41 +78,12 @@ def diff_against(root: Path, files: Iterable[OutputFile]) -> WriteResult:
     return _diff(_existing(root), files)
 
 
-def _diff(old: dict[str, str], files: Iterable[OutputFile],
-          known: _Record | None = None, seen: dict[str, os.stat_result] | None = None
-          ) -> WriteResult:
-    """``known``: the output's record (:func:`_record_output`): a file it vouches for holding
-    the new content's digest is not read. ``seen``: filled with the stat of each file so
-    told unchanged (the write goes on with it: each file is looked at once)."""
-    new = {f.path: f for f in files}
-    seen = {} if seen is None else seen
-    changed = sorted(p for p, f in new.items() if p not in old or not (
-        (known is not None and _recorded(old[p], f, known, seen))
-        or _same_content(old[p], f.content)))
+def _diff(old: dict[str, str], files: Iterable[OutputFile]) -> WriteResult:
+    new = {f.path: f.content for f in files}
+    changed = sorted(p for p, content in new.items()
+                     if p not in old or not _same_content(old[p], content))
     removed = sorted(p for p in old if p not in new)
     return WriteResult(tuple(changed), tuple(removed))
-
-
-def _recorded(path: str, output: OutputFile, known: _Record,
-              seen: dict[str, os.stat_result]) -> bool:
-    """Whether the output's record vouches that ``path`` holds ``output``'s content: the file
-    is exactly as recorded (device, inode, size, mtime, ctime), not changed close to the
-    record (then its stat cannot tell), and recorded with the digest the render knows of the
-    new content."""
-    taken, entries = known
-    entry = entries.get(output.path)
-    if entry is None or output.sha256 is None or entry[5] != output.sha256:
-        return False
-    try:
-        st = _lstat(path)
-    except OSError:
-        return False
-    if stat.S_ISREG(st.st_mode) and st.st_size == len(output.content) \
-            and st.st_ctime_ns < taken - RACY_NS and entry[:5] == (
-                st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-        seen[output.path] = st
-        return True
-    return False
 
 
 def _same_content(path: str, content: bytes) -> bool:
@@ -166,34 +118,20 @@ def write_tree(root: Path, files: Iterable[OutputFile], *,
     root = root.resolve()  # a symlinked output folder: replace what it points at
     ensure_replaceable(root)
     listing = _existing(root)
-    known = _read_output_record(_spare_key(root, spares)) if spares is not None and listing \
-        else None
-    seen: dict[str, os.stat_result] = {}  # output files found unchanged by their record
-    result = _diff(listing, files, known, seen)
+    result = _diff(listing, files)
     if result.unchanged:
-        # a file of known digest that had to be read (unrecorded, or written too close to
-        # the record to tell by its stat): recorded again, to be vouched for next time
-        if spares is not None and sum(f.sha256 is not None for f in files) > len(seen):
-            with contextlib.suppress(OSError):
-                _record_output(_spare_key(root, spares), root, files, seen)
         return result
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(root)
     spare = _spare_folder(root, spares)
     try:
-        if spare is not None:  # the output is about to change: its record goes first
-            (spare / _OUTPUT_RECORD).unlink(missing_ok=True)
-        now = None if spare is None else _write_through_spare(spare, root, files, result,
-                                                              listing, known, seen)
-        if now is None:
-            _swap_whole(root, files, result, spare, listing)
+        if spare is not None and _write_through_spare(spare, root, files, result, listing):
+            return result
+        _swap_whole(root, files, result, spare, listing)
     except OSError as exc:
         raise OperationError(f"could not replace {root}: {exc.strerror or exc} (the previous "
                              "output is unchanged; is the folder a mount point or read-only?)"
                              ) from exc
-    if spare is not None:
-        with contextlib.suppress(OSError):  # only saves reading next time
-            _record_output(spare, root, files, now)
     return result
 
 
@@ -261,8 +199,6 @@ def _spread_subfolders(folder: Path) -> None:
 _SPARE_TREE = "tree"
 _SPARE_RECORD = "record"
 _RECORD_MAGIC = "meshplan-spare 1"
-_OUTPUT_RECORD = "output"  # the output's files as last written (_record_output)
-_OUTPUT_MAGIC = "meshplan-output 1"
 SPARES_KEPT = 4  # spare trees kept (one per output folder; the most recently used)
 RACY_NS = 2_000_000_000  # a file changed this close to its record is read again, not trusted
 _HEX = frozenset("0123456789abcdef")  # a recorded digest is hexdigest() output
@@ -282,11 +218,8 @@ def _spare_folder(root: Path, spares: Path | None) -> Path | None:
             return None
     except OSError:
         return None
-    return _spare_key(root, spares)
-
-
-def _spare_key(root: Path, spares: Path) -> Path:
-    return spares / hashlib.sha256(os.fsencode(str(root))).hexdigest()[:32]
+    key = hashlib.sha256(os.fsencode(str(root))).hexdigest()[:32]
+    return spares / key
 
 
 def _lstat(path: str) -> os.stat_result:
@@ -305,19 +238,15 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-_Record = tuple[int, dict[str, tuple[int, int, int, int, int, str]]]
-
-
-def _read_record(spare: Path, name: str = _SPARE_RECORD, magic: str = _RECORD_MAGIC
-                 ) -> _Record:
+def _read_record(spare: Path) -> tuple[int, dict[str, tuple[int, int, int, int, int, str]]]:
     """(when it was taken, relative path -> (dev, inode, size, mtime_ns, ctime_ns, digest))."""
     try:
-        text = (spare / name).read_text(encoding="utf-8")
+        text = (spare / _SPARE_RECORD).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _Odd from exc
     lines = text.split("\n")
     head = lines[0].split(" ")
-    if len(head) != 3 or " ".join(head[:2]) != magic or lines[-1] != "":
+    if len(head) != 3 or " ".join(head[:2]) != _RECORD_MAGIC or lines[-1] != "":
         raise _Odd
     entries = {}
     try:
@@ -333,45 +262,29 @@ def _read_record(spare: Path, name: str = _SPARE_RECORD, magic: str = _RECORD_MA
     return taken, entries
 
 
-def _record_spare(spare: Path, result: WriteResult, listing: dict[str, str],
-                  seen: dict[str, os.stat_result] | None = None,
-                  known: _Record | None = None) -> None:
+def _record_spare(spare: Path, result: WriteResult, listing: dict[str, str]) -> None:
     """Record the spare tree (the old output just swapped out): each file's stat, and the
     digest of those that differ from the new output (read again). The others are the new
     output's own files (hard links): recorded without a digest, known next time by being the
     output's file, else rewritten. ``listing``: the files of the old output (a file that
-    appeared since goes unrecorded: unknown, so rewritten or removed next time).
-    ``seen``: the stat of old output files as the write found them and left them (moved
-    with their folder, so the same), not taken again; ``known``: the old output's record: a
-    differing file it vouches for (exactly as recorded, not changed close to it) has its
-    digest, not read again."""
+    appeared since goes unrecorded: unknown, so rewritten or removed next time)."""
     tree = spare / _SPARE_TREE
     differing = set(result.changed) | set(result.removed)
-    seen = {} if seen is None else seen
     lines = []
     base = str(tree)
     for relpath in listing:
-        st = seen.get(relpath)
-        path = ""
-        if st is None or relpath in differing:
-            path = os.path.join(base, relpath)  # noqa: PTH118
-            try:
-                st = _lstat(path)
-            except FileNotFoundError:
-                continue
+        path = os.path.join(base, relpath)  # noqa: PTH118
+        try:
+            st = _lstat(path)
+        except FileNotFoundError:
+            continue
         if not stat.S_ISREG(st.st_mode) or "\n" in relpath:
             _discard(spare)
             return
         sha = "-"
         if relpath in differing:
-            entry = known[1].get(relpath) if known is not None else None
-            if entry is not None and entry[5] and known is not None \
-                    and st.st_ctime_ns < known[0] - RACY_NS and entry[:5] == (
-                        st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-                sha = entry[5]
-            else:
-                with open(path, "rb") as handle:  # noqa: PTH123
-                    sha = _sha(handle.read())
+            with open(path, "rb") as handle:  # noqa: PTH123
+                sha = _sha(handle.read())
         lines.append(f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
                      f"{sha} {relpath}\n")
     record = spare / _SPARE_RECORD
@@ -380,46 +293,6 @@ def _record_spare(spare: Path, result: WriteResult, listing: dict[str, str],
                          encoding="utf-8")
     temporary.replace(record)
     _prune_spares(spare)
-
-
-def _read_output_record(spare: Path) -> _Record | None:
-    """The output's record (:func:`_record_output`), None when absent or malformed."""
-    try:
-        return _read_record(spare, _OUTPUT_RECORD, _OUTPUT_MAGIC)
-    except _Odd:
-        return None
-
-
-def _record_output(spare: Path, root: Path, files: tuple[OutputFile, ...],
-                   now: dict[str, os.stat_result] | None = None) -> None:
-    """Record the output just written (or found unchanged): the stat of each file whose
-    digest the render knew, with that digest. The next write takes such a file as holding
-    the content of that digest when its stat is exactly the recorded one and it was not
-    changed close to the record (:func:`_recorded`), without reading it; any other file is
-    read and compared. Written beside the spare (a file of the cache, so only a candidate:
-    the stat must match, and a file a record names wrongly is taken as changed at worst).
-    ``now``: the stat of files the write knows as they are (not taken again)."""
-    lines = []
-    base = str(root)
-    now = {} if now is None else now
-    for output in files:
-        if output.sha256 is None or "\n" in output.path or len(output.sha256) != 64:
-            continue  # unknown: read next time
-        st = now.get(output.path)
-        if st is None:
-            try:
-                st = _lstat(os.path.join(base, output.path))  # noqa: PTH118
-            except OSError:
-                continue
-        if stat.S_ISREG(st.st_mode):
-            lines.append(f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} "
-                         f"{st.st_ctime_ns} {output.sha256} {output.path}\n")
-    spare.mkdir(parents=True, exist_ok=True)
-    record = spare / _OUTPUT_RECORD
-    temporary = spare / (_OUTPUT_RECORD + ".tmp")
-    temporary.write_text(f"{_OUTPUT_MAGIC} {time.time_ns()}\n" + "".join(lines),
-                         encoding="utf-8")
-    temporary.replace(record)
 
 
 def _prune_spares(current: Path) -> None:
@@ -436,43 +309,30 @@ def _prune_spares(current: Path) -> None:
 
 
 def _write_through_spare(spare: Path, root: Path, files: tuple[OutputFile, ...],
-                         result: WriteResult, listing: dict[str, str],
-                         known: _Record | None = None,
-                         seen: dict[str, os.stat_result] | None = None
-                         ) -> dict[str, os.stat_result] | None:
-    """Bring the spare tree to ``files`` and exchange it with ``root``; None (the spare
-    discarded) when there is no usable spare, else the stat of the new output's files the
-    update knows (those it left alone). ``known``, ``seen``: the output's record and the stat
-    of the files it vouched for (:func:`_diff`)."""
+                         result: WriteResult, listing: dict[str, str]) -> bool:
+    """Bring the spare tree to ``files`` and exchange it with ``root``; False (the spare
+    discarded) when there is no usable spare."""
     if not root.is_dir() or not (spare / _SPARE_TREE).exists():
-        return None
-    seen = {} if seen is None else seen
+        return False
     try:
         taken, entries = _read_record(spare)
         (spare / _SPARE_RECORD).unlink()  # from here on the spare is not what it records
-        now, linked = _update_spare(spare / _SPARE_TREE, root, files, result, taken, entries,
-                                    seen)
+        _update_spare(spare / _SPARE_TREE, root, files, result, taken, entries)
     except (_Odd, OSError):  # e.g. too many links to a file: build the tree beside instead
         _discard(spare)
-        return None
+        return False
     tree = spare / _SPARE_TREE
     tree.chmod(_folder_mode(root))
     if not _rename_exchange(tree, root):
         _discard(spare)
-        return None
-    # a file linked into the spare has a new ctime: its stat is taken again
-    _record_spare(spare, result, listing,
-                  {p: st for p, st in seen.items() if p not in linked}, known)
-    return now
+        return False
+    _record_spare(spare, result, listing)
+    return True
 
 
 def _update_spare(tree: Path, root: Path, files: tuple[OutputFile, ...], result: WriteResult,
-                  taken: int, entries: dict[str, tuple[int, int, int, int, int, str]],
-                  seen: dict[str, os.stat_result] | None = None
-                  ) -> tuple[dict[str, os.stat_result], set[str]]:
+                  taken: int, entries: dict[str, tuple[int, int, int, int, int, str]]) -> None:
     """Make ``tree`` hold exactly ``files``, writing only what it does not hold already.
-    ``seen``: the stat of output files taken by :func:`_diff` (not taken again). Returns the
-    stat of the files left as they were, and the files linked from the output.
 
     A file the output holds unchanged (``diff_against`` read its bytes) is, in the spare, that
     very file (a hard link of it; linked again if not). A file that changes is kept only when
@@ -504,10 +364,9 @@ def _update_spare(tree: Path, root: Path, files: tuple[OutputFile, ...], result:
         if relpath not in new:
             os.unlink(os.path.join(base, relpath))  # noqa: PTH108, PTH118
     needed: set[str] = set()  # the folders the new tree has
-    for folder in {relpath.rpartition("/")[0] for relpath in new}:  # and each above it
-        while folder and folder not in needed:
-            needed.add(folder)
-            folder = folder.rpartition("/")[0]
+    for relpath in new:
+        parts = relpath.split("/")[:-1]
+        needed.update("/".join(parts[:n]) for n in range(1, len(parts) + 1))
     for folder in sorted(folders, key=lambda f: f.count("/"), reverse=True):
         if folder not in needed:  # emptied above (a file of the new tree may go there)
             try:
@@ -515,26 +374,20 @@ def _update_spare(tree: Path, root: Path, files: tuple[OutputFile, ...], result:
             except OSError as exc:
                 raise _Odd from exc
     changed = set(result.changed)
-    seen = {} if seen is None else seen
-    kept: dict[str, os.stat_result] = {}
-    linked: set[str] = set()
     made: set[str] = set()
     temporary = os.path.join(base, ".meshplan-writing")  # noqa: PTH118
     for relpath, content in new.items():
+        target = os.path.join(base, relpath)  # noqa: PTH118
         have = found.get(relpath)
         link = None
         if relpath not in changed:  # the output holds exactly these bytes
-            ost = seen.get(relpath) or _lstat(os.path.join(out, relpath))  # noqa: PTH118
+            source = os.path.join(out, relpath)  # noqa: PTH118
+            ost = _lstat(source)
             if have is not None and (have.st_dev, have.st_ino) == (ost.st_dev, ost.st_ino):
-                kept[relpath] = have
                 continue  # the output's very file
             if stat.S_ISREG(ost.st_mode):
-                link = os.path.join(out, relpath)  # noqa: PTH118
-                linked.add(relpath)
-        target = os.path.join(base, relpath)  # noqa: PTH118
-        if relpath in changed and have is not None \
-                and _holds(target, have, entries.get(relpath), taken, content):
-            kept[relpath] = have
+                link = source
+        elif have is not None and _holds(target, have, entries.get(relpath), taken, content):
             continue
         folder = os.path.dirname(target)  # noqa: PTH120
         if folder not in made:
@@ -546,7 +399,6 @@ def _update_spare(tree: Path, root: Path, files: tuple[OutputFile, ...], result:
             with open(temporary, "wb") as handle:  # noqa: PTH123
                 handle.write(content)
         os.replace(temporary, target)  # noqa: PTH105
-    return kept, linked
 
 
 def _holds(path: str, st: os.stat_result, entry: tuple[int, int, int, int, int, str] | None,
