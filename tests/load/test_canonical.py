@@ -457,12 +457,14 @@ def test_a_mapping_is_written_as_its_items_in_parts(data: dict[str, Any],
 
 rules = st.sampled_from([RULE_A, RULE_B, {"toEndpoints": [{}]}, {"toPorts": []}, {"x": 1}])
 policies = st.builds(
-    lambda name, egress, ingress, extra: {
+    lambda name, egress, ingress, extra, tail: {
         "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": name},
-        "spec": {**extra, "egress": egress, **({"ingress": ingress} if ingress else {})}},
+        "spec": {**extra, "egress": egress, **({"ingress": ingress} if ingress else {})},
+        **tail},
     st.sampled_from(["p", "q"]), st.lists(rules, max_size=3), st.lists(rules, max_size=2),
     st.dictionaries(st.sampled_from(["endpointSelector", "egress", "b"]), json_values,
-                    max_size=2))
+                    max_size=2),
+    st.dictionaries(st.sampled_from(["status", "zz"]), json_values, max_size=1))  # after spec
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -546,6 +548,11 @@ def test_a_policy_of_known_pieces_is_a_reading_of_its_text(
         text = dump_document(other)
         found = known.policy(text)
         assert found is None or (dump_document(found) == text and found == other)
+    for written, _ in pairs:  # checked with its own data, every piece is known: a hit
+        text = dump_document(written)
+        assert known.checked(text, written) == written
+        if "\n  egress:\n" in text or "\n  ingress:\n" in text:
+            assert known.policy(text) == written
 
 
 def test_a_key_twice_in_known_pieces_is_not_a_policy() -> None:

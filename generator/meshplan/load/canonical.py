@@ -14,6 +14,15 @@ A file the store has no entry for (a cold cache, ``--no-cache``) gets its candid
 :mod:`.layout`, which reads the writer's layout line by line without positions: accepted by the
 same check, so its mistakes too can cost time but never change what is read.
 
+Much of a fleet's output repeats (the same requirement renders the same rules, subject and
+metadata into many clusters), so what was proven once is known by its text for the rest of
+the run (:class:`KnownDocuments`): a small document whose whole text is known, and a policy
+whose every piece is (the items before its spec, the runs of its spec's other items, each
+rule, what follows its last rule), is read by looking those texts up, with no candidate read
+at all. That is the same proof: each piece wrote back to exactly its text, and by the
+writer's composition property (a mapping's text is its items' texts in order) the pieces
+together write back to the document's.
+
 Positions (:attr:`Document.marks`) of an accepted document are computed only when a report
 first asks for one, from its data and the writer's layout (:func:`canonical_marks`: the line
 and column of every node and key, the same as the parser's, property-tested against it).
@@ -235,9 +244,7 @@ def _offered_pieces(offer: _Offer | None) -> _Pieces | None:
     return _policy_pieces(data) if type(data) is dict else None
 
 
-def _policy_pieces(data: dict[str, Any]) -> tuple[
-        dict[str, Any], list[dict[str, Any]], list[tuple[str, list[Any]]], dict[str, Any]
-        ] | None:
+def _policy_pieces(data: dict[str, Any]) -> _Pieces | None:
     """A policy's data cut as :meth:`KnownDocuments.policy` cuts its text: the items before
     its spec; the runs of the spec's other items (before each rule section, and after the
     last: one more than the sections); its rule sections (key, nonempty list); the items
@@ -310,7 +317,7 @@ class KnownDocuments:
 
     def __init__(self) -> None:
         self.by_text: dict[str, dict[str, Any]] = {}
-        self.lines: dict[str, bytes] = {}  # the entry line of a known text, once made
+        self.lines: dict[str, bytes] = {}  # a known text's or part's entry line, once made
         # the pieces of policies (:meth:`policy`), by their text: a rule -> its data; the
         # items before a spec and its "spec:" line -> those items; a run of a spec's other
         # items -> them; what follows a spec's last rule -> (the spec's, the document's items)
@@ -662,7 +669,7 @@ class RenderedReader:
         self.laid_out = 0  # files read in the writer's layout (checked the same way)
         self.parsed = 0  # files read by the parser
         self.quoted = QuotedScalars()  # quoted scalars met, for the layout reader
-        self.known = KnownDocuments()  # the small documents read so far, by their text
+        self.known = KnownDocuments()  # small documents and policy pieces read so far, by text
         self.known_files = 0  # files whose every document was known
 
     def documents(self, relpath: str, raw: bytes) -> tuple[list[Document], list[Diagnostic]]:
