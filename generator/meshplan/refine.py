@@ -788,7 +788,7 @@ class _PlanBuilder:
             return
         # Memoized bodies make the common repeat an identity check, not a deep comparison.
         if pending.body is not body and pending.body != body:
-            key = ObjectKey._make(at)
+            key = _object_key(at)
             self.diagnostics.append(error(
                 where, "", f"expected one definition of {key.kind} {key.namespace}/{key.name} "
                 f"in {key.cluster.path}, found two that differ: {origin} and {pending.origin} "
