@@ -350,9 +350,9 @@ class RenderCache:
         live_packs: list[Path] = []
         where: PackIndex = {}
         for pack in self.blobs.packs():
-            found = _pack_index(pack)
             if _mtime(pack) >= young:
-                continue
+                continue  # young: kept, its header not read
+            found = _pack_index(pack)
             if found is None or live.isdisjoint(found):
                 pack.unlink(missing_ok=True)
                 continue
