@@ -597,9 +597,9 @@ def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile],
     snapshot saves (:class:`CachedCopies`, decoded when asked): a cold render's snapshot
     writes them as they are."""
     if groups is not None:
-        counts = (len(groups.get("policies.yaml", ())), len(groups.get("services.yaml", ())),
-                  len(groups.get("namespaces.yaml", ())))
-        services: Iterable[Manifest] = groups.get("services.yaml", ())  # only Services
+        counts = (len(groups.get(_POLICIES, ())), len(groups.get(_SERVICES, ())),
+                  len(groups.get(_NAMESPACES, ())))
+        services: Iterable[Manifest] = groups.get(_SERVICES, ())  # only Services
     else:
         objects = cluster.objects
         kinds = Counter(map(_KIND_OF, objects))
@@ -661,10 +661,12 @@ def _copy_text(name: str, found: tuple[str | None, str | None]) -> str:
 _KIND_OF = attrgetter("key.kind")
 _IS_SERVICE = SERVICE_KIND.__eq__
 
-# the kinds whose objects a cluster record counts: kind -> index in ClusterRecord.counts
-_COUNTED = {kind: ("policies.yaml", "services.yaml", "namespaces.yaml").index(name)
-            for kind, name in FILE_FOR_KIND.items()
-            if name in ("policies.yaml", "services.yaml", "namespaces.yaml")}
+# the files whose objects a cluster record counts, in ClusterRecord.counts' order, and their
+# kinds: kind -> index in ClusterRecord.counts
+_POLICIES, _SERVICES, _NAMESPACES = _COUNTED_FILES = (
+    "policies.yaml", "services.yaml", "namespaces.yaml")
+_COUNTED = {kind: _COUNTED_FILES.index(name) for kind, name in FILE_FOR_KIND.items()
+            if name in _COUNTED_FILES}
 
 
 def service_copies(manifests: Iterable[Manifest]
