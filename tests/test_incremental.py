@@ -642,7 +642,7 @@ def test_the_cache_stays_bounded_over_many_runs(medium: Path, tmp_path: Path,
     assert assert_same(medium, RenderCache.at(cache.root)) == "unchanged"
     live = {name for state in (cache.root / "states").glob("*.state")
             for name in re.findall(r"[0-9a-f]{64}", state.read_text("utf-8"))}
-    stored = set(RenderCache.at(cache.root)._packs()) - {""}
+    stored = set(RenderCache.at(cache.root).blobs.where()) - {""}
     # (states also name other digests: subjects, pods) what no state names is dropped
     assert len(stored - live) < len(stored & live) / 4, (len(stored - live), len(stored & live))
 

@@ -248,10 +248,6 @@ class RenderCache:
 
     # -- blobs ----------------------------------------------------------------------------
 
-    def _packs(self) -> PackIndex:
-        """Where each stored blob is (:meth:`PackStore.where`)."""
-        return self.blobs.where()
-
     def read_blob(self, name: str) -> bytes | None:
         """The content whose SHA-256 is ``name``, or None when absent or corrupt (or when
         ``name``, read from a state, is not a SHA-256)."""
