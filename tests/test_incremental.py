@@ -1104,20 +1104,28 @@ spec:
 """
 
 
+_CLUSTERS_BLOCK = "  clusters:\n    - name: c1\n      podCIDRs: [10.0.0.0/20]\n"
+# the services list followed by content indented less (where the cut ends inside the file)
+SERVICES_FIRST = PLAIN_DOMAIN.replace(_CLUSTERS_BLOCK, "", 1) + _CLUSTERS_BLOCK
+
+
+@pytest.mark.parametrize("layout", [PLAIN_DOMAIN, SERVICES_FIRST],
+                         ids=["services-last", "services-first"])
 @pytest.mark.parametrize("wanted", [set(), {"s1"}, {"s0", "s2"}, {"s0", "s1", "s2", "other"}])
-def test_a_services_cut_keeps_every_place(wanted: set[str]) -> None:
+def test_a_services_cut_keeps_every_place(wanted: set[str], layout: str) -> None:
     """The services kept read as in the whole file (data and every position); the others
-    are gone; the text has as many lines."""
+    are gone; the text has as many lines; everything else reads as in the whole file."""
     from meshplan.incremental import services_cut
     from meshplan.load.parse import parse_yaml
 
-    raw = PLAIN_DOMAIN.encode()
+    assert _CLUSTERS_BLOCK in PLAIN_DOMAIN and SERVICES_FIRST != PLAIN_DOMAIN
+    raw = layout.encode()
     cut = services_cut(raw, wanted)
     assert cut is not None
     text, names, kept = cut
     assert text.count(b"\n") == raw.count(b"\n")
     assert names == tuple(n for n in ("s0", "s1", "s2") if n in wanted)
-    (whole,), _ = parse_yaml("d.yaml", PLAIN_DOMAIN)
+    (whole,), _ = parse_yaml("d.yaml", layout)
     (part,), problems = parse_yaml("d.yaml", text.decode())
     assert not problems
     assert [s["name"] for s in part.data["spec"].get("services") or []] == list(names)
@@ -1127,6 +1135,9 @@ def test_a_services_cut_keeps_every_place(wanted: set[str]) -> None:
             if path[:3] == ("spec", "services", k):
                 assert whole.marks[("spec", "services", i, *path[3:])] == mark
     assert part.data["spec"]["clusters"] == whole.data["spec"]["clusters"]
+    for path, mark in whole.marks.items():
+        if path[:2] != ("spec", "services"):
+            assert part.marks[path] == mark, path
 
 
 @pytest.mark.parametrize("edit", [
