@@ -1037,16 +1037,16 @@ def without_required_by(body: Mapping[str, Any]) -> dict[str, Any]:
 def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
                 rendered: Rendered, diagnostics: Iterable[Diagnostic],
                 inventory_domains: Mapping[str, tuple[str, ...]],
-                clusters: Mapping[str, ClusterRecord] | None = None) -> Snapshot:
+                clusters: Mapping[str, ClusterRecord]) -> Snapshot:
     """The snapshot of a full run (``inventory`` with every requirement). ``clusters``: the
-    record of every cluster of ``plan`` when taken as it was rendered (:class:`ClusterRecords`),
-    else they are taken here."""
+    record of every cluster of ``plan``, taken as it was rendered (:class:`ClusterRecords`);
+    when there are fewer (two plans of one folder), they are taken here."""
     by_file: dict[str, list[RequirementRecord]] = {p: [] for p in inputs.requirements}
     memo = RecordMemo()
     for requirement in inventory.requirements:
         by_file[requirement.file].append(requirement_record(inventory, requirement, memo))
     requirement_diagnostics, other = split_diagnostics(diagnostics, set(inputs.requirements))
-    if clusters is None or len(clusters) != len(plan.clusters):
+    if len(clusters) != len(plan.clusters):
         files_of = files_by_cluster(rendered.files)
         clusters = {c.cluster.path: cluster_record(c, files_of.get(c.cluster.path, ()))
                     for c in plan.clusters}
