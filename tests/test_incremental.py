@@ -1053,15 +1053,31 @@ def test_reads_changed_is_its_definition(services: set[str],
 
 def test_requirement_reads_are_the_records_reads(medium: Path) -> None:
     """What a sliced run reads of each domain (:func:`services_read`) comes from
-    :func:`requirement_reads`, read off the requirement's text: the same as its record's."""
-    from meshplan.incremental import requirement_reads, requirement_record
+    :func:`requirement_reads`, read off the requirement's text: the same as its record's; so
+    too the domains it reads (:func:`footprint_of`, which the record takes in its own pass over
+    the peers), with a memo shared by all (as a snapshot takes them) or not."""
+    from meshplan.incremental import (
+        PODS,
+        RecordMemo,
+        footprint_of,
+        requirement_reads,
+        requirement_record,
+    )
     from meshplan.pipeline import analyse
 
     inventory = analyse(medium).inventory
     assert inventory is not None and inventory.requirements
+    memo = RecordMemo()
+    footprints: list[tuple[str, ...]] = []
     for requirement in inventory.requirements:
-        assert tuple(sorted(requirement_reads(requirement))) \
-            == requirement_record(inventory, requirement).reads
+        record = requirement_record(inventory, requirement)
+        assert tuple(sorted(requirement_reads(requirement))) == record.reads
+        assert tuple(sorted(footprint_of(requirement))) == record.footprint
+        assert requirement_record(inventory, requirement, memo) == record
+        footprints.append(record.footprint)
+    # not only their own domains: pod networks (CIDR rules) and other domains named
+    assert any(PODS in f for f in footprints) and any(len(set(f) - {PODS}) > 1
+                                                      for f in footprints)
 
 
 def test_services_read_counts_each_name_in_the_readers_domain_too() -> None:
