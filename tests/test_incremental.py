@@ -1294,3 +1294,38 @@ def test_a_namesake_in_a_domain_read_in_part_is_seen(
         if path.relative_to(work).as_posix() in reads and "whole" not in reads:
             return
     raise AssertionError("no requirement to give a namesake clash read in part")
+
+
+def test_a_patch_keeps_unchanged_objects_and_refuses_one_cached_twice(medium: Path) -> None:
+    """Objects the change leaves as they were (:func:`same_objects`) keep their cached text:
+    with nothing else touched, the cluster's files are the cached ones; an object cached
+    twice is not as meshplan renders a cluster, and the patch gives up (a full render)."""
+    from meshplan.incremental import (
+        cached_documents,
+        cluster_record,
+        files_by_cluster,
+        patch_documents,
+    )
+    from meshplan.pipeline import analyse
+    from meshplan.render import render
+    from meshplan.yamltext import SharedText
+
+    analysis = analyse(medium)
+    assert analysis.plan is not None and analysis.inventory is not None
+    files_of = files_by_cluster(render(analysis.plan, analysis.inventory).files)
+    cluster = analysis.plan.clusters[0]
+    files = files_of[cluster.cluster.path]
+    documents = cached_documents(cluster, files)
+    assert documents
+    record = cluster_record(cluster, files)
+    every = frozenset(d.key for d in documents)
+    patched = patch_documents(cluster, documents, set(), [], record, SharedText(), set(),
+                              every)
+    assert patched is not None
+    assert sorted((f.path, f.content) for f in patched[1]) \
+        == sorted((f.path, f.content) for f in files)
+    assert sorted(patched[0].files) == sorted(record.files)
+    assert patched[0].counts == record.counts and dict(patched[0].copies) == dict(record.copies)
+    twice = [*documents, documents[0]]
+    assert patch_documents(cluster, twice, set(), [], record, SharedText(), set(),
+                           every) is None
