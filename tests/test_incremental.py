@@ -642,7 +642,7 @@ def test_the_cache_stays_bounded_over_many_runs(medium: Path, tmp_path: Path,
     assert assert_same(medium, RenderCache.at(cache.root)) == "unchanged"
     live = {name for state in (cache.root / "states").glob("*.state")
             for name in re.findall(r"[0-9a-f]{64}", state.read_text("utf-8"))}
-    stored = set(RenderCache.at(cache.root)._packs()) - {""}
+    stored = set(RenderCache.at(cache.root).blobs.where()) - {""}
     # (states also name other digests: subjects, pods) what no state names is dropped
     assert len(stored - live) < len(stored & live) / 4, (len(stored - live), len(stored & live))
 
@@ -1053,15 +1053,31 @@ def test_reads_changed_is_its_definition(services: set[str],
 
 def test_requirement_reads_are_the_records_reads(medium: Path) -> None:
     """What a sliced run reads of each domain (:func:`services_read`) comes from
-    :func:`requirement_reads`, read off the requirement's text: the same as its record's."""
-    from meshplan.incremental import requirement_reads, requirement_record
+    :func:`requirement_reads`, read off the requirement's text: the same as its record's; so
+    too the domains it reads (:func:`footprint_of`, which the record takes in its own pass over
+    the peers), with a memo shared by all (as a snapshot takes them) or not."""
+    from meshplan.incremental import (
+        PODS,
+        RecordMemo,
+        footprint_of,
+        requirement_reads,
+        requirement_record,
+    )
     from meshplan.pipeline import analyse
 
     inventory = analyse(medium).inventory
     assert inventory is not None and inventory.requirements
+    memo = RecordMemo()
+    footprints: list[tuple[str, ...]] = []
     for requirement in inventory.requirements:
-        assert tuple(sorted(requirement_reads(requirement))) \
-            == requirement_record(inventory, requirement).reads
+        record = requirement_record(inventory, requirement)
+        assert tuple(sorted(requirement_reads(requirement))) == record.reads
+        assert tuple(sorted(footprint_of(requirement))) == record.footprint
+        assert requirement_record(inventory, requirement, memo) == record
+        footprints.append(record.footprint)
+    # not only their own domains: pod networks (CIDR rules) and other domains named
+    assert any(PODS in f for f in footprints) and any(len(set(f) - {PODS}) > 1
+                                                      for f in footprints)
 
 
 def test_services_read_counts_each_name_in_the_readers_domain_too() -> None:
@@ -1104,20 +1120,28 @@ spec:
 """
 
 
+_CLUSTERS_BLOCK = "  clusters:\n    - name: c1\n      podCIDRs: [10.0.0.0/20]\n"
+# the services list followed by content indented less (where the cut ends inside the file)
+SERVICES_FIRST = PLAIN_DOMAIN.replace(_CLUSTERS_BLOCK, "", 1) + _CLUSTERS_BLOCK
+
+
+@pytest.mark.parametrize("layout", [PLAIN_DOMAIN, SERVICES_FIRST],
+                         ids=["services-last", "services-first"])
 @pytest.mark.parametrize("wanted", [set(), {"s1"}, {"s0", "s2"}, {"s0", "s1", "s2", "other"}])
-def test_a_services_cut_keeps_every_place(wanted: set[str]) -> None:
+def test_a_services_cut_keeps_every_place(wanted: set[str], layout: str) -> None:
     """The services kept read as in the whole file (data and every position); the others
-    are gone; the text has as many lines."""
+    are gone; the text has as many lines; everything else reads as in the whole file."""
     from meshplan.incremental import services_cut
     from meshplan.load.parse import parse_yaml
 
-    raw = PLAIN_DOMAIN.encode()
+    assert _CLUSTERS_BLOCK in PLAIN_DOMAIN and SERVICES_FIRST != PLAIN_DOMAIN
+    raw = layout.encode()
     cut = services_cut(raw, wanted)
     assert cut is not None
     text, names, kept = cut
     assert text.count(b"\n") == raw.count(b"\n")
     assert names == tuple(n for n in ("s0", "s1", "s2") if n in wanted)
-    (whole,), _ = parse_yaml("d.yaml", PLAIN_DOMAIN)
+    (whole,), _ = parse_yaml("d.yaml", layout)
     (part,), problems = parse_yaml("d.yaml", text.decode())
     assert not problems
     assert [s["name"] for s in part.data["spec"].get("services") or []] == list(names)
@@ -1127,6 +1151,9 @@ def test_a_services_cut_keeps_every_place(wanted: set[str]) -> None:
             if path[:3] == ("spec", "services", k):
                 assert whole.marks[("spec", "services", i, *path[3:])] == mark
     assert part.data["spec"]["clusters"] == whole.data["spec"]["clusters"]
+    for path, mark in whole.marks.items():
+        if path[:2] != ("spec", "services"):
+            assert part.marks[path] == mark, path
 
 
 @pytest.mark.parametrize("edit", [
@@ -1267,3 +1294,38 @@ def test_a_namesake_in_a_domain_read_in_part_is_seen(
         if path.relative_to(work).as_posix() in reads and "whole" not in reads:
             return
     raise AssertionError("no requirement to give a namesake clash read in part")
+
+
+def test_a_patch_keeps_unchanged_objects_and_refuses_one_cached_twice(medium: Path) -> None:
+    """Objects the change leaves as they were (:func:`same_objects`) keep their cached text:
+    with nothing else touched, the cluster's files are the cached ones; an object cached
+    twice is not as meshplan renders a cluster, and the patch gives up (a full render)."""
+    from meshplan.incremental import (
+        cached_documents,
+        cluster_record,
+        files_by_cluster,
+        patch_documents,
+    )
+    from meshplan.pipeline import analyse
+    from meshplan.render import render
+    from meshplan.yamltext import SharedText
+
+    analysis = analyse(medium)
+    assert analysis.plan is not None and analysis.inventory is not None
+    files_of = files_by_cluster(render(analysis.plan, analysis.inventory).files)
+    cluster = analysis.plan.clusters[0]
+    files = files_of[cluster.cluster.path]
+    documents = cached_documents(cluster, files)
+    assert documents
+    record = cluster_record(cluster, files)
+    every = frozenset(d.key for d in documents)
+    patched = patch_documents(cluster, documents, set(), [], record, SharedText(), set(),
+                              every)
+    assert patched is not None
+    assert sorted((f.path, f.content) for f in patched[1]) \
+        == sorted((f.path, f.content) for f in files)
+    assert sorted(patched[0].files) == sorted(record.files)
+    assert patched[0].counts == record.counts and dict(patched[0].copies) == dict(record.copies)
+    twice = [*documents, documents[0]]
+    assert patch_documents(cluster, twice, set(), [], record, SharedText(), set(),
+                           every) is None

@@ -248,10 +248,6 @@ class RenderCache:
 
     # -- blobs ----------------------------------------------------------------------------
 
-    def _packs(self) -> PackIndex:
-        """Where each stored blob is (:meth:`PackStore.where`)."""
-        return self.blobs.where()
-
     def read_blob(self, name: str) -> bytes | None:
         """The content whose SHA-256 is ``name``, or None when absent or corrupt (or when
         ``name``, read from a state, is not a SHA-256)."""
@@ -350,9 +346,9 @@ class RenderCache:
         live_packs: list[Path] = []
         where: PackIndex = {}
         for pack in self.blobs.packs():
-            found = _pack_index(pack)
             if _mtime(pack) >= young:
-                continue
+                continue  # young: kept, its header not read
+            found = _pack_index(pack)
             if found is None or live.isdisjoint(found):
                 pack.unlink(missing_ok=True)
                 continue

@@ -273,29 +273,38 @@ def domain_folder(relpath: str) -> str | None:
 # --------------------------------------------------------------------------- dependencies
 
 
-# what a requirement takes of a peer (selector, own domain, direction): the clusters it may put
-# objects into and the services it calls through it, the domain it names (None: its own) and
-# the service it reads; and of its scope ("@scope", domain, clusters, selected service): the
-# clusters
-PeerReach = dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...], str | None, str]]
+# what a requirement takes of a peer: the clusters it may put objects into and the services it
+# calls through it, the domain it names (None: its own) and the service it reads
+PeerReach = tuple[tuple[str, ...], tuple[str, ...], str | None, str]
+
+
+@dataclass
+class RecordMemo:
+    """What :func:`requirement_record` resolved already (a snapshot resolves the same peers and
+    scopes for thousands of requirements)."""
+
+    # (selector, own domain, direction) -> what the peer gives
+    peers: dict[tuple[Selector, str, str], PeerReach] = field(default_factory=dict)
+    # (domain, written clusters, selected service) -> the scope's "domain/cluster"s
+    scopes: dict[tuple[str, tuple[str, ...] | None, str | None], tuple[str, ...]] = field(
+        default_factory=dict)
 
 
 def requirement_record(inventory: Inventory, requirement: Requirement,
-                       memo: PeerReach | None = None) -> RequirementRecord:
-    """``memo``: what the peers and scopes already resolved give (a snapshot resolves the same
-    peers and scopes for thousands of requirements)."""
-    memo = {} if memo is None else memo
+                       memo: RecordMemo | None = None) -> RequirementRecord:
+    """``memo``: what the peers and scopes already resolved give."""
+    memo = RecordMemo() if memo is None else memo
+    peers, scopes = memo.peers, memo.scopes
     domain = requirement.domain
     selected = requirement.selected_service
     # the scope is the domain's clusters, those written, and those where the selected service
     # runs (Inventory.requirement_scope): the same for every requirement of these three
-    scope_key = ("@scope", domain, requirement.clusters, selected)
-    scope = memo.get(scope_key)
+    scope_key = (domain, requirement.clusters, selected)
+    scope = scopes.get(scope_key)
     if scope is None:
-        scope = memo[scope_key] = (
-            tuple([f"{domain}/{c.name}" for c in inventory.requirement_scope(requirement)]),
-            (), None, "")
-    puts = set(scope[0])
+        scope = scopes[scope_key] = tuple(
+            [f"{domain}/{c.name}" for c in inventory.requirement_scope(requirement)])
+    puts = set(scope)
     calls: set[str] = set()
     reads = _subject_reads(requirement)
     footprint = {domain}  # footprint_of's, in the same pass over the peers
@@ -308,11 +317,11 @@ def requirement_record(inventory: Inventory, requirement: Requirement,
             if not selector.is_abstract:
                 continue
             asked = (selector, domain, direction)
-            reach = memo.get(asked)
+            reach = peers.get(asked)
             if reach is None:
                 targets = inventory.resolve_peer(selector, domain, direction=direction)
                 named = selector.label(DOMAIN_KEY)
-                reach = memo[asked] = (
+                reach = peers[asked] = (
                     tuple(f"{t.service.domain}/{c}" for t in targets for c in t.clusters),
                     tuple(f"{t.service.namespace}/{t.service.name}" for t in targets
                           if direction == "egress"),
@@ -597,9 +606,9 @@ def cluster_record(cluster: ClusterPlan, files: Sequence[OutputFile],
     snapshot saves (:class:`CachedCopies`, decoded when asked): a cold render's snapshot
     writes them as they are."""
     if groups is not None:
-        counts = (len(groups.get("policies.yaml", ())), len(groups.get("services.yaml", ())),
-                  len(groups.get("namespaces.yaml", ())))
-        services: Iterable[Manifest] = groups.get("services.yaml", ())  # only Services
+        counts = (len(groups.get(_POLICIES, ())), len(groups.get(_SERVICES, ())),
+                  len(groups.get(_NAMESPACES, ())))
+        services: Iterable[Manifest] = groups.get(_SERVICES, ())  # only Services
     else:
         objects = cluster.objects
         kinds = Counter(map(_KIND_OF, objects))
@@ -661,10 +670,12 @@ def _copy_text(name: str, found: tuple[str | None, str | None]) -> str:
 _KIND_OF = attrgetter("key.kind")
 _IS_SERVICE = SERVICE_KIND.__eq__
 
-# the kinds whose objects a cluster record counts: kind -> index in ClusterRecord.counts
-_COUNTED = {kind: ("policies.yaml", "services.yaml", "namespaces.yaml").index(name)
-            for kind, name in FILE_FOR_KIND.items()
-            if name in ("policies.yaml", "services.yaml", "namespaces.yaml")}
+# the files whose objects a cluster record counts, in ClusterRecord.counts' order, and their
+# kinds: kind -> index in ClusterRecord.counts
+_POLICIES, _SERVICES, _NAMESPACES = _COUNTED_FILES = (
+    "policies.yaml", "services.yaml", "namespaces.yaml")
+_COUNTED = {kind: _COUNTED_FILES.index(name) for kind, name in FILE_FOR_KIND.items()
+            if name in _COUNTED_FILES}
 
 
 def service_copies(manifests: Iterable[Manifest]
@@ -1026,16 +1037,16 @@ def without_required_by(body: Mapping[str, Any]) -> dict[str, Any]:
 def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
                 rendered: Rendered, diagnostics: Iterable[Diagnostic],
                 inventory_domains: Mapping[str, tuple[str, ...]],
-                clusters: Mapping[str, ClusterRecord] | None = None) -> Snapshot:
+                clusters: Mapping[str, ClusterRecord]) -> Snapshot:
     """The snapshot of a full run (``inventory`` with every requirement). ``clusters``: the
-    record of every cluster of ``plan`` when taken as it was rendered (:class:`ClusterRecords`),
-    else they are taken here."""
+    record of every cluster of ``plan``, taken as it was rendered (:class:`ClusterRecords`);
+    when there are fewer (two plans of one folder), they are taken here."""
     by_file: dict[str, list[RequirementRecord]] = {p: [] for p in inputs.requirements}
-    memo: PeerReach = {}
+    memo = RecordMemo()
     for requirement in inventory.requirements:
         by_file[requirement.file].append(requirement_record(inventory, requirement, memo))
     requirement_diagnostics, other = split_diagnostics(diagnostics, set(inputs.requirements))
-    if clusters is None or len(clusters) != len(plan.clusters):
+    if len(clusters) != len(plan.clusters):
         files_of = files_by_cluster(rendered.files)
         clusters = {c.cluster.path: cluster_record(c, files_of.get(c.cluster.path, ()))
                     for c in plan.clusters}
