@@ -221,8 +221,8 @@ _RULE_KEYS = ("egress", "ingress")
 _ITEM_END = re.compile(r"\n(?!    )")
 # A rule section's head in a policy's spec, as the writer lays it out (at a line's start: the
 # search starts just after a line break), and what a policy's text holds at least one of.
-_SECTION = re.compile(r"^  (egress|ingress):\n", re.MULTILINE)
-_SECTION_HEADS = ("\n  egress:\n", "\n  ingress:\n")
+_SECTION = re.compile(f"^  ({'|'.join(_RULE_KEYS)}):\n", re.MULTILINE)
+_SECTION_HEADS = tuple(f"\n  {key}:\n" for key in _RULE_KEYS)
 
 
 def _spec_start(text: str) -> int:
