@@ -122,20 +122,19 @@ def laid_out(relpath: str, text: str, raw: bytes, *, with_entry: bool = False,
     if parts is not None:  # each part read when it is not known by then
         offers: list[Any] = [
             None if part in parts.found else _Offer(None, part, quoted) for part in parts.texts]
-        source: _Source = _EntrySource(b"") if with_entry else _TextSource(raw, body)
-        found = checked_documents(relpath, text, body, offers, source, parts)
+        stored = _EntrySource(b"")  # their entry, made once the documents are read
+        found = checked_documents(relpath, text, body, offers,
+                                  stored if with_entry else _TextSource(raw, body), parts)
         if found is None:
             return None
         if not with_entry:
             return found, None
         try:  # the entry of the documents read, for their marks too
-            entry = b"\n".join(parts.known.entry_line(part, doc.data)
-                               for part, doc in zip(parts.texts, found, strict=True))
+            stored.entry = b"\n".join(parts.known.entry_line(part, doc.data)
+                                      for part, doc in zip(parts.texts, found, strict=True))
         except ValueError:  # text JSON cannot hold (a lone surrogate: not read so above)
             return None
-        assert isinstance(source, _EntrySource)
-        source.entry = entry
-        return found, entry
+        return found, stored.entry
     candidate = laid_out_documents(body, quoted)
     if candidate is None:
         return None
@@ -221,8 +220,8 @@ _RULE_KEYS = ("egress", "ingress")
 _ITEM_END = re.compile(r"\n(?!    )")
 # A rule section's head in a policy's spec, as the writer lays it out (at a line's start: the
 # search starts just after a line break), and what a policy's text holds at least one of.
-_SECTION = re.compile(r"^  (egress|ingress):\n", re.MULTILINE)
-_SECTION_HEADS = ("\n  egress:\n", "\n  ingress:\n")
+_SECTION = re.compile(f"^  ({'|'.join(_RULE_KEYS)}):\n", re.MULTILINE)
+_SECTION_HEADS = tuple(f"\n  {key}:\n" for key in _RULE_KEYS)
 
 
 def _spec_start(text: str) -> int:
