@@ -53,6 +53,7 @@ def copy(cluster: str, *, is_global: bool = True, shared: bool = True, selector:
 def test_backends(copies: list[ServiceCopy], client: str, picked: list[str]) -> None:
     [mine] = [c for c in copies if c.cluster == client]
     found = backends(copies, ENDPOINTS)[mine]
+    assert list(found) == sorted(found)  # in index order
     assert sorted(ENDPOINTS[i].cluster for i in found) == picked
 
 
