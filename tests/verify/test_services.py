@@ -185,6 +185,26 @@ def test_a_mirror_that_no_longer_reaches_the_service_is_an_error(edit: str) -> N
         assert "found no such Service in the rendered output" in problem.message
 
 
+@pytest.mark.parametrize("selector", ["  selector: {}\n", ""], ids=["empty", "absent"])
+def test_a_service_with_an_empty_or_no_selector_has_no_backends(selector: str) -> None:
+    """Kubernetes manages no endpoints for a Service whose selector is empty or absent
+    (ServiceSpec.selector), so database-namespace/database of domain1/cl2, the only cluster
+    with its pods, written so gives the global copies no backends: each cluster whose clients
+    call database by name gets an error (an empty selector is not every pod of the namespace)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    written = "  selector:\n    name: database\n"
+    assert text.count(written) == 1
+    files[path] = text.replace(written, selector).encode()
+    report = verify(inventory, files)
+    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
+    assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
+        f"expected {cluster}" for cluster in ("domain1/cl1", "domain2/cl3", "domain2/cl4")]
+    assert all("a Service database-namespace/database whose backends include a pod of service "
+               "domain1/database" in d.message for d in found), [d.message for d in found]
+
+
 @pytest.mark.parametrize("edit", ["port", "targetPort", "protocol"])
 def test_a_mirror_that_no_longer_exposes_the_called_port_is_an_error(edit: str) -> None:
     """The mirror of backend-namespace/backend in domain2/cl4 still selects the remote pods,

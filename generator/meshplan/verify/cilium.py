@@ -833,9 +833,11 @@ def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
                 ports |= one
                 if port == target:  # the name's port reaches the pods' own
                     exposed |= one
+    # An empty selector is none: Kubernetes manages no endpoints for it (ServiceSpec.selector:
+    # "If empty or not present, ... an external process managing its endpoints")
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
-            if isinstance(selector, dict) else None,
+            if isinstance(selector, dict) and selector else None,
             annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true",
             annotations.get(SHARED_SERVICE_ANNOTATION) != "false", ports, exposed)
 
