@@ -838,8 +838,18 @@ def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
             if isinstance(selector, dict) and selector else None,
-            annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true",
-            annotations.get(SHARED_SERVICE_ANNOTATION) != "false", ports, exposed)
+            _annotation_true(annotations, GLOBAL_SERVICE_ANNOTATION, False),
+            _annotation_true(annotations, SHARED_SERVICE_ANNOTATION, True), ports, exposed)
+
+
+def _annotation_true(annotations: dict[Any, Any], key: str, default: bool) -> bool:
+    """A Cilium boolean Service annotation as the agent reads it: ``default`` when absent,
+    else whether its value is ``true`` in any case (annotation.GetAnnotationShared: so
+    ``"False"`` or ``"no"`` is false, ``"True"`` true)."""
+    if key not in annotations:
+        return default
+    value = annotations[key]
+    return isinstance(value, str) and value.lower() == "true"
 
 
 class RenderedDocument(NamedTuple):
