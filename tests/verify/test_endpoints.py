@@ -50,6 +50,7 @@ def test_selecting_through_the_index_is_a_scan(endpoints: list[Endpoint],
         return [i for i in within if all(endpoints[i].label_map.get(k) == v for k, v in wanted)]
 
     assert index.select(chosen) == scan(pods)
+    assert index.of(endpoints) is index
     for cluster in ("c1", "c2", "c3"):
         for namespace in (None, "n1", "n2"):
             place = index.in_place("d", cluster, namespace)

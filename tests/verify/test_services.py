@@ -53,6 +53,7 @@ def copy(cluster: str, *, is_global: bool = True, shared: bool = True, selector:
 def test_backends(copies: list[ServiceCopy], client: str, picked: list[str]) -> None:
     [mine] = [c for c in copies if c.cluster == client]
     found = backends(copies, ENDPOINTS)[mine]
+    assert list(found) == sorted(found)  # in index order
     assert sorted(ENDPOINTS[i].cluster for i in found) == picked
 
 
@@ -182,6 +183,67 @@ def test_a_mirror_that_no_longer_reaches_the_service_is_an_error(edit: str) -> N
                "backends: none)" in problem.message
     else:
         assert "found no such Service in the rendered output" in problem.message
+
+
+@pytest.mark.parametrize("selector", ["  selector: {}\n", ""], ids=["empty", "absent"])
+def test_a_service_with_an_empty_or_no_selector_has_no_backends(selector: str) -> None:
+    """Kubernetes manages no endpoints for a Service whose selector is empty or absent
+    (ServiceSpec.selector), so database-namespace/database of domain1/cl2, the only cluster
+    with its pods, written so gives the global copies no backends: each cluster whose clients
+    call database by name gets an error (an empty selector is not every pod of the namespace)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    written = "  selector:\n    name: database\n"
+    assert text.count(written) == 1
+    files[path] = text.replace(written, selector).encode()
+    report = verify(inventory, files)
+    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
+    assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
+        f"expected {cluster}" for cluster in ("domain1/cl1", "domain2/cl3", "domain2/cl4")]
+    assert all("a Service database-namespace/database whose backends include a pod of service "
+               "domain1/database" in d.message for d in found), [d.message for d in found]
+
+
+@pytest.mark.parametrize(("edit", "errors"), [
+    # not shared, as Cilium reads any value but "true" in any case: database's pods (in
+    # domain1/cl2 only) reach no other cluster's copy
+    ('service.cilium.io/shared: "False"', ["domain1/cl1", "domain2/cl3", "domain2/cl4"]),
+    ('service.cilium.io/shared: "no"', ["domain1/cl1", "domain2/cl3", "domain2/cl4"]),
+    ('service.cilium.io/shared: "TRUE"', []),  # still shared
+])
+def test_cilium_reads_the_shared_annotation_true_in_any_case_else_false(
+        edit: str, errors: list[str]) -> None:
+    """domain1/cl2's database-namespace/database, the only copy with the service's pods,
+    with its shared annotation rewritten: each cluster whose clients call database by name
+    gets an error exactly when Cilium no longer reads the copy as shared."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    assert written and tail.count('service.cilium.io/shared: "true"') >= 1
+    files[path] = (head + written + tail.replace('service.cilium.io/shared: "true"', edit, 1)
+                   ).encode()
+    report = verify(inventory, files)
+    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
+    assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
+        f"expected {cluster}" for cluster in errors], [d.message for d in found]
+    assert all("a Service database-namespace/database whose backends include a pod of service "
+               "domain1/database" in d.message for d in found), [d.message for d in found]
+
+
+def test_cilium_reads_the_global_annotation_true_in_any_case() -> None:
+    """``service.cilium.io/global: "True"`` is global to Cilium: domain1/cl1's copy of
+    database (no local pods) still gets domain1/cl2's, and verify passes as rendered."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl1/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    assert written and 'service.cilium.io/global: "true"' in tail
+    files[path] = (head + written + tail.replace('service.cilium.io/global: "true"',
+                                                 'service.cilium.io/global: "True"', 1)).encode()
+    report = verify(inventory, files)
+    assert not [d.format_text() for d in report.diagnostics if d.severity is Severity.ERROR]
 
 
 @pytest.mark.parametrize("edit", ["port", "targetPort", "protocol"])

@@ -833,11 +833,23 @@ def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
                 ports |= one
                 if port == target:  # the name's port reaches the pods' own
                     exposed |= one
+    # An empty selector is none: Kubernetes manages no endpoints for it (ServiceSpec.selector:
+    # "If empty or not present, ... an external process managing its endpoints")
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
-            if isinstance(selector, dict) else None,
-            annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true",
-            annotations.get(SHARED_SERVICE_ANNOTATION) != "false", ports, exposed)
+            if isinstance(selector, dict) and selector else None,
+            _annotation_true(annotations, GLOBAL_SERVICE_ANNOTATION, False),
+            _annotation_true(annotations, SHARED_SERVICE_ANNOTATION, True), ports, exposed)
+
+
+def _annotation_true(annotations: dict[Any, Any], key: str, default: bool) -> bool:
+    """A Cilium boolean Service annotation as the agent reads it: ``default`` when absent,
+    else whether its value is ``true`` in any case (annotation.GetAnnotationShared: so
+    ``"False"`` or ``"no"`` is false, ``"True"`` true)."""
+    if key not in annotations:
+        return default
+    value = annotations[key]
+    return isinstance(value, str) and value.lower() == "true"
 
 
 class RenderedDocument(NamedTuple):

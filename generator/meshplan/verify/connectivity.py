@@ -150,9 +150,7 @@ class Connectivity:
         ones, to fill)."""
         self.endpoints = tuple(endpoints)
         if index is not None:
-            if index.endpoints != self.endpoints:
-                raise ValueError("the endpoint index is of other endpoints")
-            self.__dict__["index"] = index  # the cached_property's value
+            self.__dict__["index"] = index.of(self.endpoints)  # the cached_property's value
         if stances is None:
             self.egress = [Stance() for _ in self.endpoints]
             self.ingress = [Stance() for _ in self.endpoints]

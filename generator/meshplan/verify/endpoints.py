@@ -301,6 +301,13 @@ class EndpointIndex:
         self.labels = {k: tuple(v) for k, v in labels.items()}
         self.cidrs = tuple(i for i, e in enumerate(self.endpoints) if not e.is_pod)
 
+    def of(self, endpoints: Sequence[Endpoint]) -> EndpointIndex:
+        """This index, when it is of ``endpoints`` (one built by its caller, to share): a
+        ValueError otherwise (it would select other pods)."""
+        if self.endpoints != tuple(endpoints):
+            raise ValueError("the endpoint index is of other endpoints")
+        return self
+
     def in_place(self, domain: str, cluster: str, namespace: str | None = None
                  ) -> tuple[int, ...]:
         """The pods of one cluster (of one of its namespaces), in index order (a

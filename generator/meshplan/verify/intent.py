@@ -85,7 +85,6 @@ class _ServicePeer(NamedTuple):
     """An abstract peer: the grant of each service it resolves to, with the target, and (at
     egress, when the calls are asked for) its calls but for the clients' cluster."""
 
-    where: Location
     grants: list[tuple[Grant, PeerTarget]]
     calls: list[tuple[Location, str, str, str, str, str, frozenset[int], PortSet]]
 
@@ -182,7 +181,7 @@ class _IntentBuilder:
                          target.service.namespace, target.service.name, grant.pods,
                          grant.ports & self._service_ports(target.service))
                         for grant, target in grants]
-                    parts.append(_ServicePeer(peer.location, grants, calls))
+                    parts.append(_ServicePeer(grants, calls))
                     continue
                 ports = explicit
                 if ports is None:

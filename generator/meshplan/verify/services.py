@@ -50,10 +50,7 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
     """Every copy's backends (endpoint indices): its local pods, plus, for a global copy, the
     local pods of every other global and shared copy of the same namespace/name. ``index``:
     the endpoints' :class:`.endpoints.EndpointIndex`, when already built."""
-    if index is None:
-        index = EndpointIndex(endpoints)
-    elif index.endpoints != tuple(endpoints):
-        raise ValueError("the endpoint index is of other endpoints")
+    index = EndpointIndex(endpoints) if index is None else index.of(endpoints)
     local: list[tuple[int, ...]] = []
     shared: dict[tuple[str, str], set[int]] = {}  # the pods global, shared copies give
     for copy in copies:
