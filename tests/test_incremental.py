@@ -1182,6 +1182,33 @@ def test_a_services_cut_refuses_a_layout_it_cannot_read_line_by_line(
     assert services_cut(PLAIN_DOMAIN.replace(old, new, 1).encode(), {"s1"}) is None
 
 
+# the pattern services_layout used before it matched what precedes a quoted scalar
+_QUOTED_BY_LOOKING_BEHIND = re.compile(
+    rb'(?:(?<=\n)|(?<=: )|(?<=- )|(?<=[\[{])|(?<=, ))[ ]*"[^"\\\n]*"(?=[ \n:,\]}])')
+
+
+@settings(max_examples=examples(2000))
+@given(st.lists(st.sampled_from([b'"', b" ", b"\n", b":", b"-", b"[", b"{", b",", b"]", b"}",
+                                 b"a", b"\\", b": ", b"- ", b", ", b'"a"']), max_size=30))
+def test_one_line_quoted_scalars_go_as_a_look_behind_finds_them(pieces: list[bytes]) -> None:
+    """Matching what precedes a quoted scalar and putting it back removes exactly what the
+    look-behind pattern removes."""
+    from meshplan.incremental import _ONE_LINE_QUOTED
+
+    text = b"".join(pieces)
+    assert _ONE_LINE_QUOTED.sub(rb"\1", text) == _QUOTED_BY_LOOKING_BEHIND.sub(b"", text)
+
+
+def test_a_services_cut_with_its_layout_known_is_the_same() -> None:
+    from meshplan.incremental import services_cut, services_layout
+
+    raw = PLAIN_DOMAIN.encode()
+    layout = services_layout(raw)
+    assert layout is not None and [name for *_, name in layout.items] == ["s0", "s1", "s2"]
+    for wanted in (set(), {"s1"}, {"s0", "s2"}):
+        assert services_cut(raw, wanted, layout) == services_cut(raw, wanted)
+
+
 def test_a_service_change_reads_the_callers_domains_in_part(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The callers' domains (unchanged) are read with only the services the analysed

@@ -68,6 +68,7 @@ if TYPE_CHECKING:  # the commands below import their modules when they run (star
         InputFiles,
         ObjectsByCluster,
         RequirementRecord,
+        ServicesLayout,
         Snapshot,
     )
     from .mesh.ids import IdProposal
@@ -735,6 +736,7 @@ class _InventorySlice:
         self.pods: PodNetworks | None = None  # every cluster's (with services_changed)
         # file read in part -> the services read (by name) and their places in its list
         self.cuts: dict[str, tuple[frozenset[str], tuple[int, ...]]] = {}
+        self.layouts: dict[str, ServicesLayout | None] = {}  # of the files cut (by their bytes)
 
     def covering(self, domains: set[str],
                  services: Mapping[str, set[str] | None] | None = None) -> InventoryModel:
@@ -797,12 +799,17 @@ class _InventorySlice:
         """The file's documents; with ``names``, those of its services only, when its layout
         allows (:func:`meshplan.incremental.services_cut`) and the cut text reads as one
         Domain whose services are exactly those kept, else whole."""
-        from .incremental import services_cut
+        from .incremental import services_cut, services_layout
         from .load.repository import read_documents
 
         raw = self.contents.get(relpath)
         self.cuts.pop(relpath, None)
-        cut = services_cut(raw, names) if names is not None and raw is not None else None
+        cut = None
+        if names is not None and raw is not None:
+            if relpath not in self.layouts:  # a file read again with more names: once
+                self.layouts[relpath] = services_layout(raw)
+            layout = self.layouts[relpath]
+            cut = services_cut(raw, names, layout) if layout is not None else None
         if cut is not None and names is not None:
             text, kept_names, kept = cut
             docs, problems = read_documents(self.root, relpath, text)
