@@ -20,7 +20,8 @@ PACKAGE = Path(meshplan.__file__).parent
 
 LAYERS = (
     # the vocabulary and value types every stage may use
-    ("meshplan", "diagnostics", "vocabulary", "outputs", "yamltext", "rust_regex"),
+    ("meshplan", "diagnostics", "vocabulary", "outputs", "yamltext", "rust_regex",
+     "forked"),
     ("admission",),  # what Kubernetes and Cilium accept: names, label keys, selectors
     ("load",),  # stage 1, a package
     ("mesh.model",),  # the Mesh document's records, which model's Inventory carries

@@ -146,3 +146,117 @@ def test_the_garbage_collector_is_restored_after_a_run(example_repo: Path) -> No
         assert not gc.isenabled()  # a caller's own choice is kept
     finally:
         gc.enable()
+
+
+# --------------------------------------------------------------------------- verify, in parallel
+
+
+def verify_both_ways(repo: Path, rendered: Path | None = None, cache_dir: Path | None = None
+                     ) -> tuple[object, object]:
+    """What verify reports with its inputs checked in a forked worker (which must have run:
+    a child process used CPU or memory) and in this process, as comparable values; each way
+    with a cache of its own when ``cache_dir`` (cold, then warm: the second run reads the
+    first's entries)."""
+    import resource
+
+    from meshplan.cache import RenderCache
+    from meshplan.pipeline import verify_repository
+
+    answers = []
+    for parallel in (True, False):
+        for run in ("cold", "warm") if cache_dir is not None else ("no cache",):
+            cache = RenderCache.at(cache_dir / str(parallel)) if cache_dir else None
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            report = verify_repository(repo, rendered, cache, parallel=parallel)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            forked = (after.ru_minflt, after.ru_utime) != (before.ru_minflt, before.ru_utime)
+            assert forked == parallel, run
+            answers.append((report.diagnostics, report.mismatches, report.policies,
+                            [e.title for e in report.endpoints], report.flow_lines()))
+    half = len(answers) // 2
+    assert answers[:half] == [answers[0]] * half  # cold and warm agree
+    return answers[0], answers[half]
+
+
+def _rendered(repo: Path) -> Path:
+    code, _out, err = run_cli(["render", "--repo", str(repo), "--no-cache"])
+    assert code == 0, err
+    return repo / "rendered"
+
+
+def test_verify_in_parallel_reports_what_it_reports_in_serial(example_repo: Path,
+                                                              tmp_path: Path) -> None:
+    _rendered(example_repo)
+    parallel, serial = verify_both_ways(example_repo, cache_dir=tmp_path / "cache")
+    assert parallel == serial
+
+
+def test_verify_in_parallel_of_an_istio_mesh(tmp_path: Path) -> None:
+    from tests.support.repos import ISTIO_EXAMPLE, copy_tree
+
+    repo = copy_tree(ISTIO_EXAMPLE, tmp_path / "repo")
+    _rendered(repo)
+    parallel, serial = verify_both_ways(repo)
+    assert parallel == serial
+
+
+def _break_the_tree(rendered: Path) -> None:
+    """Defects of every kind verify reads: a rejected policy, YAML that does not parse, a
+    file that is not UTF-8, a missing cluster folder, a stale one, a kustomization naming a
+    file that is not there, and a file read twice."""
+    policies = rendered / "clusters" / "domain2" / "cl4" / "policies.yaml"
+    policies.write_text(policies.read_text().replace("matchLabels:", "matchLabels: {x: [}\n"
+                                                     "  ignored:", 1))
+    (rendered / "clusters" / "domain1" / "cl2" / "policies.yaml").write_bytes(
+        b"kind: CiliumNetworkPolicy\nmetadata: {name: \xff}\n")
+    import shutil
+
+    shutil.move(rendered / "clusters" / "domain2" / "cl3", rendered / "clusters" / "domain2"
+                / "stale")
+    kustomization = rendered / "clusters" / "domain1" / "cl1" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text()
+                             + "- absent.yaml\n- policies.yaml\n")
+
+
+def test_verify_in_parallel_of_a_broken_tree(example_repo: Path, tmp_path: Path) -> None:
+    _break_the_tree(_rendered(example_repo))
+    parallel, serial = verify_both_ways(example_repo, cache_dir=tmp_path / "cache")
+    assert parallel == serial
+    diagnostics = parallel[0]  # type: ignore[index]
+    texts = "\n".join(d.format_text() for d in diagnostics)
+    for words in ("clusters/domain2/cl4/policies.yaml:", "not valid UTF-8",
+                  "cluster domain2/cl3, found none", "no inventory cluster owns",
+                  "found 'absent.yaml'"):
+        assert words in texts, words
+
+
+@pytest.mark.parametrize("rendered", ["present", "absent"])
+def test_verify_in_parallel_reports_invalid_inputs_as_in_serial(example_repo: Path,
+                                                                rendered: str) -> None:
+    """Every input error, as one InputError, before anything about the rendered tree (or
+    its absence)."""
+    from meshplan.diagnostics import InputError
+    from meshplan.pipeline import verify_repository
+
+    if rendered == "present":
+        _rendered(example_repo)
+    domain1 = example_repo / "inventory" / "domain1.yaml"
+    domain1.write_text(domain1.read_text().replace("meshId: 1\n", "meshId: one\n", 1))
+    (example_repo / "requirements" / "domain2" / "typo.yaml").write_text(
+        "apiVersion: meshplan.dev/v1alpha1\nkind: Requirement\nmetadata: {name: typo}\n"
+        "spec: {endpointSelectr: {}}\n")
+    raised = []
+    for parallel in (True, False):
+        with pytest.raises(InputError) as caught:
+            verify_repository(example_repo, parallel=parallel)
+        raised.append(caught.value.diagnostics)
+    assert raised[0] == raised[1]
+    assert len(raised[0]) >= 2
+
+
+def test_the_verify_command_answers_the_same_forced_serial(example_repo: Path) -> None:
+    _break_the_tree(_rendered(example_repo))
+    runs = [run_cli(["verify", "--repo", str(example_repo), "--format", "json", "--no-cache"],
+                    env={"MESHPLAN_SERIAL": serial}) for serial in ("", "1")]
+    assert runs[0] == runs[1]
+    assert runs[0][0] == 1 and '"ok": false' in runs[0][1]

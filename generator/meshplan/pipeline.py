@@ -71,6 +71,7 @@ if TYPE_CHECKING:  # the commands below import their modules when they run (star
         ServicesLayout,
         Snapshot,
     )
+    from .load.canonical import RenderedReader
     from .mesh.ids import IdProposal
     from .mesh.model import Mesh
     from .mesh.plan import MeshPlan
@@ -393,23 +394,69 @@ def propose_mesh_ids(repo: Path) -> tuple[IdProposal, ...] | None:
 
 
 def verify_repository(repo: Path, rendered: Path | None = None,
-                      cache: RenderCache | None = None) -> VerifyReport:
+                      cache: RenderCache | None = None, *,
+                      parallel: bool | None = None) -> VerifyReport:
     """Validate the inputs (raises InputError when invalid), then verify the rendered tree.
 
     With a ``cache``, rendered files are read through its parsed-document entries, each
     accepted only when it writes back to exactly the file's bytes (:mod:`.load.canonical`),
     and the files parsed are added to it.
+
+    ``parallel`` (default: when :func:`~meshplan.forked.can_fork`): the inputs are checked in
+    a forked worker process while this one reads the rendered tree, which does not need them
+    (the two take about as long at a thousand clusters); the answer is the same either way.
     """
+    from .forked import can_fork
     from .load.canonical import RenderedReader
     from .verify.report import display_root_for, verify
 
+    out = rendered if rendered is not None else repo / DEFAULT_OUTPUT_DIR
+    display_root = display_root_for(repo, out)
     reader = RenderedReader(cache)
     with without_cyclic_gc():
-        inventory = checked_inventory(repo)
-        out = rendered if rendered is not None else repo / DEFAULT_OUTPUT_DIR
-        report = verify(inventory, read_tree(out), display_root_for(repo, out), reader)
+        if parallel if parallel is not None else can_fork():
+            inventory, files = _inventory_beside_tree(repo, out, display_root, reader)
+        else:
+            inventory = checked_inventory(repo)
+            files = read_tree(out)
+        report = verify(inventory, files, display_root, reader)
     reader.save()
     return report
+
+
+def _inventory_beside_tree(repo: Path, out: Path, display_root: str, reader: RenderedReader
+                           ) -> tuple[Inventory, dict[str, bytes]]:
+    """:func:`checked_inventory` in a forked worker, while this process reads the rendered
+    tree and its documents ahead (the reader, and the cache behind it, stay in this process).
+
+    The errors are the serial order's: invalid inputs (InputError) before any failure to
+    read the tree.
+    """
+    from .forked import Forked
+    from .verify.cilium import read_ahead
+
+    unread: Exception | None = None
+    files: dict[str, bytes] = {}
+    with Forked(lambda: _inventory_or_problems(repo)) as worker:
+        try:
+            files = read_tree(out)
+            read_ahead(files, reader, display_root)
+        except Exception as exc:  # raised below, after the inputs' own errors
+            unread = exc
+        found = worker.result()
+    if not isinstance(found, Inventory):
+        raise InputError(found)
+    if unread is not None:
+        raise unread
+    return found, files
+
+
+def _inventory_or_problems(repo: Path) -> Inventory | tuple[Diagnostic, ...]:
+    """:func:`checked_inventory`, its InputError as its diagnostics (a value to send back)."""
+    try:
+        return checked_inventory(repo)
+    except InputError as exc:
+        return exc.diagnostics
 
 
 def diff_repository(project: Path, base: str, *, with_flows: bool = False,

@@ -579,3 +579,20 @@ def test_a_key_twice_in_known_pieces_is_not_a_policy() -> None:
         docs, problems = RenderedReader(None).documents("b.yaml", text.encode())
         parsed, parser_problems = parse_yaml("b.yaml", text)
         assert ([d.data for d in docs], problems) == ([d.data for d in parsed], parser_problems)
+
+
+def test_a_file_read_ahead_is_given_once_and_only_for_the_same_bytes() -> None:
+    """What verify reads while its inputs are checked elsewhere (``read_ahead``) is what
+    ``documents`` gives for those bytes, once; other bytes are read afresh."""
+    reader = RenderedReader(None)
+    reader.read_ahead("clusters/d/c/a.yaml", b"a: 1\n")
+    docs, problems = reader.documents("clusters/d/c/a.yaml", b"a: 2\n")
+    assert [d.data for d in docs] == [{"a": 2}] and not problems
+    assert not reader.ahead
+    reader.read_ahead("clusters/d/c/a.yaml", b"a: [\n")
+    ahead = reader.ahead["clusters/d/c/a.yaml"][1]
+    assert reader.documents("clusters/d/c/a.yaml", b"a: [\n") is ahead
+    assert ahead[1] and "clusters/d/c/a.yaml:2" in ahead[1][0].format_text()
+    reader.read_ahead("clusters/d/c/b.yaml", b"b: 1\n")
+    reader.forget_known()
+    assert not reader.ahead

@@ -670,10 +670,24 @@ class RenderedReader:
         self.quoted = QuotedScalars()  # quoted scalars met, for the layout reader
         self.known = KnownDocuments()  # small documents and policy pieces read so far, by text
         self.known_files = 0  # files whose every document was known
+        # relpath -> (its bytes, what documents() gave): read before being asked for
+        self.ahead: dict[str, tuple[bytes, tuple[list[Document], list[Diagnostic]]]] = {}
+
+    def read_ahead(self, relpath: str, raw: bytes) -> None:
+        """Read the file now, for :meth:`documents` to give when asked for it (with these
+        bytes), once: ``meshplan verify`` reads the rendered tree while its inputs are being
+        checked in another process (:func:`meshplan.pipeline.verify_repository`)."""
+        self.ahead[relpath] = (raw, self._read(relpath, raw))
 
     def documents(self, relpath: str, raw: bytes) -> tuple[list[Document], list[Diagnostic]]:
         """Documents and problems of the file ``relpath`` (as messages name it), exactly as
         :func:`parse_yaml` reads them, positions included."""
+        ahead = self.ahead.pop(relpath, None)
+        if ahead is not None and ahead[0] == raw:
+            return ahead[1]
+        return self._read(relpath, raw)
+
+    def _read(self, relpath: str, raw: bytes) -> tuple[list[Document], list[Diagnostic]]:
         text = decode_utf8(relpath, raw)
         if isinstance(text, Diagnostic):
             return [], [text]
@@ -710,8 +724,10 @@ class RenderedReader:
 
     def forget_known(self) -> None:
         """Drop the documents kept to read recurring texts (:class:`KnownDocuments`), once
-        every file is read: those still in use stay with their documents."""
+        every file is read: those still in use stay with their documents. Files read ahead
+        and not asked for are dropped too."""
         self.known = KnownDocuments()
+        self.ahead = {}
 
     def _remember(self, name: str, relpath: str, text: str, documents: list[Document]) -> None:
         """Keep an entry for a parsed file, when it will check out (a ConfigMap's literal

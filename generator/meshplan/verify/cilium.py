@@ -202,7 +202,7 @@ class _ActualBuilder:
         return ServiceCopy(domain, cluster, *reading, place(doc, ("metadata", "name")))
 
     def display(self, relpath: str) -> str:
-        return f"{self.root}/{relpath}" if self.root else relpath
+        return _display(self.root, relpath)
 
     def build(self) -> Connectivity:
         present = {cluster_dir(split[0], split[1]) for p in self.files
@@ -236,7 +236,7 @@ class _ActualBuilder:
         path = f"{base}/{KUSTOMIZATION}"
         if path not in self.files:
             return sorted(p for p in self.files if p.startswith(base + "/")
-                          and p.count("/") == 3 and p.endswith((".yaml", ".yml")))
+                          and _in_cluster_root(p))
         docs = self._documents(path)
         if not docs or not isinstance(docs[0].data, dict):
             return []
@@ -793,6 +793,27 @@ class _PolicyReader:
 
 
 _NO_ORIGIN = Origin(Location("(rule)"), "")  # replaced by the rule's place (_grants)
+
+
+def read_ahead(files: Mapping[str, bytes], reader: RenderedReader,
+               display_root: str = DEFAULT_OUTPUT_DIR) -> None:
+    """Have ``reader`` read every file :func:`actual_connectivity` may ask it for: the YAML
+    files of each cluster's Kustomize root (resources listed under another name are read
+    when asked for), whichever clusters the inventory has (it is not known yet)."""
+    root = display_root.rstrip("/")
+    for relpath, raw in files.items():
+        if split_cluster_path(relpath) is not None and _in_cluster_root(relpath):
+            reader.read_ahead(_display(root, relpath), raw)
+
+
+def _in_cluster_root(relpath: str) -> bool:
+    """A YAML file directly in a cluster's folder (``clusters/<domain>/<cluster>/``)."""
+    return relpath.count("/") == 3 and relpath.endswith((".yaml", ".yml"))
+
+
+def _display(root: str, relpath: str) -> str:
+    """How messages name a rendered file: under the output folder's name (``root``)."""
+    return f"{root}/{relpath}" if root else relpath
 
 
 def _blocks_or_none(text: str) -> tuple[Block, ...]:

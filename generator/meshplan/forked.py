@@ -1,0 +1,180 @@
+"""One call run in a forked child process while the caller goes on: the machine's second core.
+
+``meshplan verify`` checks its inputs in a child (:func:`meshplan.pipeline.verify_repository`)
+while the parent reads the rendered tree, which does not depend on them. The child is a
+``fork`` of the caller: it starts with the caller's modules and memory (no re-import, nothing
+to send but the call) and sends back only its value, pickled, through a pipe.
+
+Failing closed: a call that raises in the child, a value that does not pickle, a child that
+dies (a signal, the out-of-memory killer) or sends a truncated value are :class:`WorkerError`
+(an internal error, exit 3, with the child's traceback text), never a value. The child never
+outlives its parent's wait: leaving the ``with`` block any other way (an exception, Ctrl-C)
+kills and reaps it, and on Linux it is killed if the parent dies first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Callable
+from types import TracebackType
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+SERIAL_ENV = "MESHPLAN_SERIAL"  # set (to anything but "" or "0"): never fork
+_CHUNK = 1 << 20
+_VALUE, _RAISED = b"v", b"r"  # the first byte of what the child sends
+
+
+class WorkerError(RuntimeError):
+    """The child process failed: it raised (its traceback is the message) or died."""
+
+
+def can_fork() -> bool:
+    """Whether forking a worker can help and is safe: two CPUs usable by this process, a
+    ``fork`` (POSIX), no other thread (a lock another thread holds would stay held in the
+    child forever), and not turned off by :data:`SERIAL_ENV`."""
+    if os.environ.get(SERIAL_ENV, "") not in ("", "0") or not hasattr(os, "fork"):
+        return False
+    if usable_cpus() < 2:
+        return False
+    threading = sys.modules.get("threading")  # imported only if someone started a thread
+    return threading is None or threading.active_count() == 1
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class Forked(Generic[T]):
+    """``call()`` running in a forked child from construction on; :meth:`result` waits for
+    its value. Use as a context manager: leaving it reaps the child, killing it first when its
+    result was not taken."""
+
+    def __init__(self, call: Callable[[], T]) -> None:
+        parent = os.getpid()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            os.close(read_end)
+            _child(call, write_end, parent)
+        os.close(write_end)
+        self._pid: int | None = pid
+        self._read_end: int | None = read_end
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, until it is reaped."""
+        return self._pid
+
+    def __enter__(self) -> Forked[T]:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def result(self) -> T:
+        """The call's value; raises :class:`WorkerError` when it raised or the child died."""
+        if self._read_end is None or self._pid is None:
+            raise WorkerError("the worker's result was already taken")
+        sent = _read_all(self._read_end)
+        os.close(self._read_end)
+        self._read_end = None
+        status = _reap(self._pid)
+        self._pid = None
+        if not sent or status != 0:
+            raise WorkerError(f"the worker process {_ended(status)}, sending "
+                              f"{len(sent)} byte(s): no result")
+        if sent[:1] == _RAISED:
+            raise WorkerError("the worker process raised:\n"
+                              + sent[1:].decode("utf-8", "replace"))
+        try:
+            value: T = pickle.loads(sent[1:])
+        except Exception as exc:  # truncated or corrupt: never a value
+            raise WorkerError(f"the worker process sent an unreadable result "
+                              f"({type(exc).__name__}: {exc})") from exc
+        return value
+
+    def stop(self) -> None:
+        """Kill the child unless its result was taken, and reap it (no zombie)."""
+        if self._read_end is not None:
+            os.close(self._read_end)
+            self._read_end = None
+        if self._pid is not None:
+            pid, self._pid = self._pid, None
+            with contextlib.suppress(ProcessLookupError):  # gone already (still to reap)
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+
+
+def _child(call: Callable[[], T], write_end: int, parent: int) -> None:
+    """Run ``call``, send its value (or its traceback) and leave with ``os._exit``: the
+    parent's ``finally`` blocks, atexit handlers and unflushed buffers are not the child's."""
+    code = 1
+    try:
+        _die_with(parent)
+        try:
+            sent = _VALUE + pickle.dumps(call(), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            import traceback
+
+            sent = _RAISED + traceback.format_exc().encode("utf-8", "replace")
+        _write_all(write_end, sent)
+        code = 0
+    except BaseException:  # Ctrl-C, the parent gone (a broken pipe): nothing to send
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """On Linux, have the kernel kill this child when its parent dies (a ``kill -9`` of
+    ``meshplan`` leaves no worker computing for nobody); elsewhere the child ends at its
+    write, which fails once the parent is gone."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[:_CHUNK]):]
+    os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, _CHUNK):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reap(pid: int) -> int:
+    """Wait for the child; its exit status as ``waitstatus_to_exitcode`` gives it (a signal:
+    negative)."""
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _ended(status: int) -> str:
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = "unknown"
+        return f"was killed by signal {-status} ({name})"
+    return f"exited with status {status}"

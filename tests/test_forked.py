@@ -1,0 +1,145 @@
+"""A call in a forked child: its value comes back; anything else is a WorkerError, and the
+child never outlives the wait for it (real forks, real signals)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from meshplan.cli import guarded
+from meshplan.diagnostics import Location, error
+from meshplan.forked import SERIAL_ENV, Forked, WorkerError, can_fork, usable_cpus
+
+from tests.support.repos import REPO_ROOT
+
+
+def child_pid() -> int:
+    return os.getpid()
+
+
+def test_the_value_comes_back_from_another_process() -> None:
+    problem = error(Location("inventory/d.yaml", 3, 5), "spec", "expected x, found y")
+    with Forked(lambda: (child_pid(), problem, {"big": list(range(100_000))})) as worker:
+        pid, sent, data = worker.result()
+    assert pid != os.getpid()
+    assert sent == problem and data["big"] == list(range(100_000))
+
+
+def raises() -> None:
+    raise ValueError("the check went wrong")
+
+
+def test_a_call_that_raises_is_a_worker_error_with_its_traceback() -> None:
+    with Forked(raises) as worker, pytest.raises(WorkerError) as caught:
+        worker.result()
+    message = str(caught.value)
+    assert "Traceback" in message and "in raises" in message
+    assert "ValueError: the check went wrong" in message
+
+
+def test_a_value_that_does_not_pickle_is_a_worker_error() -> None:
+    with Forked(lambda: lambda: None) as worker, \
+            pytest.raises(WorkerError, match=r"Can't pickle local object"):
+        worker.result()
+
+
+def test_a_child_killed_by_a_signal_is_a_worker_error() -> None:
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with Forked(die) as worker, pytest.raises(WorkerError, match=r"signal 9 \(SIGKILL\)"):
+        worker.result()
+
+
+def test_a_child_that_exits_without_a_value_is_a_worker_error() -> None:
+    with Forked(lambda: os._exit(0)) as worker, \
+            pytest.raises(WorkerError, match="exited with status 0, sending 0 byte"):
+        worker.result()
+
+
+def test_the_command_line_reports_a_worker_error_as_an_internal_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    @guarded
+    def command() -> int:
+        with Forked(raises) as worker:
+            worker.result()
+        return 0
+
+    assert command() == 3
+    err = capsys.readouterr().err
+    assert "internal error: WorkerError: the worker process raised:" in err
+    assert "ValueError: the check went wrong" in err
+
+
+def test_leaving_the_block_early_kills_and_reaps_the_child() -> None:
+    pids: list[int] = []
+    with pytest.raises(KeyError), Forked(lambda: time.sleep(60)) as worker:
+        pids.append(worker.pid or 0)
+        raise KeyError("the parent's own work failed")
+    pid = pids[0]
+    assert pid > 0 and not _alive(pid)
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left
+        os.waitpid(pid, os.WNOHANG)
+
+
+# A parent that forks a sleeping worker, says its pid and waits for its result.
+PARENT = """
+import os, sys, time
+from meshplan.forked import Forked
+with Forked(lambda: time.sleep(60)) as worker:
+    print(worker.pid, flush=True)
+    worker.result()
+"""
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
+def test_the_child_does_not_outlive_its_parent(how: str) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True, cwd=REPO_ROOT)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        if how == "ctrl-c":  # the terminal signals the whole foreground group
+            os.killpg(parent.pid, signal.SIGINT)
+        else:
+            parent.kill()
+        parent.wait(timeout=20)
+        deadline = time.monotonic() + 20
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+            parent.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Running (not a zombie): a zombie has exited, it only waits to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_serial_is_forced_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SERIAL_ENV, "1")
+    assert not can_fork()
+    monkeypatch.setenv(SERIAL_ENV, "0")
+    assert can_fork() == (usable_cpus() >= 2)
+
+
+def test_one_usable_cpu_means_serial() -> None:
+    probe = ("import os; from meshplan.forked import can_fork, usable_cpus; "
+             "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+             "print(usable_cpus(), can_fork())")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, cwd=REPO_ROOT)
+    assert done.stdout.split() == ["1", "False"]
