@@ -143,3 +143,18 @@ def test_one_usable_cpu_means_serial() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True, cwd=REPO_ROOT)
     assert done.stdout.split() == ["1", "False"]
+
+
+def test_ready_tells_whether_the_child_has_answered() -> None:
+    read_end, write_end = os.pipe()  # the child waits for the test's word
+    with Forked(lambda: os.read(read_end, 1)) as worker:
+        time.sleep(0.2)
+        assert not worker.ready()
+        os.write(write_end, b"x")
+        deadline = time.monotonic() + 10
+        while not worker.ready():
+            assert time.monotonic() < deadline, "the child never answered"
+            time.sleep(0.01)
+        assert worker.result() == b"x"
+    os.close(read_end)
+    os.close(write_end)

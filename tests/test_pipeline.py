@@ -260,3 +260,19 @@ def test_the_verify_command_answers_the_same_forced_serial(example_repo: Path) -
                     env={"MESHPLAN_SERIAL": serial}) for serial in ("", "1")]
     assert runs[0] == runs[1]
     assert runs[0][0] == 1 and '"ok": false' in runs[0][1]
+
+
+def test_verify_in_parallel_passes_back_the_inputs_own_errors(
+        example_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error meshplan raises on purpose while checking the inputs in the worker reaches
+    the command as itself (its message and exit code), not as an internal error."""
+    from meshplan import pipeline
+    from meshplan.diagnostics import OperationError
+
+    def refuses(repo: Path) -> None:
+        raise OperationError(f"cannot read {repo}: permission denied")
+
+    _rendered(example_repo)
+    monkeypatch.setattr(pipeline, "checked_inventory", refuses)  # the child is a fork of this
+    with pytest.raises(OperationError, match="permission denied"):
+        pipeline.verify_repository(example_repo, parallel=True)

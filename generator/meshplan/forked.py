@@ -80,6 +80,16 @@ class Forked(Generic[T]):
                  tb: TracebackType | None) -> None:
         self.stop()
 
+    def ready(self) -> bool:
+        """Whether the child has begun to send (or has ended): :meth:`result` will not wait
+        for its computation, only for the rest of what it sends."""
+        if self._read_end is None:
+            return True
+        import select
+
+        readable, _, _ = select.select([self._read_end], [], [], 0)
+        return bool(readable)
+
     def result(self) -> T:
         """The call's value; raises :class:`WorkerError` when it raised or the child died."""
         if self._read_end is None or self._pid is None:

@@ -21,6 +21,7 @@ from .diagnostics import (
     Diagnostic,
     InputError,
     Location,
+    MeshplanError,
     error,
     has_errors,
     sorted_diagnostics,
@@ -429,21 +430,25 @@ def _inventory_beside_tree(repo: Path, out: Path, display_root: str, reader: Ren
     """:func:`checked_inventory` in a forked worker, while this process reads the rendered
     tree and its documents ahead (the reader, and the cache behind it, stay in this process).
 
-    The errors are the serial order's: invalid inputs (InputError) before any failure to
-    read the tree.
+    Reading ahead stops as soon as the worker answers: what is left is read when verify asks
+    for it, and invalid inputs are reported without waiting for the rest of the tree. The
+    errors are the serial order's: invalid inputs (InputError) before any failure to read
+    the tree.
     """
     from .forked import Forked
     from .verify.cilium import read_ahead
 
     unread: Exception | None = None
     files: dict[str, bytes] = {}
-    with Forked(lambda: _inventory_or_problems(repo)) as worker:
+    with Forked(lambda: _inventory_or_error(repo)) as worker:
         try:
             files = read_tree(out)
-            read_ahead(files, reader, display_root)
+            read_ahead(files, reader, display_root, until=worker.ready)
         except Exception as exc:  # raised below, after the inputs' own errors
             unread = exc
         found = worker.result()
+    if isinstance(found, MeshplanError):
+        raise found
     if not isinstance(found, Inventory):
         raise InputError(found)
     if unread is not None:
@@ -451,12 +456,16 @@ def _inventory_beside_tree(repo: Path, out: Path, display_root: str, reader: Ren
     return found, files
 
 
-def _inventory_or_problems(repo: Path) -> Inventory | tuple[Diagnostic, ...]:
-    """:func:`checked_inventory`, its InputError as its diagnostics (a value to send back)."""
+def _inventory_or_error(repo: Path) -> Inventory | tuple[Diagnostic, ...] | MeshplanError:
+    """:func:`checked_inventory`, its error as a value to send back: an InputError as its
+    diagnostics (its constructor does not take its message back), any other of meshplan's
+    errors (a message and an exit code) as it is."""
     try:
         return checked_inventory(repo)
     except InputError as exc:
         return exc.diagnostics
+    except MeshplanError as exc:
+        return exc
 
 
 def diff_repository(project: Path, base: str, *, with_flows: bool = False,

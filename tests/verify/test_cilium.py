@@ -324,3 +324,29 @@ def test_a_shared_rule_object_is_read_in_each_mesh_and_namespace(
     assert egress("d/y@a", "d/x@a") == "none"  # q's peer is app=x in n2: there is none
     assert egress("d/z@a", "d/x@a") == "TCP/80"  # p's, and s's in any namespace
     assert egress("d/z@a", "d/y@a") == "any"  # the rule naming n2/y, cluster ma
+
+
+def test_reading_ahead_reads_what_a_kustomization_lists_and_stops_when_told() -> None:
+    """``meshplan verify`` reads the tree while its inputs are checked elsewhere: only the
+    files its reading would ask for (a kustomization's resources; every YAML file of a
+    folder without one), and no further once told to stop."""
+    from meshplan.load.canonical import RenderedReader
+    from meshplan.verify.cilium import read_ahead
+
+    files = {
+        "clusters/d/c1/kustomization.yaml": b"resources:\n- a.yaml\n- ../x.yaml\n- gone.yaml\n",
+        "clusters/d/c1/a.yaml": b"kind: Namespace\n",
+        "clusters/d/c1/unlisted.yaml": b"kind: Namespace\n",
+        "clusters/d/c2/b.yaml": b"kind: Namespace\n",
+        "clusters/d/c2/notes.txt": b"not YAML\n",
+        "README.md": b"# rendered\n",
+    }
+    reader = RenderedReader(None)
+    read_ahead(files, reader, "out")
+    assert sorted(reader.ahead) == ["out/clusters/d/c1/a.yaml",
+                                    "out/clusters/d/c1/kustomization.yaml",
+                                    "out/clusters/d/c2/b.yaml"]
+    asked = iter(range(100))
+    reader = RenderedReader(None)
+    read_ahead(files, reader, "out", until=lambda: next(asked) >= 2)
+    assert len(reader.ahead) == 2

@@ -673,11 +673,14 @@ class RenderedReader:
         # relpath -> (its bytes, what documents() gave): read before being asked for
         self.ahead: dict[str, tuple[bytes, tuple[list[Document], list[Diagnostic]]]] = {}
 
-    def read_ahead(self, relpath: str, raw: bytes) -> None:
+    def read_ahead(self, relpath: str, raw: bytes
+                   ) -> tuple[list[Document], list[Diagnostic]]:
         """Read the file now, for :meth:`documents` to give when asked for it (with these
         bytes), once: ``meshplan verify`` reads the rendered tree while its inputs are being
         checked in another process (:func:`meshplan.pipeline.verify_repository`)."""
-        self.ahead[relpath] = (raw, self._read(relpath, raw))
+        found = self._read(relpath, raw)
+        self.ahead[relpath] = (raw, found)
+        return found
 
     def documents(self, relpath: str, raw: bytes) -> tuple[list[Document], list[Diagnostic]]:
         """Documents and problems of the file ``relpath`` (as messages name it), exactly as

@@ -21,7 +21,7 @@ What the model leaves out is reported, not ignored.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..admission import (
@@ -796,14 +796,42 @@ _NO_ORIGIN = Origin(Location("(rule)"), "")  # replaced by the rule's place (_gr
 
 
 def read_ahead(files: Mapping[str, bytes], reader: RenderedReader,
-               display_root: str = DEFAULT_OUTPUT_DIR) -> None:
-    """Have ``reader`` read every file :func:`actual_connectivity` may ask it for: the YAML
-    files of each cluster's Kustomize root (resources listed under another name are read
-    when asked for), whichever clusters the inventory has (it is not known yet)."""
+               display_root: str = DEFAULT_OUTPUT_DIR,
+               until: Callable[[], bool] = lambda: False) -> None:
+    """Have ``reader`` read, before :func:`actual_connectivity` asks for them, the files it
+    would read in each cluster folder: the kustomization and the resources it lists beside
+    it, else every YAML file of the folder — whichever clusters the inventory has (it is not
+    known yet). Stops as soon as ``until()`` is true (between files): the rest is read when
+    asked for. Nothing is decided here: a listing that cannot be read is read again, and
+    reported, by :func:`actual_connectivity`."""
     root = display_root.rstrip("/")
-    for relpath, raw in files.items():
-        if split_cluster_path(relpath) is not None and _in_cluster_root(relpath):
-            reader.read_ahead(_display(root, relpath), raw)
+    folders: dict[str, list[str]] = {}
+    for relpath in files:
+        split = split_cluster_path(relpath)
+        if split is not None and _in_cluster_root(relpath):
+            folders.setdefault(cluster_dir(split[0], split[1]), []).append(relpath)
+    for base, paths in folders.items():
+        kustomization = f"{base}/{KUSTOMIZATION}"
+        if kustomization in files:
+            if until():
+                return
+            docs, _ = reader.read_ahead(_display(root, kustomization), files[kustomization])
+            paths = [f"{base}/{name}" for name in _listed(docs)]
+        for relpath in paths:
+            if relpath in files and relpath != kustomization:
+                if until():
+                    return
+                reader.read_ahead(_display(root, relpath), files[relpath])
+
+
+def _listed(docs: Sequence[Document]) -> list[str]:
+    """The plain file names a kustomization's ``resources`` lists (others are left to
+    :meth:`_ActualBuilder._resources`, which reports them)."""
+    data = docs[0].data if docs else None
+    resources = data.get("resources") if isinstance(data, dict) else None
+    if not isinstance(resources, list):
+        return []
+    return [item for item in resources if isinstance(item, str) and "/" not in item]
 
 
 def _in_cluster_root(relpath: str) -> bool:
