@@ -9,6 +9,10 @@ comparison against one full render, on the same generated repository, in one pro
   is checked by writing it back, :mod:`meshplan.load.canonical`), ``1 verify (cold cache)``
   (the first verify: every file parsed, entries stored) and ``1 verify (no cache)``
   (``--no-cache``: parsed, nothing stored).
+* ``1 verify ... (whole process)``: the same three, as the user waits for them: ``meshplan
+  verify`` as a whole process (imports included; its input check forked from a fresh
+  process, not from this one's heap after a render) against ``meshplan render --no-cache``
+  as a whole process.
 * ``4 diff comparison+markdown``: given the renders of a base and of a head with one
   requirement changed (:func:`benchmarks.workload.mutate_one_requirement`), what ``meshplan
   diff --format markdown`` adds to the two renders: the object comparison, the connectivity
@@ -95,6 +99,7 @@ def measure(size: str, repo: Path, workdir: Path) -> list[GoalResult]:
                               VERIFY_LIMIT, endpoints)
                    for label, seconds in (("", warm_s), (" (cold cache)", cold_s),
                                           (" (no cache)", plain_s))]
+        results += whole_processes(size, repo, scratch, endpoints)
         base = render_with_inventory(repo)
         mutation = mutate_one_requirement(repo)
         try:
@@ -107,6 +112,29 @@ def measure(size: str, repo: Path, workdir: Path) -> list[GoalResult]:
         return results
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def whole_processes(size: str, repo: Path, scratch: Path, endpoints: int) -> list[GoalResult]:
+    """Goal 1 as the user waits for it: ``meshplan verify`` as a whole process (its imports,
+    and its worker forked from a fresh process, not from this one's heap after a render)
+    against ``meshplan render --no-cache`` as a whole process, into a folder of its own."""
+    from .goal_render import whole_process
+    from .goal_startup import meshplan_command
+
+    out = scratch / "rendered-by-process"
+    render_s, _ = median_time(lambda: whole_process([*meshplan_command(), "render", "--repo",
+                                                     str(repo), "--out", str(out),
+                                                     "--no-cache"]))
+    verify = [*meshplan_command(), "verify", "--repo", str(repo), "--rendered", str(out)]
+    cache = ["--cache-dir", str(scratch / "cache-of-process")]
+    plain_s, _ = median_time(lambda: whole_process([*verify, "--no-cache"]))
+    cold_s, _ = timed(lambda: whole_process([*verify, *cache]))  # the first: fills the cache
+    warm_s, _ = median_time(lambda: whole_process([*verify, *cache]))
+    baseline = "meshplan render --no-cache (whole process)"
+    return [GoalResult(f"1 verify{label} (whole process)", size, seconds, baseline, render_s,
+                       VERIFY_LIMIT, endpoints)
+            for label, seconds in ((" warm cache", warm_s), (" cold cache", cold_s),
+                                   (" no cache", plain_s))]
 
 
 def diff_comparison(base: Any, head: Any) -> str:
