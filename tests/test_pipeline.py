@@ -276,3 +276,46 @@ def test_verify_in_parallel_passes_back_the_inputs_own_errors(
     monkeypatch.setattr(pipeline, "checked_inventory", refuses)  # the child is a fork of this
     with pytest.raises(OperationError, match="permission denied"):
         pipeline.verify_repository(example_repo, parallel=True)
+
+
+def _verify_answers(inventory: object, repo: Path) -> object:
+    from meshplan.load.canonical import RenderedReader
+    from meshplan.model import Inventory
+    from meshplan.outputs import read_tree
+    from meshplan.verify.report import display_root_for, verify
+
+    assert isinstance(inventory, Inventory)
+    rendered = repo / "rendered"
+    report = verify(inventory, read_tree(rendered), display_root_for(repo, rendered),
+                    RenderedReader(None))
+    return (report.diagnostics, report.mismatches, report.policies,
+            [e.title for e in report.endpoints], report.flow_lines())
+
+
+def _assert_the_inventory_travels(repo: Path) -> None:
+    """What the forked worker sends back (:mod:`meshplan.forked` pickles it) is the inventory
+    it checked, with the caches it filled on the way, and verify answers the same from it."""
+    import pickle
+
+    from meshplan.pipeline import checked_inventory
+
+    inventory = checked_inventory(repo)
+    answers = _verify_answers(inventory, repo)  # fills resolve_peer's cache before it travels
+    arrived = pickle.loads(pickle.dumps(inventory, protocol=pickle.HIGHEST_PROTOCOL))
+    assert arrived == inventory and arrived is not inventory
+    assert arrived.__dict__.keys() == inventory.__dict__.keys()
+    assert _verify_answers(arrived, repo) == answers
+
+
+def test_the_checked_inventory_travels_between_processes(example_repo: Path) -> None:
+    _break_the_tree(_rendered(example_repo))  # answers with every kind of defect to compare
+    _assert_the_inventory_travels(example_repo)
+
+
+@pytest.mark.slow
+def test_a_generated_fleets_inventory_travels_between_processes(tmp_path: Path) -> None:
+    from benchmarks.workload import generate
+
+    generate("M", 1, tmp_path / "repo")
+    _rendered(tmp_path / "repo")
+    _assert_the_inventory_travels(tmp_path / "repo")
