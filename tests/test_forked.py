@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from meshplan.cli import guarded
 from meshplan.diagnostics import Location, error
-from meshplan.forked import SERIAL_ENV, Forked, WorkerError, can_fork, usable_cpus
+from meshplan.forked import (
+    SERIAL_ENV,
+    Forked,
+    WorkerError,
+    can_fork,
+    cpu_max_quota,
+    usable_cpus,
+)
 
 from tests.support.repos import REPO_ROOT
 
@@ -158,3 +165,13 @@ def test_ready_tells_whether_the_child_has_answered() -> None:
         assert worker.result() == b"x"
     os.close(read_end)
     os.close(write_end)
+
+
+@pytest.mark.parametrize(("text", "cpus"), [
+    ("max 100000\n", None), ("100000 100000\n", 1), ("150000 100000\n", 1),
+    ("200000 100000\n", 2), ("50000 100000\n", 0), ("", None), ("max\n", None),
+    ("x 100000\n", None), ("100000 0\n", None),
+])
+def test_a_cgroup_cpu_quota_is_read_in_whole_cpus(text: str, cpus: int | None) -> None:
+    """A container given one CPU (or less) of a larger machine verifies in one process."""
+    assert cpu_max_quota(text) == cpus

@@ -20,6 +20,7 @@ import pickle
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -46,10 +47,40 @@ def can_fork() -> bool:
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    """CPUs this process may run on: its affinity mask where the platform has one, capped by
+    a cgroup v2 CPU quota (a container or CI runner given one CPU of a larger machine sees
+    every CPU in its mask, and a worker there would only add its own CPU time)."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        count = len(os.sched_getaffinity(0))
+    else:
+        count = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return count if quota is None else max(1, min(count, quota))
+
+
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+
+
+def _cgroup_quota(path: str = CGROUP_CPU_MAX) -> int | None:
+    """Whole CPUs the cgroup v2 quota allows (``cpu.max``: ``<quota> <period>`` or ``max
+    <period>``), None without one or when it cannot be read."""
+    try:
+        return cpu_max_quota(Path(path).read_text(encoding="ascii"))
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def cpu_max_quota(text: str) -> int | None:
+    """The whole CPUs a ``cpu.max`` text allows (rounded down), None for no quota or a text
+    that is not one."""
+    parts = text.split()
+    if len(parts) != 2 or parts[0] == "max":
+        return None
+    try:
+        quota, period = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    return quota // period if quota > 0 and period > 0 else None
 
 
 class Forked(Generic[T]):
