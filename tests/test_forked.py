@@ -94,10 +94,14 @@ def test_leaving_the_block_early_kills_and_reaps_the_child() -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-# A parent that forks a sleeping worker, says its pid and waits for its result.
+# A parent that forks a sleeping worker, says its pid and waits for its result. Ctrl-C
+# raises KeyboardInterrupt in it as in a terminal's foreground job, even when the test runs
+# in a background job, whose processes inherit SIGINT ignored (POSIX shells without job
+# control do that to `cmd &`).
 PARENT = """
-import os, sys, time
+import os, signal, sys, time
 from meshplan.forked import Forked
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with Forked(lambda: time.sleep(60)) as worker:
     print(worker.pid, flush=True)
     worker.result()
