@@ -179,3 +179,31 @@ def test_ready_tells_whether_the_child_has_answered() -> None:
 def test_a_cgroup_cpu_quota_is_read_in_whole_cpus(text: str, cpus: int | None) -> None:
     """A container given one CPU (or less) of a larger machine verifies in one process."""
     assert cpu_max_quota(text) == cpus
+
+
+HIGH_DESCRIPTOR = """
+import os, resource, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+from meshplan.forked import Forked
+with Forked(lambda: 7) as worker:
+    assert worker._read_end is not None and worker._read_end >= 1024, worker._read_end
+    deadline = time.monotonic() + 10
+    while not worker.ready():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    print(worker.result())
+"""
+
+
+def test_ready_watches_a_descriptor_numbered_above_1024() -> None:
+    """A process started with many descriptors open gets a high-numbered pipe (select()
+    cannot watch one: verify would fail where it passes in one process)."""
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1200:
+        pytest.skip("the hard limit on open files is below 1,200 here")
+    done = subprocess.run([sys.executable, "-c", HIGH_DESCRIPTOR], capture_output=True,
+                          text=True, cwd=REPO_ROOT, timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "7"), done.stderr

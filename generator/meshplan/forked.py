@@ -118,8 +118,11 @@ class Forked(Generic[T]):
             return True
         import select
 
-        readable, _, _ = select.select([self._read_end], [], [], 0)
-        return bool(readable)
+        # poll, not select: select cannot watch a descriptor numbered 1024 or more (a
+        # process started with many descriptors open)
+        poller = select.poll()
+        poller.register(self._read_end, select.POLLIN)
+        return bool(poller.poll(0))  # readable, or hung up (the child ended)
 
     def result(self) -> T:
         """The call's value; raises :class:`WorkerError` when it raised or the child died."""

@@ -831,7 +831,8 @@ def _listed(docs: Sequence[Document]) -> list[str]:
     resources = data.get("resources") if isinstance(data, dict) else None
     if not isinstance(resources, list):
         return []
-    return [item for item in resources if isinstance(item, str) and "/" not in item]
+    listed = [item for item in resources if isinstance(item, str) and "/" not in item]
+    return list(dict.fromkeys(listed))  # a file listed twice is read ahead once
 
 
 def _in_cluster_root(relpath: str) -> bool:
