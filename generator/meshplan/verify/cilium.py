@@ -247,9 +247,8 @@ class _ActualBuilder:
                 docs[0].location(), "", f"expected a kustomization with resources only, found "
                 f"{', '.join(extra)}: verify reads the listed files as they are and does not "
                 "apply kustomize transformations"))
-        resources = data.get("resources") or []
         out = []
-        for i, item in enumerate(resources if isinstance(resources, list) else []):
+        for i, item in enumerate(_resources_listed(data)):
             target = f"{base}/{item}"
             if not isinstance(item, str) or "/" in item or target not in self.files:
                 self.problems.append(error(
@@ -828,11 +827,15 @@ def _listed(docs: Sequence[Document]) -> list[str]:
     """The plain file names a kustomization's ``resources`` lists (others are left to
     :meth:`_ActualBuilder._resources`, which reports them)."""
     data = docs[0].data if docs else None
-    resources = data.get("resources") if isinstance(data, dict) else None
-    if not isinstance(resources, list):
-        return []
-    listed = [item for item in resources if isinstance(item, str) and "/" not in item]
+    listed = [item for item in _resources_listed(data)
+              if isinstance(item, str) and "/" not in item]
     return list(dict.fromkeys(listed))  # a file listed twice is read ahead once
+
+
+def _resources_listed(kustomization: object) -> list[object]:
+    """A kustomization's ``resources`` items as written (none when it has no such list)."""
+    resources = kustomization.get("resources") if isinstance(kustomization, dict) else None
+    return resources if isinstance(resources, list) else []
 
 
 def _in_cluster_root(relpath: str) -> bool:
