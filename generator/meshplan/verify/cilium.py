@@ -37,14 +37,12 @@ from ..outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, split_clus
 from ..vocabulary import (
     CILIUM_CLUSTER_LABEL,
     CLUSTERWIDE_POLICY_KIND,
-    GLOBAL_SERVICE_ANNOTATION,
     ISTIO_SECURITY_KINDS,
     K8S_POD_NAMESPACE_LABEL,
     NAMESPACE_LABELS_PREFIX,
     NETWORK_POLICY_KIND,
     POD_NAMESPACE_LABEL,
     POLICY_KINDS,
-    SHARED_SERVICE_ANNOTATION,
     SOURCE_ANNOTATION,
 )
 from .addresses import Block, cidr_blocks
@@ -52,7 +50,7 @@ from .connectivity import DIRECTIONS, Connectivity, Direction, Grant, Origin
 from .endpoints import Endpoint, EndpointIndex
 from .ports import ALL_PORTS, NO_PORTS, PROTOCOLS, PortSet, ports_of
 from .selectors import LabelSelector, Term, parse_selector
-from .services import ServiceCopy
+from .services import ServiceCopy, cilium_service_flags
 
 HARMLESS_KUSTOMIZE_KEYS = {"apiVersion", "kind", "metadata", "resources", "commonAnnotations",
                            "buildMetadata"}
@@ -891,18 +889,7 @@ def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
             if isinstance(selector, dict) and selector else None,
-            _annotation_true(annotations, GLOBAL_SERVICE_ANNOTATION, False),
-            _annotation_true(annotations, SHARED_SERVICE_ANNOTATION, True), ports, exposed)
-
-
-def _annotation_true(annotations: dict[Any, Any], key: str, default: bool) -> bool:
-    """A Cilium boolean Service annotation as the agent reads it: ``default`` when absent,
-    else whether its value is ``true`` in any case (annotation.GetAnnotationShared: so
-    ``"False"`` or ``"no"`` is false, ``"True"`` true)."""
-    if key not in annotations:
-        return default
-    value = annotations[key]
-    return isinstance(value, str) and value.lower() == "true"
+            *cilium_service_flags(annotations), ports, exposed)
 
 
 class RenderedDocument(NamedTuple):
