@@ -156,6 +156,14 @@ class Forked(Generic[T]):
 
     def result(self) -> T:
         """The call's value; raises :class:`WorkerError` when it raised or the child died."""
+        # No timeout, by decision: the call is meshplan's own code, which the serial path
+        # runs with none either, so a hang here is a hang there (a bug to fix, not to time
+        # out), and any bound would turn a slow machine or a big fleet into a false internal
+        # error. Every other way out already ends the wait: the child's exit or death closes
+        # the pipe (its end is not inherited by a program the child runs: os.pipe descriptors
+        # are non-inheritable), Ctrl-C interrupts the read here and __exit__ kills the child,
+        # the parent's death kills it (_die_with), and no other thread can leave a lock held
+        # in it (can_fork).
         if self._read_end is None or self._pid is None:
             raise WorkerError("the worker's result was already taken")
         sent = _read_all(self._read_end)
