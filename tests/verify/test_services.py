@@ -460,3 +460,41 @@ def test_the_legacy_global_annotation_of_a_calling_copy_as_cilium_reads_it(
     found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
     assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
         f"expected {cluster}" for cluster in errors], [d.message for d in found]
+
+
+A, AA = "service.cilium.io/affinity", "io.cilium/service-affinity"
+
+
+@pytest.mark.parametrize(("global_value", "legacy", "warned"), [
+    ("true", {A: "none"}, (A, "none")),  # the documented default, read as local-only by 1.19
+    ("true", {AA: "Bogus"}, (AA, "Bogus")),
+    ("true", {A: "Local"}, None),
+    ("true", {AA: "REMOTE"}, None),
+    ("true", {A: ""}, None),
+    ("true", {A: "remote", AA: "none"}, None),  # the new key wins
+    ("true", {A: "sticky", AA: "local"}, (A, "sticky")),
+    ("false", {A: "none"}, None),  # ignored unless global
+    (None, {GA: "true", AA: "none"}, (AA, "none")),
+])
+def test_an_affinity_that_cilium_releases_read_differently_is_a_warning(
+        global_value: str | None, legacy: dict[str, str], warned: tuple[str, str] | None
+        ) -> None:
+    """domain1/cl1's copy of database with an affinity annotation added by hand: a value
+    other than local, remote or "" made Cilium 1.18 and 1.19 drop the remote backends
+    (cilium/cilium#46623) where later releases keep them (and verify models them), so it is
+    a warning at the annotation, naming the key Cilium reads."""
+    inventory, files = rendered_files(REPO_ROOT)
+    _edit_database_copy(files, "cl1", global_value, "false", legacy)
+    report = verify(inventory, files)
+    found = [d for d in report.diagnostics if "cilium/cilium#46623" in d.message]
+    if warned is None:
+        assert found == []
+        return
+    [problem] = found
+    key, value = warned
+    assert problem.severity is Severity.WARNING
+    assert problem.message.startswith(
+        f"expected {key} of the global Service database-namespace/database to be local, "
+        f"remote or absent, found '{value}': "), problem.message
+    assert str(problem.location).startswith("rendered/clusters/domain1/cl1/services.yaml:")
+    assert problem.path == f"metadata.annotations.{key}"

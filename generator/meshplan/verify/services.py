@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 from ..diagnostics import Diagnostic, Location, error, warning
 from ..load.document import Spot
 from ..vocabulary import (
+    AFFINITY_ANNOTATION,
+    AFFINITY_ANNOTATION_ALIAS,
     GLOBAL_SERVICE_ANNOTATION,
     GLOBAL_SERVICE_ANNOTATION_ALIAS,
     SHARED_SERVICE_ANNOTATION,
@@ -69,7 +71,8 @@ def cilium_service_flags(annotations: Mapping[Any, Any]) -> tuple[bool, bool]:
 
     Affinity (``service.cilium.io/affinity``, alias ``io.cilium/service-affinity``, read the
     same way, lowercased, ignored unless global) only orders the backends a global copy
-    picks from, with fail-over, so it is not read here (module docstring).
+    picks from, with fail-over, so it is not read here (module docstring), except for the
+    values :func:`unmodelled_affinity` finds.
 
     A value that is not a string (Kubernetes admits only strings) is present and not true.
     """
@@ -77,6 +80,32 @@ def cilium_service_flags(annotations: Mapping[Any, Any]) -> tuple[bool, bool]:
                              GLOBAL_SERVICE_ANNOTATION_ALIAS, False)
     return is_global, is_global and _cilium_true(annotations, SHARED_SERVICE_ANNOTATION,
                                                  SHARED_SERVICE_ANNOTATION_ALIAS, True)
+
+
+MODELLED_AFFINITIES = ("", "local", "remote")  # what every Cilium release reads alike
+
+
+def unmodelled_affinity(annotations: Mapping[Any, Any]) -> tuple[str, object] | None:
+    """The (key, value) of a global Service's affinity annotation when its value is one whose
+    meaning depends on the Cilium release, else None.
+
+    The agent reads the value as it reads the flags (the new key, else the alias; ignored
+    unless global) and lowercases it. ClusterMesh's backend selection
+    (``pkg/clustermesh/selectbackends.go``) uses every backend for "", prefers local or
+    remote ones for "local" and "remote"; any other value, "none" (the documented default)
+    included, made Cilium 1.18 and 1.19 use the local backends only, remote ones dropped
+    (cilium/cilium#46623), until PR #46635 read it as "" (with a warning in the agent's log).
+    verify models every backend (a preference restricts nothing), so such a value is a
+    model it may not match."""
+    if not cilium_service_flags(annotations)[0]:
+        return None
+    for key in (AFFINITY_ANNOTATION, AFFINITY_ANNOTATION_ALIAS):
+        if key in annotations:
+            value = annotations[key]
+            if isinstance(value, str) and value.lower() in MODELLED_AFFINITIES:
+                return None
+            return key, value
+    return None
 
 
 def _cilium_true(annotations: Mapping[Any, Any], key: str, alias: str, default: bool) -> bool:
