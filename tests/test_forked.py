@@ -18,6 +18,7 @@ from meshplan.forked import (
     Forked,
     WorkerError,
     can_fork,
+    cgroup_quota,
     cpu_max_quota,
     usable_cpus,
 )
@@ -179,6 +180,70 @@ def test_ready_tells_whether_the_child_has_answered() -> None:
 def test_a_cgroup_cpu_quota_is_read_in_whole_cpus(text: str, cpus: int | None) -> None:
     """A container given one CPU (or less) of a larger machine verifies in one process."""
     assert cpu_max_quota(text) == cpus
+
+
+def fake_cgroups(tmp_path: Path, self_line: str, limits: dict[str, str]) -> tuple[str, str]:
+    """A cgroup v2 mount (``tmp_path/cg``) whose folders (relative paths, "" the mount) hold
+    these ``cpu.max`` texts, and a ``/proc/self/cgroup`` naming ``self_line``: the two
+    arguments of :func:`cgroup_quota`."""
+    root = tmp_path / "cg"
+    root.mkdir()
+    for folder, text in limits.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / "cpu.max").write_text(text, encoding="ascii")
+    self_cgroup = tmp_path / "cgroup"
+    self_cgroup.write_text(self_line, encoding="ascii")
+    return str(root), str(self_cgroup)
+
+
+@pytest.mark.parametrize(("self_line", "limits", "cpus"), [
+    # a container with its own cgroup namespace: the mount is its cgroup
+    ("0::/\n", {"": "100000 100000\n"}, 1),
+    ("0::/\n", {"": "max 100000\n", "a": "100000 100000\n"}, None),  # not ours
+    # a host or a shared namespace: the process's cgroup and every ancestor cap it; the
+    # smallest wins, wherever it is on the way up
+    ("0::/a/b/c\n", {"a": "100000 100000\n", "a/b": "max 100000\n",
+                      "a/b/c": "300000 100000\n"}, 1),
+    ("0::/a/b/c\n", {"a": "400000 100000\n", "a/b/c": "200000 100000\n"}, 2),
+    ("0::/a/b/c\n", {"a/b": "300000 100000\n", "a/b/c/d": "100000 100000\n"}, 3),
+    ("0::/a/b\n", {"a": "max 100000\n", "a/b": "max 100000\n"}, None),
+    # hybrid hierarchies: v1 lines beside the v2 one
+    ("12:cpu,cpuacct:/x\n0::/a\n", {"a": "100000 100000\n"}, 1),
+    ("12:cpu,cpuacct:/a\n", {"": "200000 100000\n", "a": "100000 100000\n"}, 2),
+    # failing safe: what cannot be read or placed caps nothing more than the mount's file
+    ("0::/a/b\n", {"a": "garbage\n", "a/b": "200000 100000\n"}, 2),
+    ("0::/a/b (deleted)\n", {"a": "200000 100000\n"}, 2),
+    ("0::/../../x\n", {"": "300000 100000\n", "x": "100000 100000\n"}, 3),
+    ("0::/a/../b\n", {"b": "100000 100000\n"}, None),
+    ("", {"": "200000 100000\n", "a": "100000 100000\n"}, 2),
+])
+def test_the_cpu_quota_is_the_smallest_of_the_process_cgroup_and_its_ancestors(
+        tmp_path: Path, self_line: str, limits: dict[str, str], cpus: int | None) -> None:
+    """On a host or with nested cgroups the quota that binds may be any ancestor's."""
+    assert cgroup_quota(*fake_cgroups(tmp_path, self_line, limits)) == cpus
+
+
+def test_an_unreadable_cgroup_file_caps_nothing(tmp_path: Path) -> None:
+    root, self_cgroup = fake_cgroups(tmp_path, "0::/a/b\n", {"a/b": "200000 100000\n"})
+    (Path(root) / "a" / "cpu.max").mkdir()  # exists, does not read
+    assert cgroup_quota(root, self_cgroup) == 2
+    (Path(root) / "a" / "b" / "cpu.max").unlink()
+    (Path(root) / "a" / "b" / "cpu.max").write_bytes(b"\xff\xfe 100000\n")  # not ASCII
+    assert cgroup_quota(root, self_cgroup) is None
+    # this process's cgroup file unreadable: the mount's own file only
+    (Path(root) / "cpu.max").write_text("100000 100000\n", encoding="ascii")
+    Path(self_cgroup).unlink()
+    Path(self_cgroup).mkdir()
+    assert cgroup_quota(root, self_cgroup) == 1
+    assert cgroup_quota(root, str(tmp_path / "missing")) == 1
+
+
+def test_an_ancestor_quota_of_one_cpu_means_one_usable_cpu(tmp_path: Path) -> None:
+    root, self_cgroup = fake_cgroups(tmp_path, "0::/user.slice/session.scope\n", {
+        "user.slice": "100000 100000\n", "user.slice/session.scope": "max 100000\n"})
+    assert usable_cpus(root, self_cgroup) == 1
+    root_only = str(tmp_path / "cg" / "user.slice" / "session.scope")  # the old reading
+    assert usable_cpus(root_only, str(tmp_path / "missing")) == len(os.sched_getaffinity(0))
 
 
 HIGH_DESCRIPTOR = """

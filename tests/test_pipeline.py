@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
+from meshplan.diagnostics import MeshplanError, OperationError, UsageError
 
 from tests.support.cli import run_cli, run_validate
 
@@ -276,6 +278,74 @@ def test_verify_in_parallel_passes_back_the_inputs_own_errors(
     monkeypatch.setattr(pipeline, "checked_inventory", refuses)  # the child is a fork of this
     with pytest.raises(OperationError, match="permission denied"):
         pipeline.verify_repository(example_repo, parallel=True)
+
+
+class _HoldsALock(OperationError):
+    """An error with an attribute that does not pickle."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class _TwoArguments(OperationError):
+    """An error whose constructor does not take its ``args`` back (unpickling it fails)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot read {path}: {reason}")
+
+
+class _Reworded(UsageError):
+    """An error whose constructor rewords its ``args`` (it unpickles, with another message)."""
+
+    def __init__(self, option: str) -> None:
+        super().__init__(f"bad option {option}")
+
+
+class _Travels(OperationError):
+    """An error that pickles as itself, attributes included."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+@pytest.mark.parametrize(("raised", "message", "code", "kept"), [
+    (_HoldsALock("cannot lock the repository"), "cannot lock the repository", 1, False),
+    (_TwoArguments("inventory", "permission denied"), "cannot read inventory: permission "
+     "denied", 1, False),
+    (_Reworded("--x"), "bad option --x", 2, False),
+    (_Travels("cannot read inventory", "EACCES"), "cannot read inventory", 1, True),
+])
+def test_an_error_of_the_worker_that_does_not_travel_comes_back_as_its_message_and_code(
+        example_repo: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], raised: MeshplanError, message: str, code: int,
+        kept: bool) -> None:
+    """An error meshplan raises on purpose in the forked worker, whose pickling fails (an
+    attribute that does not pickle, a constructor that does not take its args back) or
+    changes it, reaches the command with its message and exit code (a plain MeshplanError),
+    not as an internal error (exit 3); one that travels comes back as itself."""
+    from meshplan import pipeline
+    from meshplan.cli import guarded
+
+    def refuses(repo: Path) -> None:
+        raise raised
+
+    # no rendered tree: the inputs' errors are reported before any failure to read it
+    monkeypatch.setattr(pipeline, "checked_inventory", refuses)  # the child is a fork of this
+    with pytest.raises(MeshplanError) as caught:
+        pipeline.verify_repository(example_repo, parallel=True)
+    assert (str(caught.value), caught.value.exit_code) == (message, code)
+    assert (type(caught.value) is type(raised)) == kept
+    if kept:
+        assert isinstance(caught.value, _Travels) and caught.value.detail == "EACCES"
+    @guarded
+    def command() -> int:
+        pipeline.verify_repository(example_repo, parallel=True)
+        return 0
+
+    assert command() == code
+    assert capsys.readouterr().err == f"meshplan: {message}\n"
 
 
 def _verify_answers(inventory: object, repo: Path) -> object:

@@ -28,6 +28,8 @@ T = TypeVar("T")
 SERIAL_ENV = "MESHPLAN_SERIAL"  # set (to anything but "" or "0"): never fork
 _CHUNK = 1 << 20
 _VALUE, _RAISED = b"v", b"r"  # the first byte of what the child sends
+CGROUP_ROOT = "/sys/fs/cgroup"  # where cgroup v2 is mounted
+SELF_CGROUP = "/proc/self/cgroup"  # this process's cgroups
 
 
 class WorkerError(RuntimeError):
@@ -46,28 +48,56 @@ def can_fork() -> bool:
     return threading is None or threading.active_count() == 1
 
 
-def usable_cpus() -> int:
+def usable_cpus(cgroup_root: str = CGROUP_ROOT, self_cgroup: str = SELF_CGROUP) -> int:
     """CPUs this process may run on: its affinity mask where the platform has one, capped by
-    a cgroup v2 CPU quota (a container or CI runner given one CPU of a larger machine sees
-    every CPU in its mask, and a worker there would only add its own CPU time)."""
+    the cgroup v2 CPU quotas over it (a container or CI runner given one CPU of a larger
+    machine sees every CPU in its mask, and a worker there would only add its own CPU time).
+    ``cgroup_root``, ``self_cgroup``: where cgroup v2 is mounted, and the file naming this
+    process's cgroups (other ones in tests)."""
     if hasattr(os, "sched_getaffinity"):
         count = len(os.sched_getaffinity(0))
     else:
         count = os.cpu_count() or 1
-    quota = _cgroup_quota()
+    quota = cgroup_quota(cgroup_root, self_cgroup)
     return count if quota is None else max(1, min(count, quota))
 
 
-CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+def cgroup_quota(root: str = CGROUP_ROOT, self_cgroup: str = SELF_CGROUP) -> int | None:
+    """Whole CPUs the cgroup v2 quotas allow this process, None without one.
+
+    A quota (``cpu.max``) throttles its cgroup's whole subtree, so the process gets the
+    smallest of its own cgroup's and every ancestor's up to the mount. In a container with its
+    own cgroup namespace the mount is the container's cgroup and ``/proc/self/cgroup`` says
+    ``0::/``: the mount's file alone. On a host, or in a container sharing the host's cgroup
+    namespace, the process's cgroup is a folder below the mount, and the mount's own (the root
+    cgroup) has no ``cpu.max``. Failing safe: a file that cannot be read or parsed caps
+    nothing, and a path that does not lead below the mount (``/..`` from outside a cgroup
+    namespace, no cgroup v2 line) leaves the mount's file alone. Cheap: a few small files,
+    read on every verify."""
+    found = None
+    for folder in _cgroup_folders(Path(root), self_cgroup):
+        try:
+            quota = cpu_max_quota((folder / "cpu.max").read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError):
+            continue
+        if quota is not None:
+            found = quota if found is None else min(found, quota)
+    return found
 
 
-def _cgroup_quota(path: str = CGROUP_CPU_MAX) -> int | None:
-    """Whole CPUs the cgroup v2 quota allows (``cpu.max``: ``<quota> <period>`` or ``max
-    <period>``), None without one or when it cannot be read."""
+def _cgroup_folders(root: Path, self_cgroup: str) -> list[Path]:
+    """The folders of this process's cgroup v2 and of its ancestors under ``root``, the mount
+    last; just the mount when the process's cgroup cannot be placed under it."""
     try:
-        return cpu_max_quota(Path(path).read_text(encoding="ascii"))
+        lines = Path(self_cgroup).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
-        return None
+        return [root]
+    # cgroup v2's line is "0::<path>" (cgroups(7)); a v1 hierarchy's names its controllers
+    path = next((line[3:] for line in lines if line.startswith("0::")), "")
+    parts = [part for part in path.split("/") if part]
+    if not path.startswith("/") or any(part in (".", "..") for part in parts):
+        return [root]
+    return [root.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
 
 
 def cpu_max_quota(text: str) -> int | None:
@@ -126,6 +156,14 @@ class Forked(Generic[T]):
 
     def result(self) -> T:
         """The call's value; raises :class:`WorkerError` when it raised or the child died."""
+        # No timeout, by decision: the call is meshplan's own code, which the serial path
+        # runs with none either, so a hang here is a hang there (a bug to fix, not to time
+        # out), and any bound would turn a slow machine or a big fleet into a false internal
+        # error. Every other way out already ends the wait: the child's exit or death closes
+        # the pipe (its end is not inherited by a program the child runs: os.pipe descriptors
+        # are non-inheritable), Ctrl-C interrupts the read here and __exit__ kills the child,
+        # the parent's death kills it (_die_with), and no other thread can leave a lock held
+        # in it (can_fork).
         if self._read_end is None or self._pid is None:
             raise WorkerError("the worker's result was already taken")
         sent = _read_all(self._read_end)

@@ -459,13 +459,39 @@ def _inventory_beside_tree(repo: Path, out: Path, display_root: str, reader: Ren
 def _inventory_or_error(repo: Path) -> Inventory | tuple[Diagnostic, ...] | MeshplanError:
     """:func:`checked_inventory`, its error as a value to send back: an InputError as its
     diagnostics (its constructor does not take its message back), any other of meshplan's
-    errors (a message and an exit code) as it is."""
+    errors (a message and an exit code) as it is when it travels (:func:`_sendable`)."""
     try:
         return checked_inventory(repo)
     except InputError as exc:
         return exc.diagnostics
     except MeshplanError as exc:
+        return _sendable(exc)
+
+
+def _sendable(exc: MeshplanError) -> MeshplanError:
+    """``exc`` when it comes back from pickle as itself (its type, message and exit code),
+    else a plain MeshplanError of its message and exit code.
+
+    An exception pickles as its class, its ``args`` and its ``__dict__``: one with an
+    attribute that does not pickle (a lock, an open file) fails in the worker, and one whose
+    constructor does not take its ``args`` back (``__init__(self, path, reason)`` passing one
+    message up) fails, or changes, when the parent unpickles it. Either way the worker would
+    answer with an internal error (exit 3) where the serial run reports the user's error: the
+    trip is tried here, in the worker, and only what survives it is sent. The type is not
+    needed past the worker: the command reads an error's message and exit code only
+    (:func:`meshplan.cli.guarded`)."""
+    import pickle
+
+    message = str(exc)
+    try:
+        back = pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # any failure of the trip: the plain form below
+        back = None
+    if type(back) is type(exc) and str(back) == message and back.exit_code == exc.exit_code:
         return exc
+    plain = MeshplanError(message)
+    plain.exit_code = exc.exit_code  # pickled with the instance's __dict__
+    return plain
 
 
 def diff_repository(project: Path, base: str, *, with_flows: bool = False,

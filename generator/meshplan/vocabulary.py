@@ -58,6 +58,12 @@ POLICY_KINDS = (NETWORK_POLICY_KIND, CLUSTERWIDE_POLICY_KIND)
 GLOBAL_SERVICE_ANNOTATION = "service.cilium.io/global"
 SHARED_SERVICE_ANNOTATION = "service.cilium.io/shared"
 AFFINITY_ANNOTATION = "service.cilium.io/affinity"  # local/remote/none: a preference only
+# The legacy spellings Cilium still reads when the key above is absent (pkg/annotation/k8s.go:
+# GlobalServiceAlias, SharedServiceAlias, ServiceAffinityAlias). meshplan never writes them;
+# verify reads them as the agent does (verify.services.cilium_service_flags).
+GLOBAL_SERVICE_ANNOTATION_ALIAS = "io.cilium/global-service"
+SHARED_SERVICE_ANNOTATION_ALIAS = "io.cilium/shared-service"
+AFFINITY_ANNOTATION_ALIAS = "io.cilium/service-affinity"
 GLOBAL_NAMESPACE_ANNOTATION = "clustermesh.cilium.io/global"
 
 # --------------------------------------------------------------------------- Istio

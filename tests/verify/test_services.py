@@ -17,7 +17,13 @@ from meshplan.verify.connectivity import Connectivity
 from meshplan.verify.endpoints import Endpoint, EndpointIndex
 from meshplan.verify.ports import PortSet
 from meshplan.verify.report import verify
-from meshplan.verify.services import NamedCall, ServiceCopy, backends, name_problems
+from meshplan.verify.services import (
+    NamedCall,
+    ServiceCopy,
+    backends,
+    cilium_service_flags,
+    name_problems,
+)
 
 from tests.support.flows import rendered_files, verify_repo
 from tests.support.repos import REPO_ROOT, THESIS_DIR, copy_tree
@@ -342,3 +348,153 @@ def test_a_name_one_call_reaches_is_not_reported_for_another(reaching_first: boo
     found = name_problems(calls, ENDPOINTS, serving)
     assert [(str(d.location), d.message.split("which requirement ")[1].split(" ")[0])
             for d in found] == [("r.yaml:2:0", "first")]
+
+
+# Cilium's own table for annotation.Get (pkg/annotation/k8s_test.go TestGet) and the flags'
+# (pkg/annotation/clustermesh_test.go), spelled with meshplan's keys.
+G, GA = "service.cilium.io/global", "io.cilium/global-service"
+S, SA = "service.cilium.io/shared", "io.cilium/shared-service"
+
+
+@pytest.mark.parametrize(("annotations", "flags"), [
+    ({}, (False, False)),
+    ({G: "True"}, (True, True)),
+    ({G: "false"}, (False, False)),
+    ({G: ""}, (False, False)),
+    ({G: "yes"}, (False, False)),
+    ({G: True}, (False, False)),  # not a string: Kubernetes admits none, nor does verify
+    ({GA: "True"}, (True, True)),  # the legacy key alone
+    ({GA: "tRuE"}, (True, True)),
+    ({G: "true", GA: "false"}, (True, True)),  # the new key wins when both are present
+    ({G: "false", GA: "true"}, (False, False)),
+    ({G: "", GA: "true"}, (False, False)),  # present, even empty
+    ({S: "true"}, (False, False)),  # shared only counts for a global Service
+    ({SA: "true"}, (False, False)),
+    ({G: "true", S: "True"}, (True, True)),
+    ({G: "true", S: "false"}, (True, False)),
+    ({G: "true", SA: "false"}, (True, False)),
+    ({GA: "TRUE", SA: "False"}, (True, False)),
+    ({G: "true", S: "TRUE", SA: "false"}, (True, True)),
+    ({G: "true", S: "no", SA: "true"}, (True, False)),
+])
+def test_cilium_service_flags_read_as_the_agent_reads_them(
+        annotations: dict[str, object], flags: tuple[bool, bool]) -> None:
+    assert cilium_service_flags(annotations) == flags
+
+
+def _edit_database_copy(files: dict[str, bytes], cluster: str, global_value: str | None,
+                        shared_value: str | None, legacy: dict[str, str]) -> None:
+    """database-namespace/database in domain1/<cluster>: its ``service.cilium.io/global`` and
+    ``/shared`` annotations rewritten to these values (None: the line deleted), and the
+    ``legacy`` keys added beside them, by hand as a user would."""
+    path = f"clusters/domain1/{cluster}/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    body, sep, rest = tail.partition("\n---\n")
+    assert written and f'    {G}: "true"\n' in body and f"    {S}: " in body
+    lines = []
+    for line in body.split("\n"):
+        if line.startswith(f"    {G}: "):
+            if global_value is not None:
+                lines.append(f'    {G}: "{global_value}"')
+            lines.extend(f'    {key}: "{value}"' for key, value in legacy.items())
+        elif line.startswith(f"    {S}: "):
+            if shared_value is not None:
+                lines.append(f'    {S}: "{shared_value}"')
+        else:
+            lines.append(line)
+    files[path] = (head + written + "\n".join(lines) + sep + rest).encode()
+
+
+_CALLERS = ["domain1/cl1", "domain2/cl3", "domain2/cl4"]  # clients calling database by name
+
+
+@pytest.mark.parametrize(("global_value", "shared_value", "legacy", "errors"), [
+    # global through the legacy key only: still shared with every caller's copy
+    (None, "true", {GA: "true"}, []),
+    (None, None, {GA: "True"}, []),  # mixed case, shared by default
+    (None, None, {GA: "false"}, _CALLERS),
+    # both global keys, conflicting: the new one is what Cilium reads
+    ("true", "true", {GA: "false"}, []),
+    ("false", "true", {GA: "true"}, _CALLERS),
+    # not shared through the legacy key: the only pods reach no other cluster
+    ("true", None, {SA: "false"}, _CALLERS),
+    ("true", None, {SA: "FALSE"}, _CALLERS),
+    (None, None, {GA: "TRUE", SA: "False"}, _CALLERS),
+    ("true", None, {SA: "TrUe"}, []),
+    # both shared keys, conflicting: the new one wins
+    ("true", "True", {SA: "false"}, []),
+    ("true", "false", {SA: "true"}, _CALLERS),
+])
+def test_the_legacy_annotations_of_the_exporting_copy_as_cilium_reads_them(
+        global_value: str | None, shared_value: str | None, legacy: dict[str, str],
+        errors: list[str]) -> None:
+    """domain1/cl2's database-namespace/database, the only copy with the service's pods,
+    annotated by hand with Cilium's legacy keys (``io.cilium/global-service``,
+    ``io.cilium/shared-service``), alone or beside conflicting new ones: each cluster whose
+    clients call database by name gets an error exactly when Cilium does not share the
+    copy's pods with the other clusters."""
+    inventory, files = rendered_files(REPO_ROOT)
+    _edit_database_copy(files, "cl2", global_value, shared_value, legacy)
+    report = verify(inventory, files)
+    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
+    assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
+        f"expected {cluster}" for cluster in errors], [d.message for d in found]
+    assert all("a Service database-namespace/database whose backends include a pod of service "
+               "domain1/database" in d.message for d in found), [d.message for d in found]
+
+
+@pytest.mark.parametrize(("global_value", "legacy", "errors"), [
+    (None, {GA: "True"}, []),  # global through the legacy key: gets cl2's pods
+    (None, {GA: "no"}, ["domain1/cl1"]),
+    ("false", {GA: "true"}, ["domain1/cl1"]),  # the new key wins
+    ("TRUE", {GA: "false"}, []),
+])
+def test_the_legacy_global_annotation_of_a_calling_copy_as_cilium_reads_it(
+        global_value: str | None, legacy: dict[str, str], errors: list[str]) -> None:
+    """domain1/cl1's copy of database (no local pods) gets domain1/cl2's pods exactly when
+    Cilium reads it as global, through either key."""
+    inventory, files = rendered_files(REPO_ROOT)
+    _edit_database_copy(files, "cl1", global_value, "false", legacy)
+    report = verify(inventory, files)
+    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
+    assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
+        f"expected {cluster}" for cluster in errors], [d.message for d in found]
+
+
+A, AA = "service.cilium.io/affinity", "io.cilium/service-affinity"
+
+
+@pytest.mark.parametrize(("global_value", "legacy", "warned"), [
+    ("true", {A: "none"}, (A, "none")),  # the documented default, read as local-only by 1.19
+    ("true", {AA: "Bogus"}, (AA, "Bogus")),
+    ("true", {A: "Local"}, None),
+    ("true", {AA: "REMOTE"}, None),
+    ("true", {A: ""}, None),
+    ("true", {A: "remote", AA: "none"}, None),  # the new key wins
+    ("true", {A: "sticky", AA: "local"}, (A, "sticky")),
+    ("false", {A: "none"}, None),  # ignored unless global
+    (None, {GA: "true", AA: "none"}, (AA, "none")),
+])
+def test_an_affinity_that_cilium_releases_read_differently_is_a_warning(
+        global_value: str | None, legacy: dict[str, str], warned: tuple[str, str] | None
+        ) -> None:
+    """domain1/cl1's copy of database with an affinity annotation added by hand: a value
+    other than local, remote or "" made Cilium 1.18 and 1.19 drop the remote backends
+    (cilium/cilium#46623) where later releases keep them (and verify models them), so it is
+    a warning at the annotation, naming the key Cilium reads."""
+    inventory, files = rendered_files(REPO_ROOT)
+    _edit_database_copy(files, "cl1", global_value, "false", legacy)
+    report = verify(inventory, files)
+    found = [d for d in report.diagnostics if "cilium/cilium#46623" in d.message]
+    if warned is None:
+        assert found == []
+        return
+    [problem] = found
+    key, value = warned
+    assert problem.severity is Severity.WARNING
+    assert problem.message.startswith(
+        f"expected {key} of the global Service database-namespace/database to be local, "
+        f"remote or absent, found '{value}': "), problem.message
+    assert str(problem.location).startswith("rendered/clusters/domain1/cl1/services.yaml:")
+    assert problem.path == f"metadata.annotations.{key}"

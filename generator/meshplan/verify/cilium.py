@@ -37,14 +37,12 @@ from ..outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, split_clus
 from ..vocabulary import (
     CILIUM_CLUSTER_LABEL,
     CLUSTERWIDE_POLICY_KIND,
-    GLOBAL_SERVICE_ANNOTATION,
     ISTIO_SECURITY_KINDS,
     K8S_POD_NAMESPACE_LABEL,
     NAMESPACE_LABELS_PREFIX,
     NETWORK_POLICY_KIND,
     POD_NAMESPACE_LABEL,
     POLICY_KINDS,
-    SHARED_SERVICE_ANNOTATION,
     SOURCE_ANNOTATION,
 )
 from .addresses import Block, cidr_blocks
@@ -52,7 +50,7 @@ from .connectivity import DIRECTIONS, Connectivity, Direction, Grant, Origin
 from .endpoints import Endpoint, EndpointIndex
 from .ports import ALL_PORTS, NO_PORTS, PROTOCOLS, PortSet, ports_of
 from .selectors import LabelSelector, Term, parse_selector
-from .services import ServiceCopy
+from .services import ServiceCopy, cilium_service_flags, unmodelled_affinity
 
 HARMLESS_KUSTOMIZE_KEYS = {"apiVersion", "kind", "metadata", "resources", "commonAnnotations",
                            "buildMetadata"}
@@ -282,12 +280,31 @@ class _ActualBuilder:
                 copy = self.service_copy(doc, domain, cluster)
                 if copy is not None:
                     self.services.append(copy)
+                    if copy.is_global:
+                        self._affinity(doc, copy)
             elif kind in ISTIO_SECURITY_KINDS:
                 self.istio_documents.append(RenderedDocument(doc, domain, cluster))
             elif kind == "NetworkPolicy":
                 self.problems.append(error(
                     doc.location(("kind",)), "kind", "expected Cilium policies only, found a "
                     "Kubernetes NetworkPolicy, which verify does not model"))
+
+    def _affinity(self, doc: Document, copy: ServiceCopy) -> None:
+        """A warning for a global copy whose affinity Cilium releases read differently
+        (:func:`.services.unmodelled_affinity`)."""
+        meta = doc.data.get("metadata")
+        annotations = meta.get("annotations") if isinstance(meta, dict) else None
+        found = unmodelled_affinity(annotations) if isinstance(annotations, dict) else None
+        if found is None:
+            return
+        key, value = found
+        path = ("metadata", "annotations", key)
+        self.problems.append(warning(
+            doc.location(path), format_path(path),
+            f"expected {key} of the global Service {copy.namespace}/{copy.name} to be local, "
+            f"remote or absent, found {value!r}: Cilium 1.18 and 1.19 without the fix of "
+            "cilium/cilium#46623 then load-balance to this cluster's backends only (remote "
+            "ones dropped), later releases to every backend, as verify models it"))
 
 
 class _PolicyReader:
@@ -891,18 +908,7 @@ def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
             if isinstance(selector, dict) and selector else None,
-            _annotation_true(annotations, GLOBAL_SERVICE_ANNOTATION, False),
-            _annotation_true(annotations, SHARED_SERVICE_ANNOTATION, True), ports, exposed)
-
-
-def _annotation_true(annotations: dict[Any, Any], key: str, default: bool) -> bool:
-    """A Cilium boolean Service annotation as the agent reads it: ``default`` when absent,
-    else whether its value is ``true`` in any case (annotation.GetAnnotationShared: so
-    ``"False"`` or ``"no"`` is false, ``"True"`` true)."""
-    if key not in annotations:
-        return default
-    value = annotations[key]
-    return isinstance(value, str) and value.lower() == "true"
+            *cilium_service_flags(annotations), ports, exposed)
 
 
 class RenderedDocument(NamedTuple):
