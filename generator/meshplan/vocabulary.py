@@ -57,7 +57,7 @@ POLICY_KINDS = (NETWORK_POLICY_KIND, CLUSTERWIDE_POLICY_KIND)
 
 GLOBAL_SERVICE_ANNOTATION = "service.cilium.io/global"
 SHARED_SERVICE_ANNOTATION = "service.cilium.io/shared"
-AFFINITY_ANNOTATION = "service.cilium.io/affinity"  # local/remote/none: a preference only
+AFFINITY_ANNOTATION = "service.cilium.io/affinity"  # local/remote: a preference (verify.services)
 # The legacy spellings Cilium still reads when the key above is absent (pkg/annotation/k8s.go:
 # GlobalServiceAlias, SharedServiceAlias, ServiceAffinityAlias). meshplan never writes them;
 # verify reads them as the agent does (verify.services.cilium_service_flags).

@@ -480,9 +480,9 @@ def test_an_affinity_that_cilium_releases_read_differently_is_a_warning(
         global_value: str | None, legacy: dict[str, str], warned: tuple[str, str] | None
         ) -> None:
     """domain1/cl1's copy of database with an affinity annotation added by hand: a value
-    other than local, remote or "" made Cilium 1.18 and 1.19 drop the remote backends
-    (cilium/cilium#46623) where later releases keep them (and verify models them), so it is
-    a warning at the annotation, naming the key Cilium reads."""
+    other than local, remote or "" made Cilium 1.18 (and 1.19 before the fix's backport)
+    drop the remote backends (cilium/cilium#46623) where later releases keep them (and
+    verify models them), so it is a warning at the annotation, naming the key Cilium reads."""
     inventory, files = rendered_files(REPO_ROOT)
     _edit_database_copy(files, "cl1", global_value, "false", legacy)
     report = verify(inventory, files)

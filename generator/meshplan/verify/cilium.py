@@ -302,9 +302,10 @@ class _ActualBuilder:
         self.problems.append(warning(
             doc.location(path), format_path(path),
             f"expected {key} of the global Service {copy.namespace}/{copy.name} to be local, "
-            f"remote or absent, found {value!r}: Cilium 1.18 and 1.19 without the fix of "
-            "cilium/cilium#46623 then load-balance to this cluster's backends only (remote "
-            "ones dropped), later releases to every backend, as verify models it"))
+            f"remote or absent, found {value!r}: Cilium 1.18, and 1.19 before the backport of "
+            "the fix of cilium/cilium#46623, then load-balance to this cluster's "
+            "backends only (remote ones dropped), later releases to every backend, as verify "
+            "models it"))
 
 
 class _PolicyReader:

@@ -8,7 +8,13 @@ of a Service has its own (local) backends; when the copy is global
 copy is global and shared (``service.cilium.io/shared``, true when absent); the legacy
 ``io.cilium/`` spellings are read too (:func:`cilium_service_flags`). Affinity
 (``service.cilium.io/affinity``) is a preference with fail-over, never a restriction, so it is
-not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh testdata).
+not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh testdata); the
+values some releases read as a restriction are a warning (:func:`unmodelled_affinity`).
+
+Not modelled: Cilium's global-namespace filtering (``clustermesh.cilium.io/global`` on the
+Namespace, when the agent filters by it) can keep a global copy's remote backends out; verify
+then counts backends Cilium never uses. meshplan annotates the namespaces it renders as
+global; a namespace it does not render (a service's home) is the owning team's to annotate.
 """
 
 from __future__ import annotations
@@ -93,8 +99,9 @@ def unmodelled_affinity(annotations: Mapping[Any, Any]) -> tuple[str, object] | 
     unless global) and lowercases it. ClusterMesh's backend selection
     (``pkg/clustermesh/selectbackends.go``) uses every backend for "", prefers local or
     remote ones for "local" and "remote"; any other value, "none" (the documented default)
-    included, made Cilium 1.18 and 1.19 use the local backends only, remote ones dropped
-    (cilium/cilium#46623), until PR #46635 read it as "" (with a warning in the agent's log).
+    included, makes Cilium 1.18, and 1.19 before the backport of PR #46635, use the local
+    backends only, remote ones dropped (cilium/cilium#46623); since that fix "none" reads as
+    "", and any other value too, with a warning in the agent's log.
     verify models every backend (a preference restricts nothing), so such a value is a
     model it may not match."""
     if not cilium_service_flags(annotations)[0]:
