@@ -477,10 +477,34 @@ def test_one_requirement_change_is_incremental_and_exact(medium: Path, tmp_path:
     result = render_cached(medium, cache, full_above=1.0)
     assert result.mode == "incremental" and result.reanalysed < 100
     assert result.patched == result.rerendered > 0
+    assert_blobs_named_by_content(result.new_blobs)
     assert assert_same(medium, cache) == "unchanged"
     edit_service(2, 4)(medium)  # a namespace moves: nearly everything is stale
     assert render_cached(medium, cache, full_above=0.1).mode == (
         "full (the change reaches most requirements)")
+
+
+def test_stored_blobs_are_named_by_their_content(medium: Path, tmp_path: Path) -> None:
+    """The blobs of an incremental run, patched or rendered again, are named by their
+    bytes' SHA-256: the names of the files it made are taken from their cluster records,
+    not hashed again, and must be theirs."""
+    cache = RenderCache.at(tmp_path / "cache")
+    render_cached(medium, cache)
+    mutate_one_requirement(medium)
+    rendered_again = render_cached(medium, cache, full_above=1.0)
+    assert rendered_again.mode == "incremental" and rendered_again.rerendered > 0
+    assert_blobs_named_by_content(rendered_again.new_blobs)
+    ServiceChange(medium).apply()
+    patched = render_cached(medium, cache, full_above=1.0)
+    assert patched.mode == "incremental" and patched.patched > 0
+    assert_blobs_named_by_content(patched.new_blobs)
+
+
+def assert_blobs_named_by_content(blobs: tuple[tuple[str, bytes], ...]) -> None:
+    import hashlib
+
+    assert blobs
+    assert all(name == hashlib.sha256(content).hexdigest() for name, content in blobs)
 
 
 def test_a_warning_naming_several_client_clusters_is_exact_after_edits(tmp_path: Path) -> None:

@@ -6,10 +6,12 @@ copies of the bundled example.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -477,7 +479,9 @@ def test_the_spare_is_brought_to_the_new_tree_and_exchanged_with_the_output(
     assert read_tree(out) == {f.path: f.content for f in files}  # exactly the new tree
     assert not any(p.is_dir() and not any(p.iterdir()) for p in out.rglob("*"))  # no empty dir
     assert read_tree(spare / "tree") == v2  # the spare holds the old output, recorded
-    assert (spare / "record").is_file()
+    assert recorded(spare) == {p: hashlib.sha256(v2[p]).hexdigest() for p in v2
+                               if p not in {f.path: f for f in files}
+                               or v2[p] != {f.path: f.content for f in files}[p]}
     assert set(result.removed) == set(v2) - {f.path for f in files}
     after = stats(out)
     kept = [p for p in after if p and v1.get(p) == v2[p] == (out / p).read_bytes()]
@@ -487,6 +491,33 @@ def test_the_spare_is_brought_to_the_new_tree_and_exchanged_with_the_output(
     # ... and unchanged again: nothing written, nothing exchanged
     seen.clear()
     assert write_tree(out, files, spares=spares).unchanged and seen == []
+
+
+def recorded(spare: Path) -> dict[str, str]:
+    """The spare's record: path -> digest. Only the files that differ from the output are
+    recorded (the others are the output's own files, known by their inode)."""
+    lines = (spare / "record").read_text("utf-8").splitlines()[1:]
+    return {line.split(" ", 6)[6]: line.split(" ", 6)[5] for line in lines}
+
+
+def test_the_exchange_needs_no_subprocess(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    """On Linux ``renameat2`` is found among the symbols the process has loaded, without
+    ``find_library`` (which runs ``ldconfig`` in a subprocess on every write)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("renameat2 is Linux's")
+    import ctypes.util
+
+    def no_lookup(name: str) -> None:
+        raise AssertionError(f"find_library({name!r}) ran")
+
+    monkeypatch.setattr(ctypes.util, "find_library", no_lookup)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("a")
+    assert write._rename_exchange(a, b)
+    assert (b / "x").read_text() == "a" and not (a / "x").exists()
 
 
 def tamper(path: Path) -> None:

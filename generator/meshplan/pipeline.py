@@ -1215,7 +1215,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     for name in clusters:
         if name in cluster_files:
             files.extend(cluster_files[name])
-            new_blobs.extend((digest(f.content), f.content) for f in cluster_files[name])
+            new_blobs.extend(_named(cluster_records[name], cluster_files[name]))
         elif name in previous.clusters:
             cluster_records[name] = previous.clusters[name]
             unchanged_files.extend(previous.clusters[name].files)
@@ -1274,6 +1274,20 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     return IncrementalResult(rendered, sorted_diagnostics(diagnostics), snapshot, "incremental",
                              len(selected) + len(readers), len(cluster_files),
                              tuple(new_blobs), patched=len(fresh or ()), sliced=piece is not None)
+
+
+def _named(record: ClusterRecord, files: Sequence[OutputFile]) -> Iterator[tuple[str, bytes]]:
+    """(sha256, content) of a cluster's files just rendered or patched: the digests its
+    record holds, made of these very files a moment ago (:func:`meshplan.incremental.
+    file_digests`, in their order), not hashed again; hashed when the record is not theirs."""
+    from .cache import digest
+
+    if len(record.files) != len(files) or any(
+            path != f.path for (path, _), f in zip(record.files, files, strict=True)):
+        yield from ((digest(f.content), f.content) for f in files)
+        return
+    for (_, name), f in zip(record.files, files, strict=True):
+        yield name, f.content
 
 
 def _patched_clusters(cache: RenderCache, previous: Snapshot, model: InventoryModel,

@@ -6,19 +6,19 @@ meant to be, never a mix. Nothing is written when nothing changed.
 
 Where the new tree is built depends on what is at hand. With a spare folder (``spares``, in
 the render cache) the tree the previous run swapped out is kept there, with a record of each
-of its files (device, inode, size, mtime, ctime, and the SHA-256 of those that differ from the
-output; the others are the output's own files, hard links); the next run brings that spare
-tree to the new contents, writing only the files it does not hold already (a temporary file
-renamed into place; a file the output holds unchanged is linked from it) and removing those
-no longer generated, then exchanges it with the output. The spare then holds the old output,
-recorded again. A re-render so costs what its change costs, not the thousands of files of
-the tree. The spare is never trusted unchecked: a file kept for its record must match it
-exactly (stat, and its bytes' digest when it changed close to the record), a file kept as
-the output's must be the output's very file (inode), anything else is rewritten, an
-unrecorded or no longer generated file is removed, and anything odd (a missing or malformed
-record, a symlink, a failed write, another file system than the output's) discards the
-spare. Without a usable spare the new tree is built in a temporary folder beside the output,
-hard-linking the files whose bytes did not change from the old tree.
+of its files that differ from the output (device, inode, size, mtime, ctime and SHA-256; the
+others are the output's own files, hard links, known by their inode); the next run brings
+that spare tree to the new contents, writing only the files it does not hold already (a
+temporary file renamed into place; a file the output holds unchanged is linked from it) and
+removing those no longer generated, then exchanges it with the output. The spare then holds
+the old output, recorded again. A re-render so costs what its change costs, not the thousands
+of files of the tree. The spare is never trusted unchecked: a file kept for its record must
+match it exactly (stat, and its bytes' digest when it changed close to the record), a file
+kept as the output's must be the output's very file (inode), anything else is rewritten, a
+file no longer generated is removed, and anything odd (a missing or malformed record, a
+symlink, a failed write, another file system than the output's) discards the spare. Without a
+usable spare the new tree is built in a temporary folder beside the output, hard-linking the
+files whose bytes did not change from the old tree.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .diagnostics import OperationError
 from .outputs import OUTPUT_MARKER, OutputFile
@@ -263,16 +264,20 @@ def _read_record(spare: Path) -> tuple[int, dict[str, tuple[int, int, int, int, 
 
 
 def _record_spare(spare: Path, result: WriteResult, listing: dict[str, str]) -> None:
-    """Record the spare tree (the old output just swapped out): each file's stat, and the
-    digest of those that differ from the new output (read again). The others are the new
-    output's own files (hard links): recorded without a digest, known next time by being the
-    output's file, else rewritten. ``listing``: the files of the old output (a file that
-    appeared since goes unrecorded: unknown, so rewritten or removed next time)."""
+    """Record the spare tree (the old output just swapped out): the stat and digest of each
+    file that differs from the new output (read again). The others are the new output's own
+    files (hard links): not recorded, as a record without a digest never vouches for a file
+    (:func:`_holds`): next time such a file is kept only for being the output's very file
+    (:func:`_update_spare` compares their inodes), else rewritten, as an unrecorded file is
+    (the spare's files are listed and checked to be regular files then). ``listing``: the
+    files of the old output (a file that appeared since goes unrecorded, likewise)."""
     tree = spare / _SPARE_TREE
     differing = set(result.changed) | set(result.removed)
     lines = []
     base = str(tree)
     for relpath in listing:
+        if relpath not in differing:
+            continue
         path = os.path.join(base, relpath)  # noqa: PTH118
         try:
             st = _lstat(path)
@@ -281,10 +286,8 @@ def _record_spare(spare: Path, result: WriteResult, listing: dict[str, str]) -> 
         if not stat.S_ISREG(st.st_mode) or "\n" in relpath:
             _discard(spare)
             return
-        sha = "-"
-        if relpath in differing:
-            with open(path, "rb") as handle:  # noqa: PTH123
-                sha = _sha(handle.read())
+        with open(path, "rb") as handle:  # noqa: PTH123
+            sha = _sha(handle.read())
         lines.append(f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
                      f"{sha} {relpath}\n")
     record = spare / _SPARE_RECORD
@@ -487,15 +490,33 @@ def _swap_in(staging: Path, root: Path) -> None:
 
 def _rename_exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths with Linux renameat2; False when unavailable."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
+    renameat2 = _renameat2()
+    if renameat2 is None:
         return False
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        renameat2 = libc.renameat2
-        renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                              ctypes.c_uint]
+    with contextlib.suppress(OSError):
         status = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
                            _RENAME_EXCHANGE)
         return bool(status == 0)
     return False
+
+
+def _renameat2() -> Any:
+    """The C library's ``renameat2``, or None. Looked up first among the symbols the process
+    has loaded already (on Linux, Python itself links the C library), by name only then:
+    ``find_library`` runs ``ldconfig -p`` in a subprocess, milliseconds of every re-render
+    that writes."""
+    found = _c_function(None) if sys.platform == "linux" else None
+    if found is None:
+        libc_name = ctypes.util.find_library("c")
+        found = _c_function(libc_name) if libc_name else None
+    return found
+
+
+def _c_function(library: str | None) -> Any:
+    """``renameat2`` of ``library`` (None: of the process), or None when it has none."""
+    with contextlib.suppress(OSError, AttributeError):
+        function = ctypes.CDLL(library, use_errno=True).renameat2
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                             ctypes.c_uint]
+        return function
+    return None
