@@ -520,6 +520,31 @@ def test_the_exchange_needs_no_subprocess(tmp_path: Path, monkeypatch: pytest.Mo
     assert (b / "x").read_text() == "a" and not (a / "x").exists()
 
 
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_without_renameat2_the_exchange_says_no(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 platform: str) -> None:
+    """A C library without ``renameat2`` (an old glibc, macOS): the process's symbols, then
+    ``find_library``'s library are asked (Linux), or the latter alone (elsewhere); with none,
+    no exchange is made and both folders are left as they were."""
+    import ctypes.util
+
+    asked: list[str | None] = []
+
+    def nothing(library: str | None) -> None:
+        asked.append(library)
+
+    monkeypatch.setattr(sys, "platform", platform)  # the module write reads it from
+    monkeypatch.setattr(write, "_c_function", nothing)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libc-without.so")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("a")
+    assert not write._rename_exchange(a, b)
+    assert asked == ([None, "libc-without.so"] if platform == "linux" else ["libc-without.so"])
+    assert (a / "x").read_text() == "a" and not (b / "x").exists()
+
+
 def tamper(path: Path) -> None:
     """Other bytes of the same size, the mtime put back: only the ctime tells."""
     st = path.stat()
