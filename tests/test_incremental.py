@@ -19,8 +19,11 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from meshplan.cache import MAGIC, PACK_MAGIC, RenderCache, _pack_index, slot_for
 from meshplan.diagnostics import Diagnostic, InputError
+from meshplan.incremental import snapshot_from_bytes
+from meshplan.outputs import split_cluster_path
 from meshplan.pipeline import render_cached, render_repository
 from meshplan.render import Rendered
+from meshplan.vocabulary import GLOBAL_SERVICE_ANNOTATION, SHARED_SERVICE_ANNOTATION
 from meshplan.write import write_tree
 
 from benchmarks.goal_incremental import ServiceChange
@@ -42,14 +45,22 @@ def cached(repo: Path, cache: RenderCache) -> tuple[Outcome, str]:
     """Sliced however much a change reaches (``full_above=1``: never a full render because
     it would be cheaper), so the slicing is what is tested. The mode says "patched" when the
     stale clusters were patched from their cached objects."""
+    outcome, mode, _ = cached_saving(repo, cache)
+    return outcome, mode
+
+
+def cached_saving(repo: Path, cache: RenderCache) -> tuple[Outcome, str, bool]:
+    """:func:`cached`, and whether the run saved a snapshot (none with a Mesh document, none
+    written again when nothing changed)."""
     try:
         result = render_cached(repo, cache, full_above=1.0)
     except InputError as exc:
-        return (None, exc.diagnostics), "error"
+        return (None, exc.diagnostics), "error", False
     mode = "incremental, patched" if result.patched else result.mode
     if result.sliced:
         mode += ", sliced inventory"
-    return (result.rendered, result.diagnostics), mode
+    saved = result.snapshot is not None and result.unsaved is None
+    return (result.rendered, result.diagnostics), mode, saved
 
 
 def assert_same(repo: Path, cache: RenderCache, out: Path | None = None) -> str:
@@ -57,7 +68,7 @@ def assert_same(repo: Path, cache: RenderCache, out: Path | None = None) -> str:
     render is also written there as ``meshplan render`` writes it (through the spare tree
     the cache keeps) and the folder must then hold exactly the full render's files."""
     expected = full(repo)
-    got, mode = cached(repo, cache)
+    got, mode, saved = cached_saving(repo, cache)
     assert got[1] == expected[1], set(got[1]) ^ set(expected[1])
     if expected[0] is None:
         assert got[0] is None
@@ -67,12 +78,43 @@ def assert_same(repo: Path, cache: RenderCache, out: Path | None = None) -> str:
     assert [f.path for f in got[0].files] == [f.path for f in expected[0].files]
     differing = [f.path for f, g in zip(got[0].files, expected[0].files, strict=True) if f != g]
     assert not differing, f"{mode}: {differing}"
+    if saved or mode == "unchanged":
+        assert snapshot_copies(cache, repo) == rendered_copies(expected[0]), mode
     if out is not None:
         write_tree(out, got[0].files, spares=cache.root / "spares")
         on_disk = {p.relative_to(out).as_posix(): p.read_bytes()
                    for p in out.rglob("*") if p.is_file()}
         assert on_disk == {f.path: f.content for f in expected[0].files}, mode
     return mode
+
+
+def snapshot_copies(cache: RenderCache, repo: Path) -> dict[str, dict[str, Any]]:
+    """The Service copies the cache's snapshot holds, by cluster ("domain/cluster")."""
+    payload = cache.unframe(state_file(cache, repo).read_bytes())
+    assert payload is not None
+    snapshot = snapshot_from_bytes(payload)
+    assert snapshot is not None
+    return {name: dict(record.copies) for name, record in snapshot.clusters.items()
+            if record.copies}
+
+
+def rendered_copies(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    """The same read from the rendered files themselves: the (global, shared) annotations of
+    each Service with either, by cluster. The next cached render's load-balancing check reads
+    the snapshot's copies: one a full render does not give is a backend that is not there."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in rendered.files:
+        split = split_cluster_path(f.path)
+        if split is None or split[2] != "services.yaml":
+            continue
+        for body in yaml.load_all(f.content, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+            annotations = (body or {}).get("metadata", {}).get("annotations") or {}
+            flags = (annotations.get(GLOBAL_SERVICE_ANNOTATION),
+                     annotations.get(SHARED_SERVICE_ANNOTATION))
+            if body.get("kind") == "Service" and flags != (None, None):
+                key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+                out.setdefault(f"{split[0]}/{split[1]}", {})[key] = flags
+    return out
 
 
 # --------------------------------------------------------------------------- edits
@@ -541,6 +583,31 @@ def test_a_new_file_beside_a_changed_service_copy(tmp_path: Path) -> None:
     edit_service(27, 0)(repo)  # the service runs in one more cluster: a new Service copy
     copy_requirement(189, 1)(repo)
     assert assert_same(repo, cache).startswith("incremental")
+
+
+def test_a_service_copy_a_patch_takes_out_leaves_the_snapshot(tmp_path: Path) -> None:
+    """A patched cluster loses a global Service copy that only the changed file put there: the
+    snapshot's copies lose it too. Once the stale copy stayed, and a later edit limiting a peer
+    of that Service was warned about a backend in a cluster whose copy was gone (a warning the
+    full render does not give, then saved and repeated on every no-op run; found by the
+    property test)."""
+    repo = tmp_path / "repo"
+    generate("10x2x6x60", 7, repo)
+    cache = RenderCache.at(tmp_path / "cache")
+    out = tmp_path / "rendered"
+    assert_same(repo, cache, out)
+    for edit in (drop_rule(401), add_namesake(75, 459), add_peer(126, 334, False),
+                 limit_peer(128, 0), drop_rule(0)):
+        edit(repo)
+        assert assert_same(repo, cache, out).startswith("incremental")
+    limited = repo / "requirements/team-00/team-00-users-004-p0.yaml"
+    assert requirement_files(repo).index(limited) == 125 % len(requirement_files(repo))
+    limit_peer(125, 19)(repo)  # its only call of payments-003 across clusters: copies go
+    assert load(limited)["spec"]["egress"][0]["toEndpoints"][1] == {"matchLabels": {
+        "service": "team-00-payments-003", "cluster": "k8s-eun-01"}}
+    assert assert_same(repo, cache, out) == "incremental, patched, sliced inventory"
+    assert not [d for d in full(repo)[1] if "team-00-payments-003" in d.message]
+    assert assert_same(repo, cache, out) == "unchanged"
 
 
 def test_cached_render_rewrites_nothing_on_a_no_op(medium: Path, tmp_path: Path) -> None:

@@ -971,6 +971,7 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
     touched_keys = touch | {m.key for m in contributed}
     naming = re.compile("|".join(re.escape(c) for c in sorted(dirty_causes)) or "(?!)")
     kept: list[tuple[Any, str]] = []
+    kept_services: set[str] = set()  # "namespace/name" of the Service documents kept as text
     touched: list[Manifest] = []
     for document in documents:
         if document.key in unchanged:
@@ -983,14 +984,20 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
             if manifest is None:
                 return None
             touched.append(manifest)
+            continue
         else:
             kept.append((document.order, document.text))
+        if document.key.kind == SERVICE_KIND:
+            kept_services.add(f"{document.key.namespace}/{document.key.name}")
     patched = patched_cluster(ClusterPlan(cluster.cluster, cluster.mesh_name, tuple(touched)),
                               dirty_causes, contributed)
     if patched is None:
         return None
-    retouched = {f"{m.key.namespace}/{m.key.name}" for m in touched if m.key.kind == SERVICE_KIND}
-    copies = {k: v for k, v in previous.copies.items() if k not in retouched}
+    # The record's copies are those of the Services the cluster holds now: the ones kept as
+    # text (as the snapshot had them) and the ones patched. A copy the change took out (only
+    # the dirty files put it) must leave the record too: the load-balancing check reads
+    # these copies (a stale one is a backend that is gone, a warning a full render lacks).
+    copies = {k: v for k, v in previous.copies.items() if k in kept_services}
     for manifest in patched.objects:
         kept.append((output_order(manifest), dump_document(manifest.body, memo)))
     copies.update(service_copies(patched.objects))
