@@ -1187,13 +1187,6 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     for item in dirty_docs:
         preloaded.setdefault(item[1].file, []).append(item)
     selected = {*work.reanalysed, *work.companions}
-    early: tuple[str, ...] = ()  # callers of a changed Service copy, analysed in this pass
-    if fresh is not None:
-        # Patched: every stale cluster's new copies are known already, so the callers of a
-        # copy that changed are analysed now, with the others (one pass, not two).
-        names = changed_copies(previous, {**previous.clusters, **cluster_records})
-        early = callers(previous, inputs, names, set(work.reanalysed)) if names else ()
-        selected.update(early, with_companions(previous, inputs, records, early))
     if len(selected) > len(inputs.requirements) * full_above:
         raise Fallback("the change reaches most requirements")  # a full render is cheaper
     if piece is not None:
@@ -1231,7 +1224,7 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
     files.extend(cached_files(cache, unchanged_files))  # one read per pack
 
     requirement_set = set(inputs.requirements)
-    trusted = dict.fromkeys((*work.reanalysed, *early), inventory)
+    trusted = dict.fromkeys(work.reanalysed, inventory)
     by_file, other = split_diagnostics(analysis.diagnostics, requirement_set)
     # A Service copy that changed changes the load-balancing warnings of every caller: the
     # callers not analysed above are analysed once more, with the new copies everywhere.
