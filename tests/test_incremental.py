@@ -1447,3 +1447,27 @@ def test_a_patch_keeps_unchanged_objects_and_refuses_one_cached_twice(medium: Pa
     twice = [*documents, documents[0]]
     assert patch_documents(cluster, twice, set(), [], record, SharedText(), set(),
                            every) is None
+
+
+def test_a_cached_document_whose_namespace_is_not_read_is_not_patched(medium: Path) -> None:
+    """A namespaced object whose namespace the key pattern does not read (a name the dumper
+    quotes, as "no" or "123") would be keyed with no namespace, and the cluster's record lose
+    its Service copy: such a cluster's documents are not taken (it is rendered again)."""
+    from meshplan.incremental import cached_documents, files_by_cluster
+    from meshplan.outputs import OutputFile
+    from meshplan.pipeline import analyse
+    from meshplan.render import render
+
+    analysis = analyse(medium)
+    assert analysis.plan is not None and analysis.inventory is not None
+    files_of = files_by_cluster(render(analysis.plan, analysis.inventory).files)
+    cluster = analysis.plan.clusters[0]
+    files = files_of[cluster.cluster.path]
+    assert cached_documents(cluster, files)
+    services = next(f for f in files if f.path.endswith("/services.yaml"))
+    text = services.content.decode()
+    at = text.index("\n  namespace: ") + len("\n  namespace: ")
+    end = text.index("\n", at)
+    quoted = text[:at] + '"no"' + text[end:]
+    spoilt = [OutputFile(f.path, quoted.encode()) if f is services else f for f in files]
+    assert cached_documents(cluster, spoilt) is None

@@ -95,9 +95,11 @@ from .render import (
     render_cluster,
 )
 from .vocabulary import (
+    CLUSTERWIDE_POLICY_KIND,
     DOMAIN_KEY,
     GLOBAL_SERVICE_ANNOTATION,
     K8S_POD_NAMESPACE_LABEL,
+    NAMESPACE_KIND,
     REQUIRED_BY_ANNOTATION,
     SERVICE_KEY,
     SERVICE_KIND,
@@ -860,6 +862,8 @@ def callers(previous: Snapshot, inputs: InputFiles, names: set[str],
 _DOCUMENT_HEAD = re.compile(r"apiVersion: [^\n]+\nkind: ([A-Za-z]+)\nmetadata:\n"
                             r"  name: ([a-z0-9][-a-z0-9.]*)\n"
                             r"(?:  namespace: ([a-z0-9][-a-z0-9.]*)\n)?")
+# The kinds meshplan renders without a namespace; every other one it renders with one.
+_CLUSTER_SCOPED = frozenset((NAMESPACE_KIND, CLUSTERWIDE_POLICY_KIND))
 _SEPARATOR = re.compile(r"(?m)^---\n")
 _REQUIRED_BY = re.compile(rf"(?m)^    {re.escape(REQUIRED_BY_ANNOTATION)}: ([-a-z0-9./,]+)$")
 
@@ -890,6 +894,10 @@ def cached_documents(cluster: ClusterPlan, files: Iterable[OutputFile]
         for document in _documents(text[len(head):]):
             match = _DOCUMENT_HEAD.match(document)
             if match is None or FILE_FOR_KIND.get(match[1]) != name:
+                return None
+            if (match[3] is None) != (match[1] in _CLUSTER_SCOPED):
+                # a namespace the pattern did not read (one the dumper quotes, "no" or
+                # "123"): its key would name no namespace, and the record lose its copy
                 return None
             kind, namespace, object_name = match[1], match[3] or "", match[2]
             out.append(CachedDocument(ObjectKey(ref, kind, namespace, object_name), document,
