@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,55 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+@pytest.mark.parametrize("when", ["stop", "result"])
+def test_ctrl_c_as_the_pipe_closes_still_kills_and_reaps_the_child(
+        when: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C right after the pipe is closed (a signal between two statements) is the
+    error that leaves: the pipe is not closed twice (an OSError in its place) and the child
+    is killed and reaped, also by a ``stop`` called outside a ``with`` block."""
+    worker: Forked[object] = Forked(lambda: time.sleep(60) if when == "stop" else 1)
+    pid, read_end = worker.pid or 0, worker._read_end
+    real_close = os.close
+
+    def close_then_interrupt(fd: int) -> None:
+        real_close(fd)
+        if fd == read_end:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "close", close_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        if when == "stop":
+            worker.stop()
+        else:
+            with worker:
+                worker.result()
+    monkeypatch.undo()
+    assert pid > 0 and not _alive(pid)
+    with pytest.raises(ChildProcessError):  # reaped
+        os.waitpid(pid, os.WNOHANG)
+
+
+def exits() -> None:
+    sys.exit("the check gave up")
+
+
+def interrupted() -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("stops", "cause"), [
+    (exits, "SystemExit: the check gave up"), (interrupted, "KeyboardInterrupt"),
+])
+def test_a_call_that_exits_or_is_interrupted_is_a_worker_error_naming_it(
+        stops: Callable[[], None], cause: str) -> None:
+    """sys.exit or KeyboardInterrupt in the worker's call is its traceback sent back (it
+    was an exit with status 1 and no word why)."""
+    with Forked(stops) as worker, pytest.raises(WorkerError, match="raised:") as caught:
+        worker.result()
+    assert f"in {stops.__name__}" in str(caught.value)
+    assert str(caught.value).rstrip().endswith(cause)
 
 
 def test_serial_is_forced_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -167,8 +167,8 @@ class Forked(Generic[T]):
         if self._read_end is None or self._pid is None:
             raise WorkerError("the worker's result was already taken")
         sent = _read_all(self._read_end)
-        os.close(self._read_end)
-        self._read_end = None
+        read_end, self._read_end = self._read_end, None  # cleared first: a Ctrl-C between
+        os.close(read_end)  # the two would have stop() close it again (an OSError instead)
         status = _reap(self._pid)
         self._pid = None
         if not sent or status != 0:
@@ -186,14 +186,17 @@ class Forked(Generic[T]):
 
     def stop(self) -> None:
         """Kill the child unless its result was taken, and reap it (no zombie)."""
-        if self._read_end is not None:
-            os.close(self._read_end)
-            self._read_end = None
-        if self._pid is not None:
-            pid, self._pid = self._pid, None
-            with contextlib.suppress(ProcessLookupError):  # gone already (still to reap)
-                os.kill(pid, signal.SIGKILL)
-            _reap(pid)
+        try:
+            if self._read_end is not None:
+                read_end, self._read_end = self._read_end, None
+                os.close(read_end)
+        finally:  # whatever interrupts the close (Ctrl-C), the child is killed and reaped
+            if self._pid is not None:
+                pid, self._pid = self._pid, None
+                with contextlib.suppress(ProcessLookupError):  # gone already (still to reap)
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):  # reaped already (result())
+                    _reap(pid)
 
 
 def _child(call: Callable[[], T], write_end: int, parent: int) -> None:
@@ -204,7 +207,7 @@ def _child(call: Callable[[], T], write_end: int, parent: int) -> None:
         _die_with(parent)
         try:
             sent = _VALUE + pickle.dumps(call(), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
+        except BaseException:  # sys.exit or KeyboardInterrupt in the call too: say which
             import traceback
 
             sent = _RAISED + traceback.format_exc().encode("utf-8", "replace")
