@@ -16,7 +16,7 @@ from meshplan.pipeline import validate
 from meshplan.verify.connectivity import Connectivity
 from meshplan.verify.endpoints import Endpoint, EndpointIndex
 from meshplan.verify.ports import PortSet
-from meshplan.verify.report import verify
+from meshplan.verify.report import VerifyReport, verify
 from meshplan.verify.services import (
     NamedCall,
     ServiceCopy,
@@ -231,11 +231,7 @@ def test_cilium_reads_the_shared_annotation_true_in_any_case_else_false(
     files[path] = (head + written + tail.replace('service.cilium.io/shared: "true"', edit, 1)
                    ).encode()
     report = verify(inventory, files)
-    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
-    assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
-        f"expected {cluster}" for cluster in errors], [d.message for d in found]
-    assert all("a Service database-namespace/database whose backends include a pod of service "
-               "domain1/database" in d.message for d in found), [d.message for d in found]
+    assert_database_unreachable_from(report, errors)
 
 
 def test_cilium_reads_the_global_annotation_true_in_any_case() -> None:
@@ -437,11 +433,7 @@ def test_the_legacy_annotations_of_the_exporting_copy_as_cilium_reads_them(
     inventory, files = rendered_files(REPO_ROOT)
     _edit_database_copy(files, "cl2", global_value, shared_value, legacy)
     report = verify(inventory, files)
-    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
-    assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
-        f"expected {cluster}" for cluster in errors], [d.message for d in found]
-    assert all("a Service database-namespace/database whose backends include a pod of service "
-               "domain1/database" in d.message for d in found), [d.message for d in found]
+    assert_database_unreachable_from(report, errors)
 
 
 @pytest.mark.parametrize(("global_value", "legacy", "errors"), [
@@ -498,3 +490,13 @@ def test_an_affinity_that_cilium_releases_read_differently_is_a_warning(
         f"remote or absent, found '{value}': "), problem.message
     assert str(problem.location).startswith("rendered/clusters/domain1/cl1/services.yaml:")
     assert problem.path == f"metadata.annotations.{key}"
+
+
+def assert_database_unreachable_from(report: VerifyReport, errors: list[str]) -> None:
+    """The report's errors are exactly one per cluster in ``errors``: a Service
+    database-namespace/database there whose backends do not include domain1/database's pods."""
+    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
+    assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
+        f"expected {cluster}" for cluster in errors], [d.message for d in found]
+    assert all("a Service database-namespace/database whose backends include a pod of service "
+               "domain1/database" in d.message for d in found), [d.message for d in found]
