@@ -191,6 +191,29 @@ def test_a_call_that_exits_or_is_interrupted_is_a_worker_error_naming_it(
     assert str(caught.value).rstrip().endswith(cause)
 
 
+def test_a_raise_then_a_failing_exit_keeps_the_traceback(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """A child that sent its traceback and then exits with a failing status (its exit went
+    wrong) is still a WorkerError with that traceback, and says how the child ended; a
+    value followed by a failing exit is no result."""
+    from meshplan import forked
+
+    real_write_all = forked._write_all
+
+    def write_then_fail(fd: int, data: bytes) -> None:
+        real_write_all(fd, data)
+        os._exit(3)
+
+    monkeypatch.setattr(forked, "_write_all", write_then_fail)
+    with Forked(raises) as worker, pytest.raises(WorkerError) as caught:
+        worker.result()
+    message = str(caught.value)
+    assert message.startswith("the worker process raised (and then exited with status 3):")
+    assert "ValueError: the check went wrong" in message
+    with Forked(lambda: 1) as valued, pytest.raises(WorkerError, match="status 3, sending"):
+        valued.result()
+
+
 def test_serial_is_forced_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SERIAL_ENV, "1")
     assert not can_fork()

@@ -171,12 +171,13 @@ class Forked(Generic[T]):
         os.close(read_end)  # the two would have stop() close it again (an OSError instead)
         status = _reap(self._pid)
         self._pid = None
+        if sent[:1] == _RAISED:  # its traceback, also when the child then failed to exit
+            ended = "" if status == 0 else f" (and then {_ended(status)})"
+            raise WorkerError(f"the worker process raised{ended}:\n"
+                              + sent[1:].decode("utf-8", "replace"))
         if not sent or status != 0:
             raise WorkerError(f"the worker process {_ended(status)}, sending "
                               f"{len(sent)} byte(s): no result")
-        if sent[:1] == _RAISED:
-            raise WorkerError("the worker process raised:\n"
-                              + sent[1:].decode("utf-8", "replace"))
         try:
             value: T = pickle.loads(sent[1:])
         except Exception as exc:  # truncated or corrupt: never a value
