@@ -160,7 +160,9 @@ class _ActualBuilder:
         self.selectors: dict[tuple[str, bool], tuple[LabelSelector | None, str | None]] = {}
         # id(data) -> (data, what _service_reading reads from it): a Service's text recurs in
         # the clusters that mirror it, and its documents then share their data (read-only)
-        self.service_readings: dict[int, tuple[dict[str, Any], _ServiceReading | None]] = {}
+        # id of a Service's data -> (the data, its reading, its unmodelled affinity)
+        self.service_readings: dict[int, tuple[dict[str, Any], _ServiceReading | None,
+                                               tuple[str, object] | None]] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints, index)
         self.files = files
@@ -186,18 +188,26 @@ class _ActualBuilder:
         self._problems_held[id(data)] = (data, found)
         return found
 
-    def service_copy(self, doc: Document, domain: str, cluster: str) -> ServiceCopy | None:
-        """A rendered Service that load-balances (not an ExternalName), as :mod:`.services`
-        needs; each distinct Service object (its data, which the documents of a recurring
-        text share) read once (:func:`_service_reading`)."""
+    def service(self, doc: Document, domain: str, cluster: str) -> None:
+        """A rendered Service that load-balances (not an ExternalName) as :mod:`.services`
+        needs it, and a warning at an affinity it does not model (:meth:`_affinity`); each
+        distinct Service object (its data, which the documents of a recurring text share)
+        read once (:func:`_service_reading`, :func:`.services.unmodelled_affinity`)."""
         data = doc.data
         held = self.service_readings.get(id(data))
         if held is None or held[0] is not data:
-            held = self.service_readings[id(data)] = (data, _service_reading(data))
-        reading = held[1]
+            reading = _service_reading(data)
+            annotations = data["metadata"].get("annotations") if reading is not None else None
+            affinity = unmodelled_affinity(annotations) if isinstance(annotations, dict) \
+                else None
+            held = self.service_readings[id(data)] = (data, reading, affinity)
+        _, reading, affinity = held
         if reading is None:
-            return None
-        return ServiceCopy(domain, cluster, *reading, place(doc, ("metadata", "name")))
+            return
+        copy = ServiceCopy(domain, cluster, *reading, place(doc, ("metadata", "name")))
+        self.services.append(copy)
+        if affinity is not None:
+            self._affinity(doc, copy, *affinity)
 
     def display(self, relpath: str) -> str:
         return _display(self.root, relpath)
@@ -277,11 +287,7 @@ class _ActualBuilder:
                 self.policies += 1
                 _PolicyReader(self, doc, domain, cluster, mesh).read()
             elif kind == "Service":
-                copy = self.service_copy(doc, domain, cluster)
-                if copy is not None:
-                    self.services.append(copy)
-                    if copy.is_global:
-                        self._affinity(doc, copy)
+                self.service(doc, domain, cluster)
             elif kind in ISTIO_SECURITY_KINDS:
                 self.istio_documents.append(RenderedDocument(doc, domain, cluster))
             elif kind == "NetworkPolicy":
@@ -289,15 +295,9 @@ class _ActualBuilder:
                     doc.location(("kind",)), "kind", "expected Cilium policies only, found a "
                     "Kubernetes NetworkPolicy, which verify does not model"))
 
-    def _affinity(self, doc: Document, copy: ServiceCopy) -> None:
-        """A warning for a global copy whose affinity Cilium releases read differently
-        (:func:`.services.unmodelled_affinity`)."""
-        meta = doc.data.get("metadata")
-        annotations = meta.get("annotations") if isinstance(meta, dict) else None
-        found = unmodelled_affinity(annotations) if isinstance(annotations, dict) else None
-        if found is None:
-            return
-        key, value = found
+    def _affinity(self, doc: Document, copy: ServiceCopy, key: str, value: object) -> None:
+        """A warning for a global copy whose affinity ``key`` says ``value``, which Cilium
+        releases read differently (:func:`.services.unmodelled_affinity`)."""
         path = ("metadata", "annotations", key)
         self.problems.append(warning(
             doc.location(path), format_path(path),
