@@ -22,7 +22,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import select
 
 T = TypeVar("T")
 SERIAL_ENV = "MESHPLAN_SERIAL"  # set (to anything but "" or "0"): never fork
@@ -128,6 +131,7 @@ class Forked(Generic[T]):
         os.close(write_end)
         self._pid: int | None = pid
         self._read_end: int | None = read_end
+        self._poller: select.poll | None = None  # watches read_end (ready())
 
     @property
     def pid(self) -> int | None:
@@ -146,13 +150,14 @@ class Forked(Generic[T]):
         for its computation, only for the rest of what it sends."""
         if self._read_end is None:
             return True
-        import select
+        if self._poller is None:  # made once: ready() is asked between every two files
+            import select
 
-        # poll, not select: select cannot watch a descriptor numbered 1024 or more (a
-        # process started with many descriptors open)
-        poller = select.poll()
-        poller.register(self._read_end, select.POLLIN)
-        return bool(poller.poll(0))  # readable, or hung up (the child ended)
+            # poll, not select: select cannot watch a descriptor numbered 1024 or more (a
+            # process started with many descriptors open)
+            self._poller = select.poll()
+            self._poller.register(self._read_end, select.POLLIN)
+        return bool(self._poller.poll(0))  # readable, or hung up (the child ended)
 
     def result(self) -> T:
         """The call's value; raises :class:`WorkerError` when it raised or the child died."""

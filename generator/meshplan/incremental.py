@@ -982,9 +982,8 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
     kept_services: set[str] = set()  # "namespace/name" of the Service documents kept as text
     touched: list[Manifest] = []
     for document in documents:
-        if document.key in unchanged:
-            kept.append((document.order, document.text))
-        elif document.key in touched_keys or naming.search(document.text):
+        if document.key not in unchanged and (document.key in touched_keys
+                                              or naming.search(document.text)):
             causes = _REQUIRED_BY.findall(document.text)
             if len(causes) == 1 and dirty_causes.issuperset(causes[0].split(",")):
                 continue  # only the dirty files put it here: what they put now is added below
@@ -993,8 +992,7 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
                 return None
             touched.append(manifest)
             continue
-        else:
-            kept.append((document.order, document.text))
+        kept.append((document.order, document.text))
         if document.key.kind == SERVICE_KIND:
             kept_services.add(f"{document.key.namespace}/{document.key.name}")
     patched = patched_cluster(ClusterPlan(cluster.cluster, cluster.mesh_name, tuple(touched)),

@@ -158,9 +158,9 @@ class _ActualBuilder:
         self.port_readings: dict[str, tuple[PortSet, tuple[Finding, ...]]] = {}
         self.cidr_owners: dict[tuple[Block, ...], list[str]] = {}
         self.selectors: dict[tuple[str, bool], tuple[LabelSelector | None, str | None]] = {}
-        # id(data) -> (data, what _service_reading reads from it): a Service's text recurs in
-        # the clusters that mirror it, and its documents then share their data (read-only)
-        # id of a Service's data -> (the data, its reading, its unmodelled affinity)
+        # id(data) -> (data, what _service_reading reads from it, its unmodelled affinity): a
+        # Service's text recurs in the clusters that mirror it, and its documents then share
+        # their data (read-only)
         self.service_readings: dict[int, tuple[dict[str, Any], _ServiceReading | None,
                                                tuple[str, object] | None]] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
