@@ -214,6 +214,24 @@ def test_a_raise_then_a_failing_exit_keeps_the_traceback(monkeypatch: pytest.Mon
         valued.result()
 
 
+def test_a_value_cut_short_is_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that sends half its pickled value and exits cleanly has sent no value: a
+    WorkerError, never a partial one; the result cannot be asked for twice."""
+    from meshplan import forked
+
+    real_write_all = forked._write_all
+
+    def half(fd: int, data: bytes) -> None:
+        real_write_all(fd, data[:len(data) // 2])
+
+    monkeypatch.setattr(forked, "_write_all", half)
+    with Forked(lambda: list(range(1000))) as worker:
+        with pytest.raises(WorkerError, match="unreadable result"):
+            worker.result()
+        with pytest.raises(WorkerError, match="already taken"):
+            worker.result()
+
+
 def test_serial_is_forced_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SERIAL_ENV, "1")
     assert not can_fork()
@@ -309,6 +327,20 @@ def test_an_unreadable_cgroup_file_caps_nothing(tmp_path: Path) -> None:
     Path(self_cgroup).mkdir()
     assert cgroup_quota(root, self_cgroup) == 1
     assert cgroup_quota(root, str(tmp_path / "missing")) == 1
+
+
+@pytest.mark.parametrize(("quota", "usable"), [
+    (None, 4), ("max 100000\n", 4), ("50000 100000\n", 1), ("200000 100000\n", 2),
+    ("800000 100000\n", 4),
+])
+def test_the_quota_caps_the_cpus_of_the_affinity_mask(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quota: str | None, usable: int
+        ) -> None:
+    """Four CPUs in the mask: a quota of fewer whole CPUs caps them (at least one: half a
+    CPU is one), none or "max" or a larger one leaves them."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    root, self_cgroup = fake_cgroups(tmp_path, "0::/a\n", {} if quota is None else {"a": quota})
+    assert usable_cpus(root, self_cgroup) == usable
 
 
 def test_an_ancestor_quota_of_one_cpu_means_one_usable_cpu(tmp_path: Path) -> None:

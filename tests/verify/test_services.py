@@ -204,11 +204,7 @@ def test_a_service_with_an_empty_or_no_selector_has_no_backends(selector: str) -
     assert text.count(written) == 1
     files[path] = text.replace(written, selector).encode()
     report = verify(inventory, files)
-    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
-    assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
-        f"expected {cluster}" for cluster in ("domain1/cl1", "domain2/cl3", "domain2/cl4")]
-    assert all("a Service database-namespace/database whose backends include a pod of service "
-               "domain1/database" in d.message for d in found), [d.message for d in found]
+    assert_database_unreachable_from(report, ["domain1/cl1", "domain2/cl3", "domain2/cl4"])
 
 
 @pytest.mark.parametrize(("edit", "errors"), [
@@ -448,10 +444,7 @@ def test_the_legacy_global_annotation_of_a_calling_copy_as_cilium_reads_it(
     Cilium reads it as global, through either key."""
     inventory, files = rendered_files(REPO_ROOT)
     _edit_database_copy(files, "cl1", global_value, "false", legacy)
-    report = verify(inventory, files)
-    found = [d for d in report.diagnostics if d.severity is Severity.ERROR]
-    assert sorted(d.message.split(" to have a Service ")[0] for d in found) == [
-        f"expected {cluster}" for cluster in errors], [d.message for d in found]
+    assert_database_unreachable_from(verify(inventory, files), errors)
 
 
 A, AA = "service.cilium.io/affinity", "io.cilium/service-affinity"
