@@ -256,6 +256,41 @@ def test_verify_in_parallel_reports_invalid_inputs_as_in_serial(example_repo: Pa
     assert len(raised[0]) >= 2
 
 
+def test_invalid_inputs_do_not_wait_for_the_rendered_tree(
+        example_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading ahead stops as soon as the worker answers: inputs found invalid at once are
+    reported after a file or two of a tree that takes long to read, not after all of it."""
+    import time
+
+    from meshplan import pipeline
+    from meshplan.diagnostics import InputError, Location, error
+    from meshplan.load.canonical import RenderedReader
+
+    files = list(_rendered(example_repo).rglob("*.yaml"))
+    assert len(files) >= 10
+    problem = error(Location("inventory/domain1.yaml", 1, 1), "",
+                    "expected valid inputs, found a planted error")
+
+    def invalid(repo: Path) -> None:
+        time.sleep(0.5)  # checked while the parent reads a few files
+        raise InputError([problem])
+
+    read: list[str] = []
+    real_read_ahead = RenderedReader.read_ahead
+
+    def slow_read_ahead(self: RenderedReader, relpath: str, raw: bytes) -> object:
+        read.append(relpath)
+        time.sleep(0.2)  # a file of a tree too large to wait for
+        return real_read_ahead(self, relpath, raw)
+
+    monkeypatch.setattr(pipeline, "checked_inventory", invalid)
+    monkeypatch.setattr(RenderedReader, "read_ahead", slow_read_ahead)
+    with pytest.raises(InputError) as caught:
+        pipeline.verify_repository(example_repo, parallel=True)
+    assert list(caught.value.diagnostics) == [problem]
+    assert 1 <= len(read) <= len(files) // 2, read
+
+
 def test_the_verify_command_answers_the_same_forced_serial(example_repo: Path) -> None:
     from meshplan.forked import can_fork
 
