@@ -1290,6 +1290,57 @@ def test_one_line_quoted_scalars_go_as_a_look_behind_finds_them(pieces: list[byt
     assert _ONE_LINE_QUOTED.sub(rb"\1", text) == _QUOTED_BY_LOOKING_BEHIND.sub(b"", text)
 
 
+_PIECES = st.lists(st.sampled_from([b'"', b" ", b"\n", b":", b"-", b"[", b"{", b",", b"]",
+                                     b"}", b"a", b"\\", b": ", b"- ", b", ", b'"a"', b"---",
+                                     b"...", b"\t", b"#", b"."]), max_size=40)
+
+
+@settings(max_examples=examples(2000))
+@given(_PIECES)
+def test_quoted_scalars_go_line_by_line_as_the_pattern_takes_them_over_the_text(
+        pieces: list[bytes]) -> None:
+    """Replacing only the lines holding a '"' gives what the pattern gives over the whole
+    text (its matches never span two lines)."""
+    from meshplan.incremental import _ONE_LINE_QUOTED, without_one_line_quoted
+
+    text = b"".join(pieces)
+    assert without_one_line_quoted(text) == _ONE_LINE_QUOTED.sub(rb"\1", text)
+
+
+# what services_layout refused with one pattern before its document markers were looked for
+# as texts
+_UNSAFE_AS_ONE_PATTERN = re.compile(rb"[\t\r'\"\\|>&*!%@`#?\[\]{}]|(?m:^(?:---|\.\.\.))")
+
+
+@settings(max_examples=examples(2000))
+@given(_PIECES)
+@example([b"..."])
+@example([b"a", b"\n", b"..."])
+@example([b"---"])
+@example([b"a", b"\n", b"---"])
+@example([b"a", b" ", b"---"])
+def test_what_a_layout_refuses_is_what_one_pattern_finds(pieces: list[bytes]) -> None:
+    from meshplan.incremental import _unsafe
+
+    text = b"".join(pieces)
+    assert _unsafe(text) is (_UNSAFE_AS_ONE_PATTERN.search(text) is not None)
+
+
+def test_a_generated_domain_file_has_its_layout_read(tmp_path: Path) -> None:
+    """A domain file of the benchmark's workload (quoted exports on some lines) is laid out
+    plainly: every service item is found, in order."""
+    from meshplan.incremental import services_layout
+
+    generate("2x2x12x4", 1, tmp_path)
+    raw = (tmp_path / "inventory" / "team-00.yaml").read_bytes()
+    assert b'"' in raw
+    layout = services_layout(raw)
+    assert layout is not None
+    names = [name for *_, name in layout.items]
+    assert len(names) == 12 and names == re.findall(r"(?m)^    - name: (\S+)\n      namespace",
+                                                    raw.decode())
+
+
 def test_a_services_cut_with_its_layout_known_is_the_same() -> None:
     from meshplan.incremental import services_cut, services_layout
 

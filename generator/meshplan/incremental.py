@@ -432,14 +432,16 @@ _SERVICES_KEY = b"\n  services:\n"
 _LEADING_COMMENTS = re.compile(rb"(?: *#[^\n]*\n)*")  # the only comments allowed
 # a double-quoted scalar on one line where a scalar starts (a line's first content, after a key's
 # ": ", an item's "- " or a flow collection's "[", "{", ", ") and ends (before a space, line end,
-# ":", ",", "]", "}"): a '"' elsewhere (inside a plain key, say) is left for _UNSAFE to refuse,
+# ":", ",", "]", "}"): a '"' elsewhere (inside a plain key, say) is left for _unsafe to refuse,
 # never paired with another line's quote. What precedes it is matched (group 1) and put back,
 # not looked behind for: a pattern starting with a look-behind is tried at every byte, five
 # times slower over a 45 kB file. (No match can end in a text that starts the next one: each
 # ends with '"'.)
 _ONE_LINE_QUOTED = re.compile(rb'(\n|: |- |[\[{]|, )[ ]*"[^"\\\n]*"(?=[ \n:,\]}])')
 _INNER_BRACKETS = re.compile(rb"\[[^\[\]{}\n]*\]|\{[^\[\]{}\n]*\}")
-_UNSAFE = re.compile(rb"[\t\r'\"\\|>&*!%@`#?\[\]{}]|(?m:^(?:---|\.\.\.))")
+# what is refused (_unsafe): these characters, and a line starting a document marker (looked
+# for as texts: one pattern with both tried the markers at every byte, four times as long)
+_UNSAFE_CHARACTER = re.compile(rb"[\t\r'\"\\|>&*!%@`#?\[\]{}]")
 # Line starts are found after a "\n" (a literal the search skips to), not with "(?m)^", which
 # is tried at every byte.
 _ITEM_START = re.compile(rb"\n    - ")  # ends one line, starts an item's
@@ -472,13 +474,13 @@ def services_layout(raw: bytes) -> ServicesLayout | None:
     if at < 0 or raw.find(_SERVICES_KEY, at + 1) >= 0:
         return None
     lead = _LEADING_COMMENTS.match(raw)
-    rest = _ONE_LINE_QUOTED.sub(rb"\1", raw[lead.end() if lead is not None else 0:])
+    rest = without_one_line_quoted(raw[lead.end() if lead is not None else 0:])
     while b"[" in rest or b"{" in rest:  # innermost pairs first
         fewer = _INNER_BRACKETS.sub(b"", rest)
         if len(fewer) == len(rest):
             return None
         rest = fewer
-    if _UNSAFE.search(rest):
+    if _unsafe(rest):
         return None
     start = at + len(_SERVICES_KEY)  # a line's start
     if not raw.startswith(b"    - ", start):
@@ -497,6 +499,38 @@ def services_layout(raw: bytes) -> ServicesLayout | None:
             return None
         items.append((begin, starts[i + 1] if i + 1 < len(starts) else end, head[1].decode()))
     return ServicesLayout(start, end, tuple(items))
+
+
+def without_one_line_quoted(text: bytes) -> bytes:
+    """``_ONE_LINE_QUOTED.sub(rb"\\1", text)``, with the pattern tried on the lines holding a
+    '"' only (a domain file has a few: trying it at every byte was half of reading a file's
+    layout). Its matches stay within a line: the only line break one takes is its first
+    character (the break before the line); the break after a line is looked at, never taken.
+    So each such line is replaced alone, from the break before it (none for the first line)
+    to the break after it, which is kept out of what is replaced."""
+    at = text.find(b'"')
+    if at < 0:
+        return text
+    pieces = []
+    done = 0  # text[:done] is in pieces; text[done] starts a line or is the break before one
+    while at >= 0:
+        begin = max(text.rfind(b"\n", done, at), done)
+        end = text.find(b"\n", at)
+        pieces.append(text[done:begin])
+        if end < 0:
+            pieces.append(_ONE_LINE_QUOTED.sub(rb"\1", text[begin:]))
+            return b"".join(pieces)
+        pieces.append(_ONE_LINE_QUOTED.sub(rb"\1", text[begin:end + 1])[:-1])  # not its break
+        done = end
+        at = text.find(b'"', end)
+    pieces.append(text[done:])
+    return b"".join(pieces)
+
+
+def _unsafe(text: bytes) -> bool:
+    """Whether ``text`` holds a character or a line start that services_layout refuses."""
+    return _UNSAFE_CHARACTER.search(text) is not None \
+        or text.startswith((b"---", b"...")) or b"\n---" in text or b"\n..." in text
 
 
 def services_cut(raw: bytes, wanted: AbstractSet[str], layout: ServicesLayout | None = None
