@@ -1465,6 +1465,26 @@ def test_a_namesake_in_a_domain_read_in_part_is_seen(
     raise AssertionError("no requirement to give a namesake clash read in part")
 
 
+_CAUSE_PIECES = st.sampled_from(["a", "b", "/", "-", ".", "ab", "a/b", "b-a", ""])
+
+
+@settings(max_examples=examples(1000))
+@given(st.frozensets(st.lists(_CAUSE_PIECES, max_size=5).map("".join).filter(bool),
+                     max_size=6),
+       st.lists(st.sampled_from(["a", "b", "/", "-", ".", "\n", " ", ","]), max_size=40)
+       .map("".join))
+def test_the_dirty_causes_pattern_finds_a_text_naming_any_of_them(
+        words: frozenset[str], text: str) -> None:
+    """The pattern a patch looks for dirty causes with (their trie) finds something in a text
+    exactly when one of them is in it, as one alternative of each did (a cause is never
+    empty)."""
+    from meshplan.incremental import any_of
+
+    each = re.compile("|".join(re.escape(w) for w in sorted(words)) or "(?!)")
+    assert (any_of(words).search(text) is not None) is any(w in text for w in words) \
+        is (each.search(text) is not None)
+
+
 def test_a_patch_keeps_unchanged_objects_and_refuses_one_cached_twice(medium: Path) -> None:
     """Objects the change leaves as they were (:func:`same_objects`) keep their cached text:
     with nothing else touched, the cluster's files are the cached ones; an object cached
