@@ -847,14 +847,17 @@ def subject_work(previous: Snapshot, inputs: InputFiles,
     reanalysed = [p for p in inputs.requirements if p in dirty_records or any(
         rec.subject in subjects for rec in old[p].requirements)]
     return Work(stale, tuple(reanalysed),
-                with_companions(previous, inputs, dirty_records, reanalysed))
+                with_companions(previous, inputs, dirty_records, reanalysed, subjects))
 
 
 def with_companions(previous: Snapshot, inputs: InputFiles,
                     dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
-                    chosen: Sequence[str]) -> tuple[str, ...]:
+                    chosen: Sequence[str], whole: AbstractSet[str] = frozenset()
+                    ) -> tuple[str, ...]:
     """The files selecting the same pods as ``chosen`` (Cilium unions the allows of every
-    policy selecting the same pods; the load-balancing check counts them all)."""
+    policy selecting the same pods; the load-balancing check counts them all). ``whole``:
+    subjects whose files ``chosen`` holds every one of (with every dirty file): when the
+    subjects of ``chosen`` are among them, there is no other (and no pass over every file)."""
     old = previous.requirement_files
 
     def records_of(path: str) -> tuple[RequirementRecord, ...]:
@@ -862,6 +865,8 @@ def with_companions(previous: Snapshot, inputs: InputFiles,
 
     picked = set(chosen)
     subjects = {rec.subject for p in chosen for rec in records_of(p)}
+    if whole and subjects <= whole and picked.issuperset(dirty_records):
+        return ()
     return tuple(p for p in inputs.requirements if p not in picked and any(
         rec.subject in subjects for rec in records_of(p)))
 
