@@ -6,6 +6,7 @@ detected and ignored, never trusted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -935,7 +936,6 @@ def test_a_save_reuses_the_line_of_a_record_it_read_and_reencodes_any_other(
     """``snapshot_bytes(snapshot, previous)`` writes a record that is still the very object
     read from ``previous`` as the line it was read from (not encoded again), and encodes a
     record that is only equal to it."""
-    import dataclasses
 
     from meshplan.incremental import FileRecord, snapshot_bytes, snapshot_from_bytes
 
@@ -1022,14 +1022,20 @@ def test_a_service_change_reads_the_inventory_in_part_only_when_that_is_exact(
     dump(other, data)  # its services first: read up to them, it has no cluster
     assert_same(medium, cache)
     change.path.write_text("# the clusters move a line down\n" + change.original, "utf-8")
-    assert assert_same(medium, cache) == "incremental, patched"  # the port only: not sliced
+    # the port only: sliced, whatever the other files' layout (the pod networks are the
+    # snapshot's, no other file is read for them)
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
 
 
-def test_pod_networks_read_in_part_must_be_the_snapshots(medium: Path, tmp_path: Path
-                                                         ) -> None:
-    """An inventory file holding two domains is read up to its first services: the second
-    domain's clusters are missing from the pod networks read, which then differ from the
-    snapshot's, and a service change elsewhere reads the inventory whole."""
+def test_pod_networks_come_from_the_snapshot_when_they_check_out(medium: Path, tmp_path: Path
+                                                                  ) -> None:
+    """A service change takes every cluster's pod networks from the snapshot, not from the
+    other inventory files (one holding two domains, the second's clusters after the first's
+    services, is no matter); pod networks that do not make the snapshot's digest, or that
+    differ from the changed file's clusters as the cache keeps that file, are not trusted:
+    the inventory is read whole. Either way the result is the full render's."""
+    from meshplan.incremental import facts_digest
+
     *_, first, second = domain_files(medium)
     change = ServiceChange(medium)
     assert change.path not in (first, second)
@@ -1037,8 +1043,28 @@ def test_pod_networks_read_in_part_must_be_the_snapshots(medium: Path, tmp_path:
     second.unlink()
     cache = RenderCache.at(tmp_path / "cache")
     assert_same(medium, cache)
+    payload = cache.unframe(state_file(cache, medium).read_bytes())
+    assert payload is not None
+    before = snapshot_from_bytes(payload)
+    assert before is not None and len(before.pod_networks) > 2
     change.apply()
-    assert assert_same(medium, cache) == "incremental, patched"  # not sliced
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
+    expected = full(medium)[0]
+    assert expected is not None
+    name = load(change.path)["metadata"]["name"]
+    facts = before.pod_networks
+    at = next(i for i, (domain, _, cidrs) in enumerate(facts) if domain == name and cidrs)
+    domain, cluster, cidrs = facts[at]
+    moved = ((cidrs[0][0], dataclasses.replace(cidrs[0][1], line=cidrs[0][1].line + 1)),
+             *cidrs[1:])
+    edited = (*facts[:at], (domain, cluster, moved), *facts[at + 1:])
+    for spoilt in (dataclasses.replace(before, pod_networks=facts[:-1]),  # not its digest's
+                   dataclasses.replace(before, pod_networks=edited, pods=facts_digest(edited))):
+        result = render_cached(medium, cache, previous=spoilt, full_above=1.0)
+        assert result.mode == "incremental" and not result.sliced
+        assert result.rendered.files == expected.files
+    trusted = render_cached(medium, cache, previous=before, full_above=1.0)
+    assert trusted.sliced and trusted.rendered.files == expected.files
 
 
 def test_a_namesake_moving_under_a_generated_service_is_reported_as_in_full(

@@ -107,7 +107,9 @@ from .vocabulary import (
 )
 from .yamltext import SharedText, dump_document
 
-SNAPSHOT_FORMAT = 5  # 3: sliceable; 4: no Service copies without annotations; 5: a line a record
+# 3: sliceable; 4: no Service copies without annotations; 5: a line a record; 6: every cluster's
+# pod networks
+SNAPSHOT_FORMAT = 6
 PODS = "@pods"  # the footprint entry of requirements that depend on every pod network
 
 
@@ -190,6 +192,9 @@ class Snapshot:
     # no two domains' services share a namespace and name (else every run reads the whole
     # inventory, and falls back: one global Service spans the fleet)
     sliceable: bool = True
+    # every cluster's pod networks (pods is their digest): a run whose inventory changed in
+    # its services only takes them from here, not from every inventory file
+    pod_networks: PodFacts = ()
     # the serialized line of each record as read (see snapshot_bytes): "R"+path or "C"+name
     # -> (record, line); a later save writes a record that is still the same object verbatim
     lines: Mapping[str, tuple[object, bytes]] = field(default_factory=dict, compare=False,
@@ -635,11 +640,30 @@ def reads_changed(services: set[str]) -> Callable[[Iterable[RequirementRecord]],
     return test
 
 
-def pods_digest(inventory: Inventory) -> str:
+# every cluster's pod networks, in inventory order: (domain, cluster, ((CIDR, where), ...))
+PodFacts = tuple[tuple[str, str, tuple[tuple[str, Location], ...]], ...]
+
+
+def pod_facts(inventory: Inventory) -> PodFacts:
     """Every cluster's pod networks and where they are written (CIDR warnings quote both)."""
-    facts = [(d.name, c.name, [(text, str(where)) for text, where in c.pod_cidrs])
-             for d in inventory.domains for c in d.clusters]
-    return digest(json.dumps(facts).encode())
+    return tuple([(d.name, c.name, c.pod_cidrs) for d in inventory.domains for c in d.clusters])
+
+
+def pods_digest(inventory: Inventory) -> str:
+    return facts_digest(pod_facts(inventory))
+
+
+def facts_digest(facts: PodFacts) -> str:
+    """The digest of :func:`pod_facts`: a snapshot holds it, and the facts it was taken of."""
+    return digest(json.dumps([(d, c, [(text, str(where)) for text, where in cidrs])
+                              for d, c, cidrs in facts]).encode())
+
+
+def pod_cidrs(facts: PodFacts) -> Iterator[tuple[str, str, Location]]:
+    """(``"domain/cluster"``, CIDR, where) of each pod network (:class:`PodNetworks.of`)."""
+    for domain, cluster, cidrs in facts:
+        for text, where in cidrs:
+            yield f"{domain}/{cluster}", text, where
 
 
 def shared_global_names(inventory: Inventory) -> bool:
@@ -1149,6 +1173,7 @@ def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
     for requirement in inventory.requirements:
         by_file[requirement.file].append(requirement_record(inventory, requirement, memo))
     requirement_diagnostics, other = split_diagnostics(diagnostics, set(inputs.requirements))
+    pods = pod_facts(inventory)
     if len(clusters) != len(plan.clusters):
         files_of = files_by_cluster(rendered.files)
         clusters = {c.cluster.path: cluster_record(c, files_of.get(c.cluster.path, ()))
@@ -1159,8 +1184,8 @@ def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
         {p: (inputs.digests[p], inventory_domains.get(p, ())) for p in inputs.inventory},
         {p: FileRecord(inputs.digests[p], tuple(by_file[p]),
                        tuple(requirement_diagnostics.get(p, ()))) for p in inputs.requirements},
-        clusters, other_files(rendered.files), pods_digest(inventory), tuple(other),
-        inputs.diagnostics, not shared_global_names(inventory))
+        clusters, other_files(rendered.files), facts_digest(pods), tuple(other),
+        inputs.diagnostics, not shared_global_names(inventory), pods)
 
 
 class ClusterRecords(dict[str, ClusterRecord]):
@@ -1249,6 +1274,8 @@ def snapshot_bytes(snapshot: Snapshot, reuse: Snapshot | None = None,
         "other_diagnostics": [_diagnostic_json(d) for d in snapshot.other_diagnostics],
         "listing_diagnostics": [_diagnostic_json(d) for d in snapshot.listing_diagnostics],
         "sliceable": snapshot.sliceable,
+        "pod_networks": [[d, c, [[text, w.file, w.line, w.column] for text, w in cidrs]]
+                         for d, c, cidrs in snapshot.pod_networks],
         "requirement_files": len(snapshot.requirement_files),
         "clusters": len(snapshot.clusters),
     }
@@ -1326,6 +1353,9 @@ def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
             tuple(_diagnostic(x) for x in head["other_diagnostics"]),
             tuple(_diagnostic(x) for x in head["listing_diagnostics"]),
             head["sliceable"] is True,
+            tuple([(str(d), str(c), tuple([(str(text), Location(str(f), int(line), int(column)))
+                                           for text, f, line, column in cidrs]))
+                   for d, c, cidrs in head["pod_networks"]]),
             lines,
         )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
