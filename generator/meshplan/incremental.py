@@ -32,8 +32,9 @@ unchanged file of one domain is read with only the services those requirements c
 allows (:func:`services_cut`). So too when
 inventory files changed in their services only (each was and is domains only, without a
 diagnostic; the same domains, clusters written in the same places, service names): the
-changed files are read before and now, and the pod networks of every other file are read up
-to its services and must make the snapshot's. Any other inventory change reads the inventory
+changed files are read before and now, and every cluster's pod networks are the snapshot's
+(which holds them, checked against their digest and the changed files' clusters as the cache
+keeps those files; no other file is read). Any other inventory change reads the inventory
 whole (many checks span it), and so does a re-analysis of whole clusters, or a footprint
 reaching every pod network when they are not known.
 

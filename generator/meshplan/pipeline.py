@@ -799,7 +799,7 @@ class _InventorySlice:
 
     When inventory files changed in their services only (:meth:`services_changed`), the
     changed files are read before and now and always part of the slice, and every cluster's
-    pod networks are read from the part of each other file up to its services."""
+    pod networks are the snapshot's (when they check out)."""
 
     def __init__(self, root: Path, inputs: InputFiles, previous: Snapshot) -> None:
         self.root = root
