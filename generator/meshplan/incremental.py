@@ -955,18 +955,29 @@ def cached_documents(cluster: ClusterPlan, files: Iterable[OutputFile]
         if not text.startswith(head):
             return None
         ref = cluster.cluster
+        kinds = _KINDS_IN.get(name, ())
+        head_of = _DOCUMENT_HEAD.match
         for document in _documents(text[len(head):]):
-            match = _DOCUMENT_HEAD.match(document)
-            if match is None or FILE_FOR_KIND.get(match[1]) != name:
+            match = head_of(document)
+            if match is None:
                 return None
-            if (match[3] is None) != (match[1] in _CLUSTER_SCOPED):
-                # a namespace the pattern did not read (one the dumper quotes, "no" or
-                # "123"): its key would name no namespace, and the record lose its copy
+            kind, object_name, namespace = match.groups()
+            if kind not in kinds or (namespace is None) != (kind in _CLUSTER_SCOPED):
+                # a kind of another file, or a namespace the pattern did not read (one the
+                # dumper quotes, "no" or "123"): its key would name no namespace, and the
+                # record lose its copy
                 return None
-            kind, namespace, object_name = match[1], match[3] or "", match[2]
-            out.append(CachedDocument(ObjectKey(ref, kind, namespace, object_name), document,
-                                      (KIND_RANK[kind], namespace, object_name)))
+            namespace = namespace or ""
+            # (tuple.__new__: what each NamedTuple's own __new__ does, less its Python call)
+            out.append(_new(CachedDocument, (_new(ObjectKey, (ref, kind, namespace, object_name)),
+                                             document, (KIND_RANK[kind], namespace, object_name))))
     return out
+
+
+_new = tuple.__new__
+# the kinds meshplan writes into each file of a cluster
+_KINDS_IN = {name: frozenset(k for k, f in FILE_FOR_KIND.items() if f == name)
+             for name in set(FILE_FOR_KIND.values())}
 
 
 def _documents(text: str) -> list[str]:
