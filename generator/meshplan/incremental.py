@@ -33,8 +33,10 @@ allows (:func:`services_cut`). So too when
 inventory files changed in their services only (each was and is domains only, without a
 diagnostic; the same domains, clusters written in the same places, service names): the
 changed files are read before and now, and every cluster's pod networks are the snapshot's
-(which holds them, checked against their digest and the changed files' clusters as the cache
-keeps those files; no other file is read). Any other inventory change reads the inventory
+(which holds them; no other file is read). They are fresh because every other file is
+byte for byte the one the snapshot saw (its digest) and the changed files' clusters are the
+same before and now; the stored networks' own digest only catches a snapshot made
+inconsistently, and their match with the changed files' clusters as the cache keeps them. Any other inventory change reads the inventory
 whole (many checks span it), and so does a re-analysis of whole clusters, or a footprint
 reaching every pod network when they are not known.
 
@@ -1104,7 +1106,10 @@ def any_of(words: frozenset[str]) -> re.Pattern[str]:
     """A pattern finding any of ``words`` (none: nothing). Written as their trie: the dirty
     causes share their first characters (a domain's name, found all over a document), and a
     try where none starts then ends at the first character no word has there, instead of
-    after trying each word (a third faster over the thousands of documents a run patches)."""
+    after trying each word (a third faster over the thousands of documents a run patches).
+    An empty word matches everywhere (no cause is empty; were one, more documents would be
+    parsed, never fewer). Recursion is one level per character: causes are names of at most
+    a few hundred characters."""
     return re.compile(_trie(sorted(words)) if words else "(?!)")
 
 

@@ -978,9 +978,10 @@ class _InventorySlice:
         known = frozenset(n for names in self.declared.values() for n in names)
         if check_inventory(Inventory(tuple(now)), known):  # exportTo: any declared domain
             raise _WholeInventory
-        # Every other file is as the snapshot saw it, and the changed ones' clusters are the
-        # same: every cluster's pod networks are the snapshot's, when they check out (their
-        # digest, and the changed files' domains as the cache keeps them).
+        # Every other file is as the snapshot saw it (its digest), and the changed ones'
+        # clusters are the same: that is what makes every cluster's pod networks the
+        # snapshot's. Their own digest only catches a snapshot made inconsistently; they must
+        # also match the changed files' domains as the cache keeps them.
         facts = previous.pod_networks
         held: dict[str, list[tuple[str, tuple[tuple[str, Location], ...]]]] = {}
         for domain, cluster, cidrs in facts:
