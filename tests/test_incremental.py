@@ -6,6 +6,7 @@ detected and ignored, never trusted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -935,7 +936,6 @@ def test_a_save_reuses_the_line_of_a_record_it_read_and_reencodes_any_other(
     """``snapshot_bytes(snapshot, previous)`` writes a record that is still the very object
     read from ``previous`` as the line it was read from (not encoded again), and encodes a
     record that is only equal to it."""
-    import dataclasses
 
     from meshplan.incremental import FileRecord, snapshot_bytes, snapshot_from_bytes
 
@@ -1022,14 +1022,20 @@ def test_a_service_change_reads_the_inventory_in_part_only_when_that_is_exact(
     dump(other, data)  # its services first: read up to them, it has no cluster
     assert_same(medium, cache)
     change.path.write_text("# the clusters move a line down\n" + change.original, "utf-8")
-    assert assert_same(medium, cache) == "incremental, patched"  # the port only: not sliced
+    # the port only: sliced, whatever the other files' layout (the pod networks are the
+    # snapshot's, no other file is read for them)
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
 
 
-def test_pod_networks_read_in_part_must_be_the_snapshots(medium: Path, tmp_path: Path
-                                                         ) -> None:
-    """An inventory file holding two domains is read up to its first services: the second
-    domain's clusters are missing from the pod networks read, which then differ from the
-    snapshot's, and a service change elsewhere reads the inventory whole."""
+def test_pod_networks_come_from_the_snapshot_when_they_check_out(medium: Path, tmp_path: Path
+                                                                  ) -> None:
+    """A service change takes every cluster's pod networks from the snapshot, not from the
+    other inventory files (one holding two domains, the second's clusters after the first's
+    services, is no matter); pod networks that do not make the snapshot's digest, or that
+    differ from the changed file's clusters as the cache keeps that file, are not trusted:
+    the inventory is read whole. Either way the result is the full render's."""
+    from meshplan.incremental import facts_digest
+
     *_, first, second = domain_files(medium)
     change = ServiceChange(medium)
     assert change.path not in (first, second)
@@ -1037,8 +1043,28 @@ def test_pod_networks_read_in_part_must_be_the_snapshots(medium: Path, tmp_path:
     second.unlink()
     cache = RenderCache.at(tmp_path / "cache")
     assert_same(medium, cache)
+    payload = cache.unframe(state_file(cache, medium).read_bytes())
+    assert payload is not None
+    before = snapshot_from_bytes(payload)
+    assert before is not None and len(before.pod_networks) > 2
     change.apply()
-    assert assert_same(medium, cache) == "incremental, patched"  # not sliced
+    assert assert_same(medium, cache) == "incremental, patched, sliced inventory"
+    expected = full(medium)[0]
+    assert expected is not None
+    name = load(change.path)["metadata"]["name"]
+    facts = before.pod_networks
+    at = next(i for i, (domain, _, cidrs) in enumerate(facts) if domain == name and cidrs)
+    domain, cluster, cidrs = facts[at]
+    moved = ((cidrs[0][0], dataclasses.replace(cidrs[0][1], line=cidrs[0][1].line + 1)),
+             *cidrs[1:])
+    edited = (*facts[:at], (domain, cluster, moved), *facts[at + 1:])
+    for spoilt in (dataclasses.replace(before, pod_networks=facts[:-1]),  # not its digest's
+                   dataclasses.replace(before, pod_networks=edited, pods=facts_digest(edited))):
+        result = render_cached(medium, cache, previous=spoilt, full_above=1.0)
+        assert result.mode == "incremental" and not result.sliced
+        assert result.rendered.files == expected.files
+    trusted = render_cached(medium, cache, previous=before, full_above=1.0)
+    assert trusted.sliced and trusted.rendered.files == expected.files
 
 
 def test_a_namesake_moving_under_a_generated_service_is_reported_as_in_full(
@@ -1290,6 +1316,57 @@ def test_one_line_quoted_scalars_go_as_a_look_behind_finds_them(pieces: list[byt
     assert _ONE_LINE_QUOTED.sub(rb"\1", text) == _QUOTED_BY_LOOKING_BEHIND.sub(b"", text)
 
 
+_PIECES = st.lists(st.sampled_from([b'"', b" ", b"\n", b":", b"-", b"[", b"{", b",", b"]",
+                                     b"}", b"a", b"\\", b": ", b"- ", b", ", b'"a"', b"---",
+                                     b"...", b"\t", b"#", b"."]), max_size=40)
+
+
+@settings(max_examples=examples(2000))
+@given(_PIECES)
+def test_quoted_scalars_go_line_by_line_as_the_pattern_takes_them_over_the_text(
+        pieces: list[bytes]) -> None:
+    """Replacing only the lines holding a '"' gives what the pattern gives over the whole
+    text (its matches never span two lines)."""
+    from meshplan.incremental import _ONE_LINE_QUOTED, without_one_line_quoted
+
+    text = b"".join(pieces)
+    assert without_one_line_quoted(text) == _ONE_LINE_QUOTED.sub(rb"\1", text)
+
+
+# what services_layout refused with one pattern before its document markers were looked for
+# as texts
+_UNSAFE_AS_ONE_PATTERN = re.compile(rb"[\t\r'\"\\|>&*!%@`#?\[\]{}]|(?m:^(?:---|\.\.\.))")
+
+
+@settings(max_examples=examples(2000))
+@given(_PIECES)
+@example([b"..."])
+@example([b"a", b"\n", b"..."])
+@example([b"---"])
+@example([b"a", b"\n", b"---"])
+@example([b"a", b" ", b"---"])
+def test_what_a_layout_refuses_is_what_one_pattern_finds(pieces: list[bytes]) -> None:
+    from meshplan.incremental import _unsafe
+
+    text = b"".join(pieces)
+    assert _unsafe(text) is (_UNSAFE_AS_ONE_PATTERN.search(text) is not None)
+
+
+def test_a_generated_domain_file_has_its_layout_read(tmp_path: Path) -> None:
+    """A domain file of the benchmark's workload (quoted exports on some lines) is laid out
+    plainly: every service item is found, in order."""
+    from meshplan.incremental import services_layout
+
+    generate("2x2x12x4", 1, tmp_path)
+    raw = (tmp_path / "inventory" / "team-00.yaml").read_bytes()
+    assert b'"' in raw
+    layout = services_layout(raw)
+    assert layout is not None
+    names = [name for *_, name in layout.items]
+    assert len(names) == 12 and names == re.findall(r"(?m)^    - name: (\S+)\n      namespace",
+                                                    raw.decode())
+
+
 def test_a_services_cut_with_its_layout_known_is_the_same() -> None:
     from meshplan.incremental import services_cut, services_layout
 
@@ -1412,6 +1489,26 @@ def test_a_namesake_in_a_domain_read_in_part_is_seen(
         if path.relative_to(work).as_posix() in reads and "whole" not in reads:
             return
     raise AssertionError("no requirement to give a namesake clash read in part")
+
+
+_CAUSE_PIECES = st.sampled_from(["a", "b", "/", "-", ".", "ab", "a/b", "b-a", ""])
+
+
+@settings(max_examples=examples(1000))
+@given(st.frozensets(st.lists(_CAUSE_PIECES, max_size=5).map("".join).filter(bool),
+                     max_size=6),
+       st.lists(st.sampled_from(["a", "b", "/", "-", ".", "\n", " ", ","]), max_size=40)
+       .map("".join))
+def test_the_dirty_causes_pattern_finds_a_text_naming_any_of_them(
+        words: frozenset[str], text: str) -> None:
+    """The pattern a patch looks for dirty causes with (their trie) finds something in a text
+    exactly when one of them is in it, as one alternative of each did (a cause is never
+    empty)."""
+    from meshplan.incremental import any_of
+
+    each = re.compile("|".join(re.escape(w) for w in sorted(words)) or "(?!)")
+    assert (any_of(words).search(text) is not None) is any(w in text for w in words) \
+        is (each.search(text) is not None)
 
 
 def test_a_patch_keeps_unchanged_objects_and_refuses_one_cached_twice(medium: Path) -> None:

@@ -239,17 +239,27 @@ class PodNetworks:
     a requirement may name tens of thousands of blocks, a mesh a thousand clusters)."""
 
     def __init__(self, inventory: Inventory) -> None:
+        self._index((f"{domain.name}/{cluster.name}", text, where)
+                    for domain in inventory.domains for cluster in domain.clusters
+                    for text, where in cluster.pod_cidrs)
+
+    @classmethod
+    def of(cls, cidrs: Iterable[tuple[str, str, Location]]) -> PodNetworks:
+        """The pod networks ``cidrs``: (its cluster, ``"domain/cluster"``; the CIDR as written;
+        where), as an inventory's clusters give them."""
+        networks = cls.__new__(cls)
+        networks._index(cidrs)
+        return networks
+
+    def _index(self, cidrs: Iterable[tuple[str, str, Location]]) -> None:
         blocks: list[_PodBlock] = []
-        for domain in inventory.domains:
-            for cluster in domain.clusters:
-                for text, where in cluster.pod_cidrs:
-                    try:
-                        net = ipaddress.ip_network(text, strict=True)
-                    except ValueError:
-                        continue  # reported by _pod_cidr_overlaps
-                    blocks.append(_PodBlock(net.version, int(net.network_address),
-                                            int(net.broadcast_address), net,
-                                            f"{domain.name}/{cluster.name}", where))
+        for owner, text, where in cidrs:
+            try:
+                net = ipaddress.ip_network(text, strict=True)
+            except ValueError:
+                continue  # reported by _pod_cidr_overlaps
+            blocks.append(_PodBlock(net.version, int(net.network_address),
+                                    int(net.broadcast_address), net, owner, where))
         blocks.sort()
         self.blocks = blocks
         self.starts = [(b.version, b.start) for b in blocks]

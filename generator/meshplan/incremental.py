@@ -32,8 +32,11 @@ unchanged file of one domain is read with only the services those requirements c
 allows (:func:`services_cut`). So too when
 inventory files changed in their services only (each was and is domains only, without a
 diagnostic; the same domains, clusters written in the same places, service names): the
-changed files are read before and now, and the pod networks of every other file are read up
-to its services and must make the snapshot's. Any other inventory change reads the inventory
+changed files are read before and now, and every cluster's pod networks are the snapshot's
+(which holds them; no other file is read). They are fresh because every other file is
+byte for byte the one the snapshot saw (its digest) and the changed files' clusters are the
+same before and now; the stored networks' own digest only catches a snapshot made
+inconsistently, and their match with the changed files' clusters as the cache keeps them. Any other inventory change reads the inventory
 whole (many checks span it), and so does a re-analysis of whole clusters, or a footprint
 reaching every pod network when they are not known.
 
@@ -62,8 +65,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import compress
-from operator import attrgetter
+from itertools import compress, groupby
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -107,7 +110,9 @@ from .vocabulary import (
 )
 from .yamltext import SharedText, dump_document
 
-SNAPSHOT_FORMAT = 5  # 3: sliceable; 4: no Service copies without annotations; 5: a line a record
+# 3: sliceable; 4: no Service copies without annotations; 5: a line a record; 6: every cluster's
+# pod networks
+SNAPSHOT_FORMAT = 6
 PODS = "@pods"  # the footprint entry of requirements that depend on every pod network
 
 
@@ -190,6 +195,9 @@ class Snapshot:
     # no two domains' services share a namespace and name (else every run reads the whole
     # inventory, and falls back: one global Service spans the fleet)
     sliceable: bool = True
+    # every cluster's pod networks (pods is their digest): a run whose inventory changed in
+    # its services only takes them from here, not from every inventory file
+    pod_networks: PodFacts = ()
     # the serialized line of each record as read (see snapshot_bytes): "R"+path or "C"+name
     # -> (record, line); a later save writes a record that is still the same object verbatim
     lines: Mapping[str, tuple[object, bytes]] = field(default_factory=dict, compare=False,
@@ -432,14 +440,16 @@ _SERVICES_KEY = b"\n  services:\n"
 _LEADING_COMMENTS = re.compile(rb"(?: *#[^\n]*\n)*")  # the only comments allowed
 # a double-quoted scalar on one line where a scalar starts (a line's first content, after a key's
 # ": ", an item's "- " or a flow collection's "[", "{", ", ") and ends (before a space, line end,
-# ":", ",", "]", "}"): a '"' elsewhere (inside a plain key, say) is left for _UNSAFE to refuse,
+# ":", ",", "]", "}"): a '"' elsewhere (inside a plain key, say) is left for _unsafe to refuse,
 # never paired with another line's quote. What precedes it is matched (group 1) and put back,
 # not looked behind for: a pattern starting with a look-behind is tried at every byte, five
 # times slower over a 45 kB file. (No match can end in a text that starts the next one: each
 # ends with '"'.)
 _ONE_LINE_QUOTED = re.compile(rb'(\n|: |- |[\[{]|, )[ ]*"[^"\\\n]*"(?=[ \n:,\]}])')
 _INNER_BRACKETS = re.compile(rb"\[[^\[\]{}\n]*\]|\{[^\[\]{}\n]*\}")
-_UNSAFE = re.compile(rb"[\t\r'\"\\|>&*!%@`#?\[\]{}]|(?m:^(?:---|\.\.\.))")
+# what is refused (_unsafe): these characters, and a line starting a document marker (looked
+# for as texts: one pattern with both tried the markers at every byte, four times as long)
+_UNSAFE_CHARACTER = re.compile(rb"[\t\r'\"\\|>&*!%@`#?\[\]{}]")
 # Line starts are found after a "\n" (a literal the search skips to), not with "(?m)^", which
 # is tried at every byte.
 _ITEM_START = re.compile(rb"\n    - ")  # ends one line, starts an item's
@@ -472,13 +482,13 @@ def services_layout(raw: bytes) -> ServicesLayout | None:
     if at < 0 or raw.find(_SERVICES_KEY, at + 1) >= 0:
         return None
     lead = _LEADING_COMMENTS.match(raw)
-    rest = _ONE_LINE_QUOTED.sub(rb"\1", raw[lead.end() if lead is not None else 0:])
+    rest = without_one_line_quoted(raw[lead.end() if lead is not None else 0:])
     while b"[" in rest or b"{" in rest:  # innermost pairs first
         fewer = _INNER_BRACKETS.sub(b"", rest)
         if len(fewer) == len(rest):
             return None
         rest = fewer
-    if _UNSAFE.search(rest):
+    if _unsafe(rest):
         return None
     start = at + len(_SERVICES_KEY)  # a line's start
     if not raw.startswith(b"    - ", start):
@@ -497,6 +507,38 @@ def services_layout(raw: bytes) -> ServicesLayout | None:
             return None
         items.append((begin, starts[i + 1] if i + 1 < len(starts) else end, head[1].decode()))
     return ServicesLayout(start, end, tuple(items))
+
+
+def without_one_line_quoted(text: bytes) -> bytes:
+    """``_ONE_LINE_QUOTED.sub(rb"\\1", text)``, with the pattern tried on the lines holding a
+    '"' only (a domain file has a few: trying it at every byte was half of reading a file's
+    layout). Its matches stay within a line: the only line break one takes is its first
+    character (the break before the line); the break after a line is looked at, never taken.
+    So each such line is replaced alone, from the break before it (none for the first line)
+    to the break after it, which is kept out of what is replaced."""
+    at = text.find(b'"')
+    if at < 0:
+        return text
+    pieces = []
+    done = 0  # text[:done] is in pieces; text[done] starts a line or is the break before one
+    while at >= 0:
+        begin = max(text.rfind(b"\n", done, at), done)
+        end = text.find(b"\n", at)
+        pieces.append(text[done:begin])
+        if end < 0:
+            pieces.append(_ONE_LINE_QUOTED.sub(rb"\1", text[begin:]))
+            return b"".join(pieces)
+        pieces.append(_ONE_LINE_QUOTED.sub(rb"\1", text[begin:end + 1])[:-1])  # not its break
+        done = end
+        at = text.find(b'"', end)
+    pieces.append(text[done:])
+    return b"".join(pieces)
+
+
+def _unsafe(text: bytes) -> bool:
+    """Whether ``text`` holds a character or a line start that services_layout refuses."""
+    return _UNSAFE_CHARACTER.search(text) is not None \
+        or text.startswith((b"---", b"...")) or b"\n---" in text or b"\n..." in text
 
 
 def services_cut(raw: bytes, wanted: AbstractSet[str], layout: ServicesLayout | None = None
@@ -601,11 +643,30 @@ def reads_changed(services: set[str]) -> Callable[[Iterable[RequirementRecord]],
     return test
 
 
-def pods_digest(inventory: Inventory) -> str:
+# every cluster's pod networks, in inventory order: (domain, cluster, ((CIDR, where), ...))
+PodFacts = tuple[tuple[str, str, tuple[tuple[str, Location], ...]], ...]
+
+
+def pod_facts(inventory: Inventory) -> PodFacts:
     """Every cluster's pod networks and where they are written (CIDR warnings quote both)."""
-    facts = [(d.name, c.name, [(text, str(where)) for text, where in c.pod_cidrs])
-             for d in inventory.domains for c in d.clusters]
-    return digest(json.dumps(facts).encode())
+    return tuple([(d.name, c.name, c.pod_cidrs) for d in inventory.domains for c in d.clusters])
+
+
+def pods_digest(inventory: Inventory) -> str:
+    return facts_digest(pod_facts(inventory))
+
+
+def facts_digest(facts: PodFacts) -> str:
+    """The digest of :func:`pod_facts`: a snapshot holds it, and the facts it was taken of."""
+    return digest(json.dumps([(d, c, [(text, str(where)) for text, where in cidrs])
+                              for d, c, cidrs in facts]).encode())
+
+
+def pod_cidrs(facts: PodFacts) -> Iterator[tuple[str, str, Location]]:
+    """(``"domain/cluster"``, CIDR, where) of each pod network (:class:`PodNetworks.of`)."""
+    for domain, cluster, cidrs in facts:
+        for text, where in cidrs:
+            yield f"{domain}/{cluster}", text, where
 
 
 def shared_global_names(inventory: Inventory) -> bool:
@@ -813,14 +874,17 @@ def subject_work(previous: Snapshot, inputs: InputFiles,
     reanalysed = [p for p in inputs.requirements if p in dirty_records or any(
         rec.subject in subjects for rec in old[p].requirements)]
     return Work(stale, tuple(reanalysed),
-                with_companions(previous, inputs, dirty_records, reanalysed))
+                with_companions(previous, inputs, dirty_records, reanalysed, subjects))
 
 
 def with_companions(previous: Snapshot, inputs: InputFiles,
                     dirty_records: Mapping[str, tuple[RequirementRecord, ...]],
-                    chosen: Sequence[str]) -> tuple[str, ...]:
+                    chosen: Sequence[str], whole: AbstractSet[str] = frozenset()
+                    ) -> tuple[str, ...]:
     """The files selecting the same pods as ``chosen`` (Cilium unions the allows of every
-    policy selecting the same pods; the load-balancing check counts them all)."""
+    policy selecting the same pods; the load-balancing check counts them all). ``whole``:
+    subjects whose files ``chosen`` holds every one of (with every dirty file): when the
+    subjects of ``chosen`` are among them, there is no other (and no pass over every file)."""
     old = previous.requirement_files
 
     def records_of(path: str) -> tuple[RequirementRecord, ...]:
@@ -828,6 +892,8 @@ def with_companions(previous: Snapshot, inputs: InputFiles,
 
     picked = set(chosen)
     subjects = {rec.subject for p in chosen for rec in records_of(p)}
+    if whole and subjects <= whole and picked.issuperset(dirty_records):
+        return ()
     return tuple(p for p in inputs.requirements if p not in picked and any(
         rec.subject in subjects for rec in records_of(p)))
 
@@ -891,18 +957,29 @@ def cached_documents(cluster: ClusterPlan, files: Iterable[OutputFile]
         if not text.startswith(head):
             return None
         ref = cluster.cluster
+        kinds = _KINDS_IN.get(name, ())
+        head_of = _DOCUMENT_HEAD.match
         for document in _documents(text[len(head):]):
-            match = _DOCUMENT_HEAD.match(document)
-            if match is None or FILE_FOR_KIND.get(match[1]) != name:
+            match = head_of(document)
+            if match is None:
                 return None
-            if (match[3] is None) != (match[1] in _CLUSTER_SCOPED):
-                # a namespace the pattern did not read (one the dumper quotes, "no" or
-                # "123"): its key would name no namespace, and the record lose its copy
+            kind, object_name, namespace = match.groups()
+            if kind not in kinds or (namespace is None) != (kind in _CLUSTER_SCOPED):
+                # a kind of another file, or a namespace the pattern did not read (one the
+                # dumper quotes, "no" or "123"): its key would name no namespace, and the
+                # record lose its copy
                 return None
-            kind, namespace, object_name = match[1], match[3] or "", match[2]
-            out.append(CachedDocument(ObjectKey(ref, kind, namespace, object_name), document,
-                                      (KIND_RANK[kind], namespace, object_name)))
+            namespace = namespace or ""
+            # (tuple.__new__: what each NamedTuple's own __new__ does, less its Python call)
+            out.append(_new(CachedDocument, (_new(ObjectKey, (ref, kind, namespace, object_name)),
+                                             document, (KIND_RANK[kind], namespace, object_name))))
     return out
+
+
+_new = tuple.__new__
+# the kinds meshplan writes into each file of a cluster
+_KINDS_IN = {name: frozenset(k for k, f in FILE_FOR_KIND.items() if f == name)
+             for name in set(FILE_FOR_KIND.values())}
 
 
 def _documents(text: str) -> list[str]:
@@ -977,14 +1054,15 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
         contributed = [m for m in contributed if m.key not in unchanged]
         touch = touch - unchanged
     touched_keys = touch | {m.key for m in contributed}
-    naming = re.compile("|".join(re.escape(c) for c in sorted(dirty_causes)) or "(?!)")
+    naming = any_of(frozenset(dirty_causes))
     kept: list[tuple[Any, str]] = []
     kept_services: set[str] = set()  # "namespace/name" of the Service documents kept as text
     touched: list[Manifest] = []
-    for document in documents:
-        if document.key not in unchanged and (document.key in touched_keys
-                                              or naming.search(document.text)):
-            causes = _REQUIRED_BY.findall(document.text)
+    search = naming.search
+    for document in documents:  # thousands: its fields unpacked once
+        key, text, order = document
+        if key not in unchanged and (key in touched_keys or search(text)):
+            causes = _REQUIRED_BY.findall(text)
             if len(causes) == 1 and dirty_causes.issuperset(causes[0].split(",")):
                 continue  # only the dirty files put it here: what they put now is added below
             manifest = parsed_manifest(document)
@@ -992,9 +1070,9 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
                 return None
             touched.append(manifest)
             continue
-        kept.append((document.order, document.text))
-        if document.key.kind == SERVICE_KIND:
-            kept_services.add(f"{document.key.namespace}/{document.key.name}")
+        kept.append((order, text))
+        if key.kind == SERVICE_KIND:
+            kept_services.add(f"{key.namespace}/{key.name}")
     patched = patched_cluster(ClusterPlan(cluster.cluster, cluster.mesh_name, tuple(touched)),
                               dirty_causes, contributed)
     if patched is None:
@@ -1007,7 +1085,7 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
     for manifest in patched.objects:
         kept.append((output_order(manifest), dump_document(manifest.body, memo)))
     copies.update(service_copies(patched.objects))
-    kept.sort(key=lambda item: item[0])
+    kept.sort(key=_FIRST)
     texts: dict[str, list[str]] = {}
     for order, text in kept:
         texts.setdefault(FILE_FOR_KIND[KIND_ORDER[order[0]]], []).append(text)
@@ -1018,6 +1096,34 @@ def patch_documents(cluster: ClusterPlan, documents: Sequence[CachedDocument],
                            (counts["policies"], counts["services"], counts["namespaces"]),
                            {k: copies[k] for k in sorted(copies)})
     return record, files
+
+
+_FIRST = itemgetter(0)
+
+
+@lru_cache(maxsize=8)  # one run patches every stale cluster with the same dirty causes
+def any_of(words: frozenset[str]) -> re.Pattern[str]:
+    """A pattern finding any of ``words`` (none: nothing). Written as their trie: the dirty
+    causes share their first characters (a domain's name, found all over a document), and a
+    try where none starts then ends at the first character no word has there, instead of
+    after trying each word (a third faster over the thousands of documents a run patches).
+    An empty word matches everywhere (no cause is empty; were one, more documents would be
+    parsed, never fewer). Recursion is one level per character: causes are names of at most
+    a few hundred characters."""
+    return re.compile(_trie(sorted(words)) if words else "(?!)")
+
+
+def _trie(words: Sequence[str]) -> str:
+    """A pattern matching exactly ``words`` (sorted, distinct, at least one)."""
+    if len(words) == 1:
+        return re.escape(words[0])
+    optional = words[0] == ""  # sorted: the empty word first (what led here is a word)
+    alternatives = [re.escape(first) + _trie([word[1:] for word in group])
+                    for first, group in groupby(words[int(optional):], key=_FIRST)]
+    body = "|".join(alternatives)
+    if optional:
+        return f"(?:{body})?"
+    return body if len(alternatives) == 1 else f"(?:{body})"
 
 
 def patched_cluster(cluster: ClusterPlan, dirty_causes: set[str],
@@ -1085,6 +1191,7 @@ def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
     for requirement in inventory.requirements:
         by_file[requirement.file].append(requirement_record(inventory, requirement, memo))
     requirement_diagnostics, other = split_diagnostics(diagnostics, set(inputs.requirements))
+    pods = pod_facts(inventory)
     if len(clusters) != len(plan.clusters):
         files_of = files_by_cluster(rendered.files)
         clusters = {c.cluster.path: cluster_record(c, files_of.get(c.cluster.path, ()))
@@ -1095,8 +1202,8 @@ def snapshot_of(inputs: InputFiles, inventory: Inventory, plan: Plan,
         {p: (inputs.digests[p], inventory_domains.get(p, ())) for p in inputs.inventory},
         {p: FileRecord(inputs.digests[p], tuple(by_file[p]),
                        tuple(requirement_diagnostics.get(p, ()))) for p in inputs.requirements},
-        clusters, other_files(rendered.files), pods_digest(inventory), tuple(other),
-        inputs.diagnostics, not shared_global_names(inventory))
+        clusters, other_files(rendered.files), facts_digest(pods), tuple(other),
+        inputs.diagnostics, not shared_global_names(inventory), pods)
 
 
 class ClusterRecords(dict[str, ClusterRecord]):
@@ -1185,6 +1292,8 @@ def snapshot_bytes(snapshot: Snapshot, reuse: Snapshot | None = None,
         "other_diagnostics": [_diagnostic_json(d) for d in snapshot.other_diagnostics],
         "listing_diagnostics": [_diagnostic_json(d) for d in snapshot.listing_diagnostics],
         "sliceable": snapshot.sliceable,
+        "pod_networks": [[d, c, [[text, w.file, w.line, w.column] for text, w in cidrs]]
+                         for d, c, cidrs in snapshot.pod_networks],
         "requirement_files": len(snapshot.requirement_files),
         "clusters": len(snapshot.clusters),
     }
@@ -1262,6 +1371,9 @@ def snapshot_from_bytes(payload: bytes) -> Snapshot | None:
             tuple(_diagnostic(x) for x in head["other_diagnostics"]),
             tuple(_diagnostic(x) for x in head["listing_diagnostics"]),
             head["sliceable"] is True,
+            tuple([(str(d), str(c), tuple([(str(text), Location(str(f), int(line), int(column)))
+                                           for text, f, line, column in cidrs]))
+                   for d, c, cidrs in head["pod_networks"]]),
             lines,
         )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):

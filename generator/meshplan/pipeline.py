@@ -799,7 +799,7 @@ class _InventorySlice:
 
     When inventory files changed in their services only (:meth:`services_changed`), the
     changed files are read before and now and always part of the slice, and every cluster's
-    pod networks are read from the part of each other file up to its services."""
+    pod networks are the snapshot's (when they check out)."""
 
     def __init__(self, root: Path, inputs: InputFiles, previous: Snapshot) -> None:
         self.root = root
@@ -937,10 +937,9 @@ class _InventorySlice:
         are the same, and so are the namespaces and names of their services (no two domains
         share one: the snapshot's); the domains have no problem of their own now (the checks
         across domains read the domains' names and clusters, which did not change); and the
-        pod networks read from every other file's part before its services are the
-        snapshot's."""
+        snapshot's pod networks check out (every cluster's: no other file is read)."""
         from .check import PodNetworks, check_inventory
-        from .incremental import changed_services, pods_digest
+        from .incremental import changed_services, facts_digest, pod_cidrs
         from .load.repository import read_documents
 
         changed_set = set(changed)
@@ -979,28 +978,19 @@ class _InventorySlice:
         known = frozenset(n for names in self.declared.values() for n in names)
         if check_inventory(Inventory(tuple(now)), known):  # exportTo: any declared domain
             raise _WholeInventory
-        every = Inventory(tuple(d for p in self.order for d in (
-            self.old_domains[p] if p in self.old_domains else self._clusters_of(p))))
-        if pods_digest(every) != previous.pods:
+        # Every other file is as the snapshot saw it (its digest), and the changed ones'
+        # clusters are the same: that is what makes every cluster's pod networks the
+        # snapshot's. Their own digest only catches a snapshot made inconsistently; they must
+        # also match the changed files' domains as the cache keeps them.
+        facts = previous.pod_networks
+        held: dict[str, list[tuple[str, tuple[tuple[str, Location], ...]]]] = {}
+        for domain, cluster, cidrs in facts:
+            held.setdefault(domain, []).append((cluster, cidrs))
+        if facts_digest(facts) != previous.pods or any(
+                held.get(d.name) != [(c.name, c.pod_cidrs) for c in d.clusters] for d in before):
             raise _WholeInventory
-        self.pods = PodNetworks(every)
+        self.pods = PodNetworks.of(pod_cidrs(facts))
         return services
-
-    def _clusters_of(self, relpath: str) -> tuple[Domain, ...]:
-        """The domains of an unchanged file with their clusters (and the services written
-        before them): the file read up to its ``services:`` (checked by the caller against
-        the snapshot's pod networks)."""
-        from .load.repository import read_documents
-
-        raw = self.contents.get(relpath)
-        cut = raw.find(b"\n  services:") if raw is not None and relpath.endswith(
-            (".yaml", ".yml")) else -1
-        docs, problems = read_documents(self.root, relpath,
-                                        raw if raw is None or cut < 0 else raw[:cut + 1])
-        part = model_inventory(docs)
-        if has_errors((*problems, *part.diagnostics)) or part.mesh is not None:
-            raise _WholeInventory
-        return part.domains
 
 
 def _service_names(document: Document) -> tuple[str, ...] | None:
@@ -1037,11 +1027,13 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
         changed_services,
         cluster_record,
         copy_annotations,
+        facts_digest,
         file_digests,
         footprint_of,
         inventory_domains,
         other_outputs,
         plan_work,
+        pod_facts,
         pods_digest,
         reads_changed,
         render_stale,
@@ -1264,10 +1256,12 @@ def _render_incrementally(root: Path, inputs: InputFiles, cache: RenderCache,
             keys.add(rec.key)
         requirement_files[relpath] = record
         diagnostics.extend(record.diagnostics)
+    pods_now = previous.pod_networks if piece is not None else pod_facts(inventory)
     snapshot = Snapshot({p: (digests[p], declared.get(p, ())) for p in inputs.inventory},
                         requirement_files, cluster_records, other_files,
-                        previous.pods if piece is not None else pods_digest(inventory),
-                        tuple(other), inputs.diagnostics)
+                        previous.pods if piece is not None else facts_digest(pods_now),
+                        tuple(other), inputs.diagnostics,
+                        pod_networks=previous.pod_networks if piece is not None else pods_now)
     rendered = Rendered(assemble(files), summary_of(cluster_records[c] for c in clusters))
     new_blobs.extend(_input_blobs(inputs, (*(p for p in dirty if p in changed),
                                                *(p for p in changed_inventory if p in digests))))
