@@ -380,7 +380,10 @@ def verify_command(repo: Path, rendered: Path | None, output_format: str,
     from .pipeline import verify_repository
 
     progress("evaluating the rendered policies against the requirements ...")
-    report = verify_repository(repo, rendered, open_cache(cache_dir, no_cache))
+    keep = _kept_until_exit()
+    report = verify_repository(repo, rendered, open_cache(cache_dir, no_cache), keep=keep)
+    if keep is not None:
+        keep.append(report)  # its models: freed object by object, half a second at L
     if output_format == "json":
         click.echo(diagnostics_json(report.diagnostics, report.ok))
     else:

@@ -396,7 +396,8 @@ def propose_mesh_ids(repo: Path) -> tuple[IdProposal, ...] | None:
 
 def verify_repository(repo: Path, rendered: Path | None = None,
                       cache: RenderCache | None = None, *,
-                      parallel: bool | None = None) -> VerifyReport:
+                      parallel: bool | None = None,
+                      keep: list[object] | None = None) -> VerifyReport:
     """Validate the inputs (raises InputError when invalid), then verify the rendered tree.
 
     With a ``cache``, rendered files are read through its parsed-document entries, each
@@ -406,6 +407,9 @@ def verify_repository(repo: Path, rendered: Path | None = None,
     ``parallel`` (default: when :func:`~meshplan.forked.can_fork`): the inputs are checked in
     a forked worker process while this one reads the rendered tree, which does not need them
     (the two take about as long at a thousand clusters); the answer is the same either way.
+    ``keep``: a list the validated inventory and what verify is done with are added to
+    instead of being freed, as for :func:`render_with_inventory` (the command line, which
+    ends its process without freeing).
     """
     from .forked import can_fork
     from .load.canonical import RenderedReader
@@ -420,8 +424,10 @@ def verify_repository(repo: Path, rendered: Path | None = None,
         else:
             inventory = checked_inventory(repo)
             files = read_tree(out)
-        report = verify(inventory, files, display_root, reader)
+        report = verify(inventory, files, display_root, reader, keep)
     reader.save()
+    if keep is not None:
+        keep.append(inventory)
     return report
 
 

@@ -86,10 +86,13 @@ class VerifyReport:
 
 def verify(inventory: Inventory, files: Mapping[str, bytes],
            display_root: str = DEFAULT_OUTPUT_DIR,
-           reader: RenderedReader | None = None) -> VerifyReport:
+           reader: RenderedReader | None = None,
+           keep: list[object] | None = None) -> VerifyReport:
     """Compare the rendered files (relative to the output root) with the requirements: the
     Cilium layer and, with Istio members, the identity layer. ``reader``: how the files are
-    read (:mod:`meshplan.load.canonical`; default: the positioned parser)."""
+    read (:mod:`meshplan.load.canonical`; default: the positioned parser). ``keep``: a list
+    what the run is done with is added to instead of being freed, object by object (the
+    command line, which ends its process without freeing: :func:`meshplan.cli.run`)."""
     endpoints = inventory_endpoints(inventory)
     layers, cilium, identity_reading = read_layers(inventory, endpoints, files, display_root,
                                                    reader=reader)
@@ -104,6 +107,8 @@ def verify(inventory: Inventory, files: Mapping[str, bytes],
                    *dns_problems(actual), *half_open(intended),
                    *load_balancing_problems(actual, cilium.services, serving),
                    *name_problems(calls, endpoints, serving)]
+    if keep is not None:
+        keep.append((cilium, serving, calls))
     return VerifyReport(endpoints, actual, intended, layers, tuple(mismatches),
                         sorted_diagnostics(diagnostics), cilium.policies)
 
