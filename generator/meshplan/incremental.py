@@ -36,9 +36,10 @@ changed files are read before and now, and every cluster's pod networks are the 
 (which holds them; no other file is read). They are fresh because every other file is
 byte for byte the one the snapshot saw (its digest) and the changed files' clusters are the
 same before and now; the stored networks' own digest only catches a snapshot made
-inconsistently, and their match with the changed files' clusters as the cache keeps them. Any other inventory change reads the inventory
-whole (many checks span it), and so does a re-analysis of whole clusters, or a footprint
-reaching every pod network when they are not known.
+inconsistently, and they must also match the changed files' clusters as the cache keeps
+them. Any other inventory change reads the inventory whole (many checks span it), and so
+does a re-analysis of whole clusters, or a footprint reaching every pod network when they
+are not known.
 
 When every dirty file's objects before and now are known (each version refined alone), the
 stale clusters are *patched* instead (:func:`patch_documents`): their cached files are split
