@@ -34,9 +34,9 @@ ENDPOINTS.append(Endpoint("service", "e", "x", "mx", "ns", "web", WEB))  # anoth
 
 
 def copy(cluster: str, *, is_global: bool = True, shared: bool = True, selector: bool = True,
-         domain: str = "d") -> ServiceCopy:
+         domain: str = "d", headless: bool = False) -> ServiceCopy:
     return ServiceCopy(domain, cluster, "ns", "web", WEB if selector else None, is_global,
-                       shared, PortSet.single("TCP", 80), PortSet.single("TCP", 80),
+                       shared, PortSet.single("TCP", 80), PortSet.single("TCP", 80), headless,
                        Location("f.yaml"))
 
 
@@ -55,6 +55,13 @@ def copy(cluster: str, *, is_global: bool = True, shared: bool = True, selector:
      ["a", "b"]),
     # a mirror with a selector matching local pods picks them too (another domain's pods!)
     ([copy("a"), copy("x", shared=False, domain="e")], "x", ["a", "x"]),
+    # a headless copy: its name resolves to its local pods only (as verify counts them: the
+    # remote ones depend on the operator's EndpointSlice synchronisation)...
+    ([copy("a", headless=True), copy("b"), copy("c")], "a", ["a"]),
+    ([copy("x", shared=False, domain="e", selector=False, headless=True), copy("a")], "x", []),
+    # ...and it still gives its pods to the others' global copies (ClusterMesh exports it)
+    ([copy("a", headless=True), copy("b"), copy("c")], "b", ["a", "b", "c"]),
+    ([copy("a", headless=True, shared=False), copy("b")], "b", ["b"]),
 ])
 def test_backends(copies: list[ServiceCopy], client: str, picked: list[str]) -> None:
     [mine] = [c for c in copies if c.cluster == client]
@@ -303,7 +310,7 @@ def test_name_problems_agree_with_every_call(data: st.DataObject) -> None:
             copies.append(ServiceCopy(domain, cluster, "ns", data.draw(names),
                                       WEB if data.draw(likely) else None, data.draw(likely),
                                       data.draw(likely), tcp80, data.draw(ports),
-                                      Location("s.yaml", len(copies) + 1)))
+                                      not data.draw(likely), Location("s.yaml", len(copies) + 1)))
     serving = backends(copies, ENDPOINTS)
     # few keys (peer, cluster, name), so that one often has calls that reach and calls that
     # do not, in either order
@@ -493,3 +500,123 @@ def assert_database_unreachable_from(report: VerifyReport, errors: list[str]) ->
         f"expected {cluster}" for cluster in errors], [d.message for d in found]
     assert all("a Service database-namespace/database whose backends include a pod of service "
                "domain1/database" in d.message for d in found), [d.message for d in found]
+
+
+def _make_headless(files: dict[str, bytes], path: str, namespace: str, name: str) -> None:
+    """The Service namespace/name of a rendered services file given ``clusterIP: None`` by
+    hand (after its ``type: ClusterIP``)."""
+    text = files[path].decode()
+    head, written, tail = text.partition(f"  name: {name}\n  namespace: {namespace}\n")
+    body, sep, rest = tail.partition("\n---\n")
+    assert written and "spec:\n  type: ClusterIP\n" in body
+    body = body.replace("spec:\n  type: ClusterIP\n", "spec:\n  type: ClusterIP\n"
+                        "  clusterIP: None\n", 1)
+    files[path] = (head + written + body + sep + rest).encode()
+
+
+_HEADLESS = "found clusterIP: None: Cilium load-balances no headless Service"
+
+
+@pytest.mark.parametrize(("cluster", "errors"), [
+    # the only copy with database's pods: ClusterMesh still shares them with the callers'
+    # global copies, which load-balance to them
+    ("cl2", []),
+    # a caller's copy with no pods of its own: DNS answers its name with the remote pods
+    # only where the operator synchronises EndpointSlices, which verify cannot see
+    ("cl1", ["domain1/cl1"]),
+])
+def test_a_headless_global_service_is_resolved_to_its_local_pods_with_a_warning(
+        cluster: str, errors: list[str]) -> None:
+    """domain1/<cluster>'s copy of database made headless by hand: Cilium load-balances no
+    headless Service, so its name gives the pods of its cluster's EndpointSlices; verify
+    counts the local ones (an error where the call needs remote ones) and warns at
+    ``spec.clusterIP`` that the remote ones depend on a setting it cannot see."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = f"clusters/domain1/{cluster}/services.yaml"
+    _make_headless(files, path, "database-namespace", "database")
+    report = verify(inventory, files)
+    assert_database_unreachable_from(report, errors)
+    for problem in report.diagnostics:
+        if problem.severity is Severity.ERROR:
+            assert "(global: true, headless, backends: none)" in problem.message
+            assert "a headless Service's name resolves to the pods of its cluster's " \
+                   "EndpointSlices" in problem.message
+    [warned] = [d for d in report.diagnostics if _HEADLESS in d.message]
+    assert warned.severity is Severity.WARNING
+    assert warned.message.startswith("expected the global Service database-namespace/database "
+                                     "to have a cluster IP"), warned.message
+    assert str(warned.location).startswith(f"rendered/{path}:")
+    assert warned.path == "spec.clusterIP"
+
+
+def test_a_headless_service_that_is_not_global_is_not_warned_about() -> None:
+    """A headless Service that is not global has its local pods in DNS, as verify models it
+    (no warning); one spelt ``none`` is not headless to Kubernetes (which rejects it)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    _make_headless(files, path, "database-namespace", "database")
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    files[path] = (head + written + tail.replace('service.cilium.io/global: "true"',
+                                                 'service.cilium.io/global: "false"', 1)
+                   ).encode()
+    report = verify(inventory, files)
+    assert not [d for d in report.diagnostics if _HEADLESS in d.message]
+    assert_database_unreachable_from(report, _CALLERS)  # not global: shared with nobody
+    inventory, files = rendered_files(REPO_ROOT)
+    _make_headless(files, path, "database-namespace", "database")
+    files[path] = files[path].replace(b"clusterIP: None", b"clusterIP: none")
+    assert not [d for d in verify(inventory, files).diagnostics if _HEADLESS in d.message]
+
+
+def test_a_headless_service_takes_no_remote_backends_to_load_balance(tmp_path: Path) -> None:
+    """The thesis' use case 2b with the client admitted to cluster1 only (as in
+    test_dropped_connections_behind_a_global_service_are_reported), and backend's Service in
+    cluster1 made headless: its name resolves to cluster1's pods only (as verify counts
+    them), so nothing is load-balanced to the blocked cluster2; a warning says what verify
+    cannot see instead."""
+    root = copy_tree(THESIS_DIR / "use-case-2b", tmp_path / "repo")
+    other = root / "requirements" / "domain1" / "allow-service-backend.yaml"
+    other.write_text(other.read_text(encoding="utf-8").replace("name: client", "name: other"),
+                     encoding="utf-8")
+    inventory, files = rendered_files(root)
+    _make_headless(files, "clusters/domain1/cluster1/services.yaml", "backend-ns", "backend")
+    report = verify(inventory, files)
+    assert not [d for d in report.diagnostics if "blocked and" in d.message]
+    assert len([d for d in report.diagnostics if _HEADLESS in d.message]) == 1
+
+
+@pytest.mark.parametrize("key", [G, S, GA, SA, A, AA, "argocd.argoproj.io/sync-wave"])
+@pytest.mark.parametrize(("value", "found"), [
+    ("true", "true (a boolean)"), ("1", "1 (a number)"), ("-1", "-1 (a number)"),
+    ("0.5", "0.5 (a number)"), ("{}", "a mapping"), ("[local]", "a sequence"),
+    ("null", "null, which kubectl apply reads as removing the annotation"),
+])
+def test_an_annotation_value_that_is_not_a_string_is_an_error(
+        key: str, value: str, found: str) -> None:
+    """domain1/cl2's database Service with an annotation written unquoted by hand (YAML reads
+    ``true`` as a boolean, ``1`` as a number): Kubernetes admits only strings there
+    (``metadata.annotations`` is ``map[string]string``), so verify does not guess what Cilium
+    reads; it reports an error at the annotation, once, and no affinity warning besides."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    assert written and f'    {G}: "true"\n' in tail
+    line = f"    {key}: {value}\n"
+    if f"    {key}: " in tail.split("\n---\n")[0]:  # rewrite the one written
+        old = next(x for x in tail.split("\n") if x.startswith(f"    {key}: "))
+        tail = tail.replace(old + "\n", line, 1)
+    else:
+        tail = tail.replace("  annotations:\n", "  annotations:\n" + line, 1)
+    files[path] = (head + written + tail).encode()
+    report = verify(inventory, files)
+    found_here = [d for d in report.diagnostics if d.path == f"metadata.annotations.{key}"]
+    assert len(found_here) == 1, [d.format_text() for d in found_here]
+    [problem] = found_here
+    assert problem.severity is Severity.ERROR
+    assert problem.message.startswith(
+        f"expected the value of annotation {key} of Service database-namespace/database to be "
+        f"a string, found {found}"), problem.message
+    assert str(problem.location).startswith(f"rendered/{path}:")
+    assert not report.ok

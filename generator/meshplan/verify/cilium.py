@@ -158,11 +158,12 @@ class _ActualBuilder:
         self.port_readings: dict[str, tuple[PortSet, tuple[Finding, ...]]] = {}
         self.cidr_owners: dict[tuple[Block, ...], list[str]] = {}
         self.selectors: dict[tuple[str, bool], tuple[LabelSelector | None, str | None]] = {}
-        # id(data) -> (data, what _service_reading reads from it, its unmodelled affinity): a
+        # id(data) -> (data, what _service_findings finds in it): a
         # Service's text recurs in the clusters that mirror it, and its documents then share
         # their data (read-only)
         self.service_readings: dict[int, tuple[dict[str, Any], _ServiceReading | None,
-                                               tuple[str, object] | None]] = {}
+                                               tuple[str, object] | None,
+                                               tuple[tuple[str, object], ...]]] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints, index)
         self.files = files
@@ -190,24 +191,26 @@ class _ActualBuilder:
 
     def service(self, doc: Document, domain: str, cluster: str) -> None:
         """A rendered Service that load-balances (not an ExternalName) as :mod:`.services`
-        needs it, and a warning at an affinity it does not model (:meth:`_affinity`); each
-        distinct Service object (its data, which the documents of a recurring text share)
-        read once (:func:`_service_reading`, :func:`.services.unmodelled_affinity`)."""
+        needs it, an error at an annotation value that is not a string (:meth:`_not_string`),
+        a warning at an affinity it does not model (:meth:`_affinity`) and at a global
+        headless Service (:meth:`_headless`); each distinct Service object (its data, which
+        the documents of a recurring text share) read once (:func:`_service_reading`,
+        :func:`.services.unmodelled_affinity`)."""
         data = doc.data
         held = self.service_readings.get(id(data))
         if held is None or held[0] is not data:
-            reading = _service_reading(data)
-            annotations = data["metadata"].get("annotations") if reading is not None else None
-            affinity = unmodelled_affinity(annotations) if isinstance(annotations, dict) \
-                else None
-            held = self.service_readings[id(data)] = (data, reading, affinity)
-        _, reading, affinity = held
+            held = self.service_readings[id(data)] = (data, *_service_findings(data))
+        _, reading, affinity, not_strings = held
+        for key, value in not_strings:
+            self._not_string(doc, key, value)
         if reading is None:
             return
         copy = ServiceCopy(domain, cluster, *reading, place(doc, ("metadata", "name")))
         self.services.append(copy)
         if affinity is not None:
             self._affinity(doc, copy, *affinity)
+        if copy.headless and copy.is_global:
+            self._headless(doc, copy)
 
     def display(self, relpath: str) -> str:
         return _display(self.root, relpath)
@@ -294,6 +297,37 @@ class _ActualBuilder:
                 self.problems.append(error(
                     doc.location(("kind",)), "kind", "expected Cilium policies only, found a "
                     "Kubernetes NetworkPolicy, which verify does not model"))
+
+    def _not_string(self, doc: Document, key: str, value: object) -> None:
+        """An error at a Service's annotation whose value is not a string: verify does not
+        guess what Cilium would read from an object Kubernetes does not store as written."""
+        path = ("metadata", "annotations", key)
+        if value is None:
+            found = ("null, which kubectl apply reads as removing the annotation and the API "
+                     "server as an empty string")
+        else:
+            found = (f"{_shown(value)}, which the API server "
+                     "rejects: metadata.annotations is a map of strings to strings")
+        self.problems.append(error(
+            doc.location(path), format_path(path),
+            f"expected the value of annotation {key} of Service "
+            f"{_meta_text(doc.data, 'namespace', 'default')}/{_meta_text(doc.data, 'name', '')} "
+            f"to be a string, found {found}; quote it"))
+
+    def _headless(self, doc: Document, copy: ServiceCopy) -> None:
+        """A warning at a global Service with no cluster IP, whose remote backends verify
+        cannot know (:func:`.services.backends`)."""
+        path = ("spec", "clusterIP")
+        self.problems.append(warning(
+            doc.location(path), format_path(path),
+            f"expected the global Service {copy.namespace}/{copy.name} to have a cluster IP, "
+            "found clusterIP: None: Cilium load-balances no headless Service, and DNS answers "
+            "its name with the remote clusters' pods only where the Cilium operator "
+            "synchronises their EndpointSlices (clustermesh.enableEndpointSliceSynchronization, "
+            "off by default; service.cilium.io/global-sync-endpoint-slices: \"false\" opts "
+            "out), which the rendered tree does not say: verify counts this cluster's pods "
+            "only for its name (its own pods are still shared with the other clusters' global "
+            "copies)"))
 
     def _affinity(self, doc: Document, copy: ServiceCopy, key: str, value: object) -> None:
         """A warning for a global copy whose affinity ``key`` says ``value``, which Cilium
@@ -874,9 +908,41 @@ def _blocks_or_none(text: str) -> tuple[Block, ...]:
 
 
 # What a ServiceCopy reads from a Service's data: namespace, name, selector, global, shared,
-# ports, exposed (the fields between its cluster and its place)
+# ports, exposed, headless (the fields between its cluster and its place)
 _ServiceReading = tuple[str, str, tuple[tuple[str, str], ...] | None, bool, bool, PortSet,
-                        PortSet]
+                        PortSet, bool]
+
+
+def _service_findings(data: dict[str, Any]) -> tuple[
+        _ServiceReading | None, tuple[str, object] | None, tuple[tuple[str, object], ...]]:
+    """What depends on a Service's data only: its reading (:func:`_service_reading`), its
+    unmodelled affinity (:func:`.services.unmodelled_affinity`) and its annotations whose
+    value is not a string, with those values."""
+    reading = _service_reading(data)
+    meta = data.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if not isinstance(annotations, dict):
+        return reading, None, ()
+    affinity = unmodelled_affinity(annotations) if reading is not None else None
+    not_strings = tuple((str(key), value) for key, value in annotations.items()
+                        if not isinstance(value, str))
+    return reading, affinity, not_strings
+
+
+def _shown(value: object) -> str:
+    """A value that is not a string, as YAML writes it, with its kind (``true (a boolean)``)."""
+    if isinstance(value, bool):
+        return f"{'true' if value else 'false'} (a boolean)"
+    if isinstance(value, int | float):
+        return f"{value!r} (a number)"
+    return "a mapping" if isinstance(value, dict) else "a sequence" \
+        if isinstance(value, list) else f"{value!r} (a {type(value).__name__})"
+
+
+def _meta_text(data: dict[str, Any], key: str, default: str) -> str:
+    meta = data.get("metadata")
+    value = meta.get(key) if isinstance(meta, dict) else None
+    return str(value) if value else default
 
 
 def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
@@ -909,7 +975,9 @@ def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
             if isinstance(selector, dict) and selector else None,
-            *cilium_service_flags(annotations), ports, exposed)
+            *cilium_service_flags(annotations), ports, exposed,
+            # "None" exactly: Kubernetes admits no other spelling (an IP address or "None")
+            spec.get("clusterIP") == "None")
 
 
 class RenderedDocument(NamedTuple):

@@ -53,6 +53,9 @@ class ServiceCopy:
     # the ports a client calling the Service's name reaches a pod on the same port (an entry
     # whose targetPort is its port, as meshplan writes them): what a call by name needs
     exposed: PortSet
+    # spec.clusterIP "None": no cluster IP, so Cilium load-balances nothing (clients connect
+    # to the pod addresses DNS answers its name with); see backends
+    headless: bool
     where: Location | Spot  # a Spot is looked up when shown (compared as its document)
 
     @property
@@ -103,13 +106,14 @@ def unmodelled_affinity(annotations: Mapping[Any, Any]) -> tuple[str, object] | 
     backends only, remote ones dropped (cilium/cilium#46623); since that fix "none" reads as
     "", and any other value too, with a warning in the agent's log.
     verify models every backend (a preference restricts nothing), so such a value is a
-    model it may not match."""
+    model it may not match. A value that is not a string is not one: Kubernetes admits only
+    strings, and :mod:`.cilium` reports it as an error instead."""
     if not cilium_service_flags(annotations)[0]:
         return None
     for key in (AFFINITY_ANNOTATION, AFFINITY_ANNOTATION_ALIAS):
         if key in annotations:
             value = annotations[key]
-            if isinstance(value, str) and value.lower() in MODELLED_AFFINITIES:
+            if not isinstance(value, str) or value.lower() in MODELLED_AFFINITIES:
                 return None
             return key, value
     return None
@@ -127,9 +131,21 @@ def _cilium_true(annotations: Mapping[Any, Any], key: str, alias: str, default: 
 
 def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
              index: EndpointIndex | None = None) -> dict[ServiceCopy, tuple[int, ...]]:
-    """Every copy's backends (endpoint indices): its local pods, plus, for a global copy, the
-    local pods of every other global and shared copy of the same namespace/name. ``index``:
-    the endpoints' :class:`.endpoints.EndpointIndex`, when already built."""
+    """Every copy's backends (endpoint indices): its local pods, plus, for a global copy that
+    is not headless, the local pods of every other global and shared copy of the same
+    namespace/name. ``index``: the endpoints' :class:`.endpoints.EndpointIndex`, when already
+    built.
+
+    A headless copy's backends are the pods DNS answers its name with in its cluster: its
+    local pods, and the remote ones only where the Cilium operator writes the remote
+    clusters' EndpointSlices into it (``clustermesh.enableEndpointSliceSynchronization``,
+    beta and off by default, then on for a global headless Service unless
+    ``service.cilium.io/global-sync-endpoint-slices: "false"``; clustermesh/services.rst,
+    ``pkg/clustermesh/endpointslicesync``), which the rendered tree does not say: verify
+    counts the local ones only (a call by name that needs remote pods is then an error, not
+    a silent pass), and :mod:`.cilium` warns at a global one. A global and shared
+    headless copy still gives its pods to the other clusters' global copies: ClusterMesh
+    exports it like any global Service (the EndpointSlice synchronisation reads it there)."""
     index = EndpointIndex(endpoints) if index is None else index.of(endpoints)
     local: list[tuple[int, ...]] = []
     shared: dict[tuple[str, str], set[int]] = {}  # the pods global, shared copies give
@@ -145,7 +161,7 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
     for copy, mine in zip(copies, local, strict=True):
         # local pods are in index order already; a global copy also gets every global and
         # shared copy's (its own among them when it is shared)
-        if not copy.is_global:
+        if not copy.is_global or copy.headless:
             out[copy] = mine
             continue
         name = (copy.namespace, copy.name)
@@ -301,12 +317,17 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
     for location, caller, copy, reached, dropped in found_groups:
         blocked_titles = ", ".join(sorted({endpoints[b].title for b in dropped}))
         allowed_titles = ", ".join(sorted({endpoints[b].title for b in reached}))
-        out.append(warning(location, "", f"expected every backend of the global Service "
+        if copy.headless:  # no cluster IP: the client picks among the addresses DNS gives
+            kind, how = "headless", ("DNS answers its name with the addresses of all of them "
+                                     "and the client connects to the one it picks")
+        else:
+            kind, how = "global", ("Cilium load-balances every connection to any of them "
+                                   "(affinity is only a preference)")
+        out.append(warning(location, "", f"expected every backend of the {kind} Service "
                            f"{copy.namespace}/{copy.name} of {copy.domain}/{copy.cluster} to be "
                            f"allowed for {caller}, which may call it there, found "
-                           f"{blocked_titles} blocked and {allowed_titles} allowed: Cilium "
-                           "load-balances every connection to any of them (affinity is only a "
-                           "preference), so part of the connections will be dropped, at random"))
+                           f"{blocked_titles} blocked and {allowed_titles} allowed: {how}, so "
+                           "part of the connections will be dropped, at random"))
     return out
 
 
@@ -386,12 +407,21 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                 titles = sorted(endpoints[i].title for i in picked)
                 more = f" and {len(titles) - 3} more" if len(titles) > 3 else ""
                 shown.append(f"{copy.location} (global: {'true' if copy.is_global else 'not true'}"
+                             f"{', headless' if copy.headless else ''}"
                              f", backends: {', '.join(titles[:3]) + more or 'none'})")
             exposing = [str(copy.exposed or "no port") for copy, picked in found
                         if not call.pods.isdisjoint(picked)]
             if exposing:  # the pods are behind it, not on the ports called
                 reason = (f"found {'; '.join(shown)} exposing {' and '.join(exposing)} by "
                           f"name: a client calling it on {call.ports} reaches no pod there")
+            elif any(copy.headless for copy, _ in found):
+                reason = (f"found {'; '.join(shown)}: a headless Service's name resolves to "
+                          "the pods of its cluster's EndpointSlices, which hold the remote "
+                          "clusters' only where the Cilium operator synchronises them "
+                          "(clustermesh.enableEndpointSliceSynchronization, off by default), "
+                          "which verify cannot see, so it counts the local pods only and the "
+                          "call reaches none of the service's pods; give the Service a "
+                          "cluster IP (drop clusterIP: None) for ClusterMesh to load-balance it")
             else:
                 reason = (f"found {'; '.join(shown)}: ClusterMesh gives a copy the remote "
                           "backends only when it is global, so the call reaches none of the "
