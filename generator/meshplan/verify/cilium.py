@@ -258,7 +258,7 @@ class _ActualBuilder:
                 docs[0].location(), "", f"expected a kustomization with resources only, found "
                 f"{', '.join(extra)}: verify reads the listed files as they are and does not "
                 "apply kustomize transformations"))
-        out = []
+        out: dict[str, int] = {}  # each file read once, with where it is first listed
         for i, item in enumerate(_resources_listed(data)):
             target = f"{base}/{item}"
             if not isinstance(item, str) or "/" in item or target not in self.files:
@@ -266,8 +266,15 @@ class _ActualBuilder:
                     docs[0].location(("resources", i)), f"resources[{i}]", "expected a file "
                     f"beside the kustomization, found {item!r}: verify cannot read it"))
                 continue
-            out.append(target)
-        return out
+            if target in out:  # kustomize adds its objects again, and refuses them
+                self.problems.append(error(
+                    docs[0].location(("resources", i)), f"resources[{i}]", "expected each "
+                    f"file listed once, found {item!r} again (first at resources[{out[target]}]):"
+                    " kustomize refuses to build the cluster (may not add resource with an "
+                    "already registered id); verify reads it once"))
+                continue
+            out[target] = i
+        return list(out)
 
     def _documents(self, relpath: str) -> list[Document]:
         key = (self.display(relpath), self.files[relpath])
