@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from meshplan.admission import cilium_service_flags
 from meshplan.diagnostics import Diagnostic, Location, Severity
 from meshplan.pipeline import validate
 from meshplan.verify.connectivity import Connectivity
@@ -21,7 +22,6 @@ from meshplan.verify.services import (
     NamedCall,
     ServiceCopy,
     backends,
-    cilium_service_flags,
     name_problems,
 )
 

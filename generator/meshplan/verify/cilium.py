@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 from ..admission import (
     MAX_PORTS_PER_PORT_RULE,
     SelectorProblem,
+    cilium_service_flags,
     selector_problems,
 )
 from ..diagnostics import Diagnostic, Location, error, notice, warning
@@ -50,7 +51,7 @@ from .connectivity import DIRECTIONS, Connectivity, Direction, Grant, Origin
 from .endpoints import Endpoint, EndpointIndex
 from .ports import ALL_PORTS, NO_PORTS, PROTOCOLS, PortSet, ports_of
 from .selectors import LabelSelector, Term, parse_selector
-from .services import ServiceCopy, cilium_service_flags, unmodelled_affinity
+from .services import ServiceCopy, unmodelled_affinity
 
 HARMLESS_KUSTOMIZE_KEYS = {"apiVersion", "kind", "metadata", "resources", "commonAnnotations",
                            "buildMetadata"}

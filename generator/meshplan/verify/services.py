@@ -6,10 +6,11 @@ a flow "to a Service" is a flow to whichever backend the load-balancer picks. A 
 of a Service has its own (local) backends; when the copy is global
 (``service.cilium.io/global: "true"``) it also gets the backends of every other cluster whose
 copy is global and shared (``service.cilium.io/shared``, true when absent); the legacy
-``io.cilium/`` spellings are read too (:func:`cilium_service_flags`). Affinity
-(``service.cilium.io/affinity``) is a preference with fail-over, never a restriction, so it is
-not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh testdata); the
-values some releases read as a restriction are a warning (:func:`unmodelled_affinity`).
+``io.cilium/`` spellings are read too (:func:`~meshplan.admission.cilium_service_flags`).
+Affinity (``service.cilium.io/affinity``) is a preference with fail-over, never a
+restriction, so it is not modelled as one (clustermesh/services.rst, affinity.rst;
+pkg/clustermesh testdata); the values some releases read as a restriction are a warning
+(:func:`unmodelled_affinity`).
 
 Not modelled: Cilium's global-namespace filtering (``clustermesh.cilium.io/global`` on the
 Namespace, when the agent filters by it) can keep a global copy's remote backends out; verify
@@ -23,16 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..admission import cilium_service_flags
 from ..diagnostics import Diagnostic, Location, error, warning
 from ..load.document import Spot
-from ..vocabulary import (
-    AFFINITY_ANNOTATION,
-    AFFINITY_ANNOTATION_ALIAS,
-    GLOBAL_SERVICE_ANNOTATION,
-    GLOBAL_SERVICE_ANNOTATION_ALIAS,
-    SHARED_SERVICE_ANNOTATION,
-    SHARED_SERVICE_ANNOTATION_ALIAS,
-)
+from ..vocabulary import AFFINITY_ANNOTATION, AFFINITY_ANNOTATION_ALIAS
 from .connectivity import Connectivity, Direction
 from .endpoints import Endpoint, EndpointIndex
 from .ports import PortSet
@@ -63,34 +58,6 @@ class ServiceCopy:
         return self.where if isinstance(self.where, Location) else self.where.location()
 
 
-def cilium_service_flags(annotations: Mapping[Any, Any]) -> tuple[bool, bool]:
-    """(global, shared) of a Service with these annotations, read as the Cilium agent reads
-    them (cilium/cilium ``pkg/annotation/clustermesh.go``: GetAnnotationIncludeExternal,
-    GetAnnotationShared; ``pkg/annotation/k8s.go``: Get and the ``*Alias`` keys):
-
-    * each flag is the value of its ``service.cilium.io/`` key when that key is present
-      (whatever its value, even ``""``), else of its legacy ``io.cilium/`` alias (Get tries
-      the key, then the aliases, and stops at the first present): so the new key wins when
-      both are written, also when it says "false" and the alias "true";
-    * a value is true when ``strings.ToLower(value) == "true"`` ("True", "TRUE" are true;
-      "yes", "1", "" false); Python's ``str.lower`` agrees here, as no character but T, R, U
-      and E lowers to t, r, u or e in either;
-    * shared is false unless the Service is global ("ignored if the service is not declared
-      as global"), and true for a global one that writes neither spelling.
-
-    Affinity (``service.cilium.io/affinity``, alias ``io.cilium/service-affinity``, read the
-    same way, lowercased, ignored unless global) only orders the backends a global copy
-    picks from, with fail-over, so it is not read here (module docstring), except for the
-    values :func:`unmodelled_affinity` finds.
-
-    A value that is not a string (Kubernetes admits only strings) is present and not true.
-    """
-    is_global = _cilium_true(annotations, GLOBAL_SERVICE_ANNOTATION,
-                             GLOBAL_SERVICE_ANNOTATION_ALIAS, False)
-    return is_global, is_global and _cilium_true(annotations, SHARED_SERVICE_ANNOTATION,
-                                                 SHARED_SERVICE_ANNOTATION_ALIAS, True)
-
-
 MODELLED_AFFINITIES = ("", "local", "remote")  # what every Cilium release reads alike
 
 
@@ -117,16 +84,6 @@ def unmodelled_affinity(annotations: Mapping[Any, Any]) -> tuple[str, object] | 
                 return None
             return key, value
     return None
-
-
-def _cilium_true(annotations: Mapping[Any, Any], key: str, alias: str, default: bool) -> bool:
-    """annotation.Get(obj, key, alias) compared to "true" in any case; ``default`` when
-    neither key is present."""
-    for name in (key, alias):
-        if name in annotations:
-            value = annotations[name]
-            return isinstance(value, str) and value.lower() == "true"
-    return default
 
 
 def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
