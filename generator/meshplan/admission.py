@@ -1,4 +1,6 @@
-"""What the Kubernetes API server and the Cilium agent admit: names, labels and selectors.
+"""What the Kubernetes API server and the Cilium agent admit: names, labels and selectors;
+and how the agent reads a Service's global and shared annotations (:func:`cilium_service_flags`,
+for refinement's warnings and for verify alike).
 
 One rule set, used on the inputs (stage 2: located errors) and on the rendered output (verify:
 a policy the Cilium agent rejects enforces nothing, so its pods stay unrestricted by it). The
