@@ -312,10 +312,11 @@ def cilium_service_flags(annotations: Mapping[Any, Any]) -> tuple[bool, bool]:
 
     Affinity (``service.cilium.io/affinity``, alias ``io.cilium/service-affinity``, read the
     same way, lowercased, ignored unless global) only orders the backends a global copy
-    picks from, with fail-over, so it is not read here (module docstring), except for the
-    values :func:`unmodelled_affinity` finds.
+    picks from, with fail-over, so it is not read here (:mod:`meshplan.verify.services`),
+    except for the values :func:`meshplan.verify.services.unmodelled_affinity` finds.
 
-    A value that is not a string (Kubernetes admits only strings) is present and not true.
+    A value that is not a string (Kubernetes admits only strings) is present and not true;
+    verify reports it as an error (:mod:`meshplan.verify.cilium`).
     """
     is_global = _cilium_true(annotations, GLOBAL_SERVICE_ANNOTATION,
                              GLOBAL_SERVICE_ANNOTATION_ALIAS, False)
