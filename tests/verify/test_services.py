@@ -19,6 +19,8 @@ from meshplan.verify.endpoints import Endpoint, EndpointIndex
 from meshplan.verify.ports import PortSet
 from meshplan.verify.report import VerifyReport, verify
 from meshplan.verify.services import (
+    HEADLESS_BY_CLUSTER_IP,
+    HEADLESS_LABEL,
     NamedCall,
     ServiceCopy,
     backends,
@@ -29,12 +31,13 @@ from tests.support.flows import rendered_files, verify_repo
 from tests.support.repos import REPO_ROOT, THESIS_DIR, copy_tree
 
 WEB = (("app", "web"),)
+NONE, LABEL = HEADLESS_BY_CLUSTER_IP, f"label {HEADLESS_LABEL}"
 ENDPOINTS = [Endpoint("service", "d", c, f"m{c}", "ns", "web", WEB) for c in ("a", "b", "c")]
 ENDPOINTS.append(Endpoint("service", "e", "x", "mx", "ns", "web", WEB))  # another domain
 
 
 def copy(cluster: str, *, is_global: bool = True, shared: bool = True, selector: bool = True,
-         domain: str = "d", headless: bool = False) -> ServiceCopy:
+         domain: str = "d", headless: str = "") -> ServiceCopy:
     return ServiceCopy(domain, cluster, "ns", "web", WEB if selector else None, is_global,
                        shared, PortSet.single("TCP", 80), PortSet.single("TCP", 80), headless,
                        Location("f.yaml"))
@@ -57,11 +60,16 @@ def copy(cluster: str, *, is_global: bool = True, shared: bool = True, selector:
     ([copy("a"), copy("x", shared=False, domain="e")], "x", ["a", "x"]),
     # a headless copy: its name resolves to its local pods only (as verify counts them: the
     # remote ones depend on the operator's EndpointSlice synchronisation)...
-    ([copy("a", headless=True), copy("b"), copy("c")], "a", ["a"]),
-    ([copy("x", shared=False, domain="e", selector=False, headless=True), copy("a")], "x", []),
+    ([copy("a", headless=NONE), copy("b"), copy("c")], "a", ["a"]),
+    ([copy("x", shared=False, domain="e", selector=False, headless=NONE), copy("a")], "x", []),
     # ...and it still gives its pods to the others' global copies (ClusterMesh exports it)
-    ([copy("a", headless=True), copy("b"), copy("c")], "b", ["a", "b", "c"]),
-    ([copy("a", headless=True, shared=False), copy("b")], "b", ["b"]),
+    ([copy("a", headless=NONE), copy("b"), copy("c")], "b", ["a", "b", "c"]),
+    ([copy("a", headless=NONE, shared=False), copy("b")], "b", ["b"]),
+    # a copy labelled headless that has a cluster IP: Cilium serves no frontend for it, and
+    # DNS answers its name with the cluster IP, not its pods; so too a clusterIP spelt "none"
+    ([copy("a", headless=LABEL), copy("b"), copy("c")], "a", []),
+    ([copy("a", headless=LABEL, is_global=False)], "a", []),
+    ([copy("a", headless="clusterIP: none")], "a", []),
 ])
 def test_backends(copies: list[ServiceCopy], client: str, picked: list[str]) -> None:
     [mine] = [c for c in copies if c.cluster == client]
@@ -310,7 +318,8 @@ def test_name_problems_agree_with_every_call(data: st.DataObject) -> None:
             copies.append(ServiceCopy(domain, cluster, "ns", data.draw(names),
                                       WEB if data.draw(likely) else None, data.draw(likely),
                                       data.draw(likely), tcp80, data.draw(ports),
-                                      not data.draw(likely), Location("s.yaml", len(copies) + 1)))
+                                      data.draw(st.sampled_from(["", "", NONE, LABEL])),
+                                      Location("s.yaml", len(copies) + 1)))
     serving = backends(copies, ENDPOINTS)
     # few keys (peer, cluster, name), so that one often has calls that reach and calls that
     # do not, in either order
@@ -538,7 +547,7 @@ def test_a_headless_global_service_is_resolved_to_its_local_pods_with_a_warning(
     assert_database_unreachable_from(report, errors)
     for problem in report.diagnostics:
         if problem.severity is Severity.ERROR:
-            assert "(global: true, headless, backends: none)" in problem.message
+            assert "(global: true, headless by clusterIP: None, backends: none)" in problem.message
             assert "a headless Service's name resolves to the pods of its cluster's " \
                    "EndpointSlices" in problem.message
     [warned] = [d for d in report.diagnostics if _HEADLESS in d.message]
@@ -566,7 +575,14 @@ def test_a_headless_service_that_is_not_global_is_not_warned_about() -> None:
     inventory, files = rendered_files(REPO_ROOT)
     _make_headless(files, path, "database-namespace", "database")
     files[path] = files[path].replace(b"clusterIP: None", b"clusterIP: none")
-    assert not [d for d in verify(inventory, files).diagnostics if _HEADLESS in d.message]
+    report = verify(inventory, files)
+    assert not [d for d in report.diagnostics if _HEADLESS in d.message]
+    # ...but headless to Cilium, which lowercases it: an error, and no backends for its name
+    [rejected] = [d for d in report.diagnostics if d.path == "spec.clusterIP"]
+    assert rejected.severity is Severity.ERROR
+    assert rejected.message.startswith("expected spec.clusterIP of Service "
+                                       "database-namespace/database to be None or an IP "
+                                       "address, found none, which the API server rejects")
 
 
 def test_a_headless_service_takes_no_remote_backends_to_load_balance(tmp_path: Path) -> None:
@@ -620,3 +636,64 @@ def test_an_annotation_value_that_is_not_a_string_is_an_error(
         f"a string, found {found}"), problem.message
     assert str(problem.location).startswith(f"rendered/{path}:")
     assert not report.ok
+
+
+def _label(files: dict[str, bytes], path: str, namespace: str, name: str, line: str) -> None:
+    """The Service namespace/name of a rendered services file given the label ``line``
+    (``key: value``) by hand."""
+    text = files[path].decode()
+    head, written, tail = text.partition(f"  name: {name}\n  namespace: {namespace}\n")
+    assert written and tail.startswith("  labels:\n")
+    files[path] = (head + written + tail.replace("  labels:\n", f"  labels:\n    {line}\n", 1)
+                   ).encode()
+
+
+_UNSERVED = "Cilium gives a Service so labelled no frontend whatever its value"
+
+
+@pytest.mark.parametrize("value", ['""', '"true"', '"false"'])
+@pytest.mark.parametrize(("cluster", "errors"), [
+    # the only copy with database's pods: the releases that leave a Service labelled headless
+    # out of their watch export none of its pods, so verify counts none (fail closed)
+    ("cl2", _CALLERS),
+    # a caller's copy: its name resolves to its cluster IP, which Cilium does not serve
+    ("cl1", ["domain1/cl1"]),
+])
+def test_a_service_labelled_headless_has_no_backends_whatever_its_cluster_ip(
+        value: str, cluster: str, errors: list[str]) -> None:
+    """domain1/<cluster>'s copy of database labelled ``service.kubernetes.io/headless`` by
+    hand (any value): Cilium's isHeadless reads the label's presence and gives the Service no
+    frontend though it has a cluster IP, so a call by its name reaches no pod (an error) and
+    a warning at the label says why."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = f"clusters/domain1/{cluster}/services.yaml"
+    _label(files, path, "database-namespace", "database", f"{HEADLESS_LABEL}: {value}")
+    report = verify(inventory, files)
+    assert_database_unreachable_from(report, errors)
+    if cluster == "cl1":
+        [problem] = [d for d in report.diagnostics if d.severity is Severity.ERROR]
+        assert f"(global: true, headless by label {HEADLESS_LABEL}, backends: none)" \
+            in problem.message, problem.message
+        assert "Cilium gives a headless Service no frontend, even with a cluster IP" \
+            in problem.message, problem.message
+    [warned] = [d for d in report.diagnostics if _UNSERVED in d.message]
+    assert warned.severity is Severity.WARNING
+    assert warned.path == f"metadata.labels.{HEADLESS_LABEL}"
+    assert str(warned.location).startswith(f"rendered/{path}:")
+    assert not [d for d in report.diagnostics if _HEADLESS in d.message]
+
+
+def test_a_service_labelled_headless_with_no_cluster_ip_resolves_to_its_pods_unshared() -> None:
+    """domain1/cl2's database, the only copy with its pods, headless by ``clusterIP: None``
+    and the label: DNS answers its name with its pods, but verify counts none of them for
+    the other clusters' copies (fail closed), and the warning does not say they are
+    shared."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    _make_headless(files, path, "database-namespace", "database")
+    _label(files, path, "database-namespace", "database", f'{HEADLESS_LABEL}: ""')
+    report = verify(inventory, files)
+    assert_database_unreachable_from(report, _CALLERS)
+    [warned] = [d for d in report.diagnostics if _HEADLESS in d.message]
+    assert "still shared" not in warned.message
+    assert not [d for d in report.diagnostics if _UNSERVED in d.message]

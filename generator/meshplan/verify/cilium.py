@@ -51,7 +51,7 @@ from .connectivity import DIRECTIONS, Connectivity, Direction, Grant, Origin
 from .endpoints import Endpoint, EndpointIndex
 from .ports import ALL_PORTS, NO_PORTS, PROTOCOLS, PortSet, ports_of
 from .selectors import LabelSelector, Term, parse_selector
-from .services import ServiceCopy, unmodelled_affinity
+from .services import HEADLESS_LABEL, ServiceCopy, headless_reason, unmodelled_affinity
 
 HARMLESS_KUSTOMIZE_KEYS = {"apiVersion", "kind", "metadata", "resources", "commonAnnotations",
                            "buildMetadata"}
@@ -210,7 +210,9 @@ class _ActualBuilder:
         self.services.append(copy)
         if affinity is not None:
             self._affinity(doc, copy, *affinity)
-        if copy.headless and copy.is_global:
+        if copy.headless and not copy.resolves_to_pods:
+            self._unresolved(doc, copy)
+        elif copy.headless and copy.is_global:
             self._headless(doc, copy)
 
     def display(self, relpath: str) -> str:
@@ -334,8 +336,32 @@ class _ActualBuilder:
             "synchronises their EndpointSlices (clustermesh.enableEndpointSliceSynchronization, "
             "off by default; service.cilium.io/global-sync-endpoint-slices: \"false\" opts "
             "out), which the rendered tree does not say: verify counts this cluster's pods "
-            "only for its name (its own pods are still shared with the other clusters' global "
-            "copies)"))
+            "only for its name" + (" (its own pods are still shared with the other clusters' "
+                                   "global copies)" if copy.shared else "")))
+
+    def _unresolved(self, doc: Document, copy: ServiceCopy) -> None:
+        """At a Service Cilium gives no frontend though DNS answers its name with an address,
+        not its pods (:func:`.services.headless_reason`): a warning at its label (calls by
+        name then have no backends, each an error of its own), an error at a ``clusterIP``
+        spelt "none" otherwise, which the API server rejects."""
+        name = f"{copy.namespace}/{copy.name}"
+        if copy.headless.startswith("clusterIP: "):
+            path: PathKey = ("spec", "clusterIP")
+            self.problems.append(error(
+                doc.location(path), format_path(path),
+                f"expected spec.clusterIP of Service {name} to be None or an IP address, found "
+                f"{copy.headless.removeprefix('clusterIP: ')}, which the API server rejects "
+                "(Cilium reads it as headless, so verify counts no backends for its name)"))
+            return
+        path = ("metadata", "labels", HEADLESS_LABEL)
+        self.problems.append(warning(
+            doc.location(path), format_path(path),
+            f"expected the Service {name} to be served by Cilium, found the label "
+            f"{HEADLESS_LABEL}: Cilium gives a Service so labelled no frontend whatever its "
+            "value, even with a cluster IP, which its name then resolves to, so verify counts "
+            "no backends for its name and, where global, none of its pods for the other "
+            "clusters' copies (the Cilium releases whose watch leaves such a Service out do not "
+            "export it to ClusterMesh)"))
 
     def _affinity(self, doc: Document, copy: ServiceCopy, key: str, value: object) -> None:
         """A warning for a global copy whose affinity ``key`` says ``value``, which Cilium
@@ -918,7 +944,7 @@ def _blocks_or_none(text: str) -> tuple[Block, ...]:
 # What a ServiceCopy reads from a Service's data: namespace, name, selector, global, shared,
 # ports, exposed, headless (the fields between its cluster and its place)
 _ServiceReading = tuple[str, str, tuple[tuple[str, str], ...] | None, bool, bool, PortSet,
-                        PortSet, bool]
+                        PortSet, str]
 
 
 def _service_findings(data: dict[str, Any]) -> tuple[
@@ -980,12 +1006,17 @@ def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
                     exposed |= one
     # An empty selector is none: Kubernetes manages no endpoints for it (ServiceSpec.selector:
     # "If empty or not present, ... an external process managing its endpoints")
+    labels = meta.get("labels")
+    if not isinstance(labels, dict):
+        labels = {}
+    is_global, shared = cilium_service_flags(annotations)
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
             if isinstance(selector, dict) and selector else None,
-            *cilium_service_flags(annotations), ports, exposed,
-            # "None" exactly: Kubernetes admits no other spelling (an IP address or "None")
-            spec.get("clusterIP") == "None")
+            # the releases whose watch leaves out a Service labelled headless export none of
+            # its pods (fail closed: the later ones do)
+            is_global, shared and HEADLESS_LABEL not in labels, ports, exposed,
+            headless_reason(labels, spec.get("clusterIP")))
 
 
 class RenderedDocument(NamedTuple):

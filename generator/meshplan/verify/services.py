@@ -43,19 +43,48 @@ class ServiceCopy:
     name: str
     selector: tuple[tuple[str, str], ...] | None  # None: no selector (no local backends)
     is_global: bool
+    # ClusterMesh exports its pods (when global): service.cilium.io/shared not false, and no
+    # label HEADLESS_LABEL (the releases that filter such Services out of their watch export
+    # nothing of them; fail closed)
     shared: bool
     ports: PortSet  # the pods' ports it forwards to (each entry's targetPort, else its port)
     # the ports a client calling the Service's name reaches a pod on the same port (an entry
     # whose targetPort is its port, as meshplan writes them): what a call by name needs
     exposed: PortSet
-    # spec.clusterIP "None": no cluster IP, so Cilium load-balances nothing (clients connect
-    # to the pod addresses DNS answers its name with); see backends
-    headless: bool
+    # why Cilium gives it no frontend, "" when it does (its agent's isHeadless: the label
+    # service.kubernetes.io/headless, whatever its value, or spec.clusterIP "none" in any
+    # case): HEADLESS_BY_CLUSTER_IP (clients connect to the pod addresses DNS answers its
+    # name with) or another reason (its name resolves to no pod); see backends
+    headless: str
     where: Location | Spot  # a Spot is looked up when shown (compared as its document)
 
     @property
     def location(self) -> Location:
         return self.where if isinstance(self.where, Location) else self.where.location()
+
+    @property
+    def resolves_to_pods(self) -> bool:
+        """Its name resolves to its pods (``clusterIP: None``, which Kubernetes spells so
+        only), not to an address Cilium serves."""
+        return self.headless == HEADLESS_BY_CLUSTER_IP
+
+
+HEADLESS_LABEL = "service.kubernetes.io/headless"
+# Cilium handles a Service carrying this label only when it equals the agent's
+# k8s-service-proxy-name (empty by default: it handles the Services without the label)
+SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
+HEADLESS_BY_CLUSTER_IP = "clusterIP: None"
+
+
+def headless_reason(labels: Mapping[Any, Any], cluster_ip: object) -> str:
+    """Why Cilium's agent and ClusterMesh API server (``isHeadless``) give a Service no
+    frontend, "" when they do: its ``clusterIP`` spelt "none" in any case (Kubernetes admits
+    "None" only; DNS then answers its name with its pods), else its label
+    :data:`HEADLESS_LABEL` whatever its value ("A service that is annotated as headless has
+    no frontends, even if the service spec contains ClusterIPs")."""
+    if isinstance(cluster_ip, str) and cluster_ip.lower() == "none":
+        return f"clusterIP: {cluster_ip}"
+    return f"label {HEADLESS_LABEL}" if HEADLESS_LABEL in labels else ""
 
 
 MODELLED_AFFINITIES = ("", "local", "remote")  # what every Cilium release reads alike
@@ -93,7 +122,9 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
     namespace/name. ``index``: the endpoints' :class:`.endpoints.EndpointIndex`, when already
     built.
 
-    A headless copy's backends are the pods DNS answers its name with in its cluster: its
+    A copy Cilium gives no frontend though it has a cluster IP (its label
+    :data:`HEADLESS_LABEL`) has none: its name resolves to an address nothing load-balances.
+    A headless copy with no cluster IP has the pods DNS answers its name with in its cluster: its
     local pods, and the remote ones only where the Cilium operator writes the remote
     clusters' EndpointSlices into it (``clustermesh.enableEndpointSliceSynchronization``,
     beta and off by default, then on for a global headless Service unless
@@ -118,6 +149,9 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
     for copy, mine in zip(copies, local, strict=True):
         # local pods are in index order already; a global copy also gets every global and
         # shared copy's (its own among them when it is shared)
+        if copy.headless and not copy.resolves_to_pods:  # nothing serves its address
+            out[copy] = ()
+            continue
         if not copy.is_global or copy.headless:
             out[copy] = mine
             continue
@@ -364,13 +398,19 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                 titles = sorted(endpoints[i].title for i in picked)
                 more = f" and {len(titles) - 3} more" if len(titles) > 3 else ""
                 shown.append(f"{copy.location} (global: {'true' if copy.is_global else 'not true'}"
-                             f"{', headless' if copy.headless else ''}"
+                             f"{f', headless by {copy.headless}' if copy.headless else ''}"
                              f", backends: {', '.join(titles[:3]) + more or 'none'})")
             exposing = [str(copy.exposed or "no port") for copy, picked in found
                         if not call.pods.isdisjoint(picked)]
             if exposing:  # the pods are behind it, not on the ports called
                 reason = (f"found {'; '.join(shown)} exposing {' and '.join(exposing)} by "
                           f"name: a client calling it on {call.ports} reaches no pod there")
+            elif any(copy.headless and not copy.resolves_to_pods for copy, _ in found):
+                reason = (f"found {'; '.join(shown)}: Cilium gives a headless Service no "
+                          "frontend, even with a cluster IP, and DNS answers its name with its "
+                          "pods only when its spec.clusterIP is None, so the name resolves to "
+                          "none of the service's pods; drop the label "
+                          f"{HEADLESS_LABEL} for Cilium to load-balance it")
             elif any(copy.headless for copy, _ in found):
                 reason = (f"found {'; '.join(shown)}: a headless Service's name resolves to "
                           "the pods of its cluster's EndpointSlices, which hold the remote "
