@@ -21,7 +21,7 @@ What the model leaves out is reported, not ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..admission import (
@@ -164,7 +164,7 @@ class _ActualBuilder:
         # their data (read-only)
         self.service_readings: dict[int, tuple[dict[str, Any], _ServiceReading | None,
                                                tuple[str, object] | None,
-                                               tuple[tuple[str, object], ...]]] = {}
+                                               tuple[tuple[PathKey, str], ...]]] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints, index)
         self.files = files
@@ -192,7 +192,7 @@ class _ActualBuilder:
 
     def service(self, doc: Document, domain: str, cluster: str) -> None:
         """A rendered Service that load-balances (not an ExternalName) as :mod:`.services`
-        needs it, an error at an annotation value that is not a string (:meth:`_not_string`),
+        needs it, an error at what it cannot read (:func:`_service_errors`),
         a warning at an affinity it does not model (:meth:`_affinity`) and at a global
         headless Service (:meth:`_headless`); each distinct Service object (its data, which
         the documents of a recurring text share) read once (:func:`_service_reading`,
@@ -201,9 +201,9 @@ class _ActualBuilder:
         held = self.service_readings.get(id(data))
         if held is None or held[0] is not data:
             held = self.service_readings[id(data)] = (data, *_service_findings(data))
-        _, reading, affinity, not_strings = held
-        for key, value in not_strings:
-            self._not_string(doc, key, value)
+        _, reading, affinity, errors = held
+        for path, message in errors:
+            self.problems.append(error(doc.location(path), format_path(path), message))
         if reading is None:
             return
         copy = ServiceCopy(domain, cluster, *reading, place(doc, ("metadata", "name")))
@@ -307,22 +307,6 @@ class _ActualBuilder:
                 self.problems.append(error(
                     doc.location(("kind",)), "kind", "expected Cilium policies only, found a "
                     "Kubernetes NetworkPolicy, which verify does not model"))
-
-    def _not_string(self, doc: Document, key: str, value: object) -> None:
-        """An error at a Service's annotation whose value is not a string: verify does not
-        guess what Cilium would read from an object Kubernetes does not store as written."""
-        path = ("metadata", "annotations", key)
-        if value is None:
-            found = ("null, which kubectl apply reads as removing the annotation and the API "
-                     "server as an empty string")
-        else:
-            found = (f"{_shown(value)}, which the API server "
-                     "rejects: metadata.annotations is a map of strings to strings")
-        self.problems.append(error(
-            doc.location(path), format_path(path),
-            f"expected the value of annotation {key} of Service "
-            f"{_meta_text(doc.data, 'namespace', 'default')}/{_meta_text(doc.data, 'name', '')} "
-            f"to be a string, found {found}; quote it"))
 
     def _headless(self, doc: Document, copy: ServiceCopy) -> None:
         """A warning at a global Service with no cluster IP, whose remote backends verify
@@ -948,19 +932,39 @@ _ServiceReading = tuple[str, str, tuple[tuple[str, str], ...] | None, bool, bool
 
 
 def _service_findings(data: dict[str, Any]) -> tuple[
-        _ServiceReading | None, tuple[str, object] | None, tuple[tuple[str, object], ...]]:
+        _ServiceReading | None, tuple[str, object] | None, tuple[tuple[PathKey, str], ...]]:
     """What depends on a Service's data only: its reading (:func:`_service_reading`), its
-    unmodelled affinity (:func:`.services.unmodelled_affinity`) and its annotations whose
-    value is not a string, with those values."""
+    unmodelled affinity (:func:`.services.unmodelled_affinity`) and the errors at what
+    verify cannot read (:func:`_service_errors`)."""
     reading = _service_reading(data)
     meta = data.get("metadata")
     annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    affinity = unmodelled_affinity(annotations) \
+        if reading is not None and isinstance(annotations, dict) else None
+    return reading, affinity, tuple(_service_errors(data))
+
+
+def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
+    """(path, message) of each error in a Service's data: an annotation value that is not a
+    string (verify does not guess what Cilium would read from an object Kubernetes does not
+    store as written)."""
+    meta = data.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
     if not isinstance(annotations, dict):
-        return reading, None, ()
-    affinity = unmodelled_affinity(annotations) if reading is not None else None
-    not_strings = tuple((str(key), value) for key, value in annotations.items()
-                        if not isinstance(value, str))
-    return reading, affinity, not_strings
+        return
+    service = f"{_meta_text(data, 'namespace', 'default')}/{_meta_text(data, 'name', '')}"
+    for key, value in annotations.items():
+        if isinstance(value, str):
+            continue
+        if value is None:
+            found = ("null, which kubectl apply reads as removing the annotation and the API "
+                     "server as an empty string")
+        else:
+            found = (f"{_shown(value)}, which the API server "
+                     "rejects: metadata.annotations is a map of strings to strings")
+        yield (("metadata", "annotations", str(key)),
+               f"expected the value of annotation {key} of Service {service} to be a string, "
+               f"found {found}; quote it")
 
 
 def _shown(value: object) -> str:
