@@ -21,6 +21,7 @@ from meshplan.verify.report import VerifyReport, verify
 from meshplan.verify.services import (
     HEADLESS_BY_CLUSTER_IP,
     HEADLESS_LABEL,
+    SERVICE_PROXY_NAME_LABEL,
     NamedCall,
     ServiceCopy,
     backends,
@@ -697,3 +698,27 @@ def test_a_service_labelled_headless_with_no_cluster_ip_resolves_to_its_pods_uns
     [warned] = [d for d in report.diagnostics if _HEADLESS in d.message]
     assert "still shared" not in warned.message
     assert not [d for d in report.diagnostics if _UNSERVED in d.message]
+
+
+@pytest.mark.parametrize("value", ['""', "kube-proxy", "cilium"])
+def test_a_service_for_another_service_proxy_is_an_error_and_not_served(value: str) -> None:
+    """domain1/cl2's database, the only copy with its pods, labelled
+    ``service.kubernetes.io/service-proxy-name`` by hand: Cilium handles such a Service only
+    when the label equals its agent's k8s-service-proxy-name (empty by default: it handles
+    none so labelled), which the rendered tree does not say. verify reports an error at the
+    label and counts the Service as not served (none of its pods for the callers' copies)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    _label(files, path, "database-namespace", "database", f"{SERVICE_PROXY_NAME_LABEL}: {value}")
+    report = verify(inventory, files)
+    [problem] = [d for d in report.diagnostics
+                 if d.path == f"metadata.labels.{SERVICE_PROXY_NAME_LABEL}"]
+    assert problem.severity is Severity.ERROR
+    assert problem.message.startswith(
+        "expected the Service database-namespace/database to be handled by Cilium, found the "
+        f"label {SERVICE_PROXY_NAME_LABEL}"), problem.message
+    assert str(problem.location).startswith(f"rendered/{path}:")
+    calls = [d for d in report.diagnostics if d.severity is Severity.ERROR and d is not problem]
+    assert sorted(d.message.split(" to have a Service database-namespace/database whose "
+                                  "backends include a pod of service domain1/database")[0]
+                  for d in calls) == [f"expected {cluster}" for cluster in _CALLERS]

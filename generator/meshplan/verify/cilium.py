@@ -51,7 +51,13 @@ from .connectivity import DIRECTIONS, Connectivity, Direction, Grant, Origin
 from .endpoints import Endpoint, EndpointIndex
 from .ports import ALL_PORTS, NO_PORTS, PROTOCOLS, PortSet, ports_of
 from .selectors import LabelSelector, Term, parse_selector
-from .services import HEADLESS_LABEL, ServiceCopy, headless_reason, unmodelled_affinity
+from .services import (
+    HEADLESS_LABEL,
+    SERVICE_PROXY_NAME_LABEL,
+    ServiceCopy,
+    headless_reason,
+    unmodelled_affinity,
+)
 
 HARMLESS_KUSTOMIZE_KEYS = {"apiVersion", "kind", "metadata", "resources", "commonAnnotations",
                            "buildMetadata"}
@@ -947,12 +953,24 @@ def _service_findings(data: dict[str, Any]) -> tuple[
 def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
     """(path, message) of each error in a Service's data: an annotation value that is not a
     string (verify does not guess what Cilium would read from an object Kubernetes does not
-    store as written)."""
+    store as written); the label :data:`.services.SERVICE_PROXY_NAME_LABEL` on a Service a
+    proxy serves (not an ExternalName): verify does not model the agent's setting it depends
+    on, and reads the Service as not served."""
     meta = data.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    spec = data.get("spec")
+    proxied = not isinstance(spec, dict) or spec.get("type") != "ExternalName"
+    if proxied and isinstance(labels, dict) and SERVICE_PROXY_NAME_LABEL in labels:
+        yield (("metadata", "labels", SERVICE_PROXY_NAME_LABEL),
+               f"expected the Service {_service_name(data)} to be handled by Cilium, found the "
+               f"label {SERVICE_PROXY_NAME_LABEL}: Cilium handles a Service so labelled only "
+               "when the label equals its agent's k8s-service-proxy-name (empty by default: "
+               "it then handles only the Services without the label), which the rendered tree "
+               "does not say; verify does not model it and counts the Service as not served")
     annotations = meta.get("annotations") if isinstance(meta, dict) else None
     if not isinstance(annotations, dict):
         return
-    service = f"{_meta_text(data, 'namespace', 'default')}/{_meta_text(data, 'name', '')}"
+    service = _service_name(data)
     for key, value in annotations.items():
         if isinstance(value, str):
             continue
@@ -975,6 +993,10 @@ def _shown(value: object) -> str:
         return f"{value!r} (a number)"
     return "a mapping" if isinstance(value, dict) else "a sequence" \
         if isinstance(value, list) else f"{value!r} (a {type(value).__name__})"
+
+
+def _service_name(data: dict[str, Any]) -> str:
+    return f"{_meta_text(data, 'namespace', 'default')}/{_meta_text(data, 'name', '')}"
 
 
 def _meta_text(data: dict[str, Any], key: str, default: str) -> str:
@@ -1013,6 +1035,8 @@ def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         labels = {}
+    if SERVICE_PROXY_NAME_LABEL in labels:  # not Cilium's by default: an error, not served
+        return None
     is_global, shared = cilium_service_flags(annotations)
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
