@@ -722,3 +722,30 @@ def test_a_service_for_another_service_proxy_is_an_error_and_not_served(value: s
     assert sorted(d.message.split(" to have a Service database-namespace/database whose "
                                   "backends include a pod of service domain1/database")[0]
                   for d in calls) == [f"expected {cluster}" for cluster in _CALLERS]
+
+
+@pytest.mark.parametrize("key", ["annotations", "labels"])
+@pytest.mark.parametrize(("value", "found"), [
+    ("[a]", "a sequence"), ("1", "1 (a number)"), ('"x"', "a string"), ("true", "true (a boolean)"),
+])
+def test_metadata_annotations_or_labels_that_are_not_a_mapping_are_an_error(
+        key: str, value: str, found: str) -> None:
+    """domain1/cl2's database Service with its ``metadata.<key>`` written by hand as something
+    other than a mapping: the API server rejects it (a map of strings to strings), so verify
+    reports an error at that key instead of reading it as empty."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    lines = tail.split("\n")
+    start = lines.index(f"  {key}:")
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("    "))
+    files[path] = (head + written + "\n".join(
+        [*lines[:start], f"  {key}: {value}", *lines[end:]])).encode()
+    report = verify(inventory, files)
+    [problem] = [d for d in report.diagnostics if d.path == f"metadata.{key}"]
+    assert problem.severity is Severity.ERROR
+    assert problem.message.startswith(
+        f"expected metadata.{key} of Service database-namespace/database to be a mapping, "
+        f"found {found}"), problem.message
+    assert str(problem.location).startswith(f"rendered/{path}:")

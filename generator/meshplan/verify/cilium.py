@@ -951,12 +951,20 @@ def _service_findings(data: dict[str, Any]) -> tuple[
 
 
 def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
-    """(path, message) of each error in a Service's data: an annotation value that is not a
+    """(path, message) of each error in a Service's data: its labels or annotations not a
+    mapping, an annotation value that is not a
     string (verify does not guess what Cilium would read from an object Kubernetes does not
     store as written); the label :data:`.services.SERVICE_PROXY_NAME_LABEL` on a Service a
     proxy serves (not an ExternalName): verify does not model the agent's setting it depends
     on, and reads the Service as not served."""
     meta = data.get("metadata")
+    for key in ("labels", "annotations"):  # null is none; anything else the API rejects
+        value = meta.get(key) if isinstance(meta, dict) else None
+        if value is not None and not isinstance(value, dict):
+            yield (("metadata", key),
+                   f"expected metadata.{key} of Service {_service_name(data)} to be a mapping, "
+                   f"found {_shown(value)}, which the API server rejects: it is a map of "
+                   "strings to strings (verify reads it as empty)")
     labels = meta.get("labels") if isinstance(meta, dict) else None
     spec = data.get("spec")
     proxied = not isinstance(spec, dict) or spec.get("type") != "ExternalName"
@@ -986,11 +994,14 @@ def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
 
 
 def _shown(value: object) -> str:
-    """A value that is not a string, as YAML writes it, with its kind (``true (a boolean)``)."""
+    """A value as YAML writes it, with its kind (``true (a boolean)``); a string, a mapping or
+    a sequence by its kind only."""
     if isinstance(value, bool):
         return f"{'true' if value else 'false'} (a boolean)"
     if isinstance(value, int | float):
         return f"{value!r} (a number)"
+    if isinstance(value, str):
+        return "a string"
     return "a mapping" if isinstance(value, dict) else "a sequence" \
         if isinstance(value, list) else f"{value!r} (a {type(value).__name__})"
 
