@@ -551,6 +551,9 @@ def test_a_headless_global_service_is_resolved_to_its_local_pods_with_a_warning(
             assert "(global: true, headless by clusterIP: None, backends: none)" in problem.message
             assert "a headless Service's name resolves to the pods of its cluster's " \
                    "EndpointSlices" in problem.message
+            assert problem.message.endswith(  # the field cannot be changed in place
+                "spec.clusterIP is immutable, so delete the Service and create it again "
+                "without clusterIP: None"), problem.message
     [warned] = [d for d in report.diagnostics if _HEADLESS in d.message]
     assert warned.severity is Severity.WARNING
     assert warned.message.startswith("expected the global Service database-namespace/database "
@@ -608,6 +611,11 @@ def test_a_headless_service_takes_no_remote_backends_to_load_balance(tmp_path: P
     ("true", "true (a boolean)"), ("1", "1 (a number)"), ("-1", "-1 (a number)"),
     ("0.5", "0.5 (a number)"), ("{}", "a mapping"), ("[local]", "a sequence"),
     ("null", "null, which kubectl apply reads as removing the annotation"),
+    # as YAML writes them, not as Python shows them
+    ("2020-01-01", "2020-01-01 (a date)"), ("2020-01-01 10:30:00", "2020-01-01 10:30:00 (a "
+                                                                   "timestamp)"),
+    ("!!binary aGVsbG8=", "a binary value, which the API server"), (".inf", ".inf (a number)"),
+    ("-.inf", "-.inf (a number)"), (".nan", ".nan (a number)"),
 ])
 def test_an_annotation_value_that_is_not_a_string_is_an_error(
         key: str, value: str, found: str) -> None:
@@ -749,3 +757,23 @@ def test_metadata_annotations_or_labels_that_are_not_a_mapping_are_an_error(
         f"expected metadata.{key} of Service database-namespace/database to be a mapping, "
         f"found {found}"), problem.message
     assert str(problem.location).startswith(f"rendered/{path}:")
+
+
+@pytest.mark.parametrize(("key", "shown"), [("null", "null"), ("~", "null"), ("true", "true"),
+                                            ("1", "1")])
+def test_an_annotation_key_that_is_not_a_string_is_shown_as_yaml_writes_it(
+        key: str, shown: str) -> None:
+    """domain1/cl2's database Service with an annotation whose key YAML does not read as a
+    string and whose value is a number: the error's path and message name the key as YAML
+    writes it (``null``, not Python's ``None``)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    tail = tail.replace("  annotations:\n", f"  annotations:\n    {key}: 1\n", 1)
+    files[path] = (head + written + tail).encode()
+    report = verify(inventory, files)
+    [problem] = [d for d in report.diagnostics if "to be a string, found 1" in d.message]
+    assert problem.path == f"metadata.annotations.{shown}"
+    assert problem.message.startswith(f"expected the value of annotation {shown} of Service "
+                                      "database-namespace/database"), problem.message

@@ -21,6 +21,8 @@ What the model leaves out is reported, not ignored.
 
 from __future__ import annotations
 
+import datetime
+import math
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -988,22 +990,38 @@ def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
         else:
             found = (f"{_shown(value)}, which the API server "
                      "rejects: metadata.annotations is a map of strings to strings")
-        yield (("metadata", "annotations", str(key)),
-               f"expected the value of annotation {key} of Service {service} to be a string, "
+        yield (("metadata", "annotations", _key_text(key)),
+               f"expected the value of annotation {_key_text(key)} of Service {service} to be "
+               "a string, "
                f"found {found}; quote it")
 
 
 def _shown(value: object) -> str:
-    """A value as YAML writes it, with its kind (``true (a boolean)``); a string, a mapping or
-    a sequence by its kind only."""
+    """A value as YAML writes it, with its kind (``true (a boolean)``, ``2020-01-01 (a
+    date)``); a string, a mapping, a sequence or a binary value by its kind only."""
     if isinstance(value, bool):
         return f"{'true' if value else 'false'} (a boolean)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{'.nan' if math.isnan(value) else '-.inf' if value < 0 else '.inf'} (a number)"
     if isinstance(value, int | float):
         return f"{value!r} (a number)"
-    if isinstance(value, str):
-        return "a string"
-    return "a mapping" if isinstance(value, dict) else "a sequence" \
-        if isinstance(value, list) else f"{value!r} (a {type(value).__name__})"
+    if isinstance(value, datetime.datetime):  # before date: a datetime is a date too
+        return f"{value.isoformat(' ')} (a timestamp)"
+    if isinstance(value, datetime.date):
+        return f"{value.isoformat()} (a date)"
+    kinds = ((str, "a string"), (dict, "a mapping"), (list, "a sequence"),
+             (bytes, "a binary value"))
+    return next((kind for cls, kind in kinds if isinstance(value, cls)),
+                f"a value of YAML type {type(value).__name__}")
+
+
+def _key_text(key: object) -> str:
+    """A mapping's key as YAML writes it (``null``, ``true``), a string as it is."""
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
 
 
 def _service_name(data: dict[str, Any]) -> str:

@@ -417,8 +417,10 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                           "clusters' only where the Cilium operator synchronises them "
                           "(clustermesh.enableEndpointSliceSynchronization, off by default), "
                           "which verify cannot see, so it counts the local pods only and the "
-                          "call reaches none of the service's pods; give the Service a "
-                          "cluster IP (drop clusterIP: None) for ClusterMesh to load-balance it")
+                          "call reaches none of the service's pods; for ClusterMesh to "
+                          "load-balance it, give the Service a cluster IP: spec.clusterIP is "
+                          "immutable, so delete the Service and create it again without "
+                          "clusterIP: None")
             else:
                 reason = (f"found {'; '.join(shown)}: ClusterMesh gives a copy the remote "
                           "backends only when it is global, so the call reaches none of the "
