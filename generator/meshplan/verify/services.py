@@ -64,8 +64,8 @@ class ServiceCopy:
 
     @property
     def resolves_to_pods(self) -> bool:
-        """Its name resolves to its pods (``clusterIP: None``, which Kubernetes spells so
-        only), not to an address Cilium serves."""
+        """Its name resolves to its pods (``clusterIP: None``, the only spelling Kubernetes
+        admits), not to an address Cilium serves."""
         return self.headless == HEADLESS_BY_CLUSTER_IP
 
 
@@ -123,7 +123,8 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
     built.
 
     A copy Cilium gives no frontend though it has a cluster IP (its label
-    :data:`HEADLESS_LABEL`) has none: its name resolves to an address nothing load-balances.
+    :data:`HEADLESS_LABEL`) has none: its name resolves to an address nothing load-balances;
+    so too one whose ``clusterIP`` is "none" spelt otherwise (Kubernetes rejects it).
     A headless copy with no cluster IP has the pods DNS answers its name with in its cluster: its
     local pods, and the remote ones only where the Cilium operator writes the remote
     clusters' EndpointSlices into it (``clustermesh.enableEndpointSliceSynchronization``,
