@@ -759,6 +759,34 @@ def test_metadata_annotations_or_labels_that_are_not_a_mapping_are_an_error(
     assert str(problem.location).startswith(f"rendered/{path}:")
 
 
+@pytest.mark.parametrize(("value", "found"), [
+    ("5", "5 (a number), which the API server rejects: metadata.labels is a map of strings"),
+    ("true", "true (a boolean)"), ("[a]", "a sequence"), ("2020-01-01", "2020-01-01 (a date)"),
+    ("null", "null, which kubectl apply reads as removing the label"),
+])
+def test_a_label_value_that_is_not_a_string_is_an_error(value: str, found: str) -> None:
+    """domain1/cl2's database Service's label app.kubernetes.io/managed-by given by hand a
+    value YAML does not read as a string: the API server rejects it (``metadata.labels`` is
+    ``map[string]string``), so it is an error at the label, as for an annotation."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    managed = "  labels:\n    app.kubernetes.io/managed-by: meshplan\n"
+    assert written and tail.startswith(managed)  # rewrite the one written
+    files[path] = (head + written + tail.replace(
+        managed, f"  labels:\n    app.kubernetes.io/managed-by: {value}\n", 1)).encode()
+    report = verify(inventory, files)
+    [problem] = [d for d in report.diagnostics
+                 if d.path == "metadata.labels.app.kubernetes.io/managed-by"]
+    assert problem.severity is Severity.ERROR
+    assert problem.message.startswith(
+        "expected the value of label app.kubernetes.io/managed-by of Service "
+        f"database-namespace/database to be a string, found {found}"), problem.message
+    assert str(problem.location).startswith(f"rendered/{path}:")
+    assert not report.ok
+
+
 @pytest.mark.parametrize(("key", "shown"), [("null", "null"), ("~", "null"), ("true", "true"),
                                             ("1", "1")])
 def test_an_annotation_key_that_is_not_a_string_is_shown_as_yaml_writes_it(

@@ -954,7 +954,7 @@ def _service_findings(data: dict[str, Any]) -> tuple[
 
 def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
     """(path, message) of each error in a Service's data: its labels or annotations not a
-    mapping, an annotation value that is not a
+    mapping, a label or annotation value that is not a
     string (verify does not guess what Cilium would read from an object Kubernetes does not
     store as written); the label :data:`.services.SERVICE_PROXY_NAME_LABEL` on a Service a
     proxy serves (not an ExternalName): verify does not model the agent's setting it depends
@@ -977,23 +977,30 @@ def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
                "when the label equals its agent's k8s-service-proxy-name (empty by default: "
                "it then handles only the Services without the label), which the rendered tree "
                "does not say; verify does not model it and counts the Service as not served")
-    annotations = meta.get("annotations") if isinstance(meta, dict) else None
-    if not isinstance(annotations, dict):
+    for field, kind in (("labels", "label"), ("annotations", "annotation")):
+        yield from _not_strings(data, field, kind)
+
+
+def _not_strings(data: dict[str, Any], field: str, kind: str) -> Iterator[tuple[PathKey, str]]:
+    """An error at each value of the Service's ``metadata.<field>`` that is not a string
+    (``kind``: how a message names one of its keys)."""
+    meta = data.get("metadata")
+    values = meta.get(field) if isinstance(meta, dict) else None
+    if not isinstance(values, dict):
         return
     service = _service_name(data)
-    for key, value in annotations.items():
+    for key, value in values.items():
         if isinstance(value, str):
             continue
         if value is None:
-            found = ("null, which kubectl apply reads as removing the annotation and the API "
+            found = (f"null, which kubectl apply reads as removing the {kind} and the API "
                      "server as an empty string")
         else:
             found = (f"{_shown(value)}, which the API server "
-                     "rejects: metadata.annotations is a map of strings to strings")
-        yield (("metadata", "annotations", _key_text(key)),
-               f"expected the value of annotation {_key_text(key)} of Service {service} to be "
-               "a string, "
-               f"found {found}; quote it")
+                     f"rejects: metadata.{field} is a map of strings to strings")
+        yield (("metadata", field, _key_text(key)),
+               f"expected the value of {kind} {_key_text(key)} of Service {service} to be "
+               f"a string, found {found}; quote it")
 
 
 def _shown(value: object) -> str:
