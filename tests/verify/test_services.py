@@ -787,6 +787,63 @@ def test_a_label_value_that_is_not_a_string_is_an_error(value: str, found: str) 
     assert not report.ok
 
 
+_DATABASE = "database-namespace/database"
+
+
+@pytest.mark.parametrize(("lines", "path", "found"), [
+    (["clusterIP: 5"], "spec.clusterIP", f"expected spec.clusterIP of Service {_DATABASE} to be "
+     "None or an IP address, found 5 (a number), which the API server rejects"),
+    (["clusterIP: [None]"], "spec.clusterIP", "to be None or an IP address, found a sequence"),
+    # Cilium reads headlessness from clusterIP only; the API server rejects clusterIPs alone
+    (["clusterIPs: [None]"], "spec.clusterIPs", f"expected spec.clusterIPs of Service {_DATABASE} "
+     "to be absent, found [None] without spec.clusterIP, which the API server rejects"),
+    (["clusterIP: 10.96.0.9", "clusterIPs: [None]"], "spec.clusterIPs",
+     "to begin with its spec.clusterIP 10.96.0.9, found [None], which the API server rejects"),
+    (["clusterIP: None", "clusterIPs: [10.96.0.9]"], "spec.clusterIPs",
+     "to begin with its spec.clusterIP None, found [10.96.0.9]"),
+    (["clusterIPs: None"], "spec.clusterIPs", "to be a list of strings, found a string"),
+    (["clusterIPs: [1]"], "spec.clusterIPs", "to be a list of strings, found a sequence"),
+])
+def test_a_cluster_ip_the_api_server_rejects_is_an_error(
+        lines: list[str], path: str, found: str) -> None:
+    """domain1/cl2's database Service given by hand a ``spec.clusterIP`` that is not a string
+    or a ``spec.clusterIPs`` that disagrees with it (the API server's validation: clusterIPs
+    empty when clusterIP is, else beginning with it): an error at that field."""
+    inventory, files = rendered_files(REPO_ROOT)
+    rendered = "clusters/domain1/cl2/services.yaml"
+    _spec_lines(files, rendered, lines)
+    report = verify(inventory, files)
+    [problem] = [d for d in report.diagnostics if d.path == path]
+    assert problem.severity is Severity.ERROR
+    assert found in problem.message, problem.message
+    assert str(problem.location).startswith(f"rendered/{rendered}:")
+    assert not report.ok
+
+
+@pytest.mark.parametrize("lines", [["clusterIP: 10.96.0.9"], ["clusterIP: None"],
+                                   ["clusterIP: None", "clusterIPs: [None]"],
+                                   ["clusterIP: 10.96.0.9", "clusterIPs: [10.96.0.9, fd00::9]"],
+                                   ['clusterIP: ""'], ["clusterIPs: []"]])
+def test_a_cluster_ip_the_api_server_admits_is_no_error(lines: list[str]) -> None:
+    """The same Service with a clusterIP and clusterIPs the API server admits: no error (the
+    headless copy, the only one with database's pods, still shares them)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    _spec_lines(files, "clusters/domain1/cl2/services.yaml", lines)
+    report = verify(inventory, files)
+    assert report.ok, [d.format_text() for d in report.diagnostics]
+
+
+def _spec_lines(files: dict[str, bytes], path: str, lines: list[str]) -> None:
+    """domain1/cl2's database Service given the spec ``lines`` by hand (after its type)."""
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    body, sep, rest = tail.partition("\n---\n")
+    assert written and "spec:\n  type: ClusterIP\n" in body
+    body = body.replace("spec:\n  type: ClusterIP\n", "spec:\n  type: ClusterIP\n"
+                        + "".join(f"  {line}\n" for line in lines), 1)
+    files[path] = (head + written + body + sep + rest).encode()
+
+
 @pytest.mark.parametrize(("key", "shown"), [("null", "null"), ("~", "null"), ("true", "true"),
                                             ("1", "1")])
 def test_an_annotation_key_that_is_not_a_string_is_shown_as_yaml_writes_it(

@@ -954,11 +954,12 @@ def _service_findings(data: dict[str, Any]) -> tuple[
 
 def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
     """(path, message) of each error in a Service's data: its labels or annotations not a
-    mapping, a label or annotation value that is not a
-    string (verify does not guess what Cilium would read from an object Kubernetes does not
-    store as written); the label :data:`.services.SERVICE_PROXY_NAME_LABEL` on a Service a
-    proxy serves (not an ExternalName): verify does not model the agent's setting it depends
-    on, and reads the Service as not served."""
+    mapping, a label or annotation value that is not a string, a ``spec.clusterIP`` or
+    ``clusterIPs`` the API server rejects (:func:`_cluster_ip_errors`; verify does not guess
+    what Cilium would read from an object Kubernetes does not store as written); the label
+    :data:`.services.SERVICE_PROXY_NAME_LABEL` on a Service a proxy serves (not an
+    ExternalName): verify does not model the agent's setting it depends on, and reads the
+    Service as not served."""
     meta = data.get("metadata")
     for key in ("labels", "annotations"):  # null is none; anything else the API rejects
         value = meta.get(key) if isinstance(meta, dict) else None
@@ -979,6 +980,38 @@ def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
                "does not say; verify does not model it and counts the Service as not served")
     for field, kind in (("labels", "label"), ("annotations", "annotation")):
         yield from _not_strings(data, field, kind)
+    if proxied and isinstance(spec, dict):
+        yield from _cluster_ip_errors(spec, _service_name(data))
+
+
+def _cluster_ip_errors(spec: dict[str, Any], service: str) -> Iterator[tuple[PathKey, str]]:
+    """An error at a Service's ``spec.clusterIP`` that is not a string and at a
+    ``spec.clusterIPs`` the API server rejects (its validation of the two: clusterIPs must be
+    empty when clusterIP is, else begin with it). Cilium reads whether a Service is headless
+    from clusterIP only, so a clusterIPs that alone says None must not pass unseen."""
+    ip, ips = spec.get("clusterIP"), spec.get("clusterIPs")
+    if ip is not None and not isinstance(ip, str):
+        yield (("spec", "clusterIP"),
+               f"expected spec.clusterIP of Service {service} to be None or an IP address, "
+               f"found {_shown(ip)}, which the API server rejects: it is a string; quote it")
+        return
+    if ips is None:
+        return
+    path: PathKey = ("spec", "clusterIPs")
+    expected = f"expected spec.clusterIPs of Service {service}"
+    if not isinstance(ips, list) or not all(isinstance(one, str) for one in ips):
+        yield (path, f"{expected} to be a list of strings, found {_shown(ips)}, which the API "
+                     "server rejects")
+    elif ips and not ip:
+        yield (path, f"{expected} to be absent, found [{', '.join(ips)}] without "
+                     "spec.clusterIP, which the API server rejects (clusterIPs must be empty "
+                     "when clusterIP is not specified); Cilium reads whether a Service is "
+                     "headless from spec.clusterIP only: give clusterIP their first value")
+    elif ips and ips[0] != ip:
+        yield (path, f"{expected} to begin with its spec.clusterIP {ip}, found "
+                     f"[{', '.join(ips)}], which the API server rejects (the first value must "
+                     "match clusterIP); Cilium reads whether a Service is headless from "
+                     "spec.clusterIP only")
 
 
 def _not_strings(data: dict[str, Any], field: str, kind: str) -> Iterator[tuple[PathKey, str]]:
