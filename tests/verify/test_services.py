@@ -589,6 +589,24 @@ def test_a_headless_service_that_is_not_global_is_not_warned_about() -> None:
                                        "address, found none, which the API server rejects")
 
 
+def test_a_cluster_ip_spelt_none_otherwise_is_advised_as_such() -> None:
+    """domain1/cl1's copy of database (a caller's) given ``clusterIP: NONE`` by hand: the
+    call by name has no backends, and the error's advice is about the spelling the API server
+    rejects, not about a label it does not have."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl1/services.yaml"
+    _make_headless(files, path, "database-namespace", "database")
+    files[path] = files[path].replace(b"clusterIP: None", b"clusterIP: NONE")
+    report = verify(inventory, files)
+    [call] = [d for d in report.diagnostics
+              if d.severity is Severity.ERROR and d.path != "spec.clusterIP"]
+    assert "(global: true, headless by clusterIP: NONE, backends: none)" in call.message
+    assert call.message.endswith(
+        "spec.clusterIP NONE is rejected by the API server: write None for DNS to answer its "
+        "name with its pods, or leave it out for Cilium to load-balance it"), call.message
+    assert HEADLESS_LABEL not in call.message
+
+
 def test_a_headless_service_takes_no_remote_backends_to_load_balance(tmp_path: Path) -> None:
     """The thesis' use case 2b with the client admitted to cluster1 only (as in
     test_dropped_connections_behind_a_global_service_are_reported), and backend's Service in
@@ -685,6 +703,8 @@ def test_a_service_labelled_headless_has_no_backends_whatever_its_cluster_ip(
             in problem.message, problem.message
         assert "Cilium gives a headless Service no frontend, even with a cluster IP" \
             in problem.message, problem.message
+        assert problem.message.endswith(
+            f"drop the label {HEADLESS_LABEL} for Cilium to load-balance it"), problem.message
     [warned] = [d for d in report.diagnostics if _UNSERVED in d.message]
     assert warned.severity is Severity.WARNING
     assert warned.path == f"metadata.labels.{HEADLESS_LABEL}"

@@ -410,8 +410,9 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                 reason = (f"found {'; '.join(shown)}: Cilium gives a headless Service no "
                           "frontend, even with a cluster IP, and DNS answers its name with its "
                           "pods only when its spec.clusterIP is None, so the name resolves to "
-                          "none of the service's pods; drop the label "
-                          f"{HEADLESS_LABEL} for Cilium to load-balance it")
+                          "none of the service's pods; " + "; ".join(sorted(
+                              {_unheadless(copy.headless) for copy, _ in found
+                               if copy.headless and not copy.resolves_to_pods})))
             elif any(copy.headless for copy, _ in found):
                 reason = (f"found {'; '.join(shown)}: a headless Service's name resolves to "
                           "the pods of its cluster's EndpointSlices, which hold the remote "
@@ -428,3 +429,14 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                           "service's pods")
         out.append(error(call.where, "", f"{expected}, {reason}"))
     return out
+
+
+def _unheadless(headless: str) -> str:
+    """The advice for a copy Cilium reads as headless for the reason ``headless`` (not
+    :data:`HEADLESS_BY_CLUSTER_IP`): drop its label, or spell its clusterIP as Kubernetes
+    does (the API server rejects any other spelling)."""
+    if headless.startswith("clusterIP: "):
+        return (f"spec.clusterIP {headless.removeprefix('clusterIP: ')} is rejected by the API "
+                "server: write None for DNS to answer its name with its pods, or leave it out "
+                "for Cilium to load-balance it")
+    return f"drop the label {HEADLESS_LABEL} for Cilium to load-balance it"
