@@ -170,6 +170,41 @@ def test_ctrl_c_as_the_pipe_closes_still_kills_and_reaps_the_child(
         os.waitpid(pid, os.WNOHANG)
 
 
+@pytest.mark.parametrize("when", ["reaped", "stopped"])
+def test_a_reaped_child_is_never_signalled(when: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupt right after the child is reaped (by result(), before it clears the pid,
+    or by a stop() then asked again) leaves a pid the kernel may already have given another
+    process: leaving the block signals nothing, and the worker is done."""
+    from meshplan import forked
+
+    real_reap = forked._reap
+    signalled: list[int] = []
+    real_kill = os.kill
+
+    def reap_then_interrupt(pid: int) -> int:
+        real_reap(pid)
+        monkeypatch.setattr(forked, "_reap", real_reap)  # once
+        raise KeyboardInterrupt
+
+    def kill(pid: int, signum: int) -> None:
+        signalled.append(pid)
+        real_kill(pid, signum)
+
+    worker: Forked[object] = Forked(lambda: 1 if when == "reaped" else time.sleep(60))
+    pid = worker.pid or 0
+    monkeypatch.setattr(forked, "_reap", reap_then_interrupt)
+    monkeypatch.setattr(os, "kill", kill)
+    with pytest.raises(KeyboardInterrupt), worker:
+        if when == "reaped":
+            worker.result()
+        else:
+            worker.stop()  # kills and reaps, interrupted before it clears the pid
+    assert worker.pid is None
+    assert signalled == ([] if when == "reaped" else [pid])  # the live child only, once
+    with pytest.raises(ChildProcessError):  # reaped, once
+        os.waitpid(pid, os.WNOHANG)
+
+
 def exits() -> None:
     sys.exit("the check gave up")
 

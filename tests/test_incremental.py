@@ -1546,6 +1546,40 @@ def test_a_patch_keeps_unchanged_objects_and_refuses_one_cached_twice(medium: Pa
                            every) is None
 
 
+@pytest.mark.parametrize("namespace", ["no", "123"])
+def test_a_cached_render_of_a_namespace_the_writer_quotes_is_the_full_render(
+        tmp_path: Path, namespace: str) -> None:
+    """A namespace the YAML writer quotes (``"no"``, a boolean to YAML 1.1 readers; ``"123"``)
+    through every kind of cached run (the first, unchanged, a requirement changed, a
+    service's port changed, and back): each is byte for byte the full render."""
+    repo = tmp_path / "repo"
+    generate("3x3x5x24", 7, repo)
+    renamed = 0
+    for path in [*repo.glob("inventory/*.yaml"), *repo.glob("requirements/*/*.yaml")]:
+        text = path.read_text(encoding="utf-8")
+        # ServiceChange's service and mutate_one_requirement's requirement live there
+        if "namespace: team-00-identity\n" in text:
+            renamed += 1
+            path.write_text(text.replace("namespace: team-00-identity\n",
+                                         f'namespace: "{namespace}"\n'), encoding="utf-8")
+    assert renamed >= 2
+    cache = RenderCache.at(tmp_path / "cache")
+    modes = [assert_same(repo, cache), assert_same(repo, cache)]
+    rendered = full(repo)[0]
+    assert rendered is not None and any(f'  namespace: "{namespace}"\n'.encode() in f.content
+                                        for f in rendered.files)
+    mutation = mutate_one_requirement(repo)
+    modes.append(assert_same(repo, cache))
+    change = ServiceChange(repo)
+    change.apply()
+    modes.append(assert_same(repo, cache))
+    change.undo()
+    mutation.undo(repo)
+    modes.append(assert_same(repo, cache))
+    assert modes[0].startswith("full (no snapshot") and modes[1] == "unchanged", modes
+    assert "incremental" in modes[2:], modes  # the cached path taken, not only full runs
+
+
 def test_a_cached_document_whose_namespace_is_not_read_is_not_patched(medium: Path) -> None:
     """A namespaced object whose namespace the key pattern does not read (a name the dumper
     quotes, as "no" or "123") would be keyed with no namespace, and the cluster's record lose

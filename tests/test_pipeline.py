@@ -232,6 +232,43 @@ def test_verify_in_parallel_of_a_broken_tree(example_repo: Path, tmp_path: Path)
         assert words in texts, words
 
 
+def test_verify_in_parallel_of_valid_inputs_and_no_rendered_tree(example_repo: Path) -> None:
+    """Valid inputs and no rendered tree at all: the worker's inventory comes back and every
+    cluster is reported missing, as in serial (nothing read ahead, nothing raised)."""
+    import shutil
+
+    shutil.rmtree(example_repo / "rendered", ignore_errors=True)
+    assert not (example_repo / "rendered").exists()
+    parallel, serial = verify_both_ways(example_repo)
+    assert parallel == serial
+    texts = [d.format_text() for d in parallel[0]]  # type: ignore[index]
+    for cluster in ("domain1/cl1", "domain1/cl2", "domain2/cl3", "domain2/cl4"):
+        assert f"rendered/clusters/{cluster}/: expected the rendered directory of cluster " \
+               f"{cluster}, found none: run `meshplan render`" in "\n".join(texts), cluster
+
+
+def test_a_worker_that_fails_unexpectedly_is_an_internal_error_of_the_command(
+        example_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain RuntimeError in the forked worker (a bug, not an error meshplan raises on
+    purpose) reaches ``meshplan verify`` as an internal error: exit 3, the worker's traceback
+    in the message, nothing on stdout."""
+    from meshplan import pipeline
+    from meshplan.forked import can_fork
+
+    if not can_fork():  # the command would check the inputs in this process
+        pytest.skip("verify cannot fork here (one usable CPU, or other threads running)")
+
+    def fails(repo: Path) -> None:
+        raise RuntimeError("the check went wrong")
+
+    _rendered(example_repo)
+    monkeypatch.setattr(pipeline, "checked_inventory", fails)  # the child is a fork of this
+    code, out, err = run_cli(["verify", "--repo", str(example_repo), "--no-cache"])
+    assert (code, out) == (3, ""), err
+    assert "internal error: WorkerError: the worker process raised:\n" in err
+    assert "in fails" in err and "RuntimeError: the check went wrong" in err, err
+
+
 @pytest.mark.parametrize("rendered", ["present", "absent"])
 def test_verify_in_parallel_reports_invalid_inputs_as_in_serial(example_repo: Path,
                                                                 rendered: str) -> None:

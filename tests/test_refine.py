@@ -782,3 +782,25 @@ def test_the_fast_manifest_maker_sets_every_field_as_the_dataclass_does() -> Non
     assert vars(made) == vars(Manifest(key, body, ("a/r",), body))
     assert set(vars(made)) == {f.name for f in dataclasses.fields(Manifest)}
     assert made == Manifest(key, body, ("a/r",), None)  # shared is not compared
+
+
+@pytest.mark.parametrize("annotations", [
+    {}, {"service.cilium.io/global": "true"}, {"service.cilium.io/global": "True"},
+    {"service.cilium.io/global": "true", "service.cilium.io/shared": "false"},
+    {"service.cilium.io/global": "true", "service.cilium.io/shared": "no"},
+    {"service.cilium.io/global": "TRUE", "service.cilium.io/shared": "FALSE"},
+    {"io.cilium/global-service": "true"}, {"io.cilium/global-service": "true",
+                                          "io.cilium/shared-service": "false"},
+    {"service.cilium.io/global": "false", "io.cilium/global-service": "true"},
+    {"service.cilium.io/shared": "true"}, {"service.cilium.io/global": True},
+])
+def test_refinement_reads_a_copys_flags_as_verify_and_cilium_do(
+        annotations: dict[str, object]) -> None:
+    """Which copies give and take remote backends, for the load-balancing warnings before
+    render, is the agent's reading verify uses (one function): any letter case of "true",
+    the legacy keys, shared only when global and true when absent."""
+    from meshplan.admission import cilium_service_flags
+    from meshplan.refine import _is_global, _shares
+
+    assert (_is_global(annotations), _shares(annotations)) == \
+        cilium_service_flags(annotations)

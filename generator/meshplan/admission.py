@@ -1,4 +1,6 @@
-"""What the Kubernetes API server and the Cilium agent admit: names, labels and selectors.
+"""What the Kubernetes API server and the Cilium agent admit: names, labels and selectors;
+and how the agent reads a Service's global and shared annotations (:func:`cilium_service_flags`,
+for refinement's warnings and for verify alike).
 
 One rule set, used on the inputs (stage 2: located errors) and on the rendered output (verify:
 a policy the Cilium agent rejects enforces nothing, so its pods stay unrestricted by it). The
@@ -23,7 +25,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from .vocabulary import LABEL_SOURCES, NAMESPACE_LABELS_PREFIX
+from .vocabulary import (
+    GLOBAL_SERVICE_ANNOTATION,
+    GLOBAL_SERVICE_ANNOTATION_ALIAS,
+    LABEL_SOURCES,
+    NAMESPACE_LABELS_PREFIX,
+    SHARED_SERVICE_ANNOTATION,
+    SHARED_SERVICE_ANNOTATION_ALIAS,
+)
 
 # --------------------------------------------------------------------------- names
 
@@ -281,3 +290,45 @@ def _expression(i: int, expression: Any) -> Iterator[SelectorProblem]:
 # --------------------------------------------------------------------------- policy rules
 
 MAX_PORTS_PER_PORT_RULE = 40  # Cilium: "too many ports, the max is 40" per toPorts entry
+
+
+# --------------------------------------------------------------------------- Services
+
+
+def cilium_service_flags(annotations: Mapping[Any, Any]) -> tuple[bool, bool]:
+    """(global, shared) of a Service with these annotations, read as the Cilium agent reads
+    them (cilium/cilium ``pkg/annotation/clustermesh.go``: GetAnnotationIncludeExternal,
+    GetAnnotationShared; ``pkg/annotation/k8s.go``: Get and the ``*Alias`` keys):
+
+    * each flag is the value of its ``service.cilium.io/`` key when that key is present
+      (whatever its value, even ``""``), else of its legacy ``io.cilium/`` alias (Get tries
+      the key, then the aliases, and stops at the first present): so the new key wins when
+      both are written, also when it says "false" and the alias "true";
+    * a value is true when ``strings.ToLower(value) == "true"`` ("True", "TRUE" are true;
+      "yes", "1", "" false); Python's ``str.lower`` agrees here, as no character but T, R, U
+      and E lowers to t, r, u or e in either;
+    * shared is false unless the Service is global ("ignored if the service is not declared
+      as global"), and true for a global one that writes neither spelling.
+
+    Affinity (``service.cilium.io/affinity``, alias ``io.cilium/service-affinity``, read the
+    same way, lowercased, ignored unless global) only orders the backends a global copy
+    picks from, with fail-over, so it is not read here (:mod:`meshplan.verify.services`),
+    except for the values :func:`meshplan.verify.services.unmodelled_affinity` finds.
+
+    A value that is not a string (Kubernetes admits only strings) is present and not true;
+    verify reports it as an error (:mod:`meshplan.verify.cilium`).
+    """
+    is_global = _cilium_true(annotations, GLOBAL_SERVICE_ANNOTATION,
+                             GLOBAL_SERVICE_ANNOTATION_ALIAS, False)
+    return is_global, is_global and _cilium_true(annotations, SHARED_SERVICE_ANNOTATION,
+                                                 SHARED_SERVICE_ANNOTATION_ALIAS, True)
+
+
+def _cilium_true(annotations: Mapping[Any, Any], key: str, alias: str, default: bool) -> bool:
+    """annotation.Get(obj, key, alias) compared to "true" in any case; ``default`` when
+    neither key is present."""
+    for name in (key, alias):
+        if name in annotations:
+            value = annotations[name]
+            return isinstance(value, str) and value.lower() == "true"
+    return default

@@ -198,11 +198,8 @@ class Forked(Generic[T]):
                 os.close(read_end)
         finally:  # whatever interrupts the close (Ctrl-C), the child is killed and reaped
             if self._pid is not None:
-                pid, self._pid = self._pid, None
-                with contextlib.suppress(ProcessLookupError):  # gone already (still to reap)
-                    os.kill(pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):  # reaped already (result())
-                    _reap(pid)
+                _kill_unreaped(self._pid)
+                self._pid = None  # only once reaped: a stop() interrupted before is redone
 
 
 def _child(call: Callable[[], T], write_end: int, parent: int) -> None:
@@ -252,6 +249,24 @@ def _read_all(fd: int) -> bytes:
     while chunk := os.read(fd, _CHUNK):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _kill_unreaped(pid: int) -> None:
+    """Kill and reap the child ``pid`` unless it is reaped already.
+
+    A pid is signalled only while it is this process's unreaped child: a reaped one may
+    already be another process's (the kernel reuses it), and result() may have reaped it
+    just before an interrupt (Ctrl-C) kept it from saying so. Until we reap it, the child
+    (even a zombie) keeps its pid, and only this process reaps it."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already (by result())
+        return
+    if done:  # it had ended: reaped just now
+        return
+    with contextlib.suppress(ProcessLookupError):  # a zombie, where a system refuses it
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
 
 
 def _reap(pid: int) -> int:

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from .admission import MAX_PORTS_PER_PORT_RULE, bare_key, valid_external_name
+from .admission import (
+    MAX_PORTS_PER_PORT_RULE,
+    bare_key,
+    cilium_service_flags,
+    valid_external_name,
+)
 from .diagnostics import Diagnostic, Location, error, has_errors, warning
 from .model import (
     Cluster,
@@ -959,12 +964,14 @@ def host_cidr(address: str) -> str:
 
 
 def _is_global(annotations: Mapping[str, Any]) -> bool:
-    return annotations.get(GLOBAL_SERVICE_ANNOTATION) == "true"
+    """A copy of a Service takes the other clusters' backends (as Cilium reads it, as verify
+    does: :func:`~meshplan.admission.cilium_service_flags`)."""
+    return cilium_service_flags(annotations)[0]
 
 
 def _shares(annotations: Mapping[str, Any]) -> bool:
     """A copy of a Service contributes its backends to other clusters (global and shared)."""
-    return _is_global(annotations) and annotations.get(SHARED_SERVICE_ANNOTATION) != "false"
+    return cilium_service_flags(annotations)[1]
 
 
 _CLIENTS = "\0"  # where a load-balancing message names its client cluster(s)

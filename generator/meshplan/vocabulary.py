@@ -60,7 +60,7 @@ SHARED_SERVICE_ANNOTATION = "service.cilium.io/shared"
 AFFINITY_ANNOTATION = "service.cilium.io/affinity"  # local/remote: a preference (verify.services)
 # The legacy spellings Cilium still reads when the key above is absent (pkg/annotation/k8s.go:
 # GlobalServiceAlias, SharedServiceAlias, ServiceAffinityAlias). meshplan never writes them;
-# verify reads them as the agent does (verify.services.cilium_service_flags).
+# verify reads them as the agent does (admission.cilium_service_flags).
 GLOBAL_SERVICE_ANNOTATION_ALIAS = "io.cilium/global-service"
 SHARED_SERVICE_ANNOTATION_ALIAS = "io.cilium/shared-service"
 AFFINITY_ANNOTATION_ALIAS = "io.cilium/service-affinity"

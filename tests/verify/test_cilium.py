@@ -4,7 +4,9 @@ denies, CIDR ``except``, L4-only rules, label source prefixes, named ports."""
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 from meshplan.model import Inventory
@@ -350,3 +352,37 @@ def test_reading_ahead_reads_what_a_kustomization_lists_and_stops_when_told() ->
     reader = RenderedReader(None)
     read_ahead(files, reader, "out", until=lambda: next(asked) >= 2)
     assert len(reader.ahead) == 2
+
+
+def test_a_file_listed_twice_in_a_kustomization_is_an_error_and_read_once(
+        semantics_inventory: Inventory, tmp_path: Path) -> None:
+    """``kubectl kustomize`` refuses a cluster whose kustomization lists a file twice (it
+    would register each object twice); verify reads it once and reports the second listing,
+    also when it is spelt alike further down."""
+    from tests.support.k8s import require_kubectl
+
+    policy = cnp("n1", """
+        endpointSelector: {matchLabels: {app: x}}
+        ingress: [{fromEndpoints: [{matchLabels: {app: z}}]}]
+    """)
+    once = model(semantics_inventory, "a", policy)
+    files: Files = {"clusters/d/a/policies.yaml": textwrap.dedent(policy).encode(),
+                    "clusters/d/b/policies.yaml": b"",
+                    "clusters/d/b/kustomization.yaml": b"resources: [policies.yaml]\n",
+                    "clusters/d/a/kustomization.yaml":
+                        b"resources:\n- policies.yaml\n- policies.yaml\n"}
+    twice = verify(semantics_inventory, files)
+    assert twice.policies == once.policies == 1
+    assert twice.flow_lines() == once.flow_lines()
+    [problem] = [d for d in twice.diagnostics if d.path == "resources[1]"]
+    assert str(problem.location) == "rendered/clusters/d/a/kustomization.yaml:3:3"
+    assert problem.message.startswith("expected each file listed once, found 'policies.yaml' "
+                                      "again (first at resources[0]): kustomize refuses")
+    assert errors(twice) == [problem.format_text(), *errors(once)]
+    # the reason, from the real tool
+    kubectl = require_kubectl()
+    for relpath in ("clusters/d/a/policies.yaml", "clusters/d/a/kustomization.yaml"):
+        (tmp_path / relpath.rsplit("/", 1)[1]).write_bytes(files[relpath])
+    built = subprocess.run([kubectl, "kustomize", str(tmp_path)], capture_output=True,
+                           text=True, check=False)
+    assert built.returncode != 0 and "already registered id" in built.stderr, built.stderr

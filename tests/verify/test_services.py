@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from meshplan.admission import cilium_service_flags
 from meshplan.diagnostics import Diagnostic, Location, Severity
 from meshplan.pipeline import validate
 from meshplan.verify.connectivity import Connectivity
@@ -18,10 +19,12 @@ from meshplan.verify.endpoints import Endpoint, EndpointIndex
 from meshplan.verify.ports import PortSet
 from meshplan.verify.report import VerifyReport, verify
 from meshplan.verify.services import (
+    HEADLESS_BY_CLUSTER_IP,
+    HEADLESS_LABEL,
+    SERVICE_PROXY_NAME_LABEL,
     NamedCall,
     ServiceCopy,
     backends,
-    cilium_service_flags,
     name_problems,
 )
 
@@ -29,14 +32,15 @@ from tests.support.flows import rendered_files, verify_repo
 from tests.support.repos import REPO_ROOT, THESIS_DIR, copy_tree
 
 WEB = (("app", "web"),)
+NONE, LABEL = HEADLESS_BY_CLUSTER_IP, f"label {HEADLESS_LABEL}"
 ENDPOINTS = [Endpoint("service", "d", c, f"m{c}", "ns", "web", WEB) for c in ("a", "b", "c")]
 ENDPOINTS.append(Endpoint("service", "e", "x", "mx", "ns", "web", WEB))  # another domain
 
 
 def copy(cluster: str, *, is_global: bool = True, shared: bool = True, selector: bool = True,
-         domain: str = "d") -> ServiceCopy:
+         domain: str = "d", headless: str = "") -> ServiceCopy:
     return ServiceCopy(domain, cluster, "ns", "web", WEB if selector else None, is_global,
-                       shared, PortSet.single("TCP", 80), PortSet.single("TCP", 80),
+                       shared, PortSet.single("TCP", 80), PortSet.single("TCP", 80), headless,
                        Location("f.yaml"))
 
 
@@ -55,6 +59,18 @@ def copy(cluster: str, *, is_global: bool = True, shared: bool = True, selector:
      ["a", "b"]),
     # a mirror with a selector matching local pods picks them too (another domain's pods!)
     ([copy("a"), copy("x", shared=False, domain="e")], "x", ["a", "x"]),
+    # a headless copy: its name resolves to its local pods only (as verify counts them: the
+    # remote ones depend on the operator's EndpointSlice synchronisation)...
+    ([copy("a", headless=NONE), copy("b"), copy("c")], "a", ["a"]),
+    ([copy("x", shared=False, domain="e", selector=False, headless=NONE), copy("a")], "x", []),
+    # ...and it still gives its pods to the others' global copies (ClusterMesh exports it)
+    ([copy("a", headless=NONE), copy("b"), copy("c")], "b", ["a", "b", "c"]),
+    ([copy("a", headless=NONE, shared=False), copy("b")], "b", ["b"]),
+    # a copy labelled headless that has a cluster IP: Cilium serves no frontend for it, and
+    # DNS answers its name with the cluster IP, not its pods; so too a clusterIP spelt "none"
+    ([copy("a", headless=LABEL), copy("b"), copy("c")], "a", []),
+    ([copy("a", headless=LABEL, is_global=False)], "a", []),
+    ([copy("a", headless="clusterIP: none")], "a", []),
 ])
 def test_backends(copies: list[ServiceCopy], client: str, picked: list[str]) -> None:
     [mine] = [c for c in copies if c.cluster == client]
@@ -303,6 +319,7 @@ def test_name_problems_agree_with_every_call(data: st.DataObject) -> None:
             copies.append(ServiceCopy(domain, cluster, "ns", data.draw(names),
                                       WEB if data.draw(likely) else None, data.draw(likely),
                                       data.draw(likely), tcp80, data.draw(ports),
+                                      data.draw(st.sampled_from(["", "", NONE, LABEL])),
                                       Location("s.yaml", len(copies) + 1)))
     serving = backends(copies, ENDPOINTS)
     # few keys (peer, cluster, name), so that one often has calls that reach and calls that
@@ -493,3 +510,375 @@ def assert_database_unreachable_from(report: VerifyReport, errors: list[str]) ->
         f"expected {cluster}" for cluster in errors], [d.message for d in found]
     assert all("a Service database-namespace/database whose backends include a pod of service "
                "domain1/database" in d.message for d in found), [d.message for d in found]
+
+
+def _make_headless(files: dict[str, bytes], path: str, namespace: str, name: str) -> None:
+    """The Service namespace/name of a rendered services file given ``clusterIP: None`` by
+    hand (after its ``type: ClusterIP``)."""
+    text = files[path].decode()
+    head, written, tail = text.partition(f"  name: {name}\n  namespace: {namespace}\n")
+    body, sep, rest = tail.partition("\n---\n")
+    assert written and "spec:\n  type: ClusterIP\n" in body
+    body = body.replace("spec:\n  type: ClusterIP\n", "spec:\n  type: ClusterIP\n"
+                        "  clusterIP: None\n", 1)
+    files[path] = (head + written + body + sep + rest).encode()
+
+
+_HEADLESS = "found clusterIP: None: Cilium load-balances no headless Service"
+
+
+@pytest.mark.parametrize(("cluster", "errors"), [
+    # the only copy with database's pods: ClusterMesh still shares them with the callers'
+    # global copies, which load-balance to them
+    ("cl2", []),
+    # a caller's copy with no pods of its own: DNS answers its name with the remote pods
+    # only where the operator synchronises EndpointSlices, which verify cannot see
+    ("cl1", ["domain1/cl1"]),
+])
+def test_a_headless_global_service_is_resolved_to_its_local_pods_with_a_warning(
+        cluster: str, errors: list[str]) -> None:
+    """domain1/<cluster>'s copy of database made headless by hand: Cilium load-balances no
+    headless Service, so its name gives the pods of its cluster's EndpointSlices; verify
+    counts the local ones (an error where the call needs remote ones) and warns at
+    ``spec.clusterIP`` that the remote ones depend on a setting it cannot see."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = f"clusters/domain1/{cluster}/services.yaml"
+    _make_headless(files, path, "database-namespace", "database")
+    report = verify(inventory, files)
+    assert_database_unreachable_from(report, errors)
+    for problem in report.diagnostics:
+        if problem.severity is Severity.ERROR:
+            assert "(global: true, headless by clusterIP: None, backends: none)" in problem.message
+            assert "a headless Service's name resolves to the pods of its cluster's " \
+                   "EndpointSlices" in problem.message
+            assert problem.message.endswith(  # the field cannot be changed in place
+                "spec.clusterIP is immutable, so delete the Service and create it again "
+                "without clusterIP: None"), problem.message
+    [warned] = [d for d in report.diagnostics if _HEADLESS in d.message]
+    assert warned.severity is Severity.WARNING
+    assert warned.message.startswith("expected the global Service database-namespace/database "
+                                     "to have a cluster IP"), warned.message
+    assert str(warned.location).startswith(f"rendered/{path}:")
+    assert warned.path == "spec.clusterIP"
+
+
+def test_a_headless_service_that_is_not_global_is_not_warned_about() -> None:
+    """A headless Service that is not global has its local pods in DNS, as verify models it
+    (no warning); one spelt ``none`` is not headless to Kubernetes (which rejects it)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    _make_headless(files, path, "database-namespace", "database")
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    files[path] = (head + written + tail.replace('service.cilium.io/global: "true"',
+                                                 'service.cilium.io/global: "false"', 1)
+                   ).encode()
+    report = verify(inventory, files)
+    assert not [d for d in report.diagnostics if _HEADLESS in d.message]
+    assert_database_unreachable_from(report, _CALLERS)  # not global: shared with nobody
+    inventory, files = rendered_files(REPO_ROOT)
+    _make_headless(files, path, "database-namespace", "database")
+    files[path] = files[path].replace(b"clusterIP: None", b"clusterIP: none")
+    report = verify(inventory, files)
+    assert not [d for d in report.diagnostics if _HEADLESS in d.message]
+    # ...but headless to Cilium, which lowercases it: an error, and no backends for its name
+    [rejected] = [d for d in report.diagnostics if d.path == "spec.clusterIP"]
+    assert rejected.severity is Severity.ERROR
+    assert rejected.message.startswith("expected spec.clusterIP of Service "
+                                       "database-namespace/database to be None or an IP "
+                                       "address, found none, which the API server rejects")
+
+
+def test_a_cluster_ip_spelt_none_otherwise_is_advised_as_such() -> None:
+    """domain1/cl1's copy of database (a caller's) given ``clusterIP: NONE`` by hand: the
+    call by name has no backends, and the error's advice is about the spelling the API server
+    rejects, not about a label it does not have."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl1/services.yaml"
+    _make_headless(files, path, "database-namespace", "database")
+    files[path] = files[path].replace(b"clusterIP: None", b"clusterIP: NONE")
+    report = verify(inventory, files)
+    [call] = [d for d in report.diagnostics
+              if d.severity is Severity.ERROR and d.path != "spec.clusterIP"]
+    assert "(global: true, headless by clusterIP: NONE, backends: none)" in call.message
+    assert call.message.endswith(
+        "spec.clusterIP NONE is rejected by the API server: write None for DNS to answer its "
+        "name with its pods, or leave it out for Cilium to load-balance it"), call.message
+    assert HEADLESS_LABEL not in call.message
+
+
+def test_a_headless_service_takes_no_remote_backends_to_load_balance(tmp_path: Path) -> None:
+    """The thesis' use case 2b with the client admitted to cluster1 only (as in
+    test_dropped_connections_behind_a_global_service_are_reported), and backend's Service in
+    cluster1 made headless: its name resolves to cluster1's pods only (as verify counts
+    them), so nothing is load-balanced to the blocked cluster2; a warning says what verify
+    cannot see instead."""
+    root = copy_tree(THESIS_DIR / "use-case-2b", tmp_path / "repo")
+    other = root / "requirements" / "domain1" / "allow-service-backend.yaml"
+    other.write_text(other.read_text(encoding="utf-8").replace("name: client", "name: other"),
+                     encoding="utf-8")
+    inventory, files = rendered_files(root)
+    _make_headless(files, "clusters/domain1/cluster1/services.yaml", "backend-ns", "backend")
+    report = verify(inventory, files)
+    assert not [d for d in report.diagnostics if "blocked and" in d.message]
+    assert len([d for d in report.diagnostics if _HEADLESS in d.message]) == 1
+
+
+@pytest.mark.parametrize("key", [G, S, GA, SA, A, AA, "argocd.argoproj.io/sync-wave"])
+@pytest.mark.parametrize(("value", "found"), [
+    ("true", "true (a boolean)"), ("1", "1 (a number)"), ("-1", "-1 (a number)"),
+    ("0.5", "0.5 (a number)"), ("{}", "a mapping"), ("[local]", "a sequence"),
+    ("null", "null, which kubectl apply reads as removing the annotation"),
+    # as YAML writes them, not as Python shows them
+    ("2020-01-01", "2020-01-01 (a date)"), ("2020-01-01 10:30:00", "2020-01-01 10:30:00 (a "
+                                                                   "timestamp)"),
+    ("!!binary aGVsbG8=", "a binary value, which the API server"), (".inf", ".inf (a number)"),
+    ("-.inf", "-.inf (a number)"), (".nan", ".nan (a number)"),
+])
+def test_an_annotation_value_that_is_not_a_string_is_an_error(
+        key: str, value: str, found: str) -> None:
+    """domain1/cl2's database Service with an annotation written unquoted by hand (YAML reads
+    ``true`` as a boolean, ``1`` as a number): Kubernetes admits only strings there
+    (``metadata.annotations`` is ``map[string]string``), so verify does not guess what Cilium
+    reads; it reports an error at the annotation, once, and no affinity warning besides."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    assert written and f'    {G}: "true"\n' in tail
+    line = f"    {key}: {value}\n"
+    if f"    {key}: " in tail.split("\n---\n")[0]:  # rewrite the one written
+        old = next(x for x in tail.split("\n") if x.startswith(f"    {key}: "))
+        tail = tail.replace(old + "\n", line, 1)
+    else:
+        tail = tail.replace("  annotations:\n", "  annotations:\n" + line, 1)
+    files[path] = (head + written + tail).encode()
+    report = verify(inventory, files)
+    found_here = [d for d in report.diagnostics if d.path == f"metadata.annotations.{key}"]
+    assert len(found_here) == 1, [d.format_text() for d in found_here]
+    [problem] = found_here
+    assert problem.severity is Severity.ERROR
+    assert problem.message.startswith(
+        f"expected the value of annotation {key} of Service database-namespace/database to be "
+        f"a string, found {found}"), problem.message
+    assert str(problem.location).startswith(f"rendered/{path}:")
+    assert not report.ok
+
+
+def _label(files: dict[str, bytes], path: str, namespace: str, name: str, line: str) -> None:
+    """The Service namespace/name of a rendered services file given the label ``line``
+    (``key: value``) by hand."""
+    text = files[path].decode()
+    head, written, tail = text.partition(f"  name: {name}\n  namespace: {namespace}\n")
+    assert written and tail.startswith("  labels:\n")
+    files[path] = (head + written + tail.replace("  labels:\n", f"  labels:\n    {line}\n", 1)
+                   ).encode()
+
+
+_UNSERVED = "Cilium gives a Service so labelled no frontend whatever its value"
+
+
+@pytest.mark.parametrize("value", ['""', '"true"', '"false"'])
+@pytest.mark.parametrize(("cluster", "errors"), [
+    # the only copy with database's pods: the releases that leave a Service labelled headless
+    # out of their watch export none of its pods, so verify counts none (fail closed)
+    ("cl2", _CALLERS),
+    # a caller's copy: its name resolves to its cluster IP, which Cilium does not serve
+    ("cl1", ["domain1/cl1"]),
+])
+def test_a_service_labelled_headless_has_no_backends_whatever_its_cluster_ip(
+        value: str, cluster: str, errors: list[str]) -> None:
+    """domain1/<cluster>'s copy of database labelled ``service.kubernetes.io/headless`` by
+    hand (any value): Cilium's isHeadless reads the label's presence and gives the Service no
+    frontend though it has a cluster IP, so a call by its name reaches no pod (an error) and
+    a warning at the label says why."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = f"clusters/domain1/{cluster}/services.yaml"
+    _label(files, path, "database-namespace", "database", f"{HEADLESS_LABEL}: {value}")
+    report = verify(inventory, files)
+    assert_database_unreachable_from(report, errors)
+    if cluster == "cl1":
+        [problem] = [d for d in report.diagnostics if d.severity is Severity.ERROR]
+        assert f"(global: true, headless by label {HEADLESS_LABEL}, backends: none)" \
+            in problem.message, problem.message
+        assert "Cilium gives a headless Service no frontend, even with a cluster IP" \
+            in problem.message, problem.message
+        assert problem.message.endswith(
+            f"drop the label {HEADLESS_LABEL} for Cilium to load-balance it"), problem.message
+    [warned] = [d for d in report.diagnostics if _UNSERVED in d.message]
+    assert warned.severity is Severity.WARNING
+    assert warned.path == f"metadata.labels.{HEADLESS_LABEL}"
+    assert str(warned.location).startswith(f"rendered/{path}:")
+    assert not [d for d in report.diagnostics if _HEADLESS in d.message]
+
+
+def test_a_service_labelled_headless_with_no_cluster_ip_resolves_to_its_pods_unshared() -> None:
+    """domain1/cl2's database, the only copy with its pods, headless by ``clusterIP: None``
+    and the label: DNS answers its name with its pods, but verify counts none of them for
+    the other clusters' copies (fail closed), and the warning does not say they are
+    shared."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    _make_headless(files, path, "database-namespace", "database")
+    _label(files, path, "database-namespace", "database", f'{HEADLESS_LABEL}: ""')
+    report = verify(inventory, files)
+    assert_database_unreachable_from(report, _CALLERS)
+    [warned] = [d for d in report.diagnostics if _HEADLESS in d.message]
+    assert "still shared" not in warned.message
+    assert not [d for d in report.diagnostics if _UNSERVED in d.message]
+
+
+@pytest.mark.parametrize("value", ['""', "kube-proxy", "cilium"])
+def test_a_service_for_another_service_proxy_is_an_error_and_not_served(value: str) -> None:
+    """domain1/cl2's database, the only copy with its pods, labelled
+    ``service.kubernetes.io/service-proxy-name`` by hand: Cilium handles such a Service only
+    when the label equals its agent's k8s-service-proxy-name (empty by default: it handles
+    none so labelled), which the rendered tree does not say. verify reports an error at the
+    label and counts the Service as not served (none of its pods for the callers' copies)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    _label(files, path, "database-namespace", "database", f"{SERVICE_PROXY_NAME_LABEL}: {value}")
+    report = verify(inventory, files)
+    [problem] = [d for d in report.diagnostics
+                 if d.path == f"metadata.labels.{SERVICE_PROXY_NAME_LABEL}"]
+    assert problem.severity is Severity.ERROR
+    assert problem.message.startswith(
+        "expected the Service database-namespace/database to be handled by Cilium, found the "
+        f"label {SERVICE_PROXY_NAME_LABEL}"), problem.message
+    assert str(problem.location).startswith(f"rendered/{path}:")
+    calls = [d for d in report.diagnostics if d.severity is Severity.ERROR and d is not problem]
+    assert sorted(d.message.split(" to have a Service database-namespace/database whose "
+                                  "backends include a pod of service domain1/database")[0]
+                  for d in calls) == [f"expected {cluster}" for cluster in _CALLERS]
+
+
+@pytest.mark.parametrize("key", ["annotations", "labels"])
+@pytest.mark.parametrize(("value", "found"), [
+    ("[a]", "a sequence"), ("1", "1 (a number)"), ('"x"', "a string"), ("true", "true (a boolean)"),
+])
+def test_metadata_annotations_or_labels_that_are_not_a_mapping_are_an_error(
+        key: str, value: str, found: str) -> None:
+    """domain1/cl2's database Service with its ``metadata.<key>`` written by hand as something
+    other than a mapping: the API server rejects it (a map of strings to strings), so verify
+    reports an error at that key instead of reading it as empty."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    lines = tail.split("\n")
+    start = lines.index(f"  {key}:")
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("    "))
+    files[path] = (head + written + "\n".join(
+        [*lines[:start], f"  {key}: {value}", *lines[end:]])).encode()
+    report = verify(inventory, files)
+    [problem] = [d for d in report.diagnostics if d.path == f"metadata.{key}"]
+    assert problem.severity is Severity.ERROR
+    assert problem.message.startswith(
+        f"expected metadata.{key} of Service database-namespace/database to be a mapping, "
+        f"found {found}"), problem.message
+    assert str(problem.location).startswith(f"rendered/{path}:")
+
+
+@pytest.mark.parametrize(("value", "found"), [
+    ("5", "5 (a number), which the API server rejects: metadata.labels is a map of strings"),
+    ("true", "true (a boolean)"), ("[a]", "a sequence"), ("2020-01-01", "2020-01-01 (a date)"),
+    ("null", "null, which kubectl apply reads as removing the label"),
+])
+def test_a_label_value_that_is_not_a_string_is_an_error(value: str, found: str) -> None:
+    """domain1/cl2's database Service's label app.kubernetes.io/managed-by given by hand a
+    value YAML does not read as a string: the API server rejects it (``metadata.labels`` is
+    ``map[string]string``), so it is an error at the label, as for an annotation."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    managed = "  labels:\n    app.kubernetes.io/managed-by: meshplan\n"
+    assert written and tail.startswith(managed)  # rewrite the one written
+    files[path] = (head + written + tail.replace(
+        managed, f"  labels:\n    app.kubernetes.io/managed-by: {value}\n", 1)).encode()
+    report = verify(inventory, files)
+    [problem] = [d for d in report.diagnostics
+                 if d.path == "metadata.labels.app.kubernetes.io/managed-by"]
+    assert problem.severity is Severity.ERROR
+    assert problem.message.startswith(
+        "expected the value of label app.kubernetes.io/managed-by of Service "
+        f"database-namespace/database to be a string, found {found}"), problem.message
+    assert str(problem.location).startswith(f"rendered/{path}:")
+    assert not report.ok
+
+
+_DATABASE = "database-namespace/database"
+
+
+@pytest.mark.parametrize(("lines", "path", "found"), [
+    (["clusterIP: 5"], "spec.clusterIP", f"expected spec.clusterIP of Service {_DATABASE} to be "
+     "None or an IP address, found 5 (a number), which the API server rejects"),
+    (["clusterIP: [None]"], "spec.clusterIP", "to be None or an IP address, found a sequence"),
+    # Cilium reads headlessness from clusterIP only; the API server rejects clusterIPs alone
+    (["clusterIPs: [None]"], "spec.clusterIPs", f"expected spec.clusterIPs of Service {_DATABASE} "
+     "to be absent, found [None] without spec.clusterIP, which the API server rejects"),
+    (["clusterIP: 10.96.0.9", "clusterIPs: [None]"], "spec.clusterIPs",
+     "to begin with its spec.clusterIP 10.96.0.9, found [None], which the API server rejects"),
+    (["clusterIP: None", "clusterIPs: [10.96.0.9]"], "spec.clusterIPs",
+     "to begin with its spec.clusterIP None, found [10.96.0.9]"),
+    (["clusterIPs: None"], "spec.clusterIPs", "to be a list of strings, found a string"),
+    (["clusterIPs: [1]"], "spec.clusterIPs", "to be a list of strings, found a sequence"),
+])
+def test_a_cluster_ip_the_api_server_rejects_is_an_error(
+        lines: list[str], path: str, found: str) -> None:
+    """domain1/cl2's database Service given by hand a ``spec.clusterIP`` that is not a string
+    or a ``spec.clusterIPs`` that disagrees with it (the API server's validation: clusterIPs
+    empty when clusterIP is, else beginning with it): an error at that field."""
+    inventory, files = rendered_files(REPO_ROOT)
+    rendered = "clusters/domain1/cl2/services.yaml"
+    _spec_lines(files, rendered, lines)
+    report = verify(inventory, files)
+    [problem] = [d for d in report.diagnostics if d.path == path]
+    assert problem.severity is Severity.ERROR
+    assert found in problem.message, problem.message
+    assert str(problem.location).startswith(f"rendered/{rendered}:")
+    assert not report.ok
+
+
+@pytest.mark.parametrize("lines", [["clusterIP: 10.96.0.9"], ["clusterIP: None"],
+                                   ["clusterIP: None", "clusterIPs: [None]"],
+                                   ["clusterIP: 10.96.0.9", "clusterIPs: [10.96.0.9, fd00::9]"],
+                                   ['clusterIP: ""'], ["clusterIPs: []"]])
+def test_a_cluster_ip_the_api_server_admits_is_no_error(lines: list[str]) -> None:
+    """The same Service with a clusterIP and clusterIPs the API server admits: no error (the
+    headless copy, the only one with database's pods, still shares them)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    _spec_lines(files, "clusters/domain1/cl2/services.yaml", lines)
+    report = verify(inventory, files)
+    assert report.ok, [d.format_text() for d in report.diagnostics]
+
+
+def _spec_lines(files: dict[str, bytes], path: str, lines: list[str]) -> None:
+    """domain1/cl2's database Service given the spec ``lines`` by hand (after its type)."""
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    body, sep, rest = tail.partition("\n---\n")
+    assert written and "spec:\n  type: ClusterIP\n" in body
+    body = body.replace("spec:\n  type: ClusterIP\n", "spec:\n  type: ClusterIP\n"
+                        + "".join(f"  {line}\n" for line in lines), 1)
+    files[path] = (head + written + body + sep + rest).encode()
+
+
+@pytest.mark.parametrize(("key", "shown"), [("null", "null"), ("~", "null"), ("true", "true"),
+                                            ("1", "1")])
+def test_an_annotation_key_that_is_not_a_string_is_shown_as_yaml_writes_it(
+        key: str, shown: str) -> None:
+    """domain1/cl2's database Service with an annotation whose key YAML does not read as a
+    string and whose value is a number: the error's path and message name the key as YAML
+    writes it (``null``, not Python's ``None``)."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl2/services.yaml"
+    text = files[path].decode()
+    head, written, tail = text.partition("  name: database\n  namespace: database-namespace\n")
+    tail = tail.replace("  annotations:\n", f"  annotations:\n    {key}: 1\n", 1)
+    files[path] = (head + written + tail).encode()
+    report = verify(inventory, files)
+    [problem] = [d for d in report.diagnostics if "to be a string, found 1" in d.message]
+    assert problem.path == f"metadata.annotations.{shown}"
+    assert problem.message.startswith(f"expected the value of annotation {shown} of Service "
+                                      "database-namespace/database"), problem.message

@@ -21,12 +21,15 @@ What the model leaves out is reported, not ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+import datetime
+import math
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..admission import (
     MAX_PORTS_PER_PORT_RULE,
     SelectorProblem,
+    cilium_service_flags,
     selector_problems,
 )
 from ..diagnostics import Diagnostic, Location, error, notice, warning
@@ -50,7 +53,13 @@ from .connectivity import DIRECTIONS, Connectivity, Direction, Grant, Origin
 from .endpoints import Endpoint, EndpointIndex
 from .ports import ALL_PORTS, NO_PORTS, PROTOCOLS, PortSet, ports_of
 from .selectors import LabelSelector, Term, parse_selector
-from .services import ServiceCopy, cilium_service_flags, unmodelled_affinity
+from .services import (
+    HEADLESS_LABEL,
+    SERVICE_PROXY_NAME_LABEL,
+    ServiceCopy,
+    headless_reason,
+    unmodelled_affinity,
+)
 
 HARMLESS_KUSTOMIZE_KEYS = {"apiVersion", "kind", "metadata", "resources", "commonAnnotations",
                            "buildMetadata"}
@@ -158,11 +167,12 @@ class _ActualBuilder:
         self.port_readings: dict[str, tuple[PortSet, tuple[Finding, ...]]] = {}
         self.cidr_owners: dict[tuple[Block, ...], list[str]] = {}
         self.selectors: dict[tuple[str, bool], tuple[LabelSelector | None, str | None]] = {}
-        # id(data) -> (data, what _service_reading reads from it, its unmodelled affinity): a
+        # id(data) -> (data, what _service_findings finds in it): a
         # Service's text recurs in the clusters that mirror it, and its documents then share
         # their data (read-only)
         self.service_readings: dict[int, tuple[dict[str, Any], _ServiceReading | None,
-                                               tuple[str, object] | None]] = {}
+                                               tuple[str, object] | None,
+                                               tuple[tuple[PathKey, str], ...]]] = {}
         self.only = only  # the (domain, cluster) folders to read (None: every one)
         self.model = Connectivity(endpoints, index)
         self.files = files
@@ -190,24 +200,28 @@ class _ActualBuilder:
 
     def service(self, doc: Document, domain: str, cluster: str) -> None:
         """A rendered Service that load-balances (not an ExternalName) as :mod:`.services`
-        needs it, and a warning at an affinity it does not model (:meth:`_affinity`); each
-        distinct Service object (its data, which the documents of a recurring text share)
-        read once (:func:`_service_reading`, :func:`.services.unmodelled_affinity`)."""
+        needs it, an error at what it cannot read (:func:`_service_errors`),
+        a warning at an affinity it does not model (:meth:`_affinity`) and at a global
+        headless Service (:meth:`_headless`); each distinct Service object (its data, which
+        the documents of a recurring text share) read once (:func:`_service_reading`,
+        :func:`.services.unmodelled_affinity`)."""
         data = doc.data
         held = self.service_readings.get(id(data))
         if held is None or held[0] is not data:
-            reading = _service_reading(data)
-            annotations = data["metadata"].get("annotations") if reading is not None else None
-            affinity = unmodelled_affinity(annotations) if isinstance(annotations, dict) \
-                else None
-            held = self.service_readings[id(data)] = (data, reading, affinity)
-        _, reading, affinity = held
+            held = self.service_readings[id(data)] = (data, *_service_findings(data))
+        _, reading, affinity, errors = held
+        for path, message in errors:
+            self.problems.append(error(doc.location(path), format_path(path), message))
         if reading is None:
             return
         copy = ServiceCopy(domain, cluster, *reading, place(doc, ("metadata", "name")))
         self.services.append(copy)
         if affinity is not None:
             self._affinity(doc, copy, *affinity)
+        if copy.headless and not copy.resolves_to_pods:
+            self._unresolved(doc, copy)
+        elif copy.headless and copy.is_global:
+            self._headless(doc, copy)
 
     def display(self, relpath: str) -> str:
         return _display(self.root, relpath)
@@ -255,7 +269,7 @@ class _ActualBuilder:
                 docs[0].location(), "", f"expected a kustomization with resources only, found "
                 f"{', '.join(extra)}: verify reads the listed files as they are and does not "
                 "apply kustomize transformations"))
-        out = []
+        out: dict[str, int] = {}  # each file read once, with where it is first listed
         for i, item in enumerate(_resources_listed(data)):
             target = f"{base}/{item}"
             if not isinstance(item, str) or "/" in item or target not in self.files:
@@ -263,8 +277,15 @@ class _ActualBuilder:
                     docs[0].location(("resources", i)), f"resources[{i}]", "expected a file "
                     f"beside the kustomization, found {item!r}: verify cannot read it"))
                 continue
-            out.append(target)
-        return out
+            if target in out:  # kustomize adds its objects again, and refuses them
+                self.problems.append(error(
+                    docs[0].location(("resources", i)), f"resources[{i}]", "expected each "
+                    f"file listed once, found {item!r} again (first at resources[{out[target]}]):"
+                    " kustomize refuses to build the cluster (may not add resource with an "
+                    "already registered id); verify reads it once"))
+                continue
+            out[target] = i
+        return list(out)
 
     def _documents(self, relpath: str) -> list[Document]:
         key = (self.display(relpath), self.files[relpath])
@@ -294,6 +315,45 @@ class _ActualBuilder:
                 self.problems.append(error(
                     doc.location(("kind",)), "kind", "expected Cilium policies only, found a "
                     "Kubernetes NetworkPolicy, which verify does not model"))
+
+    def _headless(self, doc: Document, copy: ServiceCopy) -> None:
+        """A warning at a global Service with no cluster IP, whose remote backends verify
+        cannot know (:func:`.services.backends`)."""
+        path = ("spec", "clusterIP")
+        self.problems.append(warning(
+            doc.location(path), format_path(path),
+            f"expected the global Service {copy.namespace}/{copy.name} to have a cluster IP, "
+            "found clusterIP: None: Cilium load-balances no headless Service, and DNS answers "
+            "its name with the remote clusters' pods only where the Cilium operator "
+            "synchronises their EndpointSlices (clustermesh.enableEndpointSliceSynchronization, "
+            "off by default; service.cilium.io/global-sync-endpoint-slices: \"false\" opts "
+            "out), which the rendered tree does not say: verify counts this cluster's pods "
+            "only for its name" + (" (its own pods are still shared with the other clusters' "
+                                   "global copies)" if copy.shared else "")))
+
+    def _unresolved(self, doc: Document, copy: ServiceCopy) -> None:
+        """At a Service Cilium gives no frontend though DNS answers its name with an address,
+        not its pods (:func:`.services.headless_reason`): a warning at its label (calls by
+        name then have no backends, each an error of its own), an error at a ``clusterIP``
+        spelt "none" otherwise, which the API server rejects."""
+        name = f"{copy.namespace}/{copy.name}"
+        if copy.headless.startswith("clusterIP: "):
+            path: PathKey = ("spec", "clusterIP")
+            self.problems.append(error(
+                doc.location(path), format_path(path),
+                f"expected spec.clusterIP of Service {name} to be None or an IP address, found "
+                f"{copy.headless.removeprefix('clusterIP: ')}, which the API server rejects "
+                "(Cilium reads it as headless, so verify counts no backends for its name)"))
+            return
+        path = ("metadata", "labels", HEADLESS_LABEL)
+        self.problems.append(warning(
+            doc.location(path), format_path(path),
+            f"expected the Service {name} to be served by Cilium, found the label "
+            f"{HEADLESS_LABEL}: Cilium gives a Service so labelled no frontend whatever its "
+            "value, even with a cluster IP, which its name then resolves to, so verify counts "
+            "no backends for its name and, where global, none of its pods for the other "
+            "clusters' copies (the Cilium releases whose watch leaves such a Service out do not "
+            "export it to ClusterMesh)"))
 
     def _affinity(self, doc: Document, copy: ServiceCopy, key: str, value: object) -> None:
         """A warning for a global copy whose affinity ``key`` says ``value``, which Cilium
@@ -874,9 +934,144 @@ def _blocks_or_none(text: str) -> tuple[Block, ...]:
 
 
 # What a ServiceCopy reads from a Service's data: namespace, name, selector, global, shared,
-# ports, exposed (the fields between its cluster and its place)
+# ports, exposed, headless (the fields between its cluster and its place)
 _ServiceReading = tuple[str, str, tuple[tuple[str, str], ...] | None, bool, bool, PortSet,
-                        PortSet]
+                        PortSet, str]
+
+
+def _service_findings(data: dict[str, Any]) -> tuple[
+        _ServiceReading | None, tuple[str, object] | None, tuple[tuple[PathKey, str], ...]]:
+    """What depends on a Service's data only: its reading (:func:`_service_reading`), its
+    unmodelled affinity (:func:`.services.unmodelled_affinity`) and the errors at what
+    verify cannot read (:func:`_service_errors`)."""
+    reading = _service_reading(data)
+    meta = data.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    affinity = unmodelled_affinity(annotations) \
+        if reading is not None and isinstance(annotations, dict) else None
+    return reading, affinity, tuple(_service_errors(data))
+
+
+def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
+    """(path, message) of each error in a Service's data: its labels or annotations not a
+    mapping, a label or annotation value that is not a string, a ``spec.clusterIP`` or
+    ``clusterIPs`` the API server rejects (:func:`_cluster_ip_errors`; verify does not guess
+    what Cilium would read from an object Kubernetes does not store as written); the label
+    :data:`.services.SERVICE_PROXY_NAME_LABEL` on a Service a proxy serves (not an
+    ExternalName): verify does not model the agent's setting it depends on, and reads the
+    Service as not served."""
+    meta = data.get("metadata")
+    for key in ("labels", "annotations"):  # null is none; anything else the API rejects
+        value = meta.get(key) if isinstance(meta, dict) else None
+        if value is not None and not isinstance(value, dict):
+            yield (("metadata", key),
+                   f"expected metadata.{key} of Service {_service_name(data)} to be a mapping, "
+                   f"found {_shown(value)}, which the API server rejects: it is a map of "
+                   "strings to strings (verify reads it as empty)")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    spec = data.get("spec")
+    proxied = not isinstance(spec, dict) or spec.get("type") != "ExternalName"
+    if proxied and isinstance(labels, dict) and SERVICE_PROXY_NAME_LABEL in labels:
+        yield (("metadata", "labels", SERVICE_PROXY_NAME_LABEL),
+               f"expected the Service {_service_name(data)} to be handled by Cilium, found the "
+               f"label {SERVICE_PROXY_NAME_LABEL}: Cilium handles a Service so labelled only "
+               "when the label equals its agent's k8s-service-proxy-name (empty by default: "
+               "it then handles only the Services without the label), which the rendered tree "
+               "does not say; verify does not model it and counts the Service as not served")
+    for field, kind in (("labels", "label"), ("annotations", "annotation")):
+        yield from _not_strings(data, field, kind)
+    if proxied and isinstance(spec, dict):
+        yield from _cluster_ip_errors(spec, _service_name(data))
+
+
+def _cluster_ip_errors(spec: dict[str, Any], service: str) -> Iterator[tuple[PathKey, str]]:
+    """An error at a Service's ``spec.clusterIP`` that is not a string and at a
+    ``spec.clusterIPs`` the API server rejects (its validation of the two: clusterIPs must be
+    empty when clusterIP is, else begin with it). Cilium reads whether a Service is headless
+    from clusterIP only, so a clusterIPs that alone says None must not pass unseen."""
+    ip, ips = spec.get("clusterIP"), spec.get("clusterIPs")
+    if ip is not None and not isinstance(ip, str):
+        yield (("spec", "clusterIP"),
+               f"expected spec.clusterIP of Service {service} to be None or an IP address, "
+               f"found {_shown(ip)}, which the API server rejects: it is a string; quote it")
+        return
+    if ips is None:
+        return
+    path: PathKey = ("spec", "clusterIPs")
+    expected = f"expected spec.clusterIPs of Service {service}"
+    if not isinstance(ips, list) or not all(isinstance(one, str) for one in ips):
+        yield (path, f"{expected} to be a list of strings, found {_shown(ips)}, which the API "
+                     "server rejects")
+    elif ips and not ip:
+        yield (path, f"{expected} to be absent, found [{', '.join(ips)}] without "
+                     "spec.clusterIP, which the API server rejects (clusterIPs must be empty "
+                     "when clusterIP is not specified); Cilium reads whether a Service is "
+                     "headless from spec.clusterIP only: give clusterIP their first value")
+    elif ips and ips[0] != ip:
+        yield (path, f"{expected} to begin with its spec.clusterIP {ip}, found "
+                     f"[{', '.join(ips)}], which the API server rejects (the first value must "
+                     "match clusterIP); Cilium reads whether a Service is headless from "
+                     "spec.clusterIP only")
+
+
+def _not_strings(data: dict[str, Any], field: str, kind: str) -> Iterator[tuple[PathKey, str]]:
+    """An error at each value of the Service's ``metadata.<field>`` that is not a string
+    (``kind``: how a message names one of its keys)."""
+    meta = data.get("metadata")
+    values = meta.get(field) if isinstance(meta, dict) else None
+    if not isinstance(values, dict):
+        return
+    service = _service_name(data)
+    for key, value in values.items():
+        if isinstance(value, str):
+            continue
+        if value is None:
+            found = (f"null, which kubectl apply reads as removing the {kind} and the API "
+                     "server as an empty string")
+        else:
+            found = (f"{_shown(value)}, which the API server "
+                     f"rejects: metadata.{field} is a map of strings to strings")
+        yield (("metadata", field, _key_text(key)),
+               f"expected the value of {kind} {_key_text(key)} of Service {service} to be "
+               f"a string, found {found}; quote it")
+
+
+def _shown(value: object) -> str:
+    """A value as YAML writes it, with its kind (``true (a boolean)``, ``2020-01-01 (a
+    date)``); a string, a mapping, a sequence or a binary value by its kind only."""
+    if isinstance(value, bool):
+        return f"{'true' if value else 'false'} (a boolean)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{'.nan' if math.isnan(value) else '-.inf' if value < 0 else '.inf'} (a number)"
+    if isinstance(value, int | float):
+        return f"{value!r} (a number)"
+    if isinstance(value, datetime.datetime):  # before date: a datetime is a date too
+        return f"{value.isoformat(' ')} (a timestamp)"
+    if isinstance(value, datetime.date):
+        return f"{value.isoformat()} (a date)"
+    kinds = ((str, "a string"), (dict, "a mapping"), (list, "a sequence"),
+             (bytes, "a binary value"))
+    return next((kind for cls, kind in kinds if isinstance(value, cls)),
+                f"a value of YAML type {type(value).__name__}")
+
+
+def _key_text(key: object) -> str:
+    """A mapping's key as YAML writes it (``null``, ``true``), a string as it is."""
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
+
+
+def _service_name(data: dict[str, Any]) -> str:
+    return f"{_meta_text(data, 'namespace', 'default')}/{_meta_text(data, 'name', '')}"
+
+
+def _meta_text(data: dict[str, Any], key: str, default: str) -> str:
+    meta = data.get("metadata")
+    value = meta.get(key) if isinstance(meta, dict) else None
+    return str(value) if value else default
 
 
 def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
@@ -906,10 +1101,19 @@ def _service_reading(data: dict[str, Any]) -> _ServiceReading | None:
                     exposed |= one
     # An empty selector is none: Kubernetes manages no endpoints for it (ServiceSpec.selector:
     # "If empty or not present, ... an external process managing its endpoints")
+    labels = meta.get("labels")
+    if not isinstance(labels, dict):
+        labels = {}
+    if SERVICE_PROXY_NAME_LABEL in labels:  # not Cilium's by default: an error, not served
+        return None
+    is_global, shared = cilium_service_flags(annotations)
     return (str(meta.get("namespace") or "default"), str(meta["name"]),
             tuple(sorted((str(k), str(v)) for k, v in selector.items()))
             if isinstance(selector, dict) and selector else None,
-            *cilium_service_flags(annotations), ports, exposed)
+            # the releases whose watch leaves out a Service labelled headless export none of
+            # its pods (fail closed: the later ones do)
+            is_global, shared and HEADLESS_LABEL not in labels, ports, exposed,
+            headless_reason(labels, spec.get("clusterIP")))
 
 
 class RenderedDocument(NamedTuple):

@@ -6,10 +6,11 @@ a flow "to a Service" is a flow to whichever backend the load-balancer picks. A 
 of a Service has its own (local) backends; when the copy is global
 (``service.cilium.io/global: "true"``) it also gets the backends of every other cluster whose
 copy is global and shared (``service.cilium.io/shared``, true when absent); the legacy
-``io.cilium/`` spellings are read too (:func:`cilium_service_flags`). Affinity
-(``service.cilium.io/affinity``) is a preference with fail-over, never a restriction, so it is
-not modelled as one (clustermesh/services.rst, affinity.rst; pkg/clustermesh testdata); the
-values some releases read as a restriction are a warning (:func:`unmodelled_affinity`).
+``io.cilium/`` spellings are read too (:func:`~meshplan.admission.cilium_service_flags`).
+Affinity (``service.cilium.io/affinity``) is a preference with fail-over, never a
+restriction, so it is not modelled as one (clustermesh/services.rst, affinity.rst;
+pkg/clustermesh testdata); the values some releases read as a restriction are a warning
+(:func:`unmodelled_affinity`).
 
 Not modelled: Cilium's global-namespace filtering (``clustermesh.cilium.io/global`` on the
 Namespace, when the agent filters by it) can keep a global copy's remote backends out; verify
@@ -23,16 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..admission import cilium_service_flags
 from ..diagnostics import Diagnostic, Location, error, warning
 from ..load.document import Spot
-from ..vocabulary import (
-    AFFINITY_ANNOTATION,
-    AFFINITY_ANNOTATION_ALIAS,
-    GLOBAL_SERVICE_ANNOTATION,
-    GLOBAL_SERVICE_ANNOTATION_ALIAS,
-    SHARED_SERVICE_ANNOTATION,
-    SHARED_SERVICE_ANNOTATION_ALIAS,
-)
+from ..vocabulary import AFFINITY_ANNOTATION, AFFINITY_ANNOTATION_ALIAS
 from .connectivity import Connectivity, Direction
 from .endpoints import Endpoint, EndpointIndex
 from .ports import PortSet
@@ -48,44 +43,48 @@ class ServiceCopy:
     name: str
     selector: tuple[tuple[str, str], ...] | None  # None: no selector (no local backends)
     is_global: bool
+    # ClusterMesh exports its pods (when global): service.cilium.io/shared not false, and no
+    # label HEADLESS_LABEL (the releases that filter such Services out of their watch export
+    # nothing of them; fail closed)
     shared: bool
     ports: PortSet  # the pods' ports it forwards to (each entry's targetPort, else its port)
     # the ports a client calling the Service's name reaches a pod on the same port (an entry
     # whose targetPort is its port, as meshplan writes them): what a call by name needs
     exposed: PortSet
+    # why Cilium gives it no frontend, "" when it does (its agent's isHeadless: the label
+    # service.kubernetes.io/headless, whatever its value, or spec.clusterIP "none" in any
+    # case): HEADLESS_BY_CLUSTER_IP (clients connect to the pod addresses DNS answers its
+    # name with) or another reason (its name resolves to no pod); see backends
+    headless: str
     where: Location | Spot  # a Spot is looked up when shown (compared as its document)
 
     @property
     def location(self) -> Location:
         return self.where if isinstance(self.where, Location) else self.where.location()
 
+    @property
+    def resolves_to_pods(self) -> bool:
+        """Its name resolves to its pods (``clusterIP: None``, the only spelling Kubernetes
+        admits), not to an address Cilium serves."""
+        return self.headless == HEADLESS_BY_CLUSTER_IP
 
-def cilium_service_flags(annotations: Mapping[Any, Any]) -> tuple[bool, bool]:
-    """(global, shared) of a Service with these annotations, read as the Cilium agent reads
-    them (cilium/cilium ``pkg/annotation/clustermesh.go``: GetAnnotationIncludeExternal,
-    GetAnnotationShared; ``pkg/annotation/k8s.go``: Get and the ``*Alias`` keys):
 
-    * each flag is the value of its ``service.cilium.io/`` key when that key is present
-      (whatever its value, even ``""``), else of its legacy ``io.cilium/`` alias (Get tries
-      the key, then the aliases, and stops at the first present): so the new key wins when
-      both are written, also when it says "false" and the alias "true";
-    * a value is true when ``strings.ToLower(value) == "true"`` ("True", "TRUE" are true;
-      "yes", "1", "" false); Python's ``str.lower`` agrees here, as no character but T, R, U
-      and E lowers to t, r, u or e in either;
-    * shared is false unless the Service is global ("ignored if the service is not declared
-      as global"), and true for a global one that writes neither spelling.
+HEADLESS_LABEL = "service.kubernetes.io/headless"
+# Cilium handles a Service carrying this label only when it equals the agent's
+# k8s-service-proxy-name (empty by default: it handles the Services without the label)
+SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
+HEADLESS_BY_CLUSTER_IP = "clusterIP: None"
 
-    Affinity (``service.cilium.io/affinity``, alias ``io.cilium/service-affinity``, read the
-    same way, lowercased, ignored unless global) only orders the backends a global copy
-    picks from, with fail-over, so it is not read here (module docstring), except for the
-    values :func:`unmodelled_affinity` finds.
 
-    A value that is not a string (Kubernetes admits only strings) is present and not true.
-    """
-    is_global = _cilium_true(annotations, GLOBAL_SERVICE_ANNOTATION,
-                             GLOBAL_SERVICE_ANNOTATION_ALIAS, False)
-    return is_global, is_global and _cilium_true(annotations, SHARED_SERVICE_ANNOTATION,
-                                                 SHARED_SERVICE_ANNOTATION_ALIAS, True)
+def headless_reason(labels: Mapping[Any, Any], cluster_ip: object) -> str:
+    """Why Cilium's agent and ClusterMesh API server (``isHeadless``) give a Service no
+    frontend, "" when they do: its ``clusterIP`` spelt "none" in any case (Kubernetes admits
+    "None" only; DNS then answers its name with its pods), else its label
+    :data:`HEADLESS_LABEL` whatever its value ("A service that is annotated as headless has
+    no frontends, even if the service spec contains ClusterIPs")."""
+    if isinstance(cluster_ip, str) and cluster_ip.lower() == "none":
+        return f"clusterIP: {cluster_ip}"
+    return f"label {HEADLESS_LABEL}" if HEADLESS_LABEL in labels else ""
 
 
 MODELLED_AFFINITIES = ("", "local", "remote")  # what every Cilium release reads alike
@@ -103,33 +102,39 @@ def unmodelled_affinity(annotations: Mapping[Any, Any]) -> tuple[str, object] | 
     backends only, remote ones dropped (cilium/cilium#46623); since that fix "none" reads as
     "", and any other value too, with a warning in the agent's log.
     verify models every backend (a preference restricts nothing), so such a value is a
-    model it may not match."""
+    model it may not match. A value that is not a string is not one: Kubernetes admits only
+    strings, and :mod:`.cilium` reports it as an error instead."""
     if not cilium_service_flags(annotations)[0]:
         return None
     for key in (AFFINITY_ANNOTATION, AFFINITY_ANNOTATION_ALIAS):
         if key in annotations:
             value = annotations[key]
-            if isinstance(value, str) and value.lower() in MODELLED_AFFINITIES:
+            if not isinstance(value, str) or value.lower() in MODELLED_AFFINITIES:
                 return None
             return key, value
     return None
 
 
-def _cilium_true(annotations: Mapping[Any, Any], key: str, alias: str, default: bool) -> bool:
-    """annotation.Get(obj, key, alias) compared to "true" in any case; ``default`` when
-    neither key is present."""
-    for name in (key, alias):
-        if name in annotations:
-            value = annotations[name]
-            return isinstance(value, str) and value.lower() == "true"
-    return default
-
-
 def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
              index: EndpointIndex | None = None) -> dict[ServiceCopy, tuple[int, ...]]:
-    """Every copy's backends (endpoint indices): its local pods, plus, for a global copy, the
-    local pods of every other global and shared copy of the same namespace/name. ``index``:
-    the endpoints' :class:`.endpoints.EndpointIndex`, when already built."""
+    """Every copy's backends (endpoint indices): its local pods, plus, for a global copy that
+    is not headless, the local pods of every other global and shared copy of the same
+    namespace/name. ``index``: the endpoints' :class:`.endpoints.EndpointIndex`, when already
+    built.
+
+    A copy Cilium gives no frontend though it has a cluster IP (its label
+    :data:`HEADLESS_LABEL`) has none: its name resolves to an address nothing load-balances;
+    so too one whose ``clusterIP`` is "none" spelt otherwise (Kubernetes rejects it).
+    A headless copy with no cluster IP has the pods DNS answers its name with in its cluster: its
+    local pods, and the remote ones only where the Cilium operator writes the remote
+    clusters' EndpointSlices into it (``clustermesh.enableEndpointSliceSynchronization``,
+    beta and off by default, then on for a global headless Service unless
+    ``service.cilium.io/global-sync-endpoint-slices: "false"``; clustermesh/services.rst,
+    ``pkg/clustermesh/endpointslicesync``), which the rendered tree does not say: verify
+    counts the local ones only (a call by name that needs remote pods is then an error, not
+    a silent pass), and :mod:`.cilium` warns at a global one. A global and shared
+    headless copy still gives its pods to the other clusters' global copies: ClusterMesh
+    exports it like any global Service (the EndpointSlice synchronisation reads it there)."""
     index = EndpointIndex(endpoints) if index is None else index.of(endpoints)
     local: list[tuple[int, ...]] = []
     shared: dict[tuple[str, str], set[int]] = {}  # the pods global, shared copies give
@@ -145,7 +150,10 @@ def backends(copies: Sequence[ServiceCopy], endpoints: Sequence[Endpoint],
     for copy, mine in zip(copies, local, strict=True):
         # local pods are in index order already; a global copy also gets every global and
         # shared copy's (its own among them when it is shared)
-        if not copy.is_global:
+        if copy.headless and not copy.resolves_to_pods:  # nothing serves its address
+            out[copy] = ()
+            continue
+        if not copy.is_global or copy.headless:
             out[copy] = mine
             continue
         name = (copy.namespace, copy.name)
@@ -301,12 +309,17 @@ def load_balancing_problems(actual: Connectivity, copies: Sequence[ServiceCopy],
     for location, caller, copy, reached, dropped in found_groups:
         blocked_titles = ", ".join(sorted({endpoints[b].title for b in dropped}))
         allowed_titles = ", ".join(sorted({endpoints[b].title for b in reached}))
-        out.append(warning(location, "", f"expected every backend of the global Service "
+        if copy.headless:  # no cluster IP: the client picks among the addresses DNS gives
+            kind, how = "headless", ("DNS answers its name with the addresses of all of them "
+                                     "and the client connects to the one it picks")
+        else:
+            kind, how = "global", ("Cilium load-balances every connection to any of them "
+                                   "(affinity is only a preference)")
+        out.append(warning(location, "", f"expected every backend of the {kind} Service "
                            f"{copy.namespace}/{copy.name} of {copy.domain}/{copy.cluster} to be "
                            f"allowed for {caller}, which may call it there, found "
-                           f"{blocked_titles} blocked and {allowed_titles} allowed: Cilium "
-                           "load-balances every connection to any of them (affinity is only a "
-                           "preference), so part of the connections will be dropped, at random"))
+                           f"{blocked_titles} blocked and {allowed_titles} allowed: {how}, so "
+                           "part of the connections will be dropped, at random"))
     return out
 
 
@@ -386,15 +399,44 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
                 titles = sorted(endpoints[i].title for i in picked)
                 more = f" and {len(titles) - 3} more" if len(titles) > 3 else ""
                 shown.append(f"{copy.location} (global: {'true' if copy.is_global else 'not true'}"
+                             f"{f', headless by {copy.headless}' if copy.headless else ''}"
                              f", backends: {', '.join(titles[:3]) + more or 'none'})")
             exposing = [str(copy.exposed or "no port") for copy, picked in found
                         if not call.pods.isdisjoint(picked)]
             if exposing:  # the pods are behind it, not on the ports called
                 reason = (f"found {'; '.join(shown)} exposing {' and '.join(exposing)} by "
                           f"name: a client calling it on {call.ports} reaches no pod there")
+            elif any(copy.headless and not copy.resolves_to_pods for copy, _ in found):
+                reason = (f"found {'; '.join(shown)}: Cilium gives a headless Service no "
+                          "frontend, even with a cluster IP, and DNS answers its name with its "
+                          "pods only when its spec.clusterIP is None, so the name resolves to "
+                          "none of the service's pods; " + "; ".join(sorted(
+                              {_unheadless(copy.headless) for copy, _ in found
+                               if copy.headless and not copy.resolves_to_pods})))
+            elif any(copy.headless for copy, _ in found):
+                reason = (f"found {'; '.join(shown)}: a headless Service's name resolves to "
+                          "the pods of its cluster's EndpointSlices, which hold the remote "
+                          "clusters' only where the Cilium operator synchronises them "
+                          "(clustermesh.enableEndpointSliceSynchronization, off by default), "
+                          "which verify cannot see, so it counts the local pods only and the "
+                          "call reaches none of the service's pods; for ClusterMesh to "
+                          "load-balance it, give the Service a cluster IP: spec.clusterIP is "
+                          "immutable, so delete the Service and create it again without "
+                          "clusterIP: None")
             else:
                 reason = (f"found {'; '.join(shown)}: ClusterMesh gives a copy the remote "
                           "backends only when it is global, so the call reaches none of the "
                           "service's pods")
         out.append(error(call.where, "", f"{expected}, {reason}"))
     return out
+
+
+def _unheadless(headless: str) -> str:
+    """The advice for a copy Cilium reads as headless for the reason ``headless`` (not
+    :data:`HEADLESS_BY_CLUSTER_IP`): drop its label, or spell its clusterIP as Kubernetes
+    does (the API server rejects any other spelling)."""
+    if headless.startswith("clusterIP: "):
+        return (f"spec.clusterIP {headless.removeprefix('clusterIP: ')} is rejected by the API "
+                "server: write None for DNS to answer its name with its pods, or leave it out "
+                "for Cilium to load-balance it")
+    return f"drop the label {HEADLESS_LABEL} for Cilium to load-balance it"
