@@ -42,6 +42,7 @@ from ..vocabulary import (
     CLUSTERWIDE_POLICY_KIND,
     ISTIO_SECURITY_KINDS,
     K8S_POD_NAMESPACE_LABEL,
+    NAMESPACE_KIND,
     NAMESPACE_LABELS_PREFIX,
     NETWORK_POLICY_KIND,
     POD_NAMESPACE_LABEL,
@@ -184,6 +185,8 @@ class _ActualBuilder:
         self.pod_networks = [(block, f"{d.name}/{c.name}") for d in inventory.domains
                              for c in d.clusters for text, _ in c.pod_cidrs
                              for block in _blocks_or_none(text)]
+        # (domain, cluster, object id) -> the document that defined it first (_defined_once)
+        self.defined: dict[tuple[str, str, tuple[str, ...]], Document] = {}
 
     def selector_problems(self, data: Any) -> Sequence[SelectorProblem]:
         """:func:`~meshplan.admission.selector_problems`, once per distinct selector text (the
@@ -301,6 +304,7 @@ class _ActualBuilder:
     def _file(self, relpath: str, domain: str, cluster: str, mesh: str) -> None:
         for doc in self._documents(relpath):
             data = doc.data
+            self._defined_once(doc, domain, cluster)
             if not isinstance(data, dict):
                 continue
             kind = data.get("kind")
@@ -354,6 +358,25 @@ class _ActualBuilder:
             "no backends for its name and, where global, none of its pods for the other "
             "clusters' copies (the Cilium releases whose watch leaves such a Service out do not "
             "export it to ClusterMesh)"))
+
+    def _defined_once(self, doc: Document, domain: str, cluster: str) -> None:
+        """An error at a second definition of an object in one cluster folder, naming the
+        first: ``kubectl kustomize`` refuses the folder ("may not add resource with an already
+        registered id"), and verify would otherwise read both (:func:`_object_id`). The same
+        document met again (a file listed twice) is left to the kustomization's check."""
+        key = _object_id(doc.data)
+        if key is None:
+            return
+        first = self.defined.setdefault((domain, cluster, key), doc)
+        if first is doc or (first.file, first.index) == (doc.file, doc.index):
+            return
+        kind, _, namespace, name = key
+        self.problems.append(error(
+            doc.location(("metadata", "name")), "metadata.name",
+            f"expected each object once in cluster {domain}/{cluster}, found {kind} "
+            f"{namespace + '/' if namespace else ''}{name} again (first at "
+            f"{first.location(('metadata', 'name'))}): `kubectl kustomize` refuses the folder "
+            "(an already registered id), or the API server keeps one of them as one object"))
 
     def _affinity(self, doc: Document, copy: ServiceCopy, key: str, value: object) -> None:
         """A warning for a global copy whose affinity ``key`` says ``value``, which Cilium
@@ -914,6 +937,39 @@ def _resources_listed(kustomization: object) -> list[object]:
     """A kustomization's ``resources`` items as written (none when it has no such list)."""
     resources = kustomization.get("resources") if isinstance(kustomization, dict) else None
     return resources if isinstance(resources, list) else []
+
+
+# Kinds whose objects have no namespace: kustomize ignores metadata.namespace in their id
+# (Namespace, the RBAC and API ones), and the API server drops it for Cilium's cluster-wide
+# policy, which kustomize does not know (it keys that one by namespace: failing closed here).
+_CLUSTER_SCOPED_KINDS = frozenset((
+    NAMESPACE_KIND, CLUSTERWIDE_POLICY_KIND, "ClusterRole", "ClusterRoleBinding",
+    "CustomResourceDefinition", "APIService", "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration", "PriorityClass", "StorageClass", "PersistentVolume"))
+
+
+def _object_id(data: object) -> tuple[str, str, str, str] | None:
+    """What names one object of a cluster: (kind, API group, namespace, name), or None for a
+    document that names no object (verify reports those where it reads them).
+
+    kustomize's id is group, version, kind, namespace (unset is ``default``; none for a
+    cluster-scoped kind) and name; the version is left out here on purpose (failing closed):
+    the API server serves one object under each version of its group and kind, so two
+    versions of one name are one object of which only the last applied survives."""
+    if not isinstance(data, dict):
+        return None
+    kind, meta, api = data.get("kind"), data.get("metadata"), data.get("apiVersion")
+    if not isinstance(kind, str) or not isinstance(meta, dict) \
+            or not isinstance(meta.get("name"), str):
+        return None
+    group = api.rpartition("/")[0] if isinstance(api, str) else repr(api)
+    namespace = meta.get("namespace")
+    if kind in _CLUSTER_SCOPED_KINDS:
+        namespace = ""
+    elif namespace is None or namespace == "":
+        namespace = "default"
+    return kind, group, namespace if isinstance(namespace, str) else repr(namespace), \
+        meta["name"]
 
 
 def _in_cluster_root(relpath: str) -> bool:
