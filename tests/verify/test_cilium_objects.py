@@ -219,3 +219,18 @@ def test_the_served_api_versions_are_read(
     report = checked(tmp_path, inventory, {"objects.yaml": text})
     assert [d for d in report.diagnostics if d.path == "apiVersion"] == []
 
+
+@pytest.mark.parametrize(("kind", "api"), [
+    ("Namespace", "v1"), ("Node", "v1"), ("RuntimeClass", "node.k8s.io/v1"),
+    ("CSIDriver", "storage.k8s.io/v1"), ("CSINode", "storage.k8s.io/v1"),
+    ("PersistentVolume", "v1"), ("ClusterRole", "rbac.authorization.k8s.io/v1"),
+])
+def test_a_cluster_scoped_kind_is_one_object_whatever_namespace_it_names(
+        inventory: Inventory, tmp_path: Path, kind: str, api: str) -> None:
+    """kustomize ignores the namespace of the kinds its built-in schema marks
+    cluster-scoped (and refuses the folder), as verify must."""
+    def text(namespace: str) -> str:
+        return f"apiVersion: {api}\nkind: {kind}\nmetadata: {{name: c, namespace: {namespace}}}\n"
+    found, refused = duplicates(inventory, tmp_path, {"a.yaml": text("n1"), "b.yaml": text("n2")})
+    assert refused
+    assert len(found) == 1, found

@@ -991,13 +991,24 @@ def _resources_listed(kustomization: object) -> list[object]:
     return resources if isinstance(resources, list) else []
 
 
-# Kinds whose objects have no namespace: kustomize ignores metadata.namespace in their id
-# (Namespace, the RBAC and API ones), and the API server drops it for Cilium's cluster-wide
-# policy, which kustomize does not know (it keys that one by namespace: failing closed here).
+# Kinds whose objects have no namespace: kustomize ignores metadata.namespace in their id.
+# The built-in ones are every kind kustomize's kyaml (openapi.precomputedIsNamespaceScoped,
+# Kubernetes up to 1.36) marks cluster-scoped in any of its versions (keyed here by kind
+# alone: a namespace read as none finds more duplicates, never fewer); the API server drops
+# it for Cilium's cluster-wide policy too, which kustomize does not know (it keys that one by
+# namespace: failing closed here).
 _CLUSTER_SCOPED_KINDS = frozenset((
-    NAMESPACE_KIND, CLUSTERWIDE_POLICY_KIND, "ClusterRole", "ClusterRoleBinding",
-    "CustomResourceDefinition", "APIService", "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration", "PriorityClass", "StorageClass", "PersistentVolume"))
+    NAMESPACE_KIND, CLUSTERWIDE_POLICY_KIND,
+    "APIService", "CertificateSigningRequest", "ClusterCIDR", "ClusterRole",
+    "ClusterRoleBinding", "ClusterTrustBundle", "ComponentStatus", "CSIDriver", "CSINode",
+    "CustomResourceDefinition", "DeviceClass", "DeviceTaintRule", "FlowSchema", "IngressClass",
+    "IPAddress", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+    "MutatingWebhookConfiguration", "Node", "NodeProxyOptions", "PersistentVolume",
+    "PodSecurityPolicy", "PriorityClass", "PriorityLevelConfiguration", "ResourceClass",
+    "ResourcePoolStatusRequest", "ResourceSlice", "RuntimeClass", "ServiceCIDR",
+    "StorageClass", "StorageVersion", "StorageVersionMigration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "ValidatingWebhookConfiguration", "VolumeAttachment",
+    "VolumeAttributesClass"))
 
 
 def _is_list(data: object) -> bool:
