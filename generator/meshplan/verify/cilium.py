@@ -58,6 +58,7 @@ from .ports import ALL_PORTS, NO_PORTS, PROTOCOLS, PortSet, ports_of
 from .selectors import LabelSelector, Term, parse_selector
 from .services import (
     HEADLESS_LABEL,
+    HEADLESS_LABEL_TOO,
     SERVICE_PROXY_NAME_LABEL,
     ServiceCopy,
     headless_reason,
@@ -398,7 +399,8 @@ class _ActualBuilder:
             self.problems.append(error(
                 doc.location(path), format_path(path),
                 f"expected spec.clusterIP of Service {name} to be None or an IP address, found "
-                f"{copy.headless.removeprefix('clusterIP: ')}, which the API server rejects "
+                f"{copy.headless.removeprefix('clusterIP: ').removesuffix(HEADLESS_LABEL_TOO)}"
+                ", which the API server rejects "
                 "(Cilium reads it as headless, so verify counts no backends for its name)"))
             return
         path = ("metadata", "labels", HEADLESS_LABEL)
