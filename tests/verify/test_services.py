@@ -607,6 +607,28 @@ def test_a_cluster_ip_spelt_none_otherwise_is_advised_as_such() -> None:
     assert HEADLESS_LABEL not in call.message
 
 
+def test_a_cluster_ip_spelt_none_with_the_label_too_is_advised_to_drop_both() -> None:
+    """The same copy labelled ``service.kubernetes.io/headless`` as well: leaving clusterIP
+    out is not enough for Cilium to load-balance it (the label keeps it headless), so the
+    advice names the label too; the error at clusterIP shows its spelling alone."""
+    inventory, files = rendered_files(REPO_ROOT)
+    path = "clusters/domain1/cl1/services.yaml"
+    _make_headless(files, path, "database-namespace", "database")
+    files[path] = files[path].replace(b"clusterIP: None", b"clusterIP: none")
+    _label(files, path, "database-namespace", "database", f'{HEADLESS_LABEL}: ""')
+    report = verify(inventory, files)
+    [rejected] = [d for d in report.diagnostics if d.path == "spec.clusterIP"]
+    assert "address, found none, which the API server rejects" in rejected.message
+    [call] = [d for d in report.diagnostics
+              if d.severity is Severity.ERROR and d.path != "spec.clusterIP"]
+    assert f"headless by clusterIP: none and label {HEADLESS_LABEL}, backends: none)" \
+        in call.message, call.message
+    assert call.message.endswith(
+        "spec.clusterIP none is rejected by the API server: write None for DNS to answer its "
+        f"name with its pods, or leave it out and drop the label {HEADLESS_LABEL} for Cilium "
+        "to load-balance it"), call.message
+
+
 def test_a_headless_service_takes_no_remote_backends_to_load_balance(tmp_path: Path) -> None:
     """The thesis' use case 2b with the client admitted to cluster1 only (as in
     test_dropped_connections_behind_a_global_service_are_reported), and backend's Service in

@@ -40,6 +40,7 @@ from ..outputs import DEFAULT_OUTPUT_DIR, KUSTOMIZATION, cluster_dir, split_clus
 from ..vocabulary import (
     CILIUM_CLUSTER_LABEL,
     CLUSTERWIDE_POLICY_KIND,
+    ISTIO_SECURITY_API_VERSION,
     ISTIO_SECURITY_KINDS,
     K8S_POD_NAMESPACE_LABEL,
     NAMESPACE_KIND,
@@ -47,6 +48,7 @@ from ..vocabulary import (
     NETWORK_POLICY_KIND,
     POD_NAMESPACE_LABEL,
     POLICY_KINDS,
+    SERVICE_KIND,
     SOURCE_ANNOTATION,
 )
 from .addresses import Block, cidr_blocks
@@ -56,6 +58,7 @@ from .ports import ALL_PORTS, NO_PORTS, PROTOCOLS, PortSet, ports_of
 from .selectors import LabelSelector, Term, parse_selector
 from .services import (
     HEADLESS_LABEL,
+    HEADLESS_LABEL_TOO,
     SERVICE_PROXY_NAME_LABEL,
     ServiceCopy,
     headless_reason,
@@ -64,6 +67,14 @@ from .services import (
 
 HARMLESS_KUSTOMIZE_KEYS = {"apiVersion", "kind", "metadata", "resources", "commonAnnotations",
                            "buildMetadata"}
+# The apiVersions the API server applies each modelled kind under (Kubernetes' core v1;
+# Cilium's CRDs serve cilium.io/v2 only; Istio serves its security kinds as v1 and, still,
+# v1beta1): a document of such a kind under any other is not the object verify models.
+SERVED_API_VERSIONS: dict[str, tuple[str, ...]] = {
+    SERVICE_KIND: ("v1",), NAMESPACE_KIND: ("v1",),
+    **dict.fromkeys(POLICY_KINDS, ("cilium.io/v2",)),
+    **dict.fromkeys(ISTIO_SECURITY_KINDS, (ISTIO_SECURITY_API_VERSION,
+                                           "security.istio.io/v1beta1"))}
 RULE_KEYS = {"endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny",
              "enableDefaultDeny", "description", "labels", "log"}
 L3_KEYS: dict[Direction, tuple[str, str, str]] = {
@@ -304,14 +315,23 @@ class _ActualBuilder:
     def _file(self, relpath: str, domain: str, cluster: str, mesh: str) -> None:
         for doc in self._documents(relpath):
             data = doc.data
+            if _is_list(data):
+                self.problems.append(error(
+                    doc.location(("kind",)), "kind", f"expected one object per document, found "
+                    f"a {data['kind']} whose items kustomize applies each as its own object: "
+                    "verify does not read List documents (their policies and Services would "
+                    "go uncounted); write each object as its own document"))
+                continue
             self._defined_once(doc, domain, cluster)
             if not isinstance(data, dict):
                 continue
             kind = data.get("kind")
+            if kind in SERVED_API_VERSIONS and not self._applied_as_modelled(doc, str(kind)):
+                continue
             if kind in POLICY_KINDS:
                 self.policies += 1
                 _PolicyReader(self, doc, domain, cluster, mesh).read()
-            elif kind == "Service":
+            elif kind == SERVICE_KIND:
                 self.service(doc, domain, cluster)
             elif kind in ISTIO_SECURITY_KINDS:
                 self.istio_documents.append(RenderedDocument(doc, domain, cluster))
@@ -319,6 +339,39 @@ class _ActualBuilder:
                 self.problems.append(error(
                     doc.location(("kind",)), "kind", "expected Cilium policies only, found a "
                     "Kubernetes NetworkPolicy, which verify does not model"))
+
+    def _applied_as_modelled(self, doc: Document, kind: str) -> bool:
+        """Whether the API server applies the document as the ``kind`` verify models it as:
+        an error at an apiVersion it does not serve that kind under (the object is another
+        API's, or refused) and at a ``metadata.name`` or ``metadata.namespace`` that is not a
+        string (the API server rejects the object); such a document is not counted, as it
+        is not applied as that object (a policy counted but not applied would hide the
+        pods it leaves unrestricted)."""
+        data = doc.data
+        api, served = data.get("apiVersion"), SERVED_API_VERSIONS[kind]
+        applied = True
+        if api not in served:
+            self.problems.append(error(
+                doc.location(("apiVersion",)), "apiVersion",
+                f"expected apiVersion {' or '.join(served)} for a {kind}, found "
+                f"{api if isinstance(api, str) else _shown(api)}: the API server does not "
+                f"apply it as a {kind} (another API's object, or none), so verify does not "
+                "count it"))
+            applied = False
+        meta = data.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        for key in ("name", "namespace"):
+            value = meta.get(key)
+            # a null namespace is none (kubectl drops it); a null name is an empty one
+            if key not in meta or isinstance(value, str) or (key, value) == ("namespace", None):
+                continue
+            self.problems.append(error(
+                doc.location(("metadata", key)), f"metadata.{key}",
+                f"expected metadata.{key} of the {kind} to be a string, found "
+                f"{'null' if value is None else _shown(value)}, which the API server rejects "
+                "(quote it), so verify does not count the object"))
+            applied = False
+        return applied
 
     def _headless(self, doc: Document, copy: ServiceCopy) -> None:
         """A warning at a global Service with no cluster IP, whose remote backends verify
@@ -346,7 +399,8 @@ class _ActualBuilder:
             self.problems.append(error(
                 doc.location(path), format_path(path),
                 f"expected spec.clusterIP of Service {name} to be None or an IP address, found "
-                f"{copy.headless.removeprefix('clusterIP: ')}, which the API server rejects "
+                f"{copy.headless.removeprefix('clusterIP: ').removesuffix(HEADLESS_LABEL_TOO)}"
+                ", which the API server rejects "
                 "(Cilium reads it as headless, so verify counts no backends for its name)"))
             return
         path = ("metadata", "labels", HEADLESS_LABEL)
@@ -939,13 +993,34 @@ def _resources_listed(kustomization: object) -> list[object]:
     return resources if isinstance(resources, list) else []
 
 
-# Kinds whose objects have no namespace: kustomize ignores metadata.namespace in their id
-# (Namespace, the RBAC and API ones), and the API server drops it for Cilium's cluster-wide
-# policy, which kustomize does not know (it keys that one by namespace: failing closed here).
+# Kinds whose objects have no namespace: kustomize ignores metadata.namespace in their id.
+# The built-in ones are every kind kustomize's kyaml (openapi.precomputedIsNamespaceScoped,
+# Kubernetes up to 1.36) marks cluster-scoped in any of its versions (keyed here by kind
+# alone: a namespace read as none finds more duplicates, never fewer); the API server drops
+# it for Cilium's cluster-wide policy too, which kustomize does not know (it keys that one by
+# namespace: failing closed here).
 _CLUSTER_SCOPED_KINDS = frozenset((
-    NAMESPACE_KIND, CLUSTERWIDE_POLICY_KIND, "ClusterRole", "ClusterRoleBinding",
-    "CustomResourceDefinition", "APIService", "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration", "PriorityClass", "StorageClass", "PersistentVolume"))
+    NAMESPACE_KIND, CLUSTERWIDE_POLICY_KIND,
+    "APIService", "CertificateSigningRequest", "ClusterCIDR", "ClusterRole",
+    "ClusterRoleBinding", "ClusterTrustBundle", "ComponentStatus", "CSIDriver", "CSINode",
+    "CustomResourceDefinition", "DeviceClass", "DeviceTaintRule", "FlowSchema", "IngressClass",
+    "IPAddress", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+    "MutatingWebhookConfiguration", "Node", "NodeProxyOptions", "PersistentVolume",
+    "PodSecurityPolicy", "PriorityClass", "PriorityLevelConfiguration", "ResourceClass",
+    "ResourcePoolStatusRequest", "ResourceSlice", "RuntimeClass", "ServiceCIDR",
+    "StorageClass", "StorageVersion", "StorageVersionMigration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "ValidatingWebhookConfiguration", "VolumeAttachment",
+    "VolumeAttributesClass"))
+
+
+def _is_list(data: object) -> bool:
+    """A document kustomize replaces with its ``items``, each applied as its own object
+    (api/resource/factory.go: any kind ending in ``List``; one without items is empty)."""
+    if not isinstance(data, dict):
+        return False
+    kind = data.get("kind")
+    return isinstance(kind, str) and kind.endswith("List") and (kind == "List"
+                                                                or "items" in data)
 
 
 def _object_id(data: object) -> tuple[str, str, str, str] | None:

@@ -74,6 +74,8 @@ HEADLESS_LABEL = "service.kubernetes.io/headless"
 # k8s-service-proxy-name (empty by default: it handles the Services without the label)
 SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
 HEADLESS_BY_CLUSTER_IP = "clusterIP: None"
+# what headless_reason adds to a clusterIP spelt "none" otherwise when the label is there too
+HEADLESS_LABEL_TOO = f" and label {HEADLESS_LABEL}"
 
 
 def headless_reason(labels: Mapping[Any, Any], cluster_ip: object) -> str:
@@ -83,7 +85,10 @@ def headless_reason(labels: Mapping[Any, Any], cluster_ip: object) -> str:
     :data:`HEADLESS_LABEL` whatever its value ("A service that is annotated as headless has
     no frontends, even if the service spec contains ClusterIPs")."""
     if isinstance(cluster_ip, str) and cluster_ip.lower() == "none":
-        return f"clusterIP: {cluster_ip}"
+        # the label too, said where it matters: it keeps the Service headless once the
+        # spelling the API server rejects is left out (the advice of _unheadless)
+        labelled = HEADLESS_LABEL in labels and cluster_ip != "None"
+        return f"clusterIP: {cluster_ip}" + (HEADLESS_LABEL_TOO if labelled else "")
     return f"label {HEADLESS_LABEL}" if HEADLESS_LABEL in labels else ""
 
 
@@ -434,9 +439,12 @@ def name_problems(calls: Iterable[NamedCall], endpoints: Sequence[Endpoint],
 def _unheadless(headless: str) -> str:
     """The advice for a copy Cilium reads as headless for the reason ``headless`` (not
     :data:`HEADLESS_BY_CLUSTER_IP`): drop its label, or spell its clusterIP as Kubernetes
-    does (the API server rejects any other spelling)."""
+    does (the API server rejects any other spelling), or leave it out and drop the label it
+    has too (which keeps it headless to Cilium)."""
     if headless.startswith("clusterIP: "):
-        return (f"spec.clusterIP {headless.removeprefix('clusterIP: ')} is rejected by the API "
-                "server: write None for DNS to answer its name with its pods, or leave it out "
-                "for Cilium to load-balance it")
+        written = headless.removeprefix("clusterIP: ").removesuffix(HEADLESS_LABEL_TOO)
+        return (f"spec.clusterIP {written} is rejected by the API server: write None for DNS "
+                "to answer its name with its pods, or leave it out"
+                + (f" and drop the label {HEADLESS_LABEL}" if headless.endswith(
+                    HEADLESS_LABEL_TOO) else "") + " for Cilium to load-balance it")
     return f"drop the label {HEADLESS_LABEL} for Cilium to load-balance it"
