@@ -196,8 +196,14 @@ class _ActualBuilder:
         self.pod_networks = [(block, f"{d.name}/{c.name}") for d in inventory.domains
                              for c in d.clusters for text, _ in c.pod_cidrs
                              for block in _blocks_or_none(text)]
-        # (domain, cluster, object id) -> the document that defined it first (_defined_once)
-        self.defined: dict[tuple[str, str, tuple[str, ...]], Document] = {}
+        # object id -> the document of the cluster folder being read that defined it first
+        # (_defined_once; emptied for each cluster, so it holds one folder's ids at most)
+        self.defined: dict[tuple[str, str, str, str], Document] = {}
+        # id(data) -> (data, its object id, whether it reads plainly: _reads_plainly) for a
+        # Service's data, which the documents of a recurring text share (held by
+        # service_readings anyway): a mirrored Service is read once, not in every cluster
+        self.object_readings: dict[int, tuple[object, tuple[str, str, str, str] | None,
+                                              bool]] = {}
 
     def selector_problems(self, data: Any) -> Sequence[SelectorProblem]:
         """:func:`~meshplan.admission.selector_problems`, once per distinct selector text (the
@@ -257,6 +263,7 @@ class _ActualBuilder:
                         f"directory of cluster {domain.name}/{cluster.name}, found none: run "
                         "`meshplan render` (its policies cannot be verified)"))
                     continue
+                self.defined = {}
                 for relpath in self._resources(base):
                     self._file(relpath, domain.name, cluster.name, cluster.mesh_name)
         for base in dirs:
@@ -315,18 +322,26 @@ class _ActualBuilder:
     def _file(self, relpath: str, domain: str, cluster: str, mesh: str) -> None:
         for doc in self._documents(relpath):
             data = doc.data
-            if _is_list(data):
+            held = self.object_readings.get(id(data))
+            if held is None or held[0] is not data:
+                held = (data, _object_id(data), _reads_plainly(data))
+                if type(data) is dict and data.get("kind") == SERVICE_KIND:
+                    self.object_readings[id(data)] = held
+            _, key, plain = held
+            if not plain and _is_list(data):
                 self.problems.append(error(
                     doc.location(("kind",)), "kind", f"expected one object per document, found "
                     f"a {data['kind']} whose items kustomize applies each as its own object: "
                     "verify does not read List documents (their policies and Services would "
                     "go uncounted); write each object as its own document"))
                 continue
-            self._defined_once(doc, domain, cluster)
+            if key is not None:
+                self._defined_once(doc, key, domain, cluster)
             if not isinstance(data, dict):
                 continue
             kind = data.get("kind")
-            if kind in SERVED_API_VERSIONS and not self._applied_as_modelled(doc, str(kind)):
+            if not plain and kind in SERVED_API_VERSIONS \
+                    and not self._applied_as_modelled(doc, str(kind)):
                 continue
             if kind in POLICY_KINDS:
                 self.policies += 1
@@ -413,15 +428,13 @@ class _ActualBuilder:
             "clusters' copies (the Cilium releases whose watch leaves such a Service out do not "
             "export it to ClusterMesh)"))
 
-    def _defined_once(self, doc: Document, domain: str, cluster: str) -> None:
+    def _defined_once(self, doc: Document, key: tuple[str, str, str, str], domain: str,
+                      cluster: str) -> None:
         """An error at a second definition of an object in one cluster folder, naming the
         first: ``kubectl kustomize`` refuses the folder ("may not add resource with an already
         registered id"), and verify would otherwise read both (:func:`_object_id`). The same
         document met again (a file listed twice) is left to the kustomization's check."""
-        key = _object_id(doc.data)
-        if key is None:
-            return
-        first = self.defined.setdefault((domain, cluster, key), doc)
+        first = self.defined.setdefault(key, doc)
         if first is doc or (first.file, first.index) == (doc.file, doc.index):
             return
         kind, _, namespace, name = key
@@ -1023,6 +1036,26 @@ def _is_list(data: object) -> bool:
                                                                 or "items" in data)
 
 
+def _reads_plainly(data: object) -> bool:
+    """Whether a document is one object (not a List, :func:`_is_list`) that, where verify
+    models its kind, has an apiVersion served for it and a string name and namespace: what
+    :meth:`_ActualBuilder._file` and ``_applied_as_modelled`` check, found without a
+    finding (their checks then need not run)."""
+    if not isinstance(data, dict) or _is_list(data):
+        return False
+    kind = data.get("kind")
+    if type(kind) is not str or kind not in SERVED_API_VERSIONS:
+        return True
+    if data.get("apiVersion") not in SERVED_API_VERSIONS[kind]:
+        return False
+    meta = data.get("metadata")
+    if not isinstance(meta, dict):
+        return True
+    name, namespace = meta.get("name"), meta.get("namespace")
+    return ("name" not in meta or isinstance(name, str)) \
+        and (namespace is None or isinstance(namespace, str))
+
+
 def _object_id(data: object) -> tuple[str, str, str, str] | None:
     """What names one object of a cluster: (kind, API group, namespace, name), or None for a
     document that names no object (verify reports those where it reads them).
@@ -1152,10 +1185,10 @@ def _not_strings(data: dict[str, Any], field: str, kind: str) -> Iterator[tuple[
     values = meta.get(field) if isinstance(meta, dict) else None
     if not isinstance(values, dict):
         return
-    service = _service_name(data)
     for key, value in values.items():
         if isinstance(value, str):
             continue
+        service = _service_name(data)  # named when it has an error only (rare)
         if value is None:
             found = (f"null, which kubectl apply reads as removing the {kind} and the API "
                      "server as an empty string")
