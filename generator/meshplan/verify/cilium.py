@@ -1113,7 +1113,27 @@ def _service_findings(data: dict[str, Any]) -> tuple[
     annotations = meta.get("annotations") if isinstance(meta, dict) else None
     affinity = unmodelled_affinity(annotations) \
         if reading is not None and isinstance(annotations, dict) else None
-    return reading, affinity, tuple(_service_errors(data))
+    return reading, affinity, () if _plainly_stored(data) else tuple(_service_errors(data))
+
+
+def _plainly_stored(data: dict[str, Any]) -> bool:
+    """Whether a Service has none of :func:`_service_errors`' errors, checked the quick way
+    most Services (every one meshplan writes) pass: labels and annotations null or mappings
+    of strings, no proxy-name label, a string clusterIP or none, no clusterIPs. False says
+    only that the full check must run."""
+    meta, spec = data.get("metadata"), data.get("spec")
+    if type(meta) is not dict or type(spec) is not dict:
+        return False
+    labels, annotations = meta.get("labels"), meta.get("annotations")
+    return _strings_only(labels) and _strings_only(annotations) \
+        and (labels is None or SERVICE_PROXY_NAME_LABEL not in labels) \
+        and type(spec.get("clusterIP", "")) is str and "clusterIPs" not in spec
+
+
+def _strings_only(values: object) -> bool:
+    """Null, or a mapping whose every value is a string."""
+    return values is None or (type(values) is dict
+                              and all(type(value) is str for value in values.values()))
 
 
 def _service_errors(data: dict[str, Any]) -> Iterator[tuple[PathKey, str]]:
