@@ -231,7 +231,7 @@ class _ActualBuilder:
             held = self.service_readings[id(data)] = (data, *_service_findings(data))
         _, reading, affinity, errors = held
         for path, message in errors:
-            self.problems.append(error(doc.location(path), format_path(path), message))
+            self._at(error, doc, path, message)
         if reading is None:
             return
         copy = ServiceCopy(domain, cluster, *reading, place(doc, ("metadata", "name")))
@@ -245,6 +245,11 @@ class _ActualBuilder:
 
     def display(self, relpath: str) -> str:
         return _display(self.root, relpath)
+
+    def _at(self, make: Callable[[Location, str, str], Diagnostic], doc: Document,
+            path: PathKey, message: str) -> None:
+        """A diagnostic (``make``: :func:`error` or :func:`warning`) at ``path`` in ``doc``."""
+        self.problems.append(make(doc.location(path), format_path(path), message))
 
     def build(self) -> Connectivity:
         present = {cluster_dir(split[0], split[1]) for p in self.files
@@ -356,44 +361,20 @@ class _ActualBuilder:
                     "Kubernetes NetworkPolicy, which verify does not model"))
 
     def _applied_as_modelled(self, doc: Document, kind: str) -> bool:
-        """Whether the API server applies the document as the ``kind`` verify models it as:
-        an error at an apiVersion it does not serve that kind under (the object is another
-        API's, or refused) and at a ``metadata.name`` or ``metadata.namespace`` that is not a
-        string (the API server rejects the object); such a document is not counted, as it
-        is not applied as that object (a policy counted but not applied would hide the
-        pods it leaves unrestricted)."""
-        data = doc.data
-        api, served = data.get("apiVersion"), SERVED_API_VERSIONS[kind]
-        applied = True
-        if api not in served:
-            self.problems.append(error(
-                doc.location(("apiVersion",)), "apiVersion",
-                f"expected apiVersion {' or '.join(served)} for a {kind}, found "
-                f"{api if isinstance(api, str) else _shown(api)}: the API server does not "
-                f"apply it as a {kind} (another API's object, or none), so verify does not "
-                "count it"))
-            applied = False
-        meta = data.get("metadata")
-        meta = meta if isinstance(meta, dict) else {}
-        for key in ("name", "namespace"):
-            value = meta.get(key)
-            # a null namespace is none (kubectl drops it); a null name is an empty one
-            if key not in meta or isinstance(value, str) or (key, value) == ("namespace", None):
-                continue
-            self.problems.append(error(
-                doc.location(("metadata", key)), f"metadata.{key}",
-                f"expected metadata.{key} of the {kind} to be a string, found "
-                f"{'null' if value is None else _shown(value)}, which the API server rejects "
-                "(quote it), so verify does not count the object"))
-            applied = False
-        return applied
+        """Whether the API server applies the document as the ``kind`` verify models it as,
+        an error at each reason it does not (:func:`_application_errors`); such a document
+        is not counted, as it is not applied as that object (a policy counted but not
+        applied would hide the pods it leaves unrestricted)."""
+        errors = _application_errors(doc.data, kind)
+        for path, message in errors:
+            self._at(error, doc, path, message)
+        return not errors
 
     def _headless(self, doc: Document, copy: ServiceCopy) -> None:
         """A warning at a global Service with no cluster IP, whose remote backends verify
         cannot know (:func:`.services.backends`)."""
         path = ("spec", "clusterIP")
-        self.problems.append(warning(
-            doc.location(path), format_path(path),
+        self._at(warning, doc, path,
             f"expected the global Service {copy.namespace}/{copy.name} to have a cluster IP, "
             "found clusterIP: None: Cilium load-balances no headless Service, and DNS answers "
             "its name with the remote clusters' pods only where the Cilium operator "
@@ -401,7 +382,7 @@ class _ActualBuilder:
             "off by default; service.cilium.io/global-sync-endpoint-slices: \"false\" opts "
             "out), which the rendered tree does not say: verify counts this cluster's pods "
             "only for its name" + (" (its own pods are still shared with the other clusters' "
-                                   "global copies)" if copy.shared else "")))
+                                   "global copies)" if copy.shared else ""))
 
     def _unresolved(self, doc: Document, copy: ServiceCopy) -> None:
         """At a Service Cilium gives no frontend though DNS answers its name with an address,
@@ -411,22 +392,20 @@ class _ActualBuilder:
         name = f"{copy.namespace}/{copy.name}"
         if copy.headless.startswith("clusterIP: "):
             path: PathKey = ("spec", "clusterIP")
-            self.problems.append(error(
-                doc.location(path), format_path(path),
+            self._at(error, doc, path,
                 f"expected spec.clusterIP of Service {name} to be None or an IP address, found "
                 f"{copy.headless.removeprefix('clusterIP: ').removesuffix(HEADLESS_LABEL_TOO)}"
                 ", which the API server rejects "
-                "(Cilium reads it as headless, so verify counts no backends for its name)"))
+                "(Cilium reads it as headless, so verify counts no backends for its name)")
             return
         path = ("metadata", "labels", HEADLESS_LABEL)
-        self.problems.append(warning(
-            doc.location(path), format_path(path),
+        self._at(warning, doc, path,
             f"expected the Service {name} to be served by Cilium, found the label "
             f"{HEADLESS_LABEL}: Cilium gives a Service so labelled no frontend whatever its "
             "value, even with a cluster IP, which its name then resolves to, so verify counts "
             "no backends for its name and, where global, none of its pods for the other "
             "clusters' copies (the Cilium releases whose watch leaves such a Service out do not "
-            "export it to ClusterMesh)"))
+            "export it to ClusterMesh)")
 
     def _defined_once(self, doc: Document, key: tuple[str, str, str, str], domain: str,
                       cluster: str) -> None:
@@ -449,13 +428,12 @@ class _ActualBuilder:
         """A warning for a global copy whose affinity ``key`` says ``value``, which Cilium
         releases read differently (:func:`.services.unmodelled_affinity`)."""
         path = ("metadata", "annotations", key)
-        self.problems.append(warning(
-            doc.location(path), format_path(path),
+        self._at(warning, doc, path,
             f"expected {key} of the global Service {copy.namespace}/{copy.name} to be local, "
             f"remote or absent, found {value!r}: Cilium 1.18, and 1.19 before the backport of "
             "the fix of cilium/cilium#46623, then load-balance to this cluster's "
             "backends only (remote ones dropped), later releases to every backend, as verify "
-            "models it"))
+            "models it")
 
 
 class _PolicyReader:
@@ -1038,22 +1016,40 @@ def _is_list(data: object) -> bool:
 
 def _reads_plainly(data: object) -> bool:
     """Whether a document is one object (not a List, :func:`_is_list`) that, where verify
-    models its kind, has an apiVersion served for it and a string name and namespace: what
-    :meth:`_ActualBuilder._file` and ``_applied_as_modelled`` check, found without a
-    finding (their checks then need not run)."""
+    models its kind, the API server applies as that kind (:func:`_application_errors`):
+    what :meth:`_ActualBuilder._file` checks, found without a finding."""
     if not isinstance(data, dict) or _is_list(data):
         return False
     kind = data.get("kind")
-    if type(kind) is not str or kind not in SERVED_API_VERSIONS:
-        return True
-    if data.get("apiVersion") not in SERVED_API_VERSIONS[kind]:
-        return False
+    return type(kind) is not str or kind not in SERVED_API_VERSIONS \
+        or not _application_errors(data, kind)
+
+
+def _application_errors(data: dict[str, Any], kind: str) -> tuple[tuple[PathKey, str], ...]:
+    """(path, message) of each reason the API server does not apply ``data`` as the ``kind``
+    verify models it as: an apiVersion it does not serve that kind under (the object is
+    another API's, or refused), a ``metadata.name`` or ``metadata.namespace`` that is not a
+    string (the API server rejects the object)."""
+    errors: list[tuple[PathKey, str]] = []
+    api, served = data.get("apiVersion"), SERVED_API_VERSIONS[kind]
+    if api not in served:
+        errors.append((("apiVersion",),
+                       f"expected apiVersion {' or '.join(served)} for a {kind}, found "
+                       f"{api if isinstance(api, str) else _shown(api)}: the API server does "
+                       f"not apply it as a {kind} (another API's object, or none), so verify "
+                       "does not count it"))
     meta = data.get("metadata")
-    if not isinstance(meta, dict):
-        return True
-    name, namespace = meta.get("name"), meta.get("namespace")
-    return ("name" not in meta or isinstance(name, str)) \
-        and (namespace is None or isinstance(namespace, str))
+    meta = meta if isinstance(meta, dict) else {}
+    for key in ("name", "namespace"):
+        value = meta.get(key)
+        # a null namespace is none (kubectl drops it); a null name is an empty one
+        if key not in meta or isinstance(value, str) or (key, value) == ("namespace", None):
+            continue
+        errors.append((("metadata", key),
+                       f"expected metadata.{key} of the {kind} to be a string, found "
+                       f"{'null' if value is None else _shown(value)}, which the API server "
+                       "rejects (quote it), so verify does not count the object"))
+    return tuple(errors)
 
 
 def _object_id(data: object) -> tuple[str, str, str, str] | None:
